@@ -1,0 +1,52 @@
+//! `fillmesh id FILE`: a title id as `b3sum` prints it, so operators can check ids with a
+//! standard tool.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use fillmesh_protocol::TitleId;
+
+/// Hashes the file at `path` in constant memory.
+pub fn title_id_of_file(path: &Path) -> io::Result<TitleId> {
+    let file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file)?;
+    Ok(hasher.finalize().into())
+}
+
+/// One line of `b3sum` output for `path` (without the newline): `<hex>  <path>`. Like
+/// `b3sum`, a name holding a backslash or a newline is escaped and the line starts with `\`,
+/// so every line stays one line and parses back unambiguously.
+pub fn b3sum_line(id: &TitleId, path: &str) -> String {
+    if path.contains(['\\', '\n']) {
+        let escaped = path.replace('\\', "\\\\").replace('\n', "\\n");
+        format!("\\{id}  {escaped}")
+    } else {
+        format!("{id}  {path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_b3sum_format_for_the_abc_vector() {
+        // `printf abc > abc.txt && b3sum abc.txt` prints exactly this line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc.txt");
+        std::fs::write(&path, b"abc").unwrap();
+        let id = title_id_of_file(&path).unwrap();
+        assert_eq!(
+            b3sum_line(&id, "abc.txt"),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85  abc.txt"
+        );
+    }
+
+    #[test]
+    fn escapes_names_like_b3sum() {
+        let id = TitleId::of(b"");
+        assert_eq!(b3sum_line(&id, "a\\b\nc"), format!("\\{id}  a\\\\b\\nc"));
+    }
+}

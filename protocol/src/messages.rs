@@ -1,0 +1,276 @@
+//! The wire messages of the mesh (appliance <-> appliance) and of the tracker API
+//! (appliance or origin <-> tracker). One request per bidirectional stream; chunk bytes follow
+//! their [`ChunkHeader`] raw, outside the frame, bounded by the manifest's chunk length.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bitmap::ChunkBitmap;
+use crate::bounded;
+use crate::chunk::ChunkSize;
+use crate::frame::Message;
+use crate::manifest::Manifest;
+use crate::peer::{IpPrefix, NodeId};
+use crate::title::TitleId;
+
+/// Bumped on any incompatible change; the ALPN carries the major version too.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Bytes a manifest may take on the wire: its chaining values plus a little framing.
+const MANIFEST_BYTES: usize = Manifest::MAX_CHUNKS as usize * 32 + 64;
+
+/// Longest free-text field (names, error messages, URLs).
+pub const MAX_TEXT: usize = 256;
+/// Longest site or region name.
+pub const MAX_LABEL: usize = 64;
+/// Most client prefixes one appliance may serve.
+pub const MAX_PREFIXES: usize = 64;
+/// Most sources offered for one chunk.
+pub const MAX_SOURCES: usize = 8;
+/// Most assignments in one plan.
+pub const MAX_ASSIGNMENTS: usize = 1024;
+/// Most appliances in one steering answer.
+pub const MAX_TARGETS: usize = 32;
+/// Most titles in one catalog answer.
+pub const MAX_CATALOG: usize = 8192;
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Appliance,
+    Origin,
+    Tracker,
+    Tool,
+}
+
+/// The first exchange on a connection: each side says who it is and which version it speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub role: Role,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
+    pub agent: String,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The chunk is not held (verified) here: ask someone else.
+    NotHeld,
+    UnknownTitle,
+    BadRequest,
+    /// Too many requests in flight: retry later.
+    Busy,
+    /// The peer is not trusted for this request.
+    Unauthorized,
+    VersionMismatch,
+    Internal,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+    pub message: String,
+}
+
+/// A request between mesh nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MeshRequest {
+    Hello(Hello),
+    Manifest {
+        title: TitleId,
+    },
+    Chunk {
+        title: TitleId,
+        index: u32,
+    },
+    /// Which chunks of this title do you hold?
+    Held {
+        title: TitleId,
+    },
+}
+
+impl Message for MeshRequest {
+    const NAME: &'static str = "mesh request";
+    const MAX_BODY: usize = 256;
+}
+
+/// Announces the raw bytes of one chunk that follow the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkHeader {
+    pub title: TitleId,
+    pub index: u32,
+    pub len: u32,
+}
+
+/// An answer between mesh nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MeshResponse {
+    Hello(Hello),
+    Manifest { title: TitleId, manifest: Manifest },
+    Chunk(ChunkHeader),
+    Held { title: TitleId, held: ChunkBitmap },
+    Error(ErrorReply),
+}
+
+impl Message for MeshResponse {
+    const NAME: &'static str = "mesh response";
+    const MAX_BODY: usize = MANIFEST_BYTES + 128;
+}
+
+/// What an appliance (or the origin) tells the tracker about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub role: Role,
+    /// Where other nodes reach its mesh endpoint.
+    pub mesh_addr: SocketAddr,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
+    pub site: String,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
+    pub region: String,
+    /// Client prefixes it serves, for steering.
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_PREFIXES>")]
+    pub prefixes: Vec<IpPrefix>,
+    pub upload_bps: u64,
+    pub disk_bytes: u64,
+    /// SHA-256 of the certificate's SPKI it presents to players, so they can pin it.
+    pub cert_sha256: Option<[u8; 32]>,
+}
+
+/// Periodic liveness and load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub healthy: bool,
+    pub uploads_in_flight: u32,
+    pub upload_bps_used: u64,
+    pub player_sessions: u32,
+    pub disk_used: u64,
+}
+
+/// Why a transfer from a source failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The bytes did not match the manifest: the source lied or its disk is bad.
+    Corrupt,
+    Timeout,
+    Refused,
+    NotHeld,
+}
+
+/// A request to the tracker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrackerRequest {
+    Hello(Hello),
+    Register(Registration),
+    Heartbeat(Heartbeat),
+    /// Every chunk of `title` the sender holds verified (a whole bitmap, so a report that is
+    /// lost or repeated does no harm).
+    ReportHeld {
+        title: TitleId,
+        held: ChunkBitmap,
+    },
+    ReportFailure {
+        title: TitleId,
+        chunk: u32,
+        source: NodeId,
+        kind: FailureKind,
+    },
+    /// The next batch of work for the sender, at most `max` assignments.
+    Plan {
+        max: u16,
+    },
+    Steer {
+        title: TitleId,
+        client_ip: IpAddr,
+    },
+    Catalog,
+    Publish {
+        title: TitleId,
+        #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+        name: String,
+        manifest: Manifest,
+    },
+}
+
+impl Message for TrackerRequest {
+    const NAME: &'static str = "tracker request";
+    const MAX_BODY: usize = MANIFEST_BYTES + MAX_TEXT + 128;
+}
+
+/// A node to fetch from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    pub role: Role,
+}
+
+/// Fetch `chunk` of `title` from the first of `sources` that answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub title: TitleId,
+    pub chunk: u32,
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_SOURCES>")]
+    pub sources: Vec<Source>,
+}
+
+/// An appliance a player may stream from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteerTarget {
+    pub node: NodeId,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+    pub url: String,
+    pub cert_sha256: Option<[u8; 32]>,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
+    pub site: String,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
+    pub region: String,
+}
+
+/// A title the tracker knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub title: TitleId,
+    #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+    pub name: String,
+    pub len: u64,
+    pub chunk_size: ChunkSize,
+}
+
+/// An answer from the tracker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrackerResponse {
+    Hello(Hello),
+    Registered {
+        heartbeat_interval_ms: u32,
+    },
+    Ack,
+    Plan {
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_ASSIGNMENTS>")]
+        assignments: Vec<Assignment>,
+        /// When the plan is empty: ask again after this long.
+        retry_after_ms: u32,
+    },
+    Steer {
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TARGETS>")]
+        targets: Vec<SteerTarget>,
+        /// Why the list is empty or short.
+        #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
+        reason: String,
+    },
+    Catalog {
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_CATALOG>")]
+        titles: Vec<CatalogEntry>,
+    },
+    Error(ErrorReply),
+}
+
+impl Message for TrackerResponse {
+    const NAME: &'static str = "tracker response";
+    // The largest legal catalog: MAX_CATALOG entries of a 32-byte id, a MAX_TEXT name and two
+    // varints (checked by a test).
+    const MAX_BODY: usize = MAX_CATALOG * (32 + 2 + MAX_TEXT + 10 + 5) + 64;
+}
