@@ -1,5 +1,9 @@
-//! The fillmesh appliance and origin (chunk store, fill engine, peer and player serving, as
-//! the data-plane issue adds them) and the pieces of the `fillmesh` command line worth testing
-//! on their own.
+//! The fillmesh appliance and origin: identity, mutual-TLS QUIC transport, the chunk store,
+//! mesh serving and the fetch engine, origin ingest; and the pieces of the `fillmesh` command
+//! line worth testing on their own.
 
 pub mod id;
+pub mod identity;
+pub mod store;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,143 @@
+//! One quinn endpoint per node: it accepts mesh connections and dials other nodes, with the
+//! same transport limits both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fillmesh_protocol::ALPN;
+use libp2p_identity::PeerId;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, TransportConfig, VarInt};
+
+use crate::tls::{peer_id_of_chain, TlsError, TlsIdentity, SERVER_NAME};
+
+/// Application close codes on mesh connections.
+pub mod close {
+    use quinn::VarInt;
+    /// The peer is not in the trust list.
+    pub const UNTRUSTED: VarInt = VarInt::from_u32(0x10);
+    /// The node is shutting down.
+    pub const SHUTDOWN: VarInt = VarInt::from_u32(0x11);
+    /// The peer broke the protocol (a malformed or oversized frame).
+    pub const PROTOCOL: VarInt = VarInt::from_u32(0x12);
+}
+
+/// Transport limits shared by both directions.
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    /// Bidirectional streams one peer may have open at once (one request each).
+    pub max_streams_per_connection: u32,
+    pub idle_timeout: Duration,
+    /// Flow-control window of one stream: large enough for a whole 1 MiB chunk plus framing,
+    /// so one request never stalls on window updates over a fast link.
+    pub stream_window: u32,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        Self { max_streams_per_connection: 16, idle_timeout: Duration::from_secs(30), stream_window: 4 << 20 }
+    }
+}
+
+impl TransportLimits {
+    fn transport_config(&self) -> Arc<TransportConfig> {
+        let mut t = TransportConfig::default();
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection));
+        t.max_concurrent_uni_streams(VarInt::from_u32(0));
+        t.stream_receive_window(VarInt::from_u32(self.stream_window));
+        t.receive_window(VarInt::from_u32(self.stream_window.saturating_mul(4)));
+        t.send_window(u64::from(self.stream_window) * 4);
+        t.max_idle_timeout(Some(
+            self.idle_timeout.try_into().unwrap_or(quinn::IdleTimeout::from(VarInt::MAX)),
+        ));
+        t.keep_alive_interval(Some(self.idle_timeout / 3));
+        Arc::new(t)
+    }
+}
+
+/// Why an endpoint could not be created or a connection made.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("QUIC configuration: {0}")]
+    Config(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: quinn::ConnectError },
+    #[error("handshake with {peer} at {addr} failed: {source}")]
+    Handshake { addr: SocketAddr, peer: PeerId, source: quinn::ConnectionError },
+}
+
+/// A node's QUIC endpoint and the identity it proves.
+#[derive(Debug, Clone)]
+pub struct MeshEndpoint {
+    endpoint: Endpoint,
+    tls: Arc<TlsIdentity>,
+    limits: TransportLimits,
+}
+
+impl MeshEndpoint {
+    /// Binds `addr`, accepting mesh connections (ALPN `fillmesh/1`) and able to dial.
+    pub fn bind(addr: SocketAddr, tls: TlsIdentity, limits: TransportLimits) -> Result<Self, TransportError> {
+        let server_tls = tls.server_config(&[ALPN])?;
+        let quic =
+            QuicServerConfig::try_from(server_tls).map_err(|e| TransportError::Config(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server.transport_config(limits.transport_config());
+        let endpoint =
+            Endpoint::server(server, addr).map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(Self { endpoint, tls: Arc::new(tls), limits })
+    }
+
+    /// A client-only endpoint on an ephemeral port (for one-shot tools).
+    pub fn client(
+        bind_ip: std::net::IpAddr,
+        tls: TlsIdentity,
+        limits: TransportLimits,
+    ) -> Result<Self, TransportError> {
+        let addr = SocketAddr::new(bind_ip, 0);
+        let endpoint = Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(Self { endpoint, tls: Arc::new(tls), limits })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.tls.peer_id()
+    }
+
+    pub fn inner(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Dials `addr`, which must prove it is `expected`.
+    pub async fn connect(&self, addr: SocketAddr, expected: PeerId) -> Result<Connection, TransportError> {
+        let client_tls = self.tls.client_config(expected, ALPN)?;
+        let quic =
+            QuicClientConfig::try_from(client_tls).map_err(|e| TransportError::Config(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(self.limits.transport_config());
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, SERVER_NAME)
+            .map_err(|source| TransportError::Connect { addr, source })?;
+        connecting.await.map_err(|source| TransportError::Handshake { addr, peer: expected, source })
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn close(&self) {
+        self.endpoint.close(close::SHUTDOWN, b"shutting down");
+    }
+}
+
+/// The PeerId the remote side proved during the handshake.
+pub fn remote_peer(conn: &Connection) -> Option<PeerId> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    peer_id_of_chain(&chain)
+}
