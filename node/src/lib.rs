@@ -2,8 +2,15 @@
 //! mesh serving and the fetch engine, origin ingest; and the pieces of the `fillmesh` command
 //! line worth testing on their own.
 
+pub mod daemon;
+pub mod fetch;
 pub mod id;
 pub mod identity;
+pub mod origin;
+pub mod rate;
+pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod units;
+pub mod wire;

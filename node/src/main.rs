@@ -1,12 +1,23 @@
 //! The `fillmesh` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-
+use clap::{Args, Parser, Subcommand};
+use fillmesh_node::daemon::{self, NodeConfig};
+use fillmesh_node::fetch::{fetch_title, FetchOptions, Source};
 use fillmesh_node::id::{b3sum_line, title_id_of_file};
+use fillmesh_node::serve::ServeLimits;
+use fillmesh_node::store::Store;
+use fillmesh_node::tls::TlsIdentity;
+use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
+use fillmesh_node::{identity, units};
+use fillmesh_protocol::{ChunkSize, TitleId};
+use libp2p_identity::PeerId;
 
 #[derive(Debug, Parser)]
 #[command(name = "fillmesh", version, about = "Peer-assisted content distribution overlay")]
@@ -22,10 +33,89 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run an appliance, or the origin with --origin.
+    Node(NodeArgs),
+    /// Hand FILE to a running origin, which stores and publishes it; prints the title id.
+    Seed(SeedArgs),
+    /// Download one title, verified, from one or more named nodes.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// Data directory: identity, index and chunk files.
+    #[arg(long)]
+    data: PathBuf,
+    /// Mesh (QUIC) address.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: SocketAddr,
+    /// Print this node's PeerId (creating the identity if needed) and exit.
+    #[arg(long)]
+    print_id: bool,
+    /// Run as the origin: accepts titles from `fillmesh seed` on --http.
+    #[arg(long)]
+    origin: bool,
+    /// The origin's ingest API address (HTTP).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// A PeerId allowed to make mesh requests (repeatable).
+    #[arg(long = "trust", value_name = "PEERID")]
+    trust: Vec<PeerId>,
+    /// Upload rate cap shared by all peers, e.g. 50MB (bytes per second).
+    #[arg(long, value_parser = units::parse_bytes)]
+    upload_rate: Option<u64>,
+    /// Mesh requests served at once by this node.
+    #[arg(long, default_value_t = 64)]
+    max_requests: usize,
+    /// Mesh streams one peer may have open at once.
+    #[arg(long, default_value_t = 16)]
+    max_streams_per_peer: u32,
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    file: PathBuf,
+    /// The origin's --http URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    origin: String,
+    /// The title's name (default: the file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Chunk size, a power of two from 1KiB to 64MiB.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1MiB")]
+    chunk_size: u64,
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    title: TitleId,
+    /// A source's mesh address (repeatable; pairs with --peer in order).
+    #[arg(long = "from", value_name = "ADDR", required = true)]
+    from: Vec<SocketAddr>,
+    /// A source's PeerId (repeatable; pairs with --from in order).
+    #[arg(long = "peer", value_name = "PEERID", required = true)]
+    peer: Vec<PeerId>,
+    /// Where to write the verified title.
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep identity and chunks here (resumable); otherwise both are temporary.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Chunk requests in flight per source.
+    #[arg(long, default_value_t = 4)]
+    per_source: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FILLMESH_LOG")
+                .unwrap_or_else(|_| "info,quinn=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -35,21 +125,189 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Id { files } => {
-            let mut failed = 0usize;
-            for path in &files {
-                match title_id_of_file(path).with_context(|| format!("{}", path.display())) {
-                    Ok(id) => println!("{}", b3sum_line(&id, &path.to_string_lossy())),
-                    Err(e) => {
-                        eprintln!("fillmesh: {e:#}");
-                        failed += 1;
-                    }
-                }
+        Command::Id { files } => id(&files),
+        Command::Node(args) => node(args),
+        Command::Seed(args) => runtime()?.block_on(seed(args)),
+        Command::Fetch(args) => runtime()?.block_on(fetch(args)),
+    }
+}
+
+fn id(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = 0usize;
+    for path in files {
+        match title_id_of_file(path).with_context(|| format!("{}", path.display())) {
+            Ok(id) => println!("{}", b3sum_line(&id, &path.to_string_lossy())),
+            Err(e) => {
+                eprintln!("fillmesh: {e:#}");
+                failed += 1;
             }
-            anyhow::ensure!(failed == 0, "{failed} of {} files could not be read", files.len());
-            Ok(())
         }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} files could not be read", files.len());
+    Ok(())
+}
+
+fn node(args: NodeArgs) -> anyhow::Result<()> {
+    if args.print_id {
+        let key = identity::load_or_create(&args.data)?;
+        println!("{}", identity::peer_id(&key));
+        return Ok(());
+    }
+    let config = NodeConfig {
+        data: args.data,
+        listen: args.listen,
+        origin: args.origin,
+        http: args.http,
+        trust: args.trust,
+        upload_rate: args.upload_rate,
+        serve: ServeLimits { max_requests: args.max_requests.max(1), ..ServeLimits::default() },
+        transport: TransportLimits {
+            max_streams_per_connection: args.max_streams_per_peer.max(1),
+            ..TransportLimits::default()
+        },
+    };
+    runtime()?.block_on(daemon::run(config, shutdown_signal()))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    ChunkSize::new(args.chunk_size)?;
+    let path = args.file.clone();
+    let before = std::fs::metadata(&path).with_context(|| format!("{}", path.display()))?;
+    anyhow::ensure!(before.is_file(), "{} is not a regular file", path.display());
+    let hash_path = path.clone();
+    let id = tokio::task::spawn_blocking(move || title_id_of_file(&hash_path))
+        .await?
+        .with_context(|| format!("reading {}", path.display()))?;
+    let base = args.origin.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+    let probe = client
+        .get(format!("{base}/titles/{id}"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the origin at {base}"))?;
+    if probe.status().is_success() {
+        eprintln!("already seeded");
+        println!("{id}");
+        return Ok(());
+    }
+    let name = args
+        .name
+        .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let file = tokio::fs::File::open(&path).await.with_context(|| format!("{}", path.display()))?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let response = client
+        .post(format!("{base}/titles"))
+        .query(&[("name", name.as_str()), ("chunk_size", &args.chunk_size.to_string())])
+        .header(fillmesh_node::origin::TITLE_HEADER, id.to_string())
+        .header(reqwest::header::CONTENT_LENGTH, before.len())
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("uploading to {base}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "the origin refused the title ({status}): {}", text.trim());
+    let after = std::fs::metadata(&path).with_context(|| format!("{}", path.display()))?;
+    if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
+        anyhow::bail!(
+            "{} changed while it was being seeded; seed it again once it is stable",
+            path.display()
+        );
+    }
+    println!("{id}");
+    Ok(())
+}
+
+async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.from.len() == args.peer.len(),
+        "give one --peer PEERID for each --from ADDR ({} addresses, {} peers)",
+        args.from.len(),
+        args.peer.len()
+    );
+    let sources: Vec<Source> =
+        args.from.iter().zip(&args.peer).map(|(&addr, &peer)| Source { addr, peer }).collect();
+    let temp;
+    let (key, data) = match &args.data {
+        Some(dir) => (identity::load_or_create(dir)?, dir.clone()),
+        None => {
+            temp = tempfile::tempdir()?;
+            (identity::ephemeral(), temp.path().to_path_buf())
+        }
+    };
+    let tls = TlsIdentity::new(&key)?;
+    tracing::info!(peer = %tls.peer_id(), "fetching as");
+    let bind_ip = if sources[0].addr.is_ipv4() { "0.0.0.0" } else { "::" }.parse()?;
+    let endpoint = MeshEndpoint::client(bind_ip, tls, TransportLimits::default())?;
+    let store_dir = data.clone();
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_dir)).await??);
+    let opts = FetchOptions { per_source: args.per_source.max(1), ..FetchOptions::default() };
+    let result = fetch_title(&endpoint, store.clone(), args.title, &sources, opts).await;
+    let report = match result {
+        Ok(r) => r,
+        Err(fillmesh_node::fetch::FetchError::Incomplete { report, .. }) => {
+            print_report(&report);
+            anyhow::bail!(
+                "incomplete: {} of {} chunks could not be fetched",
+                report.chunks - report.already_held - report.fetched.len() as u32,
+                report.chunks
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let out = args.out.clone();
+    let title = args.title;
+    tokio::task::spawn_blocking(move || store.export(&title, &out)).await??;
+    print_report(&report);
+    endpoint.close();
+    Ok(())
+}
+
+fn print_report(r: &fillmesh_node::fetch::FetchReport) {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "fetched {}: {} chunks ({} bytes) in {:.3} s, {:.1} MB/s; {} of {} chunks already held",
+        r.title,
+        r.fetched.len(),
+        r.bytes,
+        secs,
+        r.bytes as f64 / secs / 1e6,
+        r.already_held,
+        r.chunks
+    );
+    for s in &r.sources {
+        println!(
+            "source {} at {}: {} chunks, {} bytes, {} failures, {} corrupt{}{}",
+            s.source.peer,
+            s.source.addr,
+            s.chunks,
+            s.bytes,
+            s.failures,
+            s.corrupt,
+            if s.bad { ", marked bad" } else { "" },
+            s.error.as_deref().map(|e| format!(", unusable: {e}")).unwrap_or_default()
+        );
     }
 }

@@ -68,7 +68,7 @@ pub enum TransportError {
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: SocketAddr, source: quinn::ConnectError },
     #[error("handshake with {peer} at {addr} failed: {source}")]
-    Handshake { addr: SocketAddr, peer: PeerId, source: quinn::ConnectionError },
+    Handshake { addr: SocketAddr, peer: PeerId, source: Box<quinn::ConnectionError> },
 }
 
 /// A node's QUIC endpoint and the identity it proves.
@@ -126,7 +126,11 @@ impl MeshEndpoint {
             .endpoint
             .connect_with(config, addr, SERVER_NAME)
             .map_err(|source| TransportError::Connect { addr, source })?;
-        connecting.await.map_err(|source| TransportError::Handshake { addr, peer: expected, source })
+        connecting.await.map_err(|source| TransportError::Handshake {
+            addr,
+            peer: expected,
+            source: Box::new(source),
+        })
     }
 
     /// Stops accepting and closes every connection.

@@ -1,0 +1,87 @@
+//! `fillmesh node`: an appliance, or the origin with `--origin`, running until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use fillmesh_protocol::messages::Role;
+use libp2p_identity::PeerId;
+use tracing::info;
+
+use crate::identity;
+use crate::serve::{ServeLimits, Server, Trust};
+use crate::store::Store;
+use crate::tls::TlsIdentity;
+use crate::transport::{MeshEndpoint, TransportLimits};
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub origin: bool,
+    /// The origin's ingest API.
+    pub http: Option<SocketAddr>,
+    pub trust: Vec<PeerId>,
+    pub upload_rate: Option<u64>,
+    pub serve: ServeLimits,
+    pub transport: TransportLimits,
+}
+
+/// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
+/// tests wait for: `fillmesh node <peer id> mesh <addr>[ http <addr>]`.
+pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let key = identity::load_or_create(&config.data)?;
+    let tls = TlsIdentity::new(&key)?;
+    let peer = tls.peer_id();
+    let store_dir = config.data.clone();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&store_dir))
+            .await?
+            .with_context(|| format!("opening the store in {}", config.data.display()))?,
+    );
+    // Leftovers of uploads interrupted by a crash.
+    let _ = std::fs::remove_dir_all(config.data.join("staging"));
+
+    let endpoint = MeshEndpoint::bind(config.listen, tls, config.transport.clone())?;
+    let mesh_addr = endpoint.local_addr()?;
+    let role = if config.origin { Role::Origin } else { Role::Appliance };
+    let server = Server::new(
+        store.clone(),
+        Trust::new(config.trust.iter().copied()),
+        config.serve.clone(),
+        config.upload_rate,
+        role,
+    );
+    let serving = tokio::spawn(server.run(endpoint.clone()));
+
+    let mut ready = format!("fillmesh node {peer} mesh {mesh_addr}");
+    let http = match (config.origin, config.http) {
+        (true, Some(addr)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let http_addr = listener.local_addr()?;
+            ready.push_str(&format!(" http {http_addr}"));
+            let app = crate::origin::router(store.clone());
+            Some(tokio::spawn(async move { axum::serve(listener, app).await }))
+        }
+        (true, None) => anyhow::bail!("--origin needs --http ADDR for `fillmesh seed` to reach it"),
+        (false, Some(_)) => anyhow::bail!("--http is the origin's ingest API: use it with --origin"),
+        (false, None) => None,
+    };
+    let titles = store.titles();
+    info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
+    println!("{ready}");
+
+    shutdown.await;
+    info!("shutting down");
+    endpoint.close();
+    if let Some(h) = http {
+        h.abort();
+    }
+    serving.abort();
+    endpoint.inner().wait_idle().await;
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! The fetch engine: fills a title from one or more sources at once, several chunks in
+//! flight per source, verifying every chunk before it is stored, retrying a failed chunk
+//! elsewhere, and dropping a source that sent a corrupt chunk or a false manifest.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fillmesh_protocol::messages::{ErrorCode, MeshRequest, MeshResponse};
+use fillmesh_protocol::{Manifest, TitleId};
+use libp2p_identity::PeerId;
+use quinn::Connection;
+use tokio::sync::Notify;
+use tracing::{info, warn, Instrument};
+
+use crate::store::{Store, StoreError, VerifiedChunk};
+use crate::transport::MeshEndpoint;
+use crate::wire::{read_frame, write_frame, WireError};
+
+/// A node to fetch from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub addr: SocketAddr,
+    pub peer: PeerId,
+}
+
+/// Knobs of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Chunk requests in flight per source.
+    pub per_source: usize,
+    /// Time allowed for one request, chunk bytes included.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Attempts of one chunk at one source before that source is not asked for it again.
+    pub attempts_per_source: u32,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            per_source: 4,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            attempts_per_source: 2,
+        }
+    }
+}
+
+/// What one source did.
+#[derive(Debug, Clone)]
+pub struct SourceReport {
+    pub source: Source,
+    pub chunks: u64,
+    pub bytes: u64,
+    pub failures: u64,
+    /// Chunks or manifests from it that failed verification.
+    pub corrupt: u64,
+    /// It lied: it is not asked again.
+    pub bad: bool,
+    /// Why it could not be used at all, if so.
+    pub error: Option<String>,
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone)]
+pub struct FetchReport {
+    pub title: TitleId,
+    pub chunks: u32,
+    /// Chunks already held when the fetch started.
+    pub already_held: u32,
+    /// Chunks fetched and stored by this fetch, in completion order.
+    pub fetched: Vec<u32>,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub sources: Vec<SourceReport>,
+}
+
+/// Why a fetch did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no source could be reached: {0}")]
+    NoSource(String),
+    #[error("no source gave a manifest that verifies against {0}")]
+    NoManifest(TitleId),
+    #[error("{missing} chunks of {title} could not be fetched from any source (first: {first})")]
+    Incomplete { title: TitleId, missing: usize, first: u32, report: Box<FetchReport> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How one chunk request went.
+enum Outcome {
+    Stored(u64),
+    /// The source sent bytes that do not verify: it lies or its disk is bad.
+    Corrupt(String),
+    /// The source answered but cannot give this chunk now.
+    Failed(String),
+    /// The connection is gone.
+    Lost(String),
+    /// The store refused the chunk (disk full, I/O): stop everything.
+    Store(StoreError),
+}
+
+struct Shared {
+    queue: VecDeque<u32>,
+    in_flight: usize,
+    attempts: HashMap<(u32, usize), u32>,
+    stopped: Option<StoreError>,
+    fetched: Vec<u32>,
+    reports: Vec<SourceReport>,
+}
+
+struct Job {
+    title: TitleId,
+    manifest: Arc<Manifest>,
+    store: Arc<Store>,
+    opts: FetchOptions,
+    shared: Mutex<Shared>,
+    wake: Notify,
+}
+
+impl Job {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next chunk source `s` may try, or `None` when it should wait or stop.
+    fn next_for(&self, s: usize) -> Next {
+        let mut sh = self.lock();
+        if sh.stopped.is_some() || sh.reports[s].bad {
+            return Next::Stop;
+        }
+        let limit = self.opts.attempts_per_source;
+        if let Some(pos) =
+            sh.queue.iter().position(|&c| sh.attempts.get(&(c, s)).copied().unwrap_or(0) < limit)
+        {
+            let chunk = sh.queue.remove(pos).unwrap_or_default();
+            sh.in_flight += 1;
+            return Next::Chunk(chunk);
+        }
+        if sh.in_flight == 0 {
+            Next::Stop
+        } else {
+            Next::Wait
+        }
+    }
+
+    fn finish(&self, s: usize, chunk: u32, outcome: Outcome) {
+        let mut sh = self.lock();
+        sh.in_flight -= 1;
+        match outcome {
+            Outcome::Stored(bytes) => {
+                sh.fetched.push(chunk);
+                sh.reports[s].chunks += 1;
+                sh.reports[s].bytes += bytes;
+            }
+            Outcome::Corrupt(_) => {
+                sh.reports[s].corrupt += 1;
+                sh.reports[s].bad = true;
+                sh.queue.push_front(chunk);
+            }
+            Outcome::Failed(_) => {
+                sh.reports[s].failures += 1;
+                *sh.attempts.entry((chunk, s)).or_default() += 1;
+                sh.queue.push_back(chunk);
+            }
+            Outcome::Lost(e) => {
+                sh.reports[s].failures += 1;
+                sh.reports[s].error.get_or_insert(e);
+                *sh.attempts.entry((chunk, s)).or_default() = u32::MAX;
+                sh.queue.push_front(chunk);
+            }
+            Outcome::Store(e) => {
+                sh.queue.push_front(chunk);
+                sh.stopped.get_or_insert(e);
+            }
+        }
+        drop(sh);
+        self.wake.notify_waiters();
+    }
+}
+
+enum Next {
+    Chunk(u32),
+    Wait,
+    Stop,
+}
+
+/// Fills `title` into `store` from `sources`. The manifest comes from the store when it is
+/// already known, otherwise from the first source whose manifest verifies.
+pub async fn fetch_title(
+    endpoint: &MeshEndpoint,
+    store: Arc<Store>,
+    title: TitleId,
+    sources: &[Source],
+    opts: FetchOptions,
+) -> Result<FetchReport, FetchError> {
+    let started = Instant::now();
+    let mut reports: Vec<SourceReport> = sources
+        .iter()
+        .map(|&source| SourceReport {
+            source,
+            chunks: 0,
+            bytes: 0,
+            failures: 0,
+            corrupt: 0,
+            bad: false,
+            error: None,
+        })
+        .collect();
+    let conns = connect_all(endpoint, sources, &opts, &mut reports).await;
+    if conns.iter().all(Option::is_none) {
+        let why = reports.iter().filter_map(|r| r.error.clone()).collect::<Vec<_>>().join("; ");
+        return Err(FetchError::NoSource(why));
+    }
+
+    let manifest = match store.manifest(&title) {
+        Some(m) => m,
+        None => {
+            let manifest = fetch_manifest(title, &conns, &opts, &mut reports).await?;
+            let (s, m) = (store.clone(), manifest.clone());
+            blocking(move || s.add_title(title, "", m)).await?;
+            Arc::new(manifest)
+        }
+    };
+    let held = store.held(&title).ok_or(StoreError::UnknownTitle(title))?;
+    let already_held = held.count();
+    let queue: VecDeque<u32> = (0..manifest.chunk_count()).filter(|&i| !held.contains(i)).collect();
+    info!(%title, chunks = manifest.chunk_count(), already_held, to_fetch = queue.len(), "fetch starting");
+
+    let job = Arc::new(Job {
+        title,
+        manifest: manifest.clone(),
+        store,
+        opts: opts.clone(),
+        shared: Mutex::new(Shared {
+            queue,
+            in_flight: 0,
+            attempts: HashMap::new(),
+            stopped: None,
+            fetched: Vec::new(),
+            reports,
+        }),
+        wake: Notify::new(),
+    });
+    let mut workers = tokio::task::JoinSet::new();
+    for (s, conn) in conns.iter().enumerate() {
+        let Some(conn) = conn else { continue };
+        for _ in 0..opts.per_source.max(1) {
+            let (job, conn) = (job.clone(), conn.clone());
+            let peer = sources[s].peer;
+            workers.spawn(worker(job, s, conn).instrument(tracing::info_span!("fetch", %peer)));
+        }
+    }
+    while workers.join_next().await.is_some() {}
+    for conn in conns.into_iter().flatten() {
+        conn.close(0u32.into(), b"done");
+    }
+
+    let mut sh = job.lock();
+    let report = FetchReport {
+        title,
+        chunks: manifest.chunk_count(),
+        already_held,
+        fetched: std::mem::take(&mut sh.fetched),
+        bytes: sh.reports.iter().map(|r| r.bytes).sum(),
+        elapsed: started.elapsed(),
+        sources: sh.reports.clone(),
+    };
+    if let Some(e) = sh.stopped.take() {
+        return Err(FetchError::Store(e));
+    }
+    if let Some(&first) = sh.queue.iter().min() {
+        return Err(FetchError::Incomplete {
+            title,
+            missing: sh.queue.len(),
+            first,
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
+}
+
+async fn worker(job: Arc<Job>, s: usize, conn: Connection) {
+    // Bounded: every pass either takes a chunk (finite queue, finite attempts per chunk and
+    // source) or waits for another worker's progress, or stops.
+    loop {
+        match job.next_for(s) {
+            Next::Stop => return,
+            Next::Wait => {
+                let notified = job.wake.notified();
+                // Re-check after registering, so a wake-up between the two is not missed.
+                if let Next::Wait = peek(&job, s) {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+                }
+            }
+            Next::Chunk(chunk) => {
+                let outcome = fetch_chunk(&job, &conn, chunk).await;
+                match &outcome {
+                    Outcome::Stored(_) => info!(title = %job.title, chunk, "stored chunk"),
+                    Outcome::Corrupt(e) => {
+                        warn!(title = %job.title, chunk, "corrupt chunk, source marked bad: {e}")
+                    }
+                    Outcome::Failed(e) => info!(title = %job.title, chunk, "chunk failed: {e}"),
+                    Outcome::Lost(e) => warn!(title = %job.title, chunk, "source lost: {e}"),
+                    Outcome::Store(e) => warn!(title = %job.title, chunk, "store refused chunk: {e}"),
+                }
+                let stop = matches!(outcome, Outcome::Corrupt(_) | Outcome::Lost(_) | Outcome::Store(_));
+                job.finish(s, chunk, outcome);
+                if stop {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn peek(job: &Job, s: usize) -> Next {
+    let sh = job.lock();
+    if sh.stopped.is_some() || sh.reports[s].bad {
+        return Next::Stop;
+    }
+    let limit = job.opts.attempts_per_source;
+    if sh.queue.iter().any(|&c| sh.attempts.get(&(c, s)).copied().unwrap_or(0) < limit) {
+        Next::Chunk(0)
+    } else if sh.in_flight == 0 {
+        Next::Stop
+    } else {
+        Next::Wait
+    }
+}
+
+async fn fetch_chunk(job: &Job, conn: &Connection, chunk: u32) -> Outcome {
+    let Some(expected) = job.manifest.chunk_len(chunk) else {
+        return Outcome::Failed(format!("chunk {chunk} is out of range"));
+    };
+    let timeout = job.opts.request_timeout;
+    let bytes =
+        match tokio::time::timeout(timeout, request_chunk(conn, job.title, chunk, expected, timeout)).await {
+            Err(_) => return Outcome::Failed(format!("timed out after {timeout:?}")),
+            Ok(Err(ChunkError::Lost(e))) => return Outcome::Lost(e),
+            Ok(Err(ChunkError::Refused(e))) => return Outcome::Failed(e),
+            Ok(Err(ChunkError::Lied(e))) => return Outcome::Corrupt(e),
+            Ok(Ok(bytes)) => bytes,
+        };
+    let verified = match VerifiedChunk::verify(job.title, &job.manifest, chunk, bytes.freeze()) {
+        Ok(v) => v,
+        Err(e) => return Outcome::Corrupt(e.to_string()),
+    };
+    let len = verified.bytes().len() as u64;
+    let store = job.store.clone();
+    match blocking(move || store.put_chunk(&verified)).await {
+        Ok(_) => Outcome::Stored(len),
+        Err(e) => Outcome::Store(e),
+    }
+}
+
+enum ChunkError {
+    Lost(String),
+    Refused(String),
+    Lied(String),
+}
+
+async fn request_chunk(
+    conn: &Connection,
+    title: TitleId,
+    index: u32,
+    expected: u64,
+    timeout: Duration,
+) -> Result<BytesMut, ChunkError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ChunkError::Lost(e.to_string()))?;
+    let request = MeshRequest::Chunk { title, index };
+    write_frame(&mut send, &request, timeout).await.map_err(|e| ChunkError::Refused(e.to_string()))?;
+    let _ = send.finish();
+    match read_frame::<MeshResponse>(&mut recv, timeout).await {
+        Ok(MeshResponse::Chunk(h))
+            if h.title == title && h.index == index && u64::from(h.len) == expected =>
+        {
+            // The length comes from our manifest, never from the peer's header.
+            let mut buf = BytesMut::zeroed(expected as usize);
+            recv.read_exact(&mut buf).await.map_err(|e| ChunkError::Refused(format!("chunk body: {e}")))?;
+            Ok(buf)
+        }
+        Ok(MeshResponse::Chunk(h)) => Err(ChunkError::Lied(format!(
+            "asked for chunk {index} ({expected} bytes) of {title}, got chunk {} ({} bytes) of {}",
+            h.index, h.len, h.title
+        ))),
+        Ok(MeshResponse::Error(e)) if e.code == ErrorCode::NotHeld || e.code == ErrorCode::Busy => {
+            Err(ChunkError::Refused(format!("{:?}: {}", e.code, e.message)))
+        }
+        Ok(MeshResponse::Error(e)) => Err(ChunkError::Refused(format!("{:?}: {}", e.code, e.message))),
+        Ok(other) => Err(ChunkError::Lied(format!("answered a chunk request with {}", kind(&other)))),
+        Err(WireError::Frame(e)) => Err(ChunkError::Lied(e.to_string())),
+        Err(WireError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e)))) => {
+            Err(ChunkError::Lost(e.to_string()))
+        }
+        Err(e) => Err(ChunkError::Refused(e.to_string())),
+    }
+}
+
+fn kind(r: &MeshResponse) -> &'static str {
+    match r {
+        MeshResponse::Hello(_) => "a hello",
+        MeshResponse::Manifest { .. } => "a manifest",
+        MeshResponse::Chunk(_) => "a chunk",
+        MeshResponse::Held { .. } => "a bitmap",
+        MeshResponse::Error(_) => "an error",
+    }
+}
+
+async fn connect_all(
+    endpoint: &MeshEndpoint,
+    sources: &[Source],
+    opts: &FetchOptions,
+    reports: &mut [SourceReport],
+) -> Vec<Option<Connection>> {
+    let attempts = sources.iter().map(|s| async move {
+        match tokio::time::timeout(opts.connect_timeout, endpoint.connect(s.addr, s.peer)).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer from {} within {:?}", s.addr, opts.connect_timeout)),
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    results
+        .into_iter()
+        .zip(reports.iter_mut())
+        .map(|(r, report)| match r {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                warn!(peer = %report.source.peer, addr = %report.source.addr, "cannot use source: {e}");
+                report.error = Some(e);
+                None
+            }
+        })
+        .collect()
+}
+
+/// Asks each connected source in turn for the manifest; one that does not verify marks its
+/// source bad.
+async fn fetch_manifest(
+    title: TitleId,
+    conns: &[Option<Connection>],
+    opts: &FetchOptions,
+    reports: &mut [SourceReport],
+) -> Result<Manifest, FetchError> {
+    for (s, conn) in conns.iter().enumerate() {
+        let Some(conn) = conn else { continue };
+        match request_manifest(conn, title, opts.request_timeout).await {
+            Ok(m) => match m.verify(&title) {
+                Ok(()) => return Ok(m),
+                Err(e) => {
+                    warn!(peer = %reports[s].source.peer, "false manifest, source marked bad: {e}");
+                    reports[s].corrupt += 1;
+                    reports[s].bad = true;
+                }
+            },
+            Err(e) => {
+                info!(peer = %reports[s].source.peer, "no manifest: {e}");
+                reports[s].failures += 1;
+            }
+        }
+    }
+    Err(FetchError::NoManifest(title))
+}
+
+async fn request_manifest(conn: &Connection, title: TitleId, timeout: Duration) -> Result<Manifest, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    write_frame(&mut send, &MeshRequest::Manifest { title }, timeout).await.map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    match read_frame::<MeshResponse>(&mut recv, timeout).await.map_err(|e| e.to_string())? {
+        MeshResponse::Manifest { title: t, manifest } if t == title => Ok(manifest),
+        MeshResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
+        other => Err(format!("answered a manifest request with {}", kind(&other))),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io { what: "store task".into(), source: std::io::Error::other(e.to_string()) })
+    })
+}

@@ -1,0 +1,190 @@
+//! Origin ingest over HTTP: `fillmesh seed` streams a file here and the origin stores it as a
+//! fully held title.
+//!
+//! The protocol: `GET /titles/<id>` answers 200 when the title is already held whole (so a
+//! second seed sends nothing), 404 otherwise. `POST /titles?name=NAME[&chunk_size=N]` with the
+//! header `x-fillmesh-title: <id>` streams the bytes; the origin hashes them as they arrive
+//! into a staging file and adopts them only if they hash to the announced id. The seeding
+//! client hashed the file before sending, so a file that changed while it was read arrives
+//! with a different hash and is refused (409): nothing is stored.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use fillmesh_protocol::{ChunkSize, Manifest, ManifestBuilder, TitleId};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::store::Store;
+
+/// Header carrying the title id the client computed.
+pub const TITLE_HEADER: &str = "x-fillmesh-title";
+
+#[derive(Clone)]
+struct Ingest {
+    store: Arc<Store>,
+    /// Uploads at once: each holds a staging file and a hashing task.
+    slots: Arc<Semaphore>,
+}
+
+/// The origin's HTTP API.
+pub fn router(store: Arc<Store>) -> Router {
+    let state = Ingest { store, slots: Arc::new(Semaphore::new(2)) };
+    Router::new()
+        .route("/titles", axum::routing::post(upload))
+        .route("/titles/{id}", get(status))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut body = body.into();
+    body.push('\n');
+    (status, body).into_response()
+}
+
+async fn status(State(ingest): State<Ingest>, Path(id): Path<String>) -> Response {
+    let title: TitleId = match id.parse() {
+        Ok(t) => t,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match ingest.store.info(&title) {
+        Some(info) if info.held.is_full() => text(
+            StatusCode::OK,
+            format!(
+                "{title} {} bytes, {} chunks, complete, name {:?}",
+                info.manifest.len(),
+                info.manifest.chunk_count(),
+                info.name
+            ),
+        ),
+        Some(info) => text(
+            StatusCode::NOT_FOUND,
+            format!("{title} is {} of {} chunks", info.held.count(), info.manifest.chunk_count()),
+        ),
+        None => text(StatusCode::NOT_FOUND, format!("unknown title {title}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct UploadParams {
+    name: Option<String>,
+    chunk_size: Option<u64>,
+}
+
+async fn upload(
+    State(ingest): State<Ingest>,
+    Query(params): Query<UploadParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(expected) = headers.get(TITLE_HEADER).and_then(|v| v.to_str().ok()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("missing header {TITLE_HEADER}: the title id of the bytes sent"),
+        );
+    };
+    let expected: TitleId = match expected.parse() {
+        Ok(t) => t,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{TITLE_HEADER}: {e}")),
+    };
+    let chunk_size = match ChunkSize::new(params.chunk_size.unwrap_or(ChunkSize::DEFAULT.bytes())) {
+        Ok(c) => c,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut name = params.name.unwrap_or_default();
+    if name.len() > fillmesh_protocol::messages::MAX_TEXT || name.contains(['/', '\n', '\0']) {
+        return text(StatusCode::BAD_REQUEST, "name: at most 256 bytes, no '/', newline or NUL");
+    }
+    if name.is_empty() {
+        name = expected.to_string();
+    }
+    if ingest.store.held(&expected).is_some_and(|h| h.is_full()) {
+        return text(StatusCode::OK, expected.to_string());
+    }
+    let Ok(_slot) = ingest.slots.clone().try_acquire_owned() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many uploads in progress; retry later");
+    };
+    match receive(&ingest.store, body, chunk_size).await {
+        Ok((staging, id, manifest)) => {
+            if id != expected {
+                let _ = tokio::fs::remove_file(&staging).await;
+                warn!(%expected, received = %id, "upload refused: bytes do not hash to the announced id");
+                return text(
+                    StatusCode::CONFLICT,
+                    format!("the bytes received hash to {id}, not {expected}: the file changed while it was read, or was damaged in transit; nothing was stored"),
+                );
+            }
+            let store = ingest.store.clone();
+            let len = manifest.len();
+            let adopted = tokio::task::spawn_blocking(move || {
+                let result = store.import_complete(id, &name, manifest, &staging);
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&staging);
+                }
+                result
+            })
+            .await;
+            match adopted {
+                Ok(Ok(())) => {
+                    info!(title = %id, len, "title seeded");
+                    text(StatusCode::CREATED, id.to_string())
+                }
+                Ok(Err(e)) => text(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        Err((status, msg)) => text(status, msg),
+    }
+}
+
+/// Streams the body into a staging file while building its manifest.
+async fn receive(
+    store: &Store,
+    body: Body,
+    chunk_size: ChunkSize,
+) -> Result<(PathBuf, TitleId, Manifest), (StatusCode, String)> {
+    let dir = store.dir().join("staging");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    let path = dir.join(format!("upload-{}-{}.part", std::process::id(), unique()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+        let mut builder = ManifestBuilder::new(chunk_size);
+        let mut stream = body.into_data_stream();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| (StatusCode::BAD_REQUEST, format!("upload interrupted: {e}")))?;
+            builder.update(&piece).map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+            file.write_all(&piece)
+                .await
+                .map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, format!("writing the upload: {e}")))?;
+        }
+        file.flush().await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+        let (id, manifest) = builder.finish();
+        Ok((id, manifest))
+    }
+    .await;
+    match result {
+        Ok((id, manifest)) => Ok((path, id, manifest)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(e)
+        }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,51 @@
+//! Frames on quinn streams: every read is bounded by its message type and by a timeout.
+
+use std::time::Duration;
+
+use fillmesh_protocol::frame::{self, FrameError, Message, PREFIX_LEN};
+use quinn::{RecvStream, SendStream};
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Reads one frame of type `M`, refusing an oversized prefix before reading the body.
+pub async fn read_frame<M: Message>(recv: &mut RecvStream, timeout: Duration) -> Result<M, WireError> {
+    tokio::time::timeout(timeout, async {
+        let mut prefix = [0u8; PREFIX_LEN];
+        recv.read_exact(&mut prefix).await?;
+        let len = frame::body_len::<M>(prefix)?;
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await?;
+        Ok(frame::decode_body::<M>(&body)?)
+    })
+    .await
+    .map_err(|_| WireError::Timeout(timeout))?
+}
+
+/// Writes one frame.
+pub async fn write_frame<M: Message>(
+    send: &mut SendStream,
+    msg: &M,
+    timeout: Duration,
+) -> Result<(), WireError> {
+    let bytes = frame::encode(msg)?;
+    write_all(send, &bytes, timeout).await
+}
+
+/// Writes raw bytes within `timeout`.
+pub async fn write_all(send: &mut SendStream, bytes: &[u8], timeout: Duration) -> Result<(), WireError> {
+    tokio::time::timeout(timeout, send.write_all(bytes)).await.map_err(|_| WireError::Timeout(timeout))??;
+    Ok(())
+}
