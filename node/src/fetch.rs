@@ -83,8 +83,8 @@ pub struct FetchReport {
 pub enum FetchError {
     #[error("no source could be reached: {0}")]
     NoSource(String),
-    #[error("no source gave a manifest that verifies against {0}")]
-    NoManifest(TitleId),
+    #[error("no source gave a manifest that verifies against {0}: {1}")]
+    NoManifest(TitleId, String),
     #[error("{missing} chunks of {title} could not be fetched from any source (first: {first})")]
     Incomplete { title: TitleId, missing: usize, first: u32, report: Box<FetchReport> },
     #[error(transparent)]
@@ -373,7 +373,7 @@ async fn request_chunk(
 ) -> Result<BytesMut, ChunkError> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ChunkError::Lost(e.to_string()))?;
     let request = MeshRequest::Chunk { title, index };
-    write_frame(&mut send, &request, timeout).await.map_err(|e| ChunkError::Refused(e.to_string()))?;
+    write_frame(&mut send, &request, timeout).await.map_err(|e| ChunkError::Refused(describe(&e)))?;
     let _ = send.finish();
     match read_frame::<MeshResponse>(&mut recv, timeout).await {
         Ok(MeshResponse::Chunk(h))
@@ -397,7 +397,18 @@ async fn request_chunk(
         Err(WireError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e)))) => {
             Err(ChunkError::Lost(e.to_string()))
         }
-        Err(e) => Err(ChunkError::Refused(e.to_string())),
+        Err(e) => Err(ChunkError::Refused(describe(&e))),
+    }
+}
+
+/// A wire error with the connection's own reason when the connection is what failed (an
+/// untrusted node's close reason, say), which quinn's read errors otherwise hide.
+fn describe(e: &WireError) -> String {
+    use quinn::{ReadError, ReadExactError, WriteError};
+    match e {
+        WireError::Read(ReadExactError::ReadError(ReadError::ConnectionLost(c)))
+        | WireError::Write(WriteError::ConnectionLost(c)) => format!("connection lost: {c}"),
+        other => other.to_string(),
     }
 }
 
@@ -447,31 +458,35 @@ async fn fetch_manifest(
     opts: &FetchOptions,
     reports: &mut [SourceReport],
 ) -> Result<Manifest, FetchError> {
+    let mut reasons = Vec::new();
     for (s, conn) in conns.iter().enumerate() {
         let Some(conn) = conn else { continue };
+        let peer = reports[s].source.peer;
         match request_manifest(conn, title, opts.request_timeout).await {
             Ok(m) => match m.verify(&title) {
                 Ok(()) => return Ok(m),
                 Err(e) => {
-                    warn!(peer = %reports[s].source.peer, "false manifest, source marked bad: {e}");
+                    warn!(%peer, "false manifest, source marked bad: {e}");
+                    reasons.push(format!("{peer} sent a false manifest"));
                     reports[s].corrupt += 1;
                     reports[s].bad = true;
                 }
             },
             Err(e) => {
-                info!(peer = %reports[s].source.peer, "no manifest: {e}");
+                info!(%peer, "no manifest: {e}");
+                reasons.push(format!("{peer}: {e}"));
                 reports[s].failures += 1;
             }
         }
     }
-    Err(FetchError::NoManifest(title))
+    Err(FetchError::NoManifest(title, reasons.join("; ")))
 }
 
 async fn request_manifest(conn: &Connection, title: TitleId, timeout: Duration) -> Result<Manifest, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(&mut send, &MeshRequest::Manifest { title }, timeout).await.map_err(|e| e.to_string())?;
+    write_frame(&mut send, &MeshRequest::Manifest { title }, timeout).await.map_err(|e| describe(&e))?;
     let _ = send.finish();
-    match read_frame::<MeshResponse>(&mut recv, timeout).await.map_err(|e| e.to_string())? {
+    match read_frame::<MeshResponse>(&mut recv, timeout).await.map_err(|e| describe(&e))? {
         MeshResponse::Manifest { title: t, manifest } if t == title => Ok(manifest),
         MeshResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
         other => Err(format!("answered a manifest request with {}", kind(&other))),

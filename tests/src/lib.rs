@@ -1,12 +1,19 @@
-//! Helpers for end-to-end tests: locating the `fillmesh` binary that `cargo test` built, and
-//! child processes that are always stopped, even when a test fails.
+//! Helpers for end-to-end tests: locating the `fillmesh` binary that `cargo test` built,
+//! starting nodes as real processes, and stopping every process a test started, even when
+//! the test fails.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// The `fillmesh` binary of this build. `cargo test --workspace` builds it (the node crate's
-/// own integration tests need it); when a test runs alone it is built here once.
+/// own integration tests need it); a test binary run on its own (`cargo test -p
+/// fillmesh-tests`) would find a stale one, so each test binary asks cargo once to bring it up
+/// to date (a no-op when it is).
 pub fn fillmesh_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -14,8 +21,7 @@ pub fn fillmesh_bin() -> PathBuf {
         // target/<profile>/deps/<test> -> target/<profile>/fillmesh
         let profile_dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir");
         let bin = profile_dir.join(format!("fillmesh{}", std::env::consts::EXE_SUFFIX));
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        if let Ok(cargo) = std::env::var("CARGO") {
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "-p", "fillmesh-node", "--bin", "fillmesh"]);
             if profile_dir.ends_with("release") {
@@ -29,13 +35,134 @@ pub fn fillmesh_bin() -> PathBuf {
     .clone()
 }
 
+/// A `fillmesh` command with logs kept quiet unless a test asks otherwise.
+pub fn fillmesh() -> Command {
+    let mut cmd = Command::new(fillmesh_bin());
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
 /// A child process killed and reaped when dropped, so no test leaves a process behind.
 #[derive(Debug)]
 pub struct ChildGuard(pub Child);
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
+impl ChildGuard {
+    /// SIGKILL, as a crash or an operator's `kill -9` would.
+    pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Prints the PeerId of the identity in `data`, creating it if needed.
+pub fn print_id(data: &Path) -> String {
+    let out =
+        fillmesh().arg("node").arg("--data").arg(data).arg("--print-id").output().expect("run fillmesh");
+    assert!(out.status.success(), "print-id failed: {out:?}");
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+}
+
+/// A running `fillmesh node` process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    pub child: ChildGuard,
+    pub peer: String,
+    pub mesh: String,
+    pub http: Option<String>,
+    pub stderr: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `fillmesh node --data DATA ARGS...` and waits (at most 30 s) for its ready line.
+    pub fn start(data: &Path, args: &[&str]) -> Self {
+        let stderr = data.with_extension("stderr.log");
+        let log = File::create(&stderr).expect("stderr log");
+        let child = fillmesh()
+            .arg("node")
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start fillmesh node");
+        let mut child = ChildGuard(child);
+        let stdout = child.0.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!("node did not become ready: {}", std::fs::read_to_string(&stderr).unwrap_or_default())
+        });
+        // fillmesh node <peer> mesh <addr> [http <addr>]
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(words.len() >= 5 && words[3] == "mesh", "unexpected ready line: {line}");
+        Self {
+            child,
+            peer: words[2].to_owned(),
+            mesh: words[4].to_owned(),
+            http: (words.get(5) == Some(&"http")).then(|| words[6].to_owned()),
+            stderr,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failing test can be rerun exactly.
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The `b3sum`-style hex id of a file's contents.
+pub fn file_id(path: &Path) -> String {
+    let out = fillmesh().arg("id").arg(path).output().expect("run fillmesh id");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).expect("utf-8")[..64].to_owned()
+}
+
+/// A minimal HTTP/1.1 exchange (`Connection: close`), returning the status code and body.
+/// Enough to poke an API with requests the real client would never send.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write request");
+    stream.write_all(body).expect("write body");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

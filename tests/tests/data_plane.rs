@@ -1,0 +1,225 @@
+//! The appliance data plane end to end: real `fillmesh` processes on 127.0.0.1.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fillmesh_tests::{file_id, fillmesh, http, print_id, test_bytes, ChildGuard, NodeProcess};
+
+/// 32 MiB and a tail that is not a multiple of anything.
+const TITLE_LEN: usize = (32 << 20) + 12_345;
+
+fn seed(file: &std::path::Path, origin: &NodeProcess) -> std::process::Output {
+    let url = format!("http://{}", origin.http.as_deref().expect("origin http"));
+    fillmesh().arg("seed").arg(file).args(["--origin", &url]).output().expect("run seed")
+}
+
+#[test]
+fn origin_seeds_and_a_node_fetches_a_32mib_title_with_a_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 1)).unwrap();
+    let id = file_id(&file);
+    let fetcher = dir.path().join("fetcher");
+    let fetcher_id = print_id(&fetcher);
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &fetcher_id],
+    );
+
+    let out = seed(&file, &origin);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+
+    let output = dir.path().join("out.bin");
+    let out = fillmesh()
+        .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+        .arg(&output)
+        .arg("--data")
+        .arg(&fetcher)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(file_id(&output), id);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("33 chunks ({TITLE_LEN} bytes)")), "{stdout}");
+}
+
+#[test]
+fn seeding_twice_is_idempotent_and_bytes_that_do_not_match_their_id_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.bin");
+    std::fs::write(&file, test_bytes(3 << 20, 2)).unwrap();
+    let id = file_id(&file);
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+    );
+    let http_addr = origin.http.clone().unwrap();
+
+    for _ in 0..2 {
+        let out = seed(&file, &origin);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    }
+    assert!(String::from_utf8_lossy(&seed(&file, &origin).stderr).contains("already seeded"));
+
+    // What a file that changed while it was read looks like to the origin: bytes that do not
+    // hash to the id the client announced. Refused, and nothing stored under either id.
+    let other = test_bytes(2 << 20, 3);
+    let claimed = file_id(&file);
+    let (status, body) =
+        http(&http_addr, "POST", "/titles?name=changed", &[("x-fillmesh-title", &claimed)], &other);
+    assert_eq!(status, 200, "an already-held id is answered before the body is read: {body}");
+    let fake_id = "0".repeat(64);
+    let (status, body) =
+        http(&http_addr, "POST", "/titles?name=changed", &[("x-fillmesh-title", &fake_id)], &other);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("changed while it was read"), "{body}");
+    let (status, _) = http(&http_addr, "GET", &format!("/titles/{fake_id}"), &[], b"");
+    assert_eq!(status, 404);
+    let staging = dir.path().join("origin").join("staging");
+    let leftovers = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "a refused upload must leave no staging file");
+
+    let (status, body) = http(&http_addr, "POST", "/titles", &[("x-fillmesh-title", "not-an-id")], b"x");
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http(&http_addr, "POST", "/titles", &[], b"x");
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn a_wrong_pinned_peer_and_an_untrusted_client_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.bin");
+    std::fs::write(&file, test_bytes(100_000, 4)).unwrap();
+    let id = file_id(&file);
+    let trusted = dir.path().join("trusted");
+    let trusted_id = print_id(&trusted);
+    let stranger = dir.path().join("stranger");
+    let stranger_id = print_id(&stranger);
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &trusted_id],
+    );
+    assert!(seed(&file, &origin).status.success());
+
+    let fetch = |data: &std::path::Path, peer: &str| {
+        fillmesh()
+            .args(["fetch", &id, "--from", &origin.mesh, "--peer", peer, "--out"])
+            .arg(dir.path().join("out.bin"))
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+
+    // The trusted client pins the wrong PeerId (the stranger's): the handshake fails.
+    let out = fetch(&trusted, &stranger_id);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("handshake") || err.contains("certificate"), "{err}");
+
+    // A stranger pinning the right PeerId gets through TLS and is then refused.
+    let out = fetch(&stranger, &origin.peer);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not trusted"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !origin.log().contains("refusing untrusted peer") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        origin.log().contains(&format!("refusing untrusted peer peer={stranger_id}")),
+        "{}",
+        origin.log()
+    );
+
+    // And the trusted client pinning the right PeerId succeeds.
+    let out = fetch(&trusted, &origin.peer);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Indices from `stored chunk ... chunk=N` log lines.
+fn stored_chunk(line: &str) -> Option<u32> {
+    if !line.contains("stored chunk") {
+        return None;
+    }
+    line.split_whitespace().find_map(|w| w.strip_prefix("chunk=")).and_then(|n| n.parse().ok())
+}
+
+#[test]
+fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 5)).unwrap();
+    let id = file_id(&file);
+    let fetcher = dir.path().join("fetcher");
+    let fetcher_id = print_id(&fetcher);
+    // 16 MB/s: the 33-chunk title takes about two seconds, time enough to kill it midway.
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &[
+            "--origin",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--trust",
+            &fetcher_id,
+            "--upload-rate",
+            "16MB",
+        ],
+    );
+    assert!(seed(&file, &origin).status.success());
+    let output = dir.path().join("out.bin");
+    let fetch_cmd = || {
+        let mut cmd = fillmesh();
+        cmd.args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .arg(&output)
+            .arg("--data")
+            .arg(&fetcher);
+        cmd
+    };
+
+    // First run: read its log until 8 chunks are reported stored, then SIGKILL it.
+    let mut first = ChildGuard(fetch_cmd().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    let stderr = first.0.stderr.take().unwrap();
+    let mut before = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(i) = stored_chunk(&line) {
+            before.push(i);
+        }
+        if before.len() >= 8 || Instant::now() > deadline {
+            break;
+        }
+    }
+    first.kill();
+    assert!(before.len() >= 8, "the first run stored only {before:?}");
+    assert!(!output.exists(), "killed before the end, there must be no output yet");
+
+    // Second run: resumes from the store.
+    let out = fetch_cmd().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let after: Vec<u32> = log.lines().filter_map(stored_chunk).collect();
+    let held_at_start: u32 = log
+        .lines()
+        .find(|l| l.contains("fetch starting"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("already_held=")))
+        .and_then(|n| n.parse().ok())
+        .expect("already_held in the log");
+    for i in &before {
+        assert!(!after.contains(i), "chunk {i} was reported stored before the kill and fetched again");
+    }
+    assert!(
+        held_at_start as usize >= before.len(),
+        "{held_at_start} held at restart, {} reported stored",
+        before.len()
+    );
+    assert_eq!(held_at_start as usize + after.len(), 33, "every chunk fetched exactly once overall");
+    assert_eq!(file_id(&output), id);
+}
