@@ -12,12 +12,15 @@ use fillmesh_protocol::messages::{ErrorCode, MeshRequest, MeshResponse};
 use fillmesh_protocol::{Manifest, TitleId};
 use libp2p_identity::PeerId;
 use quinn::Connection;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn, Instrument};
 
-use crate::store::{Store, StoreError, VerifiedChunk};
+use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
 use crate::transport::MeshEndpoint;
 use crate::wire::{read_frame, write_frame, WireError};
+
+/// Verified chunks that may wait for their commit at once (32 MiB at the default chunk size).
+const WRITE_SLOTS: usize = 32;
 
 /// A node to fetch from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +119,9 @@ struct Shared {
 struct Job {
     title: TitleId,
     manifest: Arc<Manifest>,
-    store: Arc<Store>,
+    writer: ChunkWriter,
+    /// Verified chunks waiting for their commit, at most [`WRITE_SLOTS`].
+    write_slots: Arc<Semaphore>,
     opts: FetchOptions,
     shared: Mutex<Shared>,
     wake: Notify,
@@ -234,7 +239,8 @@ pub async fn fetch_title(
     let job = Arc::new(Job {
         title,
         manifest: manifest.clone(),
-        store,
+        writer: ChunkWriter::spawn(store)?,
+        write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
         opts: opts.clone(),
         shared: Mutex::new(Shared {
             queue,
@@ -256,6 +262,8 @@ pub async fn fetch_title(
         }
     }
     while workers.join_next().await.is_some() {}
+    // Workers of a source that went bad may leave commits behind: wait for every one.
+    let _all = job.write_slots.acquire_many(WRITE_SLOTS as u32).await;
     for conn in conns.into_iter().flatten() {
         conn.close(0u32.into(), b"done");
     }
@@ -297,23 +305,33 @@ async fn worker(job: Arc<Job>, s: usize, conn: Connection) {
                     let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
                 }
             }
-            Next::Chunk(chunk) => {
-                let outcome = fetch_chunk(&job, &conn, chunk).await;
-                match &outcome {
-                    Outcome::Stored(_) => info!(title = %job.title, chunk, "stored chunk"),
-                    Outcome::Corrupt(e) => {
-                        warn!(title = %job.title, chunk, "corrupt chunk, source marked bad: {e}")
+            Next::Chunk(chunk) => match fetch_chunk(&job, &conn, chunk).await {
+                Ok(verified) => {
+                    // The commit (write, sync, mark) runs behind the worker, which goes on to
+                    // the next request: the network never waits for an fsync. Pending commits
+                    // are bounded by the write slots.
+                    let Ok(slot) = job.write_slots.clone().acquire_owned().await else { return };
+                    let job = job.clone();
+                    tokio::spawn(async move {
+                        let len = verified.bytes().len() as u64;
+                        let outcome = match job.writer.put(verified).await {
+                            Ok(_) => Outcome::Stored(len),
+                            Err(e) => Outcome::Store(e),
+                        };
+                        log_outcome(&job.title, chunk, &outcome);
+                        job.finish(s, chunk, outcome);
+                        drop(slot);
+                    });
+                }
+                Err(outcome) => {
+                    log_outcome(&job.title, chunk, &outcome);
+                    let stop = matches!(outcome, Outcome::Corrupt(_) | Outcome::Lost(_));
+                    job.finish(s, chunk, outcome);
+                    if stop {
+                        return;
                     }
-                    Outcome::Failed(e) => info!(title = %job.title, chunk, "chunk failed: {e}"),
-                    Outcome::Lost(e) => warn!(title = %job.title, chunk, "source lost: {e}"),
-                    Outcome::Store(e) => warn!(title = %job.title, chunk, "store refused chunk: {e}"),
                 }
-                let stop = matches!(outcome, Outcome::Corrupt(_) | Outcome::Lost(_) | Outcome::Store(_));
-                job.finish(s, chunk, outcome);
-                if stop {
-                    return;
-                }
-            }
+            },
         }
     }
 }
@@ -333,29 +351,32 @@ fn peek(job: &Job, s: usize) -> Next {
     }
 }
 
-async fn fetch_chunk(job: &Job, conn: &Connection, chunk: u32) -> Outcome {
+fn log_outcome(title: &TitleId, chunk: u32, outcome: &Outcome) {
+    match outcome {
+        Outcome::Stored(_) => info!(%title, chunk, "stored chunk"),
+        Outcome::Corrupt(e) => warn!(%title, chunk, "corrupt chunk, source marked bad: {e}"),
+        Outcome::Failed(e) => info!(%title, chunk, "chunk failed: {e}"),
+        Outcome::Lost(e) => warn!(%title, chunk, "source lost: {e}"),
+        Outcome::Store(e) => warn!(%title, chunk, "store refused chunk: {e}"),
+    }
+}
+
+/// Requests one chunk and verifies it; the error is how the attempt ended.
+async fn fetch_chunk(job: &Job, conn: &Connection, chunk: u32) -> Result<VerifiedChunk, Outcome> {
     let Some(expected) = job.manifest.chunk_len(chunk) else {
-        return Outcome::Failed(format!("chunk {chunk} is out of range"));
+        return Err(Outcome::Failed(format!("chunk {chunk} is out of range")));
     };
     let timeout = job.opts.request_timeout;
     let bytes =
         match tokio::time::timeout(timeout, request_chunk(conn, job.title, chunk, expected, timeout)).await {
-            Err(_) => return Outcome::Failed(format!("timed out after {timeout:?}")),
-            Ok(Err(ChunkError::Lost(e))) => return Outcome::Lost(e),
-            Ok(Err(ChunkError::Refused(e))) => return Outcome::Failed(e),
-            Ok(Err(ChunkError::Lied(e))) => return Outcome::Corrupt(e),
+            Err(_) => return Err(Outcome::Failed(format!("timed out after {timeout:?}"))),
+            Ok(Err(ChunkError::Lost(e))) => return Err(Outcome::Lost(e)),
+            Ok(Err(ChunkError::Refused(e))) => return Err(Outcome::Failed(e)),
+            Ok(Err(ChunkError::Lied(e))) => return Err(Outcome::Corrupt(e)),
             Ok(Ok(bytes)) => bytes,
         };
-    let verified = match VerifiedChunk::verify(job.title, &job.manifest, chunk, bytes.freeze()) {
-        Ok(v) => v,
-        Err(e) => return Outcome::Corrupt(e.to_string()),
-    };
-    let len = verified.bytes().len() as u64;
-    let store = job.store.clone();
-    match blocking(move || store.put_chunk(&verified)).await {
-        Ok(_) => Outcome::Stored(len),
-        Err(e) => Outcome::Store(e),
-    }
+    VerifiedChunk::verify(job.title, &job.manifest, chunk, bytes.freeze())
+        .map_err(|e| Outcome::Corrupt(e.to_string()))
 }
 
 enum ChunkError {
@@ -379,9 +400,23 @@ async fn request_chunk(
         Ok(MeshResponse::Chunk(h))
             if h.title == title && h.index == index && u64::from(h.len) == expected =>
         {
-            // The length comes from our manifest, never from the peer's header.
-            let mut buf = BytesMut::zeroed(expected as usize);
-            recv.read_exact(&mut buf).await.map_err(|e| ChunkError::Refused(format!("chunk body: {e}")))?;
+            // The length comes from our manifest, never from the peer's header. Pieces are
+            // appended as quinn hands them over: no zero-filled buffer to overwrite.
+            let expected = expected as usize;
+            let mut buf = BytesMut::with_capacity(expected);
+            while buf.len() < expected {
+                match recv.read_chunk(expected - buf.len(), true).await {
+                    Ok(Some(piece)) => buf.extend_from_slice(&piece.bytes),
+                    Ok(None) => {
+                        return Err(ChunkError::Lied(format!(
+                            "chunk {index} ended after {} of {expected} bytes",
+                            buf.len()
+                        )))
+                    }
+                    Err(quinn::ReadError::ConnectionLost(e)) => return Err(ChunkError::Lost(e.to_string())),
+                    Err(e) => return Err(ChunkError::Refused(format!("chunk body: {e}"))),
+                }
+            }
             Ok(buf)
         }
         Ok(MeshResponse::Chunk(h)) => Err(ChunkError::Lied(format!(

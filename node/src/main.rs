@@ -19,6 +19,11 @@ use fillmesh_node::{identity, units};
 use fillmesh_protocol::{ChunkSize, TitleId};
 use libp2p_identity::PeerId;
 
+/// mimalloc keeps freed chunk buffers for reuse instead of returning them to the kernel
+/// after each chunk: glibc's allocator page-faulted every fresh 1 MiB buffer.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "fillmesh", version, about = "Peer-assisted content distribution overlay")]
 struct Cli {

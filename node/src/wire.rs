@@ -49,3 +49,15 @@ pub async fn write_all(send: &mut SendStream, bytes: &[u8], timeout: Duration) -
     tokio::time::timeout(timeout, send.write_all(bytes)).await.map_err(|_| WireError::Timeout(timeout))??;
     Ok(())
 }
+
+/// Writes owned bytes within `timeout`, without copying them into the stream's buffer.
+pub async fn write_bytes(
+    send: &mut SendStream,
+    bytes: bytes::Bytes,
+    timeout: Duration,
+) -> Result<(), WireError> {
+    tokio::time::timeout(timeout, send.write_chunk(bytes))
+        .await
+        .map_err(|_| WireError::Timeout(timeout))??;
+    Ok(())
+}

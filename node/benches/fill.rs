@@ -1,0 +1,230 @@
+//! One node fills a title from another across two processes on loopback, against a raw quinn
+//! transfer of the same size between two processes, in the same run.
+//!
+//! `cargo bench -p fillmesh-node --bench fill [-- SIZE_MIB RUNS IN_FLIGHT]` (defaults: 1024 MiB,
+//! 3 runs, 8 chunks in flight).
+//! The fill is `fillmesh fetch` from a `fillmesh node --origin`: TLS, framing, verification of
+//! every chunk, positioned writes and an fsync per chunk included. The raw transfer is one
+//! QUIC stream carrying the same number of bytes with the same TLS and transport settings,
+//! received into memory and dropped. The bench re-runs itself as the raw sender.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fillmesh_node::tls::TlsIdentity;
+use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
+
+/// The same allocator as the `fillmesh` binary, so the baseline differs only in what it skips.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROLE_ENV: &str = "FILLMESH_BENCH_RAW_SENDER";
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Ok(bytes) = std::env::var(ROLE_ENV) {
+        return raw_sender(bytes.parse()?);
+    }
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
+    let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let per_source: String = args.next().unwrap_or_else(|| "8".into());
+    let len = mib << 20;
+    let dir = tempfile::tempdir()?;
+    let bin = env!("CARGO_BIN_EXE_fillmesh");
+
+    // The title: deterministic bytes, written in 1 MiB pieces.
+    let file = dir.path().join("title.bin");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            for word in buf.chunks_exact_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes());
+            }
+            out.write_all(&buf)?;
+        }
+        out.flush()?;
+    }
+
+    let origin_dir = dir.path().join("origin");
+    let mut origin = Guard(
+        Command::new(bin)
+            .args(["node", "--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
+            .arg(&origin_dir)
+            .args(fetcher_trust(bin, dir.path(), runs + 1)?)
+            .env("FILLMESH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let ready = first_line(&mut origin.0)?;
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    let (peer, mesh, http) = (words[2].to_owned(), words[4].to_owned(), words[6].to_owned());
+    let seeded =
+        Command::new(bin).arg("seed").arg(&file).args(["--origin", &format!("http://{http}")]).output()?;
+    anyhow::ensure!(seeded.status.success(), "seed failed: {}", String::from_utf8_lossy(&seeded.stderr));
+    let id = String::from_utf8(seeded.stdout)?.trim().to_owned();
+
+    // One discarded fill first: the origin's allocator and page cache warm up on it.
+    measure_fill(bin, dir.path(), &id, &mesh, &peer, &per_source, runs, len)?;
+    println!("title: {mib} MiB, 1 MiB chunks, {per_source} chunks in flight, {runs} runs each, two processes on 127.0.0.1, medians");
+    let mut fill = Vec::new();
+    let mut raw = Vec::new();
+    for run in 0..runs {
+        // Alternate the two so drift on a shared machine hits both alike, and start each from
+        // a clean page cache state: the previous run's dirty pages must not be written back on
+        // this run's time.
+        sync();
+        raw.push(raw_transfer(len)?);
+        sync();
+        fill.push(measure_fill(bin, dir.path(), &id, &mesh, &peer, &per_source, run, len)?);
+        println!("run {run}: fill {:.0} MB/s, raw quinn {:.0} MB/s", fill[run], raw[run]);
+    }
+    let (f, r) = (median(fill), median(raw));
+    println!("fill (verify + write + fsync per chunk): {f:.0} MB/s");
+    println!("raw quinn, one stream:                  {r:.0} MB/s");
+    println!("ratio fill / raw: {:.3}", f / r);
+    Ok(())
+}
+
+/// One `fillmesh fetch` of the title with fetcher identity number `run`; returns MB/s.
+#[allow(clippy::too_many_arguments)]
+fn measure_fill(
+    bin: &str,
+    dir: &Path,
+    id: &str,
+    mesh: &str,
+    peer: &str,
+    per_source: &str,
+    run: usize,
+    len: u64,
+) -> anyhow::Result<f64> {
+    {
+        let data = dir.join(format!("fetcher-{run}"));
+        let out = dir.join(format!("out-{run}.bin"));
+        let result = Command::new(bin)
+            .args(["fetch", id, "--from", mesh, "--peer", peer, "--out"])
+            .arg(&out)
+            .arg("--data")
+            .arg(&data)
+            .args(["--per-source", per_source])
+            .env("FILLMESH_LOG", "warn")
+            .output()?;
+        anyhow::ensure!(result.status.success(), "fetch failed: {}", String::from_utf8_lossy(&result.stderr));
+        // "fetched <id>: N chunks (B bytes) in S s, ..." : the fill itself, connect to last fsync.
+        let stdout = String::from_utf8(result.stdout)?;
+        let secs: f64 = stdout
+            .split(" in ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no timing in {stdout}"))?;
+        // Keep the identity (it is trusted by the origin), drop the chunks.
+        let _ = std::fs::remove_dir_all(data.join("data"));
+        let _ = std::fs::remove_dir_all(data.join("index"));
+        std::fs::remove_file(&out)?;
+        Ok(len as f64 / secs / 1e6)
+    }
+}
+
+fn sync() {
+    let _ = Command::new("sync").status();
+}
+
+/// Creates one fetcher identity per run and returns `--trust` arguments for all of them.
+fn fetcher_trust(bin: &str, dir: &Path, runs: usize) -> anyhow::Result<Vec<String>> {
+    let mut args = Vec::new();
+    for run in 0..runs {
+        let out = Command::new(bin)
+            .args(["node", "--print-id", "--data"])
+            .arg(dir.join(format!("fetcher-{run}")))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "print-id failed");
+        args.push("--trust".to_owned());
+        args.push(String::from_utf8(out.stdout)?.trim().to_owned());
+    }
+    Ok(args)
+}
+
+fn first_line(child: &mut Child) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines.next().ok_or_else(|| anyhow::anyhow!("child exited before its ready line"))??;
+    std::thread::spawn(move || for _ in lines {});
+    Ok(line)
+}
+
+/// Receives `len` bytes on one stream from a sender process; returns MB/s.
+fn raw_transfer(len: u64) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let mut sender = Guard(Command::new(exe).env(ROLE_ENV, len.to_string()).stdout(Stdio::piped()).spawn()?);
+    let line = first_line(&mut sender.0)?;
+    let mut words = line.split_whitespace();
+    let addr = words.next().ok_or_else(|| anyhow::anyhow!("no address"))?.parse()?;
+    let peer = words.next().ok_or_else(|| anyhow::anyhow!("no peer"))?.parse()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let tls = TlsIdentity::new(&fillmesh_node::identity::ephemeral())?;
+        let endpoint = MeshEndpoint::client("127.0.0.1".parse()?, tls, TransportLimits::default())?;
+        let start = Instant::now();
+        let conn = endpoint.connect(addr, peer).await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(b"go").await?;
+        send.finish()?;
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        while let Some(n) = tokio::time::timeout(Duration::from_secs(60), recv.read(&mut buf)).await?? {
+            total += n as u64;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        anyhow::ensure!(total == len, "received {total} of {len} bytes");
+        conn.close(0u32.into(), b"done");
+        Ok(len as f64 / secs / 1e6)
+    })
+}
+
+/// The sender process: accepts one connection and writes `len` bytes on the stream it opens.
+fn raw_sender(len: u64) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let tls = TlsIdentity::new(&fillmesh_node::identity::ephemeral())?;
+        let peer = tls.peer_id();
+        let endpoint = MeshEndpoint::bind("127.0.0.1:0".parse()?, tls, TransportLimits::default())?;
+        println!("{} {peer}", endpoint.local_addr()?);
+        let incoming = tokio::time::timeout(Duration::from_secs(30), endpoint.inner().accept())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("endpoint closed"))?;
+        let conn = incoming.await?;
+        let (mut send, mut recv) = conn.accept_bi().await?;
+        let mut go = [0u8; 2];
+        recv.read_exact(&mut go).await?;
+        let buf = vec![0x5au8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < len {
+            let n = (len - sent).min(buf.len() as u64) as usize;
+            send.write_all(&buf[..n]).await?;
+            sent += n as u64;
+        }
+        send.finish()?;
+        let _ = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await;
+        Ok(())
+    })
+}
