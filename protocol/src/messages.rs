@@ -34,6 +34,10 @@ pub const MAX_ASSIGNMENTS: usize = 1024;
 pub const MAX_TARGETS: usize = 32;
 /// Most titles in one catalog answer.
 pub const MAX_CATALOG: usize = 8192;
+/// Most chunk fetches in one held report.
+pub const MAX_FETCHED: usize = 1024;
+/// Most nodes in one member list.
+pub const MAX_MEMBERS: usize = 16384;
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -160,6 +164,14 @@ pub enum FailureKind {
     NotHeld,
 }
 
+/// One chunk an appliance fetched, and from whom: the tracker's account of where bytes came
+/// from (same site, same region, cross-region, origin) rests on these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetched {
+    pub chunk: u32,
+    pub source: NodeId,
+}
+
 /// A request to the tracker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrackerRequest {
@@ -167,10 +179,12 @@ pub enum TrackerRequest {
     Register(Registration),
     Heartbeat(Heartbeat),
     /// Every chunk of `title` the sender holds verified (a whole bitmap, so a report that is
-    /// lost or repeated does no harm).
+    /// lost or repeated does no harm), and the chunks fetched since the last report.
     ReportHeld {
         title: TitleId,
         held: ChunkBitmap,
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_FETCHED>")]
+        fetched: Vec<Fetched>,
     },
     ReportFailure {
         title: TitleId,
@@ -187,6 +201,8 @@ pub enum TrackerRequest {
         client_ip: IpAddr,
     },
     Catalog,
+    /// The nodes the tracker vouches for: an appliance serves mesh requests from these.
+    Members,
     Publish {
         title: TitleId,
         #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
@@ -197,7 +213,7 @@ pub enum TrackerRequest {
 
 impl Message for TrackerRequest {
     const NAME: &'static str = "tracker request";
-    const MAX_BODY: usize = MANIFEST_BYTES + MAX_TEXT + 128;
+    const MAX_BODY: usize = MANIFEST_BYTES + MAX_TEXT + 128 + MAX_FETCHED * (5 + 1 + NodeId::MAX_LEN);
 }
 
 /// A node to fetch from.
@@ -264,6 +280,10 @@ pub enum TrackerResponse {
     Catalog {
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_CATALOG>")]
         titles: Vec<CatalogEntry>,
+    },
+    Members {
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_MEMBERS>")]
+        nodes: Vec<NodeId>,
     },
     Error(ErrorReply),
 }

@@ -132,7 +132,9 @@ fn the_largest_legal_messages_fit_their_bounds() {
     frame::encode(&MeshRequest::Hello(Hello { version: u16::MAX, role: Role::Tool, agent: long(MAX_LABEL) }))
         .unwrap();
     frame::encode(&TrackerRequest::Publish { title, name: long(MAX_TEXT), manifest }).unwrap();
-    frame::encode(&TrackerRequest::ReportHeld { title, held }).unwrap();
+    let fetched = vec![Fetched { chunk: u32::MAX, source: node.clone() }; MAX_FETCHED];
+    frame::encode(&TrackerRequest::ReportHeld { title, held, fetched }).unwrap();
+    frame::encode(&TrackerResponse::Members { nodes: vec![node.clone(); MAX_MEMBERS] }).unwrap();
     frame::encode(&TrackerRequest::Register(Registration {
         role: Role::Appliance,
         mesh_addr: addr,

@@ -141,7 +141,13 @@ pub fn tracker_request() -> impl Strategy<Value = TrackerRequest> {
                 })
             }
         ),
-        (title(), bitmap()).prop_map(|(title, held)| TrackerRequest::ReportHeld { title, held }),
+        (
+            title(),
+            bitmap(),
+            vec((any::<u32>(), node_id()).prop_map(|(chunk, source)| Fetched { chunk, source }), 0..20)
+        )
+            .prop_map(|(title, held, fetched)| TrackerRequest::ReportHeld { title, held, fetched }),
+        Just(TrackerRequest::Members),
         (title(), any::<u32>(), node_id(), failure_kind()).prop_map(|(title, chunk, source, kind)| {
             TrackerRequest::ReportFailure { title, chunk, source, kind }
         }),
@@ -189,6 +195,7 @@ pub fn tracker_response() -> impl Strategy<Value = TrackerResponse> {
             0..20
         )
         .prop_map(|titles| TrackerResponse::Catalog { titles }),
+        vec(node_id(), 0..50).prop_map(|nodes| TrackerResponse::Members { nodes }),
         error_reply().prop_map(TrackerResponse::Error),
     ]
 }
