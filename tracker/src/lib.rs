@@ -1,5 +1,6 @@
 //! The tracker: who holds what, who fills which chunk from whom, and where players go.
 //!
-//! `core` (the pure, deterministic planner that the simulator also drives) and `server` (its
-//! QUIC/HTTP shell) arrive with the tracker issue; this crate exists now so the workspace has
-//! its final shape.
+//! [`core`] is the pure, deterministic planner (registry, catalog, held maps, fill plans,
+//! steering) that the simulator drives too; `server` is its QUIC/HTTP shell.
+
+pub mod core;
