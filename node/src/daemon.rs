@@ -10,6 +10,7 @@ use libp2p_identity::PeerId;
 use tracing::info;
 
 use crate::identity;
+use crate::member::MemberConfig;
 use crate::serve::{ServeLimits, Server, Trust};
 use crate::store::Store;
 use crate::tls::TlsIdentity;
@@ -27,6 +28,12 @@ pub struct NodeConfig {
     pub upload_rate: Option<u64>,
     pub serve: ServeLimits,
     pub transport: TransportLimits,
+    /// The tracker to work under, if any.
+    pub tracker: Option<(SocketAddr, PeerId)>,
+    pub site: String,
+    pub region: String,
+    pub prefixes: Vec<fillmesh_protocol::IpPrefix>,
+    pub disk_bytes: u64,
 }
 
 /// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
@@ -54,7 +61,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         config.upload_rate,
         role,
     );
-    let serving = tokio::spawn(server.run(endpoint.clone()));
+    let serving = tokio::spawn(server.clone().run(endpoint.clone()));
+    let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
     let mut ready = format!("fillmesh node {peer} mesh {mesh_addr}");
     let http = match (config.origin, config.http) {
@@ -64,13 +72,34 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let http_addr = listener.local_addr()?;
             ready.push_str(&format!(" http {http_addr}"));
-            let app = crate::origin::router(store.clone());
+            let app = crate::origin::router(store.clone(), published_tx.clone());
             Some(tokio::spawn(async move { axum::serve(listener, app).await }))
         }
         (true, None) => anyhow::bail!("--origin needs --http ADDR for `fillmesh seed` to reach it"),
         (false, Some(_)) => anyhow::bail!("--http is the origin's ingest API: use it with --origin"),
         (false, None) => None,
     };
+    let member = config.tracker.map(|(tracker, tracker_id)| {
+        let member = MemberConfig {
+            tracker,
+            tracker_id,
+            role,
+            mesh_addr,
+            site: config.site.clone(),
+            region: config.region.clone(),
+            prefixes: config.prefixes.clone(),
+            upload_bps: config.upload_rate.unwrap_or(1_000_000_000),
+            disk_bytes: config.disk_bytes,
+            parallel: 8,
+        };
+        tokio::spawn(crate::member::run(
+            member,
+            endpoint.clone(),
+            store.clone(),
+            server.clone(),
+            published_rx,
+        ))
+    });
     let titles = store.titles();
     info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
     println!("{ready}");
@@ -80,6 +109,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     endpoint.close();
     if let Some(h) = http {
         h.abort();
+    }
+    if let Some(m) = member {
+        m.abort();
     }
     serving.abort();
     endpoint.inner().wait_idle().await;

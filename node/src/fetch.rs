@@ -371,7 +371,7 @@ async fn fetch_chunk(job: &Job, conn: &Connection, chunk: u32) -> Result<Verifie
         match tokio::time::timeout(timeout, request_chunk(conn, job.title, chunk, expected, timeout)).await {
             Err(_) => return Err(Outcome::Failed(format!("timed out after {timeout:?}"))),
             Ok(Err(ChunkError::Lost(e))) => return Err(Outcome::Lost(e)),
-            Ok(Err(ChunkError::Refused(e))) => return Err(Outcome::Failed(e)),
+            Ok(Err(ChunkError::Refused(e) | ChunkError::NotHeld(e))) => return Err(Outcome::Failed(e)),
             Ok(Err(ChunkError::Lied(e))) => return Err(Outcome::Corrupt(e)),
             Ok(Ok(bytes)) => bytes,
         };
@@ -379,13 +379,15 @@ async fn fetch_chunk(job: &Job, conn: &Connection, chunk: u32) -> Result<Verifie
         .map_err(|e| Outcome::Corrupt(e.to_string()))
 }
 
-enum ChunkError {
+pub(crate) enum ChunkError {
     Lost(String),
+    /// The source answered that it does not hold the chunk.
+    NotHeld(String),
     Refused(String),
     Lied(String),
 }
 
-async fn request_chunk(
+pub(crate) async fn request_chunk(
     conn: &Connection,
     title: TitleId,
     index: u32,
@@ -423,9 +425,7 @@ async fn request_chunk(
             "asked for chunk {index} ({expected} bytes) of {title}, got chunk {} ({} bytes) of {}",
             h.index, h.len, h.title
         ))),
-        Ok(MeshResponse::Error(e)) if e.code == ErrorCode::NotHeld || e.code == ErrorCode::Busy => {
-            Err(ChunkError::Refused(format!("{:?}: {}", e.code, e.message)))
-        }
+        Ok(MeshResponse::Error(e)) if e.code == ErrorCode::NotHeld => Err(ChunkError::NotHeld(e.message)),
         Ok(MeshResponse::Error(e)) => Err(ChunkError::Refused(format!("{:?}: {}", e.code, e.message))),
         Ok(other) => Err(ChunkError::Lied(format!("answered a chunk request with {}", kind(&other)))),
         Err(WireError::Frame(e)) => Err(ChunkError::Lied(e.to_string())),
@@ -517,7 +517,11 @@ async fn fetch_manifest(
     Err(FetchError::NoManifest(title, reasons.join("; ")))
 }
 
-async fn request_manifest(conn: &Connection, title: TitleId, timeout: Duration) -> Result<Manifest, String> {
+pub(crate) async fn request_manifest(
+    conn: &Connection,
+    title: TitleId,
+    timeout: Duration,
+) -> Result<Manifest, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     write_frame(&mut send, &MeshRequest::Manifest { title }, timeout).await.map_err(|e| describe(&e))?;
     let _ = send.finish();

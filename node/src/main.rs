@@ -14,9 +14,11 @@ use fillmesh_node::id::{b3sum_line, title_id_of_file};
 use fillmesh_node::serve::ServeLimits;
 use fillmesh_node::store::Store;
 use fillmesh_node::tls::TlsIdentity;
+use fillmesh_node::tracker_server::{self, TrackerConfig};
 use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
 use fillmesh_node::{identity, units};
 use fillmesh_protocol::{ChunkSize, TitleId};
+use fillmesh_tracker::core::Policy;
 use libp2p_identity::PeerId;
 
 /// mimalloc keeps freed chunk buffers for reuse instead of returning them to the kernel
@@ -44,6 +46,43 @@ enum Command {
     Seed(SeedArgs),
     /// Download one title, verified, from one or more named nodes.
     Fetch(FetchArgs),
+    /// Run the tracker: mesh API over QUIC, steering, status and metrics over HTTP.
+    Tracker(TrackerArgs),
+    /// Print the mesh state as JSON.
+    Status {
+        /// The tracker's --http URL, e.g. http://127.0.0.1:8000
+        #[arg(long)]
+        tracker_http: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TrackerArgs {
+    /// Data directory: identity, catalog and registry.
+    #[arg(long)]
+    data: PathBuf,
+    /// Mesh (QUIC) address appliances connect to.
+    #[arg(long, default_value = "127.0.0.1:4400")]
+    listen: SocketAddr,
+    /// HTTP address for players and operators (/steer, /status, /metrics).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    http: SocketAddr,
+    /// Print the tracker's PeerId (creating the identity if needed) and exit.
+    #[arg(long)]
+    print_id: bool,
+    /// A PeerId allowed to register (repeatable).
+    #[arg(long = "trust", value_name = "PEERID")]
+    trust: Vec<PeerId>,
+    /// A file of PeerIds allowed to register, one per line (# comments allowed).
+    #[arg(long)]
+    trust_file: Option<PathBuf>,
+    /// `mesh` (appliances fill one another) or `origin-only` (every appliance pulls from the
+    /// origin: for comparison runs).
+    #[arg(long, default_value = "mesh")]
+    policy: String,
+    /// Seed of the planner's tie-breaking.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +114,24 @@ struct NodeArgs {
     /// Mesh streams one peer may have open at once.
     #[arg(long, default_value_t = 16)]
     max_streams_per_peer: u32,
+    /// The tracker's mesh address; the node registers and fills under its plans.
+    #[arg(long, requires = "tracker_id")]
+    tracker: Option<SocketAddr>,
+    /// The tracker's PeerId (as `fillmesh tracker --print-id` shows it).
+    #[arg(long, requires = "tracker")]
+    tracker_id: Option<PeerId>,
+    /// The site this appliance stands in.
+    #[arg(long, default_value = "default")]
+    site: String,
+    /// The region of its site.
+    #[arg(long, default_value = "default")]
+    region: String,
+    /// A client prefix this appliance serves, e.g. 127.0.1.0/24 (repeatable).
+    #[arg(long = "serve-prefix", value_name = "CIDR")]
+    serve_prefix: Vec<fillmesh_protocol::IpPrefix>,
+    /// Disk the appliance may fill, e.g. 500GiB.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1TiB")]
+    disk_quota: u64,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +197,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node(args),
         Command::Seed(args) => runtime()?.block_on(seed(args)),
         Command::Fetch(args) => runtime()?.block_on(fetch(args)),
+        Command::Tracker(args) => tracker(args),
+        Command::Status { tracker_http } => runtime()?.block_on(status(&tracker_http)),
     }
 }
 
@@ -176,8 +235,64 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
             max_streams_per_connection: args.max_streams_per_peer.max(1),
             ..TransportLimits::default()
         },
+        tracker: args.tracker.zip(args.tracker_id),
+        site: args.site,
+        region: args.region,
+        prefixes: args.serve_prefix,
+        disk_bytes: args.disk_quota,
     };
+    for (what, label) in [("site", &config.site), ("region", &config.region)] {
+        anyhow::ensure!(
+            !label.is_empty() && label.len() <= fillmesh_protocol::messages::MAX_LABEL,
+            "--{what} must be 1 to {} bytes",
+            fillmesh_protocol::messages::MAX_LABEL
+        );
+    }
+    anyhow::ensure!(
+        config.prefixes.len() <= fillmesh_protocol::messages::MAX_PREFIXES,
+        "at most {} --serve-prefix",
+        fillmesh_protocol::messages::MAX_PREFIXES
+    );
     runtime()?.block_on(daemon::run(config, shutdown_signal()))
+}
+
+fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
+    if args.print_id {
+        let key = identity::load_or_create(&args.data)?;
+        println!("{}", identity::peer_id(&key));
+        return Ok(());
+    }
+    let mut trust = args.trust;
+    if let Some(file) = &args.trust_file {
+        trust.extend(tracker_server::read_trust_file(file)?);
+    }
+    let policy = match args.policy.as_str() {
+        "mesh" => Policy::Mesh,
+        "origin-only" => Policy::OriginOnly,
+        other => anyhow::bail!("--policy {other:?}: use mesh or origin-only"),
+    };
+    let config = TrackerConfig {
+        data: args.data,
+        listen: args.listen,
+        http: args.http,
+        trust,
+        policy,
+        seed: args.seed,
+    };
+    runtime()?.block_on(tracker_server::run(config, shutdown_signal()))
+}
+
+async fn status(url: &str) -> anyhow::Result<()> {
+    let base = url.trim_end_matches('/');
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let response =
+        client.get(format!("{base}/status")).send().await.with_context(|| format!("cannot reach {base}"))?;
+    let code = response.status();
+    let body = response.text().await?;
+    anyhow::ensure!(code.is_success(), "the tracker answered {code}: {}", body.trim());
+    let json: serde_json::Value = serde_json::from_str(&body).context("the tracker's status is not JSON")?;
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

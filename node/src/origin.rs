@@ -32,13 +32,15 @@ pub const TITLE_HEADER: &str = "x-fillmesh-title";
 #[derive(Clone)]
 struct Ingest {
     store: Arc<Store>,
+    /// Told of every title ingested, so it can be published to the tracker.
+    published: tokio::sync::mpsc::UnboundedSender<TitleId>,
     /// Uploads at once: each holds a staging file and a hashing task.
     slots: Arc<Semaphore>,
 }
 
 /// The origin's HTTP API.
-pub fn router(store: Arc<Store>) -> Router {
-    let state = Ingest { store, slots: Arc::new(Semaphore::new(2)) };
+pub fn router(store: Arc<Store>, published: tokio::sync::mpsc::UnboundedSender<TitleId>) -> Router {
+    let state = Ingest { store, published, slots: Arc::new(Semaphore::new(2)) };
     Router::new()
         .route("/titles", axum::routing::post(upload))
         .route("/titles/{id}", get(status))
@@ -137,6 +139,7 @@ async fn upload(
             match adopted {
                 Ok(Ok(())) => {
                     info!(title = %id, len, "title seeded");
+                    let _ = ingest.published.send(id);
                     text(StatusCode::CREATED, id.to_string())
                 }
                 Ok(Err(e)) => text(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),

@@ -122,6 +122,16 @@ impl Server {
         }
     }
 
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> u32 {
+        (self.limits.max_requests - self.slots.available_permits()) as u32
+    }
+
+    /// The peers this server trusts (shared: adding to it takes effect at once).
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     /// Accepts connections until the endpoint is closed.
     pub async fn run(self, endpoint: MeshEndpoint) {
         while let Some(incoming) = endpoint.inner().accept().await {

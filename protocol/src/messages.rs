@@ -70,6 +70,8 @@ pub enum ErrorCode {
     Unauthorized,
     VersionMismatch,
     Internal,
+    /// The tracker does not know the sender (it restarted or forgot it): register again.
+    NotRegistered,
 }
 
 /// An error answer.

@@ -81,17 +81,26 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `fillmesh node --data DATA ARGS...` and waits (at most 30 s) for its ready line.
     pub fn start(data: &Path, args: &[&str]) -> Self {
+        Self::start_kind("node", data, args)
+    }
+
+    /// Starts `fillmesh tracker --data DATA ARGS...` and waits for its ready line.
+    pub fn start_tracker(data: &Path, args: &[&str]) -> Self {
+        Self::start_kind("tracker", data, args)
+    }
+
+    fn start_kind(kind: &str, data: &Path, args: &[&str]) -> Self {
         let stderr = data.with_extension("stderr.log");
-        let log = File::create(&stderr).expect("stderr log");
+        let log = File::options().create(true).append(true).open(&stderr).expect("stderr log");
         let child = fillmesh()
-            .arg("node")
+            .arg(kind)
             .arg("--data")
             .arg(data)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("start fillmesh node");
+            .expect("start fillmesh");
         let mut child = ChildGuard(child);
         let stdout = child.0.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -104,9 +113,9 @@ impl NodeProcess {
             for _ in lines {}
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("node did not become ready: {}", std::fs::read_to_string(&stderr).unwrap_or_default())
+            panic!("{kind} did not become ready: {}", std::fs::read_to_string(&stderr).unwrap_or_default())
         });
-        // fillmesh node <peer> mesh <addr> [http <addr>]
+        // fillmesh node|tracker <peer> mesh <addr> [http <addr>]
         let words: Vec<&str> = line.split_whitespace().collect();
         assert!(words.len() >= 5 && words[3] == "mesh", "unexpected ready line: {line}");
         Self {
@@ -165,4 +174,18 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

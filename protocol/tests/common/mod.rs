@@ -74,6 +74,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::Unauthorized),
         Just(ErrorCode::VersionMismatch),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::NotRegistered),
     ]
 }
 

@@ -1,0 +1,381 @@
+//! An appliance's (or the origin's) life under a tracker: register, heartbeat, learn the
+//! members the tracker vouches for, and fill by its plans, reporting what it holds.
+//!
+//! Every step tolerates the tracker going away: the link reconnects with backoff, registers
+//! again and re-reports everything held, which is how a restarted tracker rebuilds its held
+//! maps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fillmesh_protocol::messages::{
+    Assignment, ErrorCode, FailureKind, Fetched, Heartbeat, Registration, Role, TrackerRequest,
+    TrackerResponse, MAX_FETCHED,
+};
+use fillmesh_protocol::{IpPrefix, TitleId};
+use libp2p_identity::PeerId;
+use quinn::Connection;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::fetch::{request_chunk, request_manifest, ChunkError};
+use crate::serve::Server;
+use crate::store::{ChunkWriter, Store, VerifiedChunk};
+use crate::transport::MeshEndpoint;
+use crate::wire::{read_frame, write_frame};
+
+/// Where the tracker is and who this node says it is.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub tracker: SocketAddr,
+    pub tracker_id: PeerId,
+    pub role: Role,
+    pub mesh_addr: SocketAddr,
+    pub site: String,
+    pub region: String,
+    pub prefixes: Vec<IpPrefix>,
+    pub upload_bps: u64,
+    pub disk_bytes: u64,
+    /// Assignments worked on at once.
+    pub parallel: usize,
+}
+
+/// Why a tracker exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot reach the tracker: {0}")]
+    Connect(String),
+    #[error("tracker exchange failed: {0}")]
+    Exchange(String),
+    #[error("the tracker does not know this node")]
+    NotRegistered,
+    #[error("the tracker refused: {0}")]
+    Refused(String),
+}
+
+/// One connection to the tracker, made on demand and dropped on error.
+struct TrackerLink {
+    endpoint: MeshEndpoint,
+    addr: SocketAddr,
+    peer: PeerId,
+    conn: tokio::sync::Mutex<Option<Connection>>,
+}
+
+impl TrackerLink {
+    async fn connection(&self) -> Result<Connection, LinkError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(Duration::from_secs(10), self.endpoint.connect(self.addr, self.peer))
+            .await
+            .map_err(|_| LinkError::Connect("timed out".into()))?
+            .map_err(|e| LinkError::Connect(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn request(&self, request: &TrackerRequest) -> Result<TrackerResponse, LinkError> {
+        let conn = self.connection().await?;
+        let timeout = Duration::from_secs(10);
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            write_frame(&mut send, request, timeout).await.map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            read_frame::<TrackerResponse>(&mut recv, timeout).await.map_err(|e| e.to_string())
+        };
+        match exchange.await {
+            Ok(TrackerResponse::Error(e)) if e.code == ErrorCode::NotRegistered => {
+                Err(LinkError::NotRegistered)
+            }
+            Ok(TrackerResponse::Error(e)) => Err(LinkError::Refused(format!("{:?}: {}", e.code, e.message))),
+            Ok(response) => Ok(response),
+            Err(e) => {
+                *self.conn.lock().await = None;
+                Err(LinkError::Exchange(e))
+            }
+        }
+    }
+}
+
+/// Runs until the process stops: (re)connects, registers, and works under the tracker.
+/// `published` carries titles the origin ingested since it started.
+pub async fn run(
+    config: MemberConfig,
+    endpoint: MeshEndpoint,
+    store: Arc<Store>,
+    server: Server,
+    mut published: mpsc::UnboundedReceiver<TitleId>,
+) {
+    let link = Arc::new(TrackerLink {
+        endpoint: endpoint.clone(),
+        addr: config.tracker,
+        peer: config.tracker_id,
+        conn: tokio::sync::Mutex::new(None),
+    });
+    let writer = match ChunkWriter::spawn(store.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!("cannot start the chunk writer: {e}");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(250);
+    // Bounded by the process's life; each pass waits at least `backoff`.
+    loop {
+        match session(&config, &link, &endpoint, &store, &server, &writer, &mut published).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!("tracker session ended: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn session(
+    config: &MemberConfig,
+    link: &Arc<TrackerLink>,
+    endpoint: &MeshEndpoint,
+    store: &Arc<Store>,
+    server: &Server,
+    writer: &ChunkWriter,
+    published: &mut mpsc::UnboundedReceiver<TitleId>,
+) -> Result<(), LinkError> {
+    let registration = Registration {
+        role: config.role,
+        mesh_addr: config.mesh_addr,
+        site: config.site.clone(),
+        region: config.region.clone(),
+        prefixes: config.prefixes.clone(),
+        upload_bps: config.upload_bps,
+        disk_bytes: config.disk_bytes,
+        cert_sha256: None,
+    };
+    let interval = match link.request(&TrackerRequest::Register(registration)).await? {
+        TrackerResponse::Registered { heartbeat_interval_ms } => {
+            Duration::from_millis(u64::from(heartbeat_interval_ms).clamp(100, 60_000))
+        }
+        other => return Err(LinkError::Exchange(format!("unexpected answer to register: {other:?}"))),
+    };
+    info!(tracker = %config.tracker, "registered with the tracker");
+    // Whatever the tracker knew of us may be gone: tell it everything.
+    for info in store.titles() {
+        if config.role == Role::Origin && info.held.is_full() {
+            publish(link, store, info.title).await?;
+        }
+        report(link, info.title, store, Vec::new()).await?;
+    }
+    refresh_members(link, server).await?;
+
+    let reports: Arc<Mutex<BTreeMap<TitleId, Vec<Fetched>>>> = Arc::default();
+    let mut heartbeat = tokio::time::interval(interval);
+    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let mut work = tokio::task::JoinSet::new();
+    let pool: Arc<Pool> =
+        Arc::new(Pool { endpoint: endpoint.clone(), conns: tokio::sync::Mutex::new(HashMap::new()) });
+    let mut idle_until = tokio::time::Instant::now();
+    loop {
+        // Ask for work whenever there is room (appliances only) and the tracker had some.
+        if config.role == Role::Appliance
+            && work.len() < config.parallel
+            && tokio::time::Instant::now() >= idle_until
+        {
+            let max = (config.parallel - work.len()) as u16;
+            match link.request(&TrackerRequest::Plan { max }).await? {
+                TrackerResponse::Plan { assignments, retry_after_ms } => {
+                    if assignments.is_empty() {
+                        idle_until = tokio::time::Instant::now()
+                            + Duration::from_millis(u64::from(retry_after_ms).clamp(50, 5000));
+                    }
+                    for a in assignments {
+                        let ctx = Assignee {
+                            link: link.clone(),
+                            store: store.clone(),
+                            writer: writer.clone(),
+                            pool: pool.clone(),
+                            reports: reports.clone(),
+                        };
+                        work.spawn(async move { ctx.work(a).await });
+                    }
+                }
+                other => return Err(LinkError::Exchange(format!("unexpected answer to plan: {other:?}"))),
+            }
+        }
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                let hb = Heartbeat {
+                    healthy: true,
+                    uploads_in_flight: server.in_flight(),
+                    upload_bps_used: 0,
+                    player_sessions: 0,
+                    disk_used: store.titles().iter().map(|t| t.held_bytes()).sum(),
+                };
+                link.request(&TrackerRequest::Heartbeat(hb)).await?;
+                refresh_members(link, server).await?;
+            }
+            _ = flush.tick() => {
+                let pending = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+                for (title, fetched) in pending {
+                    for batch in fetched.chunks(MAX_FETCHED) {
+                        report(link, title, store, batch.to_vec()).await?;
+                    }
+                }
+            }
+            Some(title) = published.recv() => {
+                publish(link, store, title).await?;
+                report(link, title, store, Vec::new()).await?;
+            }
+            Some(_) = work.join_next(), if !work.is_empty() => {}
+        }
+    }
+}
+
+async fn publish(link: &TrackerLink, store: &Store, title: TitleId) -> Result<(), LinkError> {
+    let Some(info) = store.info(&title) else { return Ok(()) };
+    let request =
+        TrackerRequest::Publish { title, name: info.name.clone(), manifest: (*info.manifest).clone() };
+    link.request(&request).await?;
+    info!(%title, name = %info.name, "published to the tracker");
+    Ok(())
+}
+
+async fn report(
+    link: &TrackerLink,
+    title: TitleId,
+    store: &Store,
+    fetched: Vec<Fetched>,
+) -> Result<(), LinkError> {
+    let Some(held) = store.held(&title) else { return Ok(()) };
+    link.request(&TrackerRequest::ReportHeld { title, held, fetched }).await?;
+    Ok(())
+}
+
+async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), LinkError> {
+    if let TrackerResponse::Members { nodes } = link.request(&TrackerRequest::Members).await? {
+        for node in nodes {
+            if let Ok(peer) = node.as_str().parse::<PeerId>() {
+                server.trust().add(peer);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mesh connections to sources, reused across assignments.
+struct Pool {
+    endpoint: MeshEndpoint,
+    conns: tokio::sync::Mutex<HashMap<(SocketAddr, PeerId), Connection>>,
+}
+
+impl Pool {
+    async fn get(&self, addr: SocketAddr, peer: PeerId) -> Result<Connection, String> {
+        let mut conns = self.conns.lock().await;
+        if let Some(conn) = conns.get(&(addr, peer)).filter(|c| c.close_reason().is_none()) {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(Duration::from_secs(10), self.endpoint.connect(addr, peer))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        conns.insert((addr, peer), conn.clone());
+        Ok(conn)
+    }
+}
+
+struct Assignee {
+    link: Arc<TrackerLink>,
+    store: Arc<Store>,
+    writer: ChunkWriter,
+    pool: Arc<Pool>,
+    reports: Arc<Mutex<BTreeMap<TitleId, Vec<Fetched>>>>,
+}
+
+impl Assignee {
+    /// Fetches one assigned chunk from the first source that delivers it verified, reporting
+    /// every failed source to the tracker.
+    async fn work(self, a: Assignment) {
+        let timeout = Duration::from_secs(30);
+        for source in &a.sources {
+            let Ok(peer) = source.node.as_str().parse::<PeerId>() else { continue };
+            let failure = match self.try_source(&a, source.addr, peer, timeout).await {
+                Ok(()) => {
+                    self.reports
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(a.title)
+                        .or_default()
+                        .push(Fetched { chunk: a.chunk, source: source.node.clone() });
+                    debug!(title = %a.title, chunk = a.chunk, source = %source.node, "stored chunk");
+                    return;
+                }
+                Err(kind) => kind,
+            };
+            let request = TrackerRequest::ReportFailure {
+                title: a.title,
+                chunk: a.chunk,
+                source: source.node.clone(),
+                kind: failure,
+            };
+            if let Err(e) = self.link.request(&request).await {
+                debug!("failure report not delivered: {e}");
+            }
+        }
+    }
+
+    async fn try_source(
+        &self,
+        a: &Assignment,
+        addr: SocketAddr,
+        peer: PeerId,
+        timeout: Duration,
+    ) -> Result<(), FailureKind> {
+        let conn = self.pool.get(addr, peer).await.map_err(|e| {
+            info!(%peer, "source unreachable: {e}");
+            FailureKind::Refused
+        })?;
+        let manifest = match self.store.manifest(&a.title) {
+            Some(m) => m,
+            None => {
+                let manifest =
+                    request_manifest(&conn, a.title, timeout).await.map_err(|_| FailureKind::Refused)?;
+                if manifest.verify(&a.title).is_err() {
+                    warn!(%peer, title = %a.title, "false manifest");
+                    return Err(FailureKind::Corrupt);
+                }
+                let (store, m, title) = (self.store.clone(), manifest.clone(), a.title);
+                let added = tokio::task::spawn_blocking(move || store.add_title(title, "", m)).await;
+                if !matches!(added, Ok(Ok(()))) {
+                    return Err(FailureKind::Refused);
+                }
+                Arc::new(manifest)
+            }
+        };
+        let expected = manifest.chunk_len(a.chunk).ok_or(FailureKind::Refused)?;
+        let bytes =
+            match tokio::time::timeout(timeout, request_chunk(&conn, a.title, a.chunk, expected, timeout))
+                .await
+            {
+                Err(_) => return Err(FailureKind::Timeout),
+                Ok(Err(ChunkError::Lied(e))) => {
+                    warn!(%peer, title = %a.title, chunk = a.chunk, "source lied: {e}");
+                    return Err(FailureKind::Corrupt);
+                }
+                Ok(Err(ChunkError::NotHeld(_))) => return Err(FailureKind::NotHeld),
+                Ok(Err(_)) => return Err(FailureKind::Refused),
+                Ok(Ok(bytes)) => bytes,
+            };
+        let verified = VerifiedChunk::verify(a.title, &manifest, a.chunk, bytes.freeze()).map_err(|e| {
+            warn!(%peer, title = %a.title, chunk = a.chunk, "corrupt chunk: {e}");
+            FailureKind::Corrupt
+        })?;
+        self.writer.put(verified).await.map_err(|e| {
+            warn!(title = %a.title, chunk = a.chunk, "cannot store chunk: {e}");
+            FailureKind::Refused
+        })?;
+        Ok(())
+    }
+}

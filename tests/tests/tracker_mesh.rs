@@ -1,0 +1,243 @@
+//! A whole mesh under the tracker, as real processes on 127.0.0.x: a tracker, an origin with a
+//! capped upload rate and 8 appliances in 2 regions / 4 sites fill a 64 MiB title.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fillmesh_tests::{file_id, fillmesh, http, print_id, test_bytes, wait_for, NodeProcess};
+use serde_json::Value;
+
+const TITLE_LEN: usize = 64 << 20;
+const APPLIANCES: usize = 8;
+
+struct Mesh {
+    dir: tempfile::TempDir,
+    tracker: NodeProcess,
+    tracker_args: Vec<String>,
+    origin: NodeProcess,
+    appliances: Vec<(PathBuf, NodeProcess)>,
+    title: String,
+}
+
+fn appliance_args(i: usize, tracker: &NodeProcess) -> Vec<String> {
+    // Appliance i: site s{i/2} in region r{i/4}, on 127.0.0.(11+i), serving 127.0.(11+i/2).0/24.
+    vec![
+        "--listen".into(),
+        format!("127.0.0.{}:0", 11 + i),
+        "--tracker".into(),
+        tracker.mesh.clone(),
+        "--tracker-id".into(),
+        tracker.peer.clone(),
+        "--site".into(),
+        format!("s{}", i / 2),
+        "--region".into(),
+        format!("r{}", i / 4),
+        "--serve-prefix".into(),
+        format!("127.0.{}.0/24", 11 + i / 2),
+    ]
+}
+
+fn start_appliance(data: &Path, i: usize, tracker: &NodeProcess) -> NodeProcess {
+    let args = appliance_args(i, tracker);
+    NodeProcess::start(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Starts the tracker, the origin and the appliances, and seeds the title.
+fn start_mesh(policy: &str, origin_rate: &str) -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker_dir = dir.path().join("tracker");
+    let origin_dir = dir.path().join("origin");
+    let appliance_dirs: Vec<PathBuf> =
+        (0..APPLIANCES).map(|i| dir.path().join(format!("appliance-{i}"))).collect();
+    let mut trusted = vec![print_id(&origin_dir)];
+    trusted.extend(appliance_dirs.iter().map(|d| print_id(d)));
+    let trust_file = dir.path().join("trusted.txt");
+    std::fs::write(&trust_file, format!("# the mesh\n{}\n", trusted.join("\n"))).unwrap();
+
+    let tracker_args: Vec<String> = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+        "--trust-file".into(),
+        trust_file.display().to_string(),
+        "--policy".into(),
+        policy.into(),
+    ];
+    let tracker = NodeProcess::start_tracker(
+        &tracker_dir,
+        &tracker_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let origin = NodeProcess::start(
+        &origin_dir,
+        &[
+            "--origin",
+            "--listen",
+            "127.0.0.10:0",
+            "--http",
+            "127.0.0.10:0",
+            "--tracker",
+            &tracker.mesh,
+            "--tracker-id",
+            &tracker.peer,
+            "--site",
+            "origin",
+            "--region",
+            "core",
+            "--upload-rate",
+            origin_rate,
+        ],
+    );
+    let appliances = appliance_dirs.into_iter().enumerate().map(|(i, d)| {
+        let p = start_appliance(&d, i, &tracker);
+        (d, p)
+    });
+    let appliances: Vec<_> = appliances.collect();
+
+    let file = dir.path().join("title.bin");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 42)).unwrap();
+    let title = file_id(&file);
+    let url = format!("http://{}", origin.http.as_deref().unwrap());
+    let out =
+        fillmesh().arg("seed").arg(&file).args(["--origin", &url, "--name", "feature.mp4"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    Mesh { dir, tracker, tracker_args, origin, appliances, title }
+}
+
+fn status(tracker: &NodeProcess) -> Option<Value> {
+    let (code, body) = http(tracker.http.as_deref()?, "GET", "/status", &[], b"");
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+fn title_status(tracker: &NodeProcess, title: &str) -> Option<Value> {
+    status(tracker)?["titles"].as_array()?.iter().find(|t| t["id"] == title).cloned()
+}
+
+/// Waits until every appliance holds the whole title; returns the title's status entry.
+fn wait_complete(mesh: &Mesh, limit: Duration) -> Value {
+    wait_for(limit, || {
+        let t = title_status(&mesh.tracker, &mesh.title)?;
+        (t["complete_appliances"].as_u64()? == APPLIANCES as u64).then_some(t)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the fill did not complete in {limit:?}: {:?}\ntracker log:\n{}",
+            title_status(&mesh.tracker, &mesh.title),
+            mesh.tracker.log()
+        )
+    })
+}
+
+/// Every appliance's bytes hash to the title id.
+fn assert_bytes(mesh: &Mesh) {
+    for (data, _) in &mesh.appliances {
+        let file = data.join("data").join(format!("{}.data", mesh.title));
+        assert_eq!(file_id(&file), mesh.title, "{}", data.display());
+    }
+}
+
+#[test]
+fn appliances_fill_from_one_another_and_the_origin_sends_the_title_about_once() {
+    let mesh = start_mesh("mesh", "32MB");
+    let t = wait_complete(&mesh, Duration::from_secs(180));
+    assert_bytes(&mesh);
+    let origin_bytes = t["origin_bytes"].as_u64().unwrap();
+    let ratio = origin_bytes as f64 / TITLE_LEN as f64;
+    eprintln!("mesh: origin bytes {origin_bytes} = {ratio:.3} x the title; status: {t}");
+    assert!(ratio <= 1.25, "origin sent {ratio:.3} x the title");
+    assert_eq!(t["peer_bytes"].as_u64().unwrap() + origin_bytes, (APPLIANCES * TITLE_LEN) as u64);
+    // The catalog has the title under its name; steering sends a client in site s1's prefix
+    // to a site-s1 appliance first.
+    let s = status(&mesh.tracker).unwrap();
+    assert!(s["titles"].as_array().unwrap().iter().any(|t| t["name"] == "feature.mp4"));
+    let (code, body) = http(
+        mesh.tracker.http.as_deref().unwrap(),
+        "GET",
+        &format!("/steer?title={}&client_ip=127.0.12.99", mesh.title),
+        &[],
+        b"",
+    );
+    assert_eq!(code, 200, "{body}");
+    let steer: Value = serde_json::from_str(&body).unwrap();
+    let targets = steer["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), APPLIANCES, "{body}");
+    assert_eq!(targets[0]["site"], "s1", "{body}");
+    assert_eq!(targets[1]["site"], "s1", "{body}");
+    drop(mesh.origin);
+}
+
+#[test]
+fn origin_only_policy_shows_the_contrast() {
+    let mesh = start_mesh("origin-only", "256MB");
+    let t = wait_complete(&mesh, Duration::from_secs(240));
+    assert_bytes(&mesh);
+    let origin_bytes = t["origin_bytes"].as_u64().unwrap();
+    let ratio = origin_bytes as f64 / TITLE_LEN as f64;
+    eprintln!("origin-only: origin bytes {origin_bytes} = {ratio:.3} x the title");
+    assert!(ratio >= APPLIANCES as f64 * 0.99, "origin-only must send a copy per appliance, sent {ratio:.3}");
+    assert_eq!(t["peer_bytes"].as_u64().unwrap(), 0);
+}
+
+#[test]
+fn the_tracker_killed_mid_fill_comes_back_with_its_catalog_and_the_fill_completes() {
+    let mut mesh = start_mesh("mesh", "8MB");
+    // Let the fill get going, then kill the tracker hard.
+    wait_for(Duration::from_secs(60), || {
+        let t = title_status(&mesh.tracker, &mesh.title)?;
+        (t["origin_bytes"].as_u64()? + t["peer_bytes"].as_u64()? >= 8 << 20).then_some(())
+    })
+    .expect("the fill did not start");
+    let mesh_addr = mesh.tracker.mesh.clone();
+    let http_addr = mesh.tracker.http.clone().unwrap();
+    mesh.tracker.child.kill();
+    let mut args = mesh.tracker_args.clone();
+    args[1] = mesh_addr.clone();
+    args[3] = http_addr;
+    mesh.tracker = NodeProcess::start_tracker(
+        &mesh.dir.path().join("tracker"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(mesh.tracker.mesh, mesh_addr);
+    let catalog = status(&mesh.tracker).unwrap();
+    assert!(
+        catalog["titles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == mesh.title.as_str() && t["name"] == "feature.mp4"),
+        "the catalog did not survive: {catalog}"
+    );
+    wait_complete(&mesh, Duration::from_secs(240));
+    assert_bytes(&mesh);
+}
+
+#[test]
+fn an_untrusted_appliance_is_refused_by_the_tracker_and_by_appliances() {
+    let mesh = start_mesh("mesh", "64MB");
+    wait_complete(&mesh, Duration::from_secs(180));
+    let stranger_dir = mesh.dir.path().join("stranger");
+    let stranger = start_appliance(&stranger_dir, 0, &mesh.tracker);
+    let stranger_id = stranger.peer.clone();
+    wait_for(Duration::from_secs(20), || {
+        mesh.tracker.log().contains(&format!("refusing untrusted node peer={stranger_id}")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("tracker did not refuse the stranger:\n{}", mesh.tracker.log()));
+    let s = status(&mesh.tracker).unwrap();
+    assert!(!s["appliances"].as_array().unwrap().iter().any(|a| a["peer_id"] == stranger_id.as_str()));
+    // An appliance serves only tracker-vouched members: the stranger's fetch is refused.
+    let (_, first) = &mesh.appliances[0];
+    let out = fillmesh()
+        .args(["fetch", &mesh.title, "--from", &first.mesh, "--peer", &first.peer, "--out"])
+        .arg(mesh.dir.path().join("stolen.bin"))
+        .arg("--data")
+        .arg(&stranger_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not trusted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(stranger);
+}
