@@ -5,12 +5,22 @@
 //! decisions. That is what lets the simulator and property tests drive the very code the
 //! server runs.
 
-use std::collections::BTreeMap;
+mod catalog;
+mod hash;
+mod planner;
+mod registry;
+mod status;
+mod steering;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use fillmesh_protocol::messages::{Assignment, CatalogEntry, FailureKind, Fetched, Heartbeat, Registration};
-use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
+use fillmesh_protocol::{ChunkBitmap, IpPrefix, Manifest, NodeId, TitleId};
 use serde::{Deserialize, Serialize};
+
+use catalog::TitleState;
+use registry::Slot;
 
 /// Milliseconds on whatever monotonic clock the caller uses.
 pub type Millis = u64;
@@ -167,108 +177,248 @@ pub enum Decision {
     Steer(Steering),
 }
 
-/// The tracker's whole state.
+/// The tracker's whole state. Counts the planner ranks by (holders and in-flight fetches per
+/// chunk, each source's in-flight uploads, the sets of sources with a free slot) are kept up
+/// to date on every event, so a plan costs about the appliance's missing chunks plus the
+/// sources it looks at, not the size of the swarm.
 #[derive(Debug)]
 pub struct Tracker {
     config: Config,
-    registrations: BTreeMap<NodeId, Registration>,
-    manifests: BTreeMap<TitleId, Manifest>,
+    /// Every node ever named, by index; indices never change, so counts can refer to them.
+    slots: Vec<Slot>,
+    ids: BTreeMap<NodeId, u32>,
+    /// Interned (region) and (region, site) names.
+    regions: BTreeMap<String, u32>,
+    sites: BTreeMap<(String, String), u32>,
+    origin: Option<u32>,
+    titles: Vec<TitleState>,
+    title_index: BTreeMap<TitleId, u32>,
+    /// (time, node): when a live node's health or liveness may next change.
+    deadlines: BTreeSet<(Millis, u32)>,
+    /// (expiry, appliance, title, chunk) of every in-flight assignment.
+    expiries: BTreeSet<(Millis, u32, u32, u32)>,
+    /// Eligible appliances with a spare upload slot, by site, by region and all.
+    free_site: BTreeMap<u32, BTreeSet<u32>>,
+    free_region: BTreeMap<u32, BTreeSet<u32>>,
+    free_all: BTreeSet<u32>,
+    /// Client prefixes of live nodes.
+    prefixes: BTreeMap<IpPrefix, BTreeSet<u32>>,
 }
 
 impl Tracker {
     pub fn new(config: Config) -> Self {
-        Self { config, registrations: BTreeMap::new(), manifests: BTreeMap::new() }
+        Self {
+            config,
+            slots: Vec::new(),
+            ids: BTreeMap::new(),
+            regions: BTreeMap::new(),
+            sites: BTreeMap::new(),
+            origin: None,
+            titles: Vec::new(),
+            title_index: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            free_site: BTreeMap::new(),
+            free_region: BTreeMap::new(),
+            free_all: BTreeSet::new(),
+            prefixes: BTreeMap::new(),
+        }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn register(&mut self, _now: Millis, node: NodeId, registration: Registration) {
-        self.registrations.insert(node, registration);
+    /// (Re-)registration: updates the registration, marks the node healthy with a heartbeat at
+    /// `now`, and keeps the held maps it already reported. A `Role::Origin` registration makes
+    /// this node the origin; an earlier origin stays registered but is no longer offered.
+    pub fn register(&mut self, now: Millis, node: NodeId, registration: Registration) {
+        self.advance(now);
+        let idx = self.intern(&node);
+        self.do_register(now, idx, registration);
     }
 
-    pub fn heartbeat(&mut self, _now: Millis, node: &NodeId, _heartbeat: Heartbeat) -> Result<(), CoreError> {
-        self.known(node)
-    }
-
-    pub fn lost(&mut self, _now: Millis, _node: &NodeId) {}
-
-    pub fn tick(&mut self, _now: Millis) {}
-
-    pub fn publish(
-        &mut self,
-        _now: Millis,
-        title: TitleId,
-        _name: String,
-        manifest: &Manifest,
-    ) -> Result<(), CoreError> {
-        self.manifests.insert(title, manifest.clone());
+    pub fn heartbeat(&mut self, now: Millis, node: &NodeId, heartbeat: Heartbeat) -> Result<(), CoreError> {
+        self.advance(now);
+        let idx = self.live_index(node)?;
+        self.do_heartbeat(now, idx, heartbeat);
         Ok(())
     }
 
+    /// The node's connection dropped: unhealthy at once; its in-flight assignments stay until
+    /// they expire or it is gone, since it may still finish them over a new connection.
+    pub fn lost(&mut self, now: Millis, node: &NodeId) {
+        self.advance(now);
+        if let Ok(idx) = self.live_index(node) {
+            self.do_lost(now, idx);
+        }
+    }
+
+    /// Advances time: expires assignments, applies health transitions and forgets gone nodes.
+    /// Every other mutating call does this first too, so calling it is only needed when no
+    /// other event arrives.
+    pub fn tick(&mut self, now: Millis) {
+        self.advance(now);
+    }
+
+    /// Adds a title (idempotent for the same manifest). The core trusts that `manifest`
+    /// belongs to `title`: the server checks `manifest.verify(&title)` first, which the
+    /// simulator, with its synthetic manifests, cannot.
+    pub fn publish(
+        &mut self,
+        now: Millis,
+        title: TitleId,
+        name: String,
+        manifest: &Manifest,
+    ) -> Result<(), CoreError> {
+        self.advance(now);
+        self.do_publish(title, name, manifest)
+    }
+
+    /// A node's whole held bitmap for a title (replacing the previous one), and the source of
+    /// each chunk fetched since its last report. Each (node, title, chunk) is counted in the
+    /// byte accounting at most once, so a repeated report does no harm.
     pub fn report_held(
         &mut self,
-        _now: Millis,
+        now: Millis,
         node: &NodeId,
-        _title: TitleId,
-        _held: ChunkBitmap,
-        _fetched: &[Fetched],
+        title: TitleId,
+        held: ChunkBitmap,
+        fetched: &[Fetched],
     ) -> Result<(), CoreError> {
-        self.known(node)
+        self.advance(now);
+        let idx = self.live_index(node)?;
+        let t = self.title_idx(&title)?;
+        self.do_report_held(idx, t, held, fetched)
     }
 
+    /// A transfer from `source` failed for `reporter`: the assignment is cleared. A corrupt
+    /// chunk marks `source` bad for the life of this tracker (re-registering does not clear
+    /// it; a restart does): it is never offered as a source or steered to again.
     pub fn report_failure(
         &mut self,
-        _now: Millis,
+        now: Millis,
         reporter: &NodeId,
-        _title: TitleId,
-        _chunk: u32,
-        _source: &NodeId,
-        _kind: FailureKind,
+        title: TitleId,
+        chunk: u32,
+        source: &NodeId,
+        kind: FailureKind,
     ) -> Result<(), CoreError> {
-        self.known(reporter)
+        self.advance(now);
+        let idx = self.live_index(reporter)?;
+        let t = self.title_idx(&title)?;
+        let chunks = self.titles[t as usize].manifest.chunk_count();
+        if chunk >= chunks {
+            return Err(CoreError::BadReport(format!("chunk {chunk} of a title of {chunks} chunks")));
+        }
+        self.drop_inflight(idx, t, chunk);
+        if kind == FailureKind::Corrupt {
+            let bad = self.intern(source);
+            self.mark_bad(now, bad);
+        }
+        Ok(())
     }
 
-    pub fn plan(&mut self, _now: Millis, node: &NodeId, _max: usize) -> Result<Vec<Assignment>, CoreError> {
-        self.known(node)?;
-        Ok(Vec::new())
+    /// The next batch of work for `node`: at most `max` assignments, and no more than its
+    /// in-flight allowance. Each is recorded in flight until `now + assignment_ttl_ms`.
+    pub fn plan(&mut self, now: Millis, node: &NodeId, max: usize) -> Result<Vec<Assignment>, CoreError> {
+        self.advance(now);
+        let idx = self.live_index(node)?;
+        Ok(self.do_plan(now, idx, max))
     }
 
-    pub fn steer(&self, _now: Millis, _title: &TitleId, _client: IpAddr) -> Steering {
-        Steering { targets: Vec::new(), reason: "not implemented yet".into() }
+    pub fn steer(&self, now: Millis, title: &TitleId, client: IpAddr) -> Steering {
+        self.do_steer(now, title, client)
     }
 
+    /// Every registered node the tracker vouches for (healthy or not, not gone, not bad).
     pub fn members(&self) -> Vec<NodeId> {
-        self.registrations.keys().cloned().collect()
+        // `ids` is sorted by node id.
+        self.ids
+            .iter()
+            .filter(|(_, &i)| {
+                let slot = &self.slots[i as usize];
+                slot.live.is_some() && !slot.bad
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
+    /// The catalog in publish order.
     pub fn catalog(&self) -> Vec<CatalogEntry> {
-        Vec::new()
+        self.titles
+            .iter()
+            .map(|t| CatalogEntry {
+                title: t.id,
+                name: t.name.clone(),
+                len: t.manifest.len(),
+                chunk_size: t.manifest.chunk_size(),
+            })
+            .collect()
     }
 
     pub fn manifest(&self, title: &TitleId) -> Option<&Manifest> {
-        self.manifests.get(title)
+        self.title_index.get(title).map(|&t| &self.titles[t as usize].manifest)
     }
 
+    /// The registration of a live (not gone) node.
     pub fn registration(&self, node: &NodeId) -> Option<&Registration> {
-        self.registrations.get(node)
+        let idx = *self.ids.get(node)?;
+        let slot = &self.slots[idx as usize];
+        slot.live.as_ref().and(slot.registration.as_ref())
     }
 
-    pub fn status(&self, _now: Millis) -> Status {
-        Status { appliances: Vec::new(), titles: Vec::new() }
+    pub fn status(&self, now: Millis) -> Status {
+        self.do_status(now)
     }
 
+    /// Replay entry point: one event in, one decision out.
     pub fn handle(&mut self, now: Millis, event: &Event) -> Decision {
-        let _ = (now, event);
-        Decision::Done
+        fn done(r: Result<(), CoreError>) -> Decision {
+            match r {
+                Ok(()) => Decision::Done,
+                Err(e) => Decision::Error(e.to_string()),
+            }
+        }
+        match event {
+            Event::Register { node, registration } => {
+                self.register(now, node.clone(), registration.clone());
+                Decision::Done
+            }
+            Event::Heartbeat { node, heartbeat } => done(self.heartbeat(now, node, *heartbeat)),
+            Event::Lost { node } => {
+                self.lost(now, node);
+                Decision::Done
+            }
+            Event::Tick => {
+                self.tick(now);
+                Decision::Done
+            }
+            Event::Publish { title, name, manifest } => {
+                done(self.publish(now, *title, name.clone(), manifest))
+            }
+            Event::ReportHeld { node, title, held, fetched } => {
+                done(self.report_held(now, node, *title, held.clone(), fetched))
+            }
+            Event::ReportFailure { reporter, title, chunk, source, kind } => {
+                done(self.report_failure(now, reporter, *title, *chunk, source, *kind))
+            }
+            Event::Plan { node, max } => match self.plan(now, node, *max) {
+                Ok(plan) => Decision::Plan(plan),
+                Err(e) => Decision::Error(e.to_string()),
+            },
+            Event::Steer { title, client } => Decision::Steer(self.steer(now, title, *client)),
+        }
     }
 
-    fn known(&self, node: &NodeId) -> Result<(), CoreError> {
-        if self.registrations.contains_key(node) {
-            Ok(())
-        } else {
-            Err(CoreError::UnknownNode(node.clone()))
+    fn live_index(&self, node: &NodeId) -> Result<u32, CoreError> {
+        match self.ids.get(node) {
+            Some(&i) if self.slots[i as usize].live.is_some() => Ok(i),
+            _ => Err(CoreError::UnknownNode(node.clone())),
         }
+    }
+
+    fn title_idx(&self, title: &TitleId) -> Result<u32, CoreError> {
+        self.title_index.get(title).copied().ok_or(CoreError::UnknownTitle(*title))
     }
 }

@@ -1,0 +1,162 @@
+//! What there is to hold: published titles, who holds which chunks, and where the bytes that
+//! filled them came from.
+
+use std::collections::BTreeSet;
+
+use fillmesh_protocol::messages::{Fetched, Role};
+use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+
+use super::{hash, ByteClass, CoreError, Tracker};
+
+#[derive(Debug)]
+pub(crate) struct TitleState {
+    pub id: TitleId,
+    pub hash: u64,
+    pub name: String,
+    pub manifest: Manifest,
+    /// Per chunk: eligible appliances (healthy, non-bad) holding it.
+    pub holders: Vec<u32>,
+    /// Per chunk: fetches of it in flight to eligible appliances.
+    pub inflight: Vec<u32>,
+    /// Live nodes whose held map is full, whatever their health.
+    pub complete: BTreeSet<u32>,
+    /// Bytes fetched, indexed like [`ByteClass::ALL`].
+    pub bytes: [u64; 4],
+}
+
+impl Tracker {
+    pub(super) fn do_publish(
+        &mut self,
+        title: TitleId,
+        name: String,
+        manifest: &Manifest,
+    ) -> Result<(), CoreError> {
+        if let Some(&t) = self.title_index.get(&title) {
+            return if self.titles[t as usize].manifest == *manifest {
+                Ok(())
+            } else {
+                Err(CoreError::ManifestConflict(title))
+            };
+        }
+        let t = u32::try_from(self.titles.len()).unwrap_or(u32::MAX);
+        let chunks = manifest.chunk_count() as usize;
+        self.titles.push(TitleState {
+            id: title,
+            hash: hash::bytes(self.config.seed, title.as_bytes()),
+            name,
+            manifest: manifest.clone(),
+            holders: vec![0; chunks],
+            inflight: vec![0; chunks],
+            complete: BTreeSet::new(),
+            bytes: [0; 4],
+        });
+        self.title_index.insert(title, t);
+        Ok(())
+    }
+
+    pub(super) fn do_report_held(
+        &mut self,
+        idx: u32,
+        t: u32,
+        held: ChunkBitmap,
+        fetched: &[Fetched],
+    ) -> Result<(), CoreError> {
+        let chunks = self.titles[t as usize].manifest.chunk_count();
+        if held.len() != chunks {
+            return Err(CoreError::BadReport(format!(
+                "a held map of {} chunks for a title of {chunks}",
+                held.len()
+            )));
+        }
+        if let Some(f) = fetched.iter().find(|f| f.chunk >= chunks) {
+            return Err(CoreError::BadReport(format!("fetched chunk {} of a title of {chunks}", f.chunk)));
+        }
+        let Some(live) = self.slots[idx as usize].live.as_mut() else { return Ok(()) };
+        let title = &mut self.titles[t as usize];
+        if live.eligible {
+            let empty;
+            let old = match live.held.get(&t) {
+                Some(m) => m,
+                None => {
+                    empty = ChunkBitmap::new(chunks).map_err(|e| CoreError::BadReport(e.to_string()))?;
+                    &empty
+                }
+            };
+            for (i, (a, b)) in old.as_bytes().iter().zip(held.as_bytes()).enumerate() {
+                let mut diff = a ^ b;
+                while diff != 0 {
+                    let bit = diff.trailing_zeros();
+                    diff &= diff - 1;
+                    let c = i * 8 + bit as usize;
+                    if b & (1 << bit) != 0 {
+                        title.holders[c] += 1;
+                    } else {
+                        title.holders[c] -= 1;
+                    }
+                }
+            }
+        }
+        if held.is_full() {
+            title.complete.insert(idx);
+        } else {
+            title.complete.remove(&idx);
+        }
+        let done: Vec<u32> = live
+            .inflight
+            .range((t, 0)..=(t, u32::MAX))
+            .map(|(&(_, c), _)| c)
+            .filter(|&c| held.contains(c) || fetched.iter().any(|f| f.chunk == c))
+            .collect();
+        live.held.insert(t, held);
+        for c in done {
+            self.drop_inflight(idx, t, c);
+        }
+        self.account(idx, t, fetched)?;
+        Ok(())
+    }
+
+    /// Adds the bytes of newly fetched, now held chunks to the title's classes. A source never
+    /// registered (or the reporter itself) says nothing about distance and is not counted.
+    fn account(&mut self, idx: u32, t: u32, fetched: &[Fetched]) -> Result<(), CoreError> {
+        let chunks = self.titles[t as usize].manifest.chunk_count();
+        for f in fetched {
+            let held = self.slots[idx as usize].live.as_ref().is_some_and(|l| l.holds(t, f.chunk));
+            let Some(&src) = self.ids.get(&f.source) else { continue };
+            if !held || src == idx {
+                continue;
+            }
+            let Some(class) = self.byte_class(idx, src) else { continue };
+            let accounted = match self.slots[idx as usize].accounted.entry(t) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(ChunkBitmap::new(chunks).map_err(|e| CoreError::BadReport(e.to_string()))?)
+                }
+            };
+            if accounted.contains(f.chunk) {
+                continue;
+            }
+            accounted.insert(f.chunk);
+            let title = &mut self.titles[t as usize];
+            let len = title.manifest.chunk_len(f.chunk).unwrap_or(0);
+            title.bytes[class as usize] += len;
+        }
+        Ok(())
+    }
+
+    /// Where `source` sits relative to `node`, by their latest registrations.
+    pub(super) fn byte_class(&self, node: u32, source: u32) -> Option<ByteClass> {
+        let s = &self.slots[source as usize];
+        let n = &self.slots[node as usize];
+        let reg = s.registration.as_ref()?;
+        n.registration.as_ref()?;
+        Some(if reg.role == Role::Origin {
+            ByteClass::Origin
+        } else if s.site == n.site {
+            ByteClass::SameSite
+        } else if s.region == n.region {
+            ByteClass::SameRegion
+        } else {
+            ByteClass::CrossRegion
+        })
+    }
+}

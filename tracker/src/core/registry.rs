@@ -1,0 +1,376 @@
+//! Who is there: node slots, health and liveness over time, and the bookkeeping that keeps the
+//! planner's counts (holders, in-flight fetches, free sources) in step with them.
+
+use std::collections::BTreeMap;
+
+use fillmesh_protocol::messages::{Heartbeat, Registration, Role};
+use fillmesh_protocol::{ChunkBitmap, NodeId};
+
+use super::{hash, Millis, Tracker};
+
+/// Everything known about one node id. A slot outlives the node's registration so that
+/// badness, the byte accounting and uploads still in flight from it stay attached to it.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub id: NodeId,
+    pub hash: u64,
+    pub bad: bool,
+    /// The latest registration, kept after the node is gone to classify bytes it sent.
+    pub registration: Option<Registration>,
+    /// Interned (region, site) of `registration`.
+    pub region: u32,
+    pub site: u32,
+    pub upload_slots: u32,
+    /// In-flight assignments naming this node as first source.
+    pub load: u32,
+    /// Whether this node is in the free-source sets.
+    pub free: bool,
+    /// Chunks whose bytes are already in the accounting, per title.
+    pub accounted: BTreeMap<u32, ChunkBitmap>,
+    pub live: Option<Live>,
+}
+
+/// A registered, not yet gone node.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub last_heartbeat: Millis,
+    pub heartbeat: Option<Heartbeat>,
+    pub lost: bool,
+    /// Counted in the per-chunk holder and in-flight counts: a healthy, non-bad appliance.
+    pub eligible: bool,
+    pub held: BTreeMap<u32, ChunkBitmap>,
+    /// (title, chunk) -> the fetch this node has in flight.
+    pub inflight: BTreeMap<(u32, u32), Inflight>,
+    pub origin_inflight: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inflight {
+    pub source: u32,
+    pub expires: Millis,
+    pub from_origin: bool,
+}
+
+impl Live {
+    pub fn holds(&self, title: u32, chunk: u32) -> bool {
+        self.held.get(&title).is_some_and(|m| m.contains(chunk))
+    }
+}
+
+impl Tracker {
+    pub(super) fn intern(&mut self, node: &NodeId) -> u32 {
+        if let Some(&i) = self.ids.get(node) {
+            return i;
+        }
+        let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots.push(Slot {
+            id: node.clone(),
+            hash: hash::bytes(self.config.seed, node.as_str().as_bytes()),
+            bad: false,
+            registration: None,
+            region: 0,
+            site: 0,
+            upload_slots: 0,
+            load: 0,
+            free: false,
+            accounted: BTreeMap::new(),
+            live: None,
+        });
+        self.ids.insert(node.clone(), i);
+        i
+    }
+
+    pub(super) fn slots_for(&self, upload_bps: u64) -> u32 {
+        let c = &self.config;
+        let n = upload_bps.checked_div(c.slot_bps).unwrap_or(u64::MAX);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        n.clamp(c.min_slots, c.max_slots.max(c.min_slots))
+    }
+
+    /// Healthy as of `now`: connected, reporting itself healthy, and heard from recently.
+    pub(super) fn healthy_at(&self, idx: u32, now: Millis) -> bool {
+        let Some(live) = &self.slots[idx as usize].live else { return false };
+        !live.lost
+            && live.heartbeat.is_none_or(|h| h.healthy)
+            && now.saturating_sub(live.last_heartbeat) < self.config.unhealthy_after_ms
+    }
+
+    fn role(&self, idx: u32) -> Option<Role> {
+        self.slots[idx as usize].registration.as_ref().map(|r| r.role)
+    }
+
+    /// A possible peer source and holder: a healthy, non-bad appliance.
+    pub(super) fn eligible_at(&self, idx: u32, now: Millis) -> bool {
+        let slot = &self.slots[idx as usize];
+        !slot.bad && self.role(idx) == Some(Role::Appliance) && self.healthy_at(idx, now)
+    }
+
+    /// The origin, if it may serve as of `now`.
+    pub(super) fn origin_ready(&self, now: Millis) -> Option<u32> {
+        let o = self.origin?;
+        let slot = &self.slots[o as usize];
+        (!slot.bad && self.healthy_at(o, now) && slot.load < slot.upload_slots).then_some(o)
+    }
+
+    pub(super) fn do_register(&mut self, now: Millis, idx: u32, registration: Registration) {
+        self.set_eligible(idx, false);
+        self.unindex(idx);
+        let region = self.intern_region(&registration.region);
+        let site = self.intern_site(&registration.region, &registration.site);
+        let upload_slots = self.slots_for(registration.upload_bps);
+        match registration.role {
+            Role::Origin => self.origin = Some(idx),
+            _ if self.origin == Some(idx) => self.origin = None,
+            _ => {}
+        }
+        let slot = &mut self.slots[idx as usize];
+        slot.region = region;
+        slot.site = site;
+        slot.upload_slots = upload_slots;
+        slot.registration = Some(registration);
+        let live = slot.live.get_or_insert_with(|| Live {
+            last_heartbeat: now,
+            heartbeat: None,
+            lost: false,
+            eligible: false,
+            held: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            origin_inflight: 0,
+        });
+        live.last_heartbeat = now;
+        live.heartbeat = None;
+        live.lost = false;
+        self.index(idx);
+        self.refresh(idx, now);
+    }
+
+    pub(super) fn do_heartbeat(&mut self, now: Millis, idx: u32, heartbeat: Heartbeat) {
+        self.remove_deadlines(idx);
+        if let Some(live) = self.slots[idx as usize].live.as_mut() {
+            live.last_heartbeat = now;
+            live.heartbeat = Some(heartbeat);
+            live.lost = false;
+        }
+        self.add_deadlines(idx);
+        self.refresh(idx, now);
+    }
+
+    pub(super) fn do_lost(&mut self, now: Millis, idx: u32) {
+        if let Some(live) = self.slots[idx as usize].live.as_mut() {
+            live.lost = true;
+        }
+        self.refresh(idx, now);
+    }
+
+    pub(super) fn mark_bad(&mut self, now: Millis, idx: u32) {
+        if !self.slots[idx as usize].bad {
+            self.slots[idx as usize].bad = true;
+            self.refresh(idx, now);
+        }
+    }
+
+    /// Expires assignments and applies the health and liveness transitions due by `now`.
+    pub(super) fn advance(&mut self, now: Millis) {
+        while let Some(&(at, node, title, chunk)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.drop_inflight(node, title, chunk);
+        }
+        while let Some(&(at, idx)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.refresh(idx, now);
+        }
+    }
+
+    /// Brings one node's derived state in line with `now`: forgets it when gone, and moves
+    /// it in or out of the planner's counts when its eligibility changed.
+    fn refresh(&mut self, idx: u32, now: Millis) {
+        let Some(live) = &self.slots[idx as usize].live else { return };
+        if now.saturating_sub(live.last_heartbeat) >= self.config.gone_after_ms {
+            self.forget(idx);
+            return;
+        }
+        let eligible = self.eligible_at(idx, now);
+        self.set_eligible(idx, eligible);
+        self.update_free(idx);
+    }
+
+    /// The node is gone: its held maps and the fetches it had in flight are dropped. Fetches
+    /// others have in flight from it stay until they complete, fail or expire.
+    fn forget(&mut self, idx: u32) {
+        self.set_eligible(idx, false);
+        self.unindex(idx);
+        let inflight: Vec<(u32, u32)> = self.slots[idx as usize]
+            .live
+            .as_ref()
+            .map(|l| l.inflight.keys().copied().collect())
+            .unwrap_or_default();
+        for (t, c) in inflight {
+            self.drop_inflight(idx, t, c);
+        }
+        for t in &mut self.titles {
+            t.complete.remove(&idx);
+        }
+        if self.origin == Some(idx) {
+            self.origin = None;
+        }
+        self.slots[idx as usize].live = None;
+        self.update_free(idx);
+    }
+
+    /// Adds or removes the node's held chunks and in-flight fetches from the per-chunk counts.
+    fn set_eligible(&mut self, idx: u32, eligible: bool) {
+        let Some(live) = self.slots[idx as usize].live.as_mut() else { return };
+        if live.eligible == eligible {
+            return;
+        }
+        live.eligible = eligible;
+        for (&t, map) in &live.held {
+            let counts = &mut self.titles[t as usize].holders;
+            for c in map.iter() {
+                bump(&mut counts[c as usize], eligible);
+            }
+        }
+        for &(t, c) in live.inflight.keys() {
+            bump(&mut self.titles[t as usize].inflight[c as usize], eligible);
+        }
+    }
+
+    /// Keeps the free-source sets exact: eligible appliances with a spare upload slot.
+    pub(super) fn update_free(&mut self, idx: u32) {
+        let slot = &self.slots[idx as usize];
+        let free = slot.live.as_ref().is_some_and(|l| l.eligible) && slot.load < slot.upload_slots;
+        if free == slot.free {
+            return;
+        }
+        let (region, site) = (slot.region, slot.site);
+        self.slots[idx as usize].free = free;
+        let site_set = self.free_site.entry(site).or_default();
+        let region_set = self.free_region.entry(region).or_default();
+        if free {
+            site_set.insert(idx);
+            region_set.insert(idx);
+            self.free_all.insert(idx);
+        } else {
+            site_set.remove(&idx);
+            region_set.remove(&idx);
+            self.free_all.remove(&idx);
+        }
+    }
+
+    pub(super) fn add_inflight(
+        &mut self,
+        idx: u32,
+        t: u32,
+        c: u32,
+        source: u32,
+        now: Millis,
+        from_origin: bool,
+    ) {
+        let expires = now.saturating_add(self.config.assignment_ttl_ms);
+        let Some(live) = self.slots[idx as usize].live.as_mut() else { return };
+        live.inflight.insert((t, c), Inflight { source, expires, from_origin });
+        if from_origin {
+            live.origin_inflight += 1;
+        }
+        if live.eligible {
+            self.titles[t as usize].inflight[c as usize] += 1;
+        }
+        self.expiries.insert((expires, idx, t, c));
+        self.slots[source as usize].load += 1;
+        self.update_free(source);
+    }
+
+    pub(super) fn drop_inflight(&mut self, idx: u32, t: u32, c: u32) {
+        let Some(live) = self.slots[idx as usize].live.as_mut() else { return };
+        let Some(entry) = live.inflight.remove(&(t, c)) else { return };
+        if entry.from_origin {
+            live.origin_inflight -= 1;
+        }
+        if live.eligible {
+            self.titles[t as usize].inflight[c as usize] -= 1;
+        }
+        self.expiries.remove(&(entry.expires, idx, t, c));
+        let source = &mut self.slots[entry.source as usize];
+        source.load = source.load.saturating_sub(1);
+        self.update_free(entry.source);
+    }
+
+    /// Enters a live node's deadlines and client prefixes.
+    fn index(&mut self, idx: u32) {
+        self.add_deadlines(idx);
+        if let Some(reg) = &self.slots[idx as usize].registration {
+            for p in &reg.prefixes {
+                self.prefixes.entry(*p).or_default().insert(idx);
+            }
+        }
+    }
+
+    fn unindex(&mut self, idx: u32) {
+        self.remove_deadlines(idx);
+        if self.slots[idx as usize].live.is_none() {
+            return;
+        }
+        if let Some(reg) = &self.slots[idx as usize].registration {
+            for p in &reg.prefixes {
+                if let Some(set) = self.prefixes.get_mut(p) {
+                    set.remove(&idx);
+                    if set.is_empty() {
+                        self.prefixes.remove(p);
+                    }
+                }
+            }
+        }
+        let slot = &mut self.slots[idx as usize];
+        if slot.free {
+            slot.free = false;
+            let (region, site) = (slot.region, slot.site);
+            self.free_site.entry(site).or_default().remove(&idx);
+            self.free_region.entry(region).or_default().remove(&idx);
+            self.free_all.remove(&idx);
+        }
+    }
+
+    fn deadline_times(&self, idx: u32) -> Option<[Millis; 2]> {
+        let live = self.slots[idx as usize].live.as_ref()?;
+        let c = &self.config;
+        Some([
+            live.last_heartbeat.saturating_add(c.unhealthy_after_ms),
+            live.last_heartbeat.saturating_add(c.gone_after_ms),
+        ])
+    }
+
+    fn add_deadlines(&mut self, idx: u32) {
+        for at in self.deadline_times(idx).into_iter().flatten() {
+            self.deadlines.insert((at, idx));
+        }
+    }
+
+    fn remove_deadlines(&mut self, idx: u32) {
+        for at in self.deadline_times(idx).into_iter().flatten() {
+            self.deadlines.remove(&(at, idx));
+        }
+    }
+
+    fn intern_region(&mut self, region: &str) -> u32 {
+        let next = u32::try_from(self.regions.len()).unwrap_or(u32::MAX);
+        *self.regions.entry(region.to_owned()).or_insert(next)
+    }
+
+    fn intern_site(&mut self, region: &str, site: &str) -> u32 {
+        let next = u32::try_from(self.sites.len()).unwrap_or(u32::MAX);
+        *self.sites.entry((region.to_owned(), site.to_owned())).or_insert(next)
+    }
+}
+
+fn bump(count: &mut u32, up: bool) {
+    if up {
+        *count += 1;
+    } else {
+        *count -= 1;
+    }
+}

@@ -1,0 +1,328 @@
+//! Builders and an independent model of the tracker's rules, shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use fillmesh_protocol::messages::{Assignment, FailureKind, Heartbeat, Registration, Role};
+use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
+use fillmesh_tracker::core::{Config, Event, Millis, Policy, Steering, Tracker};
+
+const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/// A valid node id per index, e.g. "Node" + base58 digits.
+pub fn node(i: usize) -> NodeId {
+    let mut s = String::from("Nd");
+    let mut n = i;
+    loop {
+        s.push(B58[n % 58] as char);
+        n /= 58;
+        if n == 0 {
+            break;
+        }
+    }
+    s.parse().unwrap()
+}
+
+pub fn title(i: usize) -> TitleId {
+    TitleId::from_bytes([i as u8 + 1; 32])
+}
+
+/// A synthetic manifest (the core never verifies it): `chunks` chunks of 1 KiB, the last one
+/// `tail` bytes short.
+pub fn manifest(chunks: u32, tail: u64) -> Manifest {
+    let cs = ChunkSize::new(1024).unwrap();
+    let len = if chunks == 0 { 0 } else { u64::from(chunks) * 1024 - tail.min(1023) };
+    Manifest::new(len, cs, vec![[7; 32]; chunks as usize]).unwrap()
+}
+
+pub fn registration(
+    role: Role,
+    i: usize,
+    region: usize,
+    site: usize,
+    upload_bps: u64,
+    disk: u64,
+) -> Registration {
+    let prefixes = if role == Role::Appliance {
+        vec![
+            IpPrefix::new(IpAddr::from([10, region as u8, 0, 0]), 16).unwrap(),
+            IpPrefix::new(IpAddr::from([10, region as u8, site as u8, 0]), 24).unwrap(),
+        ]
+    } else {
+        Vec::new()
+    };
+    Registration {
+        role,
+        mesh_addr: SocketAddr::from(([127, 0, 0, 1], 4000 + i as u16)),
+        site: format!("site{site}"),
+        region: format!("region{region}"),
+        prefixes,
+        upload_bps,
+        disk_bytes: disk,
+        cert_sha256: None,
+    }
+}
+
+pub fn heartbeat(healthy: bool, sessions: u32) -> Heartbeat {
+    Heartbeat { healthy, uploads_in_flight: 0, upload_bps_used: 0, player_sessions: sessions, disk_used: 0 }
+}
+
+/// What the rules say, tracked apart from the tracker's incremental counts.
+#[derive(Debug, Default)]
+pub struct Model {
+    pub nodes: BTreeMap<NodeId, ModelNode>,
+    pub bad: BTreeSet<NodeId>,
+    pub manifests: BTreeMap<TitleId, Manifest>,
+    pub origin: Option<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelNode {
+    pub registration: Registration,
+    pub last_heartbeat: Millis,
+    pub lost: bool,
+    pub says_healthy: bool,
+    pub held: BTreeMap<TitleId, ChunkBitmap>,
+}
+
+impl Model {
+    pub fn healthy(&self, config: &Config, now: Millis, id: &NodeId) -> bool {
+        self.nodes.get(id).is_some_and(|n| {
+            !n.lost && n.says_healthy && now.saturating_sub(n.last_heartbeat) < config.unhealthy_after_ms
+        })
+    }
+
+    /// A healthy, non-bad appliance.
+    pub fn eligible(&self, config: &Config, now: Millis, id: &NodeId) -> bool {
+        !self.bad.contains(id)
+            && self.healthy(config, now, id)
+            && self.nodes.get(id).is_some_and(|n| n.registration.role == Role::Appliance)
+    }
+
+    pub fn holds(&self, id: &NodeId, t: &TitleId, c: u32) -> bool {
+        self.nodes.get(id).and_then(|n| n.held.get(t)).is_some_and(|m| m.contains(c))
+    }
+
+    /// Applies an event the tracker accepted (the model mirrors only what matters to the rules),
+    /// after forgetting nodes gone by `now` as every mutating tracker call does.
+    pub fn apply(&mut self, config: &Config, now: Millis, event: &Event) {
+        if !matches!(event, Event::Steer { .. }) {
+            let gone: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| now.saturating_sub(n.last_heartbeat) >= config.gone_after_ms)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                self.nodes.remove(&id);
+                if self.origin.as_ref() == Some(&id) {
+                    self.origin = None;
+                }
+            }
+        }
+        match event {
+            Event::Register { node, registration } => {
+                let held = self.nodes.remove(node).map(|n| n.held).unwrap_or_default();
+                if registration.role == Role::Origin {
+                    self.origin = Some(node.clone());
+                } else if self.origin.as_ref() == Some(node) {
+                    self.origin = None;
+                }
+                self.nodes.insert(
+                    node.clone(),
+                    ModelNode {
+                        registration: registration.clone(),
+                        last_heartbeat: now,
+                        lost: false,
+                        says_healthy: true,
+                        held,
+                    },
+                );
+            }
+            Event::Heartbeat { node, heartbeat } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.last_heartbeat = now;
+                    n.lost = false;
+                    n.says_healthy = heartbeat.healthy;
+                }
+            }
+            Event::Lost { node } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.lost = true;
+                }
+            }
+            Event::Publish { title, manifest, .. } => {
+                self.manifests.entry(*title).or_insert_with(|| manifest.clone());
+            }
+            Event::ReportHeld { node, title, held, fetched } => {
+                let ok = self.manifests.get(title).is_some_and(|m| {
+                    m.chunk_count() == held.len() && fetched.iter().all(|f| f.chunk < m.chunk_count())
+                });
+                if let (true, Some(n)) = (ok, self.nodes.get_mut(node)) {
+                    n.held.insert(*title, held.clone());
+                }
+            }
+            Event::ReportFailure { reporter, title, chunk, source, kind } => {
+                let ok = self.nodes.contains_key(reporter)
+                    && self.manifests.get(title).is_some_and(|m| *chunk < m.chunk_count());
+                if ok && *kind == FailureKind::Corrupt {
+                    self.bad.insert(source.clone());
+                }
+            }
+            Event::Tick | Event::Plan { .. } | Event::Steer { .. } => {}
+        }
+    }
+
+    pub fn slots(&self, config: &Config, id: &NodeId) -> u32 {
+        let bps = self.nodes[id].registration.upload_bps;
+        u32::try_from(bps / config.slot_bps).unwrap_or(u32::MAX).clamp(config.min_slots, config.max_slots)
+    }
+}
+
+/// Checks one plan against the rules; `before` is the in-flight list just before it.
+pub fn check_plan(
+    tracker: &Tracker,
+    model: &Model,
+    now: Millis,
+    a: &NodeId,
+    max: usize,
+    before: &[(NodeId, TitleId, u32, NodeId)],
+    plan: &[Assignment],
+) -> Result<(), String> {
+    let config = tracker.config();
+    if plan.len() > max {
+        return Err(format!("plan of {} over max {max}", plan.len()));
+    }
+    let after = tracker.debug_inflight();
+    let mine = after.iter().filter(|(n, ..)| n == a).count();
+    if !plan.is_empty() && mine > config.max_inflight_per_appliance {
+        return Err(format!("{mine} in flight for {a}"));
+    }
+    // Fetches already under way at eligible appliances, per (title, chunk).
+    let mut busy: BTreeSet<(TitleId, u32)> =
+        before.iter().filter(|(n, ..)| model.eligible(config, now, n)).map(|(_, t, c, _)| (*t, *c)).collect();
+    let mut seen = BTreeSet::new();
+    for asg in plan {
+        let key = (asg.title, asg.chunk);
+        if !seen.insert(key) || before.iter().any(|(n, t, c, _)| n == a && (*t, *c) == key) {
+            return Err(format!("duplicate assignment {key:?} for {a}"));
+        }
+        if model.holds(a, &asg.title, asg.chunk) {
+            return Err(format!("{a} already holds {key:?}"));
+        }
+        if asg.sources.is_empty() || asg.sources.len() > 8 {
+            return Err(format!("{} sources", asg.sources.len()));
+        }
+        for s in &asg.sources {
+            if model.bad.contains(&s.node) || !model.healthy(config, now, &s.node) {
+                return Err(format!("source {} bad or unhealthy", s.node));
+            }
+            if !model.holds(&s.node, &asg.title, asg.chunk) {
+                return Err(format!("source {} does not hold {key:?}", s.node));
+            }
+            if &s.node == a {
+                return Err("self as source".into());
+            }
+            let reg = &model.nodes[&s.node].registration;
+            if s.role != reg.role || s.addr != reg.mesh_addr {
+                return Err("source role or address wrong".into());
+            }
+            let (load, slots) = tracker.debug_load(&s.node).unwrap();
+            if load > slots && s.node == asg.sources[0].node {
+                return Err(format!("source {} at {load} of {slots} slots", s.node));
+            }
+            if slots != model.slots(config, &s.node) {
+                return Err("slot formula".into());
+            }
+        }
+        let first = &asg.sources[0];
+        if first.role == Role::Origin {
+            if asg.sources.len() != 1 || model.origin.as_ref() != Some(&first.node) {
+                return Err("origin not alone or not the origin".into());
+            }
+            if config.policy == Policy::Mesh {
+                let held_somewhere = model
+                    .nodes
+                    .keys()
+                    .any(|n| model.eligible(config, now, n) && model.holds(n, &asg.title, asg.chunk));
+                if held_somewhere || busy.contains(&key) {
+                    return Err(format!("origin named for {key:?}, which the mesh has or fetches"));
+                }
+            }
+        } else {
+            if config.policy == Policy::OriginOnly {
+                return Err("peer source under OriginOnly".into());
+            }
+            if !asg.sources.iter().all(|s| model.eligible(config, now, &s.node)) {
+                return Err("peer source not an eligible appliance".into());
+            }
+        }
+        if model.eligible(config, now, a) {
+            busy.insert(key);
+        }
+        if !after.iter().any(|(n, t, c, s)| n == a && (*t, *c) == key && *s == first.node) {
+            return Err("assignment not recorded in flight".into());
+        }
+    }
+    // Slots, for every first source named in this plan.
+    let mut loads: BTreeMap<&NodeId, u32> = BTreeMap::new();
+    for (_, _, _, s) in &after {
+        *loads.entry(s).or_default() += 1;
+    }
+    for asg in plan {
+        let s = &asg.sources[0].node;
+        if loads[s] > model.slots(config, s) {
+            return Err(format!("{s} over its slots"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a steering answer against the rules.
+pub fn check_steer(
+    tracker: &Tracker,
+    model: &Model,
+    now: Millis,
+    t: &TitleId,
+    client: IpAddr,
+    steering: &Steering,
+) -> Result<(), String> {
+    let config = tracker.config();
+    if steering.targets.is_empty() == steering.reason.is_empty() {
+        return Err("reason must be given exactly when there is no target".into());
+    }
+    let mut last: Option<(bool, u8)> = None;
+    let mut seen = BTreeSet::new();
+    for n in &steering.targets {
+        if !seen.insert(n) {
+            return Err("duplicate target".into());
+        }
+        if !model.eligible(config, now, n) {
+            return Err(format!("target {n} not a healthy non-bad appliance"));
+        }
+        let full = model.nodes[n].held.get(t).is_some_and(|m| m.is_full());
+        if !full {
+            return Err(format!("target {n} does not hold the whole title"));
+        }
+        let best =
+            model.nodes[n].registration.prefixes.iter().filter(|p| p.contains(client)).map(|p| p.len()).max();
+        let key = (best.is_some(), best.unwrap_or(0));
+        if let Some(prev) = last {
+            if key > prev {
+                return Err("prefix matches not first, longest first".into());
+            }
+        }
+        last = Some(key);
+    }
+    if steering.targets.is_empty() && model.manifests.contains_key(t) {
+        let any = model
+            .nodes
+            .iter()
+            .any(|(n, node)| model.eligible(config, now, n) && node.held.get(t).is_some_and(|m| m.is_full()));
+        if any {
+            return Err("no target although a holder exists".into());
+        }
+    }
+    Ok(())
+}

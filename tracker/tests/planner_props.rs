@@ -1,0 +1,272 @@
+//! Random scenarios against the planner's and steering's rules, checked after every event
+//! against an independent model (tests/common) and against counts recomputed from scratch.
+#![allow(clippy::unwrap_used, clippy::manual_is_multiple_of, clippy::needless_range_loop)]
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::{check_plan, check_steer, heartbeat, manifest, node, registration, title, Model};
+use fillmesh_protocol::messages::{FailureKind, Fetched, Role};
+use fillmesh_protocol::{ChunkBitmap, NodeId};
+use fillmesh_tracker::core::{Config, Decision, Event, Millis, Policy, Tracker};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    regions: usize,
+    sites: usize,
+    /// (region, site, upload_bps, disk) per appliance.
+    appliances: Vec<(usize, usize, u64, u64)>,
+    /// (chunks, tail) per title.
+    titles: Vec<(u32, u64)>,
+    ops: Vec<(u8, u64, u64, u64)>,
+    policy: Policy,
+    seed: u64,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (1usize..4, 1usize..4, 2usize..31, prop::collection::vec((1u32..200, 0u64..1024), 1..4))
+        .prop_flat_map(|(regions, sites, n, titles)| {
+            (
+                Just(regions),
+                Just(sites),
+                prop::collection::vec(
+                    (0..regions, 0..sites, 0u64..300_000_000, prop_oneof![Just(u64::MAX), 0u64..300_000]),
+                    n,
+                ),
+                Just(titles),
+                prop::collection::vec((0u8..9, any::<u64>(), any::<u64>(), any::<u64>()), 1..250),
+                prop_oneof![4 => Just(Policy::Mesh), 1 => Just(Policy::OriginOnly)],
+                any::<u64>(),
+            )
+        })
+        .prop_map(|(regions, sites, appliances, titles, ops, policy, seed)| Scenario {
+            regions,
+            sites,
+            appliances,
+            titles,
+            ops,
+            policy,
+            seed,
+        })
+}
+
+/// A small xorshift for deriving bitmaps from one op's random word.
+fn bits(mut x: u64, len: u32, density: u64) -> ChunkBitmap {
+    let mut m = ChunkBitmap::new(len).unwrap();
+    for c in 0..len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 100 < density {
+            m.insert(c);
+        }
+    }
+    m
+}
+
+struct Run {
+    s: Scenario,
+    tracker: Tracker,
+    model: Model,
+    now: Millis,
+    ids: Vec<NodeId>,
+    /// Assignments from peers, from the origin, and steering answers with targets.
+    seen: [usize; 3],
+}
+
+impl Run {
+    fn new(s: Scenario) -> Self {
+        let config = Config { policy: s.policy, seed: s.seed, ..Config::default() };
+        let ids = (0..=s.appliances.len()).map(node).collect();
+        Run { s, tracker: Tracker::new(config), model: Model::default(), now: 1_000, ids, seen: [0; 3] }
+    }
+
+    fn reg_event(&self, i: usize) -> Event {
+        let registration = if i == 0 {
+            registration(Role::Origin, 0, 0, 0, 200_000_000, u64::MAX)
+        } else {
+            let (r, st, up, disk) = self.s.appliances[i - 1];
+            registration(Role::Appliance, i, r, st, up, disk)
+        };
+        Event::Register { node: self.ids[i].clone(), registration }
+    }
+
+    fn publish_event(&self, t: usize, conflicting: bool) -> Event {
+        let (chunks, tail) = self.s.titles[t];
+        let m = if conflicting { manifest(chunks + 1, tail) } else { manifest(chunks, tail) };
+        Event::Publish { title: title(t), name: format!("title {t}"), manifest: m }
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), String> {
+        let before = self.tracker.debug_inflight();
+        let decision = self.tracker.handle(self.now, &event);
+        self.model.apply(self.tracker.config(), self.now, &event);
+        if !matches!(event, Event::Steer { .. }) {
+            self.tracker.debug_validate(self.now)?;
+        }
+        match (&event, &decision) {
+            (Event::Plan { node, max }, Decision::Plan(plan)) => {
+                check_plan(&self.tracker, &self.model, self.now, node, *max, &before, plan)?;
+                for a in plan {
+                    self.seen[usize::from(a.sources[0].role == Role::Origin)] += 1;
+                }
+            }
+            (Event::Plan { node, .. }, Decision::Error(_)) if !self.model.nodes.contains_key(node) => {}
+            (Event::Steer { title, client }, Decision::Steer(st)) => {
+                check_steer(&self.tracker, &self.model, self.now, title, *client, st)?;
+                self.seen[2] += usize::from(!st.targets.is_empty());
+            }
+            (Event::Plan { .. } | Event::Steer { .. }, d) => return Err(format!("unexpected {d:?}")),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn op(&mut self, (kind, a, b, c): (u8, u64, u64, u64)) -> Result<(), String> {
+        self.now += c % 400;
+        let n = self.ids.len();
+        let who = (a % n as u64) as usize;
+        let id = self.ids[who].clone();
+        let t = (b % self.s.titles.len() as u64) as usize;
+        let event = match kind {
+            0 => self.reg_event(who),
+            1 => Event::Heartbeat { node: id, heartbeat: heartbeat(b % 6 != 0, (c % 7) as u32) },
+            2 => Event::Lost { node: id },
+            3 => {
+                self.now += a % 6_000;
+                Event::Tick
+            }
+            4 => self.publish_event(t, b % 10 == 0),
+            5 => self.held_event(who, t, b, c),
+            6 => self.failure_event(who, t, b, c),
+            7 => Event::Plan { node: id, max: (b % 12) as usize },
+            _ => {
+                let client = if c % 4 == 0 {
+                    IpAddr::from([192, 168, (b % 3) as u8, 1])
+                } else {
+                    IpAddr::from([10, (b % self.s.regions as u64) as u8, (c % self.s.sites as u64) as u8, 9])
+                };
+                Event::Steer { title: title(t), client }
+            }
+        };
+        self.step(event)
+    }
+
+    /// A held report: mostly the node completing what it has in flight, sometimes a random
+    /// map with made-up sources, sometimes the whole title, rarely a malformed one.
+    fn held_event(&self, who: usize, t: usize, b: u64, c: u64) -> Event {
+        let id = self.ids[who].clone();
+        let tid = title(t);
+        let chunks = self.s.titles[t].0;
+        let prev = self.model.nodes.get(&id).and_then(|n| n.held.get(&tid).cloned());
+        let mut held = prev.unwrap_or_else(|| ChunkBitmap::new(chunks).unwrap());
+        let mut fetched = Vec::new();
+        match b % 8 {
+            0 => {
+                held = bits(c | 1, chunks, c % 100);
+                for ch in held.iter().take(5) {
+                    let src =
+                        if c % 3 == 0 { node(999) } else { self.ids[(ch as usize) % self.ids.len()].clone() };
+                    fetched.push(Fetched { chunk: ch, source: src });
+                }
+            }
+            1 => held = ChunkBitmap::full(chunks).unwrap(),
+            2 => held = ChunkBitmap::new(chunks + 1).unwrap(),
+            _ => {
+                for (n, tt, ch, src) in self.tracker.debug_inflight() {
+                    if n == id && tt == tid && ((c >> (ch % 64)) & 1 == 1 || c % 2 == 0) {
+                        held.insert(ch);
+                        fetched.push(Fetched { chunk: ch, source: src });
+                    }
+                }
+            }
+        }
+        Event::ReportHeld { node: id, title: tid, held, fetched }
+    }
+
+    fn failure_event(&self, who: usize, t: usize, b: u64, c: u64) -> Event {
+        let id = self.ids[who].clone();
+        let kind = match c % 5 {
+            0 => FailureKind::Corrupt,
+            1 => FailureKind::Timeout,
+            2 => FailureKind::Refused,
+            _ => FailureKind::NotHeld,
+        };
+        let mine: Vec<_> = self.tracker.debug_inflight().into_iter().filter(|x| x.0 == id).collect();
+        if let Some((_, tid, chunk, src)) = mine.get((b % 8) as usize) {
+            return Event::ReportFailure {
+                reporter: id,
+                title: *tid,
+                chunk: *chunk,
+                source: src.clone(),
+                kind,
+            };
+        }
+        let chunk = (b % u64::from(self.s.titles[t].0 + 1)) as u32;
+        let source = self.ids[(c % self.ids.len() as u64) as usize].clone();
+        Event::ReportFailure { reporter: id, title: title(t), chunk, source, kind }
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        // A fleet that exists, a catalog, an origin holding it: then anything may happen.
+        for i in 0..self.ids.len() {
+            self.step(self.reg_event(i))?;
+        }
+        for t in 0..self.s.titles.len() {
+            self.step(self.publish_event(t, false))?;
+            let full = ChunkBitmap::full(self.s.titles[t].0).unwrap();
+            self.step(Event::ReportHeld {
+                node: self.ids[0].clone(),
+                title: title(t),
+                held: full,
+                fetched: vec![],
+            })?;
+        }
+        for op in self.s.ops.clone() {
+            self.op(op)?;
+            // Keep most of the fleet alive so plans have sources to pick from.
+            if op.3 % 3 == 0 {
+                let i = (op.1 % self.ids.len() as u64) as usize;
+                let e = Event::Heartbeat { node: self.ids[i].clone(), heartbeat: heartbeat(true, 0) };
+                self.step(e)?;
+            }
+            if op.3 % 2 == 0 {
+                let i = (op.2 % self.ids.len() as u64) as usize;
+                self.step(Event::Plan { node: self.ids[i].clone(), max: 8 })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn plans_and_steering_keep_every_rule(s in scenario()) {
+        let mut run = Run::new(s);
+        if let Err(e) = run.run() {
+            prop_assert!(false, "{}", e);
+        }
+    }
+}
+
+/// The random scenarios above are only worth something if they reach the interesting paths.
+#[test]
+fn scenarios_reach_peers_origin_and_steering() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut seen = [0; 3];
+    for _ in 0..64 {
+        let s = scenario().new_tree(&mut runner).unwrap().current();
+        let mut run = Run::new(s);
+        run.run().unwrap();
+        for (total, n) in seen.iter_mut().zip(run.seen) {
+            *total += n;
+        }
+    }
+    println!("peer assignments {}, origin assignments {}, steered {}", seen[0], seen[1], seen[2]);
+    assert!(seen.iter().all(|&n| n > 20), "{seen:?}");
+}
