@@ -101,6 +101,11 @@ impl Run {
     }
 
     fn step(&mut self, event: Event) -> Result<(), String> {
+        if matches!(event, Event::Plan { .. }) {
+            // Expire what is due first (the plan would do it too), so that `before` holds
+            // only what is still in flight when the plan is made.
+            self.tracker.tick(self.now);
+        }
         let before = self.tracker.debug_inflight();
         let decision = self.tracker.handle(self.now, &event);
         self.model.apply(self.tracker.config(), self.now, &event);

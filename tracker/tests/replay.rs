@@ -107,6 +107,10 @@ fn replay(config: Config, events: &[(Millis, Event)]) -> (Vec<Decision>, Result<
     let decisions = events
         .iter()
         .map(|(now, e)| {
+            if matches!(e, Event::Plan { .. }) {
+                // What the plan itself does first; `before` must not list what just expired.
+                tracker.tick(*now);
+            }
             let before = tracker.debug_inflight();
             let d = tracker.handle(*now, e);
             model.apply(tracker.config(), *now, e);

@@ -422,3 +422,129 @@ impl Tracker {
         self.title_index.get(title).copied().ok_or(CoreError::UnknownTitle(*title))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use fillmesh_protocol::messages::Role;
+    use fillmesh_protocol::ChunkSize;
+
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        s.parse().unwrap()
+    }
+
+    fn reg(role: Role, upload_bps: u64) -> Registration {
+        Registration {
+            role,
+            mesh_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            site: "s".into(),
+            region: "r".into(),
+            prefixes: vec!["10.0.0.0/8".parse().unwrap()],
+            upload_bps,
+            disk_bytes: u64::MAX,
+            cert_sha256: None,
+        }
+    }
+
+    fn manifest(chunks: u32) -> Manifest {
+        let cs = ChunkSize::new(1024).unwrap();
+        Manifest::new(u64::from(chunks) * 1024, cs, vec![[0; 32]; chunks as usize]).unwrap()
+    }
+
+    #[test]
+    fn upload_slots_are_clamped() {
+        let t = Tracker::new(Config::default());
+        assert_eq!(t.slots_for(0), 2);
+        assert_eq!(t.slots_for(50_000_000), 4);
+        assert_eq!(t.slots_for(u64::MAX), 16);
+    }
+
+    #[test]
+    fn publishing_is_idempotent_and_conflicts_are_refused() {
+        let mut t = Tracker::new(Config::default());
+        let title = TitleId::from_bytes([1; 32]);
+        t.publish(0, title, "a".into(), &manifest(3)).unwrap();
+        t.publish(0, title, "b".into(), &manifest(3)).unwrap();
+        assert_eq!(t.publish(0, title, "a".into(), &manifest(4)), Err(CoreError::ManifestConflict(title)));
+        assert_eq!(t.catalog().len(), 1);
+        assert_eq!(t.catalog()[0].name, "a");
+    }
+
+    #[test]
+    fn silence_makes_a_node_unhealthy_then_gone_with_its_held_maps() {
+        let mut t = Tracker::new(Config::default());
+        let (a, title) = (id("A"), TitleId::from_bytes([1; 32]));
+        t.register(0, a.clone(), reg(Role::Appliance, 0));
+        t.publish(0, title, "x".into(), &manifest(2)).unwrap();
+        t.report_held(0, &a, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        let client = "10.1.2.3".parse().unwrap();
+        assert_eq!(t.steer(0, &title, client).targets, vec![a.clone()]);
+        t.tick(3_500);
+        assert!(t.steer(3_500, &title, client).targets.is_empty());
+        assert_eq!(t.members(), vec![a.clone()]);
+        t.tick(15_000);
+        assert!(t.members().is_empty());
+        assert_eq!(
+            t.heartbeat(
+                15_000,
+                &a,
+                Heartbeat {
+                    healthy: true,
+                    uploads_in_flight: 0,
+                    upload_bps_used: 0,
+                    player_sessions: 0,
+                    disk_used: 0
+                }
+            ),
+            Err(CoreError::UnknownNode(a.clone()))
+        );
+        t.register(16_000, a.clone(), reg(Role::Appliance, 0));
+        assert_eq!(t.steer(16_000, &title, client).reason, "no healthy appliance holds the whole title yet");
+        t.debug_validate(16_000).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_source_is_never_offered_again() {
+        let mut t = Tracker::new(Config::default());
+        let (a, b, title) = (id("A"), id("B"), TitleId::from_bytes([1; 32]));
+        t.register(0, a.clone(), reg(Role::Appliance, 0));
+        t.register(0, b.clone(), reg(Role::Appliance, 0));
+        t.publish(0, title, "x".into(), &manifest(2)).unwrap();
+        t.report_held(0, &b, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap();
+        assert_eq!(plan.len(), 2);
+        assert!(plan.iter().all(|p| p.sources[0].node == b));
+        t.report_failure(0, &a, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
+        assert!(t.plan(0, &a, 8).unwrap().is_empty());
+        assert!(!t.members().contains(&b));
+        t.register(1, b.clone(), reg(Role::Appliance, 0));
+        assert!(t.plan(1, &a, 8).unwrap().is_empty());
+        assert!(t.status(1).appliances.iter().any(|s| s.peer_id == "B" && s.bad));
+        t.debug_validate(1).unwrap();
+    }
+
+    #[test]
+    fn the_origin_is_offered_only_for_chunks_nobody_has() {
+        let mut t = Tracker::new(Config::default());
+        let (o, a, b, title) = (id("Q"), id("A"), id("B"), TitleId::from_bytes([1; 32]));
+        t.register(0, o.clone(), reg(Role::Origin, u64::MAX));
+        t.register(0, a.clone(), reg(Role::Appliance, 0));
+        t.register(0, b.clone(), reg(Role::Appliance, 0));
+        t.publish(0, title, "x".into(), &manifest(4)).unwrap();
+        // Until the origin says it holds the title, nobody can serve it.
+        assert!(t.plan(0, &a, 8).unwrap().is_empty());
+        t.report_held(0, &o, title, ChunkBitmap::full(4).unwrap(), &[]).unwrap();
+        let first = t.plan(0, &a, 8).unwrap();
+        assert_eq!(first.len(), 2, "at most two origin fetches per appliance");
+        assert!(first.iter().all(|p| p.sources.len() == 1 && p.sources[0].role == Role::Origin));
+        let second = t.plan(0, &b, 8).unwrap();
+        assert_eq!(second.len(), 2);
+        assert!(
+            second.iter().all(|p| first.iter().all(|f| f.chunk != p.chunk)),
+            "the origin sends each chunk once"
+        );
+    }
+}
