@@ -1,5 +1,6 @@
 //! A whole mesh under the tracker, as real processes on 127.0.0.x: a tracker, an origin with a
 //! capped upload rate and 8 appliances in 2 regions / 4 sites fill a 64 MiB title.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -224,13 +225,17 @@ fn an_untrusted_appliance_is_refused_by_the_tracker_and_by_appliances() {
     .unwrap_or_else(|| panic!("tracker did not refuse the stranger:\n{}", mesh.tracker.log()));
     let s = status(&mesh.tracker).unwrap();
     assert!(!s["appliances"].as_array().unwrap().iter().any(|a| a["peer_id"] == stranger_id.as_str()));
-    // An appliance serves only tracker-vouched members: the stranger's fetch is refused.
+    // An appliance serves only tracker-vouched members: the stranger's fetch (same identity,
+    // its own store) is refused.
+    let fetch_dir = mesh.dir.path().join("stranger-fetch");
+    std::fs::create_dir_all(&fetch_dir).unwrap();
+    std::fs::copy(stranger_dir.join("identity.key"), fetch_dir.join("identity.key")).unwrap();
     let (_, first) = &mesh.appliances[0];
     let out = fillmesh()
         .args(["fetch", &mesh.title, "--from", &first.mesh, "--peer", &first.peer, "--out"])
         .arg(mesh.dir.path().join("stolen.bin"))
         .arg("--data")
-        .arg(&stranger_dir)
+        .arg(&fetch_dir)
         .output()
         .unwrap();
     assert!(!out.status.success());
