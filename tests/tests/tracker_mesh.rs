@@ -164,6 +164,30 @@ fn appliances_fill_from_one_another_and_the_origin_sends_the_title_about_once() 
     assert_eq!(targets.len(), APPLIANCES, "{body}");
     assert_eq!(targets[0]["site"], "s1", "{body}");
     assert_eq!(targets[1]["site"], "s1", "{body}");
+
+    // The operator's view: `fillmesh status` prints the same JSON, the metrics carry the byte
+    // classes, and `--print-id` names the running tracker.
+    let url = format!("http://{}", mesh.tracker.http.as_deref().unwrap());
+    let out = fillmesh().args(["status", "--tracker-http", &url]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["titles"][0]["complete_appliances"], APPLIANCES as u64);
+    assert_eq!(
+        printed["appliances"].as_array().unwrap().len(),
+        APPLIANCES + 1,
+        "8 appliances and the origin"
+    );
+    let (code, metrics) = http(mesh.tracker.http.as_deref().unwrap(), "GET", "/metrics", &[], b"");
+    assert_eq!(code, 200);
+    let origin_line =
+        format!("fillmesh_title_bytes_total{{title=\"{}\",class=\"origin\"}} {origin_bytes}", mesh.title);
+    assert!(metrics.contains(&origin_line), "{metrics}");
+    let out = fillmesh()
+        .args(["tracker", "--print-id", "--data"])
+        .arg(mesh.dir.path().join("tracker"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), mesh.tracker.peer);
     drop(mesh.origin);
 }
 
