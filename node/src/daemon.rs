@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::identity;
 use crate::member::MemberConfig;
+use crate::player::PlayerLimits;
 use crate::serve::{ServeLimits, Server, Trust};
 use crate::store::Store;
 use crate::tls::TlsIdentity;
@@ -28,6 +29,8 @@ pub struct NodeConfig {
     pub upload_rate: Option<u64>,
     pub serve: ServeLimits,
     pub transport: TransportLimits,
+    /// A certificate chain and key (PEM files) to present to players instead of the node's own.
+    pub player_cert: Option<(PathBuf, PathBuf)>,
     /// The tracker to work under, if any.
     pub tracker: Option<(SocketAddr, PeerId)>,
     pub site: String,
@@ -39,8 +42,24 @@ pub struct NodeConfig {
 /// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
 /// tests wait for: `fillmesh node <peer id> mesh <addr>[ http <addr>]`.
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(config, shutdown, |store| store).await
+}
+
+/// [`run`], with what players are served from chosen by `players` (given the store). The
+/// binary always serves the store itself; tests put a lying double here.
+pub async fn run_with(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    players: impl FnOnce(Arc<Store>) -> Arc<dyn crate::serve::ChunkSource>,
+) -> anyhow::Result<()> {
     let key = identity::load_or_create(&config.data)?;
-    let tls = TlsIdentity::new(&key)?;
+    let mut tls = TlsIdentity::new(&key)?;
+    if let Some((cert, key)) = &config.player_cert {
+        let chain = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+        tls = tls.with_player_certificate(&chain, &key)?;
+    }
+    let cert_sha256 = tls.player_spki_sha256();
     let peer = tls.peer_id();
     let store_dir = config.data.clone();
     let store = Arc::new(
@@ -60,7 +79,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         config.serve.clone(),
         config.upload_rate,
         role,
-    );
+    )
+    .with_players(players(store.clone()), PlayerLimits::default());
     let serving = tokio::spawn(server.clone().run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
@@ -91,6 +111,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             upload_bps: config.upload_rate.unwrap_or(1_000_000_000),
             disk_bytes: config.disk_bytes,
             parallel: 8,
+            cert_sha256,
         };
         tokio::spawn(crate::member::run(
             member,

@@ -41,19 +41,45 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Run an appliance, or the origin with --origin.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Hand FILE to a running origin, which stores and publishes it; prints the title id.
     Seed(SeedArgs),
     /// Download one title, verified, from one or more named nodes.
     Fetch(FetchArgs),
     /// Run the tracker: mesh API over QUIC, steering, status and metrics over HTTP.
     Tracker(TrackerArgs),
+    /// Stream a title over HTTP/3 from the appliance the tracker steers to, verifying every
+    /// chunk, failing over down the steering list; prints a summary.
+    Play(PlayArgs),
     /// Print the mesh state as JSON.
     Status {
         /// The tracker's --http URL, e.g. http://127.0.0.1:8000
         #[arg(long)]
         tracker_http: String,
     },
+}
+
+#[derive(Debug, Args)]
+struct PlayArgs {
+    title: TitleId,
+    /// The tracker's --http URL, e.g. http://127.0.0.1:8000
+    #[arg(long)]
+    tracker_http: String,
+    /// Steer as this client address (default: the address the tracker sees).
+    #[arg(long)]
+    client_ip: Option<std::net::IpAddr>,
+    /// Write the verified title here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Chunk requests in flight (the read-ahead window).
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    /// Seconds without progress before failing over.
+    #[arg(long, default_value_t = 5)]
+    stall_secs: u64,
+    /// Consume at most this many bytes per second, as a player at a bitrate (e.g. 8MB).
+    #[arg(long, value_parser = units::parse_bytes)]
+    rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +158,12 @@ struct NodeArgs {
     /// Disk the appliance may fill, e.g. 500GiB.
     #[arg(long, value_parser = units::parse_bytes, default_value = "1TiB")]
     disk_quota: u64,
+    /// A PEM certificate chain to present to players (HTTP/3) instead of the node's own.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -194,11 +226,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Id { files } => id(&files),
-        Command::Node(args) => node(args),
+        Command::Node(args) => node(*args),
         Command::Seed(args) => runtime()?.block_on(seed(args)),
         Command::Fetch(args) => runtime()?.block_on(fetch(args)),
         Command::Tracker(args) => tracker(args),
         Command::Status { tracker_http } => runtime()?.block_on(status(&tracker_http)),
+        Command::Play(args) => runtime()?.block_on(play(args)),
     }
 }
 
@@ -235,6 +268,7 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
             max_streams_per_connection: args.max_streams_per_peer.max(1),
             ..TransportLimits::default()
         },
+        player_cert: args.tls_cert.zip(args.tls_key),
         tracker: args.tracker.zip(args.tracker_id),
         site: args.site,
         region: args.region,
@@ -280,6 +314,35 @@ fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     runtime()?.block_on(tracker_server::run(config, shutdown_signal()))
+}
+
+async fn play(args: PlayArgs) -> anyhow::Result<()> {
+    let opts = fillmesh_node::play::PlayOptions {
+        tracker_http: args.tracker_http,
+        client_ip: args.client_ip,
+        out: args.out,
+        window: args.window.clamp(1, 64),
+        stall: Duration::from_secs(args.stall_secs.max(1)),
+        rate: args.rate,
+    };
+    let s = fillmesh_node::play::play(args.title, &opts).await?;
+    let secs = s.total.as_secs_f64().max(1e-9);
+    println!(
+        "played {}: {} bytes in {:.3} s, {:.1} MB/s, time to first byte {:.1} ms, every byte verified",
+        s.title,
+        s.bytes,
+        secs,
+        s.bytes as f64 / secs / 1e6,
+        s.time_to_first_byte.as_secs_f64() * 1e3
+    );
+    if let Some((peer, site, region, _)) = s.appliances.iter().find(|a| a.3 > 0) {
+        println!("served by {peer} (site {site}, region {region})");
+    }
+    for (peer, site, region, bytes) in &s.appliances {
+        println!("appliance {peer} (site {site}, region {region}): {bytes} bytes");
+    }
+    println!("failovers: {}", s.failovers);
+    Ok(())
 }
 
 async fn status(url: &str) -> anyhow::Result<()> {

@@ -40,6 +40,8 @@ pub struct MemberConfig {
     pub disk_bytes: u64,
     /// Assignments worked on at once.
     pub parallel: usize,
+    /// What players pin (SHA-256 of the SPKI of the certificate served on `h3`).
+    pub cert_sha256: Option<[u8; 32]>,
 }
 
 /// Why a tracker exchange failed.
@@ -153,7 +155,7 @@ async fn session(
         prefixes: config.prefixes.clone(),
         upload_bps: config.upload_bps,
         disk_bytes: config.disk_bytes,
-        cert_sha256: None,
+        cert_sha256: config.cert_sha256,
     };
     let interval = match link.request(&TrackerRequest::Register(registration)).await? {
         TrackerResponse::Registered { heartbeat_interval_ms } => {
@@ -346,8 +348,15 @@ impl Assignee {
                     warn!(%peer, title = %a.title, "false manifest");
                     return Err(FailureKind::Corrupt);
                 }
+                // The catalog has the title's name (players' Content-Type comes from it).
+                let name = match self.link.request(&TrackerRequest::Catalog).await {
+                    Ok(TrackerResponse::Catalog { titles }) => {
+                        titles.into_iter().find(|t| t.title == a.title).map(|t| t.name).unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
                 let (store, m, title) = (self.store.clone(), manifest.clone(), a.title);
-                let added = tokio::task::spawn_blocking(move || store.add_title(title, "", m)).await;
+                let added = tokio::task::spawn_blocking(move || store.add_title(title, &name, m)).await;
                 if !matches!(added, Ok(Ok(()))) {
                     return Err(FailureKind::Refused);
                 }

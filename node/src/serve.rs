@@ -16,9 +16,10 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn, Instrument};
 
+use crate::player::{PlayerLimits, PlayerServer};
 use crate::rate::TokenBucket;
 use crate::store::{Store, StoreError};
-use crate::transport::{close, remote_peer, MeshEndpoint};
+use crate::transport::{alpn, close, remote_peer, MeshEndpoint, H3_ALPN};
 use crate::wire::{read_frame, write_bytes, write_frame, WireError};
 
 /// What a node serves from. The store is the real one; tests put doubles here (a peer that
@@ -28,6 +29,10 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn held(&self, title: &TitleId) -> Option<ChunkBitmap>;
     /// The bytes of a held chunk, verified.
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError>;
+    /// The title's name, where known (for a player's `Content-Type`).
+    fn name(&self, _title: &TitleId) -> Option<String> {
+        None
+    }
 }
 
 impl ChunkSource for Store {
@@ -39,6 +44,9 @@ impl ChunkSource for Store {
     }
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
         Store::read_chunk(self, title, index)
+    }
+    fn name(&self, title: &TitleId) -> Option<String> {
+        self.info(title).map(|i| i.name).filter(|n| !n.is_empty())
     }
 }
 
@@ -94,6 +102,8 @@ pub struct Server {
     slots: Arc<Semaphore>,
     upload: Option<Arc<TokenBucket>>,
     role: Role,
+    /// Serves connections that negotiated `h3`, if players are served here.
+    player: Option<PlayerServer>,
     pub stats: Arc<ServeStats>,
 }
 
@@ -118,8 +128,19 @@ impl Server {
             limits,
             upload: upload_rate.map(|r| Arc::new(TokenBucket::new(r))),
             role,
+            player: None,
             stats: Arc::default(),
         }
+    }
+
+    /// Serves players over HTTP/3 on the same endpoint, sharing this server's upload bucket.
+    pub fn with_players(mut self, source: Arc<dyn ChunkSource>, limits: PlayerLimits) -> Self {
+        self.player = Some(PlayerServer::new(source, limits, self.upload.clone()));
+        self
+    }
+
+    pub fn player(&self) -> Option<&PlayerServer> {
+        self.player.as_ref()
     }
 
     /// Requests being served right now.
@@ -140,6 +161,10 @@ impl Server {
             tokio::spawn(
                 async move {
                     match incoming.await {
+                        Ok(conn) if alpn(&conn).as_deref() == Some(H3_ALPN) => match server.player {
+                            Some(player) => player.connection(conn).await,
+                            None => conn.close(close::PROTOCOL, b"no players here"),
+                        },
                         Ok(conn) => server.connection(conn).await,
                         Err(e) => debug!("handshake failed: {e}"),
                     }

@@ -7,6 +7,12 @@
 //! log. A client pins the PeerId it expects; a server accepts any well-formed libp2p
 //! certificate and learns the client's PeerId, and the trust decision is made above TLS, where
 //! it can be logged and answered with an error code.
+//!
+//! The same endpoint serves players over HTTP/3 (ALPN `h3`). Players have no libp2p identity,
+//! so a client certificate is offered but not required at the TLS layer; the mesh refuses a
+//! connection without one right after the handshake. Players pin the SHA-256 of the
+//! certificate's SubjectPublicKeyInfo, which steering hands them; an operator may give a real
+//! certificate for `h3` instead (`--tls-cert`/`--tls-key`).
 
 use std::sync::Arc;
 
@@ -39,6 +45,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 #[derive(Debug, Clone)]
 pub struct TlsIdentity {
     key: Arc<CertifiedKey>,
+    /// What players see on `h3`: the operator's certificate, or the node's own.
+    player_key: Arc<CertifiedKey>,
     peer_id: PeerId,
     provider: Arc<CryptoProvider>,
 }
@@ -49,11 +57,30 @@ impl TlsIdentity {
         let (cert, key) =
             libp2p_tls::certificate::generate(keypair).map_err(|e| TlsError::Certificate(e.to_string()))?;
         let signer = provider.key_provider.load_private_key(key)?;
-        Ok(Self {
-            key: Arc::new(CertifiedKey::new(vec![cert], signer)),
-            peer_id: keypair.public().to_peer_id(),
-            provider,
-        })
+        let key = Arc::new(CertifiedKey::new(vec![cert], signer));
+        Ok(Self { player_key: key.clone(), key, peer_id: keypair.public().to_peer_id(), provider })
+    }
+
+    /// Presents `chain` (leaf first, PEM) with `key` (PEM) to players instead of the node's
+    /// own certificate.
+    pub fn with_player_certificate(mut self, chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::Certificate(format!("certificate file: {e}")))?;
+        if chain.is_empty() {
+            return Err(TlsError::Certificate("the certificate file holds no certificate".into()));
+        }
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| TlsError::Certificate(format!("key file: {e}")))?;
+        let signer = self.provider.key_provider.load_private_key(key)?;
+        self.player_key = Arc::new(CertifiedKey::new(chain, signer));
+        Ok(self)
+    }
+
+    /// SHA-256 of the SubjectPublicKeyInfo of the certificate players see: what they pin.
+    pub fn player_spki_sha256(&self) -> Option<[u8; 32]> {
+        self.player_key.cert.first().and_then(spki_sha256)
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -68,7 +95,7 @@ impl TlsIdentity {
                 expected: None,
                 provider: self.provider.clone(),
             }))
-            .with_cert_resolver(Arc::new(AlwaysOurs(self.key.clone())));
+            .with_cert_resolver(Arc::new(ByAlpn { mesh: self.key.clone(), player: self.player_key.clone() }));
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config.max_early_data_size = 0;
         Ok(config)
@@ -90,6 +117,27 @@ impl TlsIdentity {
     }
 }
 
+/// A client config for players: TLS 1.3, ALPN `h3`, and a server whose certificate's
+/// SubjectPublicKeyInfo hashes to `pin` (whatever issued it).
+pub fn player_client_config(pin: [u8; 32]) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedSpki { pin, provider }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    config.enable_early_data = false;
+    Ok(config)
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo.
+pub fn spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into())
+}
+
 /// The PeerId in a libp2p certificate chain as the TLS layer handed it over.
 pub fn peer_id_of_chain(chain: &[CertificateDer<'_>]) -> Option<PeerId> {
     let [cert] = chain else { return None };
@@ -99,9 +147,75 @@ pub fn peer_id_of_chain(chain: &[CertificateDer<'_>]) -> Option<PeerId> {
 #[derive(Debug)]
 struct AlwaysOurs(Arc<CertifiedKey>);
 
-impl rustls::server::ResolvesServerCert for AlwaysOurs {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+/// The node's own certificate on the mesh, the player certificate on `h3`.
+#[derive(Debug)]
+struct ByAlpn {
+    mesh: Arc<CertifiedKey>,
+    player: Arc<CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for ByAlpn {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mesh = hello.alpn().is_some_and(|mut offered| offered.any(|p| p == fillmesh_protocol::ALPN));
+        Some(if mesh { self.mesh.clone() } else { self.player.clone() })
+    }
+}
+
+/// Accepts exactly the server whose SPKI hashes to the pin; signatures are checked with the
+/// libp2p certificate parser (which knows its critical extension) or, for ordinary
+/// certificates, with the provider's own verification.
+#[derive(Debug)]
+struct PinnedSpki {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedSpki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if spki_sha256(end_entity) == Some(self.pin) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if let Ok(p2p) = libp2p_tls::certificate::parse(cert) {
+            p2p.verify_signature(dss.scheme, message, dss.signature())
+                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))?;
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -217,7 +331,8 @@ impl ClientCertVerifier for PeerVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        // Players (h3) have no certificate; the mesh refuses such connections itself.
+        false
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

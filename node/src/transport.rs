@@ -12,6 +12,14 @@ use quinn::{Connection, Endpoint, TransportConfig, VarInt};
 
 use crate::tls::{peer_id_of_chain, TlsError, TlsIdentity, SERVER_NAME};
 
+/// HTTP/3, for players, on the same port as the mesh.
+pub const H3_ALPN: &[u8] = b"h3";
+
+/// The ALPN a connection negotiated.
+pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
 /// Application close codes on mesh connections.
 pub mod close {
     use quinn::VarInt;
@@ -44,7 +52,8 @@ impl TransportLimits {
     fn transport_config(&self) -> Arc<TransportConfig> {
         let mut t = TransportConfig::default();
         t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection));
-        t.max_concurrent_uni_streams(VarInt::from_u32(0));
+        // HTTP/3 needs unidirectional streams (control and QPACK); the mesh never accepts any.
+        t.max_concurrent_uni_streams(VarInt::from_u32(8));
         t.stream_receive_window(VarInt::from_u32(self.stream_window));
         t.receive_window(VarInt::from_u32(self.stream_window.saturating_mul(4)));
         t.send_window(u64::from(self.stream_window) * 4);
@@ -82,7 +91,7 @@ pub struct MeshEndpoint {
 impl MeshEndpoint {
     /// Binds `addr`, accepting mesh connections (ALPN `fillmesh/1`) and able to dial.
     pub fn bind(addr: SocketAddr, tls: TlsIdentity, limits: TransportLimits) -> Result<Self, TransportError> {
-        let server_tls = tls.server_config(&[ALPN])?;
+        let server_tls = tls.server_config(&[ALPN, H3_ALPN])?;
         let quic =
             QuicServerConfig::try_from(server_tls).map_err(|e| TransportError::Config(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -109,6 +118,10 @@ impl MeshEndpoint {
 
     pub fn peer_id(&self) -> PeerId {
         self.tls.peer_id()
+    }
+
+    pub fn tls(&self) -> &TlsIdentity {
+        &self.tls
     }
 
     pub fn inner(&self) -> &Endpoint {

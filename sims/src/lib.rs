@@ -1,3 +1,16 @@
-//! The simulator: runs the tracker's own planning code over thousands of simulated
-//! appliances. It arrives with the simulator issue; the crate exists now so the workspace has
-//! its final shape.
+//! fillmesh-sims: a deterministic discrete-event simulator that fills a title over thousands
+//! of appliances with the tracker's own planner ([`fillmesh_tracker::core::Tracker`], driven
+//! through its public API), next to the `origin` and `tiered` strategies, on a flow-level
+//! max-min fair network model, and measures each against the Kumar-Ross and cut-set bounds.
+
+pub mod bounds;
+pub mod cli;
+pub mod net;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod sim;
+pub mod units;
+
+pub use scenario::Scenario;
+pub use sim::{run, Options, Outcome, Strategy};

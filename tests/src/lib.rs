@@ -2,6 +2,8 @@
 //! starting nodes as real processes, and stopping every process a test started, even when
 //! the test fails.
 
+pub mod mesh;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,139 +2,33 @@
 //! capped upload rate and 8 appliances in 2 regions / 4 sites fill a 64 MiB title.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fillmesh_tests::{file_id, fillmesh, http, print_id, test_bytes, wait_for, NodeProcess};
+use fillmesh_tests::mesh::{start_appliance, Mesh};
+use fillmesh_tests::{fillmesh, http, wait_for, NodeProcess};
 use serde_json::Value;
 
 const TITLE_LEN: usize = 64 << 20;
 const APPLIANCES: usize = 8;
 
-struct Mesh {
-    dir: tempfile::TempDir,
-    tracker: NodeProcess,
-    tracker_args: Vec<String>,
-    origin: NodeProcess,
-    appliances: Vec<(PathBuf, NodeProcess)>,
-    title: String,
-}
-
-fn appliance_args(i: usize, tracker: &NodeProcess) -> Vec<String> {
-    // Appliance i: site s{i/2} in region r{i/4}, on 127.0.0.(11+i), serving 127.0.(11+i/2).0/24.
-    vec![
-        "--listen".into(),
-        format!("127.0.0.{}:0", 11 + i),
-        "--tracker".into(),
-        tracker.mesh.clone(),
-        "--tracker-id".into(),
-        tracker.peer.clone(),
-        "--site".into(),
-        format!("s{}", i / 2),
-        "--region".into(),
-        format!("r{}", i / 4),
-        "--serve-prefix".into(),
-        format!("127.0.{}.0/24", 11 + i / 2),
-    ]
-}
-
-fn start_appliance(data: &Path, i: usize, tracker: &NodeProcess) -> NodeProcess {
-    let args = appliance_args(i, tracker);
-    NodeProcess::start(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// Starts the tracker, the origin and the appliances, and seeds the title.
 fn start_mesh(policy: &str, origin_rate: &str) -> Mesh {
-    let dir = tempfile::tempdir().unwrap();
-    let tracker_dir = dir.path().join("tracker");
-    let origin_dir = dir.path().join("origin");
-    let appliance_dirs: Vec<PathBuf> =
-        (0..APPLIANCES).map(|i| dir.path().join(format!("appliance-{i}"))).collect();
-    let mut trusted = vec![print_id(&origin_dir)];
-    trusted.extend(appliance_dirs.iter().map(|d| print_id(d)));
-    let trust_file = dir.path().join("trusted.txt");
-    std::fs::write(&trust_file, format!("# the mesh\n{}\n", trusted.join("\n"))).unwrap();
+    Mesh::start(policy, origin_rate, APPLIANCES, TITLE_LEN)
+}
 
-    let tracker_args: Vec<String> = vec![
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--http".into(),
-        "127.0.0.1:0".into(),
-        "--trust-file".into(),
-        trust_file.display().to_string(),
-        "--policy".into(),
-        policy.into(),
-    ];
-    let tracker = NodeProcess::start_tracker(
-        &tracker_dir,
-        &tracker_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let origin = NodeProcess::start(
-        &origin_dir,
-        &[
-            "--origin",
-            "--listen",
-            "127.0.0.10:0",
-            "--http",
-            "127.0.0.10:0",
-            "--tracker",
-            &tracker.mesh,
-            "--tracker-id",
-            &tracker.peer,
-            "--site",
-            "origin",
-            "--region",
-            "core",
-            "--upload-rate",
-            origin_rate,
-        ],
-    );
-    let appliances = appliance_dirs.into_iter().enumerate().map(|(i, d)| {
-        let p = start_appliance(&d, i, &tracker);
-        (d, p)
-    });
-    let appliances: Vec<_> = appliances.collect();
+fn wait_complete(mesh: &Mesh, limit: Duration) -> Value {
+    mesh.wait_complete(limit)
+}
 
-    let file = dir.path().join("title.bin");
-    std::fs::write(&file, test_bytes(TITLE_LEN, 42)).unwrap();
-    let title = file_id(&file);
-    let url = format!("http://{}", origin.http.as_deref().unwrap());
-    let out =
-        fillmesh().arg("seed").arg(&file).args(["--origin", &url, "--name", "feature.mp4"]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    Mesh { dir, tracker, tracker_args, origin, appliances, title }
+fn assert_bytes(mesh: &Mesh) {
+    mesh.assert_bytes()
 }
 
 fn status(tracker: &NodeProcess) -> Option<Value> {
-    let (code, body) = http(tracker.http.as_deref()?, "GET", "/status", &[], b"");
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    fillmesh_tests::mesh::status(tracker)
 }
 
 fn title_status(tracker: &NodeProcess, title: &str) -> Option<Value> {
-    status(tracker)?["titles"].as_array()?.iter().find(|t| t["id"] == title).cloned()
-}
-
-/// Waits until every appliance holds the whole title; returns the title's status entry.
-fn wait_complete(mesh: &Mesh, limit: Duration) -> Value {
-    wait_for(limit, || {
-        let t = title_status(&mesh.tracker, &mesh.title)?;
-        (t["complete_appliances"].as_u64()? == APPLIANCES as u64).then_some(t)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the fill did not complete in {limit:?}: {:?}\ntracker log:\n{}",
-            title_status(&mesh.tracker, &mesh.title),
-            mesh.tracker.log()
-        )
-    })
-}
-
-/// Every appliance's bytes hash to the title id.
-fn assert_bytes(mesh: &Mesh) {
-    for (data, _) in &mesh.appliances {
-        let file = data.join("data").join(format!("{}.data", mesh.title));
-        assert_eq!(file_id(&file), mesh.title, "{}", data.display());
-    }
+    fillmesh_tests::mesh::title_status(tracker, title)
 }
 
 #[test]

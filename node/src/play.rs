@@ -1,0 +1,324 @@
+//! `fillmesh play`: a player that trusts nothing but the title id.
+//!
+//! It asks the tracker where to go, fetches the manifest from the first appliance and checks
+//! it against the id, then streams the title in order over HTTP/3 with a window of chunk-sized
+//! range requests in flight, verifying every chunk before a byte of it is written. An
+//! appliance that errors, stalls or sends a bad chunk is dropped for the next one on the
+//! steering list, and the chunks not yet written are asked of it.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::{Buf, Bytes, BytesMut};
+use fillmesh_protocol::{Manifest, TitleId};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+
+use crate::rate::TokenBucket;
+use crate::tls::{player_client_config, SERVER_NAME};
+
+/// How to play.
+#[derive(Debug, Clone)]
+pub struct PlayOptions {
+    pub tracker_http: String,
+    pub client_ip: Option<IpAddr>,
+    pub out: Option<PathBuf>,
+    /// Chunk requests in flight.
+    pub window: usize,
+    /// An appliance that delivers nothing for this long is dropped.
+    pub stall: Duration,
+    /// Consume at most this many bytes per second, as a player at a bitrate does.
+    pub rate: Option<u64>,
+}
+
+/// What a play did.
+#[derive(Debug, Clone)]
+pub struct PlaySummary {
+    pub title: TitleId,
+    pub bytes: u64,
+    pub time_to_first_byte: Duration,
+    pub total: Duration,
+    /// (peer id, site, region, bytes) per appliance used, in the order used.
+    pub appliances: Vec<(String, String, String, u64)>,
+    pub failovers: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct SteerAnswer {
+    targets: Vec<Target>,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Target {
+    peer_id: String,
+    url: String,
+    site: String,
+    region: String,
+    cert_sha256: Option<String>,
+}
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// One appliance's HTTP/3 session.
+struct Session {
+    send: SendRequest,
+    endpoint: quinn::Endpoint,
+}
+
+impl Session {
+    async fn open(target: &Target) -> anyhow::Result<Self> {
+        let pin =
+            target.cert_sha256.as_deref().and_then(parse_hex32).with_context(|| {
+                format!("steering gave no certificate fingerprint for {}", target.peer_id)
+            })?;
+        let authority = target
+            .url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
+            .with_context(|| format!("bad appliance URL {}", target.url))?;
+        let addr: SocketAddr = authority.parse().with_context(|| format!("appliance address {authority}"))?;
+        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+        let mut endpoint = quinn::Endpoint::client(bind)?;
+        let tls = quinn::crypto::rustls::QuicClientConfig::try_from(player_client_config(pin)?)?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(tls)));
+        let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(addr, SERVER_NAME)?)
+            .await
+            .context("connecting timed out")??;
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await?;
+        tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Ok(Self { send, endpoint })
+    }
+
+    /// GET `path` (with an optional Range), returning status, headers and the body, refusing
+    /// a body longer than `limit`.
+    async fn get(
+        &self,
+        path: &str,
+        range: Option<(u64, u64)>,
+        limit: u64,
+    ) -> anyhow::Result<(http::StatusCode, http::HeaderMap, Bytes)> {
+        let mut request = http::Request::get(format!("https://{SERVER_NAME}{path}"));
+        if let Some((start, end)) = range {
+            request = request.header("range", format!("bytes={start}-{end}"));
+        }
+        let mut send = self.send.clone();
+        let mut stream = send.send_request(request.body(())?).await?;
+        stream.finish().await?;
+        let response = stream.recv_response().await?;
+        let mut body = BytesMut::new();
+        while let Some(mut piece) = stream.recv_data().await? {
+            anyhow::ensure!(
+                body.len() as u64 + piece.remaining() as u64 <= limit,
+                "response body longer than {limit} bytes"
+            );
+            while piece.has_remaining() {
+                let part = piece.chunk();
+                body.extend_from_slice(part);
+                let n = part.len();
+                piece.advance(n);
+            }
+        }
+        Ok((response.status(), response.headers().clone(), body.freeze()))
+    }
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Vec<Target>> {
+    let base = opts.tracker_http.trim_end_matches('/');
+    let mut url = format!("{base}/steer?title={title}");
+    if let Some(ip) = opts.client_ip {
+        url.push_str(&format!("&client_ip={ip}"));
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let response =
+        client.get(&url).send().await.with_context(|| format!("cannot reach the tracker at {base}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    anyhow::ensure!(status.is_success(), "steering failed ({status}): {}", text.trim());
+    let answer: SteerAnswer =
+        serde_json::from_str(&text).context("the tracker's steering answer is not JSON")?;
+    anyhow::ensure!(!answer.targets.is_empty(), "no appliance can serve {title}: {}", answer.reason);
+    Ok(answer.targets)
+}
+
+/// Fetches and verifies the manifest from `session`.
+async fn manifest(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
+    let limit = Manifest::MAX_CHUNKS * 32 + 1024;
+    let (status, _, body) = session.get(&format!("/manifests/{title}"), None, limit).await?;
+    anyhow::ensure!(status == http::StatusCode::OK, "manifest request answered {status}");
+    let manifest: Manifest = postcard::from_bytes(&body).context("malformed manifest")?;
+    manifest.verify(title)?;
+    Ok(manifest)
+}
+
+/// Fetches chunk `index` and verifies it.
+async fn chunk(session: &Session, title: TitleId, manifest: &Manifest, index: u32) -> anyhow::Result<Bytes> {
+    let start = manifest.chunk_offset(index);
+    let len = manifest.chunk_len(index).context("chunk out of range")?;
+    let (status, headers, body) =
+        session.get(&format!("/titles/{title}"), Some((start, start + len - 1)), len).await?;
+    anyhow::ensure!(status == http::StatusCode::PARTIAL_CONTENT, "chunk {index}: answered {status}");
+    let expected = format!("bytes {}-{}/{}", start, start + len - 1, manifest.len());
+    anyhow::ensure!(
+        headers.get("content-range").and_then(|v| v.to_str().ok()) == Some(expected.as_str()),
+        "chunk {index}: wrong Content-Range"
+    );
+    manifest.verify_chunk(index, &body).with_context(|| format!("chunk {index} failed verification"))?;
+    Ok(body)
+}
+
+/// Plays `title` to completion or fails with the reason the last appliance gave.
+pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySummary> {
+    let started = Instant::now();
+    let targets = steer(&title, opts).await?;
+    let bucket = opts.rate.map(TokenBucket::new);
+    let mut out = match &opts.out {
+        Some(path) => {
+            Some(tokio::fs::File::create(path).await.with_context(|| format!("{}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut summary = PlaySummary {
+        title,
+        bytes: 0,
+        time_to_first_byte: Duration::ZERO,
+        total: Duration::ZERO,
+        appliances: Vec::new(),
+        failovers: 0,
+    };
+    let mut manifest: Option<Manifest> = None;
+    let mut next_write = 0u32;
+    let mut last_error = None;
+    // Bounded by the steering list: each appliance is tried at most once.
+    for (k, target) in targets.iter().enumerate() {
+        if k > 0 {
+            summary.failovers += 1;
+        }
+        let session = match Session::open(target).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(appliance = %target.peer_id, "cannot connect: {e:#}");
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let m = match &manifest {
+            Some(m) => m.clone(),
+            None => match manifest_from(&session, &title).await {
+                Ok(m) => {
+                    manifest = Some(m.clone());
+                    m
+                }
+                Err(e) => {
+                    warn!(appliance = %target.peer_id, "no manifest: {e:#}");
+                    last_error = Some(e);
+                    continue;
+                }
+            },
+        };
+        info!(appliance = %target.peer_id, site = %target.site, from_chunk = next_write, "streaming");
+        summary.appliances.push((target.peer_id.clone(), target.site.clone(), target.region.clone(), 0));
+        let result = stream(
+            &session,
+            title,
+            &m,
+            opts,
+            bucket.as_ref(),
+            &mut next_write,
+            &mut out,
+            &mut summary,
+            started,
+        )
+        .await;
+        session.endpoint.close(0u32.into(), b"done");
+        match result {
+            Ok(()) => {
+                if let Some(f) = out.as_mut() {
+                    f.flush().await?;
+                    f.sync_all().await?;
+                }
+                summary.total = started.elapsed();
+                return Ok(summary);
+            }
+            Err(e) => {
+                warn!(appliance = %target.peer_id, "failing over: {e:#}");
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no appliance could serve {title}")))
+        .context(format!("could not deliver {title} verified ({next_write} chunks written)"))
+}
+
+async fn manifest_from(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
+    tokio::time::timeout(Duration::from_secs(10), manifest(session, title)).await.context("timed out")?
+}
+
+/// Streams chunks `next_write..` from one appliance, writing each verified chunk in order.
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    session: &Session,
+    title: TitleId,
+    manifest: &Manifest,
+    opts: &PlayOptions,
+    bucket: Option<&TokenBucket>,
+    next_write: &mut u32,
+    out: &mut Option<tokio::fs::File>,
+    summary: &mut PlaySummary,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let n = manifest.chunk_count();
+    let mut next_request = *next_write;
+    let mut ready: BTreeMap<u32, Bytes> = BTreeMap::new();
+    let mut in_flight = FuturesUnordered::new();
+    while *next_write < n {
+        while in_flight.len() < opts.window.max(1) && next_request < n {
+            let index = next_request;
+            next_request += 1;
+            if let Some(b) = bucket {
+                b.take(manifest.chunk_len(index).unwrap_or(0)).await;
+            }
+            in_flight.push(async move { (index, chunk(session, title, manifest, index).await) });
+        }
+        let (index, result) = match tokio::time::timeout(opts.stall, in_flight.next()).await {
+            Ok(Some(done)) => done,
+            Ok(None) => anyhow::bail!("nothing in flight"),
+            Err(_) => anyhow::bail!("stalled: nothing arrived for {:?}", opts.stall),
+        };
+        ready.insert(index, result?);
+        while let Some(bytes) = ready.remove(next_write) {
+            if let Some(f) = out.as_mut() {
+                f.write_all(&bytes).await?;
+            }
+            if summary.bytes == 0 {
+                summary.time_to_first_byte = started.elapsed();
+            }
+            summary.bytes += bytes.len() as u64;
+            if let Some(last) = summary.appliances.last_mut() {
+                last.3 += bytes.len() as u64;
+            }
+            *next_write += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Serving players over HTTP/3 (ALPN `h3`) on the mesh's UDP port.
+//!
+//! `GET`/`HEAD /titles/<id>` with single-range support, `GET /manifests/<id>` (the postcard
+//! manifest, so a player can verify what it gets), `GET /metrics`. Only verified chunks leave
+//! the node: a range not yet held whole is answered 503 with `Retry-After`. Bytes go from disk
+//! to the stream one chunk at a time through the node's upload bucket, never buffered whole.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fillmesh_protocol::TitleId;
+use h3::server::RequestStream;
+use http::{Method, Request, Response, StatusCode};
+use quinn::Connection;
+use tokio::sync::Semaphore;
+use tracing::{debug, Instrument};
+
+use crate::range::{self, RangeRequest};
+use crate::rate::TokenBucket;
+use crate::serve::ChunkSource;
+
+type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PlayerMetrics {
+    pub bytes: AtomicU64,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+    /// Sum and count of time to first byte, in microseconds.
+    pub ttfb_us_sum: AtomicU64,
+    pub ttfb_count: AtomicU64,
+}
+
+impl PlayerMetrics {
+    fn count(&self, status: StatusCode) {
+        *self.by_status.lock().unwrap_or_else(|p| p.into_inner()).entry(status.as_u16()).or_default() += 1;
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP fillmesh_player_bytes_total Title bytes sent to players.\n# TYPE fillmesh_player_bytes_total counter\n",
+        );
+        out.push_str(&format!("fillmesh_player_bytes_total {}\n", self.bytes.load(Relaxed)));
+        out.push_str("# HELP fillmesh_player_requests_total Player requests by status.\n# TYPE fillmesh_player_requests_total counter\n");
+        for (status, n) in self.by_status.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.push_str(&format!("fillmesh_player_requests_total{{status=\"{status}\"}} {n}\n"));
+        }
+        out.push_str("# HELP fillmesh_player_ttfb_seconds Time from request to first body byte.\n# TYPE fillmesh_player_ttfb_seconds summary\n");
+        out.push_str(&format!(
+            "fillmesh_player_ttfb_seconds_sum {}\nfillmesh_player_ttfb_seconds_count {}\n",
+            self.ttfb_us_sum.load(Relaxed) as f64 / 1e6,
+            self.ttfb_count.load(Relaxed)
+        ));
+        out
+    }
+}
+
+/// Limits of player serving.
+#[derive(Debug, Clone)]
+pub struct PlayerLimits {
+    /// Requests served at once by the whole appliance.
+    pub max_requests: usize,
+    /// A connection with no request for this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for PlayerLimits {
+    fn default() -> Self {
+        Self { max_requests: 256, idle: Duration::from_secs(30) }
+    }
+}
+
+/// The HTTP/3 side of an appliance.
+#[derive(Clone)]
+pub struct PlayerServer {
+    source: Arc<dyn ChunkSource>,
+    slots: Arc<Semaphore>,
+    limits: PlayerLimits,
+    upload: Option<Arc<TokenBucket>>,
+    pub metrics: Arc<PlayerMetrics>,
+}
+
+impl std::fmt::Debug for PlayerServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayerServer").field("limits", &self.limits).finish()
+    }
+}
+
+impl PlayerServer {
+    pub fn new(source: Arc<dyn ChunkSource>, limits: PlayerLimits, upload: Option<Arc<TokenBucket>>) -> Self {
+        Self {
+            source,
+            slots: Arc::new(Semaphore::new(limits.max_requests)),
+            limits,
+            upload,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Serves one player connection until it closes or idles out.
+    pub async fn connection(self, conn: Connection) {
+        let remote = conn.remote_address();
+        let mut h3 = match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(%remote, "h3 setup failed: {e}");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::time::timeout(self.limits.idle, h3.accept()).await;
+            let resolver = match accepted {
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    debug!(%remote, "h3 connection ended: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%remote, "idle player connection closed");
+                    return;
+                }
+            };
+            let server = self.clone();
+            tokio::spawn(
+                async move {
+                    let (request, stream) = match resolver.resolve_request().await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            debug!("bad h3 request: {e}");
+                            return;
+                        }
+                    };
+                    server.request(request, stream).await;
+                }
+                .instrument(tracing::debug_span!("player", %remote)),
+            );
+        }
+    }
+
+    async fn request(&self, request: Request<()>, mut stream: Stream) {
+        let received = Instant::now();
+        let Ok(_slot) = self.slots.try_acquire() else {
+            let _ = self
+                .simple(&mut stream, StatusCode::SERVICE_UNAVAILABLE, "busy\n", &[("retry-after", "1")])
+                .await;
+            return;
+        };
+        let path = request.uri().path().to_owned();
+        let result = match (request.method(), path.split('/').collect::<Vec<_>>().as_slice()) {
+            (m, ["", "titles", id]) if m == Method::GET || m == Method::HEAD => {
+                self.title(&request, &mut stream, id, received).await
+            }
+            (&Method::GET, ["", "manifests", id]) => self.manifest(&mut stream, id).await,
+            (&Method::GET, ["", "metrics"]) => {
+                let body = self.metrics.render();
+                self.simple(
+                    &mut stream,
+                    StatusCode::OK,
+                    &body,
+                    &[("content-type", "text/plain; version=0.0.4")],
+                )
+                .await
+            }
+            (m, _) if m != Method::GET && m != Method::HEAD => {
+                self.simple(
+                    &mut stream,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "GET or HEAD\n",
+                    &[("allow", "GET, HEAD")],
+                )
+                .await
+            }
+            _ => self.simple(&mut stream, StatusCode::NOT_FOUND, "not found\n", &[]).await,
+        };
+        if let Err(e) = result {
+            debug!(%path, "response aborted: {e}");
+        }
+    }
+
+    async fn simple(
+        &self,
+        stream: &mut Stream,
+        status: StatusCode,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), h3::error::StreamError> {
+        self.metrics.count(status);
+        let mut response = Response::builder().status(status).header("content-length", body.len());
+        for (k, v) in headers {
+            response = response.header(*k, *v);
+        }
+        stream.send_response(response.body(()).unwrap_or_default()).await?;
+        if !body.is_empty() {
+            stream.send_data(Bytes::copy_from_slice(body.as_bytes())).await?;
+        }
+        stream.finish().await
+    }
+
+    async fn manifest(&self, stream: &mut Stream, id: &str) -> Result<(), h3::error::StreamError> {
+        let Some(manifest) = id.parse::<TitleId>().ok().and_then(|t| self.source.manifest(&t)) else {
+            return self.simple(stream, StatusCode::NOT_FOUND, "unknown title\n", &[]).await;
+        };
+        let body = postcard::to_allocvec(&*manifest).unwrap_or_default();
+        self.metrics.count(StatusCode::OK);
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/x-fillmesh-manifest")
+            .header("content-length", body.len())
+            .body(())
+            .unwrap_or_default();
+        stream.send_response(response).await?;
+        stream.send_data(Bytes::from(body)).await?;
+        stream.finish().await
+    }
+
+    async fn title(
+        &self,
+        request: &Request<()>,
+        stream: &mut Stream,
+        id: &str,
+        received: Instant,
+    ) -> Result<(), h3::error::StreamError> {
+        let Some((title, manifest)) =
+            id.parse::<TitleId>().ok().and_then(|t| self.source.manifest(&t).map(|m| (t, m)))
+        else {
+            return self.simple(stream, StatusCode::NOT_FOUND, "unknown title\n", &[]).await;
+        };
+        let len = manifest.len();
+        let etag = format!("\"{title}\"");
+        let content_type = self
+            .source
+            .name(&title)
+            .and_then(|n| mime_guess::from_path(n).first_raw())
+            .unwrap_or("application/octet-stream");
+        let header = request.headers().get("range").and_then(|v| v.to_str().ok());
+        let (status, start, end) = match range::parse(header, len) {
+            RangeRequest::Full if len == 0 => (StatusCode::OK, 0, 0),
+            RangeRequest::Full => (StatusCode::OK, 0, len - 1),
+            RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+            RangeRequest::Unsatisfiable => {
+                let range = format!("bytes */{len}");
+                return self
+                    .simple(
+                        stream,
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "",
+                        &[("content-range", &range), ("etag", &etag)],
+                    )
+                    .await;
+            }
+        };
+        let body_len = if len == 0 { 0 } else { end - start + 1 };
+        let cs = manifest.chunk_size().bytes();
+        let chunks = if body_len == 0 { 0..0 } else { (start / cs) as u32..(end / cs) as u32 + 1 };
+        let held = self.source.held(&title);
+        if !chunks.clone().all(|i| held.as_ref().is_some_and(|h| h.contains(i))) {
+            return self
+                .simple(
+                    stream,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not held here yet\n",
+                    &[("retry-after", "1"), ("etag", &etag)],
+                )
+                .await;
+        }
+        self.metrics.count(status);
+        let mut response = Response::builder()
+            .status(status)
+            .header("content-length", body_len)
+            .header("content-type", content_type)
+            .header("etag", &etag)
+            .header("accept-ranges", "bytes")
+            .header("cache-control", "public, max-age=31536000, immutable");
+        if status == StatusCode::PARTIAL_CONTENT {
+            response = response.header("content-range", format!("bytes {start}-{end}/{len}"));
+        }
+        stream.send_response(response.body(()).unwrap_or_default()).await?;
+        if request.method() == Method::HEAD {
+            return stream.finish().await;
+        }
+        let mut first = true;
+        for index in chunks {
+            let source = self.source.clone();
+            let bytes = match tokio::task::spawn_blocking(move || source.read_chunk(&title, index)).await {
+                Ok(Ok(b)) => b,
+                // Dropped between the check and the read (damage found on disk): the player
+                // sees a truncated body and fails over; never a wrong byte.
+                _ => {
+                    stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                    return Ok(());
+                }
+            };
+            let offset = u64::from(index) * cs;
+            let from = start.saturating_sub(offset) as usize;
+            let to = ((end + 1 - offset) as usize).min(bytes.len());
+            let piece = bytes.slice(from..to);
+            if let Some(bucket) = &self.upload {
+                bucket.take(piece.len() as u64).await;
+            }
+            let n = piece.len() as u64;
+            stream.send_data(piece).await?;
+            self.metrics.bytes.fetch_add(n, Relaxed);
+            if first {
+                first = false;
+                self.metrics.ttfb_us_sum.fetch_add(received.elapsed().as_micros() as u64, Relaxed);
+                self.metrics.ttfb_count.fetch_add(1, Relaxed);
+            }
+        }
+        stream.finish().await
+    }
+}

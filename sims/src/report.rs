@@ -1,0 +1,327 @@
+//! What a run reports: the terminal table, the JSON document and the SVG plot.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::bounds::Bounds;
+use crate::scenario::{Class, Scenario};
+use crate::sim::{Outcome, CLASS_KEYS};
+
+/// Min, mean and max of a capacity over the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(v: &[f64]) -> Self {
+        let n = v.len().max(1) as f64;
+        Self {
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            mean: v.iter().sum::<f64>() / n,
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// One strategy's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyReport {
+    pub strategy: String,
+    /// Seconds from publishing; `null` when no appliance completed.
+    pub completion_p50_s: Option<f64>,
+    pub completion_p99_s: Option<f64>,
+    /// `null` unless every appliance completed.
+    pub completion_max_s: Option<f64>,
+    pub bound_s: f64,
+    pub ratio_to_bound: Option<f64>,
+    pub origin_bytes: u64,
+    pub origin_bytes_per_title: f64,
+    /// Keys "same_site", "same_region", "cross_region", "origin".
+    pub bytes_by_class: BTreeMap<String, u64>,
+    pub completed: usize,
+    pub appliances: usize,
+    pub wasted_bytes: u64,
+    pub players: usize,
+    pub players_from_appliances: usize,
+    pub players_smooth: usize,
+    pub events: u64,
+    pub trace_hash: String,
+    pub wall_s: f64,
+    pub events_per_s: f64,
+    pub plan_calls: u64,
+}
+
+/// The JSON report. Rates are in bytes per second, as `Registration::upload_bps` is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub appliances: usize,
+    pub regions: usize,
+    pub sites_per_region: usize,
+    pub title_bytes: u64,
+    pub chunk_bytes: u64,
+    pub origin_upload_bps: f64,
+    pub appliance_classes: Vec<Class>,
+    pub appliance_upload_bps: Spread,
+    pub appliance_download_bps: Spread,
+    pub site_uplink_bps: Option<f64>,
+    pub region_uplink_bps: Option<f64>,
+    pub latency_s: BTreeMap<String, f64>,
+    pub seed: u64,
+    pub rate_unit: &'static str,
+    /// BLAKE3 over the strategies' own trace hashes, in the order run.
+    pub trace_hash: String,
+    pub bounds: Bounds,
+    pub strategies: Vec<StrategyReport>,
+    #[serde(skip)]
+    pub curves: Vec<(String, Vec<f64>)>,
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+impl StrategyReport {
+    pub fn new(o: &Outcome, sc: &Scenario, bound_s: f64, wall_s: f64) -> Self {
+        let max = (o.completed == o.appliances).then(|| o.completion_s.last().copied()).flatten();
+        let bytes_by_class =
+            CLASS_KEYS.iter().zip(o.bytes_by_class).map(|(k, v)| ((*k).to_owned(), v)).collect();
+        Self {
+            strategy: o.strategy.name().into(),
+            completion_p50_s: percentile(&o.completion_s, 0.5),
+            completion_p99_s: percentile(&o.completion_s, 0.99),
+            completion_max_s: max,
+            bound_s,
+            ratio_to_bound: max.map(|m| m / bound_s),
+            origin_bytes: o.bytes_by_class[3],
+            origin_bytes_per_title: o.bytes_by_class[3] as f64 / sc.title_bytes as f64,
+            bytes_by_class,
+            completed: o.completed,
+            appliances: o.appliances,
+            wasted_bytes: o.wasted_bytes,
+            players: o.players,
+            players_from_appliances: o.players_from_appliances,
+            players_smooth: o.players_smooth,
+            events: o.events,
+            trace_hash: o.trace_hash.clone(),
+            wall_s,
+            events_per_s: o.events as f64 / wall_s.max(1e-9),
+            plan_calls: o.plan_calls,
+        }
+    }
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let f = self.title_bytes as f64;
+        let _ = writeln!(
+            s,
+            "{} appliances ({} regions x {} sites), title {}, chunks {}, origin {}, bound {:.2} s \
+             (Kumar-Ross {:.2} s{})",
+            self.appliances,
+            self.regions,
+            self.sites_per_region,
+            crate::units::fmt_size(self.title_bytes),
+            crate::units::fmt_size(self.chunk_bytes),
+            crate::units::fmt_rate(self.origin_upload_bps),
+            self.bounds.bound_s,
+            self.bounds.kumar_ross_s,
+            match &self.bounds.cut_set_at {
+                Some(at) => format!(", cut-set {:.2} s at {at}", self.bounds.cut_set_s),
+                None => String::new(),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "{:<9} {:>9} {:>9} {:>9} {:>7} {:>12} {:>10} {:>12} {:>13} {:>8}",
+            "strategy",
+            "p50 s",
+            "p99 s",
+            "max s",
+            "ratio",
+            "origin/title",
+            "same_site",
+            "same_region",
+            "cross_region",
+            "origin"
+        );
+        let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_owned(), |v| format!("{v:.prec$}"));
+        for r in &self.strategies {
+            let class = |k: &str| format!("{:.2}F", r.bytes_by_class.get(k).copied().unwrap_or(0) as f64 / f);
+            let _ = writeln!(
+                s,
+                "{:<9} {:>9} {:>9} {:>9} {:>7} {:>12.3} {:>10} {:>12} {:>13} {:>8}",
+                r.strategy,
+                opt(r.completion_p50_s, 2),
+                opt(r.completion_p99_s, 2),
+                opt(r.completion_max_s, 2),
+                opt(r.ratio_to_bound, 3),
+                r.origin_bytes_per_title,
+                class("same_site"),
+                class("same_region"),
+                class("cross_region"),
+                class("origin"),
+            );
+        }
+        let _ = writeln!(s, "(bytes by class in multiples F of the title size; trace {})", &self.trace_hash[..16]);
+        for r in &self.strategies {
+            if r.completed < r.appliances || r.players > 0 || r.wasted_bytes > 0 {
+                let _ = writeln!(
+                    s,
+                    "{}: {}/{} complete, {} bytes cut off by failures, players {} ({} from appliances, {} smooth)",
+                    r.strategy,
+                    r.completed,
+                    r.appliances,
+                    r.wasted_bytes,
+                    r.players,
+                    r.players_from_appliances,
+                    r.players_smooth
+                );
+            }
+        }
+        s
+    }
+
+    /// The fraction of appliances complete over time, one line per strategy, the bound marked.
+    pub fn svg(&self) -> String {
+        let (w, h) = (820.0, 500.0);
+        let (left, right, top, bottom) = (70.0, 170.0, 40.0, 60.0);
+        let pw = w - left - right;
+        let ph = h - top - bottom;
+        let mut xmax = self.bounds.bound_s;
+        for (_, c) in &self.curves {
+            if let Some(&last) = c.last() {
+                xmax = xmax.max(last);
+            }
+        }
+        let xmax = nice(xmax * 1.05);
+        let n = self.appliances.max(1) as f64;
+        let x = |t: f64| left + pw * t / xmax;
+        let y = |f: f64| top + ph * (1.0 - f);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{} appliances, {} title, {} chunks: fraction complete over time</text>"#,
+            left + pw / 2.0,
+            self.appliances,
+            crate::units::fmt_size(self.title_bytes),
+            crate::units::fmt_size(self.chunk_bytes)
+        );
+        for k in 0..=5 {
+            let t = xmax * k as f64 / 5.0;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#ddd"/><text x="{0:.1}" y="{3}" text-anchor="middle">{4}</text>"##,
+                x(t),
+                top,
+                top + ph,
+                top + ph + 18.0,
+                trim(t)
+            );
+            let f = k as f64 / 5.0;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{0}" y1="{1:.1}" x2="{2}" y2="{1:.1}" stroke="#ddd"/><text x="{3}" y="{4:.1}" text-anchor="end">{5}</text>"##,
+                left,
+                y(f),
+                left + pw,
+                left - 6.0,
+                y(f) + 4.0,
+                trim(f)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">seconds after publishing</text>"#,
+            left + pw / 2.0,
+            h - 18.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="18" y="{0}" text-anchor="middle" transform="rotate(-90 18 {0})">fraction of appliances holding the title</text>"#,
+            top + ph / 2.0
+        );
+        let bx = x(self.bounds.bound_s);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{bx:.1}" y1="{top}" x2="{bx:.1}" y2="{}" stroke="#000" stroke-dasharray="6 4"/><text x="{:.1}" y="{}" >bound {:.2} s</text>"##,
+            top + ph,
+            bx + 4.0,
+            top + 14.0,
+            self.bounds.bound_s
+        );
+        for (i, (name, c)) in self.curves.iter().enumerate() {
+            let color = color(name);
+            let mut pts = format!("{:.1},{:.1}", x(0.0), y(0.0));
+            let step = (c.len() / 600).max(1);
+            let mut k = 0;
+            while k < c.len() {
+                let (t, f) = (c[k], k as f64 / n);
+                let f2 = (k + 1) as f64 / n;
+                let _ = write!(pts, " {:.1},{:.1} {:.1},{:.1}", x(t), y(f), x(t), y(f2));
+                k = if k + step >= c.len() && k + 1 < c.len() { c.len() - 1 } else { k + step };
+            }
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>"#
+            );
+            let ly = top + 20.0 + 20.0 * i as f64;
+            let _ = writeln!(
+                s,
+                r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{2}" y="{3}">{name}</text>"#,
+                left + pw + 14.0,
+                left + pw + 40.0,
+                left + pw + 46.0,
+                ly + 4.0
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn color(name: &str) -> &'static str {
+    match name {
+        "origin" => "#d62728",
+        "tiered" => "#ff7f0e",
+        _ => "#1f77b4",
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Rounds an axis maximum up to 1, 2 or 5 times a power of ten.
+fn nice(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if m * p >= v {
+            return m * p;
+        }
+    }
+    10.0 * p
+}

@@ -1,0 +1,176 @@
+//! A whole mesh as real processes on 127.0.0.x: a tracker, an origin, N appliances (appliance
+//! i in site `s{i/2}`, region `r{i/4}`, on 127.0.0.(11+i), serving clients in
+//! 127.0.(11+i/2).0/24), and one seeded title.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{file_id, fillmesh, http, print_id, test_bytes, wait_for, NodeProcess};
+
+/// A running mesh; every process is stopped when it is dropped.
+#[derive(Debug)]
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+    pub tracker: NodeProcess,
+    pub tracker_args: Vec<String>,
+    pub origin: NodeProcess,
+    pub appliances: Vec<(PathBuf, NodeProcess)>,
+    /// The seeded title's id and its bytes' file.
+    pub title: String,
+    pub file: PathBuf,
+    /// Identities created for nodes started later (trusted by the tracker from the start).
+    pub spare: Vec<PathBuf>,
+}
+
+/// The flags of appliance `i`.
+pub fn appliance_args(i: usize, tracker: &NodeProcess) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        format!("127.0.0.{}:0", 11 + i),
+        "--tracker".into(),
+        tracker.mesh.clone(),
+        "--tracker-id".into(),
+        tracker.peer.clone(),
+        "--site".into(),
+        format!("s{}", i / 2),
+        "--region".into(),
+        format!("r{}", i / 4),
+        "--serve-prefix".into(),
+        format!("127.0.{}.0/24", 11 + i / 2),
+    ]
+}
+
+/// Starts appliance `i` with its data in `data`.
+pub fn start_appliance(data: &Path, i: usize, tracker: &NodeProcess) -> NodeProcess {
+    let args = appliance_args(i, tracker);
+    NodeProcess::start(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+impl Mesh {
+    /// Starts the tracker (`policy`), the origin (upload capped at `origin_rate`) and
+    /// `appliances` appliances, and seeds a title of `len` bytes named `feature.mp4`.
+    pub fn start(policy: &str, origin_rate: &str, appliances: usize, len: usize) -> Self {
+        Self::start_with_spares(policy, origin_rate, appliances, len, 0)
+    }
+
+    /// As [`Mesh::start`], with `spares` extra identities the tracker trusts.
+    pub fn start_with_spares(
+        policy: &str,
+        origin_rate: &str,
+        appliances: usize,
+        len: usize,
+        spares: usize,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let origin_dir = dir.path().join("origin");
+        let appliance_dirs: Vec<PathBuf> =
+            (0..appliances).map(|i| dir.path().join(format!("appliance-{i}"))).collect();
+        let spare: Vec<PathBuf> = (0..spares).map(|i| dir.path().join(format!("spare-{i}"))).collect();
+        let mut trusted = vec![print_id(&origin_dir)];
+        trusted.extend(appliance_dirs.iter().chain(&spare).map(|d| print_id(d)));
+        let trust_file = dir.path().join("trusted.txt");
+        std::fs::write(&trust_file, format!("# the mesh\n{}\n", trusted.join("\n"))).expect("trust file");
+
+        let tracker_args: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--trust-file".into(),
+            trust_file.display().to_string(),
+            "--policy".into(),
+            policy.into(),
+        ];
+        let tracker = NodeProcess::start_tracker(
+            &dir.path().join("tracker"),
+            &tracker_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let origin = NodeProcess::start(
+            &origin_dir,
+            &[
+                "--origin",
+                "--listen",
+                "127.0.0.10:0",
+                "--http",
+                "127.0.0.10:0",
+                "--tracker",
+                &tracker.mesh,
+                "--tracker-id",
+                &tracker.peer,
+                "--site",
+                "origin",
+                "--region",
+                "core",
+                "--upload-rate",
+                origin_rate,
+            ],
+        );
+        let appliances = appliance_dirs
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), start_appliance(&d, i, &tracker)))
+            .collect();
+
+        let file = dir.path().join("feature.mp4");
+        std::fs::write(&file, test_bytes(len, 42)).expect("title file");
+        let title = file_id(&file);
+        let url = format!("http://{}", origin.http.as_deref().expect("origin http"));
+        let out = fillmesh().arg("seed").arg(&file).args(["--origin", &url]).output().expect("run seed");
+        assert!(out.status.success(), "{out:?}");
+        Mesh { dir, tracker, tracker_args, origin, appliances, title, file, spare }
+    }
+
+    /// Waits until every appliance holds the whole title; returns the title's status entry.
+    pub fn wait_complete(&self, limit: Duration) -> Value {
+        self.wait_complete_count(self.appliances.len(), limit)
+    }
+
+    /// Waits until `count` appliances hold the whole title.
+    pub fn wait_complete_count(&self, count: usize, limit: Duration) -> Value {
+        wait_for(limit, || {
+            let t = title_status(&self.tracker, &self.title)?;
+            (t["complete_appliances"].as_u64()? >= count as u64).then_some(t)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the fill did not complete in {limit:?}: {:?}\ntracker log:\n{}",
+                title_status(&self.tracker, &self.title),
+                self.tracker.log()
+            )
+        })
+    }
+
+    /// Every appliance's bytes hash to the title id.
+    pub fn assert_bytes(&self) {
+        for (data, _) in &self.appliances {
+            let file = data.join("data").join(format!("{}.data", self.title));
+            assert_eq!(file_id(&file), self.title, "{}", data.display());
+        }
+    }
+
+    /// The tracker's HTTP URL.
+    pub fn tracker_url(&self) -> String {
+        format!("http://{}", self.tracker.http.as_deref().expect("tracker http"))
+    }
+
+    /// The steering answer for a client address.
+    pub fn steer(&self, client_ip: &str) -> Value {
+        let path = format!("/steer?title={}&client_ip={client_ip}", self.title);
+        let (code, body) = http(self.tracker.http.as_deref().expect("tracker http"), "GET", &path, &[], b"");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("steering JSON")
+    }
+}
+
+/// The tracker's status JSON.
+pub fn status(tracker: &NodeProcess) -> Option<Value> {
+    let (code, body) = http(tracker.http.as_deref()?, "GET", "/status", &[], b"");
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// One title's entry in the tracker's status.
+pub fn title_status(tracker: &NodeProcess, title: &str) -> Option<Value> {
+    status(tracker)?["titles"].as_array()?.iter().find(|t| t["id"] == title).cloned()
+}

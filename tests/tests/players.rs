@@ -1,0 +1,237 @@
+//! Players over HTTP/3: steering to the nearest appliance, verification, failover, a lying
+//! appliance, a standard HTTP/3 client, and the edge cases of `Range`.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fillmesh_node::daemon::{self, NodeConfig};
+use fillmesh_node::serve::{ChunkSource, ServeLimits};
+use fillmesh_node::store::{Store, StoreError};
+use fillmesh_node::transport::TransportLimits;
+use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+use fillmesh_tests::mesh::Mesh;
+use fillmesh_tests::{file_id, fillmesh, wait_for};
+
+const TITLE_LEN: usize = (24 << 20) + 777;
+
+fn play(mesh: &Mesh, client_ip: &str, out: &std::path::Path, extra: &[&str]) -> Output {
+    fillmesh()
+        .args(["play", &mesh.title, "--tracker-http", &mesh.tracker_url(), "--client-ip", client_ip, "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn served_by(stdout: &str) -> String {
+    stdout.lines().find_map(|l| l.strip_prefix("served by ")).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_player_is_served_by_an_appliance_in_its_site_and_gets_verified_bytes() {
+    let mesh = Mesh::start("mesh", "64MB", 4, TITLE_LEN);
+    mesh.wait_complete(Duration::from_secs(120));
+    // 127.0.12.0/24 is served by appliances 2 and 3, site s1.
+    let out_file = mesh.dir.path().join("played.mp4");
+    let out = play(&mesh, "127.0.12.7", &out_file, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(served_by(&stdout).contains("(site s1,"), "{stdout}");
+    assert!(stdout.contains("every byte verified") && stdout.contains("failovers: 0"), "{stdout}");
+    assert_eq!(file_id(&out_file), mesh.title);
+    // And one in site s0's prefix goes to site s0.
+    let out = play(&mesh, "127.0.11.200", &out_file, &[]);
+    assert!(served_by(&String::from_utf8_lossy(&out.stdout)).contains("(site s0,"));
+}
+
+#[test]
+fn killing_the_serving_appliance_mid_stream_fails_over_to_another() {
+    let mut mesh = Mesh::start("mesh", "64MB", 4, TITLE_LEN);
+    mesh.wait_complete(Duration::from_secs(120));
+    let first = mesh.steer("127.0.11.7")["targets"][0]["peer_id"].as_str().unwrap().to_owned();
+    let out_file = mesh.dir.path().join("played.mp4");
+    // At 6 MB/s the 24 MiB title takes about four seconds: time to kill its appliance.
+    let mut player = fillmesh()
+        .args([
+            "play",
+            &mesh.title,
+            "--tracker-http",
+            &mesh.tracker_url(),
+            "--client-ip",
+            "127.0.11.7",
+            "--rate",
+            "6MB",
+        ])
+        .arg("--out")
+        .arg(&out_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim = mesh.appliances.iter_mut().find(|(_, p)| p.peer == first).unwrap();
+    victim.1.child.kill();
+    let out = wait_for(Duration::from_secs(60), || player.try_wait().unwrap().map(|_| ()))
+        .map(|_| player.wait_with_output().unwrap())
+        .expect("the player did not finish");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("failovers: 0"), "{stdout}");
+    assert_eq!(file_id(&out_file), mesh.title);
+}
+
+/// Serves players corrupted bytes (one bit flipped in every chunk); the mesh gets the truth,
+/// so the appliance fills and is steered to like any other.
+struct LyingToPlayers(Arc<Store>);
+
+impl ChunkSource for LyingToPlayers {
+    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>> {
+        self.0.manifest(title)
+    }
+    fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
+        self.0.held(title)
+    }
+    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
+        let mut bytes = self.0.read_chunk(title, index)?.to_vec();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x01;
+        Ok(Bytes::from(bytes))
+    }
+}
+
+#[test]
+fn a_player_rejects_a_lying_appliance_and_fails_over() {
+    let mesh = Mesh::start_with_spares("mesh", "64MB", 2, TITLE_LEN, 1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let config = NodeConfig {
+        data: mesh.spare[0].clone(),
+        listen: "127.0.0.50:0".parse().unwrap(),
+        origin: false,
+        http: None,
+        trust: Vec::new(),
+        upload_rate: None,
+        serve: ServeLimits::default(),
+        transport: TransportLimits::default(),
+        player_cert: None,
+        tracker: Some((mesh.tracker.mesh.parse().unwrap(), mesh.tracker.peer.parse().unwrap())),
+        site: "liars".into(),
+        region: "r0".into(),
+        prefixes: vec!["127.0.50.0/24".parse().unwrap()],
+        disk_bytes: 1 << 40,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let liar = rt.spawn(daemon::run_with(
+        config,
+        async {
+            let _ = stopped.await;
+        },
+        |store| Arc::new(LyingToPlayers(store)),
+    ));
+    mesh.wait_complete_count(3, Duration::from_secs(120));
+    let steering = mesh.steer("127.0.50.9");
+    assert_eq!(steering["targets"][0]["site"], "liars", "{steering}");
+    let out_file = mesh.dir.path().join("played.mp4");
+    let out = play(&mesh, "127.0.50.9", &out_file, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("failed verification"), "{stderr}");
+    assert!(stdout.contains("failovers: 1"), "{stdout}");
+    assert!(!served_by(&stdout).contains("site liars"), "{stdout}");
+    assert_eq!(file_id(&out_file), mesh.title);
+    let _ = stop.send(());
+    rt.block_on(liar).unwrap().unwrap();
+}
+
+/// A standard HTTP/3 client this project did not write (Python's niquests, HTTP/3 only),
+/// through the edge cases of `Range`. `.ci/run` installs it.
+const NIQUESTS: &str = r#"
+import json, sys, hashlib, warnings
+warnings.filterwarnings("ignore")
+import niquests
+base, title, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = niquests.Session(disable_http1=True, disable_http2=True)
+def get(path, rng=None, method="GET"):
+    h = {} if rng is None else {"Range": rng}
+    r = s.request(method, base + path, headers=h, verify=False, timeout=20)
+    return {"status": r.status_code, "version": r.http_version, "range": r.headers.get("content-range"),
+            "etag": r.headers.get("etag"), "type": r.headers.get("content-type"),
+            "length": r.headers.get("content-length"), "body": hashlib.sha256(r.content or b"").hexdigest(),
+            "size": len(r.content or b"")}
+out = {
+  "first": get(f"/titles/{title}", "bytes=0-0"),
+  "last": get(f"/titles/{title}", "bytes=-1"),
+  "across": get(f"/titles/{title}", f"bytes={chunk-10}-{chunk+9}"),
+  "suffix": get(f"/titles/{title}", "bytes=-1000"),
+  "open": get(f"/titles/{title}", f"bytes={chunk*2}-"),
+  "unsatisfiable": get(f"/titles/{title}", "bytes=999999999-"),
+  "malformed": get(f"/titles/{title}", "bytes=banana"),
+  "unknown": get("/titles/" + "0" * 64),
+  "head": get(f"/titles/{title}", None, "HEAD"),
+}
+print(json.dumps(out))
+"#;
+
+#[test]
+fn a_standard_http3_client_gets_ranges_with_the_right_status_headers_and_bytes() {
+    let mesh = Mesh::start("mesh", "64MB", 1, TITLE_LEN);
+    mesh.wait_complete(Duration::from_secs(120));
+    let (_, appliance) = &mesh.appliances[0];
+    let base = format!("https://{}", appliance.mesh);
+    let chunk = 1usize << 20;
+    let out = Command::new("python3")
+        .args(["-c", NIQUESTS, &base, &mesh.title, &chunk.to_string()])
+        .output()
+        .expect("python3 with niquests (installed by .ci/run: python3 -m pip install niquests)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data = std::fs::read(&mesh.file).unwrap();
+    let len = data.len();
+    let sha = |b: &[u8]| {
+        use std::fmt::Write;
+        let d = sha256(b);
+        d.iter().fold(String::new(), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+    };
+    let etag = format!("\"{}\"", mesh.title);
+    let check = |name: &str, status: u64, range: Option<String>, body: Option<&[u8]>| {
+        let v = &r[name];
+        assert_eq!(v["version"], 30, "{name}: not HTTP/3: {v}");
+        assert_eq!(v["status"], status, "{name}: {v}");
+        if let Some(range) = range {
+            assert_eq!(v["range"], range.as_str(), "{name}: {v}");
+        }
+        if let Some(body) = body {
+            assert_eq!(v["body"], sha(body).as_str(), "{name}: {v}");
+            assert_eq!(v["etag"], etag.as_str(), "{name}: {v}");
+            assert_eq!(v["type"], "video/mp4", "{name}: {v}");
+        }
+    };
+    check("first", 206, Some(format!("bytes 0-0/{len}")), Some(&data[..1]));
+    check("last", 206, Some(format!("bytes {}-{}/{len}", len - 1, len - 1)), Some(&data[len - 1..]));
+    check(
+        "across",
+        206,
+        Some(format!("bytes {}-{}/{len}", chunk - 10, chunk + 9)),
+        Some(&data[chunk - 10..chunk + 10]),
+    );
+    check("suffix", 206, Some(format!("bytes {}-{}/{len}", len - 1000, len - 1)), Some(&data[len - 1000..]));
+    check("open", 206, Some(format!("bytes {}-{}/{len}", 2 * chunk, len - 1)), Some(&data[2 * chunk..]));
+    check("unsatisfiable", 416, Some(format!("bytes */{len}")), None);
+    // A malformed Range is ignored (RFC 9110 §14.2): the whole title, 200.
+    check("malformed", 200, None, Some(&data));
+    check("unknown", 404, None, None);
+    assert_eq!(r["head"]["status"], 200);
+    assert_eq!(r["head"]["length"], len.to_string().as_str());
+    assert_eq!(r["head"]["size"], 0);
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
