@@ -19,3 +19,4 @@ pub mod tracker_server;
 pub mod transport;
 pub mod units;
 pub mod wire;
+pub mod demo;

@@ -51,12 +51,33 @@ enum Command {
     /// Stream a title over HTTP/3 from the appliance the tracker steers to, verifying every
     /// chunk, failing over down the steering list; prints a summary.
     Play(PlayArgs),
+    /// The main job: a whole mesh on this machine, a title filled and played, and a report.
+    Demo(DemoArgs),
     /// Print the mesh state as JSON.
     Status {
         /// The tracker's --http URL, e.g. http://127.0.0.1:8000
         #[arg(long)]
         tracker_http: String,
     },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Appliances to start (in 2 regions, 2 per site).
+    #[arg(long, default_value_t = 8)]
+    appliances: usize,
+    /// Size of the generated sample title.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "128MiB")]
+    size: u64,
+    /// Use this file as the title instead of a generated one.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// The origin's upload cap (bytes per second), so the mesh has something to prove.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "100MB")]
+    upload_rate: u64,
+    /// Keep every data directory and log here instead of removing them.
+    #[arg(long)]
+    keep: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +253,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tracker(args) => tracker(args),
         Command::Status { tracker_http } => runtime()?.block_on(status(&tracker_http)),
         Command::Play(args) => runtime()?.block_on(play(args)),
+        Command::Demo(args) => runtime()?.block_on(fillmesh_node::demo::run(fillmesh_node::demo::DemoOptions {
+            appliances: args.appliances,
+            size: args.size,
+            file: args.file,
+            origin_upload_rate: args.upload_rate,
+            keep: args.keep,
+        })),
     }
 }
 

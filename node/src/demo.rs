@@ -1,0 +1,278 @@
+//! `fillmesh demo`: the main job. A whole mesh on this machine as real child processes — a
+//! tracker, an origin and N appliances in 2 regions and N/2 sites on distinct 127.0.0.x
+//! addresses — a title seeded, filled (with a progress bar per appliance), played from a
+//! client address in one site, and a report of where the bytes came from. Every process it
+//! starts is killed when it ends, also on Ctrl-C; its files go unless `--keep DIR`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// What the demo builds.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub appliances: usize,
+    pub size: u64,
+    pub file: Option<PathBuf>,
+    pub origin_upload_rate: u64,
+    pub keep: Option<PathBuf>,
+}
+
+/// A started child: killed when dropped.
+struct Proc {
+    _child: Child,
+    peer: String,
+    mesh: String,
+    http: Option<String>,
+}
+
+/// Runs `fillmesh ARGS` to completion and returns its stdout.
+async fn run_tool(exe: &Path, args: &[&str], log: &Path) -> anyhow::Result<String> {
+    let err = std::fs::File::create(log)?;
+    let out = Command::new(exe).args(args).stdin(Stdio::null()).stderr(err).output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "`fillmesh {}` failed; see {}",
+        args.join(" "),
+        log.display()
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Starts `fillmesh KIND ARGS` and waits for its ready line.
+async fn start(exe: &Path, kind: &str, args: &[String], log: &Path) -> anyhow::Result<Proc> {
+    let err = std::fs::File::create(log)?;
+    let mut child = Command::new(exe)
+        .arg(kind)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting fillmesh {kind}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .with_context(|| format!("{kind} did not start in 30 s; see {}", log.display()))??
+        .with_context(|| format!("{kind} exited; see {}", log.display()))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let words: Vec<&str> = line.split_whitespace().collect();
+    anyhow::ensure!(words.len() >= 5 && words[3] == "mesh", "unexpected ready line from {kind}: {line}");
+    Ok(Proc {
+        _child: child,
+        peer: words[2].to_owned(),
+        mesh: words[4].to_owned(),
+        http: (words.get(5) == Some(&"http")).then(|| words[6].to_owned()),
+    })
+}
+
+/// Runs the demo; Ctrl-C stops it early (every child is killed on the way out).
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    tokio::select! {
+        result = demo(opts) => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: every process stopped"),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=200).contains(&opts.appliances), "--appliances must be 1 to 200");
+    let exe = std::env::current_exe().context("locating the fillmesh binary")?;
+    let temp;
+    let dir: PathBuf = match &opts.keep {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new().prefix("fillmesh-demo-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let started = Instant::now();
+    println!("fillmesh demo: a tracker, an origin and {} appliances on this machine ({})", opts.appliances, dir.display());
+
+    // Identities first, so everyone can be told whom to trust.
+    let s = |p: &Path| p.display().to_string();
+    let tracker_dir = dir.join("tracker");
+    let origin_dir = dir.join("origin");
+    let appliance_dirs: Vec<PathBuf> = (0..opts.appliances).map(|i| dir.join(format!("appliance-{i}"))).collect();
+    let mut trusted = vec![run_tool(&exe, &["node", "--print-id", "--data", &s(&origin_dir)], &logs.join("id.log")).await?];
+    for d in &appliance_dirs {
+        trusted.push(run_tool(&exe, &["node", "--print-id", "--data", &s(d)], &logs.join("id.log")).await?);
+    }
+    let trust_file = dir.join("trusted.txt");
+    std::fs::write(&trust_file, trusted.concat())?;
+
+    let tracker = start(
+        &exe,
+        "tracker",
+        &["--data", &s(&tracker_dir), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust-file", &s(&trust_file)]
+            .map(String::from),
+        &logs.join("tracker.log"),
+    )
+    .await?;
+    let tracker_http = format!("http://{}", tracker.http.as_deref().context("tracker http")?);
+    let rate = opts.origin_upload_rate.to_string();
+    let origin = start(
+        &exe,
+        "node",
+        &[
+            "--data", &s(&origin_dir), "--origin", "--listen", "127.0.0.10:0", "--http", "127.0.0.10:0", "--tracker",
+            &tracker.mesh, "--tracker-id", &tracker.peer, "--site", "origin", "--region", "core", "--upload-rate", &rate,
+        ]
+        .map(String::from),
+        &logs.join("origin.log"),
+    )
+    .await?;
+    let mut appliances: Vec<(Proc, String, String)> = Vec::new();
+    for (i, d) in appliance_dirs.iter().enumerate() {
+        let (site, region) = (format!("s{}", i / 2), format!("r{}", i * 2 / opts.appliances.max(2)));
+        let args = [
+            "--data".into(),
+            s(d),
+            "--listen".into(),
+            format!("127.0.0.{}:0", 11 + i),
+            "--tracker".into(),
+            tracker.mesh.clone(),
+            "--tracker-id".into(),
+            tracker.peer.clone(),
+            "--site".into(),
+            site.clone(),
+            "--region".into(),
+            region.clone(),
+            "--serve-prefix".into(),
+            format!("127.1.{}.0/24", i / 2),
+        ];
+        let p = start(&exe, "node", &args, &logs.join(format!("appliance-{i}.log"))).await?;
+        appliances.push((p, site, region));
+    }
+    println!("started in {:.1} s: tracker {}, origin {}", started.elapsed().as_secs_f64(), tracker.peer, origin.peer);
+
+    // The title.
+    let file = match &opts.file {
+        Some(f) => f.clone(),
+        None => {
+            let f = dir.join("sample.mp4");
+            write_sample(&f, opts.size)?;
+            f
+        }
+    };
+    let origin_url = format!("http://{}", origin.http.as_deref().context("origin http")?);
+    let seeded = Instant::now();
+    let title = run_tool(&exe, &["seed", &s(&file), "--origin", &origin_url], &logs.join("seed.log")).await?.trim().to_owned();
+    let size = std::fs::metadata(&file)?.len();
+    println!("seeded {} ({}) as {title}", file.display(), mib(size));
+
+    // Fill, with a bar per appliance.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+    let style = ProgressStyle::with_template("{prefix:>28} [{bar:40}] {bytes}/{total_bytes}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bars: Vec<ProgressBar> = appliances
+        .iter()
+        .map(|(p, site, region)| {
+            let bar = multi.add(ProgressBar::new(size));
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("{} {site}/{region}", &p.peer[p.peer.len() - 8..]));
+            bar
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let title_status = loop {
+        anyhow::ensure!(Instant::now() < deadline, "the fill did not complete in 300 s; logs in {}", logs.display());
+        let body = client.get(format!("{tracker_http}/status")).send().await?.text().await?;
+        let status: Value = serde_json::from_str(&body).context("the tracker's status is not JSON")?;
+        for ((p, _, _), bar) in appliances.iter().zip(&bars) {
+            let held = status["appliances"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["peer_id"] == p.peer.as_str()))
+                .and_then(|x| x["held_bytes"].as_u64())
+                .unwrap_or(0);
+            bar.set_position(held.min(size));
+        }
+        let t = status["titles"].as_array().and_then(|ts| ts.iter().find(|t| t["id"] == title.as_str()).cloned());
+        if let Some(t) = t.filter(|t| t["complete_appliances"].as_u64() == Some(opts.appliances as u64)) {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let fill_time = seeded.elapsed();
+    for bar in &bars {
+        bar.finish();
+    }
+
+    // Play from a client address in the first site.
+    let played_file = dir.join("played.mp4");
+    let played = run_tool(
+        &exe,
+        &["play", &title, "--tracker-http", &tracker_http, "--client-ip", "127.1.0.42", "--out", &s(&played_file)],
+        &logs.join("play.log"),
+    )
+    .await?;
+    let played_id = crate::id::title_id_of_file(&played_file)?;
+    anyhow::ensure!(played_id.to_string() == title, "the played file does not hash to the title id");
+
+    // The report.
+    let origin_bytes = title_status["origin_bytes"].as_u64().unwrap_or(0);
+    println!();
+    println!("== fillmesh demo report ==");
+    println!("title            {title} ({})", mib(size));
+    println!("appliances       {} in {} sites, 2 regions", opts.appliances, opts.appliances.div_ceil(2));
+    println!("fill time        {:.2} s (seed to every appliance holding every chunk, verified)", fill_time.as_secs_f64());
+    println!("origin bytes     {} = {:.3} x the title", mib(origin_bytes), origin_bytes as f64 / size.max(1) as f64);
+    let classes = title_status["bytes_by_class"].as_object().cloned().unwrap_or_default();
+    let total: u64 = classes.values().filter_map(Value::as_u64).sum();
+    for class in ["same_site", "same_region", "cross_region", "origin"] {
+        let b = classes.get(class).and_then(Value::as_u64).unwrap_or(0);
+        println!("  {class:<14} {:>12} {:>5.1}%", mib(b), 100.0 * b as f64 / total.max(1) as f64);
+    }
+    for line in played.lines() {
+        println!("player           {line}");
+    }
+    println!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
+    println!("total            {:.1} s; stopping every process", started.elapsed().as_secs_f64());
+    drop(appliances);
+    drop(origin);
+    drop(tracker);
+    if let Some(d) = &opts.keep {
+        println!("kept {}", d.display());
+    }
+    Ok(())
+}
+
+/// A deterministic, incompressible sample title.
+fn write_sample(path: &Path, size: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut left = size;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
