@@ -34,14 +34,10 @@ struct Proc {
 
 /// Runs `fillmesh ARGS` to completion and returns its stdout.
 async fn run_tool(exe: &Path, args: &[&str], log: &Path) -> anyhow::Result<String> {
-    let err = std::fs::File::create(log)?;
-    let out = Command::new(exe).args(args).stdin(Stdio::null()).stderr(err).output().await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "`fillmesh {}` failed; see {}",
-        args.join(" "),
-        log.display()
-    );
+    let out = Command::new(exe).args(args).stdin(Stdio::null()).output().await?;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    std::io::Write::write_all(&mut file, &out.stderr)?;
+    anyhow::ensure!(out.status.success(), "`fillmesh {}` failed; see {}", args.join(" "), log.display());
     Ok(String::from_utf8(out.stdout)?)
 }
 
@@ -103,14 +99,20 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let started = Instant::now();
-    println!("fillmesh demo: a tracker, an origin and {} appliances on this machine ({})", opts.appliances, dir.display());
+    println!(
+        "fillmesh demo: a tracker, an origin and {} appliances on this machine ({})",
+        opts.appliances,
+        dir.display()
+    );
 
     // Identities first, so everyone can be told whom to trust.
     let s = |p: &Path| p.display().to_string();
     let tracker_dir = dir.join("tracker");
     let origin_dir = dir.join("origin");
-    let appliance_dirs: Vec<PathBuf> = (0..opts.appliances).map(|i| dir.join(format!("appliance-{i}"))).collect();
-    let mut trusted = vec![run_tool(&exe, &["node", "--print-id", "--data", &s(&origin_dir)], &logs.join("id.log")).await?];
+    let appliance_dirs: Vec<PathBuf> =
+        (0..opts.appliances).map(|i| dir.join(format!("appliance-{i}"))).collect();
+    let mut trusted =
+        vec![run_tool(&exe, &["node", "--print-id", "--data", &s(&origin_dir)], &logs.join("id.log")).await?];
     for d in &appliance_dirs {
         trusted.push(run_tool(&exe, &["node", "--print-id", "--data", &s(d)], &logs.join("id.log")).await?);
     }
@@ -120,8 +122,17 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let tracker = start(
         &exe,
         "tracker",
-        &["--data", &s(&tracker_dir), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust-file", &s(&trust_file)]
-            .map(String::from),
+        &[
+            "--data",
+            &s(&tracker_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--trust-file",
+            &s(&trust_file),
+        ]
+        .map(String::from),
         &logs.join("tracker.log"),
     )
     .await?;
@@ -131,8 +142,23 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         &exe,
         "node",
         &[
-            "--data", &s(&origin_dir), "--origin", "--listen", "127.0.0.10:0", "--http", "127.0.0.10:0", "--tracker",
-            &tracker.mesh, "--tracker-id", &tracker.peer, "--site", "origin", "--region", "core", "--upload-rate", &rate,
+            "--data",
+            &s(&origin_dir),
+            "--origin",
+            "--listen",
+            "127.0.0.10:0",
+            "--http",
+            "127.0.0.10:0",
+            "--tracker",
+            &tracker.mesh,
+            "--tracker-id",
+            &tracker.peer,
+            "--site",
+            "origin",
+            "--region",
+            "core",
+            "--upload-rate",
+            &rate,
         ]
         .map(String::from),
         &logs.join("origin.log"),
@@ -160,7 +186,12 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         let p = start(&exe, "node", &args, &logs.join(format!("appliance-{i}.log"))).await?;
         appliances.push((p, site, region));
     }
-    println!("started in {:.1} s: tracker {}, origin {}", started.elapsed().as_secs_f64(), tracker.peer, origin.peer);
+    println!(
+        "started in {:.1} s: tracker {}, origin {}",
+        started.elapsed().as_secs_f64(),
+        tracker.peer,
+        origin.peer
+    );
 
     // The title.
     let file = match &opts.file {
@@ -173,7 +204,10 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     };
     let origin_url = format!("http://{}", origin.http.as_deref().context("origin http")?);
     let seeded = Instant::now();
-    let title = run_tool(&exe, &["seed", &s(&file), "--origin", &origin_url], &logs.join("seed.log")).await?.trim().to_owned();
+    let title = run_tool(&exe, &["seed", &s(&file), "--origin", &origin_url], &logs.join("seed.log"))
+        .await?
+        .trim()
+        .to_owned();
     let size = std::fs::metadata(&file)?.len();
     println!("seeded {} ({}) as {title}", file.display(), mib(size));
 
@@ -194,7 +228,11 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     let title_status = loop {
-        anyhow::ensure!(Instant::now() < deadline, "the fill did not complete in 300 s; logs in {}", logs.display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the fill did not complete in 300 s; logs in {}",
+            logs.display()
+        );
         let body = client.get(format!("{tracker_http}/status")).send().await?.text().await?;
         let status: Value = serde_json::from_str(&body).context("the tracker's status is not JSON")?;
         for ((p, _, _), bar) in appliances.iter().zip(&bars) {
@@ -205,7 +243,8 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
                 .unwrap_or(0);
             bar.set_position(held.min(size));
         }
-        let t = status["titles"].as_array().and_then(|ts| ts.iter().find(|t| t["id"] == title.as_str()).cloned());
+        let t =
+            status["titles"].as_array().and_then(|ts| ts.iter().find(|t| t["id"] == title.as_str()).cloned());
         if let Some(t) = t.filter(|t| t["complete_appliances"].as_u64() == Some(opts.appliances as u64)) {
             break t;
         }
@@ -220,7 +259,16 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let played_file = dir.join("played.mp4");
     let played = run_tool(
         &exe,
-        &["play", &title, "--tracker-http", &tracker_http, "--client-ip", "127.1.0.42", "--out", &s(&played_file)],
+        &[
+            "play",
+            &title,
+            "--tracker-http",
+            &tracker_http,
+            "--client-ip",
+            "127.1.0.42",
+            "--out",
+            &s(&played_file),
+        ],
         &logs.join("play.log"),
     )
     .await?;
@@ -233,8 +281,15 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     println!("== fillmesh demo report ==");
     println!("title            {title} ({})", mib(size));
     println!("appliances       {} in {} sites, 2 regions", opts.appliances, opts.appliances.div_ceil(2));
-    println!("fill time        {:.2} s (seed to every appliance holding every chunk, verified)", fill_time.as_secs_f64());
-    println!("origin bytes     {} = {:.3} x the title", mib(origin_bytes), origin_bytes as f64 / size.max(1) as f64);
+    println!(
+        "fill time        {:.2} s (seed to every appliance holding every chunk, verified)",
+        fill_time.as_secs_f64()
+    );
+    println!(
+        "origin bytes     {} = {:.3} x the title",
+        mib(origin_bytes),
+        origin_bytes as f64 / size.max(1) as f64
+    );
     let classes = title_status["bytes_by_class"].as_object().cloned().unwrap_or_default();
     let total: u64 = classes.values().filter_map(Value::as_u64).sum();
     for class in ["same_site", "same_region", "cross_region", "origin"] {
@@ -244,7 +299,9 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     for line in played.lines() {
         println!("player           {line}");
     }
-    println!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
+    println!(
+        "verified         every chunk by every appliance and by the player; played file BLAKE3 = title id"
+    );
     println!("total            {:.1} s; stopping every process", started.elapsed().as_secs_f64());
     drop(appliances);
     drop(origin);

@@ -3,6 +3,7 @@
 //! line worth testing on their own.
 
 pub mod daemon;
+pub mod demo;
 pub mod fetch;
 pub mod id;
 pub mod identity;
@@ -19,4 +20,3 @@ pub mod tracker_server;
 pub mod transport;
 pub mod units;
 pub mod wire;
-pub mod demo;

@@ -253,13 +253,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tracker(args) => tracker(args),
         Command::Status { tracker_http } => runtime()?.block_on(status(&tracker_http)),
         Command::Play(args) => runtime()?.block_on(play(args)),
-        Command::Demo(args) => runtime()?.block_on(fillmesh_node::demo::run(fillmesh_node::demo::DemoOptions {
-            appliances: args.appliances,
-            size: args.size,
-            file: args.file,
-            origin_upload_rate: args.upload_rate,
-            keep: args.keep,
-        })),
+        Command::Demo(args) => {
+            runtime()?.block_on(fillmesh_node::demo::run(fillmesh_node::demo::DemoOptions {
+                appliances: args.appliances,
+                size: args.size,
+                file: args.file,
+                origin_upload_rate: args.upload_rate,
+                keep: args.keep,
+            }))
+        }
     }
 }
 

@@ -144,6 +144,26 @@ impl PlayerServer {
 
     async fn request(&self, request: Request<()>, mut stream: Stream) {
         let received = Instant::now();
+        // Read the (empty) request body to its end first: a request stream dropped before its
+        // FIN was read makes quinn send STOP_SENDING(0), which the client sees as a reset of
+        // a response it may still be reading. Bounded in bytes and time.
+        let drained = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut body = 0usize;
+            while let Ok(Some(piece)) = stream.recv_data().await {
+                body += bytes::Buf::remaining(&piece);
+                if body > 64 << 10 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        if !matches!(drained, Ok(true)) {
+            let _ = self
+                .simple(&mut stream, StatusCode::PAYLOAD_TOO_LARGE, "requests carry no body\n", &[])
+                .await;
+            return;
+        }
         let Ok(_slot) = self.slots.try_acquire() else {
             let _ = self
                 .simple(&mut stream, StatusCode::SERVICE_UNAVAILABLE, "busy\n", &[("retry-after", "1")])
