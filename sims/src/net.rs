@@ -89,7 +89,8 @@ impl Net {
 
     /// Starts a flow of `bytes` over `res` at `now`; its rate is set by the next resolve.
     pub fn start(&mut self, now: u64, res: &[ResId], bytes: u64, tag: u64) -> FlowId {
-        let flow = Flow { res: res.to_vec(), rate: 0.0, remaining: bytes as f64, since: now, live: true, tag };
+        let flow =
+            Flow { res: res.to_vec(), rate: 0.0, remaining: bytes as f64, since: now, live: true, tag };
         let id = match self.free.pop() {
             Some(id) => {
                 self.flows[id as usize] = flow;
@@ -187,7 +188,9 @@ impl Net {
         loop {
             if set.len() > LOCAL_LIMIT {
                 self.global_solves += 1;
-                set = (0..self.cap.len() as ResId).filter(|&r| !self.res_flows[r as usize].is_empty()).collect();
+                set = (0..self.cap.len() as ResId)
+                    .filter(|&r| !self.res_flows[r as usize].is_empty())
+                    .collect();
             }
             self.max_local = self.max_local.max(set.len());
             let (sub, rates, more) = self.solve_local(&set);
@@ -242,8 +245,8 @@ impl Net {
         }
         let inner = local.len();
         let mut sub: Vec<FlowId> = Vec::new();
-        for i in 0..inner {
-            for &f in &self.res_flows[local[i] as usize] {
+        for &r in &local[..inner] {
+            for &f in &self.res_flows[r as usize] {
                 if self.flow_mark[f as usize] != stamp {
                     self.flow_mark[f as usize] = stamp;
                     sub.push(f);
@@ -312,8 +315,7 @@ impl Net {
             let was_saturated = outside_sum[l] + old_sum[l] >= c - tol;
             let is_saturated = outside_sum[l] + new_sum[l] >= c - tol;
             let om = outside_max[l];
-            let broken = (was_saturated && !is_saturated)
-                || (was_saturated && new_max[l] > om + EPS * om.max(1.0))
+            let broken = (was_saturated && (!is_saturated || new_max[l] > om + EPS * om.max(1.0)))
                 || (bottlenecked_min[l] < om - EPS * om.max(1.0));
             if broken {
                 more.push(r);
@@ -385,8 +387,8 @@ fn progressive_fill(cap: &[f64], flow_res: &[Vec<u32>]) -> (Vec<f64>, Vec<u32>) 
             heap.push(Reverse((key(share), l)));
             continue;
         }
-        for idx in 0..flows_at[lu].len() {
-            let i = flows_at[lu][idx] as usize;
+        for &i in &flows_at[lu] {
+            let i = i as usize;
             if frozen[i] {
                 continue;
             }

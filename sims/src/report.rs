@@ -173,7 +173,11 @@ impl Report {
                 class("origin"),
             );
         }
-        let _ = writeln!(s, "(bytes by class in multiples F of the title size; trace {})", &self.trace_hash[..16]);
+        let _ = writeln!(
+            s,
+            "(bytes by class in multiples F of the title size; trace {})",
+            &self.trace_hash[..16]
+        );
         for r in &self.strategies {
             if r.completed < r.appliances || r.players > 0 || r.wasted_bytes > 0 {
                 let _ = writeln!(
@@ -280,10 +284,8 @@ impl Report {
                 let _ = write!(pts, " {:.1},{:.1} {:.1},{:.1}", x(t), y(f), x(t), y(f2));
                 k = if k + step >= c.len() && k + 1 < c.len() { c.len() - 1 } else { k + step };
             }
-            let _ = writeln!(
-                s,
-                r#"<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>"#
-            );
+            let _ =
+                writeln!(s, r#"<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>"#);
             let ly = top + 20.0 + 20.0 * i as f64;
             let _ = writeln!(
                 s,

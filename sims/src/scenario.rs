@@ -62,6 +62,9 @@ pub struct Scenario {
     pub max_inflight: usize,
     /// How long a fillmesh appliance whose plan came up short waits before asking again.
     pub replan_s: f64,
+    /// Requests the origin serves at once in the origin and tiered strategies (more wait in
+    /// a queue). Tiered masters serve the tracker's slot count for their upload.
+    pub origin_slots: u32,
     /// When the origin publishes the title (seconds); completion times count from here.
     pub publish_at_s: f64,
     pub failures: Vec<Failure>,
@@ -83,7 +86,8 @@ impl Default for Scenario {
             region_uplink_bps: None,
             latency_s: [0.0005, 0.005, 0.04, 0.04],
             max_inflight: 8,
-            replan_s: 0.1,
+            replan_s: 0.01,
+            origin_slots: 64,
             publish_at_s: 0.0,
             failures: Vec::new(),
             crowds: Vec::new(),
@@ -121,6 +125,7 @@ impl Scenario {
         }
         ensure!(self.max_inflight >= 1, "max_inflight must be at least 1");
         ensure!(self.replan_s > 0.0, "replan must be positive");
+        ensure!(self.origin_slots >= 1, "origin_slots must be at least 1");
         for f in &self.failures {
             ensure!(f.ids.iter().all(|&i| i < self.appliances), "failure names an appliance past the fleet");
             ensure!(f.count <= self.appliances, "failure count exceeds the fleet");
@@ -153,6 +158,7 @@ struct File {
     region_uplink: Option<String>,
     max_inflight: Option<usize>,
     replan_s: Option<f64>,
+    origin_slots: Option<u32>,
     publish_at_s: Option<f64>,
     seed: Option<u64>,
     appliance: Option<ApplianceFile>,
@@ -241,6 +247,9 @@ impl File {
         if let Some(v) = self.replan_s {
             s.replan_s = v;
         }
+        if let Some(v) = self.origin_slots {
+            s.origin_slots = v;
+        }
         if let Some(v) = self.publish_at_s {
             s.publish_at_s = v;
         }
@@ -276,7 +285,9 @@ impl File {
             }
         }
         if let Some(l) = self.latency_ms {
-            for (slot, v) in s.latency_s.iter_mut().zip([l.same_site, l.same_region, l.cross_region, l.origin]) {
+            for (slot, v) in
+                s.latency_s.iter_mut().zip([l.same_site, l.same_region, l.cross_region, l.origin])
+            {
                 if let Some(ms) = v {
                     ensure!(ms >= 0.0, "latencies are non-negative");
                     *slot = ms / 1000.0;

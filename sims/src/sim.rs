@@ -282,7 +282,7 @@ fn secs(s: f64) -> u64 {
 
 impl<'a> Sim<'a> {
     fn new(sc: &'a Scenario, strategy: Strategy, opts: &'a Options) -> Self {
-        let rng = Rng::new(sc.seed ^ 0x5eed_0f_e7e7);
+        let rng = Rng::new(sc.seed ^ 0x005e_ed0f_e7e7);
         let mut net = Net::new();
         net.check_capacity = opts.check_capacity;
         net.check_global = opts.check_global;
@@ -316,7 +316,7 @@ impl<'a> Sim<'a> {
             });
         };
         // The origin sits outside every site and region.
-        push_node(&mut net, u32::MAX, u32::MAX, sc.origin_upload_bps, f64::INFINITY, slot_rule(sc.origin_upload_bps));
+        push_node(&mut net, u32::MAX, u32::MAX, sc.origin_upload_bps, f64::INFINITY, sc.origin_slots);
         let fleet = place(sc);
         let sites = sc.sites();
         for i in 0..sc.appliances {
@@ -930,7 +930,14 @@ impl<'a> Sim<'a> {
                 t.report_held(now, id, self.title, held, &[]).unwrap_or_else(|e| panic!("{e}"));
             }
             for (chunk, src) in std::mem::take(&mut self.nodes[n as usize].lost) {
-                let _ = t.report_failure(now, id, self.title, chunk, &self.ids[src as usize], FailureKind::Timeout);
+                let _ = t.report_failure(
+                    now,
+                    id,
+                    self.title,
+                    chunk,
+                    &self.ids[src as usize],
+                    FailureKind::Timeout,
+                );
             }
         }
         self.nodes[n as usize].lost.clear();

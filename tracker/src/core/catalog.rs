@@ -18,6 +18,9 @@ pub(crate) struct TitleState {
     pub holders: Vec<u32>,
     /// Per chunk: fetches of it in flight to eligible appliances.
     pub inflight: Vec<u32>,
+    /// Per chunk: every live node whose held map has it, in no particular order. Lets the
+    /// planner look at a chunk's holders instead of every free source when they are fewer.
+    pub holder_lists: Vec<Vec<u32>>,
     /// Live nodes whose held map is full, whatever their health.
     pub complete: BTreeSet<u32>,
     /// Bytes fetched, indexed like [`ByteClass::ALL`].
@@ -47,6 +50,7 @@ impl Tracker {
             manifest: manifest.clone(),
             holders: vec![0; chunks],
             inflight: vec![0; chunks],
+            holder_lists: vec![Vec::new(); chunks],
             complete: BTreeSet::new(),
             bytes: [0; 4],
         });
@@ -73,24 +77,31 @@ impl Tracker {
         }
         let Some(live) = self.slots[idx as usize].live.as_mut() else { return Ok(()) };
         let title = &mut self.titles[t as usize];
-        if live.eligible {
-            let empty;
-            let old = match live.held.get(&t) {
-                Some(m) => m,
-                None => {
-                    empty = ChunkBitmap::new(chunks).map_err(|e| CoreError::BadReport(e.to_string()))?;
-                    &empty
-                }
-            };
-            for (i, (a, b)) in old.as_bytes().iter().zip(held.as_bytes()).enumerate() {
-                let mut diff = a ^ b;
-                while diff != 0 {
-                    let bit = diff.trailing_zeros();
-                    diff &= diff - 1;
-                    let c = i * 8 + bit as usize;
-                    if b & (1 << bit) != 0 {
+        let empty;
+        let old = match live.held.get(&t) {
+            Some(m) => m,
+            None => {
+                empty = ChunkBitmap::new(chunks).map_err(|e| CoreError::BadReport(e.to_string()))?;
+                &empty
+            }
+        };
+        for (i, (a, b)) in old.as_bytes().iter().zip(held.as_bytes()).enumerate() {
+            let mut diff = a ^ b;
+            while diff != 0 {
+                let bit = diff.trailing_zeros();
+                diff &= diff - 1;
+                let c = i * 8 + bit as usize;
+                let list = &mut title.holder_lists[c];
+                if b & (1 << bit) != 0 {
+                    list.push(idx);
+                    if live.eligible {
                         title.holders[c] += 1;
-                    } else {
+                    }
+                } else {
+                    if let Some(p) = list.iter().position(|&n| n == idx) {
+                        list.swap_remove(p);
+                    }
+                    if live.eligible {
                         title.holders[c] -= 1;
                     }
                 }

@@ -155,6 +155,36 @@ impl Tracker {
         let mut out = Vec::new();
         let mut found = 0u32;
         let mut class: Vec<(u32, u64, u32)> = Vec::new();
+        // Every free holder of `c` in each tier is ranked, so walking the chunk's holder
+        // list instead of the free sets, when it is the shorter, gives the same sources.
+        let list = &self.titles[t as usize].holder_lists[c as usize];
+        if list.len() < self.free_all.len() {
+            let mut tiers: [Vec<(u32, u64, u32)>; 3] = Default::default();
+            for &s in list {
+                let slot = &self.slots[s as usize];
+                if s == a || !slot.free {
+                    continue;
+                }
+                let tier = if slot.site == site {
+                    0
+                } else if slot.region == region {
+                    1
+                } else {
+                    2
+                };
+                let spare = slot.upload_slots - slot.load;
+                let tie = hash::mix(hash::mix(slot.hash, me.hash), u64::from(c));
+                tiers[tier].push((u32::MAX - spare, tie, s));
+            }
+            for class in &mut tiers {
+                if out.len() >= MAX_SOURCES {
+                    break;
+                }
+                class.sort_unstable();
+                out.extend(class.iter().map(|&(_, _, s)| s).take(MAX_SOURCES - out.len()));
+            }
+            return out;
+        }
         for tier in 0..3 {
             if out.len() >= MAX_SOURCES || found >= holders {
                 break;

@@ -215,6 +215,17 @@ impl Tracker {
         for t in &mut self.titles {
             t.complete.remove(&idx);
         }
+        if let Some(live) = self.slots[idx as usize].live.as_ref() {
+            for (&t, map) in &live.held {
+                let lists = &mut self.titles[t as usize].holder_lists;
+                for c in map.iter() {
+                    let list = &mut lists[c as usize];
+                    if let Some(p) = list.iter().position(|&n| n == idx) {
+                        list.swap_remove(p);
+                    }
+                }
+            }
+        }
         if self.origin == Some(idx) {
             self.origin = None;
         }
