@@ -59,6 +59,8 @@ enum Command {
         #[arg(long)]
         tracker_http: String,
     },
+    /// Simulate filling a title over thousands of appliances with the tracker's own planner.
+    Sim(fillmesh_sims::cli::SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tracker(args) => tracker(args),
         Command::Status { tracker_http } => runtime()?.block_on(status(&tracker_http)),
         Command::Play(args) => runtime()?.block_on(play(args)),
+        Command::Sim(args) => fillmesh_sims::cli::run(args),
         Command::Demo(args) => {
             runtime()?.block_on(fillmesh_node::demo::run(fillmesh_node::demo::DemoOptions {
                 appliances: args.appliances,

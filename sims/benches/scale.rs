@@ -1,1 +1,50 @@
-fn main() {}
+//! Scale: 10,000 appliances (4 regions x 4 sites) fill a 10 GiB title in 16 MiB chunks with
+//! the fillmesh strategy (the tracker's own planner). Prints wall time, events per second,
+//! peak memory (VmHWM) and the fill figures; asserts nothing about speed.
+//!
+//! Run: `cargo bench -p fillmesh-sims --bench scale`
+//! Smaller: `FILLMESH_SCALE_APPLIANCES=1000 cargo bench -p fillmesh-sims --bench scale`
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use fillmesh_sims::report::{percentile, StrategyReport};
+use fillmesh_sims::{bounds, run, sim, Options, Scenario, Strategy};
+
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l[6..].trim().to_owned()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn main() {
+    let n = std::env::var("FILLMESH_SCALE_APPLIANCES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let sc = Scenario { appliances: n, title_bytes: 10 << 30, chunk_bytes: 16 << 20, ..Scenario::default() };
+    sc.validate().unwrap();
+    let b = bounds::compute(&sc, &sim::place(&sc));
+    println!(
+        "scale: {n} appliances, 10 GiB title, 16 MiB chunks ({} chunks), {} chunk transfers",
+        sc.chunks(),
+        sc.chunks() * n as u64
+    );
+    let started = Instant::now();
+    let o = run(&sc, Strategy::Fillmesh, &Options::default(), None);
+    let wall = started.elapsed().as_secs_f64();
+    let r = StrategyReport::new(&o, &sc, b.bound_s, wall);
+    println!("wall time        {wall:.2} s");
+    println!("events           {} ({:.0} events/s)", o.events, o.events as f64 / wall);
+    println!("plan calls       {}", o.plan_calls);
+    println!("peak memory      {}", vm_hwm());
+    println!("largest re-solve {} resources, {} global re-solves", o.max_local_solve, o.global_solves);
+    println!(
+        "completion       p50 {:.2} s, p99 {:.2} s, max {:.2} s; bound {:.2} s; ratio {:.3}",
+        percentile(&o.completion_s, 0.5).unwrap_or(f64::NAN),
+        percentile(&o.completion_s, 0.99).unwrap_or(f64::NAN),
+        r.completion_max_s.unwrap_or(f64::NAN),
+        b.bound_s,
+        r.ratio_to_bound.unwrap_or(f64::NAN)
+    );
+    println!("origin bytes     {:.3} x the title", r.origin_bytes_per_title);
+    println!("trace            {}", o.trace_hash);
+}

@@ -42,6 +42,7 @@ pub struct SimArgs {
     /// Regions (appliances are spread evenly over regions x sites).
     #[arg(long)]
     pub regions: Option<usize>,
+    /// Sites in each region.
     #[arg(long)]
     pub sites_per_region: Option<usize>,
     /// Every appliance's upload, e.g. 1Gbps (makes the fleet homogeneous).
