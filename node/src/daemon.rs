@@ -23,7 +23,7 @@ pub struct NodeConfig {
     pub data: PathBuf,
     pub listen: SocketAddr,
     pub origin: bool,
-    /// The origin's ingest API.
+    /// HTTP: `/metrics` and `/health` on every node, the ingest API on the origin.
     pub http: Option<SocketAddr>,
     pub trust: Vec<PeerId>,
     pub upload_rate: Option<u64>,
@@ -42,15 +42,27 @@ pub struct NodeConfig {
 /// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
 /// tests wait for: `fillmesh node <peer id> mesh <addr>[ http <addr>]`.
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    run_with(config, shutdown, |store| store).await
+    run_with(config, shutdown, |store| Sources { mesh: store.clone(), players: store }).await
 }
 
-/// [`run`], with what players are served from chosen by `players` (given the store). The
-/// binary always serves the store itself; tests put a lying double here.
+/// What a node serves peers and players from.
+pub struct Sources {
+    pub mesh: Arc<dyn crate::serve::ChunkSource>,
+    pub players: Arc<dyn crate::serve::ChunkSource>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+/// [`run`], with what peers and players are served from chosen by `sources` (given the
+/// store). The binary always serves the store itself; tests put lying doubles here.
 pub async fn run_with(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
-    players: impl FnOnce(Arc<Store>) -> Arc<dyn crate::serve::ChunkSource>,
+    sources: impl FnOnce(Arc<Store>) -> Sources,
 ) -> anyhow::Result<()> {
     let key = identity::load_or_create(&config.data)?;
     let mut tls = TlsIdentity::new(&key)?;
@@ -73,31 +85,37 @@ pub async fn run_with(
     let endpoint = MeshEndpoint::bind(config.listen, tls, config.transport.clone())?;
     let mesh_addr = endpoint.local_addr()?;
     let role = if config.origin { Role::Origin } else { Role::Appliance };
+    store.set_quota(config.disk_bytes);
+    let sources = sources(store.clone());
     let server = Server::new(
-        store.clone(),
+        sources.mesh,
         Trust::new(config.trust.iter().copied()),
         config.serve.clone(),
         config.upload_rate,
         role,
     )
-    .with_players(players(store.clone()), PlayerLimits::default());
+    .with_players(sources.players, PlayerLimits::default());
     let serving = tokio::spawn(server.clone().run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
     let mut ready = format!("fillmesh node {peer} mesh {mesh_addr}");
-    let http = match (config.origin, config.http) {
-        (true, Some(addr)) => {
+    let fill_metrics = Arc::new(crate::metrics::FillMetrics::default());
+    let http = match config.http {
+        Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let http_addr = listener.local_addr()?;
             ready.push_str(&format!(" http {http_addr}"));
-            let app = crate::origin::router(store.clone(), published_tx.clone());
+            // Every node: /metrics and /health. The origin: its ingest API too.
+            let mut app = crate::metrics::route(store.clone(), server.clone(), fill_metrics.clone());
+            if config.origin {
+                app = app.merge(crate::origin::router(store.clone(), published_tx.clone()));
+            }
             Some(tokio::spawn(async move { axum::serve(listener, app).await }))
         }
-        (true, None) => anyhow::bail!("--origin needs --http ADDR for `fillmesh seed` to reach it"),
-        (false, Some(_)) => anyhow::bail!("--http is the origin's ingest API: use it with --origin"),
-        (false, None) => None,
+        None if config.origin => anyhow::bail!("--origin needs --http ADDR for `fillmesh seed` to reach it"),
+        None => None,
     };
     let member = config.tracker.map(|(tracker, tracker_id)| {
         let member = MemberConfig {
@@ -118,6 +136,7 @@ pub async fn run_with(
             endpoint.clone(),
             store.clone(),
             server.clone(),
+            fill_metrics.clone(),
             published_rx,
         ))
     });

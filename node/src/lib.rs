@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod id;
 pub mod identity;
 pub mod member;
+pub mod metrics;
 pub mod origin;
 pub mod play;
 pub mod player;

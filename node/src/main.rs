@@ -148,7 +148,7 @@ struct NodeArgs {
     /// Run as the origin: accepts titles from `fillmesh seed` on --http.
     #[arg(long)]
     origin: bool,
-    /// The origin's ingest API address (HTTP).
+    /// HTTP address: /metrics and /health on every node; the ingest API on the origin.
     #[arg(long)]
     http: Option<SocketAddr>,
     /// A PeerId allowed to make mesh requests (repeatable).

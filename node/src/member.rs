@@ -109,6 +109,7 @@ pub async fn run(
     endpoint: MeshEndpoint,
     store: Arc<Store>,
     server: Server,
+    metrics: Arc<crate::metrics::FillMetrics>,
     mut published: mpsc::UnboundedReceiver<TitleId>,
 ) {
     let link = Arc::new(TrackerLink {
@@ -124,10 +125,11 @@ pub async fn run(
             return;
         }
     };
+    let local = Local { endpoint, store, server, writer, metrics };
     let mut backoff = Duration::from_millis(250);
     // Bounded by the process's life; each pass waits at least `backoff`.
     loop {
-        match session(&config, &link, &endpoint, &store, &server, &writer, &mut published).await {
+        match session(&config, &link, &local, &mut published).await {
             Ok(()) => return,
             Err(e) => {
                 warn!("tracker session ended: {e}; retrying in {backoff:?}");
@@ -138,15 +140,22 @@ pub async fn run(
     }
 }
 
+/// This node's own pieces that a session works with.
+struct Local {
+    endpoint: MeshEndpoint,
+    store: Arc<Store>,
+    server: Server,
+    writer: ChunkWriter,
+    metrics: Arc<crate::metrics::FillMetrics>,
+}
+
 async fn session(
     config: &MemberConfig,
     link: &Arc<TrackerLink>,
-    endpoint: &MeshEndpoint,
-    store: &Arc<Store>,
-    server: &Server,
-    writer: &ChunkWriter,
+    local: &Local,
     published: &mut mpsc::UnboundedReceiver<TitleId>,
 ) -> Result<(), LinkError> {
+    let Local { endpoint, store, server, writer, metrics } = local;
     let registration = Registration {
         role: config.role,
         mesh_addr: config.mesh_addr,
@@ -180,9 +189,12 @@ async fn session(
     let pool: Arc<Pool> =
         Arc::new(Pool { endpoint: endpoint.clone(), conns: tokio::sync::Mutex::new(HashMap::new()) });
     let mut idle_until = tokio::time::Instant::now();
+    let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
-        // Ask for work whenever there is room (appliances only) and the tracker had some.
+        // Ask for work whenever there is room (appliances only), the tracker had some, and
+        // the disk quota is not reached (a full appliance keeps serving what it holds).
         if config.role == Role::Appliance
+            && !disk_full.load(std::sync::atomic::Ordering::Relaxed)
             && work.len() < config.parallel
             && tokio::time::Instant::now() >= idle_until
         {
@@ -200,6 +212,8 @@ async fn session(
                             writer: writer.clone(),
                             pool: pool.clone(),
                             reports: reports.clone(),
+                            disk_full: disk_full.clone(),
+                            metrics: metrics.clone(),
                         };
                         work.spawn(async move { ctx.work(a).await });
                     }
@@ -294,6 +308,16 @@ struct Assignee {
     writer: ChunkWriter,
     pool: Arc<Pool>,
     reports: Arc<Mutex<BTreeMap<TitleId, Vec<Fetched>>>>,
+    disk_full: Arc<std::sync::atomic::AtomicBool>,
+    metrics: Arc<crate::metrics::FillMetrics>,
+}
+
+/// Why one source could not deliver an assigned chunk.
+enum Miss {
+    /// The source's fault (or the network's): tell the tracker, try the next.
+    Source(FailureKind),
+    /// Ours: the chunk cannot be stored here (quota, disk). No source is to blame.
+    Local,
 }
 
 impl Assignee {
@@ -314,7 +338,8 @@ impl Assignee {
                     debug!(title = %a.title, chunk = a.chunk, source = %source.node, "stored chunk");
                     return;
                 }
-                Err(kind) => kind,
+                Err(Miss::Source(kind)) => kind,
+                Err(Miss::Local) => return,
             };
             let request = TrackerRequest::ReportFailure {
                 title: a.title,
@@ -334,7 +359,31 @@ impl Assignee {
         addr: SocketAddr,
         peer: PeerId,
         timeout: Duration,
-    ) -> Result<(), FailureKind> {
+    ) -> Result<(), Miss> {
+        let verified = self.receive(a, addr, peer, timeout).await.map_err(Miss::Source)?;
+        match self.writer.put(verified).await {
+            Ok(_) => Ok(()),
+            Err(e @ crate::store::StoreError::QuotaExceeded { .. }) => {
+                if !self.disk_full.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::error!("{e}; no more filling, serving what is held");
+                }
+                Err(Miss::Local)
+            }
+            Err(e) => {
+                tracing::error!(title = %a.title, chunk = a.chunk, "cannot store chunk: {e}");
+                Err(Miss::Local)
+            }
+        }
+    }
+
+    /// Fetches and verifies one chunk from one source.
+    async fn receive(
+        &self,
+        a: &Assignment,
+        addr: SocketAddr,
+        peer: PeerId,
+        timeout: Duration,
+    ) -> Result<VerifiedChunk, FailureKind> {
         let conn = self.pool.get(addr, peer).await.map_err(|e| {
             info!(%peer, "source unreachable: {e}");
             FailureKind::Refused
@@ -377,14 +426,15 @@ impl Assignee {
                 Ok(Err(_)) => return Err(FailureKind::Refused),
                 Ok(Ok(bytes)) => bytes,
             };
+        use std::sync::atomic::Ordering::Relaxed;
+        let len = bytes.len() as u64;
         let verified = VerifiedChunk::verify(a.title, &manifest, a.chunk, bytes.freeze()).map_err(|e| {
+            self.metrics.chunks_rejected.fetch_add(1, Relaxed);
             warn!(%peer, title = %a.title, chunk = a.chunk, "corrupt chunk: {e}");
             FailureKind::Corrupt
         })?;
-        self.writer.put(verified).await.map_err(|e| {
-            warn!(title = %a.title, chunk = a.chunk, "cannot store chunk: {e}");
-            FailureKind::Refused
-        })?;
-        Ok(())
+        self.metrics.chunks_verified.fetch_add(1, Relaxed);
+        self.metrics.bytes_verified.fetch_add(len, Relaxed);
+        Ok(verified)
     }
 }

@@ -44,7 +44,6 @@ pub fn router(store: Arc<Store>, published: tokio::sync::mpsc::UnboundedSender<T
     Router::new()
         .route("/titles", axum::routing::post(upload))
         .route("/titles/{id}", get(status))
-        .route("/health", get(|| async { "ok\n" }))
         .with_state(state)
 }
 

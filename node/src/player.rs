@@ -32,6 +32,10 @@ pub struct PlayerMetrics {
     /// Sum and count of time to first byte, in microseconds.
     pub ttfb_us_sum: AtomicU64,
     pub ttfb_count: AtomicU64,
+    /// Requests for content this appliance does not hold (unknown title, range not held).
+    pub content_misses: AtomicU64,
+    /// Requests for content it holds but could not serve (overloaded).
+    pub health_misses: AtomicU64,
 }
 
 impl PlayerMetrics {
@@ -49,6 +53,12 @@ impl PlayerMetrics {
         for (status, n) in self.by_status.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             out.push_str(&format!("fillmesh_player_requests_total{{status=\"{status}\"}} {n}\n"));
         }
+        out.push_str("# HELP fillmesh_cache_misses_total Player requests not served: content (not held) or health (held, overloaded).\n# TYPE fillmesh_cache_misses_total counter\n");
+        out.push_str(&format!(
+            "fillmesh_cache_misses_total{{kind=\"content\"}} {}\nfillmesh_cache_misses_total{{kind=\"health\"}} {}\n",
+            self.content_misses.load(Relaxed),
+            self.health_misses.load(Relaxed)
+        ));
         out.push_str("# HELP fillmesh_player_ttfb_seconds Time from request to first body byte.\n# TYPE fillmesh_player_ttfb_seconds summary\n");
         out.push_str(&format!(
             "fillmesh_player_ttfb_seconds_sum {}\nfillmesh_player_ttfb_seconds_count {}\n",
@@ -165,6 +175,7 @@ impl PlayerServer {
             return;
         }
         let Ok(_slot) = self.slots.try_acquire() else {
+            self.metrics.health_misses.fetch_add(1, Relaxed);
             let _ = self
                 .simple(&mut stream, StatusCode::SERVICE_UNAVAILABLE, "busy\n", &[("retry-after", "1")])
                 .await;
@@ -248,6 +259,7 @@ impl PlayerServer {
         let Some((title, manifest)) =
             id.parse::<TitleId>().ok().and_then(|t| self.source.manifest(&t).map(|m| (t, m)))
         else {
+            self.metrics.content_misses.fetch_add(1, Relaxed);
             return self.simple(stream, StatusCode::NOT_FOUND, "unknown title\n", &[]).await;
         };
         let len = manifest.len();
@@ -279,6 +291,7 @@ impl PlayerServer {
         let chunks = if body_len == 0 { 0..0 } else { (start / cs) as u32..(end / cs) as u32 + 1 };
         let held = self.source.held(&title);
         if !chunks.clone().all(|i| held.as_ref().is_some_and(|h| h.contains(i))) {
+            self.metrics.content_misses.fetch_add(1, Relaxed);
             return self
                 .simple(
                     stream,

@@ -47,6 +47,10 @@ pub enum StoreError {
     ManifestConflict { title: TitleId },
     #[error("title {0} is not complete")]
     Incomplete(TitleId),
+    #[error(
+        "the disk quota of {quota} bytes is reached ({held} bytes held): chunk {index} of {title} not stored"
+    )]
+    QuotaExceeded { title: TitleId, index: u32, held: u64, quota: u64 },
     #[error("another chunk in the same write batch failed: {0}")]
     BatchFailed(String),
     #[error("the store's writer has stopped")]
@@ -125,6 +129,10 @@ pub struct Store {
     records: sled::Tree,
     bitmaps: sled::Tree,
     titles: Mutex<HashMap<TitleId, TitleState>>,
+    /// Bytes of held chunks the store may hold at most (`--disk-quota`).
+    quota: std::sync::atomic::AtomicU64,
+    /// Bytes of all held chunks, kept up to date with every bit set or cleared.
+    held_total: std::sync::atomic::AtomicU64,
 }
 
 /// Summary of one title in the store.
@@ -150,7 +158,15 @@ impl Store {
         let db = sled::Config::new().path(dir.join("index")).open()?;
         let records = db.open_tree("titles")?;
         let bitmaps = db.open_tree("held")?;
-        let store = Self { dir: dir.to_path_buf(), db, records, bitmaps, titles: Mutex::new(HashMap::new()) };
+        let store = Self {
+            dir: dir.to_path_buf(),
+            db,
+            records,
+            bitmaps,
+            titles: Mutex::new(HashMap::new()),
+            quota: std::sync::atomic::AtomicU64::new(u64::MAX),
+            held_total: std::sync::atomic::AtomicU64::new(0),
+        };
         store.load()?;
         Ok(store)
     }
@@ -173,6 +189,7 @@ impl Store {
             let verified = empty_bitmap(chunks)?;
             titles.insert(title, TitleState::new(record.name, record.manifest, held, verified, file));
         }
+        self.recount(&titles);
         Ok(())
     }
 
@@ -216,6 +233,24 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Limits the bytes of held chunks; chunks past it are refused with
+    /// [`StoreError::QuotaExceeded`] and what is held stays served.
+    pub fn set_quota(&self, bytes: u64) {
+        self.quota.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes of all held chunks.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Recounts the held bytes from the bitmaps (after load and whole-title changes).
+    fn recount(&self, titles: &HashMap<TitleId, TitleState>) {
+        let total =
+            titles.values().map(|s| s.held.iter().filter_map(|i| s.manifest.chunk_len(i)).sum::<u64>()).sum();
+        self.held_total.store(total, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Where a title's bytes live.
@@ -305,6 +340,7 @@ impl Store {
         // The caller built the manifest from these very bytes: they count as verified.
         let verified = held.clone();
         titles.insert(title, TitleState::new(name.to_owned(), manifest, held, verified, data));
+        self.recount(&titles);
         Ok(())
     }
 
@@ -342,6 +378,21 @@ impl Store {
     /// the whole batch, then marks them held. Returns, per chunk, whether it was newly stored.
     /// On an error no chunk of the batch is marked held.
     pub fn put_batch(&self, chunks: &[VerifiedChunk]) -> Result<Vec<bool>, StoreError> {
+        let quota = self.quota.load(std::sync::atomic::Ordering::Relaxed);
+        if quota != u64::MAX {
+            let mut held = self.held_bytes();
+            for c in chunks {
+                held += c.bytes.len() as u64;
+                if held > quota {
+                    return Err(StoreError::QuotaExceeded {
+                        title: c.title,
+                        index: c.index,
+                        held: held - c.bytes.len() as u64,
+                        quota,
+                    });
+                }
+            }
+        }
         let mut files: Vec<(TitleId, Arc<File>)> = Vec::new();
         let mut written = Vec::with_capacity(chunks.len());
         for chunk in chunks {
@@ -416,6 +467,8 @@ impl Store {
         for (title, index) in &newly {
             if let Some(state) = titles.get_mut(title) {
                 state.verified.insert(*index);
+                let len = state.manifest.chunk_len(*index).unwrap_or(0);
+                self.held_total.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
             }
         }
         Ok(newly)
@@ -459,6 +512,10 @@ impl Store {
     fn unmark(&self, title: &TitleId, index: u32) -> Result<(), StoreError> {
         let mut titles = self.lock();
         if let Some(state) = titles.get_mut(title) {
+            if state.held.contains(index) {
+                let len = state.manifest.chunk_len(index).unwrap_or(0);
+                self.held_total.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+            }
             state.held.remove(index);
             state.verified.remove(index);
             self.bitmaps.insert(title.as_bytes(), state.held.as_bytes())?;
@@ -634,6 +691,21 @@ mod tests {
     }
 
     #[test]
+    fn the_quota_refuses_chunks_past_it_and_keeps_what_is_held() {
+        let (dir, id, m, data) = setup(3 * 4096);
+        let store = Store::open(dir.path()).unwrap();
+        store.add_title(id, "t", m.clone()).unwrap();
+        store.set_quota(2 * 4096);
+        store.put_chunk(&chunk(&m, id, &data, 0)).unwrap();
+        store.put_chunk(&chunk(&m, id, &data, 1)).unwrap();
+        let err = store.put_chunk(&chunk(&m, id, &data, 2)).unwrap_err();
+        assert!(matches!(err, StoreError::QuotaExceeded { index: 2, .. }), "{err}");
+        assert!(err.to_string().contains("quota"));
+        assert_eq!(store.held(&id).unwrap().iter().collect::<Vec<_>>(), vec![0, 1]);
+        assert!(store.read_chunk(&id, 1).is_ok());
+    }
+
+    #[test]
     fn a_second_process_cannot_open_the_same_store() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
@@ -738,6 +810,8 @@ mod tests {
                 for &i in &completed {
                     prop_assert!(held.contains(i), "chunk {} was stored but is no longer held", i);
                 }
+                let counted: u64 = held.iter().map(|i| m.chunk_len(i).unwrap()).sum();
+                prop_assert_eq!(store.held_bytes(), counted);
             }
         }
     }

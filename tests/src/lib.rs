@@ -83,15 +83,20 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `fillmesh node --data DATA ARGS...` and waits (at most 30 s) for its ready line.
     pub fn start(data: &Path, args: &[&str]) -> Self {
-        Self::start_kind("node", data, args)
+        Self::start_kind("node", data, args, &[])
     }
 
     /// Starts `fillmesh tracker --data DATA ARGS...` and waits for its ready line.
     pub fn start_tracker(data: &Path, args: &[&str]) -> Self {
-        Self::start_kind("tracker", data, args)
+        Self::start_kind("tracker", data, args, &[])
     }
 
-    fn start_kind(kind: &str, data: &Path, args: &[&str]) -> Self {
+    /// [`NodeProcess::start`] with extra environment (e.g. `FILLMESH_LOG`).
+    pub fn start_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_kind("node", data, args, env)
+    }
+
+    fn start_kind(kind: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let stderr = data.with_extension("stderr.log");
         let log = File::options().create(true).append(true).open(&stderr).expect("stderr log");
         let child = fillmesh()
@@ -99,6 +104,7 @@ impl NodeProcess {
             .arg("--data")
             .arg(data)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

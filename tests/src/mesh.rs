@@ -44,8 +44,20 @@ pub fn appliance_args(i: usize, tracker: &NodeProcess) -> Vec<String> {
 
 /// Starts appliance `i` with its data in `data`.
 pub fn start_appliance(data: &Path, i: usize, tracker: &NodeProcess) -> NodeProcess {
-    let args = appliance_args(i, tracker);
-    NodeProcess::start(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    start_appliance_with(data, i, tracker, &[], &[])
+}
+
+/// Starts appliance `i` with extra flags and environment.
+pub fn start_appliance_with(
+    data: &Path,
+    i: usize,
+    tracker: &NodeProcess,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> NodeProcess {
+    let mut args = appliance_args(i, tracker);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    NodeProcess::start_env(data, &args.iter().map(String::as_str).collect::<Vec<_>>(), env)
 }
 
 impl Mesh {
@@ -148,6 +160,19 @@ impl Mesh {
             let file = data.join("data").join(format!("{}.data", self.title));
             assert_eq!(file_id(&file), self.title, "{}", data.display());
         }
+    }
+
+    /// Seeds another file through the origin; returns its title id.
+    pub fn seed(&self, file: &Path) -> String {
+        let url = format!("http://{}", self.origin.http.as_deref().expect("origin http"));
+        let out = fillmesh().arg("seed").arg(file).args(["--origin", &url]).output().expect("run seed");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// One appliance's entry in the tracker's status.
+    pub fn appliance_status(&self, peer: &str) -> Option<Value> {
+        status(&self.tracker)?["appliances"].as_array()?.iter().find(|a| a["peer_id"] == peer).cloned()
     }
 
     /// The tracker's HTTP URL.

@@ -128,7 +128,7 @@ fn a_player_rejects_a_lying_appliance_and_fails_over() {
         async {
             let _ = stopped.await;
         },
-        |store| Arc::new(LyingToPlayers(store)),
+        |store| daemon::Sources { mesh: store.clone(), players: Arc::new(LyingToPlayers(store)) },
     ));
     mesh.wait_complete_count(3, Duration::from_secs(120));
     let steering = mesh.steer("127.0.50.9");
