@@ -38,6 +38,65 @@ fn garbage<M: Message + Debug>(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Cases per property: 256 in CI; `FILLMESH_FUZZ_CASES=1000000` turns the decoder properties
+/// into a long fuzzing run (see the README).
+fn fuzz_cases() -> u32 {
+    std::env::var("FILLMESH_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+}
+
+/// Mutates a valid frame: flips bytes, truncates or extends it, rewrites its length prefix.
+fn mutate(mut bytes: Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+    for (at, op, value) in edits {
+        let i = at.index(bytes.len().max(1));
+        match op % 4 {
+            0 if i < bytes.len() => bytes[i] ^= value | 1,
+            1 => bytes.truncate(i),
+            2 => bytes.insert(i.min(bytes.len()), *value),
+            _ if bytes.len() >= PREFIX_LEN => {
+                let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                let len = len.wrapping_add(u32::from(*value)).wrapping_sub(128);
+                bytes[..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+            }
+            _ => {}
+        }
+    }
+    bytes
+}
+
+fn edits() -> impl Strategy<Value = Vec<(prop::sample::Index, u8, u8)>> {
+    proptest::collection::vec(any::<(prop::sample::Index, u8, u8)>(), 1..8)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+
+    #[test]
+    fn mutated_mesh_requests_never_panic(msg in mesh_request(), e in edits()) {
+        garbage::<MeshRequest>(&mutate(frame::encode(&msg).unwrap(), &e))?;
+    }
+    #[test]
+    fn mutated_mesh_responses_never_panic(msg in mesh_response(), e in edits()) {
+        garbage::<MeshResponse>(&mutate(frame::encode(&msg).unwrap(), &e))?;
+    }
+    #[test]
+    fn mutated_tracker_requests_never_panic(msg in tracker_request(), e in edits()) {
+        garbage::<TrackerRequest>(&mutate(frame::encode(&msg).unwrap(), &e))?;
+    }
+    #[test]
+    fn mutated_tracker_responses_never_panic(msg in tracker_response(), e in edits()) {
+        garbage::<TrackerResponse>(&mutate(frame::encode(&msg).unwrap(), &e))?;
+    }
+    #[test]
+    fn arbitrary_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        garbage::<MeshRequest>(&bytes)?;
+        garbage::<MeshResponse>(&bytes)?;
+        garbage::<TrackerRequest>(&bytes)?;
+        garbage::<TrackerResponse>(&bytes)?;
+        let _ = postcard::from_bytes::<Manifest>(&bytes);
+        let _ = postcard::from_bytes::<ChunkBitmap>(&bytes);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -49,25 +108,6 @@ proptest! {
     fn tracker_requests_round_trip(msg in tracker_request()) { round_trip(&msg)?; }
     #[test]
     fn tracker_responses_round_trip(msg in tracker_response()) { round_trip(&msg)?; }
-
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-        garbage::<MeshRequest>(&bytes)?;
-        garbage::<MeshResponse>(&bytes)?;
-        garbage::<TrackerRequest>(&bytes)?;
-        garbage::<TrackerResponse>(&bytes)?;
-    }
-
-    #[test]
-    fn mutated_frames_never_panic(msg in tracker_request(), flips in proptest::collection::vec(any::<(prop::sample::Index, u8)>(), 1..8)) {
-        let mut bytes = frame::encode(&msg).unwrap();
-        for (at, xor) in flips {
-            let i = at.index(bytes.len());
-            bytes[i] ^= xor;
-        }
-        let _ = decode_frame::<TrackerRequest>(&bytes);
-        let _ = decode_body::<TrackerRequest>(&bytes[PREFIX_LEN..]);
-    }
 
     #[test]
     fn oversized_prefixes_are_refused_before_the_body(len in any::<u32>()) {
