@@ -175,6 +175,24 @@ impl Mesh {
         status(&self.tracker)?["appliances"].as_array()?.iter().find(|a| a["peer_id"] == peer).cloned()
     }
 
+    /// Runs `fillmesh play` of the mesh's title as a client at `client_ip`, writing `out`.
+    pub fn play(&self, client_ip: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+        fillmesh()
+            .args([
+                "play",
+                &self.title,
+                "--tracker-http",
+                &self.tracker_url(),
+                "--client-ip",
+                client_ip,
+                "--out",
+            ])
+            .arg(out)
+            .args(extra)
+            .output()
+            .expect("run fillmesh play")
+    }
+
     /// The tracker's HTTP URL.
     pub fn tracker_url(&self) -> String {
         format!("http://{}", self.tracker.http.as_deref().expect("tracker http"))

@@ -7,52 +7,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use fillmesh_node::serve::{ChunkSource, ServeLimits, Server, Trust};
-use fillmesh_node::store::{Store, StoreError};
+use fillmesh_node::serve::{ServeLimits, Server, Trust};
+use fillmesh_node::store::Store;
 use fillmesh_node::tls::TlsIdentity;
 use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
 use fillmesh_protocol::messages::Role;
-use fillmesh_protocol::{ChunkBitmap, ChunkSize, Manifest, TitleId};
+use fillmesh_protocol::{ChunkSize, Manifest, TitleId};
+use fillmesh_tests::doubles::{Lie, Lying};
 use fillmesh_tests::{file_id, fillmesh, print_id, test_bytes, NodeProcess};
-
-#[derive(Debug, Clone, Copy)]
-enum Lie {
-    /// Flip a bit in every chunk it serves.
-    Chunks,
-    /// Hand out a manifest with one chaining value altered.
-    Manifest,
-}
-
-struct Liar {
-    store: Store,
-    lie: Lie,
-}
-
-impl ChunkSource for Liar {
-    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>> {
-        let real = self.store.manifest(title)?;
-        match self.lie {
-            Lie::Chunks => Some(real),
-            Lie::Manifest => {
-                let mut cvs = real.chaining_values().to_vec();
-                cvs[0][0] ^= 1;
-                Some(Arc::new(Manifest::new(real.len(), real.chunk_size(), cvs).unwrap()))
-            }
-        }
-    }
-    fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
-        self.store.held(title)
-    }
-    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
-        let mut bytes = self.store.read_chunk(title, index)?.to_vec();
-        if let Lie::Chunks = self.lie {
-            let at = bytes.len() / 2;
-            bytes[at] ^= 0x40;
-        }
-        Ok(Bytes::from(bytes))
-    }
-}
 
 /// Starts a lying node holding the whole title, trusting `fetcher`. Returns its address and id.
 fn start_liar(
@@ -75,8 +37,13 @@ fn start_liar(
         MeshEndpoint::bind("127.0.0.1:0".parse().unwrap(), tls, TransportLimits::default()).unwrap();
     let addr = endpoint.local_addr().unwrap().to_string();
     let trust = Trust::new([fetcher.parse().unwrap()]);
-    let server =
-        Server::new(Arc::new(Liar { store, lie }), trust, ServeLimits::default(), None, Role::Appliance);
+    let server = Server::new(
+        Lying::source(Arc::new(store), lie),
+        trust,
+        ServeLimits::default(),
+        None,
+        Role::Appliance,
+    );
     rt.spawn(server.run(endpoint));
     (addr, peer)
 }
@@ -104,7 +71,7 @@ fn a_lying_peer_is_caught_and_the_fetch_completes_from_the_honest_one() {
     let title: TitleId = id.parse().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
-    for (n, lie) in [Lie::Chunks, Lie::Manifest].into_iter().enumerate() {
+    for (n, lie) in [Lie::ChunkBit, Lie::Manifest].into_iter().enumerate() {
         let fetcher = dir.path().join(format!("fetcher-{n}"));
         let fetcher_id = print_id(&fetcher);
         let origin = NodeProcess::start(

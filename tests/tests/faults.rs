@@ -4,22 +4,21 @@
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fillmesh_node::daemon::{self, NodeConfig, Sources};
-use fillmesh_node::serve::{ChunkSource, ServeLimits};
-use fillmesh_node::store::{Store, StoreError};
+use fillmesh_node::serve::ServeLimits;
+use fillmesh_node::store::Store;
 use fillmesh_node::tls::TlsIdentity;
 use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
 use fillmesh_protocol::frame;
 use fillmesh_protocol::messages::{
     MeshRequest, MeshResponse, Registration, Role, TrackerRequest, TrackerResponse,
 };
-use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+use fillmesh_protocol::TitleId;
+use fillmesh_tests::doubles::{Lie, Lying};
 use fillmesh_tests::mesh::{start_appliance_with, status, Mesh};
-use fillmesh_tests::{file_id, fillmesh, test_bytes, wait_for};
+use fillmesh_tests::{file_id, test_bytes, wait_for};
 
 const TITLE_LEN: usize = (24 << 20) + 4321;
 
@@ -66,24 +65,6 @@ fn an_appliance_killed_mid_fill_resumes_without_refetching_and_the_others_comple
     assert_eq!(held_before.len() + fetched.len(), chunks, "held {held_before:?}, fetched {fetched:?}");
 }
 
-/// Flips a bit in every chunk it serves to anyone.
-struct Liar(Arc<Store>);
-
-impl ChunkSource for Liar {
-    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>> {
-        self.0.manifest(title)
-    }
-    fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
-        self.0.held(title)
-    }
-    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
-        let mut bytes = self.0.read_chunk(title, index)?.to_vec();
-        let at = bytes.len() - 1;
-        bytes[at] ^= 0x80;
-        Ok(Bytes::from(bytes))
-    }
-}
-
 fn spare_node(mesh: &Mesh, n: usize, listen: &str, prefix: &str) -> NodeConfig {
     NodeConfig {
         data: mesh.spare[n].clone(),
@@ -114,7 +95,7 @@ fn a_lying_appliance_is_reported_excluded_and_harms_no_one() {
             let _ = stopped.await;
         },
         |store| {
-            let liar: Arc<dyn ChunkSource> = Arc::new(Liar(store));
+            let liar = Lying::source(store, Lie::ChunkBit);
             Sources { mesh: liar.clone(), players: liar }
         },
     ));
@@ -129,19 +110,7 @@ fn a_lying_appliance_is_reported_excluded_and_harms_no_one() {
     assert!(steering["targets"].as_array().unwrap().iter().all(|t| t["site"] != "liars"), "{steering}");
     // And a player in its prefix gets the right bytes from someone else.
     let out_file = mesh.dir.path().join("played.bin");
-    let out = fillmesh()
-        .args([
-            "play",
-            &mesh.title,
-            "--tracker-http",
-            &mesh.tracker_url(),
-            "--client-ip",
-            "127.0.60.5",
-            "--out",
-        ])
-        .arg(&out_file)
-        .output()
-        .unwrap();
+    let out = mesh.play("127.0.60.5", &out_file, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(file_id(&out_file), mesh.title);
     let _ = stop.send(());
@@ -273,19 +242,7 @@ print(" ".join(map(str, codes)))
     let after = status(&mesh.tracker).unwrap();
     assert_eq!(before["titles"], after["titles"]);
     let out_file = mesh.dir.path().join("played.bin");
-    let out = fillmesh()
-        .args([
-            "play",
-            &mesh.title,
-            "--tracker-http",
-            &mesh.tracker_url(),
-            "--client-ip",
-            "127.0.11.1",
-            "--out",
-        ])
-        .arg(&out_file)
-        .output()
-        .unwrap();
+    let out = mesh.play("127.0.11.1", &out_file, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(file_id(&out_file), mesh.title);
     let store_dir = mesh.appliances[0].0.clone();
@@ -331,19 +288,7 @@ fn a_full_disk_stops_the_fill_and_the_appliance_keeps_serving_what_it_holds() {
     assert!(small.log().contains("no more filling, serving what is held"), "{}", small.log());
     // The first title still plays from it (client in its prefix: appliance 2 serves 127.0.12.0/24).
     let out_file = mesh.dir.path().join("played.mp4");
-    let out = fillmesh()
-        .args([
-            "play",
-            &mesh.title,
-            "--tracker-http",
-            &mesh.tracker_url(),
-            "--client-ip",
-            "127.0.12.3",
-            "--out",
-        ])
-        .arg(&out_file)
-        .output()
-        .unwrap();
+    let out = mesh.play("127.0.12.3", &out_file, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("served by {}", small.peer)), "{stdout}");

@@ -3,27 +3,19 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fillmesh_node::daemon::{self, NodeConfig};
-use fillmesh_node::serve::{ChunkSource, ServeLimits};
-use fillmesh_node::store::{Store, StoreError};
+use fillmesh_node::serve::ServeLimits;
 use fillmesh_node::transport::TransportLimits;
-use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+use fillmesh_tests::doubles::{Lie, Lying};
 use fillmesh_tests::mesh::Mesh;
 use fillmesh_tests::{file_id, fillmesh, wait_for};
 
 const TITLE_LEN: usize = (24 << 20) + 777;
 
 fn play(mesh: &Mesh, client_ip: &str, out: &std::path::Path, extra: &[&str]) -> Output {
-    fillmesh()
-        .args(["play", &mesh.title, "--tracker-http", &mesh.tracker_url(), "--client-ip", client_ip, "--out"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
+    mesh.play(client_ip, out, extra)
 }
 
 fn served_by(stdout: &str) -> String {
@@ -83,25 +75,6 @@ fn killing_the_serving_appliance_mid_stream_fails_over_to_another() {
     assert_eq!(file_id(&out_file), mesh.title);
 }
 
-/// Serves players corrupted bytes (one bit flipped in every chunk); the mesh gets the truth,
-/// so the appliance fills and is steered to like any other.
-struct LyingToPlayers(Arc<Store>);
-
-impl ChunkSource for LyingToPlayers {
-    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>> {
-        self.0.manifest(title)
-    }
-    fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
-        self.0.held(title)
-    }
-    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
-        let mut bytes = self.0.read_chunk(title, index)?.to_vec();
-        let at = bytes.len() / 3;
-        bytes[at] ^= 0x01;
-        Ok(Bytes::from(bytes))
-    }
-}
-
 #[test]
 fn a_player_rejects_a_lying_appliance_and_fails_over() {
     let mesh = Mesh::start_with_spares("mesh", "64MB", 2, TITLE_LEN, 1);
@@ -128,7 +101,8 @@ fn a_player_rejects_a_lying_appliance_and_fails_over() {
         async {
             let _ = stopped.await;
         },
-        |store| daemon::Sources { mesh: store.clone(), players: Arc::new(LyingToPlayers(store)) },
+        // Honest to the mesh (so it fills and is steered to), lying to players.
+        |store| daemon::Sources { mesh: store.clone(), players: Lying::source(store, Lie::ChunkBit) },
     ));
     mesh.wait_complete_count(3, Duration::from_secs(120));
     let steering = mesh.steer("127.0.50.9");
