@@ -155,7 +155,9 @@ impl Store {
     /// were set. Fails clearly if another process has it open.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir.join("data")).map_err(|e| StoreError::io(dir.display().to_string(), e))?;
-        let db = sled::Config::new().path(dir.join("index")).open()?;
+        // No background flusher: every change is flushed explicitly where durability matters,
+        // and without the thread the lock is released the moment the store is dropped.
+        let db = sled::Config::new().path(dir.join("index")).flush_every_ms(None).open()?;
         let records = db.open_tree("titles")?;
         let bitmaps = db.open_tree("held")?;
         let store = Self {
@@ -620,6 +622,20 @@ mod tests {
     use fillmesh_protocol::ChunkSize;
     use proptest::prelude::*;
 
+    /// Opens the store, waiting out sled's background threads of a store just dropped in this
+    /// process (they release the lock moments after the drop; a new process never waits).
+    fn reopen(dir: &Path) -> Store {
+        for _ in 0..200 {
+            match Store::open(dir) {
+                Err(StoreError::Index(e)) if e.to_string().contains("lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the store stayed locked for 2 s after it was dropped");
+    }
+
     fn title_bytes(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
@@ -641,13 +657,13 @@ mod tests {
     fn chunks_survive_reopen_and_read_back_verified() {
         let (dir, id, m, data) = setup(3 * 4096 + 100);
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = reopen(dir.path());
             store.add_title(id, "t", m.clone()).unwrap();
             assert!(store.put_chunk(&chunk(&m, id, &data, 3)).unwrap());
             assert!(!store.put_chunk(&chunk(&m, id, &data, 3)).unwrap());
             assert!(matches!(store.read_chunk(&id, 0), Err(StoreError::NotHeld { .. })));
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.held(&id).unwrap().iter().collect::<Vec<_>>(), vec![3]);
         assert_eq!(&store.read_chunk(&id, 3).unwrap()[..], &data[3 * 4096..]);
         for i in 0..3 {
@@ -661,7 +677,7 @@ mod tests {
     #[test]
     fn a_bad_manifest_or_unverified_chunk_is_refused() {
         let (dir, id, m, data) = setup(2 * 4096);
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert!(matches!(
             store.add_title(TitleId::of(b"other"), "t", m.clone()),
             Err(StoreError::BadManifest { .. })
@@ -675,25 +691,25 @@ mod tests {
     #[test]
     fn damage_while_down_is_caught_on_first_read_and_the_chunk_dropped() {
         let (dir, id, m, data) = setup(2 * 4096);
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         store.add_title(id, "t", m.clone()).unwrap();
         store.put_chunk(&chunk(&m, id, &data, 1)).unwrap();
         drop(store);
         let f =
             OpenOptions::new().write(true).open(dir.path().join("data").join(format!("{id}.data"))).unwrap();
         f.write_all_at(&[0xAA], 4096 + 10).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert!(store.held(&id).unwrap().contains(1));
         assert!(matches!(store.read_chunk(&id, 1), Err(StoreError::CorruptOnDisk { .. })));
         assert!(!store.held(&id).unwrap().contains(1));
         drop(store);
-        assert!(!Store::open(dir.path()).unwrap().held(&id).unwrap().contains(1));
+        assert!(!reopen(dir.path()).held(&id).unwrap().contains(1));
     }
 
     #[test]
     fn the_quota_refuses_chunks_past_it_and_keeps_what_is_held() {
         let (dir, id, m, data) = setup(3 * 4096);
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         store.add_title(id, "t", m.clone()).unwrap();
         store.set_quota(2 * 4096);
         store.put_chunk(&chunk(&m, id, &data, 0)).unwrap();
@@ -708,7 +724,7 @@ mod tests {
     #[test]
     fn a_second_process_cannot_open_the_same_store() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path()).unwrap();
+        let _first = reopen(dir.path());
         // sled locks its files per process; within one process a second open is refused too.
         assert!(Store::open(dir.path()).is_err());
     }
@@ -755,7 +771,7 @@ mod tests {
         #[test]
         fn held_chunks_are_always_verified_on_disk(ops in proptest::collection::vec(op(6), 1..40)) {
             let (dir, id, m, data) = setup(5 * 4096 + 777);
-            let mut store = Store::open(dir.path()).unwrap();
+            let mut store = reopen(dir.path());
             store.add_title(id, "t", m.clone()).unwrap();
             let mut completed = std::collections::BTreeSet::new();
             for op in ops {
@@ -793,11 +809,11 @@ mod tests {
                         }
                         // The process dies here: the store is dropped without a flush.
                         drop(store);
-                        store = Store::open(dir.path()).unwrap();
+                        store = reopen(dir.path());
                     }
                     Op::Reopen => {
                         drop(store);
-                        store = Store::open(dir.path()).unwrap();
+                        store = reopen(dir.path());
                     }
                 }
                 let held = store.held(&id).unwrap();

@@ -99,6 +99,7 @@ pub async fn run(
     let peer = tls.peer_id();
     let db = sled::Config::new()
         .path(config.data.join("tracker-index"))
+        .flush_every_ms(None)
         .open()
         .with_context(|| format!("opening the tracker's index in {}", config.data.display()))?;
     let catalog = db.open_tree("catalog")?;
