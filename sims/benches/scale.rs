@@ -20,11 +20,19 @@ fn vm_hwm() -> String {
 
 fn main() {
     let n = std::env::var("FILLMESH_SCALE_APPLIANCES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let sc = Scenario { appliances: n, title_bytes: 10 << 30, chunk_bytes: 16 << 20, ..Scenario::default() };
+    let batch = std::env::var("FILLMESH_SCALE_PLAN_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let sc = Scenario {
+        appliances: n,
+        title_bytes: 10 << 30,
+        chunk_bytes: 16 << 20,
+        // Busy appliances plan once half their fetch slots are free: a quarter of the plans.
+        plan_batch: batch,
+        ..Scenario::default()
+    };
     sc.validate().unwrap();
     let b = bounds::compute(&sc, &sim::place(&sc));
     println!(
-        "scale: {n} appliances, 10 GiB title, 16 MiB chunks ({} chunks), {} chunk transfers",
+        "scale: {n} appliances, 10 GiB title, 16 MiB chunks ({} chunks), {} chunk transfers, plan batch {batch}",
         sc.chunks(),
         sc.chunks() * n as u64
     );

@@ -60,8 +60,14 @@ pub struct Scenario {
     /// Chunk fetches an appliance keeps in flight (origin and tiered strategies; fillmesh
     /// uses the tracker's `max_inflight_per_appliance`, which is set to the same value).
     pub max_inflight: usize,
-    /// How long a fillmesh appliance whose plan came up short waits before asking again.
+    /// How long a fillmesh appliance whose plan came up short waits before asking again
+    /// (unless a completion elsewhere wakes it first: see `wake_per_completion`).
     pub replan_s: f64,
+    /// Fillmesh: appliances whose plan came up short wait in a queue; each completed chunk
+    /// wakes this many of them to plan again (a source slot and a new holder just appeared).
+    pub wake_per_completion: usize,
+    /// Fillmesh: a busy appliance plans again only once this many fetch slots are free.
+    pub plan_batch: usize,
     /// Requests the origin serves at once in the origin and tiered strategies (more wait in
     /// a queue). Tiered masters serve the tracker's slot count for their upload.
     pub origin_slots: u32,
@@ -86,7 +92,9 @@ impl Default for Scenario {
             region_uplink_bps: None,
             latency_s: [0.0005, 0.005, 0.04, 0.04],
             max_inflight: 8,
-            replan_s: 0.01,
+            replan_s: 0.25,
+            wake_per_completion: 2,
+            plan_batch: 1,
             origin_slots: 64,
             publish_at_s: 0.0,
             failures: Vec::new(),
@@ -125,6 +133,7 @@ impl Scenario {
         }
         ensure!(self.max_inflight >= 1, "max_inflight must be at least 1");
         ensure!(self.replan_s > 0.0, "replan must be positive");
+        ensure!(self.plan_batch >= 1, "plan_batch must be at least 1");
         ensure!(self.origin_slots >= 1, "origin_slots must be at least 1");
         for f in &self.failures {
             ensure!(f.ids.iter().all(|&i| i < self.appliances), "failure names an appliance past the fleet");
@@ -158,6 +167,8 @@ struct File {
     region_uplink: Option<String>,
     max_inflight: Option<usize>,
     replan_s: Option<f64>,
+    wake_per_completion: Option<usize>,
+    plan_batch: Option<usize>,
     origin_slots: Option<u32>,
     publish_at_s: Option<f64>,
     seed: Option<u64>,
@@ -246,6 +257,12 @@ impl File {
         }
         if let Some(v) = self.replan_s {
             s.replan_s = v;
+        }
+        if let Some(v) = self.wake_per_completion {
+            s.wake_per_completion = v;
+        }
+        if let Some(v) = self.plan_batch {
+            s.plan_batch = v;
         }
         if let Some(v) = self.origin_slots {
             s.origin_slots = v;

@@ -109,6 +109,7 @@ struct Node {
     inflight: u32,
     complete_at: Option<u64>,
     retry_pending: bool,
+    hungry: bool,
     /// Fetches cut off by this node's own failure, reported to the tracker on recovery.
     lost: Vec<(u32, u32)>,
     players: u32,
@@ -226,6 +227,8 @@ struct Sim<'a> {
     region_out: Option<Vec<ResId>>,
     region_in: Option<Vec<ResId>>,
     tracker: Option<Tracker>,
+    /// Fillmesh appliances whose last plan came up short, oldest first.
+    hungry: VecDeque<u32>,
     title: TitleId,
     ids: Vec<NodeId>,
     regs: Vec<Registration>,
@@ -311,6 +314,7 @@ impl<'a> Sim<'a> {
                 inflight: 0,
                 complete_at: None,
                 retry_pending: false,
+                hungry: false,
                 lost: Vec::new(),
                 players: 0,
             });
@@ -396,6 +400,7 @@ impl<'a> Sim<'a> {
             region_out,
             region_in,
             tracker,
+            hungry: VecDeque::new(),
             title: TitleId::from_bytes(title_bytes),
             ids,
             regs,
@@ -628,8 +633,10 @@ impl<'a> Sim<'a> {
 
     /// Fillmesh: ask the tracker's planner for as many assignments as there are free slots.
     fn want_plan(&mut self, n: u32) {
-        let free = (self.sc.max_inflight as u32).saturating_sub(self.nodes[n as usize].inflight);
-        if free == 0 {
+        let inflight = self.nodes[n as usize].inflight;
+        let free = (self.sc.max_inflight as u32).saturating_sub(inflight);
+        let batch = self.sc.plan_batch.min(self.sc.max_inflight) as u32;
+        if free == 0 || (inflight > 0 && free < batch) {
             return;
         }
         let now = self.ms();
@@ -644,6 +651,10 @@ impl<'a> Sim<'a> {
             let src = a.sources.first().and_then(|s| node_index(&s.node)).unwrap_or(0);
             self.nodes[n as usize].requested.insert(a.chunk);
             self.request(n, src, a.chunk);
+        }
+        if got < free && !self.nodes[n as usize].hungry {
+            self.nodes[n as usize].hungry = true;
+            self.hungry.push_back(n);
         }
         if got < free && !self.nodes[n as usize].retry_pending {
             self.nodes[n as usize].retry_pending = true;
@@ -781,6 +792,7 @@ impl<'a> Sim<'a> {
                 self.nodes[dst as usize].inflight -= 1;
                 self.bytes[self.class(src, dst) as usize] += bytes as u64;
                 self.got_chunk(dst, src, chunk);
+                self.wake(self.sc.wake_per_completion);
             }
         }
     }
@@ -791,6 +803,15 @@ impl<'a> Sim<'a> {
         }
         self.nodes[src as usize].busy -= 1;
         self.release_queue(src);
+    }
+
+    /// Lets up to `k` hungry appliances plan again.
+    fn wake(&mut self, k: usize) {
+        for _ in 0..k {
+            let Some(n) = self.hungry.pop_front() else { return };
+            self.nodes[n as usize].hungry = false;
+            self.want(n);
+        }
     }
 
     fn got_chunk(&mut self, n: u32, src: u32, c: u32) {

@@ -215,3 +215,12 @@ fn reports_render() {
     assert!(svg.starts_with("<svg") && svg.contains("bound") && svg.matches("<polyline").count() == 3);
     assert!(r.table().contains("fillmesh"));
 }
+
+#[test]
+fn the_example_scenarios_parse_and_validate() {
+    for name in ["heterogeneous.toml", "events.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
+        let sc = Scenario::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        sc.validate().unwrap();
+    }
+}
