@@ -193,6 +193,30 @@ impl Mesh {
             .expect("run fillmesh play")
     }
 
+    /// The configuration of an in-process appliance with spare identity `n`, in site `liars`
+    /// of region r0, listening on `listen`, serving `prefix`, under this mesh's tracker.
+    pub fn spare_node(&self, n: usize, listen: &str, prefix: &str) -> fillmesh_node::daemon::NodeConfig {
+        fillmesh_node::daemon::NodeConfig {
+            data: self.spare[n].clone(),
+            listen: listen.parse().expect("listen address"),
+            origin: false,
+            http: None,
+            trust: Vec::new(),
+            upload_rate: None,
+            serve: Default::default(),
+            transport: Default::default(),
+            player_cert: None,
+            tracker: Some((
+                self.tracker.mesh.parse().expect("tracker address"),
+                self.tracker.peer.parse().expect("tracker id"),
+            )),
+            site: "liars".into(),
+            region: "r0".into(),
+            prefixes: vec![prefix.parse().expect("prefix")],
+            disk_bytes: 1 << 40,
+        }
+    }
+
     /// The tracker's HTTP URL.
     pub fn tracker_url(&self) -> String {
         format!("http://{}", self.tracker.http.as_deref().expect("tracker http"))

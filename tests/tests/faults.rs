@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use fillmesh_node::daemon::{self, NodeConfig, Sources};
-use fillmesh_node::serve::ServeLimits;
+use fillmesh_node::daemon::{self, Sources};
 use fillmesh_node::store::Store;
 use fillmesh_node::tls::TlsIdentity;
 use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
@@ -65,32 +64,13 @@ fn an_appliance_killed_mid_fill_resumes_without_refetching_and_the_others_comple
     assert_eq!(held_before.len() + fetched.len(), chunks, "held {held_before:?}, fetched {fetched:?}");
 }
 
-fn spare_node(mesh: &Mesh, n: usize, listen: &str, prefix: &str) -> NodeConfig {
-    NodeConfig {
-        data: mesh.spare[n].clone(),
-        listen: listen.parse().unwrap(),
-        origin: false,
-        http: None,
-        trust: Vec::new(),
-        upload_rate: None,
-        serve: ServeLimits::default(),
-        transport: TransportLimits::default(),
-        player_cert: None,
-        tracker: Some((mesh.tracker.mesh.parse().unwrap(), mesh.tracker.peer.parse().unwrap())),
-        site: "liars".into(),
-        region: "r0".into(),
-        prefixes: vec![prefix.parse().unwrap()],
-        disk_bytes: 1 << 40,
-    }
-}
-
 #[test]
 fn a_lying_appliance_is_reported_excluded_and_harms_no_one() {
     let mesh = Mesh::start_with_spares("mesh", "4MB", 3, TITLE_LEN, 1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let liar = rt.spawn(daemon::run_with(
-        spare_node(&mesh, 0, "127.0.0.60:0", "127.0.60.0/24"),
+        mesh.spare_node(0, "127.0.0.60:0", "127.0.60.0/24"),
         async {
             let _ = stopped.await;
         },

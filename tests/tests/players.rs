@@ -5,9 +5,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use fillmesh_node::daemon::{self, NodeConfig};
-use fillmesh_node::serve::ServeLimits;
-use fillmesh_node::transport::TransportLimits;
+use fillmesh_node::daemon::{self};
 use fillmesh_tests::doubles::{Lie, Lying};
 use fillmesh_tests::mesh::Mesh;
 use fillmesh_tests::{file_id, fillmesh, wait_for};
@@ -79,22 +77,7 @@ fn killing_the_serving_appliance_mid_stream_fails_over_to_another() {
 fn a_player_rejects_a_lying_appliance_and_fails_over() {
     let mesh = Mesh::start_with_spares("mesh", "64MB", 2, TITLE_LEN, 1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let config = NodeConfig {
-        data: mesh.spare[0].clone(),
-        listen: "127.0.0.50:0".parse().unwrap(),
-        origin: false,
-        http: None,
-        trust: Vec::new(),
-        upload_rate: None,
-        serve: ServeLimits::default(),
-        transport: TransportLimits::default(),
-        player_cert: None,
-        tracker: Some((mesh.tracker.mesh.parse().unwrap(), mesh.tracker.peer.parse().unwrap())),
-        site: "liars".into(),
-        region: "r0".into(),
-        prefixes: vec!["127.0.50.0/24".parse().unwrap()],
-        disk_bytes: 1 << 40,
-    };
+    let config = mesh.spare_node(0, "127.0.0.50:0", "127.0.50.0/24");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let liar = rt.spawn(daemon::run_with(
         config,
