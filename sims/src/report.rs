@@ -208,9 +208,33 @@ impl Report {
                 xmax = xmax.max(last);
             }
         }
-        let xmax = nice(xmax * 1.05);
+        // A logarithmic time axis when the strategies differ by orders of magnitude.
+        let log = xmax > 20.0 * self.bounds.bound_s && self.bounds.bound_s > 0.0;
+        let xmin = if log { 10f64.powf((self.bounds.bound_s / 2.0).log10().floor()) } else { 0.0 };
+        let xmax = if log { 10f64.powf((xmax * 1.05).log10().ceil()) } else { nice(xmax * 1.05) };
         let n = self.appliances.max(1) as f64;
-        let x = |t: f64| left + pw * t / xmax;
+        let x = |t: f64| {
+            if log {
+                left + pw * (t.max(xmin) / xmin).ln() / (xmax / xmin).ln()
+            } else {
+                left + pw * t / xmax
+            }
+        };
+        let ticks: Vec<f64> = if log {
+            let mut v = Vec::new();
+            let mut d = xmin;
+            while d <= xmax * 1.0001 {
+                for m in [1.0, 2.0, 5.0] {
+                    if m * d <= xmax * 1.0001 {
+                        v.push(m * d);
+                    }
+                }
+                d *= 10.0;
+            }
+            v
+        } else {
+            (0..=5).map(|k| xmax * k as f64 / 5.0).collect()
+        };
         let y = |f: f64| top + ph * (1.0 - f);
         let mut s = String::new();
         let _ = writeln!(
@@ -226,8 +250,7 @@ impl Report {
             crate::units::fmt_size(self.title_bytes),
             crate::units::fmt_size(self.chunk_bytes)
         );
-        for k in 0..=5 {
-            let t = xmax * k as f64 / 5.0;
+        for &t in &ticks {
             let _ = writeln!(
                 s,
                 r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#ddd"/><text x="{0:.1}" y="{3}" text-anchor="middle">{4}</text>"##,
@@ -237,6 +260,8 @@ impl Report {
                 top + ph + 18.0,
                 trim(t)
             );
+        }
+        for k in 0..=5 {
             let f = k as f64 / 5.0;
             let _ = writeln!(
                 s,
@@ -255,9 +280,10 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">seconds after publishing</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">seconds after publishing{}</text>"#,
             left + pw / 2.0,
-            h - 18.0
+            h - 18.0,
+            if log { " (logarithmic)" } else { "" }
         );
         let _ = writeln!(
             s,
@@ -275,7 +301,7 @@ impl Report {
         );
         for (i, (name, c)) in self.curves.iter().enumerate() {
             let color = color(name);
-            let mut pts = format!("{:.1},{:.1}", x(0.0), y(0.0));
+            let mut pts = format!("{:.1},{:.1}", x(c.first().copied().unwrap_or(0.0)), y(0.0));
             let step = (c.len() / 600).max(1);
             let mut k = 0;
             while k < c.len() {
