@@ -832,6 +832,12 @@ impl<'a> Sim<'a> {
             self.completion.push(self.now.saturating_sub(self.publish_ns));
             self.completed += 1;
         }
+        self.news(n);
+    }
+
+    /// `n` has something new (a chunk, or it recovered): under `tiered`, the children waiting
+    /// on it as their region's master ask again; then `n` itself asks for more work.
+    fn news(&mut self, n: u32) {
         if self.strategy == Strategy::Tiered {
             let region = self.nodes[n as usize].region as usize;
             if self.masters[region] == n {
@@ -962,16 +968,7 @@ impl<'a> Sim<'a> {
             }
         }
         self.nodes[n as usize].lost.clear();
-        if self.strategy == Strategy::Tiered {
-            let region = self.nodes[n as usize].region as usize;
-            if self.masters[region] == n {
-                let waiting = std::mem::take(&mut self.waiting[region]);
-                for w in waiting {
-                    self.want(w);
-                }
-            }
-        }
-        self.want(n);
+        self.news(n);
     }
 
     /// A flash crowd: players in random sites, each steered to an appliance holding the title
