@@ -405,7 +405,7 @@ pub(crate) async fn request_chunk(
             // The length comes from our manifest, never from the peer's header. Pieces are
             // appended as quinn hands them over: no zero-filled buffer to overwrite.
             let expected = expected as usize;
-            let mut buf = BytesMut::with_capacity(expected);
+            let mut buf = crate::datafile::chunk_buffer(expected);
             while buf.len() < expected {
                 match recv.read_chunk(expected - buf.len(), true).await {
                     Ok(Some(piece)) => buf.extend_from_slice(&piece.bytes),

@@ -3,6 +3,7 @@
 //! line worth testing on their own.
 
 pub mod daemon;
+pub mod datafile;
 pub mod demo;
 pub mod fetch;
 pub mod id;

@@ -16,10 +16,10 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::datafile::DataFile;
 use bytes::Bytes;
 use fillmesh_protocol::{BitmapError, ChunkBitmap, Manifest, TitleId, VerifyError};
 use serde::{Deserialize, Serialize};
@@ -111,11 +111,17 @@ struct TitleState {
     held: ChunkBitmap,
     /// Held chunks whose bytes this process has verified (not persisted: a restart re-checks).
     verified: ChunkBitmap,
-    file: Arc<File>,
+    file: Arc<DataFile>,
 }
 
 impl TitleState {
-    fn new(name: String, manifest: Manifest, held: ChunkBitmap, verified: ChunkBitmap, file: File) -> Self {
+    fn new(
+        name: String,
+        manifest: Manifest,
+        held: ChunkBitmap,
+        verified: ChunkBitmap,
+        file: DataFile,
+    ) -> Self {
         Self { name, manifest: Arc::new(manifest), held, verified, file: Arc::new(file) }
     }
 }
@@ -202,18 +208,14 @@ impl Store {
         title: &TitleId,
         manifest: &Manifest,
         held: ChunkBitmap,
-    ) -> Result<(File, ChunkBitmap), StoreError> {
+    ) -> Result<(DataFile, ChunkBitmap), StoreError> {
         let path = self.data_path(title);
         let what = || path.display().to_string();
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StoreError::io(what(), e))?;
-        let len = file.metadata().map_err(|e| StoreError::io(what(), e))?.len();
+        let file =
+            DataFile::open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(false))
+                .map_err(|e| StoreError::io(what(), e))?;
+        let len = file.len().map_err(|e| StoreError::io(what(), e))?;
         if existed && len == manifest.len() {
             return Ok((file, held));
         }
@@ -274,13 +276,9 @@ impl Store {
         }
         let held = empty_bitmap(manifest.chunk_count())?;
         let path = self.data_path(&title);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(path.display().to_string(), e))?;
+        let file =
+            DataFile::open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(true))
+                .map_err(|e| StoreError::io(path.display().to_string(), e))?;
         file.set_len(manifest.len()).map_err(|e| StoreError::io(path.display().to_string(), e))?;
         self.write_record(&title, name, &manifest, &held)?;
         let verified = held.clone();
@@ -334,8 +332,8 @@ impl Store {
         File::open(self.dir.join("data"))
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io(what(), e))?;
-        let data =
-            OpenOptions::new().read(true).write(true).open(&path).map_err(|e| StoreError::io(what(), e))?;
+        let data = DataFile::open(&path, OpenOptions::new().read(true).write(true))
+            .map_err(|e| StoreError::io(what(), e))?;
         let held = ChunkBitmap::full(manifest.chunk_count())
             .map_err(|e| StoreError::CorruptIndex { what: title.to_string(), reason: e.to_string() })?;
         self.write_record(&title, name, &manifest, &held)?;
@@ -395,7 +393,7 @@ impl Store {
                 }
             }
         }
-        let mut files: Vec<(TitleId, Arc<File>)> = Vec::new();
+        let mut files: Vec<(TitleId, Arc<DataFile>)> = Vec::new();
         let mut written = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let Some(file) = self.file_if_missing(chunk)? else {
@@ -427,13 +425,13 @@ impl Store {
     }
 
     /// The data file to write `chunk` into, or `None` when it is already held.
-    fn file_if_missing(&self, chunk: &VerifiedChunk) -> Result<Option<Arc<File>>, StoreError> {
+    fn file_if_missing(&self, chunk: &VerifiedChunk) -> Result<Option<Arc<DataFile>>, StoreError> {
         let titles = self.lock();
         let state = titles.get(&chunk.title).ok_or(StoreError::UnknownTitle(chunk.title))?;
         Ok((!state.held.contains(chunk.index)).then(|| state.file.clone()))
     }
 
-    fn write_bytes(&self, file: &File, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+    fn write_bytes(&self, file: &DataFile, chunk: &VerifiedChunk) -> Result<(), StoreError> {
         let offset = u64::from(chunk.index) * self.chunk_size_of(&chunk.title)?;
         file.write_all_at(&chunk.bytes, offset)
             .map_err(|e| StoreError::io(format!("chunk {} of {}", chunk.index, chunk.title), e))
@@ -621,6 +619,7 @@ mod tests {
     use super::*;
     use fillmesh_protocol::ChunkSize;
     use proptest::prelude::*;
+    use std::os::unix::fs::FileExt;
 
     /// Opens the store, waiting out sled's background threads of a store just dropped in this
     /// process (they release the lock moments after the drop; a new process never waits).
@@ -650,7 +649,11 @@ mod tests {
     fn chunk(m: &Manifest, id: TitleId, data: &[u8], i: u32) -> VerifiedChunk {
         let start = m.chunk_offset(i) as usize;
         let end = start + m.chunk_len(i).unwrap() as usize;
-        VerifiedChunk::verify(id, m, i, Bytes::copy_from_slice(&data[start..end])).unwrap()
+        // Received chunks arrive in aligned buffers, so the direct write path is the one
+        // exercised; the torn writes below go through the page cache, so both mix.
+        let mut buf = crate::datafile::chunk_buffer(end - start);
+        buf.extend_from_slice(&data[start..end]);
+        VerifiedChunk::verify(id, m, i, buf.freeze()).unwrap()
     }
 
     #[test]
