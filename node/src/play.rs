@@ -115,7 +115,9 @@ impl Session {
         let mut stream = send.send_request(request.body(())?).await?;
         stream.finish().await?;
         let response = stream.recv_response().await?;
-        let mut body = BytesMut::new();
+        // Sized up front (a chunk's limit is its length): growing by doubling cost a copy
+        // and fresh zeroed pages on every step, on the path to the first byte.
+        let mut body = BytesMut::with_capacity(limit.min(16 << 20) as usize);
         while let Some(mut piece) = stream.recv_data().await? {
             anyhow::ensure!(
                 body.len() as u64 + piece.remaining() as u64 <= limit,
@@ -191,6 +193,7 @@ async fn chunk(session: &Session, title: TitleId, manifest: &Manifest, index: u3
 pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySummary> {
     let started = Instant::now();
     let targets = steer(&title, opts).await?;
+    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, targets = targets.len(), "steered");
     let bucket = opts.rate.map(TokenBucket::new);
     let mut out = match &opts.out {
         Some(path) => {
@@ -222,10 +225,12 @@ pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySumm
                 continue;
             }
         };
+        tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, appliance = %target.peer_id, "connected");
         let m = match &manifest {
             Some(m) => m.clone(),
             None => match manifest_from(&session, &title).await {
                 Ok(m) => {
+                    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "manifest verified");
                     manifest = Some(m.clone());
                     m
                 }
@@ -291,8 +296,11 @@ async fn stream(
     let mut next_request = *next_write;
     let mut ready: BTreeMap<u32, Bytes> = BTreeMap::new();
     let mut in_flight = FuturesUnordered::new();
+    // The window opens from one request and doubles with each chunk that arrives: the first
+    // chunk does not share the link with a full window, so the first byte comes sooner.
+    let mut window = 1usize;
     while *next_write < n {
-        while in_flight.len() < opts.window.max(1) && next_request < n {
+        while in_flight.len() < window && next_request < n {
             let index = next_request;
             next_request += 1;
             if let Some(b) = bucket {
@@ -306,6 +314,7 @@ async fn stream(
             Err(_) => anyhow::bail!("stalled: nothing arrived for {:?}", opts.stall),
         };
         ready.insert(index, result?);
+        window = (window * 2).min(opts.window.max(1));
         while let Some(bytes) = ready.remove(next_write) {
             if let Some(f) = out.as_mut() {
                 f.write_all(&bytes).await?;
