@@ -62,8 +62,8 @@ impl DataFile {
     /// durable until [`DataFile::sync_data`].
     pub fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         let aligned = bytes.as_ptr().align_offset(DIRECT_ALIGN) == 0
-            && bytes.len() % DIRECT_ALIGN == 0
-            && offset % DIRECT_ALIGN as u64 == 0;
+            && bytes.len().is_multiple_of(DIRECT_ALIGN)
+            && offset.is_multiple_of(DIRECT_ALIGN as u64);
         if let (true, Some(direct)) = (aligned, &self.direct) {
             match direct.write_all_at(bytes, offset) {
                 Ok(()) => {
@@ -94,7 +94,8 @@ impl DataFile {
         self.buffered.set_len(len)
     }
 
-    pub fn len(&self) -> io::Result<u64> {
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> io::Result<u64> {
         Ok(self.buffered.metadata()?.len())
     }
 

@@ -215,7 +215,7 @@ impl Store {
         let file =
             DataFile::open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(false))
                 .map_err(|e| StoreError::io(what(), e))?;
-        let len = file.len().map_err(|e| StoreError::io(what(), e))?;
+        let len = file.file_len().map_err(|e| StoreError::io(what(), e))?;
         if existed && len == manifest.len() {
             return Ok((file, held));
         }
