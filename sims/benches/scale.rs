@@ -11,6 +11,10 @@ use std::time::Instant;
 use fillmesh_sims::report::{percentile, StrategyReport};
 use fillmesh_sims::{bounds, run, sim, Options, Scenario, Strategy};
 
+/// The same allocator as the `fillmesh` binary, which runs `fillmesh sim`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn vm_hwm() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -54,6 +54,12 @@ pub struct SimArgs {
     /// The origin's upload, e.g. 10Gbps.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub origin_upload: Option<f64>,
+    /// Write the fleet's state over time as CSV here (upload in use, idle holders, ...).
+    #[arg(long, value_name = "FILE.csv")]
+    pub samples: Option<PathBuf>,
+    /// Seconds between two samples (with --samples).
+    #[arg(long, value_name = "S", default_value_t = 0.05)]
+    pub sample_every: f64,
     /// Check the no-resource-over-capacity invariant after every re-solve (slower).
     #[arg(long)]
     pub check: bool,
@@ -117,6 +123,7 @@ pub fn simulate(sc: &Scenario, strategies: &[Strategy], opts: &Options, progress
     let b = bounds::compute(sc, &fleet);
     let mut reports = Vec::new();
     let mut curves = Vec::new();
+    let mut samples = Vec::new();
     let mut hasher = blake3::Hasher::new();
     for &s in strategies {
         let started = Instant::now();
@@ -142,6 +149,7 @@ pub fn simulate(sc: &Scenario, strategies: &[Strategy], opts: &Options, progress
         let wall = started.elapsed().as_secs_f64();
         hasher.update(o.trace_hash.as_bytes());
         reports.push(StrategyReport::new(&o, sc, b.bound_s, wall));
+        samples.push((s.name().to_owned(), o.samples));
         curves.push((s.name().to_owned(), o.completion_s));
     }
     let keys = ["same_site", "same_region", "cross_region", "origin"];
@@ -164,18 +172,26 @@ pub fn simulate(sc: &Scenario, strategies: &[Strategy], opts: &Options, progress
         bounds: b,
         strategies: reports,
         curves,
+        samples,
     }
 }
 
 /// `fillmesh sim`.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let sc = args.scenario()?;
-    let opts = Options { check_capacity: args.check, ..Options::default() };
+    let opts = Options {
+        check_capacity: args.check,
+        sample_every_s: args.samples.is_some().then_some(args.sample_every),
+        ..Options::default()
+    };
     let report = simulate(&sc, &args.strategies(), &opts, !args.quiet);
     print!("{}", report.table());
     if let Some(p) = &args.out {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.samples {
+        std::fs::write(p, report.samples_csv()).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.plot {
         std::fs::write(p, report.svg()).with_context(|| format!("writing {}", p.display()))?;

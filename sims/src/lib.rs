@@ -6,6 +6,7 @@
 pub mod bounds;
 pub mod cli;
 pub mod net;
+pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod scenario;

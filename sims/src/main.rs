@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// The same allocator as the `fillmesh` binary, which runs `fillmesh sim`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "fillmesh-sim", version, about)]
 struct Cli {

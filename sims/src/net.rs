@@ -26,16 +26,26 @@ const EPS: f64 = 1e-9;
 /// Past this many resources in the local set, solve everything at once.
 const LOCAL_LIMIT: usize = 4096;
 
+/// Most resources one flow crosses (upload, site out, region out, region in, site in,
+/// download).
+pub const MAX_RES: usize = 6;
+
 #[derive(Debug, Clone)]
 struct Flow {
-    res: Vec<ResId>,
-    /// Bytes per second.
-    rate: f64,
+    /// The resources crossed are `res[..nres]` (inline: a solve visits many flows).
+    res: [ResId; MAX_RES],
+    nres: u8,
     /// Bytes still to deliver as of `since`.
     remaining: f64,
     since: u64,
     live: bool,
     tag: u64,
+}
+
+impl Flow {
+    fn res(&self) -> &[ResId] {
+        &self.res[..self.nres as usize]
+    }
 }
 
 /// The network: resources, the flows on them and their max-min fair rates.
@@ -44,6 +54,9 @@ pub struct Net {
     cap: Vec<f64>,
     res_flows: Vec<Vec<FlowId>>,
     flows: Vec<Flow>,
+    /// Each flow's rate in bytes per second, apart from `flows` so that a solve, which
+    /// reads the rates of many flows, touches little memory.
+    rates: Vec<f64>,
     free: Vec<FlowId>,
     dirty: Vec<ResId>,
     /// Flows whose rate changed (or that started) in the last [`Net::resolve`].
@@ -55,6 +68,7 @@ pub struct Net {
     flow_mark: Vec<u32>,
     dirty_mark: Vec<u32>,
     dirty_stamp: u32,
+    scratch: Scratch,
     /// Check the capacity invariant after every resolve (tests).
     pub check_capacity: bool,
     /// Also compare every resolve with a from-scratch solve (tests, small topologies).
@@ -89,15 +103,25 @@ impl Net {
 
     /// Starts a flow of `bytes` over `res` at `now`; its rate is set by the next resolve.
     pub fn start(&mut self, now: u64, res: &[ResId], bytes: u64, tag: u64) -> FlowId {
-        let flow =
-            Flow { res: res.to_vec(), rate: 0.0, remaining: bytes as f64, since: now, live: true, tag };
+        assert!(res.len() <= MAX_RES, "a flow crosses at most {MAX_RES} resources");
+        let mut flow = Flow {
+            res: [0; MAX_RES],
+            nres: res.len() as u8,
+            remaining: bytes as f64,
+            since: now,
+            live: true,
+            tag,
+        };
+        flow.res[..res.len()].copy_from_slice(res);
         let id = match self.free.pop() {
             Some(id) => {
                 self.flows[id as usize] = flow;
+                self.rates[id as usize] = 0.0;
                 id
             }
             None => {
                 self.flows.push(flow);
+                self.rates.push(0.0);
                 self.flow_mark.push(0);
                 (self.flows.len() - 1) as FlowId
             }
@@ -115,8 +139,9 @@ impl Net {
         let f = &mut self.flows[id as usize];
         f.live = false;
         let left = f.remaining.max(0.0);
-        let res = std::mem::take(&mut f.res);
-        for &r in &res {
+        let (res, n) = (f.res, f.nres as usize);
+        f.nres = 0;
+        for &r in &res[..n] {
             let list = &mut self.res_flows[r as usize];
             if let Some(p) = list.iter().position(|&x| x == id) {
                 list.swap_remove(p);
@@ -128,7 +153,7 @@ impl Net {
     }
 
     pub fn rate(&self, id: FlowId) -> f64 {
-        self.flows[id as usize].rate
+        self.rates[id as usize]
     }
 
     pub fn tag(&self, id: FlowId) -> u64 {
@@ -138,21 +163,21 @@ impl Net {
     /// When the flow will have delivered its last byte at its current rate (integer ns,
     /// rounded up), or `None` while its rate is zero.
     pub fn completion(&self, id: FlowId) -> Option<u64> {
-        let f = &self.flows[id as usize];
+        let (f, rate) = (&self.flows[id as usize], self.rates[id as usize]);
         if f.remaining <= 0.0 {
             return Some(f.since);
         }
-        if f.rate <= 0.0 {
+        if rate <= 0.0 {
             return None;
         }
-        let ns = (f.remaining * 1e9 / f.rate).ceil();
+        let ns = (f.remaining * 1e9 / rate).ceil();
         Some(f.since.saturating_add(ns.max(1.0) as u64))
     }
 
     /// Bytes the flow still has to deliver at `now`.
     pub fn remaining_at(&self, now: u64, id: FlowId) -> f64 {
         let f = &self.flows[id as usize];
-        f.remaining - f.rate * now.saturating_sub(f.since) as f64 / 1e9
+        f.remaining - self.rates[id as usize] * now.saturating_sub(f.since) as f64 / 1e9
     }
 
     /// Flows whose rate was set by the last resolve.
@@ -161,9 +186,9 @@ impl Net {
     }
 
     fn settle(&mut self, now: u64, id: FlowId) {
-        let f = &mut self.flows[id as usize];
+        let (f, rate) = (&mut self.flows[id as usize], self.rates[id as usize]);
         if now > f.since {
-            f.remaining -= f.rate * (now - f.since) as f64 / 1e9;
+            f.remaining -= rate * (now - f.since) as f64 / 1e9;
             f.since = now;
         }
     }
@@ -185,6 +210,7 @@ impl Net {
             return;
         }
         let mut set = std::mem::take(&mut self.dirty);
+        let mut more = Vec::new();
         loop {
             if set.len() > LOCAL_LIMIT {
                 self.global_solves += 1;
@@ -193,19 +219,23 @@ impl Net {
                     .collect();
             }
             self.max_local = self.max_local.max(set.len());
-            let (sub, rates, more) = self.solve_local(&set);
+            self.solve_local(&set, &mut more);
             if more.is_empty() || set.len() >= self.cap.len() {
-                for (&f, &rate) in sub.iter().zip(&rates) {
-                    if self.flows[f as usize].rate != rate || self.flows[f as usize].since == now {
+                let sc = std::mem::take(&mut self.scratch);
+                for (&f, &rate) in sc.sub.iter().zip(&sc.fill.rates) {
+                    if self.rates[f as usize] != rate || self.flows[f as usize].since == now {
                         self.settle(now, f);
-                        self.flows[f as usize].rate = rate;
+                        self.rates[f as usize] = rate;
                         self.changed.push(f);
                     }
                 }
+                self.scratch = sc;
                 break;
             }
-            set.extend(more);
+            set.append(&mut more);
         }
+        set.clear();
+        self.dirty = set;
         self.changed.sort_unstable();
         self.changed.dedup();
         if self.check_capacity {
@@ -217,121 +247,129 @@ impl Net {
             let global = self.solve_all();
             for (i, f) in self.flows.iter().enumerate() {
                 if f.live {
-                    let g = global[i];
+                    let (g, rate) = (global[i], self.rates[i]);
                     assert!(
-                        (f.rate - g).abs() <= 1e-6 * g.max(1.0),
-                        "flow {i}: local rate {} but global max-min rate {g}",
-                        f.rate
+                        (rate - g).abs() <= 1e-6 * g.max(1.0),
+                        "flow {i}: local rate {rate} but global max-min rate {g}"
                     );
                 }
             }
         }
     }
 
-    /// Solves the flows crossing `set` with every other flow fixed. Returns the re-solved
-    /// flows, their new rates, and the boundary resources where the result could break
-    /// max-min fairness (empty when it is final).
-    fn solve_local(&mut self, set: &[ResId]) -> (Vec<FlowId>, Vec<f64>, Vec<ResId>) {
+    /// Solves the flows crossing `set` with every other flow fixed. Leaves the re-solved
+    /// flows and their new rates in the scratch space (`sub`, `fill.rates`), and puts in
+    /// `more` the boundary resources where the result could break max-min fairness (none
+    /// when it is final).
+    fn solve_local(&mut self, set: &[ResId], more: &mut Vec<ResId>) {
+        more.clear();
         self.stamp = self.stamp.wrapping_add(1);
         let stamp = self.stamp;
+        let mut sc = std::mem::take(&mut self.scratch);
+        sc.clear();
         // Local resources: the set first, then the boundary.
-        let mut local: Vec<ResId> = Vec::with_capacity(set.len() * 2);
         for &r in set {
             if self.res_mark[r as usize] != stamp {
                 self.res_mark[r as usize] = stamp;
-                self.res_local[r as usize] = local.len() as u32;
-                local.push(r);
+                self.res_local[r as usize] = sc.local.len() as u32;
+                sc.local.push(r);
             }
         }
-        let inner = local.len();
-        let mut sub: Vec<FlowId> = Vec::new();
-        for &r in &local[..inner] {
+        let inner = sc.local.len();
+        for &r in &sc.local[..inner] {
             for &f in &self.res_flows[r as usize] {
                 if self.flow_mark[f as usize] != stamp {
                     self.flow_mark[f as usize] = stamp;
-                    sub.push(f);
+                    sc.sub.push(f);
                 }
             }
         }
-        sub.sort_unstable();
-        for &f in &sub {
-            for &r in &self.flows[f as usize].res {
+        sc.sub.sort_unstable();
+        for &f in &sc.sub {
+            for &r in self.flows[f as usize].res() {
                 if self.res_mark[r as usize] != stamp {
                     self.res_mark[r as usize] = stamp;
-                    self.res_local[r as usize] = local.len() as u32;
-                    local.push(r);
+                    self.res_local[r as usize] = sc.local.len() as u32;
+                    sc.local.push(r);
                 }
             }
         }
         // Capacities: whole for the set, residual for the boundary.
-        let mut cap: Vec<f64> = Vec::with_capacity(local.len());
-        let mut outside_sum = vec![0.0; local.len()];
-        let mut outside_max = vec![0.0f64; local.len()];
-        let mut has_outside = vec![false; local.len()];
-        for (l, &r) in local.iter().enumerate() {
+        let n = sc.local.len();
+        sc.outside_sum.resize(n, 0.0);
+        sc.outside_max.resize(n, 0.0);
+        sc.has_outside.resize(n, false);
+        for (l, &r) in sc.local.iter().enumerate() {
             let mut c = self.cap[r as usize];
             if l >= inner {
                 for &f in &self.res_flows[r as usize] {
                     if self.flow_mark[f as usize] != stamp {
-                        let rate = self.flows[f as usize].rate;
-                        outside_sum[l] += rate;
-                        outside_max[l] = outside_max[l].max(rate);
-                        has_outside[l] = true;
+                        let rate = self.rates[f as usize];
+                        sc.outside_sum[l] += rate;
+                        sc.outside_max[l] = sc.outside_max[l].max(rate);
+                        sc.has_outside[l] = true;
                     }
                 }
-                c = (c - outside_sum[l]).max(0.0);
+                c = (c - sc.outside_sum[l]).max(0.0);
             }
-            cap.push(c);
+            sc.cap.push(c);
         }
-        let flow_res: Vec<Vec<u32>> = sub
-            .iter()
-            .map(|&f| self.flows[f as usize].res.iter().map(|&r| self.res_local[r as usize]).collect())
-            .collect();
-        let (rates, frozen_at) = progressive_fill(&cap, &flow_res);
+        sc.flow_start.push(0);
+        for &f in &sc.sub {
+            sc.flow_res.extend(self.flows[f as usize].res().iter().map(|&r| self.res_local[r as usize]));
+            sc.flow_start.push(sc.flow_res.len() as u32);
+        }
+        sc.fill.run(&sc.cap, &sc.flow_start, &sc.flow_res);
         // Boundary checks.
-        let mut new_sum = vec![0.0; local.len()];
-        let mut old_sum = vec![0.0; local.len()];
-        let mut new_max = vec![0.0f64; local.len()];
-        let mut bottlenecked_min = vec![f64::INFINITY; local.len()];
-        for (i, &f) in sub.iter().enumerate() {
-            let old = self.flows[f as usize].rate;
-            for &l in &flow_res[i] {
+        sc.new_sum.resize(n, 0.0);
+        sc.old_sum.resize(n, 0.0);
+        sc.new_max.resize(n, 0.0);
+        sc.bottlenecked_min.resize(n, f64::INFINITY);
+        for (i, &f) in sc.sub.iter().enumerate() {
+            let old = self.rates[f as usize];
+            let rate = sc.fill.rates[i];
+            for &l in &sc.flow_res[sc.flow_start[i] as usize..sc.flow_start[i + 1] as usize] {
                 let l = l as usize;
-                new_sum[l] += rates[i];
-                old_sum[l] += old;
-                new_max[l] = new_max[l].max(rates[i]);
+                sc.new_sum[l] += rate;
+                sc.old_sum[l] += old;
+                sc.new_max[l] = sc.new_max[l].max(rate);
             }
-            let b = frozen_at[i] as usize;
-            bottlenecked_min[b] = bottlenecked_min[b].min(rates[i]);
+            let b = sc.fill.frozen_at[i] as usize;
+            sc.bottlenecked_min[b] = sc.bottlenecked_min[b].min(rate);
         }
-        let mut more = Vec::new();
-        for l in inner..local.len() {
-            if !has_outside[l] {
+        for l in inner..n {
+            if !sc.has_outside[l] {
                 continue;
             }
-            let r = local[l];
+            let r = sc.local[l];
             let c = self.cap[r as usize];
             let tol = EPS * c.max(1.0);
-            let was_saturated = outside_sum[l] + old_sum[l] >= c - tol;
-            let is_saturated = outside_sum[l] + new_sum[l] >= c - tol;
-            let om = outside_max[l];
-            let broken = (was_saturated && (!is_saturated || new_max[l] > om + EPS * om.max(1.0)))
-                || (bottlenecked_min[l] < om - EPS * om.max(1.0));
+            let was_saturated = sc.outside_sum[l] + sc.old_sum[l] >= c - tol;
+            let is_saturated = sc.outside_sum[l] + sc.new_sum[l] >= c - tol;
+            let om = sc.outside_max[l];
+            let broken = (was_saturated && (!is_saturated || sc.new_max[l] > om + EPS * om.max(1.0)))
+                || (sc.bottlenecked_min[l] < om - EPS * om.max(1.0));
             if broken {
                 more.push(r);
             }
         }
-        (sub, rates, more)
+        self.scratch = sc;
     }
 
     /// The max-min fair rate of every flow slot (0 for dead slots), solved from scratch.
     pub fn solve_all(&self) -> Vec<f64> {
         let live: Vec<usize> = (0..self.flows.len()).filter(|&i| self.flows[i].live).collect();
-        let flow_res: Vec<Vec<u32>> = live.iter().map(|&i| self.flows[i].res.clone()).collect();
-        let (rates, _) = progressive_fill(&self.cap, &flow_res);
+        let mut start = vec![0u32];
+        let mut res = Vec::new();
+        for &i in &live {
+            res.extend_from_slice(self.flows[i].res());
+            start.push(res.len() as u32);
+        }
+        let mut fill = Fill::default();
+        fill.run(&self.cap, &start, &res);
         let mut out = vec![0.0; self.flows.len()];
         for (k, &i) in live.iter().enumerate() {
-            out[i] = rates[k];
+            out[i] = fill.rates[k];
         }
         out
     }
@@ -339,7 +377,7 @@ impl Net {
     /// Every resource carries at most its capacity.
     pub fn check_capacities(&self) -> Result<(), String> {
         for (r, flows) in self.res_flows.iter().enumerate() {
-            let used: f64 = flows.iter().map(|&f| self.flows[f as usize].rate).sum();
+            let used: f64 = flows.iter().map(|&f| self.rates[f as usize]).sum();
             let cap = self.cap[r];
             if used > cap * (1.0 + 1e-9) + 1e-6 {
                 return Err(format!("resource {r} carries {used} B/s over its capacity {cap} B/s"));
@@ -348,61 +386,137 @@ impl Net {
         Ok(())
     }
 
+    /// Bytes per second crossing resource `r` now, and how many flows cross it.
+    pub fn load(&self, r: ResId) -> (f64, usize) {
+        let flows = &self.res_flows[r as usize];
+        (flows.iter().map(|&f| self.rates[f as usize]).sum(), flows.len())
+    }
+
     /// Live flows (for reports).
     pub fn live_flows(&self) -> usize {
         self.flows.len() - self.free.len()
     }
 }
 
+/// Buffers of one local solve, kept between solves so that a solve allocates nothing.
+#[derive(Debug, Default)]
+struct Scratch {
+    local: Vec<ResId>,
+    sub: Vec<FlowId>,
+    cap: Vec<f64>,
+    outside_sum: Vec<f64>,
+    outside_max: Vec<f64>,
+    has_outside: Vec<bool>,
+    /// Flow i crosses local resources `flow_res[flow_start[i]..flow_start[i + 1]]`.
+    flow_start: Vec<u32>,
+    flow_res: Vec<u32>,
+    new_sum: Vec<f64>,
+    old_sum: Vec<f64>,
+    new_max: Vec<f64>,
+    bottlenecked_min: Vec<f64>,
+    fill: Fill,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.local.clear();
+        self.sub.clear();
+        self.cap.clear();
+        self.outside_sum.clear();
+        self.outside_max.clear();
+        self.has_outside.clear();
+        self.flow_start.clear();
+        self.flow_res.clear();
+        self.new_sum.clear();
+        self.old_sum.clear();
+        self.new_max.clear();
+        self.bottlenecked_min.clear();
+    }
+}
+
 /// Progressive filling: all unfrozen flows rise together; when a resource fills, its flows
-/// freeze at that level. Returns each flow's rate and the resource it froze on.
-fn progressive_fill(cap: &[f64], flow_res: &[Vec<u32>]) -> (Vec<f64>, Vec<u32>) {
-    let mut remaining = cap.to_vec();
-    let mut count = vec![0u32; cap.len()];
-    let mut flows_at: Vec<Vec<u32>> = vec![Vec::new(); cap.len()];
-    for (i, res) in flow_res.iter().enumerate() {
-        for &l in res {
-            count[l as usize] += 1;
-            flows_at[l as usize].push(i as u32);
+/// freeze at that level. `run` leaves each flow's rate and the resource it froze on.
+#[derive(Debug, Default)]
+struct Fill {
+    rates: Vec<f64>,
+    frozen_at: Vec<u32>,
+    remaining: Vec<f64>,
+    count: Vec<u32>,
+    /// Resource l's flows are `at[at_start[l]..at_start[l + 1]]`.
+    at_start: Vec<u32>,
+    at: Vec<u32>,
+    frozen: Vec<bool>,
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
+}
+
+impl Fill {
+    fn run(&mut self, cap: &[f64], flow_start: &[u32], flow_res: &[u32]) {
+        let flows = flow_start.len() - 1;
+        let res_of = |i: usize| &flow_res[flow_start[i] as usize..flow_start[i + 1] as usize];
+        self.remaining.clear();
+        self.remaining.extend_from_slice(cap);
+        self.count.clear();
+        self.count.resize(cap.len(), 0);
+        for &l in flow_res {
+            self.count[l as usize] += 1;
         }
-    }
-    let mut rates = vec![0.0; flow_res.len()];
-    let mut frozen_at = vec![u32::MAX; flow_res.len()];
-    let mut frozen = vec![false; flow_res.len()];
-    // Min-heap of (share, resource); shares only grow, so stale entries are re-pushed.
-    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
-    let key = |x: f64| x.max(0.0).to_bits();
-    for l in 0..cap.len() {
-        if count[l] > 0 {
-            heap.push(Reverse((key(remaining[l] / f64::from(count[l])), l as u32)));
+        // Counting sort of (resource, flow) pairs.
+        self.at_start.clear();
+        self.at_start.push(0);
+        let mut acc = 0;
+        for &c in &self.count {
+            acc += c;
+            self.at_start.push(acc);
         }
-    }
-    while let Some(Reverse((k, l))) = heap.pop() {
-        let lu = l as usize;
-        if count[lu] == 0 {
-            continue;
+        self.at.clear();
+        self.at.resize(flow_res.len(), 0);
+        let mut next: Vec<u32> = self.at_start[..cap.len()].to_vec();
+        for i in 0..flows {
+            for &l in res_of(i) {
+                self.at[next[l as usize] as usize] = i as u32;
+                next[l as usize] += 1;
+            }
         }
-        let share = remaining[lu].max(0.0) / f64::from(count[lu]);
-        if key(share) != k {
-            heap.push(Reverse((key(share), l)));
-            continue;
+        self.rates.clear();
+        self.rates.resize(flows, 0.0);
+        self.frozen_at.clear();
+        self.frozen_at.resize(flows, u32::MAX);
+        self.frozen.clear();
+        self.frozen.resize(flows, false);
+        // Min-heap of (share, resource); shares only grow, so stale entries are re-pushed.
+        self.heap.clear();
+        let key = |x: f64| x.max(0.0).to_bits();
+        for l in 0..cap.len() {
+            if self.count[l] > 0 {
+                self.heap.push(Reverse((key(self.remaining[l] / f64::from(self.count[l])), l as u32)));
+            }
         }
-        for &i in &flows_at[lu] {
-            let i = i as usize;
-            if frozen[i] {
+        while let Some(Reverse((k, l))) = self.heap.pop() {
+            let lu = l as usize;
+            if self.count[lu] == 0 {
                 continue;
             }
-            frozen[i] = true;
-            rates[i] = share;
-            frozen_at[i] = l;
-            for &l2 in &flow_res[i] {
-                let l2 = l2 as usize;
-                remaining[l2] -= share;
-                count[l2] -= 1;
+            let share = self.remaining[lu].max(0.0) / f64::from(self.count[lu]);
+            if key(share) != k {
+                self.heap.push(Reverse((key(share), l)));
+                continue;
+            }
+            for k in self.at_start[lu]..self.at_start[lu + 1] {
+                let i = self.at[k as usize] as usize;
+                if self.frozen[i] {
+                    continue;
+                }
+                self.frozen[i] = true;
+                self.rates[i] = share;
+                self.frozen_at[i] = l;
+                for &l2 in res_of(i) {
+                    let l2 = l2 as usize;
+                    self.remaining[l2] -= share;
+                    self.count[l2] -= 1;
+                }
             }
         }
     }
-    (rates, frozen_at)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::bounds::Bounds;
 use crate::scenario::{Class, Scenario};
-use crate::sim::{Outcome, CLASS_KEYS};
+use crate::sim::{Outcome, Sample, CLASS_KEYS};
 
 /// Min, mean and max of a capacity over the fleet.
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +79,36 @@ pub struct Report {
     pub strategies: Vec<StrategyReport>,
     #[serde(skip)]
     pub curves: Vec<(String, Vec<f64>)>,
+    /// Per strategy, the fleet's state over time (`--samples`).
+    #[serde(skip)]
+    pub samples: Vec<(String, Vec<Sample>)>,
+}
+
+impl Report {
+    /// The samples as CSV: one line per strategy and instant.
+    pub fn samples_csv(&self) -> String {
+        let mut out = String::from(
+            "strategy,t_s,upload_used,origin_used,idle_holders,empty,flowing,requested,short,completed\n",
+        );
+        for (name, samples) in &self.samples {
+            for s in samples {
+                let _ = writeln!(
+                    out,
+                    "{name},{:.4},{:.4},{:.4},{},{},{},{},{},{}",
+                    s.t_s,
+                    s.upload_used,
+                    s.origin_used,
+                    s.idle_holders,
+                    s.empty,
+                    s.flowing,
+                    s.requested,
+                    s.short,
+                    s.completed
+                );
+            }
+        }
+        out
+    }
 }
 
 /// Nearest-rank percentile of sorted values.

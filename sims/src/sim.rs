@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::bounds::Fleet;
 use crate::net::{FlowId, Net, ResId};
+use crate::queue::CompletionQueue;
 use crate::rng::Rng;
 use crate::scenario::Scenario;
 
@@ -63,7 +64,8 @@ enum Ev {
     Publish,
     /// A transfer's request has crossed the latency: its flow starts.
     Start(u32, u32),
-    /// A transfer's flow should be done, if its generation is still current.
+    /// A transfer's flow is done (kept in the completion queue, with its generation for the
+    /// trace).
     Done(u32, u32),
     Fail(u32),
     Recover(u32),
@@ -163,6 +165,8 @@ pub struct Outcome {
     pub global_solves: u64,
     /// Completed transfers whose flow had more than a byte left, or overdelivered (must be 0).
     pub conservation_errors: u64,
+    /// Samples of the fleet's state, when asked for (`Options::sample_every_s`).
+    pub samples: Vec<Sample>,
 }
 
 /// Options that do not change what is simulated.
@@ -174,6 +178,28 @@ pub struct Options {
     pub check_global: bool,
     /// Validate the tracker's internal counts at the end (fillmesh).
     pub validate_tracker: bool,
+    /// Record a [`Sample`] of the fleet's state this often (simulated seconds).
+    pub sample_every_s: Option<f64>,
+}
+
+/// The fleet at one instant: where upload capacity goes unused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    /// Appliances' upload in use, as a fraction of their total upload capacity.
+    pub upload_used: f64,
+    /// The origin's upload in use, as a fraction.
+    pub origin_used: f64,
+    /// Appliances holding at least one chunk but uploading nothing.
+    pub idle_holders: usize,
+    /// Appliances holding nothing yet.
+    pub empty: usize,
+    /// Fill transfers whose bytes flow, and those still waiting out their request latency.
+    pub flowing: usize,
+    pub requested: usize,
+    /// Incomplete appliances with fewer fetches in flight than they may have.
+    pub short: usize,
+    pub completed: usize,
 }
 
 /// A progress callback: (simulated seconds, appliances complete, appliances).
@@ -213,6 +239,8 @@ struct Sim<'a> {
     now: u64,
     seq: u64,
     heap: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    /// Transfers' completions (the Done events), apart: their times move on every re-solve.
+    done_q: CompletionQueue,
     net: Net,
     nodes: Vec<Node>,
     transfers: Vec<Transfer>,
@@ -247,6 +275,8 @@ struct Sim<'a> {
     players_from_appliances: usize,
     players_smooth: usize,
     conservation_errors: u64,
+    samples: Vec<Sample>,
+    next_sample: u64,
 }
 
 /// Where each appliance sits and what it can do: appliance `i` is in site `i mod sites`
@@ -293,7 +323,7 @@ impl<'a> Sim<'a> {
         let empty = ChunkBitmap::new(chunks).unwrap_or_else(|e| panic!("{e}"));
         let slot_rule = |bps: f64| {
             let c = Config::default();
-            ((bps / c.slot_bps as f64) as u32).clamp(c.min_slots, c.max_slots)
+            ((bps / c.slot_bps as f64) as u32).clamp(c.min_slots, c.max_slots) + c.spare_slots
         };
         let mut nodes = Vec::with_capacity(sc.appliances + 1);
         let mut push_node = |net: &mut Net, site, region, up: f64, down: f64, slots| {
@@ -388,6 +418,7 @@ impl<'a> Sim<'a> {
             now: 0,
             seq: 0,
             heap: BinaryHeap::new(),
+            done_q: CompletionQueue::default(),
             net,
             nodes,
             transfers: Vec::new(),
@@ -419,6 +450,8 @@ impl<'a> Sim<'a> {
             players_from_appliances: 0,
             players_smooth: 0,
             conservation_errors: 0,
+            samples: Vec::new(),
+            next_sample: 0,
         };
         sim.setup();
         sim
@@ -463,12 +496,41 @@ impl<'a> Sim<'a> {
 
     fn run(&mut self, mut progress: Option<Progress<'_>>) {
         let mut next_progress = 0u64;
-        while let Some(Reverse((at, seq, ev))) = self.heap.pop() {
-            if let Ev::Done(t, g) | Ev::Start(t, g) = ev {
-                // A transfer slot reused or rescheduled since: this event is stale.
+        // Whether events were handled at `now` since the last re-solve.
+        let mut dirty = false;
+        loop {
+            let main = self.heap.peek().map(|Reverse((at, seq, _))| (*at, *seq));
+            let done = self.done_q.peek().map(|(at, seq, _)| (at, seq));
+            let next = match (main, done) {
+                (Some(m), Some(d)) => Some(m.min(d)),
+                (m, d) => m.or(d),
+            };
+            if dirty && next.map(|n| n.0) != Some(self.now) {
+                // The batch at `now` is over (stale events skipped included): re-solve once.
+                // That may schedule events earlier than `next`, so look again.
+                dirty = false;
+                self.resolve();
+                continue;
+            }
+            let Some(next) = next else { break };
+            let (at, seq, ev) = if Some(next) == done {
+                let (at, seq, t) = self.done_q.pop().unwrap_or_else(|| unreachable!("peeked"));
+                (at, seq, Ev::Done(t, self.transfers[t as usize].gen))
+            } else {
+                let Some(Reverse(e)) = self.heap.pop() else { unreachable!("peeked") };
+                e
+            };
+            if let Ev::Start(t, g) = ev {
+                // A transfer slot reused since: this event is stale.
                 let tr = &self.transfers[t as usize];
                 if !tr.live || tr.gen != g {
                     continue;
+                }
+            }
+            if let Some(every) = self.opts.sample_every_s {
+                while self.next_sample <= at && self.completed < self.sc.appliances {
+                    self.sample();
+                    self.next_sample += secs(every).max(1);
                 }
             }
             self.now = at;
@@ -487,10 +549,7 @@ impl<'a> Sim<'a> {
                 self.trace_buf.clear();
             }
             self.handle(ev);
-            let batch_over = self.heap.peek().is_none_or(|Reverse((t, _, _))| *t != at);
-            if batch_over {
-                self.resolve();
-            }
+            dirty = true;
             if let Some(p) = progress.as_mut() {
                 if self.events >= next_progress {
                     next_progress = self.events + 100_000;
@@ -505,17 +564,52 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Records the fleet's state as of `next_sample` (nothing changes between events).
+    fn sample(&mut self) {
+        let (mut used, mut cap, mut idle, mut empty, mut short) = (0.0, 0.0, 0, 0, 0);
+        for n in &self.nodes[1..] {
+            let (rate, flows) = self.net.load(n.up);
+            used += rate;
+            cap += self.net.capacity(n.up);
+            if n.held_count == 0 {
+                empty += 1;
+            } else if flows - n.players.min(flows as u32) as usize == 0 {
+                idle += 1;
+            }
+            if n.alive && n.complete_at.is_none() && n.inflight < self.sc.max_inflight as u32 {
+                short += 1;
+            }
+        }
+        let (origin, _) = self.net.load(self.nodes[0].up);
+        let live = self.transfers.iter().filter(|t| t.live && t.kind == Kind::Fill);
+        let (flowing, requested) =
+            live.fold((0, 0), |(f, r), t| if t.flow.is_some() { (f + 1, r) } else { (f, r + 1) });
+        self.samples.push(Sample {
+            t_s: self.next_sample.saturating_sub(self.publish_ns) as f64 / NS as f64,
+            upload_used: used / cap.max(1e-9),
+            origin_used: origin / self.net.capacity(self.nodes[0].up).max(1e-9),
+            idle_holders: idle,
+            empty,
+            flowing,
+            requested,
+            short,
+            completed: self.completed,
+        });
+    }
+
     /// Re-solves the network and reschedules the flows whose rate changed.
     fn resolve(&mut self) {
         self.net.resolve(self.now);
         for k in 0..self.net.changed().len() {
             let f = self.net.changed()[k];
             let t = self.net.tag(f) as u32;
-            let Some(at) = self.net.completion(f) else { continue };
-            let tr = &mut self.transfers[t as usize];
-            tr.gen = tr.gen.wrapping_add(1);
-            let g = tr.gen;
-            self.schedule(at, Ev::Done(t, g));
+            match self.net.completion(f) {
+                Some(at) => {
+                    self.seq += 1;
+                    self.done_q.set(t, at, self.seq);
+                }
+                None => self.done_q.remove(t),
+            }
         }
     }
 
@@ -858,6 +952,7 @@ impl<'a> Sim<'a> {
         tr.live = false;
         let flow = tr.flow.take();
         let bytes = tr.bytes as f64;
+        self.done_q.remove(t);
         if let Some(f) = flow {
             let left = self.net.stop(self.now, f);
             self.wasted += bytes - left;
@@ -1066,6 +1161,7 @@ impl<'a> Sim<'a> {
             max_local_solve: self.net.max_local,
             global_solves: std::mem::take(&mut self.net.global_solves),
             conservation_errors: self.conservation_errors,
+            samples: std::mem::take(&mut self.samples),
         }
     }
 }

@@ -24,7 +24,7 @@ fn homogeneous(n: usize, title: u64, up: f64, down: f64, origin: f64) -> Scenari
 }
 
 fn checked() -> Options {
-    Options { check_capacity: true, check_global: false, validate_tracker: true }
+    Options { check_capacity: true, validate_tracker: true, ..Options::default() }
 }
 
 fn max_completion(sc: &Scenario, s: Strategy) -> f64 {
@@ -129,7 +129,8 @@ fn busy() -> Scenario {
 fn no_resource_exceeds_its_capacity_and_the_local_solver_is_max_min_fair() {
     // check_capacity panics on any resource over capacity after any re-solve; check_global
     // compares every incremental re-solve with a from-scratch progressive filling.
-    let opts = Options { check_capacity: true, check_global: true, validate_tracker: true };
+    let opts =
+        Options { check_capacity: true, check_global: true, validate_tracker: true, ..Options::default() };
     for s in Strategy::ALL {
         let o = run(&busy(), s, &opts, None);
         assert_eq!(o.completed, 24, "{s:?} did not complete");
@@ -185,10 +186,38 @@ fn fillmesh_beats_origin_and_tiered_sends_the_origin_the_title_about_once() {
         (mesh.completion_max_s.unwrap(), tiered.completion_max_s.unwrap(), origin.completion_max_s.unwrap());
     assert!(m < t && m < o, "fillmesh {m} s, tiered {t} s, origin {o} s");
     assert!(m >= r.bounds.bound_s, "nothing beats the lower bound");
-    // Measured 1.73x here: 64 chunks of about 80 ms each (a tenth of a 1 Gbps upload) and a
-    // ~0.5 s bound, so ramping up (log2 64 chunk times) is a large share. See the README for
-    // the 1,000-appliance figures.
-    assert!(m <= 1.8 * r.bounds.bound_s, "fillmesh {m} s vs bound {} s", r.bounds.bound_s);
+    // Measured 1.47x here: 64 chunks of tens of ms each and a ~0.5 s bound, so ramping up
+    // (log2 64 chunk times) is a large share. 1,000 appliances: the test below.
+    assert!(m <= 1.6 * r.bounds.bound_s, "fillmesh {m} s vs bound {} s", r.bounds.bound_s);
+}
+
+#[test]
+fn fillmesh_fills_1000_appliances_within_1_10x_of_the_bound_from_one_origin_copy() {
+    // The case: 1,000 appliances (4 regions x 4 sites, 1 Gbps up / 2 Gbps down), a
+    // 1 GiB title in 1 MiB chunks, a 10 Gbps origin, latencies 0.5 / 5 / 40 / 40 ms.
+    let sc = Scenario { appliances: 1000, ..Scenario::default() };
+    assert_eq!((sc.title_bytes, sc.chunk_bytes), (1 << 30, MIB));
+    let r = simulate(
+        &sc,
+        &[Strategy::Fillmesh],
+        &Options { validate_tracker: true, ..Options::default() },
+        false,
+    );
+    let mesh = &r.strategies[0];
+    assert_eq!(mesh.completed, 1000);
+    let ratio = mesh.completion_max_s.unwrap() / r.bounds.bound_s;
+    println!(
+        "1,000 appliances: max {:?} s, bound {} s, ratio {ratio:.3}",
+        mesh.completion_max_s, r.bounds.bound_s
+    );
+    assert!(ratio >= 1.0, "nothing beats the lower bound: {ratio}");
+    assert!(ratio <= 1.10, "fillmesh took {ratio:.3}x the Kumar-Ross bound");
+    assert!(
+        mesh.origin_bytes as f64 <= 1.05 * sc.title_bytes as f64,
+        "the origin sent {} bytes for a title of {}",
+        mesh.origin_bytes,
+        sc.title_bytes
+    );
 }
 
 #[test]

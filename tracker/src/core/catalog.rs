@@ -1,7 +1,7 @@
 //! What there is to hold: published titles, who holds which chunks, and where the bytes that
 //! filled them came from.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fillmesh_protocol::messages::{Fetched, Role};
 use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
@@ -19,12 +19,44 @@ pub(crate) struct TitleState {
     /// Per chunk: fetches of it in flight to eligible appliances.
     pub inflight: Vec<u32>,
     /// Per chunk: every live node whose held map has it, in no particular order. Lets the
-    /// planner look at a chunk's holders instead of every free source when they are fewer.
+    /// planner look at a chunk's holders instead of every free source.
     pub holder_lists: Vec<Vec<u32>>,
+    /// The same per (site, chunk) and per (region, chunk), by the holder's site and region,
+    /// so that finding a nearby holder costs the same however many hold the chunk elsewhere.
+    /// Only non-empty lists are kept.
+    pub site_lists: BTreeMap<(u32, u32), Vec<u32>>,
+    pub region_lists: BTreeMap<(u32, u32), Vec<u32>>,
     /// Live nodes whose held map is full, whatever their health.
     pub complete: BTreeSet<u32>,
     /// Bytes fetched, indexed like [`ByteClass::ALL`].
     pub bytes: [u64; 4],
+}
+
+impl TitleState {
+    /// Enters node `idx` of (`site`, `region`) in chunk `c`'s holder lists.
+    pub fn add_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
+        self.holder_lists[c as usize].push(idx);
+        self.site_lists.entry((site, c)).or_default().push(idx);
+        self.region_lists.entry((region, c)).or_default().push(idx);
+    }
+
+    /// Takes node `idx`, entered under (`site`, `region`), out of chunk `c`'s holder lists.
+    pub fn remove_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
+        fn take(list: &mut Vec<u32>, idx: u32) {
+            if let Some(p) = list.iter().position(|&n| n == idx) {
+                list.swap_remove(p);
+            }
+        }
+        take(&mut self.holder_lists[c as usize], idx);
+        for (lists, key) in [(&mut self.site_lists, (site, c)), (&mut self.region_lists, (region, c))] {
+            if let Some(list) = lists.get_mut(&key) {
+                take(list, idx);
+                if list.is_empty() {
+                    lists.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 impl Tracker {
@@ -51,6 +83,8 @@ impl Tracker {
             holders: vec![0; chunks],
             inflight: vec![0; chunks],
             holder_lists: vec![Vec::new(); chunks],
+            site_lists: BTreeMap::new(),
+            region_lists: BTreeMap::new(),
             complete: BTreeSet::new(),
             bytes: [0; 4],
         });
@@ -75,6 +109,7 @@ impl Tracker {
         if let Some(f) = fetched.iter().find(|f| f.chunk >= chunks) {
             return Err(CoreError::BadReport(format!("fetched chunk {} of a title of {chunks}", f.chunk)));
         }
+        let (site, region) = (self.slots[idx as usize].site, self.slots[idx as usize].region);
         let Some(live) = self.slots[idx as usize].live.as_mut() else { return Ok(()) };
         let title = &mut self.titles[t as usize];
         let empty;
@@ -91,16 +126,13 @@ impl Tracker {
                 let bit = diff.trailing_zeros();
                 diff &= diff - 1;
                 let c = i * 8 + bit as usize;
-                let list = &mut title.holder_lists[c];
                 if b & (1 << bit) != 0 {
-                    list.push(idx);
+                    title.add_holder(idx, site, region, c as u32);
                     if live.eligible {
                         title.holders[c] += 1;
                     }
                 } else {
-                    if let Some(p) = list.iter().position(|&n| n == idx) {
-                        list.swap_remove(p);
-                    }
+                    title.remove_holder(idx, site, region, c as u32);
                     if live.eligible {
                         title.holders[c] -= 1;
                     }

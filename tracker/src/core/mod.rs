@@ -51,6 +51,13 @@ pub struct Config {
     pub slot_bps: u64,
     pub min_slots: u32,
     pub max_slots: u32,
+    /// The origin's cap instead of `max_slots`.
+    pub max_origin_slots: u32,
+    /// Slots every node gets on top of its upload's share. An assignment holds its slot from
+    /// plan to report, so through the request's round trip while no bytes flow: without
+    /// spare slots a source serving distant receivers idles part of the time (measured with
+    /// the simulator: see sims/README.md).
+    pub spare_slots: u32,
     pub policy: Policy,
     pub seed: u64,
 }
@@ -67,6 +74,8 @@ impl Default for Config {
             slot_bps: 12_500_000,
             min_slots: 2,
             max_slots: 16,
+            max_origin_slots: 256,
+            spare_slots: 2,
             policy: Policy::Mesh,
             seed: 0,
         }
@@ -178,9 +187,10 @@ pub enum Decision {
 }
 
 /// The tracker's whole state. Counts the planner ranks by (holders and in-flight fetches per
-/// chunk, each source's in-flight uploads, the sets of sources with a free slot) are kept up
-/// to date on every event, so a plan costs about the appliance's missing chunks plus the
-/// sources it looks at, not the size of the swarm.
+/// chunk, each source's in-flight uploads, the sets of sources with a free slot, each chunk's
+/// holders overall, per site and per region) are kept up to date on every event, so a plan
+/// costs about a window of the appliance's missing chunks plus a bounded number of sources
+/// per assignment, not the size of the title or of the swarm.
 #[derive(Debug)]
 pub struct Tracker {
     config: Config,
@@ -455,11 +465,14 @@ mod tests {
     }
 
     #[test]
-    fn upload_slots_are_clamped() {
+    fn upload_slots_are_clamped_plus_spares() {
         let t = Tracker::new(Config::default());
-        assert_eq!(t.slots_for(0), 2);
-        assert_eq!(t.slots_for(50_000_000), 4);
-        assert_eq!(t.slots_for(u64::MAX), 16);
+        assert_eq!(t.slots_for(Role::Appliance, 0), 2 + 2);
+        assert_eq!(t.slots_for(Role::Appliance, 50_000_000), 4 + 2);
+        assert_eq!(t.slots_for(Role::Appliance, u64::MAX), 16 + 2);
+        // The origin is not held to an appliance's cap.
+        assert_eq!(t.slots_for(Role::Origin, 1_250_000_000), 100 + 2);
+        assert_eq!(t.slots_for(Role::Origin, u64::MAX), 256 + 2);
     }
 
     #[test]

@@ -1,16 +1,28 @@
 //! Which chunk an appliance fetches next, and from whom.
 //!
-//! Rarest first, so that every chunk gets a second copy early and the origin's one copy of
-//! each is multiplied by the mesh; nearest source first, so that bytes stay in a site or a
-//! region; the origin only for chunks nobody has or is fetching, so it sends each about once.
+//! Rarest first (among a window of the chunks the appliance lacks, so that a plan's cost does
+//! not grow with the title), so that every chunk gets a second copy early and the origin's
+//! one copy of each is multiplied by the mesh; nearest source first, so that bytes stay in a
+//! site or a region, and within that the source a new upload gets the most bandwidth from;
+//! the origin only for chunks nobody has or is fetching, so it sends each about once.
 
 use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::messages::{Assignment, Source, MAX_ASSIGNMENTS, MAX_SOURCES};
 
 use super::{hash, Millis, Policy, Tracker};
 
-/// Candidates ranked per round; more rounds happen only when many candidates have no source.
+/// Candidates (missing chunks) ranked in the first window; each further window, looked at
+/// only when the earlier ones did not fill the plan, is four times larger.
 const FIRST_BATCH: usize = 64;
+/// Sources looked at per tier when a chunk's holders and the free sources both outnumber it.
+const EXAMINE: usize = 64;
+/// Sources named per assignment: the first and fallbacks should it fail (the protocol allows
+/// up to [`MAX_SOURCES`]).
+const SOURCES: usize = 4;
+/// Free sources a tier is ranked from at most (its best [`SOURCES`] are named).
+const RANKED: usize = MAX_SOURCES;
+/// A farther tier is looked at only while fewer sources than this were found nearer.
+const ENOUGH: usize = 2;
 
 impl Tracker {
     pub(super) fn do_plan(&mut self, now: Millis, a: u32, max: usize) -> Vec<Assignment> {
@@ -32,17 +44,34 @@ impl Tracker {
             if self.titles[t as usize].manifest.len() > disk {
                 continue;
             }
-            self.candidates(a, t, &mut keys);
-            let mut start = 0;
-            let mut batch = FIRST_BATCH;
-            while start < keys.len() && budget > 0 {
-                let end = (start + batch).min(keys.len());
-                let rest = &mut keys[start..];
-                if end - start < rest.len() {
-                    rest.select_nth_unstable(end - start - 1);
+            // Rarest first within a window of the chunks `a` lacks, starting at a point of
+            // its own (it moves with time): a plan costs about the window, not the title,
+            // and different appliances look at different chunks. Only when the window
+            // yields too little is the next, larger one looked at.
+            let chunks = self.titles[t as usize].manifest.chunk_count();
+            if chunks == 0 {
+                continue;
+            }
+            let base = hash::mix(self.slots[a as usize].hash, self.titles[t as usize].hash);
+            let first = (hash::mix(base, now) % u64::from(chunks)) as u32;
+            let mut scanned = 0;
+            let mut window = FIRST_BATCH;
+            while scanned < chunks && budget > 0 {
+                self.candidates(a, t, first, &mut scanned, window, &mut keys);
+                // Usually the first few candidates get sources: order those, then the rest
+                // only if needed.
+                let k = (2 * budget).min(keys.len());
+                if k > 0 && k < keys.len() {
+                    keys.select_nth_unstable(k - 1);
                 }
-                rest[..end - start].sort_unstable();
-                for &key in &keys[start..end] {
+                keys[..k].sort_unstable();
+                let mut sorted = k;
+                for i in 0..keys.len() {
+                    if i == sorted {
+                        keys[i..].sort_unstable();
+                        sorted = keys.len();
+                    }
+                    let key = keys[i];
                     if budget == 0 {
                         break;
                     }
@@ -56,45 +85,45 @@ impl Tracker {
                         budget -= 1;
                     }
                 }
-                start = end;
-                batch *= 4;
+                window *= 4;
             }
         }
         plan
     }
 
-    /// The chunks of title `t` that `a` neither holds nor fetches, keyed so that sorting puts
-    /// them rarest first, with ties in an order of `a`'s own.
-    fn candidates(&self, a: u32, t: u32, keys: &mut Vec<u128>) {
+    /// Up to `want` chunks of title `t` that `a` neither holds nor fetches, looking at chunks
+    /// `first + scanned`, `first + scanned + 1`, ... (modulo the chunk count) and advancing
+    /// `scanned` past those looked at; keyed so that sorting puts them rarest first, with ties
+    /// in an order of `a`'s own.
+    fn candidates(&self, a: u32, t: u32, first: u32, scanned: &mut u32, want: usize, keys: &mut Vec<u128>) {
         keys.clear();
         let title = &self.titles[t as usize];
         let Some(live) = self.slots[a as usize].live.as_ref() else { return };
         let base = hash::mix(self.slots[a as usize].hash, title.hash);
         let chunks = title.manifest.chunk_count();
-        let held = live.held.get(&t);
-        let mut push = |c: u32| {
+        let held = live.held.get(&t).map(|m| m.as_bytes());
+        while *scanned < chunks && keys.len() < want {
+            let c = (first + *scanned) % chunks;
+            if let Some(bytes) = held {
+                let byte = bytes[(c / 8) as usize];
+                if c.is_multiple_of(8) && byte == 0xff && chunks - *scanned >= 8 && chunks - c >= 8 {
+                    // Eight held chunks at once.
+                    *scanned += 8;
+                    continue;
+                }
+                *scanned += 1;
+                if byte & (1 << (c % 8)) != 0 {
+                    continue;
+                }
+            } else {
+                *scanned += 1;
+            }
             if live.inflight.contains_key(&(t, c)) {
-                return;
+                continue;
             }
             let score = u128::from(title.holders[c as usize]) + u128::from(title.inflight[c as usize]);
             let tie = u128::from(hash::mix(base, u64::from(c)));
             keys.push(score << 96 | tie << 32 | u128::from(c));
-        };
-        match held {
-            None => (0..chunks).for_each(&mut push),
-            Some(map) => {
-                for (i, &byte) in map.as_bytes().iter().enumerate() {
-                    let mut missing = !byte;
-                    while missing != 0 {
-                        let bit = missing.trailing_zeros();
-                        missing &= missing - 1;
-                        let c = i as u32 * 8 + bit;
-                        if c < chunks {
-                            push(c);
-                        }
-                    }
-                }
-            }
         }
     }
 
@@ -122,7 +151,7 @@ impl Tracker {
             }
             vec![o]
         } else if holders > 0 {
-            self.peer_sources(a, t, c, holders)
+            self.peer_sources(a, t, c)
         } else {
             return None;
         };
@@ -147,77 +176,80 @@ impl Tracker {
         Some(assignment)
     }
 
-    /// Up to [`MAX_SOURCES`] free eligible holders of chunk `c`: same site, then same region,
-    /// then anywhere; within each, more spare slots first, then a per-chunk hash.
-    fn peer_sources(&self, a: u32, t: u32, c: u32, holders: u32) -> Vec<u32> {
+    /// Up to [`SOURCES`] free eligible holders of chunk `c`: same site, then same region
+    /// (while fewer than [`ENOUGH`] were found), then anywhere (likewise); within each, the
+    /// ones a new upload would get the most bandwidth from (upload rate over uploads in
+    /// flight plus one) first, then a per-chunk hash.
+    ///
+    /// A tier's free sources are looked at when they are fewer than its holders of `c` and
+    /// at most [`EXAMINE`]; otherwise up to [`EXAMINE`] of its holders, from a hashed
+    /// starting point. Either way the looking stops at [`RANKED`] free holders, so an
+    /// assignment costs at most a few [`EXAMINE`]s, however many appliances hold the chunk.
+    fn peer_sources(&self, a: u32, t: u32, c: u32) -> Vec<u32> {
         let me = &self.slots[a as usize];
+        let title = &self.titles[t as usize];
         let (site, region) = (me.site, me.region);
         let mut out = Vec::new();
-        let mut found = 0u32;
-        let mut class: Vec<(u32, u64, u32)> = Vec::new();
-        // Every free holder of `c` in each tier is ranked, so walking the chunk's holder
-        // list instead of the free sets, when it is the shorter, gives the same sources.
-        let list = &self.titles[t as usize].holder_lists[c as usize];
-        if list.len() < self.free_all.len() {
-            let mut tiers: [Vec<(u32, u64, u32)>; 3] = Default::default();
-            for &s in list {
-                let slot = &self.slots[s as usize];
-                if s == a || !slot.free {
-                    continue;
-                }
-                let tier = if slot.site == site {
-                    0
-                } else if slot.region == region {
-                    1
-                } else {
-                    2
-                };
-                let spare = slot.upload_slots - slot.load;
-                let tie = hash::mix(hash::mix(slot.hash, me.hash), u64::from(c));
-                tiers[tier].push((u32::MAX - spare, tie, s));
-            }
-            for class in &mut tiers {
-                if out.len() >= MAX_SOURCES {
-                    break;
-                }
-                best_first(class, MAX_SOURCES - out.len());
-                out.extend(class.iter().map(|&(_, _, s)| s).take(MAX_SOURCES - out.len()));
-            }
-            return out;
-        }
+        let mut class: Vec<(u64, u64, u32)> = Vec::new();
         for tier in 0..3 {
-            if out.len() >= MAX_SOURCES || found >= holders {
+            if out.len() >= ENOUGH {
                 break;
             }
             class.clear();
-            let set = match tier {
-                0 => self.free_site.get(&site),
-                1 => self.free_region.get(&region),
-                _ => Some(&self.free_all),
+            let (list, free) = match tier {
+                0 => (title.site_lists.get(&(site, c)), self.free_site.get(&site)),
+                1 => (title.region_lists.get(&(region, c)), self.free_region.get(&region)),
+                _ => (Some(&title.holder_lists[c as usize]), Some(&self.free_all)),
             };
-            for &s in set.into_iter().flatten() {
+            let list = list.map_or(&[][..], Vec::as_slice);
+            let free_len = free.map_or(0, |f| f.len());
+            if list.is_empty() || free_len == 0 {
+                continue;
+            }
+            // Nearer holders belong to an earlier tier.
+            let this_tier = |s: u32| {
                 let slot = &self.slots[s as usize];
-                let nearer = match tier {
-                    0 => false,
-                    1 => slot.site == site,
-                    _ => slot.region == region,
-                };
-                if s == a || nearer {
-                    continue;
-                }
-                if !slot.live.as_ref().is_some_and(|l| l.holds(t, c)) {
-                    continue;
-                }
-                found += 1;
-                let spare = slot.upload_slots - slot.load;
+                s != a
+                    && match tier {
+                        0 => true,
+                        1 => slot.site != site,
+                        _ => slot.region != region,
+                    }
+            };
+            let consider = |class: &mut Vec<(u64, u64, u32)>, s: u32| {
+                let slot = &self.slots[s as usize];
+                let rate = slot.weight / u64::from(slot.load + 1);
                 let tie = hash::mix(hash::mix(slot.hash, me.hash), u64::from(c));
-                class.push((u32::MAX - spare, tie, s));
-                if found >= holders {
-                    break;
+                class.push((u64::MAX - rate, tie, s));
+            };
+            match free {
+                Some(free) if free_len < list.len() && free_len <= EXAMINE => {
+                    for &s in free {
+                        if this_tier(s) && self.slots[s as usize].live.as_ref().is_some_and(|l| l.holds(t, c))
+                        {
+                            consider(&mut class, s);
+                            if class.len() >= RANKED {
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let h = hash::mix(hash::mix(me.hash, title.hash), u64::from(c));
+                    let start = (h % list.len() as u64) as usize;
+                    let (tail, head) = list.split_at(start);
+                    for &s in head.iter().chain(tail).take(EXAMINE) {
+                        if self.slots[s as usize].free && this_tier(s) {
+                            consider(&mut class, s);
+                            if class.len() >= RANKED {
+                                break;
+                            }
+                        }
+                    }
                 }
             }
-            best_first(&mut class, MAX_SOURCES - out.len());
-            out.extend(class.iter().map(|&(_, _, s)| s).take(MAX_SOURCES - out.len()));
+            best_first(&mut class, SOURCES - out.len());
+            out.extend(class.iter().map(|&(_, _, s)| s).take(SOURCES - out.len()));
         }
         out
     }
@@ -225,7 +257,7 @@ impl Tracker {
 
 /// Puts the `k` smallest keys first, in order (the rest in any order): what sorting the
 /// whole slice and taking `k` gives, in linear time. Keys are distinct (they end in a node).
-fn best_first(class: &mut [(u32, u64, u32)], k: usize) {
+fn best_first(class: &mut [(u64, u64, u32)], k: usize) {
     if k == 0 {
         return;
     }

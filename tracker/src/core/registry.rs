@@ -10,13 +10,16 @@ use super::{hash, Millis, Tracker};
 
 /// Everything known about one node id. A slot outlives the node's registration so that
 /// badness, the byte accounting and uploads still in flight from it stay attached to it.
+///
+/// `repr(C)` keeps the fields the planner reads for every candidate source (the first few)
+/// together at the start, in one cache line.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Slot {
-    pub id: NodeId,
     pub hash: u64,
-    pub bad: bool,
-    /// The latest registration, kept after the node is gone to classify bytes it sent.
-    pub registration: Option<Registration>,
+    /// The upload rate the planner ranks sources by: the stated one, but at least the upload
+    /// slots' worth (a node stating none still counts as its minimum slots).
+    pub weight: u64,
     /// Interned (region, site) of `registration`.
     pub region: u32,
     pub site: u32,
@@ -25,9 +28,13 @@ pub(crate) struct Slot {
     pub load: u32,
     /// Whether this node is in the free-source sets.
     pub free: bool,
+    pub bad: bool,
+    pub live: Option<Live>,
+    pub id: NodeId,
+    /// The latest registration, kept after the node is gone to classify bytes it sent.
+    pub registration: Option<Registration>,
     /// Chunks whose bytes are already in the accounting, per title.
     pub accounted: BTreeMap<u32, ChunkBitmap>,
-    pub live: Option<Live>,
 }
 
 /// A registered, not yet gone node.
@@ -71,6 +78,7 @@ impl Tracker {
             region: 0,
             site: 0,
             upload_slots: 0,
+            weight: 1,
             load: 0,
             free: false,
             accounted: BTreeMap::new(),
@@ -80,11 +88,16 @@ impl Tracker {
         i
     }
 
-    pub(super) fn slots_for(&self, upload_bps: u64) -> u32 {
+    /// Upload slots of a node: one per [`Config::slot_bps`] of upload, clamped to
+    /// [`Config::min_slots`] and [`Config::max_slots`] ([`Config::max_origin_slots`] for the
+    /// origin, which sends every chunk once and so should keep its whole upload busy), plus
+    /// [`Config::spare_slots`].
+    pub(super) fn slots_for(&self, role: Role, upload_bps: u64) -> u32 {
         let c = &self.config;
         let n = upload_bps.checked_div(c.slot_bps).unwrap_or(u64::MAX);
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        n.clamp(c.min_slots, c.max_slots.max(c.min_slots))
+        let max = if role == Role::Origin { c.max_origin_slots } else { c.max_slots };
+        n.clamp(c.min_slots, max.max(c.min_slots)).saturating_add(c.spare_slots)
     }
 
     /// Healthy as of `now`: connected, reporting itself healthy, and heard from recently.
@@ -117,16 +130,21 @@ impl Tracker {
         self.unindex(idx);
         let region = self.intern_region(&registration.region);
         let site = self.intern_site(&registration.region, &registration.site);
-        let upload_slots = self.slots_for(registration.upload_bps);
+        // Held chunks stay listed under the node's site and region: move them if it moved.
+        self.move_holder(idx, Some((site, region)));
+        let upload_slots = self.slots_for(registration.role, registration.upload_bps);
         match registration.role {
             Role::Origin => self.origin = Some(idx),
             _ if self.origin == Some(idx) => self.origin = None,
             _ => {}
         }
+        let weight =
+            registration.upload_bps.max(u64::from(upload_slots).saturating_mul(self.config.slot_bps)).max(1);
         let slot = &mut self.slots[idx as usize];
         slot.region = region;
         slot.site = site;
         slot.upload_slots = upload_slots;
+        slot.weight = weight;
         slot.registration = Some(registration);
         let live = slot.live.get_or_insert_with(|| Live {
             last_heartbeat: now,
@@ -215,22 +233,32 @@ impl Tracker {
         for t in &mut self.titles {
             t.complete.remove(&idx);
         }
-        if let Some(live) = self.slots[idx as usize].live.as_ref() {
-            for (&t, map) in &live.held {
-                let lists = &mut self.titles[t as usize].holder_lists;
-                for c in map.iter() {
-                    let list = &mut lists[c as usize];
-                    if let Some(p) = list.iter().position(|&n| n == idx) {
-                        list.swap_remove(p);
-                    }
-                }
-            }
-        }
+        self.move_holder(idx, None);
         if self.origin == Some(idx) {
             self.origin = None;
         }
         self.slots[idx as usize].live = None;
         self.update_free(idx);
+    }
+
+    /// Moves a live node's entries in the holder lists to `to` (site, region), or takes them
+    /// out with `None`.
+    fn move_holder(&mut self, idx: u32, to: Option<(u32, u32)>) {
+        let slot = &self.slots[idx as usize];
+        let Some(live) = slot.live.as_ref() else { return };
+        let from = (slot.site, slot.region);
+        if to == Some(from) {
+            return;
+        }
+        for (&t, map) in &live.held {
+            let title = &mut self.titles[t as usize];
+            for c in map.iter() {
+                title.remove_holder(idx, from.0, from.1, c);
+                if let Some((site, region)) = to {
+                    title.add_holder(idx, site, region, c);
+                }
+            }
+        }
     }
 
     /// Adds or removes the node's held chunks and in-flight fetches from the per-chunk counts.

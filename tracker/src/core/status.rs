@@ -163,10 +163,65 @@ impl Tracker {
         if expiries != self.expiries.len() {
             return Err("stray expiries".into());
         }
+        self.validate_holder_lists()?;
         let free_sites: usize = self.free_site.values().map(|s| s.len()).sum();
         let free_regions: usize = self.free_region.values().map(|s| s.len()).sum();
         if free_sites != self.free_all.len() || free_regions != self.free_all.len() {
             return Err("free sets disagree".into());
+        }
+        Ok(())
+    }
+
+    /// Every live node holding a chunk is listed exactly once for it overall, under its site
+    /// and under its region, and nobody else is.
+    fn validate_holder_lists(&self) -> Result<(), String> {
+        type Key = (u32, u32, u32);
+        let (mut all, mut sites, mut regions): (Vec<Key>, Vec<Key>, Vec<Key>) = Default::default();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(live) = &slot.live else { continue };
+            for (&t, map) in &live.held {
+                for c in map.iter() {
+                    all.push((t, c, i as u32));
+                    sites.push((t, c, i as u32));
+                    regions.push((t, c, i as u32));
+                }
+            }
+        }
+        let (mut got_all, mut got_sites, mut got_regions): (Vec<Key>, Vec<Key>, Vec<Key>) =
+            Default::default();
+        for (t, title) in self.titles.iter().enumerate() {
+            let t = t as u32;
+            for (c, list) in title.holder_lists.iter().enumerate() {
+                got_all.extend(list.iter().map(|&n| (t, c as u32, n)));
+            }
+            for (lists, got, is_site) in
+                [(&title.site_lists, &mut got_sites, true), (&title.region_lists, &mut got_regions, false)]
+            {
+                for (&(place, c), list) in lists {
+                    if list.is_empty() {
+                        return Err(format!("empty holder list kept for title {t} chunk {c}"));
+                    }
+                    for &n in list {
+                        let slot = &self.slots[n as usize];
+                        if place != if is_site { slot.site } else { slot.region } {
+                            return Err(format!("{} listed for chunk {c} under another place", slot.id));
+                        }
+                        got.push((t, c, n));
+                    }
+                }
+            }
+        }
+        for (want, got, what) in [
+            (all, got_all, "holder"),
+            (sites, got_sites, "site holder"),
+            (regions, got_regions, "region holder"),
+        ] {
+            let (mut want, mut got) = (want, got);
+            want.sort_unstable();
+            got.sort_unstable();
+            if want != got {
+                return Err(format!("{what} lists differ from the held maps"));
+            }
         }
         Ok(())
     }

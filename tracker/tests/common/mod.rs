@@ -174,9 +174,12 @@ impl Model {
         }
     }
 
+    /// One slot per `slot_bps` of upload, clamped (the origin to its own cap), plus spares.
     pub fn slots(&self, config: &Config, id: &NodeId) -> u32 {
-        let bps = self.nodes[id].registration.upload_bps;
-        u32::try_from(bps / config.slot_bps).unwrap_or(u32::MAX).clamp(config.min_slots, config.max_slots)
+        let reg = &self.nodes[id].registration;
+        let max = if reg.role == Role::Origin { config.max_origin_slots } else { config.max_slots };
+        let share = u32::try_from(reg.upload_bps / config.slot_bps).unwrap_or(u32::MAX);
+        share.clamp(config.min_slots, max.max(config.min_slots)) + config.spare_slots
     }
 }
 

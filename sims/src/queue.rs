@@ -1,0 +1,159 @@
+//! The completion queue: at most one pending completion per transfer, kept in a binary heap
+//! indexed by transfer so that a rate change moves a transfer's completion in place instead
+//! of leaving a stale entry behind (every re-solve changes many rates).
+
+/// A pending completion: (time in ns, sequence number) and the transfer.
+type Entry = (u64, u64, u32);
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Default)]
+pub struct CompletionQueue {
+    heap: Vec<Entry>,
+    /// Per transfer: its entry's index in `heap`, or `NONE`.
+    pos: Vec<u32>,
+}
+
+impl CompletionQueue {
+    /// The earliest completion, if any.
+    pub fn peek(&self) -> Option<Entry> {
+        self.heap.first().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Sets transfer `t`'s completion to (`at`, `seq`), replacing any it had.
+    pub fn set(&mut self, t: u32, at: u64, seq: u64) {
+        if self.pos.len() <= t as usize {
+            self.pos.resize(t as usize + 1, NONE);
+        }
+        let p = self.pos[t as usize];
+        if p == NONE {
+            self.heap.push((at, seq, t));
+            let i = self.heap.len() - 1;
+            self.pos[t as usize] = i as u32;
+            self.up(i);
+        } else {
+            let i = p as usize;
+            let old = self.heap[i];
+            self.heap[i] = (at, seq, t);
+            if (at, seq) < (old.0, old.1) {
+                self.up(i);
+            } else {
+                self.down(i);
+            }
+        }
+    }
+
+    /// Drops transfer `t`'s completion, if it has one.
+    pub fn remove(&mut self, t: u32) {
+        let Some(&p) = self.pos.get(t as usize) else { return };
+        if p == NONE {
+            return;
+        }
+        self.pos[t as usize] = NONE;
+        let i = p as usize;
+        let last = self.heap.len() - 1;
+        if i == last {
+            self.heap.pop();
+            return;
+        }
+        self.heap.swap_remove(i);
+        self.pos[self.heap[i].2 as usize] = i as u32;
+        self.down(i);
+        self.up(i);
+    }
+
+    /// Removes and returns the earliest completion.
+    pub fn pop(&mut self) -> Option<Entry> {
+        let first = self.peek()?;
+        self.remove(first.2);
+        Some(first)
+    }
+
+    fn key(&self, i: usize) -> (u64, u64) {
+        (self.heap[i].0, self.heap[i].1)
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        self.heap.swap(i, j);
+        self.pos[self.heap[i].2 as usize] = i as u32;
+        self.pos[self.heap[j].2 as usize] = j as u32;
+    }
+
+    fn up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.key(i) >= self.key(parent) {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut m = i;
+            if l < n && self.key(l) < self.key(m) {
+                m = l;
+            }
+            if r < n && self.key(r) < self.key(m) {
+                m = r;
+            }
+            if m == i {
+                break;
+            }
+            self.swap(i, m);
+            i = m;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn pops_in_order_whatever_the_updates() {
+        let mut q = CompletionQueue::default();
+        let mut model: Vec<Option<(u64, u64)>> = vec![None; 50];
+        let mut rng = Rng::new(3);
+        for seq in 0..5_000u64 {
+            let t = rng.below(50) as u32;
+            match rng.below(4) {
+                0 => {
+                    q.remove(t);
+                    model[t as usize] = None;
+                }
+                1 => {
+                    let popped = q.pop();
+                    let want = model
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, e)| e.map(|(at, s)| (at, s, i as u32)))
+                        .min();
+                    assert_eq!(popped, want);
+                    if let Some((_, _, i)) = want {
+                        model[i as usize] = None;
+                    }
+                }
+                _ => {
+                    let at = rng.below(1000);
+                    q.set(t, at, seq);
+                    model[t as usize] = Some((at, seq));
+                }
+            }
+            assert_eq!(q.len(), model.iter().flatten().count());
+        }
+    }
+}
