@@ -58,5 +58,14 @@ fn main() {
         r.ratio_to_bound.unwrap_or(f64::NAN)
     );
     println!("origin bytes     {:.3} x the title", r.origin_bytes_per_title);
+    let f = sc.title_bytes as f64;
+    let class = |k: &str| r.bytes_by_class.get(k).copied().unwrap_or(0) as f64 / f;
+    println!(
+        "bytes by class   {:.1} F same site, {:.1} F same region, {:.1} F cross-region, {:.1} F origin",
+        class("same_site"),
+        class("same_region"),
+        class("cross_region"),
+        class("origin")
+    );
     println!("trace            {}", o.trace_hash);
 }
