@@ -524,13 +524,27 @@ impl Store {
         Ok(())
     }
 
-    /// Copies a complete title to `out` (written beside it, synced, then renamed).
+    /// Copies a complete title to `out`: a regular file is written beside it, synced, then
+    /// renamed into place; anything else that exists (`/dev/null`, a pipe) is written into
+    /// as it is, never replaced.
     pub fn export(&self, title: &TitleId, out: &Path) -> Result<(), StoreError> {
         let held = self.held(title).ok_or(StoreError::UnknownTitle(*title))?;
         if !held.is_full() {
             return Err(StoreError::Incomplete(*title));
         }
         let what = || out.display().to_string();
+        if let Ok(meta) = fs::metadata(out) {
+            if meta.is_dir() {
+                return Err(StoreError::io(what(), io::Error::other("is a directory")));
+            }
+            if !meta.is_file() {
+                let mut sink =
+                    OpenOptions::new().write(true).open(out).map_err(|e| StoreError::io(what(), e))?;
+                let mut data = File::open(self.data_path(title)).map_err(|e| StoreError::io(what(), e))?;
+                io::copy(&mut data, &mut sink).map_err(|e| StoreError::io(what(), e))?;
+                return Ok(());
+            }
+        }
         let tmp = out.with_extension("fillmesh-part");
         fs::copy(self.data_path(title), &tmp).map_err(|e| StoreError::io(what(), e))?;
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(what(), e))?;
@@ -675,6 +689,27 @@ mod tests {
         let out = dir.path().join("out.bin");
         store.export(&id, &out).unwrap();
         assert_eq!(fs::read(&out).unwrap(), data);
+    }
+
+    #[test]
+    fn export_writes_into_a_pipe_or_device_and_never_replaces_it() {
+        let (dir, id, m, data) = setup(3 * 4096 + 100);
+        let store = reopen(dir.path());
+        store.add_title(id, "t", m.clone()).unwrap();
+        for i in 0..4 {
+            store.put_chunk(&chunk(&m, id, &data, i)).unwrap();
+        }
+        let fifo = dir.path().join("pipe");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(fifo).unwrap())
+        };
+        store.export(&id, &fifo).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe was replaced by a file");
+        assert_eq!(reader.join().unwrap(), data);
+        assert!(matches!(store.export(&id, dir.path()), Err(StoreError::Io { .. })));
     }
 
     #[test]
