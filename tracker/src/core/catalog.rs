@@ -1,7 +1,7 @@
 //! What there is to hold: published titles, who holds which chunks, and where the bytes that
 //! filled them came from.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use fillmesh_protocol::messages::{Fetched, Role};
 use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
@@ -23,39 +23,82 @@ pub(crate) struct TitleState {
     pub holder_lists: Vec<Vec<u32>>,
     /// The same per (site, chunk) and per (region, chunk), by the holder's site and region,
     /// so that finding a nearby holder costs the same however many hold the chunk elsewhere.
-    /// Only non-empty lists are kept.
-    pub site_lists: BTreeMap<(u32, u32), Vec<u32>>,
-    pub region_lists: BTreeMap<(u32, u32), Vec<u32>>,
+    pub site_lists: PlaceLists,
+    pub region_lists: PlaceLists,
     /// Live nodes whose held map is full, whatever their health.
     pub complete: BTreeSet<u32>,
     /// Bytes fetched, indexed like [`ByteClass::ALL`].
     pub bytes: [u64; 4],
 }
 
+/// Holder lists per (place, chunk): for each chunk, the places with a holder of it, sorted,
+/// each with its non-empty list. A lookup is a binary search among the places holding that
+/// chunk (no tree of every (place, chunk) pair to walk, and nothing kept for empty pairs).
+#[derive(Debug)]
+pub(crate) struct PlaceLists {
+    by_chunk: Vec<Vec<(u32, Vec<u32>)>>,
+}
+
+impl PlaceLists {
+    pub fn new(chunks: usize) -> Self {
+        Self { by_chunk: vec![Vec::new(); chunks] }
+    }
+
+    /// The holders of chunk `c` in `place` (empty when none).
+    pub fn get(&self, place: u32, c: u32) -> &[u32] {
+        let places = &self.by_chunk[c as usize];
+        match places.binary_search_by_key(&place, |e| e.0) {
+            Ok(p) => &places[p].1,
+            Err(_) => &[],
+        }
+    }
+
+    fn add(&mut self, place: u32, c: u32, idx: u32) {
+        let places = &mut self.by_chunk[c as usize];
+        match places.binary_search_by_key(&place, |e| e.0) {
+            Ok(p) => places[p].1.push(idx),
+            Err(p) => places.insert(p, (place, vec![idx])),
+        }
+    }
+
+    fn remove(&mut self, place: u32, c: u32, idx: u32) {
+        let places = &mut self.by_chunk[c as usize];
+        if let Ok(p) = places.binary_search_by_key(&place, |e| e.0) {
+            take(&mut places[p].1, idx);
+            if places[p].1.is_empty() {
+                places.remove(p);
+            }
+        }
+    }
+
+    /// Every (place, chunk, list), for validation.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32, &[u32])> {
+        self.by_chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(c, places)| places.iter().map(move |(p, l)| (*p, c as u32, l.as_slice())))
+    }
+}
+
+fn take(list: &mut Vec<u32>, idx: u32) {
+    if let Some(p) = list.iter().position(|&n| n == idx) {
+        list.swap_remove(p);
+    }
+}
+
 impl TitleState {
     /// Enters node `idx` of (`site`, `region`) in chunk `c`'s holder lists.
     pub fn add_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
         self.holder_lists[c as usize].push(idx);
-        self.site_lists.entry((site, c)).or_default().push(idx);
-        self.region_lists.entry((region, c)).or_default().push(idx);
+        self.site_lists.add(site, c, idx);
+        self.region_lists.add(region, c, idx);
     }
 
     /// Takes node `idx`, entered under (`site`, `region`), out of chunk `c`'s holder lists.
     pub fn remove_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
-        fn take(list: &mut Vec<u32>, idx: u32) {
-            if let Some(p) = list.iter().position(|&n| n == idx) {
-                list.swap_remove(p);
-            }
-        }
         take(&mut self.holder_lists[c as usize], idx);
-        for (lists, key) in [(&mut self.site_lists, (site, c)), (&mut self.region_lists, (region, c))] {
-            if let Some(list) = lists.get_mut(&key) {
-                take(list, idx);
-                if list.is_empty() {
-                    lists.remove(&key);
-                }
-            }
-        }
+        self.site_lists.remove(site, c, idx);
+        self.region_lists.remove(region, c, idx);
     }
 }
 
@@ -83,8 +126,8 @@ impl Tracker {
             holders: vec![0; chunks],
             inflight: vec![0; chunks],
             holder_lists: vec![Vec::new(); chunks],
-            site_lists: BTreeMap::new(),
-            region_lists: BTreeMap::new(),
+            site_lists: PlaceLists::new(chunks),
+            region_lists: PlaceLists::new(chunks),
             complete: BTreeSet::new(),
             bytes: [0; 4],
         });
@@ -164,7 +207,7 @@ impl Tracker {
         let chunks = self.titles[t as usize].manifest.chunk_count();
         for f in fetched {
             let held = self.slots[idx as usize].live.as_ref().is_some_and(|l| l.holds(t, f.chunk));
-            let Some(&src) = self.ids.get(&f.source) else { continue };
+            let Some(&src) = self.lookup.get(&f.source) else { continue };
             if !held || src == idx {
                 continue;
             }

@@ -12,7 +12,7 @@ mod registry;
 mod status;
 mod steering;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use fillmesh_protocol::messages::{Assignment, CatalogEntry, FailureKind, Fetched, Heartbeat, Registration};
@@ -197,6 +197,12 @@ pub struct Tracker {
     /// Every node ever named, by index; indices never change, so counts can refer to them.
     slots: Vec<Slot>,
     ids: BTreeMap<NodeId, u32>,
+    /// The same, for lookups only (never iterated, so its order does not matter): a hash
+    /// instead of a walk down a tree of node ids on every report and plan.
+    lookup: HashMap<NodeId, u32>,
+    /// Per slot: whether the node is in the free-source sets (apart from the slots, so that
+    /// the planner's scan over a chunk's holders reads a dense array).
+    free: Vec<bool>,
     /// Interned (region) and (region, site) names.
     regions: BTreeMap<String, u32>,
     sites: BTreeMap<(String, String), u32>,
@@ -221,6 +227,8 @@ impl Tracker {
             config,
             slots: Vec::new(),
             ids: BTreeMap::new(),
+            lookup: HashMap::new(),
+            free: Vec::new(),
             regions: BTreeMap::new(),
             sites: BTreeMap::new(),
             origin: None,
@@ -373,7 +381,7 @@ impl Tracker {
 
     /// The registration of a live (not gone) node.
     pub fn registration(&self, node: &NodeId) -> Option<&Registration> {
-        let idx = *self.ids.get(node)?;
+        let idx = *self.lookup.get(node)?;
         let slot = &self.slots[idx as usize];
         slot.live.as_ref().and(slot.registration.as_ref())
     }
@@ -422,7 +430,7 @@ impl Tracker {
     }
 
     fn live_index(&self, node: &NodeId) -> Result<u32, CoreError> {
-        match self.ids.get(node) {
+        match self.lookup.get(node) {
             Some(&i) if self.slots[i as usize].live.is_some() => Ok(i),
             _ => Err(CoreError::UnknownNode(node.clone())),
         }

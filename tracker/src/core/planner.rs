@@ -197,11 +197,10 @@ impl Tracker {
             }
             class.clear();
             let (list, free) = match tier {
-                0 => (title.site_lists.get(&(site, c)), self.free_site.get(&site)),
-                1 => (title.region_lists.get(&(region, c)), self.free_region.get(&region)),
-                _ => (Some(&title.holder_lists[c as usize]), Some(&self.free_all)),
+                0 => (title.site_lists.get(site, c), self.free_site.get(&site)),
+                1 => (title.region_lists.get(region, c), self.free_region.get(&region)),
+                _ => (title.holder_lists[c as usize].as_slice(), Some(&self.free_all)),
             };
-            let list = list.map_or(&[][..], Vec::as_slice);
             let free_len = free.map_or(0, |f| f.len());
             if list.is_empty() || free_len == 0 {
                 continue;
@@ -239,7 +238,7 @@ impl Tracker {
                     let start = (h % list.len() as u64) as usize;
                     let (tail, head) = list.split_at(start);
                     for &s in head.iter().chain(tail).take(EXAMINE) {
-                        if self.slots[s as usize].free && this_tier(s) {
+                        if self.free[s as usize] && this_tier(s) {
                             consider(&mut class, s);
                             if class.len() >= RANKED {
                                 break;

@@ -26,8 +26,6 @@ pub(crate) struct Slot {
     pub upload_slots: u32,
     /// In-flight assignments naming this node as first source.
     pub load: u32,
-    /// Whether this node is in the free-source sets.
-    pub free: bool,
     pub bad: bool,
     pub live: Option<Live>,
     pub id: NodeId,
@@ -66,7 +64,7 @@ impl Live {
 
 impl Tracker {
     pub(super) fn intern(&mut self, node: &NodeId) -> u32 {
-        if let Some(&i) = self.ids.get(node) {
+        if let Some(&i) = self.lookup.get(node) {
             return i;
         }
         let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
@@ -80,11 +78,12 @@ impl Tracker {
             upload_slots: 0,
             weight: 1,
             load: 0,
-            free: false,
             accounted: BTreeMap::new(),
             live: None,
         });
         self.ids.insert(node.clone(), i);
+        self.lookup.insert(node.clone(), i);
+        self.free.push(false);
         i
     }
 
@@ -283,11 +282,11 @@ impl Tracker {
     pub(super) fn update_free(&mut self, idx: u32) {
         let slot = &self.slots[idx as usize];
         let free = slot.live.as_ref().is_some_and(|l| l.eligible) && slot.load < slot.upload_slots;
-        if free == slot.free {
+        if free == self.free[idx as usize] {
             return;
         }
         let (region, site) = (slot.region, slot.site);
-        self.slots[idx as usize].free = free;
+        self.free[idx as usize] = free;
         let site_set = self.free_site.entry(site).or_default();
         let region_set = self.free_region.entry(region).or_default();
         if free {
@@ -364,9 +363,9 @@ impl Tracker {
                 }
             }
         }
-        let slot = &mut self.slots[idx as usize];
-        if slot.free {
-            slot.free = false;
+        if self.free[idx as usize] {
+            self.free[idx as usize] = false;
+            let slot = &self.slots[idx as usize];
             let (region, site) = (slot.region, slot.site);
             self.free_site.entry(site).or_default().remove(&idx);
             self.free_region.entry(region).or_default().remove(&idx);

@@ -92,7 +92,7 @@ impl Tracker {
     /// In-flight assignments naming `node` as first source, and its upload slots.
     #[doc(hidden)]
     pub fn debug_load(&self, node: &NodeId) -> Option<(u32, u32)> {
-        let slot = &self.slots[*self.ids.get(node)? as usize];
+        let slot = &self.slots[*self.lookup.get(node)? as usize];
         Some((slot.load, slot.upload_slots))
     }
 
@@ -106,7 +106,7 @@ impl Tracker {
         for (i, slot) in self.slots.iter().enumerate() {
             let i = i as u32;
             let Some(live) = &slot.live else {
-                if slot.free {
+                if self.free[i as usize] {
                     return Err(format!("gone node {} is free", slot.id));
                 }
                 continue;
@@ -118,7 +118,7 @@ impl Tracker {
                 ));
             }
             let free = live.eligible && slot.load < slot.upload_slots;
-            if free != slot.free || free != self.free_all.contains(&i) {
+            if free != self.free[i as usize] || free != self.free_all.contains(&i) {
                 return Err(format!("node {} free flag wrong", slot.id));
             }
             if live.eligible {
@@ -197,7 +197,7 @@ impl Tracker {
             for (lists, got, is_site) in
                 [(&title.site_lists, &mut got_sites, true), (&title.region_lists, &mut got_regions, false)]
             {
-                for (&(place, c), list) in lists {
+                for (place, c, list) in lists.iter() {
                     if list.is_empty() {
                         return Err(format!("empty holder list kept for title {t} chunk {c}"));
                     }
