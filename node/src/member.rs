@@ -233,21 +233,32 @@ async fn session(
                 link.request(&TrackerRequest::Heartbeat(hb)).await?;
                 refresh_members(link, server).await?;
             }
-            _ = flush.tick() => {
-                let pending = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
-                for (title, fetched) in pending {
-                    for batch in fetched.chunks(MAX_FETCHED) {
-                        report(link, title, store, batch.to_vec()).await?;
-                    }
-                }
-            }
+            _ = flush.tick() => flush_reports(link, store, &reports).await?,
             Some(title) = published.recv() => {
                 publish(link, store, title).await?;
                 report(link, title, store, Vec::new()).await?;
             }
-            Some(_) = work.join_next(), if !work.is_empty() => {}
+            // A finished chunk frees a fetch slot here and an upload slot at its source; the
+            // tracker hears of it now rather than at the next flush tick, so both are planned
+            // again at once (the tracker counts a slot busy until the report).
+            Some(_) = work.join_next(), if !work.is_empty() => flush_reports(link, store, &reports).await?,
         }
     }
+}
+
+/// Reports every chunk stored since the last report, with the held bitmaps of their titles.
+async fn flush_reports(
+    link: &TrackerLink,
+    store: &Store,
+    reports: &Mutex<BTreeMap<TitleId, Vec<Fetched>>>,
+) -> Result<(), LinkError> {
+    let pending = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+    for (title, fetched) in pending {
+        for batch in fetched.chunks(MAX_FETCHED) {
+            report(link, title, store, batch.to_vec()).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn publish(link: &TrackerLink, store: &Store, title: TitleId) -> Result<(), LinkError> {
