@@ -236,8 +236,8 @@ impl Net {
         }
         set.clear();
         self.dirty = set;
-        self.changed.sort_unstable();
-        self.changed.dedup();
+        // `sub` is sorted and without repeats, and so is `changed`, taken from it in order.
+        debug_assert!(self.changed.windows(2).all(|w| w[0] < w[1]));
         if self.check_capacity {
             if let Err(e) = self.check_capacities() {
                 panic!("capacity invariant broken at {now} ns: {e}");
@@ -446,6 +446,8 @@ struct Fill {
     at_start: Vec<u32>,
     at: Vec<u32>,
     frozen: Vec<bool>,
+    /// Next free place of each resource in `at` while filling it.
+    next: Vec<u32>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
@@ -470,11 +472,12 @@ impl Fill {
         }
         self.at.clear();
         self.at.resize(flow_res.len(), 0);
-        let mut next: Vec<u32> = self.at_start[..cap.len()].to_vec();
+        self.next.clear();
+        self.next.extend_from_slice(&self.at_start[..cap.len()]);
         for i in 0..flows {
             for &l in res_of(i) {
-                self.at[next[l as usize] as usize] = i as u32;
-                next[l as usize] += 1;
+                self.at[self.next[l as usize] as usize] = i as u32;
+                self.next[l as usize] += 1;
             }
         }
         self.rates.clear();

@@ -81,40 +81,47 @@ impl CompletionQueue {
         (self.heap[i].0, self.heap[i].1)
     }
 
-    fn swap(&mut self, i: usize, j: usize) {
-        self.heap.swap(i, j);
-        self.pos[self.heap[i].2 as usize] = i as u32;
-        self.pos[self.heap[j].2 as usize] = j as u32;
-    }
-
+    /// Moves the entry at `i` up to its place, shifting parents down into the hole (one
+    /// write per level instead of a swap).
     fn up(&mut self, mut i: usize) {
+        let e = self.heap[i];
         while i > 0 {
             let parent = (i - 1) / 2;
-            if self.key(i) >= self.key(parent) {
+            let p = self.heap[parent];
+            if (e.0, e.1) >= (p.0, p.1) {
                 break;
             }
-            self.swap(i, parent);
+            self.heap[i] = p;
+            self.pos[p.2 as usize] = i as u32;
             i = parent;
         }
+        self.heap[i] = e;
+        self.pos[e.2 as usize] = i as u32;
     }
 
+    /// Moves the entry at `i` down to its place, shifting the smaller child up each level.
     fn down(&mut self, mut i: usize) {
         let n = self.heap.len();
+        let e = self.heap[i];
         loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut m = i;
-            if l < n && self.key(l) < self.key(m) {
-                m = l;
-            }
-            if r < n && self.key(r) < self.key(m) {
-                m = r;
-            }
-            if m == i {
+            let l = 2 * i + 1;
+            if l >= n {
                 break;
             }
-            self.swap(i, m);
+            let mut m = l;
+            if l + 1 < n && self.key(l + 1) < self.key(l) {
+                m = l + 1;
+            }
+            let c = self.heap[m];
+            if (c.0, c.1) >= (e.0, e.1) {
+                break;
+            }
+            self.heap[i] = c;
+            self.pos[c.2 as usize] = i as u32;
             i = m;
         }
+        self.heap[i] = e;
+        self.pos[e.2 as usize] = i as u32;
     }
 }
 

@@ -219,6 +219,8 @@ pub struct Tracker {
     free_all: BTreeSet<u32>,
     /// Client prefixes of live nodes.
     prefixes: BTreeMap<IpPrefix, BTreeSet<u32>>,
+    /// The planner's reusable buffers (no state between calls).
+    scratch: planner::PlanScratch,
 }
 
 impl Tracker {
@@ -240,6 +242,7 @@ impl Tracker {
             free_region: BTreeMap::new(),
             free_all: BTreeSet::new(),
             prefixes: BTreeMap::new(),
+            scratch: planner::PlanScratch::default(),
         }
     }
 

@@ -24,6 +24,13 @@ const RANKED: usize = MAX_SOURCES;
 /// A farther tier is looked at only while fewer sources than this were found nearer.
 const ENOUGH: usize = 2;
 
+/// Buffers a plan reuses, so that planning allocates little.
+#[derive(Debug, Default)]
+pub(crate) struct PlanScratch {
+    keys: Vec<u128>,
+    class: Vec<(u64, u64, u32)>,
+}
+
 impl Tracker {
     pub(super) fn do_plan(&mut self, now: Millis, a: u32, max: usize) -> Vec<Assignment> {
         let slot = &self.slots[a as usize];
@@ -36,7 +43,7 @@ impl Tracker {
         let room = self.config.max_inflight_per_appliance.saturating_sub(live.inflight.len());
         let mut budget = max.min(room).min(MAX_ASSIGNMENTS);
         let mut plan = Vec::new();
-        let mut keys: Vec<u128> = Vec::new();
+        let mut keys = std::mem::take(&mut self.scratch.keys);
         for t in 0..self.titles.len() as u32 {
             if budget == 0 {
                 break;
@@ -88,6 +95,7 @@ impl Tracker {
                 window *= 4;
             }
         }
+        self.scratch.keys = keys;
         plan
     }
 
@@ -151,7 +159,10 @@ impl Tracker {
             }
             vec![o]
         } else if holders > 0 {
-            self.peer_sources(a, t, c)
+            let mut class = std::mem::take(&mut self.scratch.class);
+            let sources = self.peer_sources(a, t, c, &mut class);
+            self.scratch.class = class;
+            sources
         } else {
             return None;
         };
@@ -185,12 +196,11 @@ impl Tracker {
     /// at most [`EXAMINE`]; otherwise up to [`EXAMINE`] of its holders, from a hashed
     /// starting point. Either way the looking stops at [`RANKED`] free holders, so an
     /// assignment costs at most a few [`EXAMINE`]s, however many appliances hold the chunk.
-    fn peer_sources(&self, a: u32, t: u32, c: u32) -> Vec<u32> {
+    fn peer_sources(&self, a: u32, t: u32, c: u32, class: &mut Vec<(u64, u64, u32)>) -> Vec<u32> {
         let me = &self.slots[a as usize];
         let title = &self.titles[t as usize];
         let (site, region) = (me.site, me.region);
         let mut out = Vec::new();
-        let mut class: Vec<(u64, u64, u32)> = Vec::new();
         for tier in 0..3 {
             if out.len() >= ENOUGH {
                 break;
@@ -226,7 +236,7 @@ impl Tracker {
                     for &s in free {
                         if this_tier(s) && self.slots[s as usize].live.as_ref().is_some_and(|l| l.holds(t, c))
                         {
-                            consider(&mut class, s);
+                            consider(class, s);
                             if class.len() >= RANKED {
                                 break;
                             }
@@ -239,7 +249,7 @@ impl Tracker {
                     let (tail, head) = list.split_at(start);
                     for &s in head.iter().chain(tail).take(EXAMINE) {
                         if self.free[s as usize] && this_tier(s) {
-                            consider(&mut class, s);
+                            consider(class, s);
                             if class.len() >= RANKED {
                                 break;
                             }
@@ -247,7 +257,7 @@ impl Tracker {
                     }
                 }
             }
-            best_first(&mut class, SOURCES - out.len());
+            best_first(class, SOURCES - out.len());
             out.extend(class.iter().map(|&(_, _, s)| s).take(SOURCES - out.len()));
         }
         out
