@@ -32,51 +32,61 @@ pub(crate) struct TitleState {
 }
 
 /// Holder lists per (place, chunk): for each chunk, the places with a holder of it, sorted,
-/// each with its non-empty list. A lookup is a binary search among the places holding that
-/// chunk (no tree of every (place, chunk) pair to walk, and nothing kept for empty pairs).
+/// and their non-empty lists. A lookup is a binary search among the places holding that
+/// chunk, kept apart from the lists so that it reads a line or two (no tree of every (place,
+/// chunk) pair to walk, and nothing kept for empty pairs).
 #[derive(Debug)]
 pub(crate) struct PlaceLists {
-    by_chunk: Vec<Vec<(u32, Vec<u32>)>>,
+    by_chunk: Vec<Places>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Places {
+    places: Vec<u32>,
+    lists: Vec<Vec<u32>>,
 }
 
 impl PlaceLists {
     pub fn new(chunks: usize) -> Self {
-        Self { by_chunk: vec![Vec::new(); chunks] }
+        Self { by_chunk: vec![Places::default(); chunks] }
     }
 
     /// The holders of chunk `c` in `place` (empty when none).
     pub fn get(&self, place: u32, c: u32) -> &[u32] {
-        let places = &self.by_chunk[c as usize];
-        match places.binary_search_by_key(&place, |e| e.0) {
-            Ok(p) => &places[p].1,
+        let p = &self.by_chunk[c as usize];
+        match p.places.binary_search(&place) {
+            Ok(i) => &p.lists[i],
             Err(_) => &[],
         }
     }
 
     fn add(&mut self, place: u32, c: u32, idx: u32) {
-        let places = &mut self.by_chunk[c as usize];
-        match places.binary_search_by_key(&place, |e| e.0) {
-            Ok(p) => places[p].1.push(idx),
-            Err(p) => places.insert(p, (place, vec![idx])),
+        let p = &mut self.by_chunk[c as usize];
+        match p.places.binary_search(&place) {
+            Ok(i) => p.lists[i].push(idx),
+            Err(i) => {
+                p.places.insert(i, place);
+                p.lists.insert(i, vec![idx]);
+            }
         }
     }
 
     fn remove(&mut self, place: u32, c: u32, idx: u32) {
-        let places = &mut self.by_chunk[c as usize];
-        if let Ok(p) = places.binary_search_by_key(&place, |e| e.0) {
-            take(&mut places[p].1, idx);
-            if places[p].1.is_empty() {
-                places.remove(p);
+        let p = &mut self.by_chunk[c as usize];
+        if let Ok(i) = p.places.binary_search(&place) {
+            take(&mut p.lists[i], idx);
+            if p.lists[i].is_empty() {
+                p.places.remove(i);
+                p.lists.remove(i);
             }
         }
     }
 
     /// Every (place, chunk, list), for validation.
     pub fn iter(&self) -> impl Iterator<Item = (u32, u32, &[u32])> {
-        self.by_chunk
-            .iter()
-            .enumerate()
-            .flat_map(|(c, places)| places.iter().map(move |(p, l)| (*p, c as u32, l.as_slice())))
+        self.by_chunk.iter().enumerate().flat_map(|(c, p)| {
+            p.places.iter().zip(&p.lists).map(move |(&place, l)| (place, c as u32, l.as_slice()))
+        })
     }
 }
 
