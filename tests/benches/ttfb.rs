@@ -34,17 +34,8 @@ fn main() {
     for _ in 0..plays {
         // A fresh output file each time: truncating the last one is not the player's cost.
         let _ = std::fs::remove_file(&out);
-        let run = fillmesh_tests::fillmesh()
-            .args([
-                "play",
-                &mesh.title,
-                "--tracker-http",
-                &mesh.tracker_url(),
-                "--client-ip",
-                "127.0.11.99",
-                "--out",
-            ])
-            .arg(&out)
+        let run = mesh
+            .play_command("127.0.11.99", &out)
             .env("FILLMESH_LOG", "fillmesh_node::play=debug")
             .env("NO_COLOR", "1")
             .output()

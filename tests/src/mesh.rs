@@ -177,20 +177,24 @@ impl Mesh {
 
     /// Runs `fillmesh play` of the mesh's title as a client at `client_ip`, writing `out`.
     pub fn play(&self, client_ip: &str, out: &Path, extra: &[&str]) -> std::process::Output {
-        fillmesh()
-            .args([
-                "play",
-                &self.title,
-                "--tracker-http",
-                &self.tracker_url(),
-                "--client-ip",
-                client_ip,
-                "--out",
-            ])
-            .arg(out)
-            .args(extra)
-            .output()
-            .expect("run fillmesh play")
+        self.play_command(client_ip, out).args(extra).output().expect("run fillmesh play")
+    }
+
+    /// `fillmesh play` of the mesh's title as a client at `client_ip`, writing `out`, not
+    /// yet started (for a player to be spawned, or run with its own environment).
+    pub fn play_command(&self, client_ip: &str, out: &Path) -> std::process::Command {
+        let mut cmd = fillmesh();
+        cmd.args([
+            "play",
+            &self.title,
+            "--tracker-http",
+            &self.tracker_url(),
+            "--client-ip",
+            client_ip,
+            "--out",
+        ])
+        .arg(out);
+        cmd
     }
 
     /// The configuration of an in-process appliance with spare identity `n`, in site `liars`

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fillmesh_node::daemon::{self};
 use fillmesh_tests::doubles::{Lie, Lying};
 use fillmesh_tests::mesh::Mesh;
-use fillmesh_tests::{file_id, fillmesh, wait_for};
+use fillmesh_tests::{file_id, wait_for};
 
 const TITLE_LEN: usize = (24 << 20) + 777;
 
@@ -44,19 +44,9 @@ fn killing_the_serving_appliance_mid_stream_fails_over_to_another() {
     let first = mesh.steer("127.0.11.7")["targets"][0]["peer_id"].as_str().unwrap().to_owned();
     let out_file = mesh.dir.path().join("played.mp4");
     // At 6 MB/s the 24 MiB title takes about four seconds: time to kill its appliance.
-    let mut player = fillmesh()
-        .args([
-            "play",
-            &mesh.title,
-            "--tracker-http",
-            &mesh.tracker_url(),
-            "--client-ip",
-            "127.0.11.7",
-            "--rate",
-            "6MB",
-        ])
-        .arg("--out")
-        .arg(&out_file)
+    let mut player = mesh
+        .play_command("127.0.11.7", &out_file)
+        .args(["--rate", "6MB"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
