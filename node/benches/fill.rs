@@ -2,9 +2,10 @@
 //! transfer of the same size between two processes, in the same run.
 //!
 //! `cargo bench -p fillmesh-node --bench fill [-- SIZE_MIB RUNS IN_FLIGHT]` (defaults: 1024 MiB,
-//! 3 runs, 8 chunks in flight).
+//! 3 runs, 4 chunks in flight: `fillmesh fetch`'s default). `-- raw SIZE_MIB RUNS` times only
+//! the raw transfers (to profile the baseline alone).
 //! The fill is `fillmesh fetch` from a `fillmesh node --origin`: TLS, framing, verification of
-//! every chunk, positioned writes and an fsync per chunk included. The raw transfer is one
+//! every chunk, positioned writes and their syncs (group commits) included. The raw transfer is one
 //! QUIC stream carrying the same number of bytes with the same TLS and transport settings,
 //! received into memory and dropped. The bench re-runs itself as the raw sender.
 
@@ -39,10 +40,21 @@ fn main() -> anyhow::Result<()> {
     if let Ok(bytes) = std::env::var(ROLE_ENV) {
         return raw_sender(bytes.parse()?);
     }
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-')).peekable();
+    if args.peek().map(String::as_str) == Some("raw") {
+        // Only the baseline, for profiling it alone: `-- raw SIZE_MIB RUNS`.
+        args.next();
+        let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
+        let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+        for run in 0..runs {
+            sync();
+            println!("run {run}: raw quinn {:.0} MB/s", raw_transfer(mib << 20)?);
+        }
+        return Ok(());
+    }
     let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let per_source: String = args.next().unwrap_or_else(|| "8".into());
+    let per_source: String = args.next().unwrap_or_else(|| "4".into());
     let len = mib << 20;
     let dir = tempfile::tempdir()?;
     let bin = env!("CARGO_BIN_EXE_fillmesh");
@@ -99,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         println!("run {run}: fill {:.0} MB/s, raw quinn {:.0} MB/s", fill[run], raw[run]);
     }
     let (f, r) = (median(fill), median(raw));
-    println!("fill (verify + write + fsync per chunk): {f:.0} MB/s");
+    println!("fill (verify + write + sync):           {f:.0} MB/s");
     println!("raw quinn, one stream:                  {r:.0} MB/s");
     println!("ratio fill / raw: {:.3}", f / r);
     Ok(())

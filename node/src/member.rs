@@ -118,7 +118,9 @@ pub async fn run(
         peer: config.tracker_id,
         conn: tokio::sync::Mutex::new(None),
     });
-    let writer = match ChunkWriter::spawn(store.clone()) {
+    // No linger: the tracker holds this appliance's and its source's upload slots until the
+    // chunk is reported, so each chunk is committed as soon as it is verified.
+    let writer = match ChunkWriter::spawn(store.clone(), Duration::ZERO) {
         Ok(w) => w,
         Err(e) => {
             warn!("cannot start the chunk writer: {e}");
