@@ -12,6 +12,7 @@ use tracing::info;
 use crate::identity;
 use crate::member::MemberConfig;
 use crate::player::PlayerLimits;
+use crate::say;
 use crate::serve::{ServeLimits, Server, Trust};
 use crate::store::Store;
 use crate::tls::TlsIdentity;
@@ -142,7 +143,7 @@ pub async fn run_with(
     });
     let titles = store.titles();
     info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
-    println!("{ready}");
+    say!("{ready}");
 
     shutdown.await;
     info!("shutting down");

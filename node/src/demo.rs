@@ -4,6 +4,7 @@
 //! client address in one site, and a report of where the bytes came from. Every process it
 //! starts is killed when it ends, also on Ctrl-C; its files go unless `--keep DIR`.
 
+use crate::say;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -99,7 +100,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let started = Instant::now();
-    println!(
+    say!(
         "fillmesh demo: a tracker, an origin and {} appliances on this machine ({})",
         opts.appliances,
         dir.display()
@@ -186,7 +187,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         let p = start(&exe, "node", &args, &logs.join(format!("appliance-{i}.log"))).await?;
         appliances.push((p, site, region));
     }
-    println!(
+    say!(
         "started in {:.1} s: tracker {}, origin {}",
         started.elapsed().as_secs_f64(),
         tracker.peer,
@@ -209,7 +210,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         .trim()
         .to_owned();
     let size = std::fs::metadata(&file)?.len();
-    println!("seeded {} ({}) as {title}", file.display(), mib(size));
+    say!("seeded {} ({}) as {title}", file.display(), mib(size));
 
     // Fill, with a bar per appliance.
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
@@ -277,15 +278,15 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
 
     // The report.
     let origin_bytes = title_status["origin_bytes"].as_u64().unwrap_or(0);
-    println!();
-    println!("== fillmesh demo report ==");
-    println!("title            {title} ({})", mib(size));
-    println!("appliances       {} in {} sites, 2 regions", opts.appliances, opts.appliances.div_ceil(2));
-    println!(
+    say!();
+    say!("== fillmesh demo report ==");
+    say!("title            {title} ({})", mib(size));
+    say!("appliances       {} in {} sites, 2 regions", opts.appliances, opts.appliances.div_ceil(2));
+    say!(
         "fill time        {:.2} s (seed to every appliance holding every chunk, verified)",
         fill_time.as_secs_f64()
     );
-    println!(
+    say!(
         "origin bytes     {} = {:.3} x the title",
         mib(origin_bytes),
         origin_bytes as f64 / size.max(1) as f64
@@ -294,20 +295,18 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let total: u64 = classes.values().filter_map(Value::as_u64).sum();
     for class in ["same_site", "same_region", "cross_region", "origin"] {
         let b = classes.get(class).and_then(Value::as_u64).unwrap_or(0);
-        println!("  {class:<14} {:>12} {:>5.1}%", mib(b), 100.0 * b as f64 / total.max(1) as f64);
+        say!("  {class:<14} {:>12} {:>5.1}%", mib(b), 100.0 * b as f64 / total.max(1) as f64);
     }
     for line in played.lines() {
-        println!("player           {line}");
+        say!("player           {line}");
     }
-    println!(
-        "verified         every chunk by every appliance and by the player; played file BLAKE3 = title id"
-    );
-    println!("total            {:.1} s; stopping every process", started.elapsed().as_secs_f64());
+    say!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
+    say!("total            {:.1} s; stopping every process", started.elapsed().as_secs_f64());
     drop(appliances);
     drop(origin);
     drop(tracker);
     if let Some(d) = &opts.keep {
-        println!("kept {}", d.display());
+        say!("kept {}", d.display());
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! mesh serving and the fetch engine, origin ingest; and the pieces of the `fillmesh` command
 //! line worth testing on their own.
 
+pub mod console;
 pub mod daemon;
 pub mod datafile;
 pub mod demo;

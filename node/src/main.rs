@@ -16,7 +16,7 @@ use fillmesh_node::store::Store;
 use fillmesh_node::tls::TlsIdentity;
 use fillmesh_node::tracker_server::{self, TrackerConfig};
 use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
-use fillmesh_node::{identity, units};
+use fillmesh_node::{identity, say, units};
 use fillmesh_protocol::{ChunkSize, TitleId};
 use fillmesh_tracker::core::Policy;
 use libp2p_identity::PeerId;
@@ -272,7 +272,7 @@ fn id(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut failed = 0usize;
     for path in files {
         match title_id_of_file(path).with_context(|| format!("{}", path.display())) {
-            Ok(id) => println!("{}", b3sum_line(&id, &path.to_string_lossy())),
+            Ok(id) => say!("{}", b3sum_line(&id, &path.to_string_lossy())),
             Err(e) => {
                 eprintln!("fillmesh: {e:#}");
                 failed += 1;
@@ -286,7 +286,7 @@ fn id(files: &[PathBuf]) -> anyhow::Result<()> {
 fn node(args: NodeArgs) -> anyhow::Result<()> {
     if args.print_id {
         let key = identity::load_or_create(&args.data)?;
-        println!("{}", identity::peer_id(&key));
+        say!("{}", identity::peer_id(&key));
         return Ok(());
     }
     let config = NodeConfig {
@@ -326,7 +326,7 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
 fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     if args.print_id {
         let key = identity::load_or_create(&args.data)?;
-        println!("{}", identity::peer_id(&key));
+        say!("{}", identity::peer_id(&key));
         return Ok(());
     }
     let mut trust = args.trust;
@@ -360,7 +360,7 @@ async fn play(args: PlayArgs) -> anyhow::Result<()> {
     };
     let s = fillmesh_node::play::play(args.title, &opts).await?;
     let secs = s.total.as_secs_f64().max(1e-9);
-    println!(
+    say!(
         "played {}: {} bytes in {:.3} s, {:.1} MB/s, time to first byte {:.1} ms, every byte verified",
         s.title,
         s.bytes,
@@ -369,12 +369,12 @@ async fn play(args: PlayArgs) -> anyhow::Result<()> {
         s.time_to_first_byte.as_secs_f64() * 1e3
     );
     if let Some((peer, site, region, _)) = s.appliances.iter().find(|a| a.3 > 0) {
-        println!("served by {peer} (site {site}, region {region})");
+        say!("served by {peer} (site {site}, region {region})");
     }
     for (peer, site, region, bytes) in &s.appliances {
-        println!("appliance {peer} (site {site}, region {region}): {bytes} bytes");
+        say!("appliance {peer} (site {site}, region {region}): {bytes} bytes");
     }
-    println!("failovers: {}", s.failovers);
+    say!("failovers: {}", s.failovers);
     Ok(())
 }
 
@@ -387,7 +387,7 @@ async fn status(url: &str) -> anyhow::Result<()> {
     let body = response.text().await?;
     anyhow::ensure!(code.is_success(), "the tracker answered {code}: {}", body.trim());
     let json: serde_json::Value = serde_json::from_str(&body).context("the tracker's status is not JSON")?;
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    say!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
 }
 
@@ -425,7 +425,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach the origin at {base}"))?;
     if probe.status().is_success() {
         eprintln!("already seeded");
-        println!("{id}");
+        say!("{id}");
         return Ok(());
     }
     let name = args
@@ -452,7 +452,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    println!("{id}");
+    say!("{id}");
     Ok(())
 }
 
@@ -503,7 +503,7 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
 
 fn print_report(r: &fillmesh_node::fetch::FetchReport) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    println!(
+    say!(
         "fetched {}: {} chunks ({} bytes) in {:.3} s, {:.1} MB/s; {} of {} chunks already held",
         r.title,
         r.fetched.len(),
@@ -514,7 +514,7 @@ fn print_report(r: &fillmesh_node::fetch::FetchReport) {
         r.chunks
     );
     for s in &r.sources {
-        println!(
+        say!(
             "source {} at {}: {} chunks, {} bytes, {} failures, {} corrupt{}{}",
             s.source.peer,
             s.source.addr,

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::identity;
+use crate::say;
 use crate::tls::TlsIdentity;
 use crate::transport::{close, remote_peer, MeshEndpoint, TransportLimits};
 use crate::wire::{read_frame, write_frame};
@@ -140,7 +141,7 @@ pub async fn run(
         })
     };
     info!(%peer, %mesh_addr, %http_addr, titles, nodes, trusted = config.trust.len(), "tracker ready");
-    println!("fillmesh tracker {peer} mesh {mesh_addr} http {http_addr}");
+    say!("fillmesh tracker {peer} mesh {mesh_addr} http {http_addr}");
 
     shutdown.await;
     info!("shutting down");

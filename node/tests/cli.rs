@@ -39,3 +39,23 @@ fn id_of_a_directory_is_a_clear_error() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("fillmesh: ."), "{err}");
 }
+
+#[test]
+fn a_report_into_a_closed_pipe_is_not_a_crash() {
+    // `fillmesh fetch ... | head -1` once ended in a panic and a backtrace: the reader of
+    // stdout went away before the last line. 2,000 lines overflow any pipe buffer, so some
+    // write meets the closed pipe however the two processes are scheduled.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut child = fillmesh()
+        .arg("id")
+        .args(std::iter::repeat_n(file.path(), 2000))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}, stderr {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
