@@ -198,6 +198,7 @@ impl Store {
             let verified = empty_bitmap(chunks)?;
             titles.insert(title, TitleState::new(record.name, record.manifest, held, verified, file));
         }
+        self.remove_orphans(&titles);
         self.recount(&titles);
         Ok(())
     }
@@ -285,6 +286,50 @@ impl Store {
         let verified = held.clone();
         titles.insert(title, TitleState::new(name.to_owned(), manifest, held, verified, file));
         Ok(())
+    }
+
+    /// Forgets a title and frees its disk (eviction): its record and bitmap leave the index
+    /// first, flushed, then its data file is removed, so no crash can leave chunks marked held
+    /// whose bytes are gone. A crash between the two leaves a data file that no record names;
+    /// [`Store::open`] removes those. Readers that still hold the file keep reading the old
+    /// bytes until they let go; new reads get [`StoreError::UnknownTitle`]. Returns the bytes
+    /// of held chunks freed (0 for a title the store does not know).
+    pub fn remove_title(&self, title: &TitleId) -> Result<u64, StoreError> {
+        let mut titles = self.lock();
+        let Some(state) = titles.get(title) else { return Ok(0) };
+        let freed: u64 = state.held.iter().filter_map(|i| state.manifest.chunk_len(i)).sum();
+        self.records.remove(title.as_bytes())?;
+        self.bitmaps.remove(title.as_bytes())?;
+        self.db.flush()?;
+        titles.remove(title);
+        self.recount(&titles);
+        drop(titles);
+        let path = self.data_path(title);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                // The index no longer names it: the next open removes it.
+                tracing::warn!(%title, path = %path.display(), "cannot remove an evicted title's data: {e}");
+            }
+            _ => {}
+        }
+        Ok(freed)
+    }
+
+    /// Removes data files that no title record names (left by a crash inside
+    /// [`Store::remove_title`] or [`Store::add_title`]).
+    fn remove_orphans(&self, titles: &HashMap<TitleId, TitleState>) {
+        let Ok(entries) = fs::read_dir(self.dir.join("data")) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".data")) else { continue };
+            let Ok(title) = id.parse::<TitleId>() else { continue };
+            if !titles.contains_key(&title) {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::info!(%title, "removed a data file no title record names"),
+                    Err(e) => tracing::warn!(%title, "cannot remove an orphaned data file: {e}"),
+                }
+            }
+        }
     }
 
     fn write_record(
@@ -731,6 +776,53 @@ mod tests {
         }
         assert_eq!(eager.commits(), 2);
         assert!(store.held(&id).unwrap().is_full());
+    }
+
+    #[test]
+    fn a_removed_title_frees_its_disk_and_stays_gone_after_reopen() {
+        let (dir, id, m, data) = setup(3 * 4096 + 100);
+        let (other, om) = Manifest::from_bytes(&data[..4096], ChunkSize::new(4096).unwrap()).unwrap();
+        {
+            let store = reopen(dir.path());
+            store.add_title(id, "t", m.clone()).unwrap();
+            store.add_title(other, "o", om.clone()).unwrap();
+            for i in 0..4 {
+                store.put_chunk(&chunk(&m, id, &data, i)).unwrap();
+            }
+            store.put_chunk(&chunk(&om, other, &data, 0)).unwrap();
+            assert_eq!(store.held_bytes(), data.len() as u64 + 4096);
+            assert_eq!(store.remove_title(&id).unwrap(), data.len() as u64);
+            assert_eq!(store.remove_title(&id).unwrap(), 0, "a second removal frees nothing");
+            assert_eq!(store.held_bytes(), 4096);
+            assert!(!store.data_path(&id).exists());
+            assert!(matches!(store.read_chunk(&id, 0), Err(StoreError::UnknownTitle(_))));
+            assert!(store.held(&id).is_none());
+        }
+        let store = reopen(dir.path());
+        assert!(store.held(&id).is_none());
+        assert_eq!(store.held_bytes(), 4096);
+        assert_eq!(&store.read_chunk(&other, 0).unwrap()[..], &data[..4096]);
+        // Filled again from scratch, it comes back whole.
+        store.add_title(id, "t", m.clone()).unwrap();
+        assert_eq!(store.held(&id).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn open_removes_data_files_no_record_names() {
+        let (dir, id, m, data) = setup(2 * 4096);
+        let orphan = TitleId::of(b"never recorded");
+        {
+            let store = reopen(dir.path());
+            store.add_title(id, "t", m.clone()).unwrap();
+            store.put_chunk(&chunk(&m, id, &data, 0)).unwrap();
+            fs::write(store.data_path(&orphan), b"left by a crash").unwrap();
+            fs::write(dir.path().join("data").join("notes.txt"), b"not ours to judge").unwrap();
+        }
+        let store = reopen(dir.path());
+        assert!(!store.data_path(&orphan).exists());
+        assert!(store.data_path(&id).exists());
+        assert!(dir.path().join("data").join("notes.txt").exists(), "only <title id>.data files are removed");
+        assert_eq!(store.held(&id).unwrap().count(), 1);
     }
 
     #[test]
