@@ -292,15 +292,19 @@ fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerReques
             done(shared.core().report_held(now, node, title, held, &fetched).map_err(|e| e.to_string()))
         }
         TrackerRequest::ReportFailure { title, chunk, source, kind } => {
-            if kind == fillmesh_protocol::messages::FailureKind::Corrupt {
-                warn!(reporter = %node, %source, %title, chunk, "corrupt chunk reported; source excluded");
+            let (result, (reporters, bad), quorum) = {
+                let mut core = shared.core();
+                let result = core.report_failure(now, node, title, chunk, &source, kind);
+                (result, core.corrupt_reports(&source), core.config().corrupt_quorum.max(1))
+            };
+            if result.is_ok() && kind == fillmesh_protocol::messages::FailureKind::Corrupt {
+                if bad {
+                    warn!(reporter = %node, %source, %title, chunk, "corrupt chunk reported; source marked bad ({reporters} distinct reporters)");
+                } else {
+                    warn!(reporter = %node, %source, %title, chunk, "corrupt chunk reported; source excluded for this reporter, marked bad once {quorum} distinct reporters agree ({reporters} so far)");
+                }
             }
-            done(
-                shared
-                    .core()
-                    .report_failure(now, node, title, chunk, &source, kind)
-                    .map_err(|e| e.to_string()),
-            )
+            done(result.map_err(|e| e.to_string()))
         }
         TrackerRequest::Plan { max } => match shared.core().plan(now, node, usize::from(max)) {
             Ok(assignments) => {

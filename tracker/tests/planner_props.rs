@@ -6,7 +6,9 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{check_plan, check_steer, heartbeat, manifest, node, registration, title, Model};
+use common::{
+    check_corrupt_status, check_plan, check_steer, heartbeat, manifest, node, registration, title, Model,
+};
 use fillmesh_protocol::messages::{FailureKind, Fetched, Role};
 use fillmesh_protocol::{ChunkBitmap, NodeId};
 use fillmesh_tracker::core::{Config, Decision, Event, Millis, Policy, Tracker};
@@ -24,6 +26,7 @@ struct Scenario {
     ops: Vec<(u8, u64, u64, u64)>,
     policy: Policy,
     seed: u64,
+    corrupt_quorum: usize,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -40,9 +43,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 prop::collection::vec((0u8..9, any::<u64>(), any::<u64>(), any::<u64>()), 1..250),
                 prop_oneof![4 => Just(Policy::Mesh), 1 => Just(Policy::OriginOnly)],
                 any::<u64>(),
+                1usize..4,
             )
         })
-        .prop_map(|(regions, sites, appliances, titles, ops, policy, seed)| Scenario {
+        .prop_map(|(regions, sites, appliances, titles, ops, policy, seed, corrupt_quorum)| Scenario {
             regions,
             sites,
             appliances,
@@ -50,6 +54,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             ops,
             policy,
             seed,
+            corrupt_quorum,
         })
 }
 
@@ -73,15 +78,19 @@ struct Run {
     model: Model,
     now: Millis,
     ids: Vec<NodeId>,
-    /// Assignments from peers, from the origin, and steering answers with targets.
-    seen: [usize; 3],
+    /// Assignments from peers, from the origin, and steering answers with targets; corrupt
+    /// reports repeating an earlier one, sources marked bad by two or more reporters, and
+    /// assignments for an appliance that excludes a source others may use and that holds the
+    /// chunk.
+    seen: [usize; 6],
 }
 
 impl Run {
     fn new(s: Scenario) -> Self {
-        let config = Config { policy: s.policy, seed: s.seed, ..Config::default() };
+        let config =
+            Config { policy: s.policy, seed: s.seed, corrupt_quorum: s.corrupt_quorum, ..Config::default() };
         let ids = (0..=s.appliances.len()).map(node).collect();
-        Run { s, tracker: Tracker::new(config), model: Model::default(), now: 1_000, ids, seen: [0; 3] }
+        Run { s, tracker: Tracker::new(config), model: Model::default(), now: 1_000, ids, seen: [0; 6] }
     }
 
     fn reg_event(&self, i: usize) -> Event {
@@ -108,6 +117,9 @@ impl Run {
         }
         let before = self.tracker.debug_inflight();
         let decision = self.tracker.handle(self.now, &event);
+        let bad_before = self.model.bad.len();
+        let repeat = matches!(&event, Event::ReportFailure { reporter, source, kind: FailureKind::Corrupt, .. }
+            if self.model.excludes(reporter, source));
         self.model.apply(self.tracker.config(), self.now, &event);
         if !matches!(event, Event::Steer { .. }) {
             self.tracker.debug_validate(self.now)?;
@@ -118,6 +130,28 @@ impl Run {
                 for a in plan {
                     self.seen[usize::from(a.sources[0].role == Role::Origin)] += 1;
                 }
+                // Assignments the exclusion mattered to: a source `node` reported corrupt,
+                // still usable by others, holds the chunk.
+                let (config, model, now) = (self.tracker.config(), &self.model, self.now);
+                let usable = |s: &NodeId| {
+                    model.eligible(config, now, s)
+                        || (model.origin.as_ref() == Some(s)
+                            && !model.bad.contains(s)
+                            && model.healthy(config, now, s))
+                };
+                let excluded = model.excluded.get(node);
+                self.seen[5] += plan
+                    .iter()
+                    .filter(|a| {
+                        excluded
+                            .is_some_and(|e| e.iter().any(|s| usable(s) && model.holds(s, &a.title, a.chunk)))
+                    })
+                    .count();
+            }
+            (Event::ReportFailure { kind: FailureKind::Corrupt, .. }, Decision::Done) => {
+                check_corrupt_status(&self.tracker, &self.model, self.now)?;
+                self.seen[3] += usize::from(repeat);
+                self.seen[4] += usize::from(self.model.bad.len() > bad_before && self.s.corrupt_quorum >= 2);
             }
             (Event::Plan { node, .. }, Decision::Error(_)) if !self.model.nodes.contains_key(node) => {}
             (Event::Steer { title, client }, Decision::Steer(st)) => {
@@ -146,6 +180,7 @@ impl Run {
             }
             4 => self.publish_event(t, b % 10 == 0),
             5 => self.held_event(who, t, b, c),
+            6 if b % 3 != 0 => self.suspect_event(who, t, b, c),
             6 => self.failure_event(who, t, b, c),
             7 => Event::Plan { node: id, max: (b % 12) as usize },
             _ => {
@@ -215,6 +250,23 @@ impl Run {
         Event::ReportFailure { reporter: id, title: title(t), chunk, source, kind }
     }
 
+    /// A corrupt report against a source somebody is fetching from (the busiest, the origin
+    /// first, are the likeliest) or one of two fixed suspect appliances, so that reports from
+    /// several reporters, and repeats from one, pile up on the same sources.
+    fn suspect_event(&self, who: usize, t: usize, b: u64, c: u64) -> Event {
+        let reporter = self.ids[who].clone();
+        let inflight = self.tracker.debug_inflight();
+        let source = match inflight.get((c / 4) as usize % inflight.len().max(1)) {
+            Some(x) if c % 2 == 0 => x.3.clone(),
+            _ => self.ids[1 + (c as usize / 4) % 2].clone(),
+        };
+        let chunk = inflight
+            .iter()
+            .find(|(n, tt, _, s)| *n == reporter && *tt == title(t) && *s == source)
+            .map_or((b % u64::from(self.s.titles[t].0)) as u32, |x| x.2);
+        Event::ReportFailure { reporter, title: title(t), chunk, source, kind: FailureKind::Corrupt }
+    }
+
     fn run(&mut self) -> Result<(), String> {
         // A fleet that exists, a catalog, an origin holding it: then anything may happen.
         for i in 0..self.ids.len() {
@@ -263,8 +315,8 @@ proptest! {
 #[test]
 fn scenarios_reach_peers_origin_and_steering() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let mut seen = [0; 3];
-    for _ in 0..64 {
+    let mut seen = [0; 6];
+    for _ in 0..128 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let mut run = Run::new(s);
         run.run().unwrap();
@@ -272,6 +324,10 @@ fn scenarios_reach_peers_origin_and_steering() {
             *total += n;
         }
     }
-    println!("peer assignments {}, origin assignments {}, steered {}", seen[0], seen[1], seen[2]);
+    println!(
+        "peer assignments {}, origin assignments {}, steered {}, repeated corrupt reports {}, \
+         marked bad by a quorum of 2 or more {}, assignments around an excluded holder {}",
+        seen[0], seen[1], seen[2], seen[3], seen[4], seen[5]
+    );
     assert!(seen.iter().all(|&n| n > 20), "{seen:?}");
 }

@@ -58,6 +58,11 @@ pub struct Config {
     /// spare slots a source serving distant receivers idles part of the time (measured with
     /// the simulator: see sims/README.md).
     pub spare_slots: u32,
+    /// Distinct reporters of corrupt chunks from a source that mark it bad for everyone. One
+    /// reporter alone only stops being sent to it, so a lying or broken appliance cannot
+    /// exclude an honest one (or the origin) from the mesh; 1 trusts the first report (0
+    /// counts as 1).
+    pub corrupt_quorum: usize,
     pub policy: Policy,
     pub seed: u64,
 }
@@ -76,6 +81,7 @@ impl Default for Config {
             max_slots: 16,
             max_origin_slots: 256,
             spare_slots: 2,
+            corrupt_quorum: 2,
             policy: Policy::Mesh,
             seed: 0,
         }
@@ -144,6 +150,8 @@ pub struct ApplianceStatus {
     pub region: String,
     pub healthy: bool,
     pub bad: bool,
+    /// Distinct nodes that reported a corrupt chunk from it (counted up to the quorum).
+    pub corrupt_reports: u32,
     pub held_bytes: u64,
     pub uploads_in_flight: u32,
     pub upload_slots: u32,
@@ -314,8 +322,10 @@ impl Tracker {
     }
 
     /// A transfer from `source` failed for `reporter`: the assignment is cleared. A corrupt
-    /// chunk marks `source` bad for the life of this tracker (re-registering does not clear
-    /// it; a restart does): it is never offered as a source or steered to again.
+    /// chunk excludes `source` from `reporter`'s plans at once, and once reports come from
+    /// [`Config::corrupt_quorum`] distinct reporters, marks `source` bad for the life of this
+    /// tracker (re-registering does not clear it; a restart does): it is never offered as a
+    /// source or steered to again. A single liar thus loses only its own sources.
     pub fn report_failure(
         &mut self,
         now: Millis,
@@ -334,10 +344,19 @@ impl Tracker {
         }
         self.drop_inflight(idx, t, chunk);
         if kind == FailureKind::Corrupt {
-            let bad = self.intern(source);
-            self.mark_bad(now, bad);
+            let source = self.intern(source);
+            self.note_corrupt(now, idx, source);
         }
         Ok(())
+    }
+
+    /// How many distinct nodes reported a corrupt chunk from `node` (counted up to the
+    /// quorum), and whether it is bad.
+    pub fn corrupt_reports(&self, node: &NodeId) -> (usize, bool) {
+        self.lookup.get(node).map_or((0, false), |&i| {
+            let slot = &self.slots[i as usize];
+            (slot.corrupt_reporters.len(), slot.bad)
+        })
     }
 
     /// The next batch of work for `node`: at most `max` assignments, and no more than its
@@ -451,6 +470,7 @@ mod tests {
     use fillmesh_protocol::messages::Role;
     use fillmesh_protocol::ChunkSize;
 
+    use super::registry::MAX_EXCLUDED;
     use super::*;
 
     fn id(s: &str) -> NodeId {
@@ -530,24 +550,143 @@ mod tests {
         t.debug_validate(16_000).unwrap();
     }
 
-    #[test]
-    fn a_corrupt_source_is_never_offered_again() {
-        let mut t = Tracker::new(Config::default());
-        let (a, b, title) = (id("A"), id("B"), TitleId::from_bytes([1; 32]));
-        t.register(0, a.clone(), reg(Role::Appliance, 0));
-        t.register(0, b.clone(), reg(Role::Appliance, 0));
+    /// Appliances A, B, C and D in one site; B holds the whole title of two chunks.
+    fn b_holds_the_title(config: Config) -> (Tracker, [NodeId; 4], TitleId) {
+        let mut t = Tracker::new(config);
+        let nodes = [id("A"), id("B"), id("C"), id("D")];
+        for n in &nodes {
+            t.register(0, n.clone(), reg(Role::Appliance, 0));
+        }
+        let title = TitleId::from_bytes([1; 32]);
         t.publish(0, title, "x".into(), &manifest(2)).unwrap();
-        t.report_held(0, &b, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        t.report_held(0, &nodes[1], title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        (t, nodes, title)
+    }
+
+    fn names(plan: &[Assignment], node: &NodeId) -> bool {
+        plan.iter().any(|p| p.sources.iter().any(|s| &s.node == node))
+    }
+
+    fn corrupt_reports(t: &Tracker, node: &str) -> (u32, bool) {
+        let s = t.status(0).appliances.into_iter().find(|s| s.peer_id == node).unwrap();
+        (s.corrupt_reports, s.bad)
+    }
+
+    /// `bad`, the only holder of `title`, is no member, no source for `other` and no steering
+    /// target, even after it registers again.
+    fn never_offered_again(t: &mut Tracker, bad: &NodeId, other: &NodeId, title: TitleId) {
+        assert!(!t.members().contains(bad));
+        let unused = |t: &mut Tracker, now| {
+            assert!(t.plan(now, other, 8).unwrap().is_empty(), "{other} was sent to a bad source");
+            assert!(t.steer(now, &title, "10.0.0.1".parse().unwrap()).targets.is_empty());
+        };
+        unused(t, 0);
+        t.register(1, bad.clone(), reg(Role::Appliance, 0));
+        unused(t, 1);
+        t.debug_validate(1).unwrap();
+    }
+
+    #[test]
+    fn one_corrupt_report_excludes_the_source_for_the_reporter_only() {
+        let (mut t, [a, b, c, _], title) = b_holds_the_title(Config::default());
         let plan = t.plan(0, &a, 8).unwrap();
-        assert_eq!(plan.len(), 2);
-        assert!(plan.iter().all(|p| p.sources[0].node == b));
+        assert!(plan.len() == 2 && plan.iter().all(|p| p.sources[0].node == b));
         t.report_failure(0, &a, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (1, false));
+        assert!(t.members().contains(&b));
+        assert_eq!(t.steer(0, &title, "10.0.0.1".parse().unwrap()).targets, vec![b.clone()]);
+        // A, with one chunk still in flight from B, is not sent to B for the other.
         assert!(t.plan(0, &a, 8).unwrap().is_empty());
-        assert!(!t.members().contains(&b));
+        assert!(names(&t.plan(0, &c, 8).unwrap(), &b), "C is still sent to B");
+        // Nor once its in-flight chunk is done, nor after B re-registers.
+        t.report_failure(0, &a, title, plan[1].chunk, &b, FailureKind::Timeout).unwrap();
         t.register(1, b.clone(), reg(Role::Appliance, 0));
         assert!(t.plan(1, &a, 8).unwrap().is_empty());
-        assert!(t.status(1).appliances.iter().any(|s| s.peer_id == "B" && s.bad));
         t.debug_validate(1).unwrap();
+    }
+
+    #[test]
+    fn a_second_distinct_reporter_marks_the_source_bad() {
+        let (mut t, [a, b, c, d], title) = b_holds_the_title(Config::default());
+        for reporter in [&a, &c] {
+            let plan = t.plan(0, reporter, 8).unwrap();
+            assert!(names(&plan, &b));
+            t.report_failure(0, reporter, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
+        }
+        assert_eq!(corrupt_reports(&t, "B"), (2, true));
+        never_offered_again(&mut t, &b, &d, title);
+    }
+
+    #[test]
+    fn the_same_reporter_twice_does_not_reach_the_quorum() {
+        let (mut t, [a, b, c, _], title) = b_holds_the_title(Config::default());
+        let plan = t.plan(0, &a, 8).unwrap();
+        for p in plan.iter().chain(&plan) {
+            t.report_failure(0, &a, title, p.chunk, &b, FailureKind::Corrupt).unwrap();
+        }
+        assert_eq!(corrupt_reports(&t, "B"), (1, false));
+        assert!(names(&t.plan(0, &c, 8).unwrap(), &b));
+        t.debug_validate(0).unwrap();
+    }
+
+    #[test]
+    fn with_a_quorum_of_one_the_first_corrupt_report_marks_the_source_bad() {
+        let (mut t, [a, b, c, _], title) =
+            b_holds_the_title(Config { corrupt_quorum: 1, ..Config::default() });
+        let plan = t.plan(0, &a, 8).unwrap();
+        t.report_failure(0, &a, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (1, true));
+        never_offered_again(&mut t, &b, &c, title);
+    }
+
+    #[test]
+    fn a_chunk_only_excluded_sources_hold_comes_from_the_origin() {
+        let (mut t, [a, b, c, _], title) = b_holds_the_title(Config::default());
+        let o = id("Q");
+        t.register(0, o.clone(), reg(Role::Origin, u64::MAX));
+        t.report_held(0, &o, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap();
+        assert!(plan.iter().all(|p| p.sources.len() == 1 && p.sources[0].node == b));
+        for p in &plan {
+            t.report_failure(0, &a, title, p.chunk, &b, FailureKind::Corrupt).unwrap();
+        }
+        let plan = t.plan(0, &a, 8).unwrap();
+        assert_eq!(plan.len(), 2);
+        assert!(plan.iter().all(|p| p.sources.len() == 1 && p.sources[0].node == o));
+        // C, which excludes nobody, is still sent to B, not to the origin.
+        let of_c = t.plan(0, &c, 8).unwrap();
+        assert!(of_c.len() == 2 && of_c.iter().all(|p| p.sources[0].node == b));
+        // Once A reports the origin corrupt too (and C's fetches are over), nobody is left.
+        for p in &of_c {
+            t.report_failure(0, &c, title, p.chunk, &b, FailureKind::Timeout).unwrap();
+        }
+        t.report_failure(0, &a, title, plan[0].chunk, &o, FailureKind::Corrupt).unwrap();
+        t.report_failure(0, &a, title, plan[1].chunk, &o, FailureKind::Timeout).unwrap();
+        assert!(t.plan(0, &a, 8).unwrap().is_empty());
+        t.debug_validate(0).unwrap();
+    }
+
+    #[test]
+    fn a_reporter_excludes_at_most_its_latest_sources() {
+        let (mut t, [a, ..], title) = b_holds_the_title(Config::default());
+        // Node ids are base58: no '0'.
+        let sources: Vec<NodeId> =
+            (0..=MAX_EXCLUDED).map(|i| id(&format!("S{}", i.to_string().replace('0', "z")))).collect();
+        for s in &sources {
+            t.register(0, s.clone(), reg(Role::Appliance, 0));
+            t.report_failure(0, &a, title, 0, s, FailureKind::Corrupt).unwrap();
+        }
+        let excluded = &t.slots[t.lookup[&a] as usize].excluded;
+        assert_eq!(excluded.len(), MAX_EXCLUDED);
+        assert!(!excluded.contains(&t.lookup[&sources[0]]));
+        assert!(excluded.contains(&t.lookup[&sources[MAX_EXCLUDED]]));
+        // The oldest one, no longer excluded, is named to A again; the next oldest is not.
+        for s in &sources[..2] {
+            t.report_held(0, s, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        }
+        let plan = t.plan(0, &a, 8).unwrap();
+        assert!(names(&plan, &sources[0]) && !names(&plan, &sources[1]), "{plan:?}");
+        t.debug_validate(0).unwrap();
     }
 
     #[test]

@@ -140,29 +140,47 @@ impl Tracker {
         !self.free_all.is_empty() || self.origin_for(a, now).is_some()
     }
 
-    /// The origin, when it may take one more fetch for `a` (ignoring what the chunk is).
+    /// The origin, when it may take one more fetch for `a` (ignoring what the chunk is) and
+    /// `a` has not reported it corrupt.
     fn origin_for(&self, a: u32, now: Millis) -> Option<u32> {
         let o = self.origin_ready(now)?;
         let live = self.slots[a as usize].live.as_ref()?;
         let capped = self.config.policy == Policy::Mesh
             && live.origin_inflight as usize >= self.config.max_origin_inflight_per_appliance;
-        (!capped).then_some(o)
+        (!capped && !self.excludes(a, o)).then_some(o)
+    }
+
+    /// The origin as the one source of chunk `c` for `a`, if it may serve it.
+    fn origin_source(&self, now: Millis, a: u32, t: u32, c: u32) -> Option<Vec<u32>> {
+        let o = self.origin_for(a, now)?;
+        self.slots[o as usize].live.as_ref().is_some_and(|l| l.holds(t, c)).then(|| vec![o])
+    }
+
+    /// How many of the sources `a` excluded are counted among the holders of chunk `c`.
+    fn excluded_holders(&self, a: u32, t: u32, c: u32) -> u32 {
+        let excluded = &self.slots[a as usize].excluded;
+        let holds =
+            |&&s: &&u32| self.slots[s as usize].live.as_ref().is_some_and(|l| l.eligible && l.holds(t, c));
+        excluded.iter().filter(holds).count() as u32
     }
 
     fn assign(&mut self, now: Millis, a: u32, t: u32, c: u32) -> Option<Assignment> {
         let title = &self.titles[t as usize];
         let (holders, inflight) = (title.holders[c as usize], title.inflight[c as usize]);
         let sources = if self.config.policy == Policy::OriginOnly || (holders == 0 && inflight == 0) {
-            let o = self.origin_for(a, now)?;
-            if !self.slots[o as usize].live.as_ref().is_some_and(|l| l.holds(t, c)) {
-                return None;
-            }
-            vec![o]
+            self.origin_source(now, a, t, c)?
         } else if holders > 0 {
             let mut class = std::mem::take(&mut self.scratch.class);
             let sources = self.peer_sources(a, t, c, &mut class);
             self.scratch.class = class;
-            sources
+            // When every holder is one `a` reported corrupt (and nobody fetches the chunk,
+            // so no other copy is coming), only the origin can serve `a`: without it `a`
+            // would wait until the quorum marks them bad, perhaps forever.
+            if sources.is_empty() && inflight == 0 && self.excluded_holders(a, t, c) == holders {
+                self.origin_source(now, a, t, c)?
+            } else {
+                sources
+            }
         } else {
             return None;
         };
@@ -215,10 +233,11 @@ impl Tracker {
             if list.is_empty() || free_len == 0 {
                 continue;
             }
-            // Nearer holders belong to an earlier tier.
+            // Nearer holders belong to an earlier tier; sources `a` reported corrupt to none.
             let this_tier = |s: u32| {
                 let slot = &self.slots[s as usize];
                 s != a
+                    && !me.excluded.contains(&s)
                     && match tier {
                         0 => true,
                         1 => slot.site != site,

@@ -8,6 +8,11 @@ use fillmesh_protocol::{ChunkBitmap, NodeId};
 
 use super::{hash, Millis, Tracker};
 
+/// Sources one reporter can have excluded at once; a further report drops its oldest
+/// exclusion. Honest appliances rarely meet more than a few liars, and a lying reporter
+/// can cost the tracker no more than this per node.
+pub(crate) const MAX_EXCLUDED: usize = 64;
+
 /// Everything known about one node id. A slot outlives the node's registration so that
 /// badness, the byte accounting and uploads still in flight from it stay attached to it.
 ///
@@ -33,6 +38,12 @@ pub(crate) struct Slot {
     pub registration: Option<Registration>,
     /// Chunks whose bytes are already in the accounting, per title.
     pub accounted: BTreeMap<u32, ChunkBitmap>,
+    /// Distinct nodes that reported a corrupt chunk from this one, at most the quorum: once
+    /// that many agree the node is bad, and more reports change nothing.
+    pub corrupt_reporters: Vec<u32>,
+    /// Sources this node reported corrupt, oldest first, at most [`MAX_EXCLUDED`]: never
+    /// planned for it again. Usually empty, so the planner's check costs nothing.
+    pub excluded: Vec<u32>,
 }
 
 /// A registered, not yet gone node.
@@ -80,6 +91,8 @@ impl Tracker {
             load: 0,
             accounted: BTreeMap::new(),
             live: None,
+            corrupt_reporters: Vec::new(),
+            excluded: Vec::new(),
         });
         self.ids.insert(node.clone(), i);
         self.lookup.insert(node.clone(), i);
@@ -179,11 +192,31 @@ impl Tracker {
         self.refresh(idx, now);
     }
 
-    pub(super) fn mark_bad(&mut self, now: Millis, idx: u32) {
-        if !self.slots[idx as usize].bad {
-            self.slots[idx as usize].bad = true;
-            self.refresh(idx, now);
+    /// `reporter` got a corrupt chunk from `source`: `reporter` is not sent to it again, and
+    /// `source` is bad once [`Config::corrupt_quorum`](super::Config::corrupt_quorum) distinct
+    /// reporters agree.
+    pub(super) fn note_corrupt(&mut self, now: Millis, reporter: u32, source: u32) {
+        let excluded = &mut self.slots[reporter as usize].excluded;
+        if !excluded.contains(&source) {
+            if excluded.len() >= MAX_EXCLUDED {
+                excluded.remove(0);
+            }
+            excluded.push(source);
         }
+        let quorum = self.config.corrupt_quorum.max(1);
+        let slot = &mut self.slots[source as usize];
+        if slot.corrupt_reporters.len() < quorum && !slot.corrupt_reporters.contains(&reporter) {
+            slot.corrupt_reporters.push(reporter);
+        }
+        if slot.corrupt_reporters.len() >= quorum && !slot.bad {
+            slot.bad = true;
+            self.refresh(source, now);
+        }
+    }
+
+    /// Whether `a` reported `source` corrupt (and so must not be sent to it).
+    pub(super) fn excludes(&self, a: u32, source: u32) -> bool {
+        self.slots[a as usize].excluded.contains(&source)
     }
 
     /// Expires assignments and applies the health and liveness transitions due by `now`.

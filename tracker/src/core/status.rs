@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::{NodeId, TitleId};
 
+use super::registry::MAX_EXCLUDED;
 use super::{ApplianceStatus, ByteClass, Millis, Status, TitleStatus, Tracker};
 
 impl Tracker {
@@ -34,6 +35,7 @@ impl Tracker {
                 region: reg.region.clone(),
                 healthy: self.healthy_at(idx, now),
                 bad: slot.bad,
+                corrupt_reports: u32::try_from(slot.corrupt_reporters.len()).unwrap_or(u32::MAX),
                 held_bytes,
                 uploads_in_flight: slot.load,
                 upload_slots: slot.upload_slots,
@@ -164,10 +166,46 @@ impl Tracker {
             return Err("stray expiries".into());
         }
         self.validate_holder_lists()?;
+        self.validate_corrupt_reports()?;
         let free_sites: usize = self.free_site.values().map(|s| s.len()).sum();
         let free_regions: usize = self.free_region.values().map(|s| s.len()).sum();
         if free_sites != self.free_all.len() || free_regions != self.free_all.len() {
             return Err("free sets disagree".into());
+        }
+        Ok(())
+    }
+
+    /// Reporter and exclusion lists are distinct, within their bounds and name real nodes; a
+    /// node is bad exactly when the quorum reported it; a reporter excludes what it reported
+    /// unless its list is full (the oldest were dropped).
+    fn validate_corrupt_reports(&self) -> Result<(), String> {
+        let quorum = self.config.corrupt_quorum.max(1);
+        let distinct_nodes = |list: &[u32]| {
+            let mut sorted = list.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            sorted.len() == list.len() && sorted.last().is_none_or(|&i| (i as usize) < self.slots.len())
+        };
+        for (i, slot) in self.slots.iter().enumerate() {
+            let (reporters, excluded) = (&slot.corrupt_reporters, &slot.excluded);
+            if !distinct_nodes(reporters)
+                || reporters.len() > quorum
+                || slot.bad != (reporters.len() == quorum)
+            {
+                return Err(format!("node {}: corrupt reporters {reporters:?}, bad {}", slot.id, slot.bad));
+            }
+            if !distinct_nodes(excluded) || excluded.len() > MAX_EXCLUDED {
+                return Err(format!("node {}: excluded {excluded:?}", slot.id));
+            }
+            for &r in reporters {
+                let by = &self.slots[r as usize].excluded;
+                if by.len() < MAX_EXCLUDED && !by.contains(&(i as u32)) {
+                    return Err(format!(
+                        "{} reported {} corrupt but does not exclude it",
+                        self.slots[r as usize].id, slot.id
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -73,6 +73,11 @@ pub fn heartbeat(healthy: bool, sessions: u32) -> Heartbeat {
 pub struct Model {
     pub nodes: BTreeMap<NodeId, ModelNode>,
     pub bad: BTreeSet<NodeId>,
+    /// Source -> every distinct node that reported a corrupt chunk from it.
+    pub corrupt: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Reporter -> every source it reported corrupt (the tracker keeps only the latest 64;
+    /// the tests' fleets are smaller than that).
+    pub excluded: BTreeMap<NodeId, BTreeSet<NodeId>>,
     pub manifests: BTreeMap<TitleId, Manifest>,
     pub origin: Option<NodeId>,
 }
@@ -98,6 +103,11 @@ impl Model {
         !self.bad.contains(id)
             && self.healthy(config, now, id)
             && self.nodes.get(id).is_some_and(|n| n.registration.role == Role::Appliance)
+    }
+
+    /// Whether `reporter` reported `source` corrupt, so is never to be sent to it.
+    pub fn excludes(&self, reporter: &NodeId, source: &NodeId) -> bool {
+        self.excluded.get(reporter).is_some_and(|e| e.contains(source))
     }
 
     pub fn holds(&self, id: &NodeId, t: &TitleId, c: u32) -> bool {
@@ -167,7 +177,12 @@ impl Model {
                 let ok = self.nodes.contains_key(reporter)
                     && self.manifests.get(title).is_some_and(|m| *chunk < m.chunk_count());
                 if ok && *kind == FailureKind::Corrupt {
-                    self.bad.insert(source.clone());
+                    self.excluded.entry(reporter.clone()).or_default().insert(source.clone());
+                    let reporters = self.corrupt.entry(source.clone()).or_default();
+                    reporters.insert(reporter.clone());
+                    if reporters.len() >= config.corrupt_quorum.max(1) {
+                        self.bad.insert(source.clone());
+                    }
                 }
             }
             Event::Tick | Event::Plan { .. } | Event::Steer { .. } => {}
@@ -227,6 +242,9 @@ pub fn check_plan(
             if &s.node == a {
                 return Err("self as source".into());
             }
+            if model.excludes(a, &s.node) {
+                return Err(format!("source {} named to {a}, which reported it corrupt", s.node));
+            }
             let reg = &model.nodes[&s.node].registration;
             if s.role != reg.role || s.addr != reg.mesh_addr {
                 return Err("source role or address wrong".into());
@@ -245,10 +263,12 @@ pub fn check_plan(
                 return Err("origin not alone or not the origin".into());
             }
             if config.policy == Policy::Mesh {
-                let held_somewhere = model
-                    .nodes
-                    .keys()
-                    .any(|n| model.eligible(config, now, n) && model.holds(n, &asg.title, asg.chunk));
+                // Holders `a` reported corrupt do not count: the origin is its only way.
+                let held_somewhere = model.nodes.keys().any(|n| {
+                    model.eligible(config, now, n)
+                        && !model.excludes(a, n)
+                        && model.holds(n, &asg.title, asg.chunk)
+                });
                 if held_somewhere || busy.contains(&key) {
                     return Err(format!("origin named for {key:?}, which the mesh has or fetches"));
                 }
@@ -325,6 +345,23 @@ pub fn check_steer(
             .any(|(n, node)| model.eligible(config, now, n) && node.held.get(t).is_some_and(|m| m.is_full()));
         if any {
             return Err("no target although a holder exists".into());
+        }
+    }
+    Ok(())
+}
+
+/// Checks what the status says of corrupt reports: per node, the distinct reporters up to the
+/// quorum, and bad exactly when the quorum was reached.
+pub fn check_corrupt_status(tracker: &Tracker, model: &Model, now: Millis) -> Result<(), String> {
+    let quorum = tracker.config().corrupt_quorum.max(1);
+    for a in tracker.status(now).appliances {
+        let id: NodeId = a.peer_id.parse().unwrap();
+        let reporters = model.corrupt.get(&id).map_or(0, |r| r.len());
+        if a.corrupt_reports as usize != reporters.min(quorum) || a.bad != model.bad.contains(&id) {
+            return Err(format!(
+                "{id}: status says {} reports, bad {}; {reporters} reporters, quorum {quorum}",
+                a.corrupt_reports, a.bad
+            ));
         }
     }
     Ok(())
