@@ -139,6 +139,31 @@ impl Mesh {
         self.wait_complete_count(self.appliances.len(), limit)
     }
 
+    /// Waits until each of this mesh's own appliances (not spares run in the test, which
+    /// `complete_appliances` counts too) holds as many bytes as the title has: in a mesh of
+    /// one title, the whole title.
+    pub fn wait_own_complete(&self, limit: Duration) {
+        let size = std::fs::metadata(&self.file).expect("title file").len();
+        let peers: Vec<&str> = self.appliances.iter().map(|(_, p)| p.peer.as_str()).collect();
+        wait_for(limit, || {
+            let s = status(&self.tracker)?;
+            let all = s["appliances"].as_array()?;
+            peers
+                .iter()
+                .all(|peer| {
+                    all.iter().any(|a| a["peer_id"] == *peer && a["held_bytes"].as_u64() >= Some(size))
+                })
+                .then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the mesh's appliances did not complete in {limit:?}: {:?}\ntracker log:\n{}",
+                status(&self.tracker),
+                self.tracker.log()
+            )
+        })
+    }
+
     /// Waits until `count` appliances hold the whole title.
     pub fn wait_complete_count(&self, count: usize, limit: Duration) -> Value {
         wait_for(limit, || {
