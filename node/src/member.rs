@@ -14,7 +14,7 @@ use fillmesh_protocol::messages::{
     Assignment, ErrorCode, FailureKind, Fetched, Heartbeat, Registration, Role, TrackerRequest,
     TrackerResponse, MAX_FETCHED,
 };
-use fillmesh_protocol::{IpPrefix, TitleId};
+use fillmesh_protocol::{ChunkBitmap, IpPrefix, TitleId};
 use libp2p_identity::PeerId;
 use quinn::Connection;
 use tokio::sync::mpsc;
@@ -202,7 +202,10 @@ async fn session(
         {
             let max = (config.parallel - work.len()) as u16;
             match link.request(&TrackerRequest::Plan { max }).await? {
-                TrackerResponse::Plan { assignments, retry_after_ms } => {
+                TrackerResponse::Plan { assignments, retry_after_ms, evict } => {
+                    for title in evict {
+                        evict_title(link, store, metrics, &disk_full, title).await?;
+                    }
                     if assignments.is_empty() {
                         idle_until = tokio::time::Instant::now()
                             + Duration::from_millis(u64::from(retry_after_ms).clamp(50, 5000));
@@ -280,6 +283,43 @@ async fn report(
 ) -> Result<(), LinkError> {
     let Some(held) = store.held(&title) else { return Ok(()) };
     link.request(&TrackerRequest::ReportHeld { title, held, fetched }).await?;
+    Ok(())
+}
+
+/// Deletes a title the tracker's planner evicted to make room for a newer one (the tracker
+/// already counts it as not held here), then reports an empty map of it, so that a report of
+/// it that crossed the plan does not leave the tracker thinking it is still here. If it cannot
+/// be deleted, the real map is reported instead: the tracker should know what is served.
+async fn evict_title(
+    link: &TrackerLink,
+    store: &Arc<Store>,
+    metrics: &crate::metrics::FillMetrics,
+    disk_full: &std::sync::atomic::AtomicBool,
+    title: TitleId,
+) -> Result<(), LinkError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let chunks = store.manifest(&title).map(|m| m.chunk_count());
+    let s = store.clone();
+    let removed = tokio::task::spawn_blocking(move || s.remove_title(&title)).await;
+    match removed {
+        Ok(Ok(freed)) => {
+            info!(%title, freed_bytes = freed, "evicted at the tracker's word");
+            metrics.titles_evicted.fetch_add(1, Relaxed);
+            metrics.bytes_evicted.fetch_add(freed, Relaxed);
+            // The room it took is free again: filling may go on.
+            disk_full.store(false, Relaxed);
+        }
+        Ok(Err(e)) => {
+            warn!(%title, "cannot evict: {e}");
+            return report(link, title, store, Vec::new()).await;
+        }
+        Err(e) => {
+            warn!(%title, "eviction did not finish: {e}");
+            return report(link, title, store, Vec::new()).await;
+        }
+    }
+    let Some(held) = chunks.and_then(|n| ChunkBitmap::new(n).ok()) else { return Ok(()) };
+    link.request(&TrackerRequest::ReportHeld { title, held, fetched: Vec::new() }).await?;
     Ok(())
 }
 

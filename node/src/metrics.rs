@@ -17,6 +17,9 @@ pub struct FillMetrics {
     pub bytes_verified: AtomicU64,
     /// Chunks received that did not verify (rejected, never stored).
     pub chunks_rejected: AtomicU64,
+    /// Titles deleted because the tracker's planner evicted them, and the bytes that freed.
+    pub titles_evicted: AtomicU64,
+    pub bytes_evicted: AtomicU64,
 }
 
 /// Renders every metric of a node.
@@ -64,6 +67,18 @@ pub fn render(store: &Store, server: &Server, fill: &FillMetrics) -> String {
         "counter",
         "Chunks received that failed verification and were dropped.",
         &[(String::new(), fill.chunks_rejected.load(Relaxed))],
+    );
+    metric(
+        "fillmesh_evicted_titles_total",
+        "counter",
+        "Titles deleted to make room, as the tracker's planner decided.",
+        &[(String::new(), fill.titles_evicted.load(Relaxed))],
+    );
+    metric(
+        "fillmesh_evicted_bytes_total",
+        "counter",
+        "Bytes of held chunks freed by eviction.",
+        &[(String::new(), fill.bytes_evicted.load(Relaxed))],
     );
     let titles = store.titles();
     let held: Vec<(String, u64)> =

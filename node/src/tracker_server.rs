@@ -307,9 +307,12 @@ fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerReques
             done(result.map_err(|e| e.to_string()))
         }
         TrackerRequest::Plan { max } => match shared.core().plan(now, node, usize::from(max)) {
-            Ok(assignments) => {
-                let retry_after_ms = if assignments.is_empty() { 250 } else { 0 };
-                TrackerResponse::Plan { assignments, retry_after_ms }
+            Ok(plan) => {
+                let retry_after_ms = if plan.assignments.is_empty() { 250 } else { 0 };
+                for title in &plan.evict {
+                    info!(appliance = %node, %title, "evicted to make room for a more recently wanted title");
+                }
+                TrackerResponse::Plan { assignments: plan.assignments, retry_after_ms, evict: plan.evict }
             }
             Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
         },
@@ -348,7 +351,7 @@ fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerReques
 
 /// Steering with what a player needs to reach each appliance.
 fn steer(shared: &Shared, title: &TitleId, client: IpAddr) -> (Vec<SteerTarget>, String) {
-    let core = shared.core();
+    let mut core = shared.core();
     let steering = core.steer(shared.now(), title, client);
     let targets = steering
         .targets

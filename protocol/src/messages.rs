@@ -38,6 +38,9 @@ pub const MAX_CATALOG: usize = 8192;
 pub const MAX_FETCHED: usize = 1024;
 /// Most nodes in one member list.
 pub const MAX_MEMBERS: usize = 16384;
+/// Most titles one plan tells an appliance to drop: the planner evicts no more per call, so
+/// that one plan's work stays bounded however full the disk.
+pub const MAX_EVICT: usize = 16;
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -271,6 +274,9 @@ pub enum TrackerResponse {
         assignments: Vec<Assignment>,
         /// When the plan is empty: ask again after this long.
         retry_after_ms: u32,
+        /// Titles to delete now: the tracker no longer counts this appliance as holding them.
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_EVICT>")]
+        evict: Vec<TitleId>,
     },
     Steer {
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TARGETS>")]

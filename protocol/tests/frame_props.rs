@@ -193,6 +193,7 @@ fn the_largest_legal_messages_fit_their_bounds() {
             MAX_ASSIGNMENTS
         ],
         retry_after_ms: u32::MAX,
+        evict: vec![title; MAX_EVICT],
     })
     .unwrap();
     let target = SteerTarget {
@@ -225,4 +226,11 @@ fn over_long_fields_are_refused() {
     });
     let body = postcard::to_allocvec(&reg).unwrap();
     assert!(matches!(decode_body::<TrackerRequest>(&body), Err(FrameError::Malformed { .. })));
+    let plan = TrackerResponse::Plan {
+        assignments: Vec::new(),
+        retry_after_ms: 0,
+        evict: vec![TitleId::from_bytes([1; 32]); MAX_EVICT + 1],
+    };
+    let body = postcard::to_allocvec(&plan).unwrap();
+    assert!(matches!(decode_body::<TrackerResponse>(&body), Err(FrameError::Malformed { .. })));
 }

@@ -736,8 +736,9 @@ impl<'a> Sim<'a> {
         let now = self.ms();
         let Some(tracker) = self.tracker.as_mut() else { return };
         self.plan_calls += 1;
+        // The simulated appliances' disks hold every title: a plan never evicts.
         let plan: Vec<Assignment> = match tracker.plan(now, &self.ids[n as usize], free as usize) {
-            Ok(p) => p,
+            Ok(p) => p.assignments,
             Err(e) => panic!("plan for {}: {e}", self.ids[n as usize]),
         };
         let got = plan.len() as u32;
@@ -1076,8 +1077,9 @@ impl<'a> Sim<'a> {
             let site = self.rng.below(sites) as u32;
             let region = site / self.sc.sites_per_region as u32;
             let ip = IpAddr::from([10, (region % 256) as u8, (site % 256) as u8, (p % 250 + 1) as u8]);
-            let target = match self.tracker.as_ref() {
-                Some(t) => t.steer(self.ms(), &self.title, ip).targets.first().and_then(node_index),
+            let now = self.ms();
+            let target = match self.tracker.as_mut() {
+                Some(t) => t.steer(now, &self.title, ip).targets.first().and_then(node_index),
                 None => self.nearest_complete(site, region),
             };
             let src = target.unwrap_or(0);

@@ -108,7 +108,7 @@ fn main() {
             }
         }
         let t0 = Instant::now();
-        let plan = tracker.plan(now, &ids[i], 8).unwrap();
+        let plan = tracker.plan(now, &ids[i], 8).unwrap().assignments;
         plan_time += t0.elapsed().as_secs_f64();
         assignments += plan.len();
         let t1 = Instant::now();

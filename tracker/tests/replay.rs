@@ -63,7 +63,7 @@ fn recording() -> Vec<(Millis, Event)> {
             else {
                 continue;
             };
-            for (k, a) in plan.iter().enumerate() {
+            for (k, a) in plan.assignments.iter().enumerate() {
                 let t = titles.iter().position(|(id, _)| *id == a.title).unwrap();
                 if (round as usize + k + i) % 11 == 0 {
                     let kind = if round == 7 && i == 5 { FailureKind::Corrupt } else { FailureKind::Timeout };
@@ -116,7 +116,9 @@ fn replay(config: Config, events: &[(Millis, Event)]) -> (Vec<Decision>, Result<
             model.apply(tracker.config(), *now, e);
             let check = match (e, &d) {
                 (Event::Plan { node, max }, Decision::Plan(p)) => {
-                    check_plan(&tracker, &model, *now, node, *max, &before, p)
+                    let check = check_plan(&tracker, &model, *now, node, *max, &before, p);
+                    model.evicted(node, &p.evict);
+                    check
                 }
                 (Event::Steer { title, client }, Decision::Steer(s)) => {
                     check_steer(&tracker, &model, *now, title, *client, s)
@@ -143,7 +145,7 @@ fn the_same_events_give_byte_identical_decisions() {
     let bytes_a = postcard::to_allocvec(&a).unwrap();
     let bytes_b = postcard::to_allocvec(&b).unwrap();
     assert_eq!(bytes_a, bytes_b);
-    let plans = a.iter().filter(|d| matches!(d, Decision::Plan(p) if !p.is_empty())).count();
+    let plans = a.iter().filter(|d| matches!(d, Decision::Plan(p) if !p.assignments.is_empty())).count();
     let steered = a.iter().filter(|d| matches!(d, Decision::Steer(s) if !s.targets.is_empty())).count();
     assert!(plans > 20 && steered > 5, "plans {plans}, steered {steered}");
 
@@ -178,7 +180,7 @@ fn fill(policy: Policy) -> (Tracker, TitleId) {
         tracker.heartbeat(now, &origin, common::heartbeat(true, 0)).unwrap();
         for (i, id) in ids.iter().enumerate() {
             tracker.heartbeat(now, id, common::heartbeat(true, 0)).unwrap();
-            for a in tracker.plan(now, id, 8).unwrap() {
+            for a in tracker.plan(now, id, 8).unwrap().assignments {
                 held[i].insert(a.chunk);
                 let fetched = [Fetched { chunk: a.chunk, source: a.sources[0].node.clone() }];
                 tracker.report_held(now, id, t, held[i].clone(), &fetched).unwrap();
@@ -194,7 +196,7 @@ fn fill(policy: Policy) -> (Tracker, TitleId) {
 
 #[test]
 fn a_mesh_fill_takes_each_chunk_from_the_origin_once() {
-    let (tracker, t) = fill(Policy::Mesh);
+    let (mut tracker, t) = fill(Policy::Mesh);
     let status = tracker.status(0);
     let title = &status.titles[0];
     let size = tracker.manifest(&t).unwrap().len();

@@ -184,9 +184,14 @@ pub fn tracker_response() -> impl Strategy<Value = TrackerResponse> {
                     .prop_map(|(title, chunk, sources)| Assignment { title, chunk, sources }),
                 0..20
             ),
-            any::<u32>()
+            any::<u32>(),
+            vec(title(), 0..=MAX_EVICT)
         )
-            .prop_map(|(assignments, retry_after_ms)| TrackerResponse::Plan { assignments, retry_after_ms }),
+            .prop_map(|(assignments, retry_after_ms, evict)| TrackerResponse::Plan {
+                assignments,
+                retry_after_ms,
+                evict
+            }),
         (vec(steer_target(), 0..=MAX_TARGETS), text(MAX_TEXT))
             .prop_map(|(targets, reason)| TrackerResponse::Steer { targets, reason }),
         vec(

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use fillmesh_protocol::messages::{Fetched, Role};
 use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
 
-use super::{hash, ByteClass, CoreError, Tracker};
+use super::{hash, ByteClass, CoreError, Millis, Tracker};
 
 #[derive(Debug)]
 pub(crate) struct TitleState {
@@ -29,6 +29,10 @@ pub(crate) struct TitleState {
     pub complete: BTreeSet<u32>,
     /// Bytes fetched, indexed like [`ByteClass::ALL`].
     pub bytes: [u64; 4],
+    /// Publish time, raised whenever a player is steered for it: a title is evicted only for
+    /// one wanted more recently, so an evicted title does not push back the one that evicted
+    /// it (no thrash) until a player asks for it again.
+    pub last_wanted: Millis,
 }
 
 /// Holder lists per (place, chunk): for each chunk, the places with a holder of it, sorted,
@@ -115,6 +119,7 @@ impl TitleState {
 impl Tracker {
     pub(super) fn do_publish(
         &mut self,
+        now: Millis,
         title: TitleId,
         name: String,
         manifest: &Manifest,
@@ -140,8 +145,10 @@ impl Tracker {
             region_lists: PlaceLists::new(chunks),
             complete: BTreeSet::new(),
             bytes: [0; 4],
+            last_wanted: now,
         });
         self.title_index.insert(title, t);
+        self.catalog_bytes = self.catalog_bytes.saturating_add(manifest.len());
         Ok(())
     }
 
@@ -165,6 +172,7 @@ impl Tracker {
         let (site, region) = (self.slots[idx as usize].site, self.slots[idx as usize].region);
         let Some(live) = self.slots[idx as usize].live.as_mut() else { return Ok(()) };
         let title = &mut self.titles[t as usize];
+        let mut bytes = live.held_bytes.get(&t).copied().unwrap_or(0);
         let empty;
         let old = match live.held.get(&t) {
             Some(m) => m,
@@ -179,12 +187,15 @@ impl Tracker {
                 let bit = diff.trailing_zeros();
                 diff &= diff - 1;
                 let c = i * 8 + bit as usize;
+                let len = title.manifest.chunk_len(c as u32).unwrap_or(0);
                 if b & (1 << bit) != 0 {
+                    bytes += len;
                     title.add_holder(idx, site, region, c as u32);
                     if live.eligible {
                         title.holders[c] += 1;
                     }
                 } else {
+                    bytes -= len;
                     title.remove_holder(idx, site, region, c as u32);
                     if live.eligible {
                         title.holders[c] -= 1;
@@ -204,11 +215,42 @@ impl Tracker {
             .filter(|&c| held.contains(c) || fetched.iter().any(|f| f.chunk == c))
             .collect();
         live.held.insert(t, held);
+        if bytes == 0 {
+            live.held_bytes.remove(&t);
+        } else {
+            live.held_bytes.insert(t, bytes);
+        }
         for c in done {
             self.drop_inflight(idx, t, c);
         }
         self.account(idx, t, fetched)?;
         Ok(())
+    }
+
+    /// A player asked for title `title`: it is wanted as of `now`.
+    pub(super) fn note_wanted(&mut self, now: Millis, title: &TitleId) {
+        if let Some(&t) = self.title_index.get(title) {
+            let state = &mut self.titles[t as usize];
+            state.last_wanted = state.last_wanted.max(now);
+        }
+    }
+
+    /// Forgets that live node `idx` holds or fetches any of title `t`, through the same path
+    /// as a report of an empty map, so every count and list follows. The byte accounting
+    /// keeps its chunks: bytes that refill it later are not counted twice.
+    pub(super) fn evict_title(&mut self, idx: u32, t: u32) {
+        let Some(live) = self.slots[idx as usize].live.as_ref() else { return };
+        let inflight: Vec<u32> = live.inflight.range((t, 0)..=(t, u32::MAX)).map(|(&(_, c), _)| c).collect();
+        for c in inflight {
+            self.drop_inflight(idx, t, c);
+        }
+        if let Ok(empty) = ChunkBitmap::new(self.titles[t as usize].manifest.chunk_count()) {
+            // Cannot fail: the map has the title's own length.
+            let _ = self.do_report_held(idx, t, empty, &[]);
+        }
+        if let Some(live) = self.slots[idx as usize].live.as_mut() {
+            live.held.remove(&t);
+        }
     }
 
     /// Adds the bytes of newly fetched, now held chunks to the title's classes. A source never

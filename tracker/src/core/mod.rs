@@ -63,6 +63,10 @@ pub struct Config {
     /// exclude an honest one (or the origin) from the mesh; 1 trusts the first report (0
     /// counts as 1).
     pub corrupt_quorum: usize,
+    /// Percent of an appliance's `disk_bytes` the planner fills up to. Titles it would
+    /// exceed it for are filled only by evicting titles less recently wanted, so the disk
+    /// keeps some headroom for the store's own files and for fetches still landing.
+    pub evict_watermark_pct: u8,
     pub policy: Policy,
     pub seed: u64,
 }
@@ -82,6 +86,7 @@ impl Default for Config {
             max_origin_slots: 256,
             spare_slots: 2,
             corrupt_quorum: 2,
+            evict_watermark_pct: 90,
             policy: Policy::Mesh,
             seed: 0,
         }
@@ -169,6 +174,16 @@ pub struct TitleStatus {
     pub peer_bytes: u64,
     /// Keys "same_site", "same_region", "cross_region", "origin".
     pub bytes_by_class: BTreeMap<String, u64>,
+    /// When a player last asked for it (its publish time if none has): what eviction ranks by.
+    pub last_wanted_ms: Millis,
+}
+
+/// One plan for an appliance: chunks to fetch, and titles to delete first to make room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub assignments: Vec<Assignment>,
+    /// At most [`MAX_EVICT`](fillmesh_protocol::messages::MAX_EVICT); the tracker already counts the appliance as not holding them.
+    pub evict: Vec<TitleId>,
 }
 
 /// One input of the tracker, for replay.
@@ -190,7 +205,7 @@ pub enum Event {
 pub enum Decision {
     Done,
     Error(String),
-    Plan(Vec<Assignment>),
+    Plan(Plan),
     Steer(Steering),
 }
 
@@ -227,6 +242,10 @@ pub struct Tracker {
     free_all: BTreeSet<u32>,
     /// Client prefixes of live nodes.
     prefixes: BTreeMap<IpPrefix, BTreeSet<u32>>,
+    /// Bytes of every title published: an appliance whose watermark is at least this never
+    /// needs the eviction check, which keeps the usual plan (one title, ample disk) as cheap as
+    /// before.
+    catalog_bytes: u64,
     /// The planner's reusable buffers (no state between calls).
     scratch: planner::PlanScratch,
 }
@@ -250,6 +269,7 @@ impl Tracker {
             free_region: BTreeMap::new(),
             free_all: BTreeSet::new(),
             prefixes: BTreeMap::new(),
+            catalog_bytes: 0,
             scratch: planner::PlanScratch::default(),
         }
     }
@@ -301,7 +321,7 @@ impl Tracker {
         manifest: &Manifest,
     ) -> Result<(), CoreError> {
         self.advance(now);
-        self.do_publish(title, name, manifest)
+        self.do_publish(now, title, name, manifest)
     }
 
     /// A node's whole held bitmap for a title (replacing the previous one), and the source of
@@ -360,14 +380,20 @@ impl Tracker {
     }
 
     /// The next batch of work for `node`: at most `max` assignments, and no more than its
-    /// in-flight allowance. Each is recorded in flight until `now + assignment_ttl_ms`.
-    pub fn plan(&mut self, now: Millis, node: &NodeId, max: usize) -> Result<Vec<Assignment>, CoreError> {
+    /// in-flight allowance. Each is recorded in flight until `now + assignment_ttl_ms`. Titles
+    /// evicted to make room for them are forgotten as held by `node` at once, so neither plans
+    /// nor steering use it for them while it deletes them.
+    pub fn plan(&mut self, now: Millis, node: &NodeId, max: usize) -> Result<Plan, CoreError> {
         self.advance(now);
         let idx = self.live_index(node)?;
         Ok(self.do_plan(now, idx, max))
     }
 
-    pub fn steer(&self, now: Millis, title: &TitleId, client: IpAddr) -> Steering {
+    /// Where a player should stream `title` from. Asking marks the title wanted at `now`,
+    /// which protects it from eviction by titles published or wanted earlier; steering is a
+    /// replay [`Event`] for that reason.
+    pub fn steer(&mut self, now: Millis, title: &TitleId, client: IpAddr) -> Steering {
+        self.note_wanted(now, title);
         self.do_steer(now, title, client)
     }
 
@@ -577,7 +603,10 @@ mod tests {
     fn never_offered_again(t: &mut Tracker, bad: &NodeId, other: &NodeId, title: TitleId) {
         assert!(!t.members().contains(bad));
         let unused = |t: &mut Tracker, now| {
-            assert!(t.plan(now, other, 8).unwrap().is_empty(), "{other} was sent to a bad source");
+            assert!(
+                t.plan(now, other, 8).unwrap().assignments.is_empty(),
+                "{other} was sent to a bad source"
+            );
             assert!(t.steer(now, &title, "10.0.0.1".parse().unwrap()).targets.is_empty());
         };
         unused(t, 0);
@@ -589,19 +618,19 @@ mod tests {
     #[test]
     fn one_corrupt_report_excludes_the_source_for_the_reporter_only() {
         let (mut t, [a, b, c, _], title) = b_holds_the_title(Config::default());
-        let plan = t.plan(0, &a, 8).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
         assert!(plan.len() == 2 && plan.iter().all(|p| p.sources[0].node == b));
         t.report_failure(0, &a, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
         assert_eq!(corrupt_reports(&t, "B"), (1, false));
         assert!(t.members().contains(&b));
         assert_eq!(t.steer(0, &title, "10.0.0.1".parse().unwrap()).targets, vec![b.clone()]);
         // A, with one chunk still in flight from B, is not sent to B for the other.
-        assert!(t.plan(0, &a, 8).unwrap().is_empty());
-        assert!(names(&t.plan(0, &c, 8).unwrap(), &b), "C is still sent to B");
+        assert!(t.plan(0, &a, 8).unwrap().assignments.is_empty());
+        assert!(names(&t.plan(0, &c, 8).unwrap().assignments, &b), "C is still sent to B");
         // Nor once its in-flight chunk is done, nor after B re-registers.
         t.report_failure(0, &a, title, plan[1].chunk, &b, FailureKind::Timeout).unwrap();
         t.register(1, b.clone(), reg(Role::Appliance, 0));
-        assert!(t.plan(1, &a, 8).unwrap().is_empty());
+        assert!(t.plan(1, &a, 8).unwrap().assignments.is_empty());
         t.debug_validate(1).unwrap();
     }
 
@@ -609,7 +638,7 @@ mod tests {
     fn a_second_distinct_reporter_marks_the_source_bad() {
         let (mut t, [a, b, c, d], title) = b_holds_the_title(Config::default());
         for reporter in [&a, &c] {
-            let plan = t.plan(0, reporter, 8).unwrap();
+            let plan = t.plan(0, reporter, 8).unwrap().assignments;
             assert!(names(&plan, &b));
             t.report_failure(0, reporter, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
         }
@@ -620,12 +649,12 @@ mod tests {
     #[test]
     fn the_same_reporter_twice_does_not_reach_the_quorum() {
         let (mut t, [a, b, c, _], title) = b_holds_the_title(Config::default());
-        let plan = t.plan(0, &a, 8).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
         for p in plan.iter().chain(&plan) {
             t.report_failure(0, &a, title, p.chunk, &b, FailureKind::Corrupt).unwrap();
         }
         assert_eq!(corrupt_reports(&t, "B"), (1, false));
-        assert!(names(&t.plan(0, &c, 8).unwrap(), &b));
+        assert!(names(&t.plan(0, &c, 8).unwrap().assignments, &b));
         t.debug_validate(0).unwrap();
     }
 
@@ -633,7 +662,7 @@ mod tests {
     fn with_a_quorum_of_one_the_first_corrupt_report_marks_the_source_bad() {
         let (mut t, [a, b, c, _], title) =
             b_holds_the_title(Config { corrupt_quorum: 1, ..Config::default() });
-        let plan = t.plan(0, &a, 8).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
         t.report_failure(0, &a, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
         assert_eq!(corrupt_reports(&t, "B"), (1, true));
         never_offered_again(&mut t, &b, &c, title);
@@ -645,16 +674,16 @@ mod tests {
         let o = id("Q");
         t.register(0, o.clone(), reg(Role::Origin, u64::MAX));
         t.report_held(0, &o, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
-        let plan = t.plan(0, &a, 8).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
         assert!(plan.iter().all(|p| p.sources.len() == 1 && p.sources[0].node == b));
         for p in &plan {
             t.report_failure(0, &a, title, p.chunk, &b, FailureKind::Corrupt).unwrap();
         }
-        let plan = t.plan(0, &a, 8).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
         assert_eq!(plan.len(), 2);
         assert!(plan.iter().all(|p| p.sources.len() == 1 && p.sources[0].node == o));
         // C, which excludes nobody, is still sent to B, not to the origin.
-        let of_c = t.plan(0, &c, 8).unwrap();
+        let of_c = t.plan(0, &c, 8).unwrap().assignments;
         assert!(of_c.len() == 2 && of_c.iter().all(|p| p.sources[0].node == b));
         // Once A reports the origin corrupt too (and C's fetches are over), nobody is left.
         for p in &of_c {
@@ -662,7 +691,7 @@ mod tests {
         }
         t.report_failure(0, &a, title, plan[0].chunk, &o, FailureKind::Corrupt).unwrap();
         t.report_failure(0, &a, title, plan[1].chunk, &o, FailureKind::Timeout).unwrap();
-        assert!(t.plan(0, &a, 8).unwrap().is_empty());
+        assert!(t.plan(0, &a, 8).unwrap().assignments.is_empty());
         t.debug_validate(0).unwrap();
     }
 
@@ -684,7 +713,7 @@ mod tests {
         for s in &sources[..2] {
             t.report_held(0, s, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
         }
-        let plan = t.plan(0, &a, 8).unwrap();
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
         assert!(names(&plan, &sources[0]) && !names(&plan, &sources[1]), "{plan:?}");
         t.debug_validate(0).unwrap();
     }
@@ -698,16 +727,102 @@ mod tests {
         t.register(0, b.clone(), reg(Role::Appliance, 0));
         t.publish(0, title, "x".into(), &manifest(4)).unwrap();
         // Until the origin says it holds the title, nobody can serve it.
-        assert!(t.plan(0, &a, 8).unwrap().is_empty());
+        assert!(t.plan(0, &a, 8).unwrap().assignments.is_empty());
         t.report_held(0, &o, title, ChunkBitmap::full(4).unwrap(), &[]).unwrap();
-        let first = t.plan(0, &a, 8).unwrap();
+        let first = t.plan(0, &a, 8).unwrap().assignments;
         assert_eq!(first.len(), 2, "at most two origin fetches per appliance");
         assert!(first.iter().all(|p| p.sources.len() == 1 && p.sources[0].role == Role::Origin));
-        let second = t.plan(0, &b, 8).unwrap();
+        let second = t.plan(0, &b, 8).unwrap().assignments;
         assert_eq!(second.len(), 2);
         assert!(
             second.iter().all(|p| first.iter().all(|f| f.chunk != p.chunk)),
             "the origin sends each chunk once"
         );
+    }
+    /// Origin Q and appliances A (a disk of 20 chunks, so room under the watermark for one
+    /// title of 16) and D (no limit); A holds title `old`, published at 0; `new`, published
+    /// at 10, is held by the origin, as is `old`.
+    fn a_full_disk(a_disk_chunks: u64) -> (Tracker, [NodeId; 3], TitleId, TitleId) {
+        let mut t = Tracker::new(Config::default());
+        let nodes = [id("Q"), id("A"), id("D")];
+        t.register(0, nodes[0].clone(), reg(Role::Origin, u64::MAX));
+        t.register(
+            0,
+            nodes[1].clone(),
+            Registration { disk_bytes: a_disk_chunks * 1024, ..reg(Role::Appliance, 0) },
+        );
+        t.register(0, nodes[2].clone(), reg(Role::Appliance, 0));
+        let (old, new) = (TitleId::from_bytes([1; 32]), TitleId::from_bytes([2; 32]));
+        t.publish(0, old, "old".into(), &manifest(16)).unwrap();
+        t.report_held(0, &nodes[1], old, ChunkBitmap::full(16).unwrap(), &[]).unwrap();
+        t.publish(10, new, "new".into(), &manifest(16)).unwrap();
+        for title in [old, new] {
+            t.report_held(10, &nodes[0], title, ChunkBitmap::full(16).unwrap(), &[]).unwrap();
+        }
+        (t, nodes, old, new)
+    }
+
+    #[test]
+    fn a_newer_title_evicts_an_older_one_from_a_full_disk() {
+        let (mut t, [_, a, d], old, new) = a_full_disk(20);
+        let client = "10.0.0.1".parse().unwrap();
+        let plan = t.plan(10, &a, 8).unwrap();
+        assert_eq!(plan.evict, vec![old]);
+        assert!(!plan.assignments.is_empty() && plan.assignments.iter().all(|p| p.title == new), "{plan:?}");
+        // A is no source of the old title and no steering target for it any more.
+        assert!(t.steer(10, &old, client).targets.is_empty());
+        let of_d = t.plan(10, &d, 8).unwrap();
+        assert!(!of_d.assignments.is_empty() && !names(&of_d.assignments, &a), "{of_d:?}");
+        assert_eq!(t.status(10).appliances.iter().find(|s| s.peer_id == "A").unwrap().held_bytes, 0);
+        t.debug_validate(10).unwrap();
+    }
+
+    #[test]
+    fn a_title_wanted_after_the_newer_one_was_published_is_not_evicted_for_it() {
+        let (mut t, [_, a, _], old, _) = a_full_disk(20);
+        t.steer(20, &old, "10.0.0.1".parse().unwrap());
+        assert_eq!(t.status(20).titles[0].last_wanted_ms, 20);
+        let plan = t.plan(20, &a, 8).unwrap();
+        assert_eq!(plan, Plan::default(), "the newer title is not planned either");
+        assert_eq!(t.steer(20, &old, "10.0.0.1".parse().unwrap()).targets, vec![a.clone()]);
+        t.debug_validate(20).unwrap();
+    }
+
+    #[test]
+    fn an_evicted_title_is_not_filled_again_while_the_newer_one_is_on_disk() {
+        let (mut t, [_, a, _], old, new) = a_full_disk(20);
+        let first = t.plan(10, &a, 8).unwrap();
+        assert_eq!(first.evict, vec![old]);
+        // Part of the new title, then all of it: the old one is never planned again.
+        let mut held = ChunkBitmap::new(16).unwrap();
+        for p in &first.assignments {
+            held.insert(p.chunk);
+        }
+        for now in 11..30 {
+            let plan = t.plan(now, &a, 8).unwrap();
+            assert!(plan.evict.is_empty() && plan.assignments.iter().all(|p| p.title == new), "{plan:?}");
+            for p in &plan.assignments {
+                held.insert(p.chunk);
+            }
+            t.report_held(now, &a, new, held.clone(), &[]).unwrap();
+        }
+        assert!(held.is_full(), "{held:?} {:?}", t.debug_inflight());
+        assert_eq!(t.plan(30, &a, 8).unwrap(), Plan::default());
+        t.debug_validate(30).unwrap();
+    }
+
+    #[test]
+    fn with_room_under_the_watermark_nothing_is_evicted() {
+        // 40 chunks: two titles of 16 stay under 90% of it; with a third the catalog does not,
+        // so the room is weighed (and the third does not fit beside them).
+        let (mut t, [q, a, _], old, new) = a_full_disk(40);
+        let big = TitleId::from_bytes([3; 32]);
+        t.publish(10, big, "big".into(), &manifest(24)).unwrap();
+        t.report_held(10, &q, big, ChunkBitmap::full(24).unwrap(), &[]).unwrap();
+        let plan = t.plan(10, &a, 8).unwrap();
+        assert!(plan.evict.is_empty());
+        assert!(!plan.assignments.is_empty() && plan.assignments.iter().all(|p| p.title == new));
+        assert_eq!(t.steer(10, &old, "10.0.0.1".parse().unwrap()).targets, vec![a.clone()]);
+        t.debug_validate(10).unwrap();
     }
 }

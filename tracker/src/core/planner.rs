@@ -7,9 +7,9 @@
 //! the origin only for chunks nobody has or is fetching, so it sends each about once.
 
 use fillmesh_protocol::messages::Role;
-use fillmesh_protocol::messages::{Assignment, Source, MAX_ASSIGNMENTS, MAX_SOURCES};
+use fillmesh_protocol::messages::{Assignment, Source, MAX_ASSIGNMENTS, MAX_EVICT, MAX_SOURCES};
 
-use super::{hash, Millis, Policy, Tracker};
+use super::{hash, Millis, Plan, Policy, Tracker};
 
 /// Candidates (missing chunks) ranked in the first window; each further window, looked at
 /// only when the earlier ones did not fill the plan, is four times larger.
@@ -29,28 +29,56 @@ const ENOUGH: usize = 2;
 pub(crate) struct PlanScratch {
     keys: Vec<u128>,
     class: Vec<(u64, u64, u32)>,
+    order: Vec<u32>,
 }
 
 impl Tracker {
-    pub(super) fn do_plan(&mut self, now: Millis, a: u32, max: usize) -> Vec<Assignment> {
+    pub(super) fn do_plan(&mut self, now: Millis, a: u32, max: usize) -> Plan {
         let slot = &self.slots[a as usize];
-        let Some(reg) = slot.registration.as_ref() else { return Vec::new() };
-        let Some(live) = slot.live.as_ref() else { return Vec::new() };
+        let Some(reg) = slot.registration.as_ref() else { return Plan::default() };
+        let Some(live) = slot.live.as_ref() else { return Plan::default() };
         if reg.role != Role::Appliance {
-            return Vec::new();
+            return Plan::default();
         }
-        let disk = reg.disk_bytes;
+        let watermark =
+            u64::try_from(u128::from(reg.disk_bytes) * u128::from(self.config.evict_watermark_pct) / 100)
+                .unwrap_or(u64::MAX);
         let room = self.config.max_inflight_per_appliance.saturating_sub(live.inflight.len());
         let mut budget = max.min(room).min(MAX_ASSIGNMENTS);
         let mut plan = Vec::new();
+        let mut evict = Vec::new();
         let mut keys = std::mem::take(&mut self.scratch.keys);
-        for t in 0..self.titles.len() as u32 {
+        // When the whole catalog fits under the watermark (the usual case) titles are looked
+        // at in publish order and nothing is weighed. Otherwise the most recently wanted come
+        // first, so a title is never evicted by one planned later in the same call (victims
+        // are strictly older than the title they make room for).
+        let mut order = std::mem::take(&mut self.scratch.order);
+        order.clear();
+        let tight = self.catalog_bytes > watermark;
+        order.extend(0..self.titles.len() as u32);
+        if tight {
+            order.sort_unstable_by_key(|&t| (std::cmp::Reverse(self.titles[t as usize].last_wanted), t));
+        }
+        for &t in &order {
             if budget == 0 {
                 break;
             }
-            if self.titles[t as usize].manifest.len() > disk {
+            if self.titles[t as usize].manifest.len() > watermark {
                 continue;
             }
+            // Titles evicted by this plan are not filled again by it.
+            if tight && evict.contains(&self.titles[t as usize].id) {
+                continue;
+            }
+            let victims = if tight {
+                match self.victims(a, t, watermark, evict.len()) {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else {
+                Vec::new()
+            };
+            let planned = plan.len();
             // Rarest first within a window of the chunks `a` lacks, starting at a point of
             // its own (it moves with time): a plan costs about the window, not the title,
             // and different appliances look at different chunks. Only when the window
@@ -94,9 +122,51 @@ impl Tracker {
                 }
                 window *= 4;
             }
+            // Only a title that got work evicts: one nobody can serve yet would otherwise
+            // free room it does not take, and the victims would be filled again meanwhile.
+            if plan.len() > planned {
+                for u in victims {
+                    self.evict_title(a, u);
+                    evict.push(self.titles[u as usize].id);
+                }
+            }
         }
         self.scratch.keys = keys;
-        plan
+        self.scratch.order = order;
+        Plan { assignments: plan, evict }
+    }
+
+    /// The titles `a` must evict to fill title `t` under `watermark` (none when it fits), or
+    /// `None` when `t` may not be filled. Every title `a` holds or fetches any chunk of counts
+    /// at its whole length (the planner will finish it), so two titles filling at once cannot
+    /// each see room the other takes. Victims are titles other than `t` wanted strictly less
+    /// recently than `t`, oldest first; when they cannot make room (within [`MAX_EVICT`] per
+    /// plan, `evicted` being taken already), `t` is not filled and nothing is evicted.
+    fn victims(&self, a: u32, t: u32, watermark: u64, evicted: usize) -> Option<Vec<u32>> {
+        let live = self.slots[a as usize].live.as_ref()?;
+        let len = |u: u32| self.titles[u as usize].manifest.len();
+        if live.held_bytes.get(&t).copied().unwrap_or(0) >= len(t) {
+            return Some(Vec::new());
+        }
+        let mut touched: Vec<u32> = live.held_bytes.keys().copied().filter(|&u| u != t).collect();
+        touched.extend(live.inflight.keys().map(|&(u, _)| u).filter(|&u| u != t));
+        touched.sort_unstable();
+        touched.dedup();
+        let committed = touched.iter().fold(len(t), |sum, &u| sum.saturating_add(len(u)));
+        let Some(need) = committed.checked_sub(watermark).filter(|&n| n > 0) else { return Some(Vec::new()) };
+        let wanted = self.titles[t as usize].last_wanted;
+        touched.retain(|&u| self.titles[u as usize].last_wanted < wanted);
+        touched.sort_unstable_by_key(|&u| (self.titles[u as usize].last_wanted, u));
+        let (mut freed, mut victims) = (0u64, 0);
+        while freed < need && victims < touched.len() {
+            freed = freed.saturating_add(len(touched[victims]));
+            victims += 1;
+        }
+        if freed < need || evicted + victims > MAX_EVICT {
+            return None;
+        }
+        touched.truncate(victims);
+        Some(touched)
     }
 
     /// Up to `want` chunks of title `t` that `a` neither holds nor fetches, looking at chunks

@@ -19,14 +19,7 @@ impl Tracker {
                 Role::Origin => "origin",
                 _ => continue,
             };
-            let held_bytes = live
-                .held
-                .iter()
-                .map(|(&t, map)| {
-                    let m = &self.titles[t as usize].manifest;
-                    map.iter().map(|c| m.chunk_len(c).unwrap_or(0)).sum::<u64>()
-                })
-                .sum();
+            let held_bytes = live.held_bytes.values().sum();
             appliances.push(ApplianceStatus {
                 peer_id: slot.id.to_string(),
                 addr: reg.mesh_addr.to_string(),
@@ -66,6 +59,7 @@ impl Tracker {
                     origin_bytes: origin,
                     peer_bytes: t.bytes.iter().sum::<u64>() - origin,
                     bytes_by_class: by_class,
+                    last_wanted_ms: t.last_wanted,
                 }
             })
             .collect();
@@ -119,6 +113,16 @@ impl Tracker {
                     slot.id, live.eligible, !live.eligible
                 ));
             }
+            for (&t, map) in &live.held {
+                let m = &self.titles[t as usize].manifest;
+                let bytes: u64 = map.iter().map(|c| m.chunk_len(c).unwrap_or(0)).sum();
+                if live.held_bytes.get(&t).copied().unwrap_or(0) != bytes {
+                    return Err(format!("node {} held bytes of title {t} wrong", slot.id));
+                }
+            }
+            if live.held_bytes.iter().any(|(t, &b)| b == 0 || !live.held.contains_key(t)) {
+                return Err(format!("node {} keeps held bytes for nothing held", slot.id));
+            }
             let free = live.eligible && slot.load < slot.upload_slots;
             if free != self.free[i as usize] || free != self.free_all.contains(&i) {
                 return Err(format!("node {} free flag wrong", slot.id));
@@ -164,6 +168,10 @@ impl Tracker {
         }
         if expiries != self.expiries.len() {
             return Err("stray expiries".into());
+        }
+        let catalog = self.titles.iter().fold(0u64, |sum, t| sum.saturating_add(t.manifest.len()));
+        if catalog != self.catalog_bytes {
+            return Err(format!("catalog bytes {} != {catalog}", self.catalog_bytes));
         }
         self.validate_holder_lists()?;
         self.validate_corrupt_reports()?;

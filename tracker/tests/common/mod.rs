@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use fillmesh_protocol::messages::{Assignment, FailureKind, Heartbeat, Registration, Role};
+use fillmesh_protocol::messages::{FailureKind, Heartbeat, Registration, Role, MAX_EVICT};
 use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
-use fillmesh_tracker::core::{Config, Event, Millis, Policy, Steering, Tracker};
+use fillmesh_tracker::core::{Config, Event, Millis, Plan, Policy, Steering, Tracker};
 
 const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 
@@ -79,6 +79,8 @@ pub struct Model {
     /// the tests' fleets are smaller than that).
     pub excluded: BTreeMap<NodeId, BTreeSet<NodeId>>,
     pub manifests: BTreeMap<TitleId, Manifest>,
+    /// Per title: publish time, raised by every steering request for it.
+    pub wanted: BTreeMap<TitleId, Millis>,
     pub origin: Option<NodeId>,
 }
 
@@ -164,6 +166,12 @@ impl Model {
             }
             Event::Publish { title, manifest, .. } => {
                 self.manifests.entry(*title).or_insert_with(|| manifest.clone());
+                self.wanted.entry(*title).or_insert(now);
+            }
+            Event::Steer { title, .. } => {
+                if let Some(w) = self.wanted.get_mut(title) {
+                    *w = (*w).max(now);
+                }
             }
             Event::ReportHeld { node, title, held, fetched } => {
                 let ok = self.manifests.get(title).is_some_and(|m| {
@@ -185,8 +193,23 @@ impl Model {
                     }
                 }
             }
-            Event::Tick | Event::Plan { .. } | Event::Steer { .. } => {}
+            Event::Tick | Event::Plan { .. } => {}
         }
+    }
+
+    /// A plan told `node` to drop `evict`: it no longer holds them.
+    pub fn evicted(&mut self, node: &NodeId, evict: &[TitleId]) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            for t in evict {
+                n.held.remove(t);
+            }
+        }
+    }
+
+    /// Bytes the planner lets `node` fill: the watermark share of its disk.
+    pub fn watermark(&self, config: &Config, node: &NodeId) -> u64 {
+        let disk = self.nodes[node].registration.disk_bytes;
+        u64::try_from(u128::from(disk) * u128::from(config.evict_watermark_pct) / 100).unwrap_or(u64::MAX)
     }
 
     /// One slot per `slot_bps` of upload, clamped (the origin to its own cap), plus spares.
@@ -206,8 +229,10 @@ pub fn check_plan(
     a: &NodeId,
     max: usize,
     before: &[(NodeId, TitleId, u32, NodeId)],
-    plan: &[Assignment],
+    plan: &Plan,
 ) -> Result<(), String> {
+    check_evictions(tracker, model, a, before, plan)?;
+    let plan = &plan.assignments;
     let config = tracker.config();
     if plan.len() > max {
         return Err(format!("plan of {} over max {max}", plan.len()));
@@ -298,6 +323,67 @@ pub fn check_plan(
         if loads[s] > model.slots(config, s) {
             return Err(format!("{s} over its slots"));
         }
+    }
+    Ok(())
+}
+
+/// Checks a plan's evictions, with `model` as it was before them: at most [`MAX_EVICT`],
+/// only titles `a` held or fetched, each wanted less recently than some title it did not
+/// hold whole, none when the whole catalog fits under the watermark, none fetched any more;
+/// and once a plan assigns anything, the titles `a` holds or fetches, each at its whole
+/// length, fit under the watermark.
+pub fn check_evictions(
+    tracker: &Tracker,
+    model: &Model,
+    a: &NodeId,
+    before: &[(NodeId, TitleId, u32, NodeId)],
+    plan: &Plan,
+) -> Result<(), String> {
+    let config = tracker.config();
+    let Some(me) = model.nodes.get(a) else {
+        return if plan.evict.is_empty() { Ok(()) } else { Err("eviction for an unknown node".into()) };
+    };
+    let watermark = model.watermark(config, a);
+    let catalog = model.manifests.values().fold(0u64, |s, m| s.saturating_add(m.len()));
+    if !plan.evict.is_empty() && catalog <= watermark {
+        return Err(format!("{a} evicted {:?} although the whole catalog fits", plan.evict));
+    }
+    if plan.evict.len() > MAX_EVICT {
+        return Err(format!("{} evictions", plan.evict.len()));
+    }
+    let held = |t: &TitleId| me.held.get(t).is_some_and(|m| m.count() > 0);
+    let after = tracker.debug_inflight();
+    for v in &plan.evict {
+        let fetched = before.iter().any(|(n, t, ..)| n == a && t == v);
+        if !held(v) && !fetched {
+            return Err(format!("{a} told to evict {v}, which it neither held nor fetched"));
+        }
+        let newer = model
+            .wanted
+            .iter()
+            .any(|(t, w)| *w > model.wanted[v] && !me.held.get(t).is_some_and(|m| m.is_full()));
+        if !newer {
+            return Err(format!("{a} evicted {v} for no title wanted more recently"));
+        }
+        if after.iter().any(|(n, t, ..)| n == a && t == v) {
+            return Err(format!("{a} still fetches evicted {v}"));
+        }
+    }
+    if plan.assignments.is_empty() {
+        return Ok(());
+    }
+    let committed = model
+        .manifests
+        .iter()
+        .filter(|(t, _)| {
+            (held(t) && !plan.evict.contains(t)) || after.iter().any(|(n, tt, ..)| n == a && tt == *t)
+        })
+        .fold(0u64, |s, (_, m)| s.saturating_add(m.len()));
+    if committed > watermark {
+        return Err(format!(
+            "{a} planned to {committed} bytes over its watermark {watermark}: {plan:?} held {:?}",
+            me.held.iter().map(|(t, m)| (t, m.iter().count())).collect::<Vec<_>>()
+        ));
     }
     Ok(())
 }
