@@ -92,8 +92,14 @@ struct Run {
 
 impl Run {
     fn new(s: Scenario) -> Self {
-        let config =
-            Config { policy: s.policy, seed: s.seed, corrupt_quorum: s.corrupt_quorum, ..Config::default() };
+        let config = Config {
+            policy: s.policy,
+            seed: s.seed,
+            corrupt_quorum: s.corrupt_quorum,
+            // From none to the default: titles steered to stay protected for that long.
+            evict_min_idle_ms: [0, 100, 2_000, 600_000][(s.seed % 4) as usize],
+            ..Config::default()
+        };
         let ids = (0..=s.appliances.len()).map(node).collect();
         Run { s, tracker: Tracker::new(config), model: Model::default(), now: 1_000, ids, seen: [0; 7] }
     }

@@ -31,8 +31,11 @@ pub(crate) struct TitleState {
     pub bytes: [u64; 4],
     /// Publish time, raised whenever a player is steered for it: a title is evicted only for
     /// one wanted more recently, so an evicted title does not push back the one that evicted
-    /// it (no thrash) until a player asks for it again.
+    /// it until a player asks for it again (and then at most once per
+    /// `Config::evict_min_idle_ms`, see `last_steered`).
     pub last_wanted: Millis,
+    /// When a player was last steered to it, if ever (see `Config::evict_min_idle_ms`).
+    pub last_steered: Option<Millis>,
 }
 
 /// Holder lists per (place, chunk): for each chunk, the places with a holder of it, sorted,
@@ -146,6 +149,7 @@ impl Tracker {
             complete: BTreeSet::new(),
             bytes: [0; 4],
             last_wanted: now,
+            last_steered: None,
         });
         self.title_index.insert(title, t);
         self.catalog_bytes = self.catalog_bytes.saturating_add(manifest.len());
@@ -232,6 +236,7 @@ impl Tracker {
         if let Some(&t) = self.title_index.get(title) {
             let state = &mut self.titles[t as usize];
             state.last_wanted = state.last_wanted.max(now);
+            state.last_steered = Some(state.last_steered.map_or(now, |s| s.max(now)));
         }
     }
 

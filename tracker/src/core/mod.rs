@@ -67,6 +67,11 @@ pub struct Config {
     /// exceed it for are filled only by evicting titles less recently wanted, so the disk
     /// keeps some headroom for the store's own files and for fetches still landing.
     pub evict_watermark_pct: u8,
+    /// A title a player was steered to within this long is never evicted. Without it, two
+    /// titles wanted in turn on an appliance with room for one would be swapped (each one
+    /// refilled in full) at every other steer; with it, at most once per this interval.
+    /// Titles never steered to can be evicted at once (a fresh publish is not demand).
+    pub evict_min_idle_ms: Millis,
     pub policy: Policy,
     pub seed: u64,
 }
@@ -87,6 +92,7 @@ impl Default for Config {
             spare_slots: 2,
             corrupt_quorum: 2,
             evict_watermark_pct: 90,
+            evict_min_idle_ms: 600_000,
             policy: Policy::Mesh,
             seed: 0,
         }
@@ -743,7 +749,11 @@ mod tests {
     /// title of 16) and D (no limit); A holds title `old`, published at 0; `new`, published
     /// at 10, is held by the origin, as is `old`.
     fn a_full_disk(a_disk_chunks: u64) -> (Tracker, [NodeId; 3], TitleId, TitleId) {
-        let mut t = Tracker::new(Config::default());
+        a_full_disk_with(Config::default(), a_disk_chunks)
+    }
+
+    fn a_full_disk_with(config: Config, a_disk_chunks: u64) -> (Tracker, [NodeId; 3], TitleId, TitleId) {
+        let mut t = Tracker::new(config);
         let nodes = [id("Q"), id("A"), id("D")];
         t.register(0, nodes[0].clone(), reg(Role::Origin, u64::MAX));
         t.register(
@@ -824,5 +834,29 @@ mod tests {
         assert!(!plan.assignments.is_empty() && plan.assignments.iter().all(|p| p.title == new));
         assert_eq!(t.steer(10, &old, "10.0.0.1".parse().unwrap()).targets, vec![a.clone()]);
         t.debug_validate(10).unwrap();
+    }
+
+    #[test]
+    fn titles_wanted_in_turn_are_swapped_at_most_once_per_idle_interval() {
+        // A short interval, so that every node stays alive without heartbeats.
+        let config = Config { evict_min_idle_ms: 1_000, ..Config::default() };
+        let (mut t, [_, a, _], old, new) = a_full_disk_with(config, 20);
+        let client = "10.0.0.1".parse().unwrap();
+        let idle = t.config().evict_min_idle_ms;
+        // `old` was never steered to: `new` displaces it.
+        assert_eq!(t.plan(10, &a, 8).unwrap().evict, vec![old]);
+        t.report_held(11, &a, new, ChunkBitmap::full(16).unwrap(), &[]).unwrap();
+        // A player wants `old` (steered elsewhere): it is wanted more recently than `new`,
+        // which no player was steered to, so `old` displaces it once.
+        t.steer(20, &old, client);
+        assert_eq!(t.plan(21, &a, 8).unwrap().evict, vec![new]);
+        t.report_held(22, &a, old, ChunkBitmap::full(16).unwrap(), &[]).unwrap();
+        // Now `new` is wanted: but `old` was steered to within the idle interval, so it stays.
+        t.steer(30, &new, client);
+        assert_eq!(t.plan(31, &a, 8).unwrap(), Plan::default());
+        assert_eq!(t.plan(20 + idle - 1, &a, 8).unwrap(), Plan::default());
+        // Once `old` has been idle that long, the more recently wanted `new` displaces it.
+        assert_eq!(t.plan(20 + idle, &a, 8).unwrap().evict, vec![old]);
+        t.debug_validate(20 + idle).unwrap();
     }
 }

@@ -71,7 +71,7 @@ impl Tracker {
                 continue;
             }
             let victims = if tight {
-                match self.victims(a, t, watermark, evict.len()) {
+                match self.victims(now, a, t, watermark, evict.len()) {
                     Some(v) => v,
                     None => continue,
                 }
@@ -140,9 +140,10 @@ impl Tracker {
     /// `None` when `t` may not be filled. Every title `a` holds or fetches any chunk of counts
     /// at its whole length (the planner will finish it), so two titles filling at once cannot
     /// each see room the other takes. Victims are titles other than `t` wanted strictly less
-    /// recently than `t`, oldest first; when they cannot make room (within [`MAX_EVICT`] per
+    /// recently than `t` and not steered to within `Config::evict_min_idle_ms`, oldest first;
+    /// when they cannot make room (within [`MAX_EVICT`] per
     /// plan, `evicted` being taken already), `t` is not filled and nothing is evicted.
-    fn victims(&self, a: u32, t: u32, watermark: u64, evicted: usize) -> Option<Vec<u32>> {
+    fn victims(&self, now: Millis, a: u32, t: u32, watermark: u64, evicted: usize) -> Option<Vec<u32>> {
         let live = self.slots[a as usize].live.as_ref()?;
         let len = |u: u32| self.titles[u as usize].manifest.len();
         if live.held_bytes.get(&t).copied().unwrap_or(0) >= len(t) {
@@ -155,7 +156,11 @@ impl Tracker {
         let committed = touched.iter().fold(len(t), |sum, &u| sum.saturating_add(len(u)));
         let Some(need) = committed.checked_sub(watermark).filter(|&n| n > 0) else { return Some(Vec::new()) };
         let wanted = self.titles[t as usize].last_wanted;
-        touched.retain(|&u| self.titles[u as usize].last_wanted < wanted);
+        let idle = self.config.evict_min_idle_ms;
+        touched.retain(|&u| {
+            let title = &self.titles[u as usize];
+            title.last_wanted < wanted && title.last_steered.is_none_or(|s| now.saturating_sub(s) >= idle)
+        });
         touched.sort_unstable_by_key(|&u| (self.titles[u as usize].last_wanted, u));
         let (mut freed, mut victims) = (0u64, 0);
         while freed < need && victims < touched.len() {

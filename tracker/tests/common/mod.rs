@@ -81,6 +81,9 @@ pub struct Model {
     pub manifests: BTreeMap<TitleId, Manifest>,
     /// Per title: publish time, raised by every steering request for it.
     pub wanted: BTreeMap<TitleId, Millis>,
+    /// Per title: when a player was last steered to it (never evicted within
+    /// `evict_min_idle_ms` of that).
+    pub steered: BTreeMap<TitleId, Millis>,
     pub origin: Option<NodeId>,
 }
 
@@ -171,6 +174,8 @@ impl Model {
             Event::Steer { title, .. } => {
                 if let Some(w) = self.wanted.get_mut(title) {
                     *w = (*w).max(now);
+                    let s = self.steered.entry(*title).or_insert(now);
+                    *s = (*s).max(now);
                 }
             }
             Event::ReportHeld { node, title, held, fetched } => {
@@ -231,7 +236,7 @@ pub fn check_plan(
     before: &[(NodeId, TitleId, u32, NodeId)],
     plan: &Plan,
 ) -> Result<(), String> {
-    check_evictions(tracker, model, a, before, plan)?;
+    check_evictions(tracker, model, now, a, before, plan)?;
     let plan = &plan.assignments;
     let config = tracker.config();
     if plan.len() > max {
@@ -335,6 +340,7 @@ pub fn check_plan(
 pub fn check_evictions(
     tracker: &Tracker,
     model: &Model,
+    now: Millis,
     a: &NodeId,
     before: &[(NodeId, TitleId, u32, NodeId)],
     plan: &Plan,
@@ -364,6 +370,12 @@ pub fn check_evictions(
             .any(|(t, w)| *w > model.wanted[v] && !me.held.get(t).is_some_and(|m| m.is_full()));
         if !newer {
             return Err(format!("{a} evicted {v} for no title wanted more recently"));
+        }
+        if model.steered.get(v).is_some_and(|&s| now.saturating_sub(s) < config.evict_min_idle_ms) {
+            return Err(format!(
+                "{a} evicted {v}, steered to within the last {} ms",
+                config.evict_min_idle_ms
+            ));
         }
         if after.iter().any(|(n, t, ..)| n == a && t == v) {
             return Err(format!("{a} still fetches evicted {v}"));
