@@ -192,6 +192,9 @@ async fn session(
         Arc::new(Pool { endpoint: endpoint.clone(), conns: tokio::sync::Mutex::new(HashMap::new()) });
     let mut idle_until = tokio::time::Instant::now();
     let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The title of each fetch task, so that an eviction can stop the title's fetches: a
+    // chunk landing after the eviction would otherwise bring the title back.
+    let mut running: Vec<(TitleId, tokio::task::AbortHandle)> = Vec::new();
     loop {
         // Ask for work whenever there is room (appliances only), the tracker had some, and
         // the disk quota is not reached (a full appliance keeps serving what it holds).
@@ -203,7 +206,14 @@ async fn session(
             let max = (config.parallel - work.len()) as u16;
             match link.request(&TrackerRequest::Plan { max }).await? {
                 TrackerResponse::Plan { assignments, retry_after_ms, evict } => {
+                    running.retain(|(_, task)| !task.is_finished());
                     for title in evict {
+                        running.retain(|(t, task)| {
+                            if *t == title {
+                                task.abort();
+                            }
+                            *t != title
+                        });
                         evict_title(link, store, metrics, &disk_full, title).await?;
                     }
                     if assignments.is_empty() {
@@ -211,6 +221,7 @@ async fn session(
                             + Duration::from_millis(u64::from(retry_after_ms).clamp(50, 5000));
                     }
                     for a in assignments {
+                        let title = a.title;
                         let ctx = Assignee {
                             link: link.clone(),
                             store: store.clone(),
@@ -220,7 +231,7 @@ async fn session(
                             disk_full: disk_full.clone(),
                             metrics: metrics.clone(),
                         };
-                        work.spawn(async move { ctx.work(a).await });
+                        running.push((title, work.spawn(async move { ctx.work(a).await })));
                     }
                 }
                 other => return Err(LinkError::Exchange(format!("unexpected answer to plan: {other:?}"))),

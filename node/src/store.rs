@@ -140,6 +140,10 @@ pub struct Store {
     quota: std::sync::atomic::AtomicU64,
     /// Bytes of all held chunks, kept up to date with every bit set or cleared.
     held_total: std::sync::atomic::AtomicU64,
+    /// Titles removed by this process and not added again: chunks of theirs still on their
+    /// way to the writer are dropped quietly, while a chunk of a title never added is a bug
+    /// and an error.
+    removed: Mutex<std::collections::HashSet<TitleId>>,
 }
 
 /// Summary of one title in the store.
@@ -175,6 +179,7 @@ impl Store {
             titles: Mutex::new(HashMap::new()),
             quota: std::sync::atomic::AtomicU64::new(u64::MAX),
             held_total: std::sync::atomic::AtomicU64::new(0),
+            removed: Mutex::new(std::collections::HashSet::new()),
         };
         store.load()?;
         Ok(store)
@@ -277,6 +282,7 @@ impl Store {
             };
         }
         let held = empty_bitmap(manifest.chunk_count())?;
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).remove(&title);
         let path = self.data_path(&title);
         let file =
             DataFile::open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(true))
@@ -303,6 +309,7 @@ impl Store {
         self.db.flush()?;
         titles.remove(title);
         self.recount(&titles);
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(*title);
         drop(titles);
         let path = self.data_path(title);
         match fs::remove_file(&path) {
@@ -442,11 +449,11 @@ impl Store {
         let mut files: Vec<(TitleId, Arc<DataFile>)> = Vec::new();
         let mut written = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let Some(file) = self.file_if_missing(chunk)? else {
+            let Some((file, chunk_size)) = self.file_if_missing(chunk)? else {
                 written.push(false);
                 continue;
             };
-            self.write_bytes(&file, chunk)?;
+            self.write_bytes(&file, chunk_size, chunk)?;
             if !files.iter().any(|(t, _)| *t == chunk.title) {
                 files.push((chunk.title, file));
             }
@@ -470,15 +477,27 @@ impl Store {
             .collect())
     }
 
-    /// The data file to write `chunk` into, or `None` when it is already held.
-    fn file_if_missing(&self, chunk: &VerifiedChunk) -> Result<Option<Arc<DataFile>>, StoreError> {
+    /// The data file to write `chunk` into and the title's chunk size, or `None` when the
+    /// chunk is already held or its title was removed while the chunk waited.
+    fn file_if_missing(&self, chunk: &VerifiedChunk) -> Result<Option<(Arc<DataFile>, u64)>, StoreError> {
         let titles = self.lock();
-        let state = titles.get(&chunk.title).ok_or(StoreError::UnknownTitle(chunk.title))?;
-        Ok((!state.held.contains(chunk.index)).then(|| state.file.clone()))
+        let Some(state) = titles.get(&chunk.title) else {
+            return if self.was_removed(&chunk.title) {
+                Ok(None)
+            } else {
+                Err(StoreError::UnknownTitle(chunk.title))
+            };
+        };
+        let size = state.manifest.chunk_size().bytes();
+        Ok((!state.held.contains(chunk.index)).then(|| (state.file.clone(), size)))
     }
 
-    fn write_bytes(&self, file: &DataFile, chunk: &VerifiedChunk) -> Result<(), StoreError> {
-        let offset = u64::from(chunk.index) * self.chunk_size_of(&chunk.title)?;
+    fn was_removed(&self, title: &TitleId) -> bool {
+        self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(title)
+    }
+
+    fn write_bytes(&self, file: &DataFile, chunk_size: u64, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        let offset = u64::from(chunk.index) * chunk_size;
         file.write_all_at(&chunk.bytes, offset)
             .map_err(|e| StoreError::io(format!("chunk {} of {}", chunk.index, chunk.title), e))
     }
@@ -493,7 +512,13 @@ impl Store {
         let mut updated: HashMap<TitleId, ChunkBitmap> = HashMap::new();
         let mut newly = Vec::new();
         for chunk in chunks {
-            let state = titles.get(&chunk.title).ok_or(StoreError::UnknownTitle(chunk.title))?;
+            // Removed since its bytes were written (into a file no longer named): dropped.
+            let Some(state) = titles.get(&chunk.title) else {
+                if self.was_removed(&chunk.title) {
+                    continue;
+                }
+                return Err(StoreError::UnknownTitle(chunk.title));
+            };
             let held = updated.entry(chunk.title).or_insert_with(|| state.held.clone());
             if !held.contains(chunk.index) {
                 held.insert(chunk.index);
@@ -518,12 +543,6 @@ impl Store {
             }
         }
         Ok(newly)
-    }
-
-    fn chunk_size_of(&self, title: &TitleId) -> Result<u64, StoreError> {
-        let titles = self.lock();
-        let state = titles.get(title).ok_or(StoreError::UnknownTitle(*title))?;
-        Ok(state.manifest.chunk_size().bytes())
     }
 
     /// Reads a held chunk, verifying it first if this process has not yet. A chunk that fails
@@ -808,6 +827,31 @@ mod tests {
     }
 
     #[test]
+    fn chunks_of_a_title_removed_while_they_waited_are_dropped_and_the_batch_commits() {
+        let (dir, id, m, data) = setup(2 * 4096);
+        let (other, om) = Manifest::from_bytes(&data[..4096], ChunkSize::new(4096).unwrap()).unwrap();
+        let store = reopen(dir.path());
+        store.add_title(id, "t", m.clone()).unwrap();
+        store.add_title(other, "o", om.clone()).unwrap();
+        let late = chunk(&m, id, &data, 0);
+        store.remove_title(&id).unwrap();
+        let fresh = store.put_batch(&[late.clone(), chunk(&om, other, &data, 0)]).unwrap();
+        assert_eq!(fresh, vec![false, true]);
+        assert!(store.held(&id).is_none(), "the removed title came back");
+        assert!(!store.data_path(&id).exists());
+        assert!(store.held(&other).unwrap().is_full());
+        // A chunk of a title this store never had is still an error.
+        let bytes = vec![1u8; 4096];
+        let (never, nm) = Manifest::from_bytes(&bytes, ChunkSize::new(4096).unwrap()).unwrap();
+        let stray = chunk(&nm, never, &bytes, 0);
+        let r = store.put_batch(&[stray]);
+        assert!(matches!(r, Err(StoreError::UnknownTitle(_))), "{r:?}");
+        // Added again, the title takes chunks again.
+        store.add_title(id, "t", m.clone()).unwrap();
+        assert_eq!(store.put_batch(&[late]).unwrap(), vec![true]);
+    }
+
+    #[test]
     fn open_removes_data_files_no_record_names() {
         let (dir, id, m, data) = setup(2 * 4096);
         let orphan = TitleId::of(b"never recorded");
@@ -964,7 +1008,7 @@ mod tests {
                     }
                     Op::Crash(i, crash) => {
                         let c = chunk(&m, id, &data, i);
-                        if let Some(file) = store.file_if_missing(&c).unwrap() {
+                        if let Some((file, size)) = store.file_if_missing(&c).unwrap() {
                             match crash {
                                 Crash::Torn(keep) => {
                                     let mut torn = c.bytes().to_vec();
@@ -972,9 +1016,9 @@ mod tests {
                                     torn[keep..].iter_mut().for_each(|b| *b = !*b);
                                     file.write_all_at(&torn, m.chunk_offset(i)).unwrap();
                                 }
-                                Crash::BeforeSync => store.write_bytes(&file, &c).unwrap(),
+                                Crash::BeforeSync => store.write_bytes(&file, size, &c).unwrap(),
                                 Crash::BeforeBit => {
-                                    store.write_bytes(&file, &c).unwrap();
+                                    store.write_bytes(&file, size, &c).unwrap();
                                     file.sync_data().unwrap();
                                 }
                             }
