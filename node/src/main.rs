@@ -132,6 +132,17 @@ struct TrackerArgs {
     /// Seed of the planner's tie-breaking.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Distinct appliances that must report corrupt chunks from a node before it is excluded
+    /// for everyone (one report excludes it only for the reporter).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
+    corrupt_quorum: u8,
+    /// Percent of an appliance's disk quota the planner fills; beyond it, less recently
+    /// wanted titles are evicted to make room for a newer one.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    evict_watermark: u8,
+    /// Seconds after its last player during which a title is never evicted.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    evict_min_idle_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +356,9 @@ fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         trust,
         policy,
         seed: args.seed,
+        corrupt_quorum: args.corrupt_quorum.into(),
+        evict_watermark_pct: args.evict_watermark,
+        evict_min_idle_ms: args.evict_min_idle_secs * 1000,
     };
     runtime()?.block_on(tracker_server::run(config, shutdown_signal()))
 }

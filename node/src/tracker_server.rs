@@ -44,6 +44,10 @@ pub struct TrackerConfig {
     pub trust: Vec<PeerId>,
     pub policy: Policy,
     pub seed: u64,
+    /// See the fields of the same names in [`Config`].
+    pub corrupt_quorum: usize,
+    pub evict_watermark_pct: u8,
+    pub evict_min_idle_ms: u64,
 }
 
 /// Reads a trust file: one PeerId per line; blank lines and `#` comments are ignored.
@@ -105,7 +109,14 @@ pub async fn run(
         .with_context(|| format!("opening the tracker's index in {}", config.data.display()))?;
     let catalog = db.open_tree("catalog")?;
     let registry = db.open_tree("registry")?;
-    let core = Tracker::new(Config { policy: config.policy, seed: config.seed, ..Config::default() });
+    let core = Tracker::new(Config {
+        policy: config.policy,
+        seed: config.seed,
+        corrupt_quorum: config.corrupt_quorum,
+        evict_watermark_pct: config.evict_watermark_pct,
+        evict_min_idle_ms: config.evict_min_idle_ms,
+        ..Config::default()
+    });
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         started: Instant::now(),
