@@ -370,7 +370,12 @@ impl Tracker {
         }
         self.drop_inflight(idx, t, chunk);
         if kind == FailureKind::Corrupt {
-            let source = self.intern(source);
+            // Only a node that registered can have served the chunk. An unknown id is refused,
+            // not remembered: a trusted reporter could otherwise grow the node table without
+            // bound.
+            let Some(&source) = self.lookup.get(source) else {
+                return Err(CoreError::BadReport(format!("corrupt chunk from unknown node {source}")));
+            };
             self.note_corrupt(now, idx, source);
         }
         Ok(())
@@ -661,6 +666,44 @@ mod tests {
         }
         assert_eq!(corrupt_reports(&t, "B"), (1, false));
         assert!(names(&t.plan(0, &c, 8).unwrap().assignments, &b));
+        t.debug_validate(0).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_report_naming_an_unknown_node_is_refused_and_remembers_nothing() {
+        let (mut t, [a, _, _, _], title) = b_holds_the_title(Config::default());
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
+        let nodes = t.status(0).appliances.len();
+        for n in 0..100 {
+            // Base58 names: never registered.
+            let (x, y) = (b"ABCDEFGHJK"[n / 10], b"MNPQRSTUVW"[n % 10]);
+            let stranger = id(&format!("S{}{}", char::from(x), char::from(y)));
+            let refused = t.report_failure(0, &a, title, plan[0].chunk, &stranger, FailureKind::Corrupt);
+            assert!(matches!(refused, Err(CoreError::BadReport(_))), "{refused:?}");
+        }
+        assert_eq!(t.status(0).appliances.len(), nodes, "the node table grew");
+        t.debug_validate(0).unwrap();
+    }
+
+    #[test]
+    fn a_bad_reporter_is_not_believed_about_others() {
+        let (mut t, [a, b, c, d], title) = b_holds_the_title(Config::default());
+        // C and D make A bad (its chunks of a second title lied to them).
+        let second = TitleId::from_bytes([2; 32]);
+        t.publish(0, second, "y".into(), &manifest(2)).unwrap();
+        t.report_held(0, &a, second, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        for reporter in [&c, &d] {
+            t.report_failure(0, reporter, second, 0, &a, FailureKind::Corrupt).unwrap();
+        }
+        assert_eq!(corrupt_reports(&t, "A"), (2, true));
+        // A then accuses B: A is no longer sent to B, but B's count does not move, so one
+        // honest report more does not make it bad.
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
+        assert!(names(&plan, &b));
+        t.report_failure(0, &a, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (0, false));
+        t.report_failure(0, &c, title, 0, &b, FailureKind::Corrupt).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (1, false));
         t.debug_validate(0).unwrap();
     }
 

@@ -208,8 +208,11 @@ impl Tracker {
             excluded.push(source);
         }
         let quorum = self.config.corrupt_quorum.max(1);
+        // A reporter that is bad itself is not believed about others (it still stops being
+        // sent to the source it accuses).
+        let believed = !self.slots[reporter as usize].bad;
         let slot = &mut self.slots[source as usize];
-        if slot.corrupt_reporters.len() < quorum && !slot.corrupt_reporters.contains(&reporter) {
+        if believed && slot.corrupt_reporters.len() < quorum && !slot.corrupt_reporters.contains(&reporter) {
             slot.corrupt_reporters.push(reporter);
         }
         if slot.corrupt_reporters.len() >= quorum && !slot.bad {

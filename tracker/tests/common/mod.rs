@@ -81,6 +81,8 @@ pub struct Model {
     pub manifests: BTreeMap<TitleId, Manifest>,
     /// Per title: publish time, raised by every steering request for it.
     pub wanted: BTreeMap<TitleId, Millis>,
+    /// Every node that ever registered (the only ones a corrupt report may name).
+    pub known: BTreeSet<NodeId>,
     /// Per title: when a player was last steered to it (never evicted within
     /// `evict_min_idle_ms` of that).
     pub steered: BTreeMap<TitleId, Millis>,
@@ -138,6 +140,7 @@ impl Model {
         }
         match event {
             Event::Register { node, registration } => {
+                self.known.insert(node.clone());
                 let held = self.nodes.remove(node).map(|n| n.held).unwrap_or_default();
                 if registration.role == Role::Origin {
                     self.origin = Some(node.clone());
@@ -189,10 +192,13 @@ impl Model {
             Event::ReportFailure { reporter, title, chunk, source, kind } => {
                 let ok = self.nodes.contains_key(reporter)
                     && self.manifests.get(title).is_some_and(|m| *chunk < m.chunk_count());
-                if ok && *kind == FailureKind::Corrupt {
+                if ok && *kind == FailureKind::Corrupt && self.known.contains(source) {
                     self.excluded.entry(reporter.clone()).or_default().insert(source.clone());
+                    let believed = !self.bad.contains(reporter);
                     let reporters = self.corrupt.entry(source.clone()).or_default();
-                    reporters.insert(reporter.clone());
+                    if believed {
+                        reporters.insert(reporter.clone());
+                    }
                     if reporters.len() >= config.corrupt_quorum.max(1) {
                         self.bad.insert(source.clone());
                     }
