@@ -8,6 +8,9 @@
 //! every chunk, positioned writes and their syncs (group commits) included. The raw transfer is one
 //! QUIC stream carrying the same number of bytes with the same TLS and transport settings,
 //! received into memory and dropped. The bench re-runs itself as the raw sender.
+//! Then appliance to appliance (DESIGN.md's wording of the target): the node that did the last
+//! fill serves the title to new fetchers, once from disk (its chunks were written around the
+//! page cache) and then from a warm cache; their median and the first are reported.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -53,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
-    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
     let per_source: String = args.next().unwrap_or_else(|| "4".into());
     let len = mib << 20;
     let dir = tempfile::tempdir()?;
@@ -82,7 +85,11 @@ fn main() -> anyhow::Result<()> {
         Command::new(bin)
             .args(["node", "--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
             .arg(&origin_dir)
-            .args(fetcher_trust(bin, dir.path(), runs + 1)?)
+            .args(trust_args(
+                bin,
+                dir.path(),
+                &(0..=runs).map(|r| format!("fetcher-{r}")).collect::<Vec<_>>(),
+            )?)
             .env("FILLMESH_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()?,
@@ -96,52 +103,90 @@ fn main() -> anyhow::Result<()> {
     let id = String::from_utf8(seeded.stdout)?.trim().to_owned();
 
     // One discarded fill first: the origin's allocator and page cache warm up on it.
-    measure_fill(bin, dir.path(), &id, &mesh, &peer, &per_source, runs, len)?;
+    let fills = Fetcher { bin, dir: dir.path(), id: &id, per_source: &per_source, len };
+    fills.fill(&mesh, &peer, &format!("fetcher-{runs}"), false)?;
     println!("title: {mib} MiB, 1 MiB chunks, {per_source} chunks in flight, {runs} runs each, two processes on 127.0.0.1, medians");
     let mut fill = Vec::new();
     let mut raw = Vec::new();
     for run in 0..runs {
         // Alternate the two so drift on a shared machine hits both alike, and start each from
         // a clean page cache state: the previous run's dirty pages must not be written back on
-        // this run's time.
+        // this run's time. The last fill's node is kept: it is the source of the next part.
         sync();
         raw.push(raw_transfer(len)?);
         sync();
-        fill.push(measure_fill(bin, dir.path(), &id, &mesh, &peer, &per_source, run, len)?);
+        fill.push(fills.fill(&mesh, &peer, &format!("fetcher-{run}"), run + 1 == runs)?);
         println!("run {run}: fill {:.0} MB/s, raw quinn {:.0} MB/s", fill[run], raw[run]);
     }
+    drop(origin);
+
+    // Appliance to appliance: the node that filled last serves the title to new fetchers.
+    // Its chunks were written around the page cache, so its first serving reads them from
+    // disk (and verifies each on first read, as any restarted node does); later ones find
+    // them cached.
+    let relay_fetchers = (0..runs).map(|k| format!("relay-fetcher-{k}")).collect::<Vec<_>>();
+    let mut relay = Guard(
+        Command::new(bin)
+            .args(["node", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join(format!("fetcher-{}", runs - 1)))
+            .args(trust_args(bin, dir.path(), &relay_fetchers)?)
+            .env("FILLMESH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let ready = first_line(&mut relay.0)?;
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    let (relay_peer, relay_mesh) = (words[2].to_owned(), words[4].to_owned());
+    let mut relayed = Vec::new();
+    let mut raw_relay = Vec::new();
+    for (k, name) in relay_fetchers.iter().enumerate() {
+        sync();
+        raw_relay.push(raw_transfer(len)?);
+        sync();
+        relayed.push(fills.fill(&relay_mesh, &relay_peer, name, false)?);
+        println!(
+            "relay run {k}: fill from an appliance {:.0} MB/s, raw quinn {:.0} MB/s",
+            relayed[k], raw_relay[k]
+        );
+    }
+    let first = relayed[0] / raw_relay[0];
     let (f, r) = (median(fill), median(raw));
+    let (a, ar) = (median(relayed), median(raw_relay));
     println!("fill (verify + write + sync):           {f:.0} MB/s");
     println!("raw quinn, one stream:                  {r:.0} MB/s");
     println!("ratio fill / raw: {:.3}", f / r);
+    println!(
+        "appliance to appliance: {a:.0} MB/s, raw quinn {ar:.0} MB/s, ratio {:.3}; first run (from disk): ratio {first:.3}",
+        a / ar
+    );
     Ok(())
 }
 
-/// One `fillmesh fetch` of the title with fetcher identity number `run`; returns MB/s.
-#[allow(clippy::too_many_arguments)]
-fn measure_fill(
-    bin: &str,
-    dir: &Path,
-    id: &str,
-    mesh: &str,
-    peer: &str,
-    per_source: &str,
-    run: usize,
+/// `fillmesh fetch` of one title from one source, each time with a fresh store.
+struct Fetcher<'a> {
+    bin: &'a str,
+    dir: &'a Path,
+    id: &'a str,
+    per_source: &'a str,
     len: u64,
-) -> anyhow::Result<f64> {
-    {
-        let data = dir.join(format!("fetcher-{run}"));
-        let out = dir.join(format!("out-{run}.bin"));
-        let result = Command::new(bin)
-            .args(["fetch", id, "--from", mesh, "--peer", peer, "--out"])
+}
+
+impl Fetcher<'_> {
+    /// One fetch as the identity in directory `name` (trusted by the source); returns MB/s.
+    /// Unless `keep`, the chunks are dropped afterwards (the identity stays).
+    fn fill(&self, mesh: &str, peer: &str, name: &str, keep: bool) -> anyhow::Result<f64> {
+        let data = self.dir.join(name);
+        let out = self.dir.join(format!("{name}.out"));
+        let result = Command::new(self.bin)
+            .args(["fetch", self.id, "--from", mesh, "--peer", peer, "--out"])
             .arg(&out)
             .arg("--data")
             .arg(&data)
-            .args(["--per-source", per_source])
+            .args(["--per-source", self.per_source])
             .env("FILLMESH_LOG", "warn")
             .output()?;
         anyhow::ensure!(result.status.success(), "fetch failed: {}", String::from_utf8_lossy(&result.stderr));
-        // "fetched <id>: N chunks (B bytes) in S s, ..." : the fill itself, connect to last fsync.
+        // "fetched <id>: N chunks (B bytes) in S s, ..." : the fill itself, connect to last sync.
         let stdout = String::from_utf8(result.stdout)?;
         let secs: f64 = stdout
             .split(" in ")
@@ -149,11 +194,12 @@ fn measure_fill(
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("no timing in {stdout}"))?;
-        // Keep the identity (it is trusted by the origin), drop the chunks.
-        let _ = std::fs::remove_dir_all(data.join("data"));
-        let _ = std::fs::remove_dir_all(data.join("index"));
+        if !keep {
+            let _ = std::fs::remove_dir_all(data.join("data"));
+            let _ = std::fs::remove_dir_all(data.join("index"));
+        }
         std::fs::remove_file(&out)?;
-        Ok(len as f64 / secs / 1e6)
+        Ok(self.len as f64 / secs / 1e6)
     }
 }
 
@@ -161,14 +207,12 @@ fn sync() {
     let _ = Command::new("sync").status();
 }
 
-/// Creates one fetcher identity per run and returns `--trust` arguments for all of them.
-fn fetcher_trust(bin: &str, dir: &Path, runs: usize) -> anyhow::Result<Vec<String>> {
+/// Creates an identity in each of `names` (directories under `dir`) and returns `--trust`
+/// arguments for all of them.
+fn trust_args(bin: &str, dir: &Path, names: &[String]) -> anyhow::Result<Vec<String>> {
     let mut args = Vec::new();
-    for run in 0..runs {
-        let out = Command::new(bin)
-            .args(["node", "--print-id", "--data"])
-            .arg(dir.join(format!("fetcher-{run}")))
-            .output()?;
+    for name in names {
+        let out = Command::new(bin).args(["node", "--print-id", "--data"]).arg(dir.join(name)).output()?;
         anyhow::ensure!(out.status.success(), "print-id failed");
         args.push("--trust".to_owned());
         args.push(String::from_utf8(out.stdout)?.trim().to_owned());
