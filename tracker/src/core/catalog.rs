@@ -176,7 +176,6 @@ impl Tracker {
         let (site, region) = (self.slots[idx as usize].site, self.slots[idx as usize].region);
         let Some(live) = self.slots[idx as usize].live.as_mut() else { return Ok(()) };
         let title = &mut self.titles[t as usize];
-        let mut bytes = live.held_bytes.get(&t).copied().unwrap_or(0);
         let empty;
         let old = match live.held.get(&t) {
             Some(m) => m,
@@ -191,15 +190,12 @@ impl Tracker {
                 let bit = diff.trailing_zeros();
                 diff &= diff - 1;
                 let c = i * 8 + bit as usize;
-                let len = title.manifest.chunk_len(c as u32).unwrap_or(0);
                 if b & (1 << bit) != 0 {
-                    bytes += len;
                     title.add_holder(idx, site, region, c as u32);
                     if live.eligible {
                         title.holders[c] += 1;
                     }
                 } else {
-                    bytes -= len;
                     title.remove_holder(idx, site, region, c as u32);
                     if live.eligible {
                         title.holders[c] -= 1;
@@ -219,11 +215,6 @@ impl Tracker {
             .filter(|&c| held.contains(c) || fetched.iter().any(|f| f.chunk == c))
             .collect();
         live.held.insert(t, held);
-        if bytes == 0 {
-            live.held_bytes.remove(&t);
-        } else {
-            live.held_bytes.insert(t, bytes);
-        }
         for c in done {
             self.drop_inflight(idx, t, c);
         }

@@ -146,10 +146,11 @@ impl Tracker {
     fn victims(&self, now: Millis, a: u32, t: u32, watermark: u64, evicted: usize) -> Option<Vec<u32>> {
         let live = self.slots[a as usize].live.as_ref()?;
         let len = |u: u32| self.titles[u as usize].manifest.len();
-        if live.held_bytes.get(&t).copied().unwrap_or(0) >= len(t) {
+        if self.titles[t as usize].complete.contains(&a) {
             return Some(Vec::new());
         }
-        let mut touched: Vec<u32> = live.held_bytes.keys().copied().filter(|&u| u != t).collect();
+        let mut touched: Vec<u32> =
+            live.held.iter().filter(|&(&u, map)| u != t && map.count() > 0).map(|(&u, _)| u).collect();
         touched.extend(live.inflight.keys().map(|&(u, _)| u).filter(|&u| u != t));
         touched.sort_unstable();
         touched.dedup();

@@ -55,9 +55,6 @@ pub(crate) struct Live {
     /// Counted in the per-chunk holder and in-flight counts: a healthy, non-bad appliance.
     pub eligible: bool,
     pub held: BTreeMap<u32, ChunkBitmap>,
-    /// Bytes of each title `held` has any chunk of (no entry for none): what the planner
-    /// weighs against the disk without walking bitmaps.
-    pub held_bytes: BTreeMap<u32, u64>,
     /// (title, chunk) -> the fetch this node has in flight.
     pub inflight: BTreeMap<(u32, u32), Inflight>,
     pub origin_inflight: u32,
@@ -167,7 +164,6 @@ impl Tracker {
             lost: false,
             eligible: false,
             held: BTreeMap::new(),
-            held_bytes: BTreeMap::new(),
             inflight: BTreeMap::new(),
             origin_inflight: 0,
         });
