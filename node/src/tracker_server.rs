@@ -306,7 +306,7 @@ fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerReques
             let (result, (reporters, bad), quorum) = {
                 let mut core = shared.core();
                 let result = core.report_failure(now, node, title, chunk, &source, kind);
-                (result, core.corrupt_reports(&source), core.config().corrupt_quorum.max(1))
+                (result, core.corrupt_reports(&source), core.config().quorum())
             };
             if result.is_ok() && kind == fillmesh_protocol::messages::FailureKind::Corrupt {
                 if bad {

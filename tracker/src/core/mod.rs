@@ -76,6 +76,14 @@ pub struct Config {
     pub seed: u64,
 }
 
+impl Config {
+    /// The distinct reporters that make a node bad: [`Config::corrupt_quorum`], where 0
+    /// counts as 1.
+    pub fn quorum(&self) -> usize {
+        self.corrupt_quorum.max(1)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {

@@ -203,7 +203,7 @@ impl Tracker {
             }
             excluded.push(source);
         }
-        let quorum = self.config.corrupt_quorum.max(1);
+        let quorum = self.config.quorum();
         // A reporter that is bad itself is not believed about others (it still stops being
         // sent to the source it accuses).
         let believed = !self.slots[reporter as usize].bad;

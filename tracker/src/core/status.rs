@@ -184,7 +184,7 @@ impl Tracker {
     /// node is bad exactly when the quorum reported it; a reporter excludes what it reported
     /// unless its list is full (the oldest were dropped).
     fn validate_corrupt_reports(&self) -> Result<(), String> {
-        let quorum = self.config.corrupt_quorum.max(1);
+        let quorum = self.config.quorum();
         let distinct_nodes = |list: &[u32]| {
             let mut sorted = list.to_vec();
             sorted.sort_unstable();
