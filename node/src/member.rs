@@ -206,14 +206,13 @@ async fn session(
             let max = (config.parallel - work.len()) as u16;
             match link.request(&TrackerRequest::Plan { max }).await? {
                 TrackerResponse::Plan { assignments, retry_after_ms, evict } => {
-                    running.retain(|(_, task)| !task.is_finished());
+                    running.retain(|(t, task)| {
+                        if evict.contains(t) {
+                            task.abort();
+                        }
+                        !evict.contains(t) && !task.is_finished()
+                    });
                     for title in evict {
-                        running.retain(|(t, task)| {
-                            if *t == title {
-                                task.abort();
-                            }
-                            *t != title
-                        });
                         evict_title(link, store, metrics, &disk_full, title).await?;
                     }
                     if assignments.is_empty() {
@@ -311,21 +310,20 @@ async fn evict_title(
     use std::sync::atomic::Ordering::Relaxed;
     let chunks = store.manifest(&title).map(|m| m.chunk_count());
     let s = store.clone();
-    let removed = tokio::task::spawn_blocking(move || s.remove_title(&title)).await;
+    let removed = match tokio::task::spawn_blocking(move || s.remove_title(&title)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the removal did not finish: {e}")),
+    };
     match removed {
-        Ok(Ok(freed)) => {
+        Ok(freed) => {
             info!(%title, freed_bytes = freed, "evicted at the tracker's word");
             metrics.titles_evicted.fetch_add(1, Relaxed);
             metrics.bytes_evicted.fetch_add(freed, Relaxed);
             // The room it took is free again: filling may go on.
             disk_full.store(false, Relaxed);
         }
-        Ok(Err(e)) => {
-            warn!(%title, "cannot evict: {e}");
-            return report(link, title, store, Vec::new()).await;
-        }
         Err(e) => {
-            warn!(%title, "eviction did not finish: {e}");
+            warn!(%title, "cannot evict: {e}");
             return report(link, title, store, Vec::new()).await;
         }
     }

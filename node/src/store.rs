@@ -157,8 +157,13 @@ pub struct TitleInfo {
 
 impl TitleInfo {
     pub fn held_bytes(&self) -> u64 {
-        self.held.iter().filter_map(|i| self.manifest.chunk_len(i)).sum()
+        held_bytes(&self.held, &self.manifest)
     }
+}
+
+/// Bytes of the chunks in `held`.
+fn held_bytes(held: &ChunkBitmap, manifest: &Manifest) -> u64 {
+    held.iter().filter_map(|i| manifest.chunk_len(i)).sum()
 }
 
 impl Store {
@@ -259,8 +264,7 @@ impl Store {
 
     /// Recounts the held bytes from the bitmaps (after load and whole-title changes).
     fn recount(&self, titles: &HashMap<TitleId, TitleState>) {
-        let total =
-            titles.values().map(|s| s.held.iter().filter_map(|i| s.manifest.chunk_len(i)).sum::<u64>()).sum();
+        let total = titles.values().map(|s| held_bytes(&s.held, &s.manifest)).sum();
         self.held_total.store(total, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -303,12 +307,12 @@ impl Store {
     pub fn remove_title(&self, title: &TitleId) -> Result<u64, StoreError> {
         let mut titles = self.lock();
         let Some(state) = titles.get(title) else { return Ok(0) };
-        let freed: u64 = state.held.iter().filter_map(|i| state.manifest.chunk_len(i)).sum();
+        let freed = held_bytes(&state.held, &state.manifest);
         self.records.remove(title.as_bytes())?;
         self.bitmaps.remove(title.as_bytes())?;
         self.db.flush()?;
         titles.remove(title);
-        self.recount(&titles);
+        self.held_total.fetch_sub(freed, std::sync::atomic::Ordering::Relaxed);
         self.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(*title);
         drop(titles);
         let path = self.data_path(title);
@@ -481,19 +485,23 @@ impl Store {
     /// chunk is already held or its title was removed while the chunk waited.
     fn file_if_missing(&self, chunk: &VerifiedChunk) -> Result<Option<(Arc<DataFile>, u64)>, StoreError> {
         let titles = self.lock();
-        let Some(state) = titles.get(&chunk.title) else {
-            return if self.was_removed(&chunk.title) {
-                Ok(None)
-            } else {
-                Err(StoreError::UnknownTitle(chunk.title))
-            };
-        };
+        let Some(state) = self.unless_removed(&titles, &chunk.title)? else { return Ok(None) };
         let size = state.manifest.chunk_size().bytes();
         Ok((!state.held.contains(chunk.index)).then(|| (state.file.clone(), size)))
     }
 
-    fn was_removed(&self, title: &TitleId) -> bool {
-        self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(title)
+    /// The state of `title`; `None` if this process removed it (its late chunks are dropped),
+    /// and an error if it never had it.
+    fn unless_removed<'t>(
+        &self,
+        titles: &'t HashMap<TitleId, TitleState>,
+        title: &TitleId,
+    ) -> Result<Option<&'t TitleState>, StoreError> {
+        match titles.get(title) {
+            Some(state) => Ok(Some(state)),
+            None if self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(title) => Ok(None),
+            None => Err(StoreError::UnknownTitle(*title)),
+        }
     }
 
     fn write_bytes(&self, file: &DataFile, chunk_size: u64, chunk: &VerifiedChunk) -> Result<(), StoreError> {
@@ -513,12 +521,7 @@ impl Store {
         let mut newly = Vec::new();
         for chunk in chunks {
             // Removed since its bytes were written (into a file no longer named): dropped.
-            let Some(state) = titles.get(&chunk.title) else {
-                if self.was_removed(&chunk.title) {
-                    continue;
-                }
-                return Err(StoreError::UnknownTitle(chunk.title));
-            };
+            let Some(state) = self.unless_removed(&titles, &chunk.title)? else { continue };
             let held = updated.entry(chunk.title).or_insert_with(|| state.held.clone());
             if !held.contains(chunk.index) {
                 held.insert(chunk.index);
