@@ -80,23 +80,15 @@ fn main() -> anyhow::Result<()> {
         out.flush()?;
     }
 
-    let origin_dir = dir.path().join("origin");
-    let mut origin = Guard(
+    let fetchers = (0..runs).map(|r| format!("fetcher-{r}")).collect::<Vec<_>>();
+    let warm_up = format!("fetcher-{runs}");
+    let (origin, words) = spawn_node(
         Command::new(bin)
             .args(["node", "--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
-            .arg(&origin_dir)
-            .args(trust_args(
-                bin,
-                dir.path(),
-                &(0..=runs).map(|r| format!("fetcher-{r}")).collect::<Vec<_>>(),
-            )?)
-            .env("FILLMESH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let ready = first_line(&mut origin.0)?;
-    let words: Vec<&str> = ready.split_whitespace().collect();
-    let (peer, mesh, http) = (words[2].to_owned(), words[4].to_owned(), words[6].to_owned());
+            .arg(dir.path().join("origin"))
+            .args(trust_args(bin, dir.path(), fetchers.iter().chain([&warm_up]))?),
+    )?;
+    let (peer, mesh, http) = (words[2].clone(), words[4].clone(), words[6].clone());
     let seeded =
         Command::new(bin).arg("seed").arg(&file).args(["--origin", &format!("http://{http}")]).output()?;
     anyhow::ensure!(seeded.status.success(), "seed failed: {}", String::from_utf8_lossy(&seeded.stderr));
@@ -104,20 +96,10 @@ fn main() -> anyhow::Result<()> {
 
     // One discarded fill first: the origin's allocator and page cache warm up on it.
     let fills = Fetcher { bin, dir: dir.path(), id: &id, per_source: &per_source, len };
-    fills.fill(&mesh, &peer, &format!("fetcher-{runs}"), false)?;
+    fills.fill(&mesh, &peer, &warm_up, false)?;
     println!("title: {mib} MiB, 1 MiB chunks, {per_source} chunks in flight, {runs} runs each, two processes on 127.0.0.1, medians");
-    let mut fill = Vec::new();
-    let mut raw = Vec::new();
-    for run in 0..runs {
-        // Alternate the two so drift on a shared machine hits both alike, and start each from
-        // a clean page cache state: the previous run's dirty pages must not be written back on
-        // this run's time. The last fill's node is kept: it is the source of the next part.
-        sync();
-        raw.push(raw_transfer(len)?);
-        sync();
-        fill.push(fills.fill(&mesh, &peer, &format!("fetcher-{run}"), run + 1 == runs)?);
-        println!("run {run}: fill {:.0} MB/s, raw quinn {:.0} MB/s", fill[run], raw[run]);
-    }
+    // The last fill's node is kept: it is the source of the next part.
+    let (fill, raw) = fills.alternate_with_raw(&mesh, &peer, &fetchers, true, "fill")?;
     drop(origin);
 
     // Appliance to appliance: the node that filled last serves the title to new fetchers.
@@ -125,30 +107,14 @@ fn main() -> anyhow::Result<()> {
     // disk (and verifies each on first read, as any restarted node does); later ones find
     // them cached.
     let relay_fetchers = (0..runs).map(|k| format!("relay-fetcher-{k}")).collect::<Vec<_>>();
-    let mut relay = Guard(
+    let (_relay, words) = spawn_node(
         Command::new(bin)
             .args(["node", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join(format!("fetcher-{}", runs - 1)))
-            .args(trust_args(bin, dir.path(), &relay_fetchers)?)
-            .env("FILLMESH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let ready = first_line(&mut relay.0)?;
-    let words: Vec<&str> = ready.split_whitespace().collect();
-    let (relay_peer, relay_mesh) = (words[2].to_owned(), words[4].to_owned());
-    let mut relayed = Vec::new();
-    let mut raw_relay = Vec::new();
-    for (k, name) in relay_fetchers.iter().enumerate() {
-        sync();
-        raw_relay.push(raw_transfer(len)?);
-        sync();
-        relayed.push(fills.fill(&relay_mesh, &relay_peer, name, false)?);
-        println!(
-            "relay run {k}: fill from an appliance {:.0} MB/s, raw quinn {:.0} MB/s",
-            relayed[k], raw_relay[k]
-        );
-    }
+            .arg(dir.path().join(&fetchers[runs - 1]))
+            .args(trust_args(bin, dir.path(), &relay_fetchers)?),
+    )?;
+    let (relayed, raw_relay) =
+        fills.alternate_with_raw(&words[4], &words[2], &relay_fetchers, false, "fill from an appliance")?;
     let first = relayed[0] / raw_relay[0];
     let (f, r) = (median(fill), median(raw));
     let (a, ar) = (median(relayed), median(raw_relay));
@@ -162,6 +128,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a `fillmesh node` (logging warnings only); returns it and the words of its ready
+/// line (`fillmesh node <peer> mesh <addr> [http <addr>]`).
+fn spawn_node(cmd: &mut Command) -> anyhow::Result<(Guard, Vec<String>)> {
+    let mut node = Guard(cmd.env("FILLMESH_LOG", "warn").stdout(Stdio::piped()).spawn()?);
+    let words = first_line(&mut node.0)?.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    anyhow::ensure!(words.len() >= 5, "unexpected ready line {words:?}");
+    Ok((node, words))
+}
+
 /// `fillmesh fetch` of one title from one source, each time with a fresh store.
 struct Fetcher<'a> {
     bin: &'a str,
@@ -172,6 +147,29 @@ struct Fetcher<'a> {
 }
 
 impl Fetcher<'_> {
+    /// One raw transfer, then one fill as each of `names` in turn, `sync` before each: drift
+    /// on a shared machine hits both alike, and no run pays for the previous one's dirty
+    /// pages. Unless `keep_last`, every fill's chunks are dropped afterwards. Returns the
+    /// fills' and the raw transfers' MB/s.
+    fn alternate_with_raw(
+        &self,
+        mesh: &str,
+        peer: &str,
+        names: &[String],
+        keep_last: bool,
+        what: &str,
+    ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let (mut fill, mut raw) = (Vec::new(), Vec::new());
+        for (run, name) in names.iter().enumerate() {
+            sync();
+            raw.push(raw_transfer(self.len)?);
+            sync();
+            fill.push(self.fill(mesh, peer, name, keep_last && run + 1 == names.len())?);
+            println!("run {run}: {what} {:.0} MB/s, raw quinn {:.0} MB/s", fill[run], raw[run]);
+        }
+        Ok((fill, raw))
+    }
+
     /// One fetch as the identity in directory `name` (trusted by the source); returns MB/s.
     /// Unless `keep`, the chunks are dropped afterwards (the identity stays).
     fn fill(&self, mesh: &str, peer: &str, name: &str, keep: bool) -> anyhow::Result<f64> {
@@ -209,7 +207,11 @@ fn sync() {
 
 /// Creates an identity in each of `names` (directories under `dir`) and returns `--trust`
 /// arguments for all of them.
-fn trust_args(bin: &str, dir: &Path, names: &[String]) -> anyhow::Result<Vec<String>> {
+fn trust_args<'n>(
+    bin: &str,
+    dir: &Path,
+    names: impl IntoIterator<Item = &'n String>,
+) -> anyhow::Result<Vec<String>> {
     let mut args = Vec::new();
     for name in names {
         let out = Command::new(bin).args(["node", "--print-id", "--data"]).arg(dir.join(name)).output()?;
