@@ -208,17 +208,14 @@ impl Mesh {
     /// `fillmesh play` of the mesh's title as a client at `client_ip`, writing `out`, not
     /// yet started (for a player to be spawned, or run with its own environment).
     pub fn play_command(&self, client_ip: &str, out: &Path) -> std::process::Command {
+        self.play_title_command(&self.title, client_ip, out)
+    }
+
+    /// The same for another title seeded into the mesh.
+    pub fn play_title_command(&self, title: &str, client_ip: &str, out: &Path) -> std::process::Command {
         let mut cmd = fillmesh();
-        cmd.args([
-            "play",
-            &self.title,
-            "--tracker-http",
-            &self.tracker_url(),
-            "--client-ip",
-            client_ip,
-            "--out",
-        ])
-        .arg(out);
+        cmd.args(["play", title, "--tracker-http", &self.tracker_url(), "--client-ip", client_ip, "--out"])
+            .arg(out);
         cmd
     }
 

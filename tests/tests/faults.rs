@@ -250,15 +250,6 @@ async fn wait_for_member(endpoint: &MeshEndpoint, addr: &str, peer: &str) -> qui
     panic!("the appliance never accepted the registered member");
 }
 
-/// `fillmesh play` of `title` as a client at `client_ip`, writing `out`.
-fn play_title(mesh: &Mesh, title: &str, client_ip: &str, out: &std::path::Path) -> std::process::Output {
-    fillmesh_tests::fillmesh()
-        .args(["play", title, "--tracker-http", &mesh.tracker_url(), "--client-ip", client_ip, "--out"])
-        .arg(out)
-        .output()
-        .expect("run fillmesh play")
-}
-
 /// A small appliance (a 20 MiB disk, so 18 MiB under the planner's 90% watermark) holds the
 /// first 16 MiB title; a second one is published and nobody has asked for either since, so
 /// the tracker's planner has it evict the first to fill the second. The planner stays under
@@ -308,11 +299,27 @@ fn a_newer_title_evicts_an_older_one_from_a_small_appliance() {
     // A player of the second title in its prefix (appliance 2 serves 127.0.12.0/24) gets it
     // from the small appliance.
     let out_file = mesh.dir.path().join("second-played.mp4");
-    let out = play_title(&mesh, &second_id, "127.0.12.3", &out_file);
+    let out = mesh.play_title_command(&second_id, "127.0.12.3", &out_file).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("served by {}", small.peer)), "{stdout}");
     assert_eq!(file_id(&out_file), second_id);
+    // Its metrics: what it verified, what it holds of each title, what players got.
+    let (code, metrics) = fillmesh_tests::http(small.http.as_deref().unwrap(), "GET", "/metrics", &[], b"");
+    assert_eq!(code, 200);
+    let value = |line_start: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line_start} missing:\n{metrics}"))
+    };
+    assert!(value("fillmesh_chunks_verified_total ") >= 32, "{metrics}");
+    assert_eq!(value(&format!("fillmesh_fill_chunks_held{{title=\"{second_id}\"}}")), 16);
+    assert!(value("fillmesh_store_held_bytes ") <= 20 << 20);
+    assert!(value("fillmesh_player_bytes_total ") >= 16 << 20);
+    assert_eq!(value("fillmesh_cache_misses_total{kind=\"health\"} "), 0);
     // Steering for the first title no longer names it, and a player there gets the first
     // title's bytes from the big appliance. (Asking makes the first title the more recently
     // wanted, so the small appliance may swap back afterwards: nothing is checked after.)
