@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fillmesh_node::tls::TlsIdentity;
-use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
+use fillmesh_net::TlsIdentity;
+use fillmesh_net::{MeshEndpoint, TransportLimits};
 
 /// The same allocator as the `fillmesh` binary, so the baseline differs only in what it skips.
 #[global_allocator]
@@ -240,7 +240,7 @@ fn raw_transfer(len: u64) -> anyhow::Result<f64> {
     let peer = words.next().ok_or_else(|| anyhow::anyhow!("no peer"))?.parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let tls = TlsIdentity::new(&fillmesh_node::identity::ephemeral())?;
+        let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
         let endpoint = MeshEndpoint::client("127.0.0.1".parse()?, tls, TransportLimits::default())?;
         let start = Instant::now();
         let conn = endpoint.connect(addr, peer).await?;
@@ -263,7 +263,7 @@ fn raw_transfer(len: u64) -> anyhow::Result<f64> {
 fn raw_sender(len: u64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let tls = TlsIdentity::new(&fillmesh_node::identity::ephemeral())?;
+        let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
         let peer = tls.peer_id();
         let endpoint = MeshEndpoint::bind("127.0.0.1:0".parse()?, tls, TransportLimits::default())?;
         println!("{} {peer}", endpoint.local_addr()?);

@@ -9,14 +9,12 @@ use fillmesh_protocol::messages::Role;
 use libp2p_identity::PeerId;
 use tracing::info;
 
-use crate::identity;
+use fillmesh_net::ready::{ProcessKind, Ready};
+use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
+
 use crate::member::MemberConfig;
-use crate::player::PlayerLimits;
-use crate::say;
-use crate::serve::{ServeLimits, Server, Trust};
+use crate::serve::{ChunkSource, PlayerLimits, PlayerServer, ServeLimits, Server};
 use crate::store::Store;
-use crate::tls::TlsIdentity;
-use crate::transport::{MeshEndpoint, TransportLimits};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -48,8 +46,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 
 /// What a node serves peers and players from.
 pub struct Sources {
-    pub mesh: Arc<dyn crate::serve::ChunkSource>,
-    pub players: Arc<dyn crate::serve::ChunkSource>,
+    pub mesh: Arc<dyn ChunkSource>,
+    pub players: Arc<dyn ChunkSource>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -94,12 +92,17 @@ pub async fn run_with(
         config.serve.clone(),
         config.upload_rate,
         role,
-    )
-    .with_players(sources.players, PlayerLimits::default());
-    let serving = tokio::spawn(server.clone().run(endpoint.clone()));
+    );
+    // Players share the mesh's upload bucket: one cap for everything this node sends.
+    let players = PlayerServer::new(sources.players, PlayerLimits::default(), server.upload());
+    let router = {
+        let players = players.clone();
+        server.router().route(H3_ALPN, move |conn| players.clone().connection(conn))
+    };
+    let serving = tokio::spawn(router.run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
-    let mut ready = format!("fillmesh node {peer} mesh {mesh_addr}");
+    let mut ready = Ready { kind: ProcessKind::Node, peer: peer.to_string(), mesh: mesh_addr, http: None };
     let fill_metrics = Arc::new(crate::metrics::FillMetrics::default());
     let http = match config.http {
         Some(addr) => {
@@ -107,9 +110,14 @@ pub async fn run_with(
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let http_addr = listener.local_addr()?;
-            ready.push_str(&format!(" http {http_addr}"));
+            ready.http = Some(http_addr);
             // Every node: /metrics and /health. The origin: its ingest API too.
-            let mut app = crate::metrics::route(store.clone(), server.clone(), fill_metrics.clone());
+            let mut app = crate::metrics::route(
+                store.clone(),
+                server.clone(),
+                Some(players.clone()),
+                fill_metrics.clone(),
+            );
             if config.origin {
                 app = app.merge(crate::origin::router(store.clone(), published_tx.clone()));
             }

@@ -1,25 +1,21 @@
-//! The fillmesh appliance and origin: identity, mutual-TLS QUIC transport, the chunk store,
-//! mesh serving and the fetch engine, origin ingest; and the pieces of the `fillmesh` command
-//! line worth testing on their own.
+//! The fillmesh appliance and origin, by role, and the `fillmesh` command line.
+//!
+//! - [`store`]: one sparse data file per title, the sled index, the group-commit writer.
+//! - [`fill`]: getting chunks: the sans-IO scheduler, the mesh client, `fillmesh fetch`.
+//! - [`serve`]: giving chunks: the mesh server (trusted peers) and the HTTP/3 player server.
+//! - [`origin`]: the origin's ingest API and `fillmesh seed`, its client.
+//! - [`member`]: life under a tracker: register, heartbeat, fill by its plans, evict.
+//! - [`daemon`]: `fillmesh node`, which puts the roles together on one endpoint.
+//! - [`metrics`]: the node's Prometheus registry.
+//! - [`cli`]: the other commands: `id`, `fetch`, `play` (the player client), `status`,
+//!   `demo`.
 
-pub mod console;
+pub mod cli;
 pub mod daemon;
-pub mod datafile;
-pub mod demo;
-pub mod fetch;
-pub mod id;
-pub mod identity;
+pub mod fill;
 pub mod member;
 pub mod metrics;
 pub mod origin;
-pub mod play;
-pub mod player;
-pub mod range;
-pub mod rate;
+mod rate;
 pub mod serve;
 pub mod store;
-pub mod tls;
-pub mod tracker_server;
-pub mod transport;
-pub mod units;
-pub mod wire;

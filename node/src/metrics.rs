@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::serve::Server;
+use crate::serve::{PlayerServer, Server};
 use crate::store::Store;
 
 /// Counters of the fill side.
@@ -22,8 +22,27 @@ pub struct FillMetrics {
     pub bytes_evicted: AtomicU64,
 }
 
+impl FillMetrics {
+    /// A chunk of `bytes` received and verified.
+    pub fn chunk_verified(&self, bytes: u64) {
+        self.chunks_verified.fetch_add(1, Relaxed);
+        self.bytes_verified.fetch_add(bytes, Relaxed);
+    }
+
+    /// A chunk received that failed verification.
+    pub fn chunk_rejected(&self) {
+        self.chunks_rejected.fetch_add(1, Relaxed);
+    }
+
+    /// A title deleted at the planner's word, freeing `bytes`.
+    pub fn title_evicted(&self, bytes: u64) {
+        self.titles_evicted.fetch_add(1, Relaxed);
+        self.bytes_evicted.fetch_add(bytes, Relaxed);
+    }
+}
+
 /// Renders every metric of a node.
-pub fn render(store: &Store, server: &Server, fill: &FillMetrics) -> String {
+pub fn render(store: &Store, server: &Server, players: Option<&PlayerServer>, fill: &FillMetrics) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -95,19 +114,24 @@ pub fn render(store: &Store, server: &Server, fill: &FillMetrics) -> String {
         "Bytes of all held chunks.",
         &[(String::new(), store.held_bytes())],
     );
-    if let Some(player) = server.player() {
+    if let Some(player) = players {
         out.push_str(&player.metrics.render());
     }
     out
 }
 
 /// The `/metrics` route for an axum router.
-pub fn route(store: Arc<Store>, server: Server, fill: Arc<FillMetrics>) -> axum::Router {
+pub fn route(
+    store: Arc<Store>,
+    server: Server,
+    players: Option<PlayerServer>,
+    fill: Arc<FillMetrics>,
+) -> axum::Router {
     axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let body = render(&store, &server, &fill);
+                let body = render(&store, &server, players.as_ref(), &fill);
                 async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),
         )

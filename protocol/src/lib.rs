@@ -9,6 +9,7 @@ pub mod frame;
 pub mod manifest;
 pub mod messages;
 pub mod peer;
+pub mod steering;
 pub mod title;
 
 pub use bitmap::{BitmapError, ChunkBitmap};

@@ -13,6 +13,8 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use fillmesh_net::ready::Ready;
+
 /// The `fillmesh` binary of this build. `cargo test --workspace` builds it (the node crate's
 /// own integration tests need it); a test binary run on its own (`cargo test -p
 /// fillmesh-tests`) would find a stale one, so each test binary asks cargo once to bring it up
@@ -124,14 +126,12 @@ impl NodeProcess {
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
             panic!("{kind} did not become ready: {}", std::fs::read_to_string(&stderr).unwrap_or_default())
         });
-        // fillmesh node|tracker <peer> mesh <addr> [http <addr>]
-        let words: Vec<&str> = line.split_whitespace().collect();
-        assert!(words.len() >= 5 && words[3] == "mesh", "unexpected ready line: {line}");
+        let ready: Ready = line.parse().unwrap_or_else(|e| panic!("{kind}: {e}"));
         Self {
             child,
-            peer: words[2].to_owned(),
-            mesh: words[4].to_owned(),
-            http: (words.get(5) == Some(&"http")).then(|| words[6].to_owned()),
+            peer: ready.peer,
+            mesh: ready.mesh.to_string(),
+            http: ready.http.map(|a| a.to_string()),
             stderr,
         }
     }

@@ -7,10 +7,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use fillmesh_node::serve::{ServeLimits, Server, Trust};
+use fillmesh_net::TlsIdentity;
+use fillmesh_net::Trust;
+use fillmesh_net::{MeshEndpoint, TransportLimits};
+use fillmesh_node::serve::{ServeLimits, Server};
 use fillmesh_node::store::Store;
-use fillmesh_node::tls::TlsIdentity;
-use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
 use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::{ChunkSize, Manifest, TitleId};
 use fillmesh_tests::doubles::{Lie, Lying};
@@ -29,7 +30,7 @@ fn start_liar(
     let staging = dir.join("import.bin");
     std::fs::write(&staging, data).unwrap();
     store.import_complete(id, "liar", manifest, &staging).unwrap();
-    let key = fillmesh_node::identity::ephemeral();
+    let key = fillmesh_net::identity::ephemeral();
     let tls = TlsIdentity::new(&key).unwrap();
     let peer = tls.peer_id().to_string();
     let _guard = rt.enter();

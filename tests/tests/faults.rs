@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use fillmesh_net::TlsIdentity;
+use fillmesh_net::{MeshEndpoint, TransportLimits};
 use fillmesh_node::daemon::{self, Sources};
 use fillmesh_node::store::Store;
-use fillmesh_node::tls::TlsIdentity;
-use fillmesh_node::transport::{MeshEndpoint, TransportLimits};
 use fillmesh_protocol::frame;
 use fillmesh_protocol::messages::{
     MeshRequest, MeshResponse, Registration, Role, TrackerRequest, TrackerResponse,
@@ -131,7 +131,7 @@ fn garbage_on_every_port_gets_errors_and_changes_nothing() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let key = fillmesh_node::identity::load_or_create(&mesh.spare[0]).unwrap();
+        let key = fillmesh_net::identity::load_or_create(&mesh.spare[0]).unwrap();
         let endpoint = MeshEndpoint::client(
             "127.0.0.1".parse().unwrap(),
             TlsIdentity::new(&key).unwrap(),

@@ -4,3 +4,5 @@
 //! steering) that the simulator drives too; `server` is its QUIC/HTTP shell.
 
 pub mod core;
+#[cfg(feature = "server")]
+pub mod server;

@@ -18,9 +18,9 @@ use quinn::Connection;
 use tokio::sync::Semaphore;
 use tracing::{debug, Instrument};
 
-use crate::range::{self, RangeRequest};
+use super::range::{self, RangeRequest};
+use super::ChunkSource;
 use crate::rate::TokenBucket;
-use crate::serve::ChunkSource;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 

@@ -14,14 +14,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{Buf, Bytes, BytesMut};
+use clap::Args;
+use fillmesh_net::say;
+use fillmesh_protocol::steering::{SteerAnswer, SteerEntry};
 use fillmesh_protocol::{Manifest, TitleId};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
+use fillmesh_net::tls::{player_client_config, SERVER_NAME};
+
+use super::units;
 use crate::rate::TokenBucket;
-use crate::tls::{player_client_config, SERVER_NAME};
 
 /// How to play.
 #[derive(Debug, Clone)]
@@ -49,20 +53,7 @@ pub struct PlaySummary {
     pub failovers: u32,
 }
 
-#[derive(Debug, Deserialize)]
-struct SteerAnswer {
-    targets: Vec<Target>,
-    reason: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Target {
-    peer_id: String,
-    url: String,
-    site: String,
-    region: String,
-    cert_sha256: Option<String>,
-}
+type Target = SteerEntry;
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
@@ -74,10 +65,9 @@ struct Session {
 
 impl Session {
     async fn open(target: &Target) -> anyhow::Result<Self> {
-        let pin =
-            target.cert_sha256.as_deref().and_then(parse_hex32).with_context(|| {
-                format!("steering gave no certificate fingerprint for {}", target.peer_id)
-            })?;
+        let pin = target
+            .cert_pin()
+            .with_context(|| format!("steering gave no certificate fingerprint for {}", target.peer_id))?;
         let authority = target
             .url
             .parse::<http::Uri>()
@@ -132,17 +122,6 @@ impl Session {
         }
         Ok((response.status(), response.headers().clone(), body.freeze()))
     }
-}
-
-fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Vec<Target>> {
@@ -329,5 +308,57 @@ async fn stream(
             *next_write += 1;
         }
     }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    pub title: TitleId,
+    /// The tracker's --http URL, e.g. http://127.0.0.1:8000
+    #[arg(long)]
+    pub tracker_http: String,
+    /// Steer as this client address (default: the address the tracker sees).
+    #[arg(long)]
+    pub client_ip: Option<std::net::IpAddr>,
+    /// Write the verified title here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Chunk requests in flight (the read-ahead window).
+    #[arg(long, default_value_t = 4)]
+    pub window: usize,
+    /// Seconds without progress before failing over.
+    #[arg(long, default_value_t = 5)]
+    pub stall_secs: u64,
+    /// Consume at most this many bytes per second, as a player at a bitrate (e.g. 8MB).
+    #[arg(long, value_parser = units::parse_bytes)]
+    pub rate: Option<u64>,
+}
+/// Plays the title and prints the summary.
+pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
+    let opts = PlayOptions {
+        tracker_http: args.tracker_http,
+        client_ip: args.client_ip,
+        out: args.out,
+        window: args.window.clamp(1, 64),
+        stall: Duration::from_secs(args.stall_secs.max(1)),
+        rate: args.rate,
+    };
+    let s = play(args.title, &opts).await?;
+    let secs = s.total.as_secs_f64().max(1e-9);
+    say!(
+        "played {}: {} bytes in {:.3} s, {:.1} MB/s, time to first byte {:.1} ms, every byte verified",
+        s.title,
+        s.bytes,
+        secs,
+        s.bytes as f64 / secs / 1e6,
+        s.time_to_first_byte.as_secs_f64() * 1e3
+    );
+    if let Some((peer, site, region, _)) = s.appliances.iter().find(|a| a.3 > 0) {
+        say!("served by {peer} (site {site}, region {region})");
+    }
+    for (peer, site, region, bytes) in &s.appliances {
+        say!("appliance {peer} (site {site}, region {region}): {bytes} bytes");
+    }
+    say!("failovers: {}", s.failovers);
     Ok(())
 }

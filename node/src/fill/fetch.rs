@@ -7,17 +7,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use fillmesh_protocol::messages::{ErrorCode, MeshRequest, MeshResponse};
+use fillmesh_net::MeshEndpoint;
 use fillmesh_protocol::{Manifest, TitleId};
 use libp2p_identity::PeerId;
 use quinn::Connection;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn, Instrument};
 
+use super::client::{request_chunk, request_manifest, ChunkError};
 use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
-use crate::transport::MeshEndpoint;
-use crate::wire::{read_frame, write_frame, WireError};
 
 /// Verified chunks that may wait for their commit at once (32 MiB at the default chunk size).
 const WRITE_SLOTS: usize = 32;
@@ -391,84 +389,6 @@ async fn fetch_chunk(job: &Job, conn: &Connection, chunk: u32) -> Result<Verifie
         .map_err(|e| Outcome::Corrupt(e.to_string()))
 }
 
-pub(crate) enum ChunkError {
-    Lost(String),
-    /// The source answered that it does not hold the chunk.
-    NotHeld(String),
-    Refused(String),
-    Lied(String),
-}
-
-pub(crate) async fn request_chunk(
-    conn: &Connection,
-    title: TitleId,
-    index: u32,
-    expected: u64,
-    timeout: Duration,
-) -> Result<BytesMut, ChunkError> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ChunkError::Lost(e.to_string()))?;
-    let request = MeshRequest::Chunk { title, index };
-    write_frame(&mut send, &request, timeout).await.map_err(|e| ChunkError::Refused(describe(&e)))?;
-    let _ = send.finish();
-    match read_frame::<MeshResponse>(&mut recv, timeout).await {
-        Ok(MeshResponse::Chunk(h))
-            if h.title == title && h.index == index && u64::from(h.len) == expected =>
-        {
-            // The length comes from our manifest, never from the peer's header. Pieces are
-            // appended as quinn hands them over: no zero-filled buffer to overwrite.
-            let expected = expected as usize;
-            let mut buf = crate::datafile::chunk_buffer(expected);
-            while buf.len() < expected {
-                match recv.read_chunk(expected - buf.len(), true).await {
-                    Ok(Some(piece)) => buf.extend_from_slice(&piece.bytes),
-                    Ok(None) => {
-                        return Err(ChunkError::Lied(format!(
-                            "chunk {index} ended after {} of {expected} bytes",
-                            buf.len()
-                        )))
-                    }
-                    Err(quinn::ReadError::ConnectionLost(e)) => return Err(ChunkError::Lost(e.to_string())),
-                    Err(e) => return Err(ChunkError::Refused(format!("chunk body: {e}"))),
-                }
-            }
-            Ok(buf)
-        }
-        Ok(MeshResponse::Chunk(h)) => Err(ChunkError::Lied(format!(
-            "asked for chunk {index} ({expected} bytes) of {title}, got chunk {} ({} bytes) of {}",
-            h.index, h.len, h.title
-        ))),
-        Ok(MeshResponse::Error(e)) if e.code == ErrorCode::NotHeld => Err(ChunkError::NotHeld(e.message)),
-        Ok(MeshResponse::Error(e)) => Err(ChunkError::Refused(format!("{:?}: {}", e.code, e.message))),
-        Ok(other) => Err(ChunkError::Lied(format!("answered a chunk request with {}", kind(&other)))),
-        Err(WireError::Frame(e)) => Err(ChunkError::Lied(e.to_string())),
-        Err(WireError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e)))) => {
-            Err(ChunkError::Lost(e.to_string()))
-        }
-        Err(e) => Err(ChunkError::Refused(describe(&e))),
-    }
-}
-
-/// A wire error with the connection's own reason when the connection is what failed (an
-/// untrusted node's close reason, say), which quinn's read errors otherwise hide.
-fn describe(e: &WireError) -> String {
-    use quinn::{ReadError, ReadExactError, WriteError};
-    match e {
-        WireError::Read(ReadExactError::ReadError(ReadError::ConnectionLost(c)))
-        | WireError::Write(WriteError::ConnectionLost(c)) => format!("connection lost: {c}"),
-        other => other.to_string(),
-    }
-}
-
-fn kind(r: &MeshResponse) -> &'static str {
-    match r {
-        MeshResponse::Hello(_) => "a hello",
-        MeshResponse::Manifest { .. } => "a manifest",
-        MeshResponse::Chunk(_) => "a chunk",
-        MeshResponse::Held { .. } => "a bitmap",
-        MeshResponse::Error(_) => "an error",
-    }
-}
-
 async fn connect_all(
     endpoint: &MeshEndpoint,
     sources: &[Source],
@@ -476,11 +396,7 @@ async fn connect_all(
     reports: &mut [SourceReport],
 ) -> Vec<Option<Connection>> {
     let attempts = sources.iter().map(|s| async move {
-        match tokio::time::timeout(opts.connect_timeout, endpoint.connect(s.addr, s.peer)).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer from {} within {:?}", s.addr, opts.connect_timeout)),
-        }
+        endpoint.connect_within(s.addr, s.peer, opts.connect_timeout).await.map_err(|e| e.to_string())
     });
     let results = futures_util::future::join_all(attempts).await;
     results
@@ -527,21 +443,6 @@ async fn fetch_manifest(
         }
     }
     Err(FetchError::NoManifest(title, reasons.join("; ")))
-}
-
-pub(crate) async fn request_manifest(
-    conn: &Connection,
-    title: TitleId,
-    timeout: Duration,
-) -> Result<Manifest, String> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(&mut send, &MeshRequest::Manifest { title }, timeout).await.map_err(|e| describe(&e))?;
-    let _ = send.finish();
-    match read_frame::<MeshResponse>(&mut recv, timeout).await.map_err(|e| describe(&e))? {
-        MeshResponse::Manifest { title: t, manifest } if t == title => Ok(manifest),
-        MeshResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
-        other => Err(format!("answered a manifest request with {}", kind(&other))),
-    }
 }
 
 async fn blocking<T: Send + 'static>(

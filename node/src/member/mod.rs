@@ -5,7 +5,7 @@
 //! again and re-reports everything held, which is how a restarted tracker rebuilds its held
 //! maps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,15 +16,15 @@ use fillmesh_protocol::messages::{
 };
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, TitleId};
 use libp2p_identity::PeerId;
-use quinn::Connection;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::fetch::{request_chunk, request_manifest, ChunkError};
+use fillmesh_net::{rpc, MeshEndpoint, Pool};
+
+use crate::fill::{request_chunk, request_manifest, ChunkError};
+use crate::metrics::FillMetrics;
 use crate::serve::Server;
-use crate::store::{ChunkWriter, Store, VerifiedChunk};
-use crate::transport::MeshEndpoint;
-use crate::wire::{read_frame, write_frame};
+use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
 
 /// Where the tracker is and who this node says it is.
 #[derive(Debug, Clone)]
@@ -57,46 +57,27 @@ pub enum LinkError {
     Refused(String),
 }
 
-/// One connection to the tracker, made on demand and dropped on error.
+/// The tracker, reached through the node's connection pool (one connection, dialled on
+/// demand, dropped after a failed exchange).
 struct TrackerLink {
-    endpoint: MeshEndpoint,
+    pool: Pool,
     addr: SocketAddr,
     peer: PeerId,
-    conn: tokio::sync::Mutex<Option<Connection>>,
 }
 
 impl TrackerLink {
-    async fn connection(&self) -> Result<Connection, LinkError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(conn) = guard.as_ref().filter(|c| c.close_reason().is_none()) {
-            return Ok(conn.clone());
-        }
-        let conn = tokio::time::timeout(Duration::from_secs(10), self.endpoint.connect(self.addr, self.peer))
-            .await
-            .map_err(|_| LinkError::Connect("timed out".into()))?
-            .map_err(|e| LinkError::Connect(e.to_string()))?;
-        *guard = Some(conn.clone());
-        Ok(conn)
-    }
-
     async fn request(&self, request: &TrackerRequest) -> Result<TrackerResponse, LinkError> {
-        let conn = self.connection().await?;
-        let timeout = Duration::from_secs(10);
-        let exchange = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            write_frame(&mut send, request, timeout).await.map_err(|e| e.to_string())?;
-            let _ = send.finish();
-            read_frame::<TrackerResponse>(&mut recv, timeout).await.map_err(|e| e.to_string())
-        };
-        match exchange.await {
+        let conn =
+            self.pool.get(self.addr, self.peer).await.map_err(|e| LinkError::Connect(e.to_string()))?;
+        match rpc::call::<_, TrackerResponse>(&conn, request, Duration::from_secs(10)).await {
             Ok(TrackerResponse::Error(e)) if e.code == ErrorCode::NotRegistered => {
                 Err(LinkError::NotRegistered)
             }
             Ok(TrackerResponse::Error(e)) => Err(LinkError::Refused(format!("{:?}: {}", e.code, e.message))),
             Ok(response) => Ok(response),
             Err(e) => {
-                *self.conn.lock().await = None;
-                Err(LinkError::Exchange(e))
+                self.pool.forget(self.addr, self.peer).await;
+                Err(LinkError::Exchange(e.to_string()))
             }
         }
     }
@@ -109,14 +90,13 @@ pub async fn run(
     endpoint: MeshEndpoint,
     store: Arc<Store>,
     server: Server,
-    metrics: Arc<crate::metrics::FillMetrics>,
+    metrics: Arc<FillMetrics>,
     mut published: mpsc::UnboundedReceiver<TitleId>,
 ) {
     let link = Arc::new(TrackerLink {
-        endpoint: endpoint.clone(),
+        pool: Pool::new(endpoint.clone(), Duration::from_secs(10)),
         addr: config.tracker,
         peer: config.tracker_id,
-        conn: tokio::sync::Mutex::new(None),
     });
     // No linger: the tracker holds this appliance's and its source's upload slots until the
     // chunk is reported, so each chunk is committed as soon as it is verified.
@@ -148,7 +128,7 @@ struct Local {
     store: Arc<Store>,
     server: Server,
     writer: ChunkWriter,
-    metrics: Arc<crate::metrics::FillMetrics>,
+    metrics: Arc<FillMetrics>,
 }
 
 async fn session(
@@ -188,8 +168,7 @@ async fn session(
     let mut heartbeat = tokio::time::interval(interval);
     let mut flush = tokio::time::interval(Duration::from_millis(100));
     let mut work = tokio::task::JoinSet::new();
-    let pool: Arc<Pool> =
-        Arc::new(Pool { endpoint: endpoint.clone(), conns: tokio::sync::Mutex::new(HashMap::new()) });
+    let pool = Arc::new(Pool::new(endpoint.clone(), Duration::from_secs(10)));
     let mut idle_until = tokio::time::Instant::now();
     let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The title of each fetch task, so that an eviction can stop the title's fetches: a
@@ -303,7 +282,7 @@ async fn report(
 async fn evict_title(
     link: &TrackerLink,
     store: &Arc<Store>,
-    metrics: &crate::metrics::FillMetrics,
+    metrics: &FillMetrics,
     disk_full: &std::sync::atomic::AtomicBool,
     title: TitleId,
 ) -> Result<(), LinkError> {
@@ -317,8 +296,7 @@ async fn evict_title(
     match removed {
         Ok(freed) => {
             info!(%title, freed_bytes = freed, "evicted at the tracker's word");
-            metrics.titles_evicted.fetch_add(1, Relaxed);
-            metrics.bytes_evicted.fetch_add(freed, Relaxed);
+            metrics.title_evicted(freed);
             // The room it took is free again: filling may go on.
             disk_full.store(false, Relaxed);
         }
@@ -343,27 +321,6 @@ async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), Link
     Ok(())
 }
 
-/// Mesh connections to sources, reused across assignments.
-struct Pool {
-    endpoint: MeshEndpoint,
-    conns: tokio::sync::Mutex<HashMap<(SocketAddr, PeerId), Connection>>,
-}
-
-impl Pool {
-    async fn get(&self, addr: SocketAddr, peer: PeerId) -> Result<Connection, String> {
-        let mut conns = self.conns.lock().await;
-        if let Some(conn) = conns.get(&(addr, peer)).filter(|c| c.close_reason().is_none()) {
-            return Ok(conn.clone());
-        }
-        let conn = tokio::time::timeout(Duration::from_secs(10), self.endpoint.connect(addr, peer))
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        conns.insert((addr, peer), conn.clone());
-        Ok(conn)
-    }
-}
-
 struct Assignee {
     link: Arc<TrackerLink>,
     store: Arc<Store>,
@@ -371,7 +328,7 @@ struct Assignee {
     pool: Arc<Pool>,
     reports: Arc<Mutex<BTreeMap<TitleId, Vec<Fetched>>>>,
     disk_full: Arc<std::sync::atomic::AtomicBool>,
-    metrics: Arc<crate::metrics::FillMetrics>,
+    metrics: Arc<FillMetrics>,
 }
 
 /// Why one source could not deliver an assigned chunk.
@@ -425,7 +382,7 @@ impl Assignee {
         let verified = self.receive(a, addr, peer, timeout).await.map_err(Miss::Source)?;
         match self.writer.put(verified).await {
             Ok(_) => Ok(()),
-            Err(e @ crate::store::StoreError::QuotaExceeded { .. }) => {
+            Err(e @ StoreError::QuotaExceeded { .. }) => {
                 if !self.disk_full.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::error!("{e}; no more filling, serving what is held");
                 }
@@ -488,15 +445,13 @@ impl Assignee {
                 Ok(Err(_)) => return Err(FailureKind::Refused),
                 Ok(Ok(bytes)) => bytes,
             };
-        use std::sync::atomic::Ordering::Relaxed;
         let len = bytes.len() as u64;
         let verified = VerifiedChunk::verify(a.title, &manifest, a.chunk, bytes.freeze()).map_err(|e| {
-            self.metrics.chunks_rejected.fetch_add(1, Relaxed);
+            self.metrics.chunk_rejected();
             warn!(%peer, title = %a.title, chunk = a.chunk, "corrupt chunk: {e}");
             FailureKind::Corrupt
         })?;
-        self.metrics.chunks_verified.fetch_add(1, Relaxed);
-        self.metrics.bytes_verified.fetch_add(len, Relaxed);
+        self.metrics.chunk_verified(len);
         Ok(verified)
     }
 }

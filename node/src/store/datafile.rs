@@ -100,11 +100,13 @@ impl DataFile {
     }
 
     /// Whether writes can bypass the page cache here.
+    #[cfg(test)]
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
 
     /// How many writes went around the page cache.
+    #[cfg(test)]
     pub fn direct_writes(&self) -> u64 {
         self.direct_writes.load(Ordering::Relaxed)
     }

@@ -6,34 +6,39 @@
 //! and operators over HTTP (`/steer`, `/status`, `/metrics`). Held maps are not persisted:
 //! appliances report everything they hold whenever they (re)connect.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::core::{Config, Policy, Tracker};
 use anyhow::Context;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use fillmesh_protocol::messages::{
     ErrorCode, ErrorReply, Hello, Registration, SteerTarget, TrackerRequest, TrackerResponse,
     PROTOCOL_VERSION,
 };
+use fillmesh_protocol::steering::{SteerAnswer, SteerEntry};
 use fillmesh_protocol::{Manifest, NodeId, TitleId};
-use fillmesh_tracker::core::{Config, Policy, Tracker};
 use libp2p_identity::PeerId;
 use quinn::Connection;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
-use crate::identity;
-use crate::say;
-use crate::tls::TlsIdentity;
-use crate::transport::{close, remote_peer, MeshEndpoint, TransportLimits};
-use crate::wire::{read_frame, write_frame};
+/// How long a node may take to send a request, and to take its answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+use fillmesh_net::frame::read_frame;
+use fillmesh_net::{
+    close, identity, rpc, say, trust, MeshEndpoint, Router, TlsIdentity, TransportLimits, Trust,
+};
+use fillmesh_protocol::ALPN;
 
 /// Everything the tracker needs to start.
 #[derive(Debug, Clone)]
@@ -76,11 +81,11 @@ struct Shared {
     db: sled::Db,
     catalog: sled::Tree,
     registry: sled::Tree,
-    trust: HashSet<PeerId>,
+    trust: Trust,
     /// The connection each node registered on last; a node's loss is only reported when
     /// that connection (not an older one) closes.
     connections: Mutex<BTreeMap<NodeId, usize>>,
-    refused: std::sync::atomic::AtomicU64,
+    refused: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -123,7 +128,7 @@ pub async fn run(
         db,
         catalog,
         registry,
-        trust: config.trust.iter().copied().collect(),
+        trust: Trust::new(config.trust.iter().copied()),
         connections: Mutex::new(BTreeMap::new()),
         refused: Default::default(),
     });
@@ -139,7 +144,7 @@ pub async fn run(
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
     });
-    let mesh = tokio::spawn(accept(endpoint.clone(), shared.clone()));
+    let mesh = tokio::spawn(router(shared.clone()).run(endpoint.clone()));
     let ticker = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -190,64 +195,39 @@ fn restore(shared: &Shared) -> anyhow::Result<(usize, usize)> {
     Ok((titles, nodes))
 }
 
-async fn accept(endpoint: MeshEndpoint, shared: Arc<Shared>) {
-    let mut next_id = 0usize;
-    while let Some(incoming) = endpoint.inner().accept().await {
-        next_id += 1;
-        let (shared, id) = (shared.clone(), next_id);
-        let remote = incoming.remote_address();
-        tokio::spawn(
-            async move {
-                match incoming.await {
-                    Ok(conn) => connection(conn, shared, id).await,
-                    Err(e) => debug!("handshake failed: {e}"),
-                }
-            }
-            .instrument(tracing::info_span!("conn", %remote)),
-        );
-    }
+/// The mesh API: trusted nodes only (the gate), each request its own task.
+fn router(shared: Arc<Shared>) -> Router {
+    let refused = shared.refused.clone();
+    let next_id = Arc::new(AtomicUsize::new(0));
+    let gated = trust::gate(shared.trust.clone(), refused, "node", move |conn, peer| {
+        let id = next_id.fetch_add(1, Relaxed) + 1;
+        connection(conn, peer, shared.clone(), id)
+    });
+    Router::new().route(ALPN, gated)
 }
 
-async fn connection(conn: Connection, shared: Arc<Shared>, id: usize) {
-    let Some(peer) = remote_peer(&conn) else {
-        conn.close(close::PROTOCOL, b"no libp2p certificate");
-        return;
-    };
-    if !shared.trust.contains(&peer) {
-        shared.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        warn!(%peer, "refusing untrusted node");
-        conn.close(close::UNTRUSTED, b"peer not trusted");
-        return;
-    }
+async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usize) {
     let Ok(node) = peer.to_string().parse::<NodeId>() else {
         conn.close(close::PROTOCOL, b"unusable peer id");
         return;
     };
     debug!(%peer, "node connected");
-    loop {
-        let (mut send, mut recv) = match conn.accept_bi().await {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(%peer, "connection ended: {e}");
-                break;
+    rpc::serve(&conn, |mut send, mut recv| {
+        let (shared, node) = (shared.clone(), node.clone());
+        async move {
+            let response = match read_frame::<TrackerRequest>(&mut recv, IO_TIMEOUT).await {
+                Ok(request) => handle(&shared, &node, id, request).await,
+                Err(e) => {
+                    debug!(%node, "bad request: {e}");
+                    error(ErrorCode::BadRequest, e.to_string())
+                }
+            };
+            if let Err(e) = rpc::reply(&mut send, &response, IO_TIMEOUT).await {
+                debug!(%node, "response not sent: {e}");
             }
-        };
-        let request = match read_frame::<TrackerRequest>(&mut recv, Duration::from_secs(10)).await {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(%peer, "bad request: {e}");
-                let reply = error(ErrorCode::BadRequest, e.to_string());
-                let _ = write_frame(&mut send, &reply, Duration::from_secs(10)).await;
-                let _ = send.finish();
-                continue;
-            }
-        };
-        let response = handle(&shared, &node, id, request);
-        if let Err(e) = write_frame(&mut send, &response, Duration::from_secs(10)).await {
-            debug!(%peer, "response not sent: {e}");
         }
-        let _ = send.finish();
-    }
+    })
+    .await;
     let latest = shared.connections.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied();
     if latest == Some(id) {
         let now = shared.now();
@@ -265,7 +245,7 @@ fn error(code: ErrorCode, mut message: String) -> TrackerResponse {
     TrackerResponse::Error(ErrorReply { code, message })
 }
 
-fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerRequest) -> TrackerResponse {
+async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerRequest) -> TrackerResponse {
     let now = shared.now();
     let done = |r: Result<(), String>| match r {
         Ok(()) => TrackerResponse::Ack,
@@ -283,7 +263,7 @@ fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerReques
         TrackerRequest::Register(registration) => {
             if let Ok(bytes) = postcard::to_allocvec(&registration) {
                 if let Err(e) =
-                    shared.registry.insert(node.as_str(), bytes).and_then(|_| shared.db.flush().map(|_| ()))
+                    persist(shared, &shared.registry, node.as_str().as_bytes().to_vec(), bytes).await
                 {
                     warn!("cannot persist a registration: {e}");
                 }
@@ -342,10 +322,8 @@ fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerReques
                 let record = CatalogRecord { name, manifest };
                 match postcard::to_allocvec(&record) {
                     Ok(bytes) => {
-                        if let Err(e) = shared
-                            .catalog
-                            .insert(title.as_bytes(), bytes)
-                            .and_then(|_| shared.db.flush().map(|_| ()))
+                        if let Err(e) =
+                            persist(shared, &shared.catalog, title.as_bytes().to_vec(), bytes).await
                         {
                             warn!("cannot persist the catalog: {e}");
                             return error(ErrorCode::Internal, "cannot persist the catalog".into());
@@ -358,6 +336,16 @@ fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerReques
             done(result.map_err(|e| e.to_string()))
         }
     }
+}
+
+/// Writes one record and flushes the index (an fsync) on a blocking thread, off the async
+/// executor: a slow disk delays this one request, never the others.
+async fn persist(shared: &Shared, tree: &sled::Tree, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
+    let (db, tree) = (shared.db.clone(), tree.clone());
+    tokio::task::spawn_blocking(move || tree.insert(key, value).and_then(|_| db.flush()).map(|_| ()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Steering with what a player needs to reach each appliance.
@@ -381,8 +369,8 @@ fn steer(shared: &Shared, title: &TitleId, client: IpAddr) -> (Vec<SteerTarget>,
     (targets, steering.reason)
 }
 
-fn http_router(shared: Arc<Shared>) -> Router {
-    Router::new()
+fn http_router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
         .route("/steer", get(http_steer))
         .route("/status", get(http_status))
         .route("/metrics", get(http_metrics))
@@ -394,23 +382,6 @@ fn http_router(shared: Arc<Shared>) -> Router {
 struct SteerParams {
     title: String,
     client_ip: Option<String>,
-}
-
-#[derive(Serialize)]
-struct SteerAnswer {
-    title: String,
-    client_ip: String,
-    targets: Vec<SteerJson>,
-    reason: String,
-}
-
-#[derive(Serialize)]
-struct SteerJson {
-    peer_id: String,
-    url: String,
-    site: String,
-    region: String,
-    cert_sha256: Option<String>,
 }
 
 async fn http_steer(
@@ -428,16 +399,7 @@ async fn http_steer(
         Some(Err(_)) => return (StatusCode::BAD_REQUEST, "client_ip is not an IP address\n").into_response(),
     };
     let (targets, reason) = steer(&shared, &title, client);
-    let targets = targets
-        .into_iter()
-        .map(|t| SteerJson {
-            peer_id: t.node.to_string(),
-            url: t.url,
-            site: t.site,
-            region: t.region,
-            cert_sha256: t.cert_sha256.map(|c| c.iter().map(|b| format!("{b:02x}")).collect()),
-        })
-        .collect();
+    let targets = targets.into_iter().map(SteerEntry::from).collect();
     Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason })
         .into_response()
 }
@@ -460,10 +422,7 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> Response {
         status.appliances.len() - healthy
     ));
     out.push_str("# HELP fillmesh_tracker_refused_total Connections refused because the node is not trusted.\n# TYPE fillmesh_tracker_refused_total counter\n");
-    out.push_str(&format!(
-        "fillmesh_tracker_refused_total {}\n",
-        shared.refused.load(std::sync::atomic::Ordering::Relaxed)
-    ));
+    out.push_str(&format!("fillmesh_tracker_refused_total {}\n", shared.refused.load(Relaxed)));
     out.push_str("# HELP fillmesh_title_complete_appliances Appliances holding every chunk of a title.\n# TYPE fillmesh_title_complete_appliances gauge\n");
     for t in &status.titles {
         out.push_str(&format!(

@@ -1,71 +1,27 @@
-//! Serving the mesh protocol: manifests, verified chunks and held-chunk bitmaps, to trusted
-//! peers only, within limits on streams, time and upload rate.
+//! Serving the mesh protocol (ALPN `fillmesh/1`): manifests, verified chunks and held-chunk
+//! bitmaps, to trusted peers only (the trust gate wraps [`Server::connection`]), within
+//! limits on streams, time and upload rate.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fillmesh_protocol::messages::{
     ChunkHeader, ErrorCode, ErrorReply, Hello, MeshRequest, MeshResponse, Role, PROTOCOL_VERSION,
 };
-use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+use fillmesh_protocol::TitleId;
 use libp2p_identity::PeerId;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, warn};
 
-use crate::player::{PlayerLimits, PlayerServer};
+use fillmesh_net::frame::{read_frame, write_bytes, write_frame, WireError};
+use fillmesh_net::{close, rpc, trust, MeshEndpoint, Router, Trust};
+use fillmesh_protocol::ALPN;
+
+use super::ChunkSource;
 use crate::rate::TokenBucket;
-use crate::store::{Store, StoreError};
-use crate::transport::{alpn, close, remote_peer, MeshEndpoint, H3_ALPN};
-use crate::wire::{read_frame, write_bytes, write_frame, WireError};
-
-/// What a node serves from. The store is the real one; tests put doubles here (a peer that
-/// lies), which is why serving goes through a trait rather than a runtime switch.
-pub trait ChunkSource: Send + Sync + 'static {
-    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>>;
-    fn held(&self, title: &TitleId) -> Option<ChunkBitmap>;
-    /// The bytes of a held chunk, verified.
-    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError>;
-    /// The title's name, where known (for a player's `Content-Type`).
-    fn name(&self, _title: &TitleId) -> Option<String> {
-        None
-    }
-}
-
-impl ChunkSource for Store {
-    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>> {
-        Store::manifest(self, title)
-    }
-    fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
-        Store::held(self, title)
-    }
-    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
-        Store::read_chunk(self, title, index)
-    }
-    fn name(&self, title: &TitleId) -> Option<String> {
-        self.info(title).map(|i| i.name).filter(|n| !n.is_empty())
-    }
-}
-
-/// The peers a node serves. Shared and mutable, so that the tracker can vouch for members
-/// later without a restart.
-#[derive(Debug, Clone, Default)]
-pub struct Trust(Arc<RwLock<HashSet<PeerId>>>);
-
-impl Trust {
-    pub fn new(peers: impl IntoIterator<Item = PeerId>) -> Self {
-        Self(Arc::new(RwLock::new(peers.into_iter().collect())))
-    }
-    pub fn allows(&self, peer: &PeerId) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(peer)
-    }
-    pub fn add(&self, peer: PeerId) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(peer);
-    }
-}
+use crate::store::StoreError;
 
 /// Serving limits.
 #[derive(Debug, Clone)]
@@ -89,7 +45,8 @@ impl Default for ServeLimits {
 pub struct ServeStats {
     pub chunks: AtomicU64,
     pub bytes: AtomicU64,
-    pub refused_untrusted: AtomicU64,
+    /// Shared with the trust gate, which counts the connections it refuses.
+    pub refused_untrusted: Arc<AtomicU64>,
     pub bad_requests: AtomicU64,
 }
 
@@ -102,8 +59,6 @@ pub struct Server {
     slots: Arc<Semaphore>,
     upload: Option<Arc<TokenBucket>>,
     role: Role,
-    /// Serves connections that negotiated `h3`, if players are served here.
-    player: Option<PlayerServer>,
     pub stats: Arc<ServeStats>,
 }
 
@@ -128,19 +83,13 @@ impl Server {
             limits,
             upload: upload_rate.map(|r| Arc::new(TokenBucket::new(r))),
             role,
-            player: None,
             stats: Arc::default(),
         }
     }
 
-    /// Serves players over HTTP/3 on the same endpoint, sharing this server's upload bucket.
-    pub fn with_players(mut self, source: Arc<dyn ChunkSource>, limits: PlayerLimits) -> Self {
-        self.player = Some(PlayerServer::new(source, limits, self.upload.clone()));
-        self
-    }
-
-    pub fn player(&self) -> Option<&PlayerServer> {
-        self.player.as_ref()
+    /// The upload bucket, for the player server to share.
+    pub fn upload(&self) -> Option<Arc<TokenBucket>> {
+        self.upload.clone()
     }
 
     /// Requests being served right now.
@@ -153,53 +102,34 @@ impl Server {
         &self.trust
     }
 
-    /// Accepts connections until the endpoint is closed.
-    pub async fn run(self, endpoint: MeshEndpoint) {
-        while let Some(incoming) = endpoint.inner().accept().await {
-            let server = self.clone();
-            let remote = incoming.remote_address();
-            tokio::spawn(
-                async move {
-                    match incoming.await {
-                        Ok(conn) if alpn(&conn).as_deref() == Some(H3_ALPN) => match server.player {
-                            Some(player) => player.connection(conn).await,
-                            None => conn.close(close::PROTOCOL, b"no players here"),
-                        },
-                        Ok(conn) => server.connection(conn).await,
-                        Err(e) => debug!("handshake failed: {e}"),
-                    }
-                }
-                .instrument(tracing::info_span!("conn", %remote)),
-            );
-        }
+    /// A router with this server on the mesh ALPN, behind the trust gate.
+    pub fn router(&self) -> Router {
+        let server = self.clone();
+        Router::new().route(
+            ALPN,
+            trust::gate(
+                self.trust.clone(),
+                self.stats.refused_untrusted.clone(),
+                "peer",
+                move |conn, peer| server.clone().connection(conn, peer),
+            ),
+        )
     }
 
-    async fn connection(self, conn: Connection) {
-        let Some(peer) = remote_peer(&conn) else {
-            conn.close(close::PROTOCOL, b"no libp2p certificate");
-            return;
-        };
-        if !self.trust.allows(&peer) {
-            self.stats.refused_untrusted.fetch_add(1, Relaxed);
-            warn!(%peer, "refusing untrusted peer");
-            conn.close(close::UNTRUSTED, b"peer not trusted");
-            return;
-        }
+    /// Serves the mesh alone on `endpoint` until it is closed (players are refused).
+    pub async fn run(self, endpoint: MeshEndpoint) {
+        self.router().run(endpoint).await
+    }
+
+    /// Serves one trusted peer's connection, each request as its own task.
+    pub async fn connection(self, conn: Connection, peer: PeerId) {
         debug!(%peer, "peer connected");
-        loop {
-            let (send, recv) = match conn.accept_bi().await {
-                Ok(streams) => streams,
-                Err(e) => {
-                    debug!(%peer, "connection ended: {e}");
-                    return;
-                }
-            };
+        rpc::serve(&conn, |send, recv| {
             let server = self.clone();
-            tokio::spawn(
-                async move { server.stream(send, recv).await }
-                    .instrument(tracing::debug_span!("request", %peer)),
-            );
-        }
+            async move { server.stream(send, recv).await }
+        })
+        .await;
+        debug!(%peer, "peer gone");
     }
 
     async fn stream(&self, mut send: SendStream, mut recv: RecvStream) {
@@ -252,9 +182,7 @@ impl Server {
             },
             MeshRequest::Chunk { title, index } => return self.send_chunk(send, title, index).await,
         };
-        write_frame(send, &response, io).await?;
-        send.finish()?;
-        Ok(())
+        rpc::reply(send, &response, io).await
     }
 
     async fn send_chunk(&self, send: &mut SendStream, title: TitleId, index: u32) -> Result<(), WireError> {
@@ -293,9 +221,7 @@ impl Server {
     }
 
     async fn reply(&self, send: &mut SendStream, response: MeshResponse) -> Result<(), WireError> {
-        write_frame(send, &response, self.limits.io_timeout).await?;
-        send.finish()?;
-        Ok(())
+        rpc::reply(send, &response, self.limits.io_timeout).await
     }
 
     async fn reply_error(

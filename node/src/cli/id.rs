@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use anyhow::Context;
+use fillmesh_net::say;
 use fillmesh_protocol::TitleId;
 
 /// Hashes the file at `path` in constant memory.
@@ -25,6 +27,30 @@ pub fn b3sum_line(id: &TitleId, path: &str) -> String {
     } else {
         format!("{id}  {path}")
     }
+}
+
+/// `fillmesh id FILE...`.
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    #[arg(required = true)]
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Prints one `b3sum` line per file; fails if any file could not be read.
+pub fn run(args: IdArgs) -> anyhow::Result<()> {
+    let mut failed = 0usize;
+    let files = &args.files;
+    for path in files {
+        match title_id_of_file(path).with_context(|| format!("{}", path.display())) {
+            Ok(id) => say!("{}", b3sum_line(&id, &path.to_string_lossy())),
+            Err(e) => {
+                eprintln!("fillmesh: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} files could not be read", files.len());
+    Ok(())
 }
 
 #[cfg(test)]

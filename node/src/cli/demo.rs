@@ -4,16 +4,51 @@
 //! client address in one site, and a report of where the bytes came from. Every process it
 //! starts is killed when it ends, also on Ctrl-C; its files go unless `--keep DIR`.
 
-use crate::say;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::Args;
+use fillmesh_net::ready::Ready;
+use fillmesh_net::say;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use super::units;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Appliances to start (in 2 regions, 2 per site).
+    #[arg(long, default_value_t = 8)]
+    pub appliances: usize,
+    /// Size of the generated sample title.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "128MiB")]
+    pub size: u64,
+    /// Use this file as the title instead of a generated one.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The origin's upload cap (bytes per second), so the mesh has something to prove.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "100MB")]
+    pub upload_rate: u64,
+    /// Keep every data directory and log here instead of removing them.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+impl From<DemoArgs> for DemoOptions {
+    fn from(args: DemoArgs) -> Self {
+        DemoOptions {
+            appliances: args.appliances,
+            size: args.size,
+            file: args.file,
+            origin_upload_rate: args.upload_rate,
+            keep: args.keep,
+        }
+    }
+}
 
 /// What the demo builds.
 #[derive(Debug, Clone)]
@@ -61,13 +96,12 @@ async fn start(exe: &Path, kind: &str, args: &[String], log: &Path) -> anyhow::R
         .with_context(|| format!("{kind} did not start in 30 s; see {}", log.display()))??
         .with_context(|| format!("{kind} exited; see {}", log.display()))?;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let words: Vec<&str> = line.split_whitespace().collect();
-    anyhow::ensure!(words.len() >= 5 && words[3] == "mesh", "unexpected ready line from {kind}: {line}");
+    let ready: Ready = line.parse().with_context(|| format!("from fillmesh {kind}"))?;
     Ok(Proc {
         _child: child,
-        peer: words[2].to_owned(),
-        mesh: words[4].to_owned(),
-        http: (words.get(5) == Some(&"http")).then(|| words[6].to_owned()),
+        peer: ready.peer,
+        mesh: ready.mesh.to_string(),
+        http: ready.http.map(|a| a.to_string()),
     })
 }
 
@@ -273,7 +307,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         &logs.join("play.log"),
     )
     .await?;
-    let played_id = crate::id::title_id_of_file(&played_file)?;
+    let played_id = super::id::title_id_of_file(&played_file)?;
     anyhow::ensure!(played_id.to_string() == title, "the played file does not hash to the title id");
 
     // The report.

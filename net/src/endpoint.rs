@@ -1,5 +1,5 @@
-//! One quinn endpoint per node: it accepts mesh connections and dials other nodes, with the
-//! same transport limits both ways.
+//! One quinn endpoint per node: it accepts connections (mesh and players, told apart by ALPN;
+//! see [`crate::router`]) and dials other nodes, with the same transport limits both ways.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +78,8 @@ pub enum TransportError {
     Connect { addr: SocketAddr, source: quinn::ConnectError },
     #[error("handshake with {peer} at {addr} failed: {source}")]
     Handshake { addr: SocketAddr, peer: PeerId, source: Box<quinn::ConnectionError> },
+    #[error("no answer from {addr} within {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
 }
 
 /// A node's QUIC endpoint and the identity it proves.
@@ -144,6 +146,18 @@ impl MeshEndpoint {
             peer: expected,
             source: Box::new(source),
         })
+    }
+
+    /// [`MeshEndpoint::connect`] within `timeout`.
+    pub async fn connect_within(
+        &self,
+        addr: SocketAddr,
+        expected: PeerId,
+        timeout: Duration,
+    ) -> Result<Connection, TransportError> {
+        tokio::time::timeout(timeout, self.connect(addr, expected))
+            .await
+            .map_err(|_| TransportError::Timeout { addr, after: timeout })?
     }
 
     /// Stops accepting and closes every connection.

@@ -1,0 +1,36 @@
+//! fillmesh networking, shared by the appliance, the origin and the tracker's server.
+//!
+//! Layers, bottom up (after rust-libp2p's transport / swarm / behaviours):
+//! - [`identity`]: a node's persistent Ed25519 key; its PeerId names the node everywhere.
+//! - [`tls`]: rustls configs with libp2p certificates and our own verifiers (each side pins
+//!   the other's PeerId; players pin an SPKI hash), aws-lc-rs only, AES-GCM first.
+//! - [`endpoint`]: one quinn endpoint per node (mesh and `h3` on one UDP port), transport
+//!   limits, close codes, and dialling with a timeout.
+//! - [`frame`]: length-prefixed postcard frames on quinn streams, bounded before any body
+//!   byte is read, every read and write timed out.
+//! - [`rpc`]: the one request/response layer: [`rpc::call`] on the client side,
+//!   [`rpc::serve`] (each request its own task) on the server side.
+//! - [`router`]: the accept loop, one handler per ALPN; [`trust`] gates a handler to the
+//!   peers a node trusts, as a wrapper around it.
+//! - [`pool`]: one connection per (address, PeerId), reused, re-dialled when closed.
+//! - [`ready`]: the line a process prints when it is ready, written and parsed in one place.
+//! - [`console`]: report lines on stdout that survive a closed pipe (`say!`).
+
+pub mod console;
+pub mod endpoint;
+pub mod frame;
+pub mod identity;
+pub mod pool;
+pub mod ready;
+pub mod router;
+pub mod rpc;
+pub mod tls;
+pub mod trust;
+
+pub use endpoint::{close, MeshEndpoint, TransportError, TransportLimits, H3_ALPN};
+pub use pool::Pool;
+pub use ready::Ready;
+pub use router::Router;
+pub use rpc::CallError;
+pub use tls::TlsIdentity;
+pub use trust::Trust;

@@ -1,0 +1,72 @@
+//! The accept loop of an endpoint: each connection is handed, once its handshake is done, to
+//! the handler of the ALPN it negotiated (as iroh's router does), inside a `conn` span.
+//! A connection whose ALPN has no handler is closed with [`close::PROTOCOL`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use quinn::Connection;
+use tracing::{debug, Instrument};
+
+use crate::endpoint::{alpn, close, MeshEndpoint};
+
+/// A boxed connection handler's future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Handler = Arc<dyn Fn(Connection) -> HandlerFuture + Send + Sync>;
+
+/// One handler per ALPN.
+#[derive(Clone, Default)]
+pub struct Router {
+    handlers: Vec<(Vec<u8>, Handler)>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let alpns: Vec<String> =
+            self.handlers.iter().map(|(a, _)| String::from_utf8_lossy(a).into()).collect();
+        f.debug_struct("Router").field("alpns", &alpns).finish()
+    }
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connections that negotiate `alpn` go to `handler` (one task per connection).
+    pub fn route<H, F>(mut self, alpn: &[u8], handler: H) -> Self
+    where
+        H: Fn(Connection) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers.push((alpn.to_vec(), Arc::new(move |conn| Box::pin(handler(conn)) as HandlerFuture)));
+        self
+    }
+
+    /// Accepts connections until the endpoint is closed.
+    pub async fn run(self, endpoint: MeshEndpoint) {
+        let handlers: Arc<[(Vec<u8>, Handler)]> = self.handlers.into();
+        while let Some(incoming) = endpoint.inner().accept().await {
+            let handlers = handlers.clone();
+            let remote = incoming.remote_address();
+            tokio::spawn(
+                async move {
+                    let conn = match incoming.await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            debug!("handshake failed: {e}");
+                            return;
+                        }
+                    };
+                    let negotiated = alpn(&conn);
+                    match handlers.iter().find(|(a, _)| Some(a) == negotiated.as_ref()) {
+                        Some((_, handler)) => handler(conn).await,
+                        None => conn.close(close::PROTOCOL, b"no handler for this ALPN"),
+                    }
+                }
+                .instrument(tracing::info_span!("conn", %remote)),
+            );
+        }
+    }
+}

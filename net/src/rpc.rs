@@ -1,0 +1,110 @@
+//! The one request/response layer: one request per bidirectional stream, each side one
+//! bounded frame (a chunk's raw bytes may follow its response frame).
+//!
+//! Client side: [`call`] (a whole exchange) or [`open`] (the response frame, then the stream
+//! for a body). Server side: [`serve`] runs each stream of a connection as its own task, and
+//! [`reply`] answers on it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fillmesh_protocol::frame::Message;
+use quinn::{Connection, ConnectionError, RecvStream, SendStream};
+use tracing::{debug, Instrument};
+
+use crate::frame::{read_frame, write_frame, WireError};
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("cannot open a stream: {0}")]
+    Open(#[from] ConnectionError),
+    #[error("{}", describe(.0))]
+    Wire(#[from] WireError),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl CallError {
+    /// The connection itself is gone (as opposed to this one exchange failing).
+    pub fn is_connection_lost(&self) -> bool {
+        use quinn::{ReadError, ReadExactError, WriteError};
+        matches!(
+            self,
+            CallError::Open(_)
+                | CallError::Wire(WireError::Read(ReadExactError::ReadError(ReadError::ConnectionLost(_))))
+                | CallError::Wire(WireError::Write(WriteError::ConnectionLost(_)))
+        )
+    }
+
+    /// The peer's answer could not be decoded: a malformed or oversized frame.
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, CallError::Wire(WireError::Frame(_)))
+    }
+}
+
+/// A wire error with the connection's own reason when the connection is what failed (an
+/// untrusted node's close reason, say), which quinn's read errors otherwise hide.
+fn describe(e: &WireError) -> String {
+    use quinn::{ReadError, ReadExactError, WriteError};
+    match e {
+        WireError::Read(ReadExactError::ReadError(ReadError::ConnectionLost(c)))
+        | WireError::Write(WriteError::ConnectionLost(c)) => format!("connection lost: {c}"),
+        other => other.to_string(),
+    }
+}
+
+/// Sends `request` on a new stream and reads one response frame, each step within `timeout`;
+/// returns the response and the stream, for a body that follows it.
+pub async fn open<Req: Message, Resp: Message>(
+    conn: &Connection,
+    request: &Req,
+    timeout: Duration,
+) -> Result<(Resp, RecvStream), CallError> {
+    let (mut send, mut recv) =
+        tokio::time::timeout(timeout, conn.open_bi()).await.map_err(|_| CallError::Timeout(timeout))??;
+    write_frame(&mut send, request, timeout).await?;
+    let _ = send.finish();
+    let response = read_frame::<Resp>(&mut recv, timeout).await?;
+    Ok((response, recv))
+}
+
+/// One whole exchange: `request` out, one response frame back.
+pub async fn call<Req: Message, Resp: Message>(
+    conn: &Connection,
+    request: &Req,
+    timeout: Duration,
+) -> Result<Resp, CallError> {
+    open(conn, request, timeout).await.map(|(response, _)| response)
+}
+
+/// Accepts the streams of `conn` until it ends, running `handler` on each as its own task
+/// (in a `request` span): one slow request never holds up the next.
+pub async fn serve<H, F>(conn: &Connection, handler: H)
+where
+    H: Fn(SendStream, RecvStream) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(handler(send, recv).instrument(tracing::debug_span!("request")));
+            }
+            Err(e) => {
+                debug!("connection ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes `response` as the stream's one frame and finishes the stream.
+pub async fn reply<M: Message>(
+    send: &mut SendStream,
+    response: &M,
+    timeout: Duration,
+) -> Result<(), WireError> {
+    write_frame(send, response, timeout).await?;
+    send.finish()?;
+    Ok(())
+}

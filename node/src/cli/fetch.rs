@@ -1,0 +1,106 @@
+//! `fillmesh fetch`: one title, verified, from named nodes, written to a file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits};
+use fillmesh_protocol::TitleId;
+use libp2p_identity::PeerId;
+
+use crate::fill::{fetch_title, FetchError, FetchOptions, FetchReport, Source};
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    pub title: TitleId,
+    /// A source's mesh address (repeatable; pairs with --peer in order).
+    #[arg(long = "from", value_name = "ADDR", required = true)]
+    pub from: Vec<SocketAddr>,
+    /// A source's PeerId (repeatable; pairs with --from in order).
+    #[arg(long = "peer", value_name = "PEERID", required = true)]
+    pub peer: Vec<PeerId>,
+    /// Where to write the verified title.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Keep identity and chunks here (resumable); otherwise both are temporary.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Chunk requests in flight per source.
+    #[arg(long, default_value_t = 4)]
+    pub per_source: usize,
+}
+
+/// Fetches, verifies, writes `--out`, and prints what each source did.
+pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.from.len() == args.peer.len(),
+        "give one --peer PEERID for each --from ADDR ({} addresses, {} peers)",
+        args.from.len(),
+        args.peer.len()
+    );
+    let sources: Vec<Source> =
+        args.from.iter().zip(&args.peer).map(|(&addr, &peer)| Source { addr, peer }).collect();
+    let temp;
+    let (key, data) = match &args.data {
+        Some(dir) => (identity::load_or_create(dir)?, dir.clone()),
+        None => {
+            temp = tempfile::tempdir()?;
+            (identity::ephemeral(), temp.path().to_path_buf())
+        }
+    };
+    let tls = TlsIdentity::new(&key)?;
+    tracing::info!(peer = %tls.peer_id(), "fetching as");
+    let bind_ip = if sources[0].addr.is_ipv4() { "0.0.0.0" } else { "::" }.parse()?;
+    let endpoint = MeshEndpoint::client(bind_ip, tls, TransportLimits::default())?;
+    let store_dir = data.clone();
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_dir)).await??);
+    let opts = FetchOptions { per_source: args.per_source.max(1), ..FetchOptions::default() };
+    let result = fetch_title(&endpoint, store.clone(), args.title, &sources, opts).await;
+    let report = match result {
+        Ok(r) => r,
+        Err(FetchError::Incomplete { report, .. }) => {
+            print_report(&report);
+            anyhow::bail!(
+                "incomplete: {} of {} chunks could not be fetched",
+                report.chunks - report.already_held - report.fetched.len() as u32,
+                report.chunks
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let out = args.out.clone();
+    let title = args.title;
+    tokio::task::spawn_blocking(move || store.export(&title, &out)).await??;
+    print_report(&report);
+    endpoint.close();
+    Ok(())
+}
+
+fn print_report(r: &FetchReport) {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    say!(
+        "fetched {}: {} chunks ({} bytes) in {:.3} s, {:.1} MB/s; {} of {} chunks already held",
+        r.title,
+        r.fetched.len(),
+        r.bytes,
+        secs,
+        r.bytes as f64 / secs / 1e6,
+        r.already_held,
+        r.chunks
+    );
+    for s in &r.sources {
+        say!(
+            "source {} at {}: {} chunks, {} bytes, {} failures, {} corrupt{}{}",
+            s.source.peer,
+            s.source.addr,
+            s.chunks,
+            s.bytes,
+            s.failures,
+            s.corrupt,
+            if s.bad { ", marked bad" } else { "" },
+            s.error.as_deref().map(|e| format!(", unusable: {e}")).unwrap_or_default()
+        );
+    }
+}

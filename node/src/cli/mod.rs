@@ -1,0 +1,33 @@
+//! The commands of the `fillmesh` binary, one module each: its clap arguments and its `run`.
+//! `main.rs` only parses and dispatches. The player client (`play`) and the demo live here.
+
+pub mod demo;
+pub mod fetch;
+pub mod id;
+pub mod node;
+pub mod play;
+pub mod seed;
+pub mod status;
+pub mod tracker;
+pub mod units;
+
+/// A multi-threaded tokio runtime for a command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

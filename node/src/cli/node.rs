@@ -1,0 +1,108 @@
+//! `fillmesh node`: an appliance, or the origin with `--origin`, until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use fillmesh_net::{identity, say, TransportLimits};
+use libp2p_identity::PeerId;
+
+use super::{runtime, shutdown_signal, units};
+use crate::daemon::{self, NodeConfig};
+use crate::serve::ServeLimits;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Data directory: identity, index and chunk files.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Mesh (QUIC) address.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub listen: SocketAddr,
+    /// Print this node's PeerId (creating the identity if needed) and exit.
+    #[arg(long)]
+    pub print_id: bool,
+    /// Run as the origin: accepts titles from `fillmesh seed` on --http.
+    #[arg(long)]
+    pub origin: bool,
+    /// HTTP address: /metrics and /health on every node; the ingest API on the origin.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// A PeerId allowed to make mesh requests (repeatable).
+    #[arg(long = "trust", value_name = "PEERID")]
+    pub trust: Vec<PeerId>,
+    /// Upload rate cap shared by all peers, e.g. 50MB (bytes per second).
+    #[arg(long, value_parser = units::parse_bytes)]
+    pub upload_rate: Option<u64>,
+    /// Mesh requests served at once by this node.
+    #[arg(long, default_value_t = 64)]
+    pub max_requests: usize,
+    /// Mesh streams one peer may have open at once.
+    #[arg(long, default_value_t = 16)]
+    pub max_streams_per_peer: u32,
+    /// The tracker's mesh address; the node registers and fills under its plans.
+    #[arg(long, requires = "tracker_id")]
+    pub tracker: Option<SocketAddr>,
+    /// The tracker's PeerId (as `fillmesh tracker --print-id` shows it).
+    #[arg(long, requires = "tracker")]
+    pub tracker_id: Option<PeerId>,
+    /// The site this appliance stands in.
+    #[arg(long, default_value = "default")]
+    pub site: String,
+    /// The region of its site.
+    #[arg(long, default_value = "default")]
+    pub region: String,
+    /// A client prefix this appliance serves, e.g. 127.0.1.0/24 (repeatable).
+    #[arg(long = "serve-prefix", value_name = "CIDR")]
+    pub serve_prefix: Vec<fillmesh_protocol::IpPrefix>,
+    /// Disk the appliance may fill, e.g. 500GiB.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1TiB")]
+    pub disk_quota: u64,
+    /// A PEM certificate chain to present to players (HTTP/3) instead of the node's own.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Runs the node (or prints its PeerId) until Ctrl-C or SIGTERM.
+pub fn run(args: NodeArgs) -> anyhow::Result<()> {
+    if args.print_id {
+        let key = identity::load_or_create(&args.data)?;
+        say!("{}", identity::peer_id(&key));
+        return Ok(());
+    }
+    let config = NodeConfig {
+        data: args.data,
+        listen: args.listen,
+        origin: args.origin,
+        http: args.http,
+        trust: args.trust,
+        upload_rate: args.upload_rate,
+        serve: ServeLimits { max_requests: args.max_requests.max(1), ..ServeLimits::default() },
+        transport: TransportLimits {
+            max_streams_per_connection: args.max_streams_per_peer.max(1),
+            ..TransportLimits::default()
+        },
+        player_cert: args.tls_cert.zip(args.tls_key),
+        tracker: args.tracker.zip(args.tracker_id),
+        site: args.site,
+        region: args.region,
+        prefixes: args.serve_prefix,
+        disk_bytes: args.disk_quota,
+    };
+    for (what, label) in [("site", &config.site), ("region", &config.region)] {
+        anyhow::ensure!(
+            !label.is_empty() && label.len() <= fillmesh_protocol::messages::MAX_LABEL,
+            "--{what} must be 1 to {} bytes",
+            fillmesh_protocol::messages::MAX_LABEL
+        );
+    }
+    anyhow::ensure!(
+        config.prefixes.len() <= fillmesh_protocol::messages::MAX_PREFIXES,
+        "at most {} --serve-prefix",
+        fillmesh_protocol::messages::MAX_PREFIXES
+    );
+    runtime()?.block_on(daemon::run(config, shutdown_signal()))
+}

@@ -1,0 +1,36 @@
+//! `fillmesh seed`: hands a file to a running origin (see [`crate::origin::seed`]) and prints
+//! the title id.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use fillmesh_net::say;
+
+use super::units;
+use crate::origin::{seed, Seeded};
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    pub file: PathBuf,
+    /// The origin's --http URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    pub origin: String,
+    /// The title's name (default: the file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Chunk size, a power of two from 1KiB to 64MiB.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "1MiB")]
+    pub chunk_size: u64,
+}
+
+/// Seeds, then prints the title id (and says on stderr when nothing had to be sent).
+pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
+    match seed(&args.file, &args.origin, args.name, args.chunk_size).await? {
+        Seeded::AlreadyHeld(id) => {
+            eprintln!("already seeded");
+            say!("{id}");
+        }
+        Seeded::Sent(id) => say!("{id}"),
+    }
+    Ok(())
+}

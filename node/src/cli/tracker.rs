@@ -1,0 +1,82 @@
+//! `fillmesh tracker`: the tracker's server (`fillmesh_tracker::server`) until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use fillmesh_net::{identity, say};
+use fillmesh_tracker::core::Policy;
+use fillmesh_tracker::server::{self as tracker_server, TrackerConfig};
+use libp2p_identity::PeerId;
+
+use super::{runtime, shutdown_signal};
+
+#[derive(Debug, Args)]
+pub struct TrackerArgs {
+    /// Data directory: identity, catalog and registry.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Mesh (QUIC) address appliances connect to.
+    #[arg(long, default_value = "127.0.0.1:4400")]
+    pub listen: SocketAddr,
+    /// HTTP address for players and operators (/steer, /status, /metrics).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub http: SocketAddr,
+    /// Print the tracker's PeerId (creating the identity if needed) and exit.
+    #[arg(long)]
+    pub print_id: bool,
+    /// A PeerId allowed to register (repeatable).
+    #[arg(long = "trust", value_name = "PEERID")]
+    pub trust: Vec<PeerId>,
+    /// A file of PeerIds allowed to register, one per line (# comments allowed).
+    #[arg(long)]
+    pub trust_file: Option<PathBuf>,
+    /// `mesh` (appliances fill one another) or `origin-only` (every appliance pulls from the
+    /// origin: for comparison runs).
+    #[arg(long, default_value = "mesh")]
+    pub policy: String,
+    /// Seed of the planner's tie-breaking.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Distinct appliances that must report corrupt chunks from a node before it is excluded
+    /// for everyone (one report excludes it only for the reporter).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub corrupt_quorum: u8,
+    /// Percent of an appliance's disk quota the planner fills; beyond it, less recently
+    /// wanted titles are evicted to make room for a newer one.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub evict_watermark: u8,
+    /// Seconds after its last player during which a title is never evicted.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub evict_min_idle_secs: u64,
+}
+
+/// Runs the tracker (or prints its PeerId) until Ctrl-C or SIGTERM.
+pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
+    if args.print_id {
+        let key = identity::load_or_create(&args.data)?;
+        say!("{}", identity::peer_id(&key));
+        return Ok(());
+    }
+    let mut trust = args.trust;
+    if let Some(file) = &args.trust_file {
+        trust.extend(tracker_server::read_trust_file(file)?);
+    }
+    let policy = match args.policy.as_str() {
+        "mesh" => Policy::Mesh,
+        "origin-only" => Policy::OriginOnly,
+        other => anyhow::bail!("--policy {other:?}: use mesh or origin-only"),
+    };
+    let config = TrackerConfig {
+        data: args.data,
+        listen: args.listen,
+        http: args.http,
+        trust,
+        policy,
+        seed: args.seed,
+        corrupt_quorum: args.corrupt_quorum.into(),
+        evict_watermark_pct: args.evict_watermark,
+        evict_min_idle_ms: args.evict_min_idle_secs * 1000,
+    };
+    runtime()?.block_on(tracker_server::run(config, shutdown_signal()))
+}

@@ -1,0 +1,8 @@
+//! The origin's two sides of `fillmesh seed`: the ingest API it serves ([`ingest`]) and the
+//! client that hands it a file ([`seed`]).
+
+pub mod ingest;
+pub mod seed;
+
+pub use ingest::{router, TITLE_HEADER};
+pub use seed::{seed, SeedError, Seeded};

@@ -1,0 +1,98 @@
+//! `fillmesh seed`'s side of the ingest API ([`super::ingest`]): hash the file, ask the
+//! origin whether it holds the title already, else stream the bytes with the id in a header.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fillmesh_protocol::{ChunkSize, TitleId};
+
+use super::ingest::TITLE_HEADER;
+use crate::cli::id::title_id_of_file;
+
+/// Why a seed failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("{0} is not a regular file")]
+    NotAFile(String),
+    #[error(transparent)]
+    ChunkSize(#[from] fillmesh_protocol::ChunkSizeError),
+    #[error("cannot reach the origin at {base}: {source}")]
+    Unreachable { base: String, source: reqwest::Error },
+    #[error("uploading to {base}: {source}")]
+    Upload { base: String, source: reqwest::Error },
+    #[error("the origin refused the title ({status}): {body}")]
+    Refused { status: reqwest::StatusCode, body: String },
+    #[error("{0} changed while it was being seeded; seed it again once it is stable")]
+    Changed(String),
+    #[error("the hashing task failed: {0}")]
+    Task(String),
+}
+
+/// What a seed did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeded {
+    /// The bytes were sent and the origin adopted them.
+    Sent(TitleId),
+    /// The origin held the title already: nothing was sent.
+    AlreadyHeld(TitleId),
+}
+
+/// Hands `file` to the origin whose `--http` URL is `origin`, under `name` (default: the file
+/// name), cut into `chunk_size` chunks.
+pub async fn seed(
+    file: &Path,
+    origin: &str,
+    name: Option<String>,
+    chunk_size: u64,
+) -> Result<Seeded, SeedError> {
+    ChunkSize::new(chunk_size)?;
+    let shown = file.display().to_string();
+    let file_err = |source| SeedError::File { path: shown.clone(), source };
+    let before = std::fs::metadata(file).map_err(file_err)?;
+    if !before.is_file() {
+        return Err(SeedError::NotAFile(shown));
+    }
+    let hash_path = file.to_path_buf();
+    let id = tokio::task::spawn_blocking(move || title_id_of_file(&hash_path))
+        .await
+        .map_err(|e| SeedError::Task(e.to_string()))?
+        .map_err(file_err)?;
+    let base = origin.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|source| SeedError::Unreachable { base: base.clone(), source })?;
+    let probe = client
+        .get(format!("{base}/titles/{id}"))
+        .send()
+        .await
+        .map_err(|source| SeedError::Unreachable { base: base.clone(), source })?;
+    if probe.status().is_success() {
+        return Ok(Seeded::AlreadyHeld(id));
+    }
+    let name = name
+        .unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let reader = tokio::fs::File::open(file).await.map_err(file_err)?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20));
+    let response = client
+        .post(format!("{base}/titles"))
+        .query(&[("name", name.as_str()), ("chunk_size", &chunk_size.to_string())])
+        .header(TITLE_HEADER, id.to_string())
+        .header(reqwest::header::CONTENT_LENGTH, before.len())
+        .body(body)
+        .send()
+        .await
+        .map_err(|source| SeedError::Upload { base: base.clone(), source })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(SeedError::Refused { status, body: text.trim().to_owned() });
+    }
+    let after = std::fs::metadata(file).map_err(file_err)?;
+    if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
+        return Err(SeedError::Changed(shown));
+    }
+    Ok(Seeded::Sent(id))
+}

@@ -1,0 +1,45 @@
+//! Giving chunks: the mesh server ([`mesh`], trusted peers, ALPN `fillmesh/1`) and the player
+//! server ([`players`], HTTP/3, ALPN `h3`), both reading from a [`ChunkSource`] and sharing
+//! one upload bucket. The daemon routes each ALPN to its server on one endpoint.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+
+use crate::store::{Store, StoreError};
+
+pub mod mesh;
+pub mod players;
+mod range;
+
+pub use mesh::{ServeLimits, ServeStats, Server};
+pub use players::{PlayerLimits, PlayerMetrics, PlayerServer};
+
+/// What a node serves from. The store is the real one; tests put doubles here (a peer that
+/// lies), which is why serving goes through a trait rather than a runtime switch.
+pub trait ChunkSource: Send + Sync + 'static {
+    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>>;
+    fn held(&self, title: &TitleId) -> Option<ChunkBitmap>;
+    /// The bytes of a held chunk, verified.
+    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError>;
+    /// The title's name, where known (for a player's `Content-Type`).
+    fn name(&self, _title: &TitleId) -> Option<String> {
+        None
+    }
+}
+
+impl ChunkSource for Store {
+    fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>> {
+        Store::manifest(self, title)
+    }
+    fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
+        Store::held(self, title)
+    }
+    fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
+        Store::read_chunk(self, title, index)
+    }
+    fn name(&self, title: &TitleId) -> Option<String> {
+        self.info(title).map(|i| i.name).filter(|n| !n.is_empty())
+    }
+}
