@@ -33,6 +33,14 @@ impl TitleId {
     pub fn of(bytes: &[u8]) -> Self {
         Self(*blake3::hash(bytes).as_bytes())
     }
+
+    /// The id of everything `reader` yields, hashed in constant memory: what `b3sum` prints
+    /// for a file.
+    pub fn of_reader(reader: impl std::io::Read) -> std::io::Result<Self> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(reader)?;
+        Ok(hasher.finalize().into())
+    }
 }
 
 impl From<blake3::Hash> for TitleId {

@@ -11,10 +11,7 @@ use fillmesh_protocol::TitleId;
 
 /// Hashes the file at `path` in constant memory.
 pub fn title_id_of_file(path: &Path) -> io::Result<TitleId> {
-    let file = File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(file)?;
-    Ok(hasher.finalize().into())
+    TitleId::of_reader(File::open(path)?)
 }
 
 /// One line of `b3sum` output for `path` (without the newline): `<hex>  <path>`. Like

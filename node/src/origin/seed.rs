@@ -7,7 +7,6 @@ use std::time::Duration;
 use fillmesh_protocol::{ChunkSize, TitleId};
 
 use super::ingest::TITLE_HEADER;
-use crate::cli::id::title_id_of_file;
 
 /// Why a seed failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +54,11 @@ pub async fn seed(
         return Err(SeedError::NotAFile(shown));
     }
     let hash_path = file.to_path_buf();
-    let id = tokio::task::spawn_blocking(move || title_id_of_file(&hash_path))
-        .await
-        .map_err(|e| SeedError::Task(e.to_string()))?
-        .map_err(file_err)?;
+    let id =
+        tokio::task::spawn_blocking(move || std::fs::File::open(&hash_path).and_then(TitleId::of_reader))
+            .await
+            .map_err(|e| SeedError::Task(e.to_string()))?
+            .map_err(file_err)?;
     let base = origin.trim_end_matches('/').to_owned();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
