@@ -1,4 +1,5 @@
 //! The router, the trust gate, the request layer and the pool, over real QUIC on 127.0.0.1.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
