@@ -85,6 +85,19 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+impl ErrorReply {
+    /// An error answer whose message is cut (at a character boundary) to the [`MAX_TEXT`]
+    /// bytes a receiver accepts, so that a long reason never makes the answer undecodable.
+    pub fn new(code: ErrorCode, mut message: String) -> Self {
+        let mut end = message.len().min(MAX_TEXT);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        ErrorReply { code, message }
+    }
+}
+
 /// A request between mesh nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MeshRequest {

@@ -234,3 +234,18 @@ fn over_long_fields_are_refused() {
     let body = postcard::to_allocvec(&plan).unwrap();
     assert!(matches!(decode_body::<TrackerResponse>(&body), Err(FrameError::Malformed { .. })));
 }
+
+proptest! {
+    /// An error answer built from any reason, however long or wherever its multi-byte
+    /// characters fall, still decodes on the other side, carrying the reason's start.
+    #[test]
+    fn an_error_reply_from_any_reason_decodes(reason in "\\PC{0,1500}") {
+        let reply = ErrorReply::new(ErrorCode::Internal, reason.clone());
+        prop_assert!(reply.message.len() <= MAX_TEXT);
+        prop_assert!(reason.starts_with(&reply.message));
+        prop_assert!(reason.len() <= MAX_TEXT || reply.message.len() + 4 > MAX_TEXT);
+        let bytes = frame::encode(&MeshResponse::Error(reply.clone())).unwrap();
+        let (back, _) = decode_frame::<MeshResponse>(&bytes).unwrap().expect("a whole frame");
+        prop_assert_eq!(back, MeshResponse::Error(reply));
+    }
+}

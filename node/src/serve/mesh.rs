@@ -234,13 +234,8 @@ impl Server {
     }
 }
 
-fn error(code: ErrorCode, mut message: String) -> MeshResponse {
-    let mut end = message.len().min(fillmesh_protocol::messages::MAX_TEXT);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    message.truncate(end);
-    MeshResponse::Error(ErrorReply { code, message })
+fn error(code: ErrorCode, message: String) -> MeshResponse {
+    MeshResponse::Error(ErrorReply::new(code, message))
 }
 
 fn unknown(title: TitleId) -> MeshResponse {
