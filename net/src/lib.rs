@@ -16,6 +16,8 @@
 //! - [`ready`]: the line a process prints when it is ready, written and parsed in one place.
 //! - [`console`]: report lines on stdout that survive a closed pipe (`say!`).
 
+#![warn(unreachable_pub)]
+
 pub mod console;
 pub mod endpoint;
 pub mod frame;

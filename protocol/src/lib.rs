@@ -2,6 +2,8 @@
 //! their verification, the messages nodes exchange, and their bounded framing. Everything a
 //! node believes about content it checks here against the title id alone.
 
+#![warn(unreachable_pub)]
+
 pub mod bitmap;
 mod bounded;
 pub mod chunk;
