@@ -15,6 +15,7 @@
 //! - [`pool`]: one connection per (address, PeerId), reused, re-dialled when closed.
 //! - [`ready`]: the line a process prints when it is ready, written and parsed in one place.
 //! - [`console`]: report lines on stdout that survive a closed pipe (`say!`).
+//! - [`metrics`]: one Prometheus registry per process and the one `/metrics` page of it.
 
 #![warn(unreachable_pub)]
 
@@ -22,6 +23,7 @@ pub mod console;
 pub mod endpoint;
 pub mod frame;
 pub mod identity;
+pub mod metrics;
 pub mod pool;
 pub mod ready;
 pub mod router;

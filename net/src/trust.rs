@@ -5,10 +5,10 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use libp2p_identity::PeerId;
+use prometheus_client::metrics::counter::Counter;
 use quinn::Connection;
 use tracing::{debug, warn};
 
@@ -43,7 +43,7 @@ impl Trust {
 /// log line (`refusing untrusted node`, for the tracker's appliances).
 pub fn gate<H, F>(
     trust: Trust,
-    refused: Arc<AtomicU64>,
+    refused: Counter,
     noun: &'static str,
     handler: H,
 ) -> impl Fn(Connection) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
@@ -61,7 +61,7 @@ where
                 return;
             };
             if !trust.allows(&peer) {
-                refused.fetch_add(1, Relaxed);
+                refused.inc();
                 warn!(%peer, "refusing untrusted {noun}");
                 conn.close(close::UNTRUSTED, b"peer not trusted");
                 return;

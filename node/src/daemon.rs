@@ -13,7 +13,8 @@ use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
 
 use crate::member::MemberConfig;
-use crate::serve::{ChunkSource, PlayerLimits, PlayerServer, ServeLimits, Server};
+use crate::metrics::FillMetrics;
+use crate::serve::{ChunkSource, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server};
 use crate::store::Store;
 
 /// Everything a node needs to start.
@@ -93,8 +94,19 @@ pub async fn run_with(
         config.upload_rate,
         role,
     );
+    // One registry for the whole node, shown at `/metrics` on HTTP and on HTTP/3.
+    let fill_metrics = Arc::new(FillMetrics::default());
+    let player_metrics = Arc::new(PlayerMetrics::default());
+    let registry =
+        Arc::new(crate::metrics::registry(store.clone(), &server.stats, &fill_metrics, &player_metrics));
     // Players share the mesh's upload bucket: one cap for everything this node sends.
-    let players = PlayerServer::new(sources.players, PlayerLimits::default(), server.upload());
+    let players = PlayerServer::new(
+        sources.players,
+        PlayerLimits::default(),
+        server.upload(),
+        player_metrics,
+        registry.clone(),
+    );
     let router = {
         let players = players.clone();
         server.router().route(H3_ALPN, move |conn| players.clone().connection(conn))
@@ -103,7 +115,6 @@ pub async fn run_with(
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
     let mut ready = Ready { kind: ProcessKind::Node, peer: peer.to_string(), mesh: mesh_addr, http: None };
-    let fill_metrics = Arc::new(crate::metrics::FillMetrics::default());
     let http = match config.http {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -112,12 +123,7 @@ pub async fn run_with(
             let http_addr = listener.local_addr()?;
             ready.http = Some(http_addr);
             // Every node: /metrics and /health. The origin: its ingest API too.
-            let mut app = crate::metrics::route(
-                store.clone(),
-                server.clone(),
-                Some(players.clone()),
-                fill_metrics.clone(),
-            );
+            let mut app = crate::metrics::route(registry.clone());
             if config.origin {
                 app = app.merge(crate::origin::router(store.clone(), published_tx.clone()));
             }

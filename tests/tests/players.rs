@@ -119,6 +119,8 @@ out = {
   "unknown": get("/titles/" + "0" * 64),
   "head": get(f"/titles/{title}", None, "HEAD"),
 }
+m = s.get(base + "/metrics", verify=False, timeout=20)
+out["metrics"] = {"status": m.status_code, "type": m.headers.get("content-type"), "text": m.text}
 print(json.dumps(out))
 "#;
 
@@ -176,6 +178,22 @@ fn a_standard_http3_client_gets_ranges_with_the_right_status_headers_and_bytes()
     assert_eq!(r["head"]["status"], 200);
     assert_eq!(r["head"]["length"], len.to_string().as_str());
     assert_eq!(r["head"]["size"], 0);
+    // `/metrics` on HTTP/3 is the node's whole registry, as on its HTTP port.
+    let metrics = &r["metrics"];
+    assert_eq!(metrics["status"], 200, "{metrics}");
+    assert_eq!(metrics["type"], "text/plain; version=0.0.4; charset=utf-8", "{metrics}");
+    let text = metrics["text"].as_str().unwrap();
+    for line in [
+        "fillmesh_player_requests_total{status=\"206\"} 5",
+        "fillmesh_player_requests_total{status=\"416\"} 1",
+        "fillmesh_player_ttfb_seconds_count 6",
+        "fillmesh_cache_misses_total{kind=\"content\"} 1",
+        &format!("fillmesh_fill_chunks_held{{title=\"{}\"}} {}", mesh.title, len.div_ceil(chunk)),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
+    assert!(text.contains("\n# TYPE fillmesh_player_ttfb_seconds histogram\n"), "{text}");
+    assert!(text.contains("\n# TYPE fillmesh_mesh_served_chunks_total counter\n"), "{text}");
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {

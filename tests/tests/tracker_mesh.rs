@@ -76,6 +76,17 @@ fn appliances_fill_from_one_another_and_the_origin_sends_the_title_about_once() 
     let origin_line =
         format!("fillmesh_title_bytes_total{{title=\"{}\",class=\"origin\"}} {origin_bytes}", mesh.title);
     assert!(metrics.contains(&origin_line), "{metrics}");
+    let complete_line =
+        format!("fillmesh_title_complete_appliances{{title=\"{}\"}} {APPLIANCES}", mesh.title);
+    assert!(metrics.lines().any(|l| l == complete_line), "{metrics}");
+    for family in [
+        "fillmesh_tracker_nodes gauge",
+        "fillmesh_tracker_refused_total counter",
+        "fillmesh_title_complete_appliances gauge",
+        "fillmesh_title_bytes_total counter",
+    ] {
+        assert!(metrics.contains(&format!("\n# TYPE {family}\n")), "{family}:\n{metrics}");
+    }
     let out = fillmesh()
         .args(["tracker", "--print-id", "--data"])
         .arg(mesh.dir.path().join("tracker"))

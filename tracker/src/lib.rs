@@ -3,6 +3,8 @@
 //! [`core`] is the pure, deterministic planner (registry, catalog, held maps, fill plans,
 //! steering) that the simulator drives too; `server` is its QUIC/HTTP shell.
 
+#![warn(unreachable_pub)]
+
 pub mod core;
 #[cfg(feature = "server")]
 pub mod server;

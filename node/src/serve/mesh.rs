@@ -2,7 +2,6 @@
 //! bitmaps, to trusted peers only (the trust gate wraps [`Server::connection`]), within
 //! limits on streams, time and upload rate.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,8 @@ use fillmesh_protocol::messages::{
 };
 use fillmesh_protocol::TitleId;
 use libp2p_identity::PeerId;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
@@ -43,11 +44,29 @@ impl Default for ServeLimits {
 /// Counters of what this node served.
 #[derive(Debug, Default)]
 pub struct ServeStats {
-    pub chunks: AtomicU64,
-    pub bytes: AtomicU64,
+    pub chunks: Counter,
+    pub bytes: Counter,
     /// Shared with the trust gate, which counts the connections it refuses.
-    pub refused_untrusted: Arc<AtomicU64>,
-    pub bad_requests: AtomicU64,
+    pub refused_untrusted: Counter,
+    pub bad_requests: Counter,
+}
+
+impl ServeStats {
+    /// Registers these counters in the node's registry.
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, counter) in [
+            ("fillmesh_mesh_served_chunks", "Chunks served to peers", &self.chunks),
+            ("fillmesh_mesh_served_bytes", "Chunk bytes served to peers", &self.bytes),
+            (
+                "fillmesh_mesh_refused",
+                "Mesh connections refused because the peer is not trusted",
+                &self.refused_untrusted,
+            ),
+            ("fillmesh_mesh_bad_requests", "Malformed mesh requests", &self.bad_requests),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+    }
 }
 
 /// A mesh server.
@@ -137,7 +156,7 @@ impl Server {
         let request = match read_frame::<MeshRequest>(&mut recv, io).await {
             Ok(r) => r,
             Err(WireError::Frame(e)) => {
-                self.stats.bad_requests.fetch_add(1, Relaxed);
+                self.stats.bad_requests.inc();
                 debug!("bad request: {e}");
                 let _ = self.reply_error(&mut send, ErrorCode::BadRequest, e.to_string()).await;
                 return;
@@ -214,8 +233,8 @@ impl Server {
         let len = bytes.len() as u64;
         write_bytes(send, bytes, io + Duration::from_micros(len)).await?;
         send.finish()?;
-        self.stats.chunks.fetch_add(1, Relaxed);
-        self.stats.bytes.fetch_add(len, Relaxed);
+        self.stats.chunks.inc();
+        self.stats.bytes.inc_by(len);
         debug!(%title, index, "served chunk");
         Ok(())
     }

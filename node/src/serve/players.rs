@@ -1,19 +1,23 @@
 //! Serving players over HTTP/3 (ALPN `h3`) on the mesh's UDP port.
 //!
 //! `GET`/`HEAD /titles/<id>` with single-range support, `GET /manifests/<id>` (the postcard
-//! manifest, so a player can verify what it gets), `GET /metrics`. Only verified chunks leave
-//! the node: a range not yet held whole is answered 503 with `Retry-After`. Bytes go from disk
-//! to the stream one chunk at a time through the node's upload bucket, never buffered whole.
+//! manifest, so a player can verify what it gets), `GET /metrics` (the node's whole registry,
+//! as on its HTTP port). Only verified chunks leave the node: a range not yet held whole is
+//! answered 503 with `Retry-After`. Bytes go from disk to the stream one chunk at a time
+//! through the node's upload bucket, never buffered whole.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fillmesh_protocol::TitleId;
 use h3::server::RequestStream;
 use http::{Method, Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use quinn::Connection;
 use tokio::sync::Semaphore;
 use tracing::{debug, Instrument};
@@ -24,48 +28,64 @@ use crate::rate::TokenBucket;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
+/// What players got, registered in the node's registry.
+#[derive(Debug)]
 pub struct PlayerMetrics {
-    pub bytes: AtomicU64,
-    by_status: Mutex<BTreeMap<u16, u64>>,
-    /// Sum and count of time to first byte, in microseconds.
-    pub ttfb_us_sum: AtomicU64,
-    pub ttfb_count: AtomicU64,
+    /// Title bytes sent.
+    pub bytes: Counter,
+    /// Requests answered, by status.
+    requests: Family<StatusLabel, Counter>,
+    /// Time from request to first body byte, in seconds.
+    pub ttfb: Histogram,
     /// Requests for content this appliance does not hold (unknown title, range not held).
-    pub content_misses: AtomicU64,
+    pub content_misses: Counter,
     /// Requests for content it holds but could not serve (overloaded).
-    pub health_misses: AtomicU64,
+    pub health_misses: Counter,
+    misses: Family<[(&'static str, &'static str); 1], Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+/// Bounds of the time-to-first-byte buckets, in seconds.
+const TTFB_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+impl Default for PlayerMetrics {
+    fn default() -> Self {
+        let misses = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        Self {
+            bytes: Counter::default(),
+            requests: Family::default(),
+            ttfb: Histogram::new(TTFB_BUCKETS),
+            // Both kinds exist from the start, so that a scrape shows a 0 rather than nothing.
+            content_misses: misses.get_or_create_owned(&[("kind", "content")]),
+            health_misses: misses.get_or_create_owned(&[("kind", "health")]),
+            misses,
+        }
+    }
 }
 
 impl PlayerMetrics {
-    fn count(&self, status: StatusCode) {
-        *self.by_status.lock().unwrap_or_else(|p| p.into_inner()).entry(status.as_u16()).or_default() += 1;
+    pub(crate) fn count(&self, status: StatusCode) {
+        self.requests.get_or_create(&StatusLabel { status: status.as_u16() }).inc();
     }
 
-    /// Prometheus text.
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP fillmesh_player_bytes_total Title bytes sent to players.\n# TYPE fillmesh_player_bytes_total counter\n",
+    /// Registers these metrics in the node's registry.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("fillmesh_player_bytes", "Title bytes sent to players", self.bytes.clone());
+        registry.register("fillmesh_player_requests", "Player requests by status", self.requests.clone());
+        registry.register(
+            "fillmesh_cache_misses",
+            "Player requests not served: content (not held) or health (held, overloaded)",
+            self.misses.clone(),
         );
-        out.push_str(&format!("fillmesh_player_bytes_total {}\n", self.bytes.load(Relaxed)));
-        out.push_str("# HELP fillmesh_player_requests_total Player requests by status.\n# TYPE fillmesh_player_requests_total counter\n");
-        for (status, n) in self.by_status.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            out.push_str(&format!("fillmesh_player_requests_total{{status=\"{status}\"}} {n}\n"));
-        }
-        out.push_str("# HELP fillmesh_cache_misses_total Player requests not served: content (not held) or health (held, overloaded).\n# TYPE fillmesh_cache_misses_total counter\n");
-        out.push_str(&format!(
-            "fillmesh_cache_misses_total{{kind=\"content\"}} {}\nfillmesh_cache_misses_total{{kind=\"health\"}} {}\n",
-            self.content_misses.load(Relaxed),
-            self.health_misses.load(Relaxed)
-        ));
-        out.push_str("# HELP fillmesh_player_ttfb_seconds Time from request to first body byte.\n# TYPE fillmesh_player_ttfb_seconds summary\n");
-        out.push_str(&format!(
-            "fillmesh_player_ttfb_seconds_sum {}\nfillmesh_player_ttfb_seconds_count {}\n",
-            self.ttfb_us_sum.load(Relaxed) as f64 / 1e6,
-            self.ttfb_count.load(Relaxed)
-        ));
-        out
+        registry.register(
+            "fillmesh_player_ttfb_seconds",
+            "Time from request to first body byte",
+            self.ttfb.clone(),
+        );
     }
 }
 
@@ -91,7 +111,9 @@ pub struct PlayerServer {
     slots: Arc<Semaphore>,
     limits: PlayerLimits,
     upload: Option<Arc<TokenBucket>>,
-    pub metrics: Arc<PlayerMetrics>,
+    metrics: Arc<PlayerMetrics>,
+    /// The node's registry, which `GET /metrics` shows whole.
+    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for PlayerServer {
@@ -101,13 +123,22 @@ impl std::fmt::Debug for PlayerServer {
 }
 
 impl PlayerServer {
-    pub fn new(source: Arc<dyn ChunkSource>, limits: PlayerLimits, upload: Option<Arc<TokenBucket>>) -> Self {
+    /// A player server counting into `metrics`, which `registry` (the node's, shown at
+    /// `GET /metrics`) holds.
+    pub fn new(
+        source: Arc<dyn ChunkSource>,
+        limits: PlayerLimits,
+        upload: Option<Arc<TokenBucket>>,
+        metrics: Arc<PlayerMetrics>,
+        registry: Arc<Registry>,
+    ) -> Self {
         Self {
             source,
             slots: Arc::new(Semaphore::new(limits.max_requests)),
             limits,
             upload,
-            metrics: Arc::default(),
+            metrics,
+            registry,
         }
     }
 
@@ -175,7 +206,7 @@ impl PlayerServer {
             return;
         }
         let Ok(_slot) = self.slots.try_acquire() else {
-            self.metrics.health_misses.fetch_add(1, Relaxed);
+            self.metrics.health_misses.inc();
             let _ = self
                 .simple(&mut stream, StatusCode::SERVICE_UNAVAILABLE, "busy\n", &[("retry-after", "1")])
                 .await;
@@ -188,14 +219,8 @@ impl PlayerServer {
             }
             (&Method::GET, ["", "manifests", id]) => self.manifest(&mut stream, id).await,
             (&Method::GET, ["", "metrics"]) => {
-                let body = self.metrics.render();
-                self.simple(
-                    &mut stream,
-                    StatusCode::OK,
-                    &body,
-                    &[("content-type", "text/plain; version=0.0.4")],
-                )
-                .await
+                let (headers, body) = fillmesh_net::metrics::page(&self.registry);
+                self.simple(&mut stream, StatusCode::OK, &body, &headers).await
             }
             (m, _) if m != Method::GET && m != Method::HEAD => {
                 self.simple(
@@ -259,7 +284,7 @@ impl PlayerServer {
         let Some((title, manifest)) =
             id.parse::<TitleId>().ok().and_then(|t| self.source.manifest(&t).map(|m| (t, m)))
         else {
-            self.metrics.content_misses.fetch_add(1, Relaxed);
+            self.metrics.content_misses.inc();
             return self.simple(stream, StatusCode::NOT_FOUND, "unknown title\n", &[]).await;
         };
         let len = manifest.len();
@@ -291,7 +316,7 @@ impl PlayerServer {
         let chunks = if body_len == 0 { 0..0 } else { (start / cs) as u32..(end / cs) as u32 + 1 };
         let held = self.source.held(&title);
         if !chunks.clone().all(|i| held.as_ref().is_some_and(|h| h.contains(i))) {
-            self.metrics.content_misses.fetch_add(1, Relaxed);
+            self.metrics.content_misses.inc();
             return self
                 .simple(
                     stream,
@@ -337,11 +362,10 @@ impl PlayerServer {
             }
             let n = piece.len() as u64;
             stream.send_data(piece).await?;
-            self.metrics.bytes.fetch_add(n, Relaxed);
+            self.metrics.bytes.inc_by(n);
             if first {
                 first = false;
-                self.metrics.ttfb_us_sum.fetch_add(received.elapsed().as_micros() as u64, Relaxed);
-                self.metrics.ttfb_count.fetch_add(1, Relaxed);
+                self.metrics.ttfb.observe(received.elapsed().as_secs_f64());
             }
         }
         stream.finish().await

@@ -54,12 +54,12 @@ struct Places {
 }
 
 impl PlaceLists {
-    pub fn new(chunks: usize) -> Self {
+    pub(crate) fn new(chunks: usize) -> Self {
         Self { by_chunk: vec![Places::default(); chunks] }
     }
 
     /// The holders of chunk `c` in `place` (empty when none).
-    pub fn get(&self, place: u32, c: u32) -> &[u32] {
+    pub(crate) fn get(&self, place: u32, c: u32) -> &[u32] {
         let p = &self.by_chunk[c as usize];
         match p.places.binary_search(&place) {
             Ok(i) => &p.lists[i],
@@ -90,7 +90,7 @@ impl PlaceLists {
     }
 
     /// Every (place, chunk, list), for validation.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, u32, &[u32])> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, u32, &[u32])> {
         self.by_chunk.iter().enumerate().flat_map(|(c, p)| {
             p.places.iter().zip(&p.lists).map(move |(&place, l)| (place, c as u32, l.as_slice()))
         })
@@ -105,14 +105,14 @@ fn take(list: &mut Vec<u32>, idx: u32) {
 
 impl TitleState {
     /// Enters node `idx` of (`site`, `region`) in chunk `c`'s holder lists.
-    pub fn add_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
+    pub(crate) fn add_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
         self.holder_lists[c as usize].push(idx);
         self.site_lists.add(site, c, idx);
         self.region_lists.add(region, c, idx);
     }
 
     /// Takes node `idx`, entered under (`site`, `region`), out of chunk `c`'s holder lists.
-    pub fn remove_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
+    pub(crate) fn remove_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
         take(&mut self.holder_lists[c as usize], idx);
         self.site_lists.remove(site, c, idx);
         self.region_lists.remove(region, c, idx);

@@ -122,7 +122,7 @@ pub enum CoreError {
 
 /// Where a client or a transfer sits relative to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum ByteClass {
+pub(crate) enum ByteClass {
     SameSite,
     SameRegion,
     CrossRegion,
@@ -130,11 +130,11 @@ pub enum ByteClass {
 }
 
 impl ByteClass {
-    pub const ALL: [ByteClass; 4] =
+    pub(crate) const ALL: [ByteClass; 4] =
         [ByteClass::SameSite, ByteClass::SameRegion, ByteClass::CrossRegion, ByteClass::Origin];
 
     /// The key used in status JSON and metrics.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             ByteClass::SameSite => "same_site",
             ByteClass::SameRegion => "same_region",
@@ -593,6 +593,51 @@ mod tests {
         t.register(16_000, a.clone(), reg(Role::Appliance, 0));
         assert_eq!(t.steer(16_000, &title, client).reason, "no healthy appliance holds the whole title yet");
         t.debug_validate(16_000).unwrap();
+    }
+
+    #[test]
+    fn no_deadline_while_nothing_waits() {
+        let mut t = Tracker::new(Config::default());
+        assert_eq!(t.poll_timeout(), None);
+        t.publish(0, TitleId::from_bytes([1; 32]), "x".into(), &manifest(2)).unwrap();
+        assert_eq!(t.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_next_deadline_is_when_a_node_turns_unhealthy_then_gone() {
+        let mut t = Tracker::new(Config::default());
+        let a = id("A");
+        let healthy = |t: &Tracker, now| t.status(now).appliances[0].healthy;
+        t.register(1_000, a.clone(), reg(Role::Appliance, 0));
+        assert_eq!(t.poll_timeout(), Some(1_000 + 3_500));
+        // Registering again (a heartbeat at that time) moves it later.
+        t.register(2_000, a.clone(), reg(Role::Appliance, 0));
+        assert_eq!(t.poll_timeout(), Some(2_000 + 3_500));
+        t.tick(5_499);
+        assert!(healthy(&t, 5_499));
+        assert_eq!(t.poll_timeout(), Some(5_500));
+        // Ticking at exactly the deadline applies it; the next one is when the node is gone.
+        t.tick(5_500);
+        assert!(!healthy(&t, 5_500));
+        assert_eq!(t.poll_timeout(), Some(2_000 + 15_000));
+        t.tick(17_000);
+        assert!(t.members().is_empty());
+        assert_eq!(t.poll_timeout(), None);
+        t.debug_validate(17_000).unwrap();
+    }
+
+    #[test]
+    fn the_next_deadline_can_be_an_assignment_expiring() {
+        let config = Config { assignment_ttl_ms: 1_000, ..Config::default() };
+        let (mut t, [a, ..], _) = b_holds_the_title(config);
+        assert_eq!(t.poll_timeout(), Some(3_500), "the nodes' health, nothing in flight");
+        assert_eq!(t.plan(0, &a, 8).unwrap().assignments.len(), 2);
+        assert_eq!(t.poll_timeout(), Some(1_000));
+        assert!(t.plan(999, &a, 8).unwrap().assignments.is_empty(), "both chunks are in flight");
+        t.tick(1_000);
+        assert_eq!(t.poll_timeout(), Some(3_500));
+        assert_eq!(t.plan(1_000, &a, 8).unwrap().assignments.len(), 2, "expired, planned again");
+        t.debug_validate(1_000).unwrap();
     }
 
     /// Appliances A, B, C and D in one site; B holds the whole title of two chunks.

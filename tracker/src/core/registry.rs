@@ -68,7 +68,7 @@ pub(crate) struct Inflight {
 }
 
 impl Live {
-    pub fn holds(&self, title: u32, chunk: u32) -> bool {
+    pub(crate) fn holds(&self, title: u32, chunk: u32) -> bool {
         self.held.get(&title).is_some_and(|m| m.contains(chunk))
     }
 }
@@ -237,6 +237,15 @@ impl Tracker {
             self.deadlines.pop_first();
             self.refresh(idx, now);
         }
+    }
+
+    /// When [`Tracker::tick`] next has work: the earliest assignment expiry or node health
+    /// or liveness deadline, as quinn-proto's `poll_timeout`. `None` while nothing waits. A
+    /// shell sleeps until then; any other call may bring it earlier, so ask again after one.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let expiry = self.expiries.first().map(|&(at, ..)| at);
+        let deadline = self.deadlines.first().map(|&(at, _)| at);
+        expiry.into_iter().chain(deadline).min()
     }
 
     /// Brings one node's derived state in line with `now`: forgets it when gone, and moves

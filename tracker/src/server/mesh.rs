@@ -1,0 +1,165 @@
+//! The mesh API: trusted appliances (and the origin) over QUIC with mutual TLS, each
+//! connection behind the trust gate, each request its own task, answered by the core.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fillmesh_net::frame::read_frame;
+use fillmesh_net::{close, rpc, trust, Router};
+use fillmesh_protocol::messages::{
+    ErrorCode, ErrorReply, Hello, TrackerRequest, TrackerResponse, PROTOCOL_VERSION,
+};
+use fillmesh_protocol::{NodeId, ALPN};
+use libp2p_identity::PeerId;
+use quinn::Connection;
+use tracing::{debug, info, warn};
+
+use super::persist::CatalogRecord;
+use super::Shared;
+
+/// How long a node may take to send a request, and to take its answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The mesh API: trusted nodes only (the gate), each request its own task.
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let refused = shared.refused.clone();
+    let next_id = Arc::new(AtomicUsize::new(0));
+    let gated = trust::gate(shared.trust.clone(), refused, "node", move |conn, peer| {
+        let id = next_id.fetch_add(1, Relaxed) + 1;
+        connection(conn, peer, shared.clone(), id)
+    });
+    Router::new().route(ALPN, gated)
+}
+
+async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usize) {
+    let Ok(node) = peer.to_string().parse::<NodeId>() else {
+        conn.close(close::PROTOCOL, b"unusable peer id");
+        return;
+    };
+    debug!(%peer, "node connected");
+    rpc::serve(&conn, |mut send, mut recv| {
+        let (shared, node) = (shared.clone(), node.clone());
+        async move {
+            let response = match read_frame::<TrackerRequest>(&mut recv, IO_TIMEOUT).await {
+                Ok(request) => handle(&shared, &node, id, request).await,
+                Err(e) => {
+                    debug!(%node, "bad request: {e}");
+                    error(ErrorCode::BadRequest, e.to_string())
+                }
+            };
+            if let Err(e) = rpc::reply(&mut send, &response, IO_TIMEOUT).await {
+                debug!(%node, "response not sent: {e}");
+            }
+            shared.wake.notify_one();
+        }
+    })
+    .await;
+    let latest = shared.connections.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied();
+    if latest == Some(id) {
+        let now = shared.now();
+        shared.core().lost(now, &node);
+        shared.wake.notify_one();
+        info!(%peer, "node disconnected");
+    }
+}
+
+fn error(code: ErrorCode, mut message: String) -> TrackerResponse {
+    let mut end = message.len().min(fillmesh_protocol::messages::MAX_TEXT);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    TrackerResponse::Error(ErrorReply { code, message })
+}
+
+async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerRequest) -> TrackerResponse {
+    let now = shared.now();
+    let done = |r: Result<(), String>| match r {
+        Ok(()) => TrackerResponse::Ack,
+        Err(e) => error(ErrorCode::BadRequest, e),
+    };
+    match request {
+        TrackerRequest::Hello(hello) if hello.version != PROTOCOL_VERSION => {
+            error(ErrorCode::VersionMismatch, format!("this tracker speaks version {PROTOCOL_VERSION}"))
+        }
+        TrackerRequest::Hello(_) => TrackerResponse::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            role: fillmesh_protocol::messages::Role::Tracker,
+            agent: concat!("fillmesh/", env!("CARGO_PKG_VERSION")).into(),
+        }),
+        TrackerRequest::Register(registration) => {
+            if let Ok(bytes) = postcard::to_allocvec(&registration) {
+                let index = &shared.index;
+                if let Err(e) = index.put(&index.registry, node.as_str().as_bytes().to_vec(), bytes).await {
+                    warn!("cannot persist a registration: {e}");
+                }
+            }
+            info!(%node, site = %registration.site, region = %registration.region, role = ?registration.role, "node registered");
+            shared.connections.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), conn_id);
+            let mut core = shared.core();
+            core.register(now, node.clone(), registration);
+            TrackerResponse::Registered { heartbeat_interval_ms: core.config().heartbeat_interval_ms as u32 }
+        }
+        TrackerRequest::Heartbeat(hb) => match shared.core().heartbeat(now, node, hb) {
+            Ok(()) => TrackerResponse::Ack,
+            // The tracker restarted or forgot the node: it must register again.
+            Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
+        },
+        TrackerRequest::ReportHeld { title, held, fetched } => {
+            done(shared.core().report_held(now, node, title, held, &fetched).map_err(|e| e.to_string()))
+        }
+        TrackerRequest::ReportFailure { title, chunk, source, kind } => {
+            let (result, (reporters, bad), quorum) = {
+                let mut core = shared.core();
+                let result = core.report_failure(now, node, title, chunk, &source, kind);
+                (result, core.corrupt_reports(&source), core.config().quorum())
+            };
+            if result.is_ok() && kind == fillmesh_protocol::messages::FailureKind::Corrupt {
+                if bad {
+                    warn!(reporter = %node, %source, %title, chunk, "corrupt chunk reported; source marked bad ({reporters} distinct reporters)");
+                } else {
+                    warn!(reporter = %node, %source, %title, chunk, "corrupt chunk reported; source excluded for this reporter, marked bad once {quorum} distinct reporters agree ({reporters} so far)");
+                }
+            }
+            done(result.map_err(|e| e.to_string()))
+        }
+        TrackerRequest::Plan { max } => match shared.core().plan(now, node, usize::from(max)) {
+            Ok(plan) => {
+                let retry_after_ms = if plan.assignments.is_empty() { 250 } else { 0 };
+                for title in &plan.evict {
+                    info!(appliance = %node, %title, "evicted to make room for a more recently wanted title");
+                }
+                TrackerResponse::Plan { assignments: plan.assignments, retry_after_ms, evict: plan.evict }
+            }
+            Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
+        },
+        TrackerRequest::Steer { title, client_ip } => {
+            let (targets, reason) = shared.steer(&title, client_ip);
+            TrackerResponse::Steer { targets, reason }
+        }
+        TrackerRequest::Catalog => TrackerResponse::Catalog { titles: shared.core().catalog() },
+        TrackerRequest::Members => TrackerResponse::Members { nodes: shared.core().members() },
+        TrackerRequest::Publish { title, name, manifest } => {
+            if manifest.verify(&title).is_err() {
+                return error(ErrorCode::BadRequest, format!("the manifest does not hash to {title}"));
+            }
+            let result = shared.core().publish(now, title, name.clone(), &manifest);
+            if result.is_ok() {
+                let record = CatalogRecord { name, manifest };
+                match postcard::to_allocvec(&record) {
+                    Ok(bytes) => {
+                        let index = &shared.index;
+                        if let Err(e) = index.put(&index.catalog, title.as_bytes().to_vec(), bytes).await {
+                            warn!("cannot persist the catalog: {e}");
+                            return error(ErrorCode::Internal, "cannot persist the catalog".into());
+                        }
+                    }
+                    Err(e) => return error(ErrorCode::Internal, e.to_string()),
+                }
+                info!(%title, "title published");
+            }
+            done(result.map_err(|e| e.to_string()))
+        }
+    }
+}
