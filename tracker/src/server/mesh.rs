@@ -64,13 +64,8 @@ async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usi
     }
 }
 
-fn error(code: ErrorCode, mut message: String) -> TrackerResponse {
-    let mut end = message.len().min(fillmesh_protocol::messages::MAX_TEXT);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    message.truncate(end);
-    TrackerResponse::Error(ErrorReply { code, message })
+fn error(code: ErrorCode, message: String) -> TrackerResponse {
+    TrackerResponse::Error(ErrorReply::new(code, message))
 }
 
 async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerRequest) -> TrackerResponse {
