@@ -1,8 +1,6 @@
 //! The router, the trust gate, the request layer and the pool, over real QUIC on 127.0.0.1.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_net::frame::{read_frame, write_all};
@@ -11,6 +9,7 @@ use fillmesh_net::{
 };
 use fillmesh_protocol::messages::{ErrorCode, ErrorReply, MeshRequest, MeshResponse};
 use fillmesh_protocol::{TitleId, ALPN};
+use prometheus_client::metrics::counter::Counter;
 
 const IO: Duration = Duration::from_secs(5);
 
@@ -25,7 +24,7 @@ fn error(message: &str) -> MeshResponse {
 
 /// A server on the mesh ALPN behind the trust gate: a manifest request is answered after
 /// `slow`, a chunk request at once; chunk 7 gets bytes that are no frame at all.
-fn serve(server: &MeshEndpoint, trusted: Trust, refused: Arc<AtomicU64>, slow: Duration) {
+fn serve(server: &MeshEndpoint, trusted: Trust, refused: Counter, slow: Duration) {
     let handler = move |conn: quinn::Connection, _peer| async move {
         rpc::serve(&conn, |mut send, mut recv| async move {
             let Ok(request) = read_frame::<MeshRequest>(&mut recv, IO).await else { return };
@@ -59,7 +58,7 @@ fn message(r: MeshResponse) -> String {
 #[tokio::test]
 async fn each_request_runs_as_its_own_task_so_a_slow_one_holds_up_no_other() {
     let (server, client) = (endpoint(), endpoint());
-    serve(&server, Trust::new([client.peer_id()]), Arc::default(), Duration::from_secs(3));
+    serve(&server, Trust::new([client.peer_id()]), Counter::default(), Duration::from_secs(3));
     let conn = client.connect_within(server.local_addr().unwrap(), server.peer_id(), IO).await.unwrap();
     let title = TitleId::of(b"t");
     let manifest = MeshRequest::Manifest { title };
@@ -85,7 +84,7 @@ async fn each_request_runs_as_its_own_task_so_a_slow_one_holds_up_no_other() {
 #[tokio::test]
 async fn a_malformed_answer_is_told_apart_from_a_lost_connection() {
     let (server, client) = (endpoint(), endpoint());
-    serve(&server, Trust::new([client.peer_id()]), Arc::default(), Duration::ZERO);
+    serve(&server, Trust::new([client.peer_id()]), Counter::default(), Duration::ZERO);
     let conn = client.connect_within(server.local_addr().unwrap(), server.peer_id(), IO).await.unwrap();
     let e =
         rpc::call::<_, MeshResponse>(&conn, &MeshRequest::Chunk { title: TitleId::of(b"t"), index: 7 }, IO)
@@ -103,7 +102,7 @@ async fn a_malformed_answer_is_told_apart_from_a_lost_connection() {
 #[tokio::test]
 async fn the_gate_closes_an_untrusted_peer_and_counts_it() {
     let (server, stranger) = (endpoint(), endpoint());
-    let refused = Arc::new(AtomicU64::new(0));
+    let refused = Counter::default();
     serve(&server, Trust::new([]), refused.clone(), Duration::ZERO);
     let conn = stranger.connect_within(server.local_addr().unwrap(), server.peer_id(), IO).await.unwrap();
     let e =
@@ -115,13 +114,13 @@ async fn the_gate_closes_an_untrusted_peer_and_counts_it() {
         Some(quinn::ConnectionError::ApplicationClosed(c)) => assert_eq!(c.error_code, close::UNTRUSTED),
         other => panic!("expected an application close, got {other:?}"),
     }
-    assert_eq!(refused.load(Relaxed), 1);
+    assert_eq!(refused.get(), 1);
 }
 
 #[tokio::test]
 async fn the_pool_reuses_an_open_connection_and_dials_again_once_it_closed() {
     let (server, client) = (endpoint(), endpoint());
-    serve(&server, Trust::new([client.peer_id()]), Arc::default(), Duration::ZERO);
+    serve(&server, Trust::new([client.peer_id()]), Counter::default(), Duration::ZERO);
     let (addr, peer) = (server.local_addr().unwrap(), server.peer_id());
     let pool = Pool::new(client.clone(), IO);
     let first = pool.get(addr, peer).await.unwrap();
