@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::{Config, Policy, Tracker};
 use anyhow::Context;
+use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust};
 use fillmesh_protocol::messages::SteerTarget;
 use fillmesh_protocol::{NodeId, TitleId};
@@ -148,7 +149,9 @@ pub async fn run(
     let mesh = tokio::spawn(mesh::router(shared.clone()).run(endpoint.clone()));
     let ticker = tokio::spawn(tick(shared.clone()));
     info!(%peer, %mesh_addr, %http_addr, titles, nodes, trusted = config.trust.len(), "tracker ready");
-    say!("fillmesh tracker {peer} mesh {mesh_addr} http {http_addr}");
+    let ready =
+        Ready { kind: ProcessKind::Tracker, peer: peer.to_string(), mesh: mesh_addr, http: Some(http_addr) };
+    say!("{ready}");
 
     shutdown.await;
     info!("shutting down");
