@@ -9,7 +9,7 @@ use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits};
 use fillmesh_protocol::TitleId;
 use libp2p_identity::PeerId;
 
-use crate::fill::{fetch_title, FetchError, FetchOptions, FetchReport, Source};
+use crate::fill::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -90,11 +90,11 @@ fn print_report(r: &FetchReport) {
         r.already_held,
         r.chunks
     );
-    for s in &r.sources {
+    for SourceReport { source, tally: s } in &r.sources {
         say!(
             "source {} at {}: {} chunks, {} bytes, {} failures, {} corrupt{}{}",
-            s.source.peer,
-            s.source.addr,
+            source.peer,
+            source.addr,
             s.chunks,
             s.bytes,
             s.failures,

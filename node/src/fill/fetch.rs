@@ -1,24 +1,22 @@
-//! The fetch engine: fills a title from one or more sources at once, several chunks in
-//! flight per source, verifying every chunk before it is stored, retrying a failed chunk
-//! elsewhere, and dropping a source that sent a corrupt chunk or a false manifest.
+//! `fillmesh fetch`'s fill: connects to every source given, gets the manifest (from the
+//! store or the first source whose manifest verifies), then runs the fill [`driver`] with all
+//! sources ranked alike, several chunks in flight each, and reports what each source did.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fillmesh_net::MeshEndpoint;
 use fillmesh_protocol::{Manifest, TitleId};
 use libp2p_identity::PeerId;
 use quinn::Connection;
-use tokio::sync::{Notify, Semaphore};
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
-use super::client::{request_chunk, request_manifest, ChunkError};
-use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
-
-/// Verified chunks that may wait for their commit at once (32 MiB at the default chunk size).
-const WRITE_SLOTS: usize = 32;
+use super::client::request_manifest;
+use super::driver::{self, Attempt, Filled, Job, Sources};
+use super::scheduler::{Outcome, Scheduler, Tally};
+use crate::metrics::FillMetrics;
+use crate::store::{ChunkWriter, Store, StoreError};
 
 /// A node to fetch from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +39,8 @@ pub struct FetchOptions {
     /// [`ChunkWriter::spawn`]): a bulk fetch trades a few milliseconds per chunk for far fewer
     /// syncs.
     pub commit_linger: Duration,
+    /// Where verified and rejected chunks are counted.
+    pub metrics: Arc<FillMetrics>,
 }
 
 impl Default for FetchOptions {
@@ -51,6 +51,7 @@ impl Default for FetchOptions {
             connect_timeout: Duration::from_secs(10),
             attempts_per_source: 2,
             commit_linger: Duration::from_millis(4),
+            metrics: Arc::default(),
         }
     }
 }
@@ -59,15 +60,7 @@ impl Default for FetchOptions {
 #[derive(Debug, Clone)]
 pub struct SourceReport {
     pub source: Source,
-    pub chunks: u64,
-    pub bytes: u64,
-    pub failures: u64,
-    /// Chunks or manifests from it that failed verification.
-    pub corrupt: u64,
-    /// It lied: it is not asked again.
-    pub bad: bool,
-    /// Why it could not be used at all, if so.
-    pub error: Option<String>,
+    pub tally: Tally,
 }
 
 /// What a fetch did.
@@ -97,106 +90,6 @@ pub enum FetchError {
     Store(#[from] StoreError),
 }
 
-/// How one chunk request went.
-enum Outcome {
-    Stored(u64),
-    /// The source sent bytes that do not verify: it lies or its disk is bad.
-    Corrupt(String),
-    /// The source answered but cannot give this chunk now.
-    Failed(String),
-    /// The connection is gone.
-    Lost(String),
-    /// The store refused the chunk (disk full, I/O): stop everything.
-    Store(StoreError),
-}
-
-struct Shared {
-    queue: VecDeque<u32>,
-    in_flight: usize,
-    attempts: HashMap<(u32, usize), u32>,
-    stopped: Option<StoreError>,
-    fetched: Vec<u32>,
-    reports: Vec<SourceReport>,
-}
-
-struct Job {
-    title: TitleId,
-    manifest: Arc<Manifest>,
-    writer: ChunkWriter,
-    /// Verified chunks waiting for their commit, at most [`WRITE_SLOTS`].
-    write_slots: Arc<Semaphore>,
-    opts: FetchOptions,
-    shared: Mutex<Shared>,
-    wake: Notify,
-}
-
-impl Job {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The next chunk source `s` may try, or `None` when it should wait or stop.
-    fn next_for(&self, s: usize) -> Next {
-        let mut sh = self.lock();
-        if sh.stopped.is_some() || sh.reports[s].bad {
-            return Next::Stop;
-        }
-        let limit = self.opts.attempts_per_source;
-        if let Some(pos) =
-            sh.queue.iter().position(|&c| sh.attempts.get(&(c, s)).copied().unwrap_or(0) < limit)
-        {
-            let chunk = sh.queue.remove(pos).unwrap_or_default();
-            sh.in_flight += 1;
-            return Next::Chunk(chunk);
-        }
-        if sh.in_flight == 0 {
-            Next::Stop
-        } else {
-            Next::Wait
-        }
-    }
-
-    fn finish(&self, s: usize, chunk: u32, outcome: Outcome) {
-        let mut sh = self.lock();
-        sh.in_flight -= 1;
-        match outcome {
-            Outcome::Stored(bytes) => {
-                sh.fetched.push(chunk);
-                sh.reports[s].chunks += 1;
-                sh.reports[s].bytes += bytes;
-            }
-            Outcome::Corrupt(_) => {
-                sh.reports[s].corrupt += 1;
-                sh.reports[s].bad = true;
-                sh.queue.push_front(chunk);
-            }
-            Outcome::Failed(_) => {
-                sh.reports[s].failures += 1;
-                *sh.attempts.entry((chunk, s)).or_default() += 1;
-                sh.queue.push_back(chunk);
-            }
-            Outcome::Lost(e) => {
-                sh.reports[s].failures += 1;
-                sh.reports[s].error.get_or_insert(e);
-                *sh.attempts.entry((chunk, s)).or_default() = u32::MAX;
-                sh.queue.push_front(chunk);
-            }
-            Outcome::Store(e) => {
-                sh.queue.push_front(chunk);
-                sh.stopped.get_or_insert(e);
-            }
-        }
-        drop(sh);
-        self.wake.notify_waiters();
-    }
-}
-
-enum Next {
-    Chunk(u32),
-    Wait,
-    Stop,
-}
-
 /// Fills `title` into `store` from `sources`. The manifest comes from the store when it is
 /// already known, otherwise from the first source whose manifest verifies.
 pub async fn fetch_title(
@@ -207,28 +100,17 @@ pub async fn fetch_title(
     opts: FetchOptions,
 ) -> Result<FetchReport, FetchError> {
     let started = Instant::now();
-    let mut reports: Vec<SourceReport> = sources
-        .iter()
-        .map(|&source| SourceReport {
-            source,
-            chunks: 0,
-            bytes: 0,
-            failures: 0,
-            corrupt: 0,
-            bad: false,
-            error: None,
-        })
-        .collect();
-    let conns = connect_all(endpoint, sources, &opts, &mut reports).await;
+    let mut tallies = vec![Tally::default(); sources.len()];
+    let conns = connect_all(endpoint, sources, &opts, &mut tallies).await;
     if conns.iter().all(Option::is_none) {
-        let why = reports.iter().filter_map(|r| r.error.clone()).collect::<Vec<_>>().join("; ");
+        let why = tallies.iter().filter_map(|t| t.error.clone()).collect::<Vec<_>>().join("; ");
         return Err(FetchError::NoSource(why));
     }
 
     let manifest = match store.manifest(&title) {
         Some(m) => m,
         None => {
-            let manifest = fetch_manifest(title, &conns, &opts, &mut reports).await?;
+            let manifest = fetch_manifest(title, sources, &conns, &opts, &mut tallies).await?;
             let (s, m) = (store.clone(), manifest.clone());
             blocking(move || s.add_title(title, "", m)).await?;
             Arc::new(manifest)
@@ -236,65 +118,56 @@ pub async fn fetch_title(
     };
     let held = store.held(&title).ok_or(StoreError::UnknownTitle(title))?;
     let already_held = held.count();
-    let queue: VecDeque<u32> = (0..manifest.chunk_count()).filter(|&i| !held.contains(i)).collect();
+    let mut scheduler =
+        Scheduler::new((0..manifest.chunk_count()).filter(|&i| !held.contains(i)), opts.attempts_per_source);
     info!(
         %title,
         chunks = manifest.chunk_count(),
         already_held,
-        to_fetch = queue.len(),
+        to_fetch = scheduler.missing().len(),
         setup = ?started.elapsed(),
         "fetch starting"
     );
-
-    let job = Arc::new(Job {
+    // All alike: every source takes any chunk, `per_source` at a time.
+    for tally in tallies {
+        scheduler.add_source(0, opts.per_source, tally);
+    }
+    let job = Job {
         title,
         manifest: manifest.clone(),
         writer: ChunkWriter::spawn(store, opts.commit_linger)?,
-        write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
-        opts: opts.clone(),
-        shared: Mutex::new(Shared {
-            queue,
-            in_flight: 0,
-            attempts: HashMap::new(),
-            stopped: None,
-            fetched: Vec::new(),
-            reports,
-        }),
-        wake: Notify::new(),
-    });
-    let mut workers = tokio::task::JoinSet::new();
-    for (s, conn) in conns.iter().enumerate() {
-        let Some(conn) = conn else { continue };
-        for _ in 0..opts.per_source.max(1) {
-            let (job, conn) = (job.clone(), conn.clone());
-            let peer = sources[s].peer;
-            workers.spawn(worker(job, s, conn).instrument(tracing::info_span!("fetch", %peer)));
-        }
-    }
-    while workers.join_next().await.is_some() {}
-    // Workers of a source that went bad may leave commits behind: wait for every one.
-    let _all = job.write_slots.acquire_many(WRITE_SLOTS as u32).await;
+        metrics: opts.metrics.clone(),
+        request_timeout: opts.request_timeout,
+    };
+    let peers = sources.iter().map(|s| s.peer).collect();
+    let Filled { scheduler, store_error } =
+        driver::drive(job, scheduler, Connected { title, conns: conns.clone(), peers }).await;
     for conn in conns.into_iter().flatten() {
         conn.close(0u32.into(), b"done");
     }
 
-    let mut sh = job.lock();
+    let reports: Vec<SourceReport> = sources
+        .iter()
+        .enumerate()
+        .map(|(s, &source)| SourceReport { source, tally: scheduler.tally(s).clone() })
+        .collect();
     let report = FetchReport {
         title,
         chunks: manifest.chunk_count(),
         already_held,
-        fetched: std::mem::take(&mut sh.fetched),
-        bytes: sh.reports.iter().map(|r| r.bytes).sum(),
+        fetched: scheduler.fetched().to_vec(),
+        bytes: reports.iter().map(|r| r.tally.bytes).sum(),
         elapsed: started.elapsed(),
-        sources: sh.reports.clone(),
+        sources: reports,
     };
-    if let Some(e) = sh.stopped.take() {
+    if let Some(e) = store_error {
         return Err(FetchError::Store(e));
     }
-    if let Some(&first) = sh.queue.iter().min() {
+    let missing = scheduler.missing();
+    if let Some(&first) = missing.first() {
         return Err(FetchError::Incomplete {
             title,
-            missing: sh.queue.len(),
+            missing: missing.len(),
             first,
             report: Box::new(report),
         });
@@ -302,98 +175,43 @@ pub async fn fetch_title(
     Ok(report)
 }
 
-async fn worker(job: Arc<Job>, s: usize, conn: Connection) {
-    // Bounded: every pass either takes a chunk (finite queue, finite attempts per chunk and
-    // source) or waits for another worker's progress, or stops.
-    loop {
-        match job.next_for(s) {
-            Next::Stop => return,
-            Next::Wait => {
-                let notified = job.wake.notified();
-                // Re-check after registering, so a wake-up between the two is not missed.
-                if let Next::Wait = peek(&job, s) {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
-                }
+/// The sources of a fetch, all connected (or not) up front.
+struct Connected {
+    title: TitleId,
+    conns: Vec<Option<Connection>>,
+    peers: Vec<PeerId>,
+}
+
+impl Sources for Connected {
+    async fn connect(&self, s: usize) -> Result<Connection, String> {
+        // Not reached for a source that could not be connected: the scheduler knows it lost.
+        self.conns[s].clone().ok_or_else(|| "not connected".to_string())
+    }
+
+    async fn attempted(&self, _: usize, chunk: u32, attempt: &Attempt, outcome: &Outcome) {
+        let title = &self.title;
+        match outcome {
+            Outcome::Stored(_) => info!(%title, chunk, "stored chunk"),
+            Outcome::Corrupt => warn!(%title, chunk, "corrupt chunk, source marked bad: {attempt}"),
+            Outcome::NotHeld | Outcome::Refused | Outcome::Timeout => {
+                info!(%title, chunk, "chunk failed: {attempt}")
             }
-            Next::Chunk(chunk) => match fetch_chunk(&job, &conn, chunk).await {
-                Ok(verified) => {
-                    // The commit (write, sync, mark) runs behind the worker, which goes on to
-                    // the next request: the network never waits for an fsync. Pending commits
-                    // are bounded by the write slots.
-                    let Ok(slot) = job.write_slots.clone().acquire_owned().await else { return };
-                    let job = job.clone();
-                    tokio::spawn(async move {
-                        let len = verified.bytes().len() as u64;
-                        let outcome = match job.writer.put(verified).await {
-                            Ok(_) => Outcome::Stored(len),
-                            Err(e) => Outcome::Store(e),
-                        };
-                        log_outcome(&job.title, chunk, &outcome);
-                        job.finish(s, chunk, outcome);
-                        drop(slot);
-                    });
-                }
-                Err(outcome) => {
-                    log_outcome(&job.title, chunk, &outcome);
-                    let stop = matches!(outcome, Outcome::Corrupt(_) | Outcome::Lost(_));
-                    job.finish(s, chunk, outcome);
-                    if stop {
-                        return;
-                    }
-                }
-            },
+            Outcome::Lost(e) => warn!(%title, chunk, "source lost: {e}"),
+            Outcome::StoreFailed => warn!(%title, chunk, "store refused chunk: {attempt}"),
         }
     }
-}
 
-fn peek(job: &Job, s: usize) -> Next {
-    let sh = job.lock();
-    if sh.stopped.is_some() || sh.reports[s].bad {
-        return Next::Stop;
+    fn span(&self, s: usize) -> tracing::Span {
+        let peer = self.peers[s];
+        tracing::info_span!("fetch", %peer)
     }
-    let limit = job.opts.attempts_per_source;
-    if sh.queue.iter().any(|&c| sh.attempts.get(&(c, s)).copied().unwrap_or(0) < limit) {
-        Next::Chunk(0)
-    } else if sh.in_flight == 0 {
-        Next::Stop
-    } else {
-        Next::Wait
-    }
-}
-
-fn log_outcome(title: &TitleId, chunk: u32, outcome: &Outcome) {
-    match outcome {
-        Outcome::Stored(_) => info!(%title, chunk, "stored chunk"),
-        Outcome::Corrupt(e) => warn!(%title, chunk, "corrupt chunk, source marked bad: {e}"),
-        Outcome::Failed(e) => info!(%title, chunk, "chunk failed: {e}"),
-        Outcome::Lost(e) => warn!(%title, chunk, "source lost: {e}"),
-        Outcome::Store(e) => warn!(%title, chunk, "store refused chunk: {e}"),
-    }
-}
-
-/// Requests one chunk and verifies it; the error is how the attempt ended.
-async fn fetch_chunk(job: &Job, conn: &Connection, chunk: u32) -> Result<VerifiedChunk, Outcome> {
-    let Some(expected) = job.manifest.chunk_len(chunk) else {
-        return Err(Outcome::Failed(format!("chunk {chunk} is out of range")));
-    };
-    let timeout = job.opts.request_timeout;
-    let bytes =
-        match tokio::time::timeout(timeout, request_chunk(conn, job.title, chunk, expected, timeout)).await {
-            Err(_) => return Err(Outcome::Failed(format!("timed out after {timeout:?}"))),
-            Ok(Err(ChunkError::Lost(e))) => return Err(Outcome::Lost(e)),
-            Ok(Err(ChunkError::Refused(e) | ChunkError::NotHeld(e))) => return Err(Outcome::Failed(e)),
-            Ok(Err(ChunkError::Lied(e))) => return Err(Outcome::Corrupt(e)),
-            Ok(Ok(bytes)) => bytes,
-        };
-    VerifiedChunk::verify(job.title, &job.manifest, chunk, bytes.freeze())
-        .map_err(|e| Outcome::Corrupt(e.to_string()))
 }
 
 async fn connect_all(
     endpoint: &MeshEndpoint,
     sources: &[Source],
     opts: &FetchOptions,
-    reports: &mut [SourceReport],
+    tallies: &mut [Tally],
 ) -> Vec<Option<Connection>> {
     let attempts = sources.iter().map(|s| async move {
         endpoint.connect_within(s.addr, s.peer, opts.connect_timeout).await.map_err(|e| e.to_string())
@@ -401,12 +219,12 @@ async fn connect_all(
     let results = futures_util::future::join_all(attempts).await;
     results
         .into_iter()
-        .zip(reports.iter_mut())
-        .map(|(r, report)| match r {
+        .zip(sources.iter().zip(tallies))
+        .map(|(r, (source, tally))| match r {
             Ok(conn) => Some(conn),
             Err(e) => {
-                warn!(peer = %report.source.peer, addr = %report.source.addr, "cannot use source: {e}");
-                report.error = Some(e);
+                warn!(peer = %source.peer, addr = %source.addr, "cannot use source: {e}");
+                tally.error = Some(e);
                 None
             }
         })
@@ -417,28 +235,29 @@ async fn connect_all(
 /// source bad.
 async fn fetch_manifest(
     title: TitleId,
+    sources: &[Source],
     conns: &[Option<Connection>],
     opts: &FetchOptions,
-    reports: &mut [SourceReport],
+    tallies: &mut [Tally],
 ) -> Result<Manifest, FetchError> {
     let mut reasons = Vec::new();
     for (s, conn) in conns.iter().enumerate() {
         let Some(conn) = conn else { continue };
-        let peer = reports[s].source.peer;
+        let peer = sources[s].peer;
         match request_manifest(conn, title, opts.request_timeout).await {
             Ok(m) => match m.verify(&title) {
                 Ok(()) => return Ok(m),
                 Err(e) => {
                     warn!(%peer, "false manifest, source marked bad: {e}");
                     reasons.push(format!("{peer} sent a false manifest"));
-                    reports[s].corrupt += 1;
-                    reports[s].bad = true;
+                    tallies[s].corrupt += 1;
+                    tallies[s].bad = true;
                 }
             },
             Err(e) => {
                 info!(%peer, "no manifest: {e}");
                 reasons.push(format!("{peer}: {e}"));
-                reports[s].failures += 1;
+                tallies[s].failures += 1;
             }
         }
     }

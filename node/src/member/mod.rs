@@ -11,20 +11,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fillmesh_protocol::messages::{
-    Assignment, ErrorCode, FailureKind, Fetched, Heartbeat, Registration, Role, TrackerRequest,
-    TrackerResponse, MAX_FETCHED,
+    ErrorCode, Fetched, Heartbeat, Registration, Role, TrackerRequest, TrackerResponse, MAX_FETCHED,
 };
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, TitleId};
 use libp2p_identity::PeerId;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use fillmesh_net::{rpc, MeshEndpoint, Pool};
 
-use crate::fill::{request_chunk, request_manifest, ChunkError};
 use crate::metrics::FillMetrics;
 use crate::serve::Server;
-use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
+use crate::store::{ChunkWriter, Store};
+
+mod assignee;
+
+use assignee::Assignee;
 
 /// Where the tracker is and who this node says it is.
 #[derive(Debug, Clone)]
@@ -319,139 +321,4 @@ async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), Link
         }
     }
     Ok(())
-}
-
-struct Assignee {
-    link: Arc<TrackerLink>,
-    store: Arc<Store>,
-    writer: ChunkWriter,
-    pool: Arc<Pool>,
-    reports: Arc<Mutex<BTreeMap<TitleId, Vec<Fetched>>>>,
-    disk_full: Arc<std::sync::atomic::AtomicBool>,
-    metrics: Arc<FillMetrics>,
-}
-
-/// Why one source could not deliver an assigned chunk.
-enum Miss {
-    /// The source's fault (or the network's): tell the tracker, try the next.
-    Source(FailureKind),
-    /// Ours: the chunk cannot be stored here (quota, disk). No source is to blame.
-    Local,
-}
-
-impl Assignee {
-    /// Fetches one assigned chunk from the first source that delivers it verified, reporting
-    /// every failed source to the tracker.
-    async fn work(self, a: Assignment) {
-        let timeout = Duration::from_secs(30);
-        for source in &a.sources {
-            let Ok(peer) = source.node.as_str().parse::<PeerId>() else { continue };
-            let failure = match self.try_source(&a, source.addr, peer, timeout).await {
-                Ok(()) => {
-                    self.reports
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(a.title)
-                        .or_default()
-                        .push(Fetched { chunk: a.chunk, source: source.node.clone() });
-                    debug!(title = %a.title, chunk = a.chunk, source = %source.node, "stored chunk");
-                    return;
-                }
-                Err(Miss::Source(kind)) => kind,
-                Err(Miss::Local) => return,
-            };
-            let request = TrackerRequest::ReportFailure {
-                title: a.title,
-                chunk: a.chunk,
-                source: source.node.clone(),
-                kind: failure,
-            };
-            if let Err(e) = self.link.request(&request).await {
-                debug!("failure report not delivered: {e}");
-            }
-        }
-    }
-
-    async fn try_source(
-        &self,
-        a: &Assignment,
-        addr: SocketAddr,
-        peer: PeerId,
-        timeout: Duration,
-    ) -> Result<(), Miss> {
-        let verified = self.receive(a, addr, peer, timeout).await.map_err(Miss::Source)?;
-        match self.writer.put(verified).await {
-            Ok(_) => Ok(()),
-            Err(e @ StoreError::QuotaExceeded { .. }) => {
-                if !self.disk_full.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::error!("{e}; no more filling, serving what is held");
-                }
-                Err(Miss::Local)
-            }
-            Err(e) => {
-                tracing::error!(title = %a.title, chunk = a.chunk, "cannot store chunk: {e}");
-                Err(Miss::Local)
-            }
-        }
-    }
-
-    /// Fetches and verifies one chunk from one source.
-    async fn receive(
-        &self,
-        a: &Assignment,
-        addr: SocketAddr,
-        peer: PeerId,
-        timeout: Duration,
-    ) -> Result<VerifiedChunk, FailureKind> {
-        let conn = self.pool.get(addr, peer).await.map_err(|e| {
-            info!(%peer, "source unreachable: {e}");
-            FailureKind::Refused
-        })?;
-        let manifest = match self.store.manifest(&a.title) {
-            Some(m) => m,
-            None => {
-                let manifest =
-                    request_manifest(&conn, a.title, timeout).await.map_err(|_| FailureKind::Refused)?;
-                if manifest.verify(&a.title).is_err() {
-                    warn!(%peer, title = %a.title, "false manifest");
-                    return Err(FailureKind::Corrupt);
-                }
-                // The catalog has the title's name (players' Content-Type comes from it).
-                let name = match self.link.request(&TrackerRequest::Catalog).await {
-                    Ok(TrackerResponse::Catalog { titles }) => {
-                        titles.into_iter().find(|t| t.title == a.title).map(|t| t.name).unwrap_or_default()
-                    }
-                    _ => String::new(),
-                };
-                let (store, m, title) = (self.store.clone(), manifest.clone(), a.title);
-                let added = tokio::task::spawn_blocking(move || store.add_title(title, &name, m)).await;
-                if !matches!(added, Ok(Ok(()))) {
-                    return Err(FailureKind::Refused);
-                }
-                Arc::new(manifest)
-            }
-        };
-        let expected = manifest.chunk_len(a.chunk).ok_or(FailureKind::Refused)?;
-        let bytes =
-            match tokio::time::timeout(timeout, request_chunk(&conn, a.title, a.chunk, expected, timeout))
-                .await
-            {
-                Err(_) => return Err(FailureKind::Timeout),
-                Ok(Err(ChunkError::Lied(e))) => {
-                    warn!(%peer, title = %a.title, chunk = a.chunk, "source lied: {e}");
-                    return Err(FailureKind::Corrupt);
-                }
-                Ok(Err(ChunkError::NotHeld(_))) => return Err(FailureKind::NotHeld),
-                Ok(Err(_)) => return Err(FailureKind::Refused),
-                Ok(Ok(bytes)) => bytes,
-            };
-        let len = bytes.len() as u64;
-        let verified = VerifiedChunk::verify(a.title, &manifest, a.chunk, bytes.freeze()).map_err(|e| {
-            self.metrics.chunk_rejected();
-            warn!(%peer, title = %a.title, chunk = a.chunk, "corrupt chunk: {e}");
-            FailureKind::Corrupt
-        })?;
-        self.metrics.chunk_verified(len);
-        Ok(verified)
-    }
 }
