@@ -60,6 +60,17 @@ pub struct Hello {
     pub agent: String,
 }
 
+impl Hello {
+    /// What this build says of itself in the role `role`.
+    pub fn ours(role: Role) -> Self {
+        Hello {
+            version: PROTOCOL_VERSION,
+            role,
+            agent: concat!("fillmesh/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {

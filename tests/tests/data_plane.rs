@@ -223,3 +223,44 @@ fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
     assert_eq!(held_at_start as usize + after.len(), 33, "every chunk fetched exactly once overall");
     assert_eq!(file_id(&output), id);
 }
+
+#[test]
+fn a_node_answers_hello_with_its_role_and_refuses_another_protocol_version() {
+    use fillmesh_net::{identity, rpc, MeshEndpoint, TlsIdentity, TransportLimits};
+    use fillmesh_protocol::messages::{ErrorCode, Hello, MeshRequest, MeshResponse, Role, PROTOCOL_VERSION};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = identity::ephemeral();
+    let client_id = identity::peer_id(&key).to_string();
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &client_id],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tls = TlsIdentity::new(&key).unwrap();
+        let endpoint =
+            MeshEndpoint::client("127.0.0.1".parse().unwrap(), tls, TransportLimits::default()).unwrap();
+        let conn = endpoint
+            .connect_within(
+                origin.mesh.parse().unwrap(),
+                origin.peer.parse().unwrap(),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        let ours = MeshRequest::Hello(Hello::ours(Role::Appliance));
+        match rpc::call::<_, MeshResponse>(&conn, &ours, timeout).await.unwrap() {
+            MeshResponse::Hello(h) => assert_eq!((h.version, h.role), (PROTOCOL_VERSION, Role::Origin)),
+            other => panic!("expected a hello, got {other:?}"),
+        }
+        let future =
+            MeshRequest::Hello(Hello { version: PROTOCOL_VERSION + 1, ..Hello::ours(Role::Appliance) });
+        match rpc::call::<_, MeshResponse>(&conn, &future, timeout).await.unwrap() {
+            MeshResponse::Error(e) => assert_eq!(e.code, ErrorCode::VersionMismatch, "{}", e.message),
+            other => panic!("expected a version mismatch, got {other:?}"),
+        }
+        endpoint.close();
+    });
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fillmesh_net::rpc::{self, CallError};
-use fillmesh_protocol::messages::{ErrorCode, MeshRequest, MeshResponse};
+use fillmesh_protocol::messages::{ErrorCode, Hello, MeshRequest, MeshResponse, Role, PROTOCOL_VERSION};
 use fillmesh_protocol::{Manifest, TitleId};
 use quinn::Connection;
 
@@ -88,6 +88,18 @@ pub(crate) async fn request_manifest(
         MeshResponse::Manifest { title: t, manifest } if t == title => Ok(manifest),
         MeshResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
         other => Err(format!("answered a manifest request with {}", kind(&other))),
+    }
+}
+
+/// Says hello as `role` and checks that the peer speaks our protocol version.
+pub(crate) async fn hello(conn: &Connection, role: Role, timeout: Duration) -> Result<Hello, String> {
+    match rpc::call(conn, &MeshRequest::Hello(Hello::ours(role)), timeout).await.map_err(|e| e.to_string())? {
+        MeshResponse::Hello(h) if h.version == PROTOCOL_VERSION => Ok(h),
+        MeshResponse::Hello(h) => {
+            Err(format!("it speaks protocol version {}, this node {PROTOCOL_VERSION}", h.version))
+        }
+        MeshResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
+        other => Err(format!("answered a hello with {}", kind(&other))),
     }
 }
 

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fillmesh_net::MeshEndpoint;
+use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::{Manifest, TitleId};
 use libp2p_identity::PeerId;
 use quinn::Connection;
 use tracing::{info, warn};
 
-use super::client::request_manifest;
+use super::client::{hello, request_manifest};
 use super::driver::{self, Attempt, Filled, Job, Sources};
 use super::scheduler::{Outcome, Scheduler, Tally};
 use crate::metrics::FillMetrics;
@@ -214,7 +215,11 @@ async fn connect_all(
     tallies: &mut [Tally],
 ) -> Vec<Option<Connection>> {
     let attempts = sources.iter().map(|s| async move {
-        endpoint.connect_within(s.addr, s.peer, opts.connect_timeout).await.map_err(|e| e.to_string())
+        let conn =
+            endpoint.connect_within(s.addr, s.peer, opts.connect_timeout).await.map_err(|e| e.to_string())?;
+        // A node of another protocol version is said so now, not met as undecodable answers.
+        hello(&conn, Role::Appliance, opts.request_timeout).await?;
+        Ok::<_, String>(conn)
     });
     let results = futures_util::future::join_all(attempts).await;
     results

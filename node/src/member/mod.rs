@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fillmesh_protocol::messages::{
-    ErrorCode, Fetched, Heartbeat, Registration, Role, TrackerRequest, TrackerResponse, MAX_FETCHED,
+    ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse, MAX_FETCHED,
+    PROTOCOL_VERSION,
 };
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, TitleId};
 use libp2p_identity::PeerId;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use fillmesh_net::{rpc, MeshEndpoint, Pool};
 
@@ -140,6 +141,14 @@ async fn session(
     published: &mut mpsc::UnboundedReceiver<TitleId>,
 ) -> Result<(), LinkError> {
     let Local { endpoint, store, server, writer, metrics } = local;
+    // Versions first: a tracker of another protocol version is said so plainly (and the
+    // session is retried), not met later as undecodable answers.
+    match link.request(&TrackerRequest::Hello(Hello::ours(config.role))).await? {
+        TrackerResponse::Hello(hello) if hello.version == PROTOCOL_VERSION => {
+            debug!(agent = %hello.agent, "the tracker speaks our version");
+        }
+        other => return Err(LinkError::Exchange(format!("unexpected answer to hello: {other:?}"))),
+    }
     let registration = Registration {
         role: config.role,
         mesh_addr: config.mesh_addr,

@@ -180,17 +180,11 @@ impl Server {
     async fn answer(&self, send: &mut SendStream, request: MeshRequest) -> Result<(), WireError> {
         let io = self.limits.io_timeout;
         let response = match request {
-            MeshRequest::Hello(hello) if hello.version != PROTOCOL_VERSION => {
-                MeshResponse::Error(ErrorReply {
-                    code: ErrorCode::VersionMismatch,
-                    message: format!("this node speaks version {PROTOCOL_VERSION}, not {}", hello.version),
-                })
-            }
-            MeshRequest::Hello(_) => MeshResponse::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                role: self.role,
-                agent: concat!("fillmesh/", env!("CARGO_PKG_VERSION")).into(),
-            }),
+            MeshRequest::Hello(hello) if hello.version != PROTOCOL_VERSION => error(
+                ErrorCode::VersionMismatch,
+                format!("this node speaks version {PROTOCOL_VERSION}, not {}", hello.version),
+            ),
+            MeshRequest::Hello(_) => MeshResponse::Hello(Hello::ours(self.role)),
             MeshRequest::Manifest { title } => match self.source.manifest(&title) {
                 Some(m) => MeshResponse::Manifest { title, manifest: (*m).clone() },
                 None => unknown(title),

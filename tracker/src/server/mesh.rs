@@ -78,11 +78,9 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
         TrackerRequest::Hello(hello) if hello.version != PROTOCOL_VERSION => {
             error(ErrorCode::VersionMismatch, format!("this tracker speaks version {PROTOCOL_VERSION}"))
         }
-        TrackerRequest::Hello(_) => TrackerResponse::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            role: fillmesh_protocol::messages::Role::Tracker,
-            agent: concat!("fillmesh/", env!("CARGO_PKG_VERSION")).into(),
-        }),
+        TrackerRequest::Hello(_) => {
+            TrackerResponse::Hello(Hello::ours(fillmesh_protocol::messages::Role::Tracker))
+        }
         TrackerRequest::Register(registration) => {
             if let Ok(bytes) = postcard::to_allocvec(&registration) {
                 let index = &shared.index;
