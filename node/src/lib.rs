@@ -10,6 +10,8 @@
 //! - [`cli`]: the other commands: `id`, `fetch`, `play` (the player client), `status`,
 //!   `demo`.
 
+#![warn(unreachable_pub)]
+
 pub mod cli;
 pub mod daemon;
 pub mod fill;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Token-bucket arithmetic with time passed in, so it can be tested without a clock.
 #[derive(Debug, Clone)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -14,7 +14,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// `rate` bytes per second, with at most `burst` bytes saved up.
-    pub fn new(rate: u64, burst: u64, now: Instant) -> Self {
+    pub(crate) fn new(rate: u64, burst: u64, now: Instant) -> Self {
         let burst = burst.max(1) as f64;
         Self { rate: rate.max(1) as f64, burst, tokens: burst, last: now }
     }
@@ -22,7 +22,7 @@ impl Bucket {
     /// Takes `n` bytes of allowance and says how long the caller must wait before sending
     /// them. Requests larger than the burst go into debt rather than starving, so a chunk
     /// larger than the burst still goes out at the configured rate.
-    pub fn reserve(&mut self, n: u64, now: Instant) -> Duration {
+    pub(crate) fn reserve(&mut self, n: u64, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);

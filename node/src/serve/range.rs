@@ -2,7 +2,7 @@
 
 /// What a `Range` header asks of a representation of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RangeRequest {
+pub(super) enum RangeRequest {
     /// No usable Range header: the whole body (an invalid or multi-range header is ignored,
     /// as the RFC requires of a server that does not support it).
     Full,
@@ -13,7 +13,7 @@ pub enum RangeRequest {
 }
 
 /// Resolves `header` against `len`.
-pub fn parse(header: Option<&str>, len: u64) -> RangeRequest {
+pub(super) fn parse(header: Option<&str>, len: u64) -> RangeRequest {
     let Some(header) = header else { return RangeRequest::Full };
     let Some(spec) = header.trim().strip_prefix("bytes=") else { return RangeRequest::Full };
     if spec.contains(',') {

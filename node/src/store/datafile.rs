@@ -20,7 +20,7 @@ use bytes::BytesMut;
 
 /// Alignment of buffer address, file offset and length for a direct write. 4 KiB satisfies
 /// every logical block size Linux block devices use (512 B and 4 KiB).
-pub const DIRECT_ALIGN: usize = 4096;
+pub(super) const DIRECT_ALIGN: usize = 4096;
 
 /// An empty buffer with room for `len` bytes whose first byte is [`DIRECT_ALIGN`]-aligned,
 /// so a chunk received into it can be written directly. Appending up to `len` bytes never
@@ -34,7 +34,7 @@ pub fn chunk_buffer(len: usize) -> BytesMut {
 
 /// The open data file of one title.
 #[derive(Debug)]
-pub struct DataFile {
+pub(super) struct DataFile {
     buffered: File,
     /// `None` when the filesystem refuses `O_DIRECT` (or stopped accepting it).
     direct: Option<File>,
@@ -44,7 +44,7 @@ pub struct DataFile {
 impl DataFile {
     /// Opens `path` for reading and writing with the given options (create/truncate are
     /// the caller's), plus a second, direct descriptor when the filesystem allows one.
-    pub fn open(path: &Path, options: &OpenOptions) -> io::Result<Self> {
+    pub(super) fn open(path: &Path, options: &OpenOptions) -> io::Result<Self> {
         let buffered = options.open(path)?;
         let direct = OpenOptions::new()
             .read(true)
@@ -60,7 +60,7 @@ impl DataFile {
 
     /// Writes `bytes` at `offset`; directly when address, offset and length allow it. Not
     /// durable until [`DataFile::sync_data`].
-    pub fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+    pub(super) fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         let aligned = bytes.as_ptr().align_offset(DIRECT_ALIGN) == 0
             && bytes.len().is_multiple_of(DIRECT_ALIGN)
             && offset.is_multiple_of(DIRECT_ALIGN as u64);
@@ -81,33 +81,33 @@ impl DataFile {
         self.buffered.write_all_at(bytes, offset)
     }
 
-    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    pub(super) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.buffered.read_exact_at(buf, offset)
     }
 
     /// Makes every write so far durable, direct or not (both descriptors share the inode).
-    pub fn sync_data(&self) -> io::Result<()> {
+    pub(super) fn sync_data(&self) -> io::Result<()> {
         self.buffered.sync_data()
     }
 
-    pub fn set_len(&self, len: u64) -> io::Result<()> {
+    pub(super) fn set_len(&self, len: u64) -> io::Result<()> {
         self.buffered.set_len(len)
     }
 
     /// The file's length in bytes.
-    pub fn file_len(&self) -> io::Result<u64> {
+    pub(super) fn file_len(&self) -> io::Result<u64> {
         Ok(self.buffered.metadata()?.len())
     }
 
     /// Whether writes can bypass the page cache here.
     #[cfg(test)]
-    pub fn is_direct(&self) -> bool {
+    pub(crate) fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
 
     /// How many writes went around the page cache.
     #[cfg(test)]
-    pub fn direct_writes(&self) -> u64 {
+    pub(crate) fn direct_writes(&self) -> u64 {
         self.direct_writes.load(Ordering::Relaxed)
     }
 }
