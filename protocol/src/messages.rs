@@ -120,7 +120,10 @@ pub enum MeshRequest {
         title: TitleId,
         index: u32,
     },
-    /// Which chunks of this title do you hold?
+    /// Which chunks of this title do you hold? Every node answers it; no fill asks it yet
+    /// (the fills ask sources for chunks and take `NotHeld`). Kept, not removed: removing a
+    /// response variant renumbers the ones after it on the wire, and the parents' held
+    /// bitmaps of the swarming fill (DESIGN "Fill, next") start from this exchange.
     Held {
         title: TitleId,
     },
@@ -225,6 +228,10 @@ pub enum TrackerRequest {
     Plan {
         max: u16,
     },
+    /// Steering over the mesh API. The tracker answers it; players steer over HTTP
+    /// (`GET /steer`), so no node sends it yet. Kept for trackers that ask the title's owner
+    /// (DESIGN "Several trackers"), and because removing it would renumber the variants after
+    /// it on the wire.
     Steer {
         title: TitleId,
         client_ip: IpAddr,
