@@ -264,3 +264,29 @@ fn a_node_answers_hello_with_its_role_and_refuses_another_protocol_version() {
         endpoint.close();
     });
 }
+
+#[test]
+fn a_fetch_to_standard_output_writes_the_title_there_and_its_report_to_standard_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    let len = (3 << 20) + 5;
+    std::fs::write(&file, test_bytes(len, 4)).unwrap();
+    let id = file_id(&file);
+    let fetcher = dir.path().join("fetcher");
+    let fetcher_id = print_id(&fetcher);
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &fetcher_id],
+    );
+    assert!(seed(&file, &origin).status.success());
+    let out = fillmesh()
+        .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--data"])
+        .arg(&fetcher)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout.len(), len, "{stderr}");
+    assert_eq!(blake3::hash(&out.stdout).to_hex().as_str(), id);
+    assert!(stderr.contains(&format!("fetched {id}: 4 chunks")), "{stderr}");
+}

@@ -200,3 +200,29 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(b).into()
 }
+
+#[test]
+fn a_play_writes_to_a_device_and_to_standard_output() {
+    let mesh = Mesh::start("mesh", "64MB", 1, TITLE_LEN);
+    mesh.wait_complete(Duration::from_secs(120));
+    // A device: no truncation, no sync (fsync on /dev/null is EINVAL, which used to end the play).
+    let out = play(&mesh, "127.0.11.9", std::path::Path::new("/dev/null"), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(&format!("{TITLE_LEN} bytes")) && stdout.contains("every byte verified"),
+        "{stdout}"
+    );
+    // `-`: the verified title on standard output, the summary on standard error.
+    let out = play(&mesh, "127.0.11.9", std::path::Path::new("-"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(out.stdout.len(), TITLE_LEN, "{stderr}");
+    assert_eq!(blake3::hash(&out.stdout).to_hex().as_str(), mesh.title);
+    assert!(stderr.contains("every byte verified"), "{stderr}");
+    // A path that cannot be written is named in the error.
+    let out = play(&mesh, "127.0.11.9", &mesh.dir.path().join("no/such/dir/out"), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("opening") && stderr.contains("no/such/dir/out"), "{stderr}");
+}

@@ -21,7 +21,8 @@ pub struct FetchArgs {
     /// A source's PeerId (repeatable; pairs with --from in order).
     #[arg(long = "peer", value_name = "PEERID", required = true)]
     pub peer: Vec<PeerId>,
-    /// Where to write the verified title.
+    /// Where to write the verified title: a file (replaced only once every chunk is verified),
+    /// `-` (standard output; the report then goes to standard error), a pipe or a device.
     #[arg(long)]
     pub out: PathBuf,
     /// Keep identity and chunks here (resumable); otherwise both are temporary.
@@ -34,6 +35,7 @@ pub struct FetchArgs {
 
 /// Fetches, verifies, writes `--out`, and prints what each source did.
 pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
+    let to_stdout = args.out.as_os_str() == "-";
     anyhow::ensure!(
         args.from.len() == args.peer.len(),
         "give one --peer PEERID for each --from ADDR ({} addresses, {} peers)",
@@ -61,7 +63,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     let report = match result {
         Ok(r) => r,
         Err(FetchError::Incomplete { report, .. }) => {
-            print_report(&report);
+            print_report(&report, to_stdout);
             anyhow::bail!(
                 "incomplete: {} of {} chunks could not be fetched",
                 report.chunks - report.already_held - report.fetched.len() as u32,
@@ -72,15 +74,24 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     };
     let out = args.out.clone();
     let title = args.title;
-    tokio::task::spawn_blocking(move || store.export(&title, &out)).await??;
-    print_report(&report);
+    if to_stdout {
+        tokio::task::spawn_blocking(move || {
+            store.export_to(&title, &mut std::io::stdout().lock(), "standard output")
+        })
+        .await??;
+    } else {
+        tokio::task::spawn_blocking(move || store.export(&title, &out)).await??;
+    }
+    print_report(&report, to_stdout);
     endpoint.close();
     Ok(())
 }
 
-fn print_report(r: &FetchReport) {
+/// The fetch's report: on standard output, or on standard error when the title went there.
+fn print_report(r: &FetchReport, on_stderr: bool) {
+    let report = |line: String| if on_stderr { eprintln!("{line}") } else { say!("{line}") };
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    say!(
+    report(format!(
         "fetched {}: {} chunks ({} bytes) in {:.3} s, {:.1} MB/s; {} of {} chunks already held",
         r.title,
         r.fetched.len(),
@@ -89,9 +100,9 @@ fn print_report(r: &FetchReport) {
         r.bytes as f64 / secs / 1e6,
         r.already_held,
         r.chunks
-    );
+    ));
     for SourceReport { source, tally: s } in &r.sources {
-        say!(
+        report(format!(
             "source {} at {}: {} chunks, {} bytes, {} failures, {} corrupt{}{}",
             source.peer,
             source.addr,
@@ -101,6 +112,6 @@ fn print_report(r: &FetchReport) {
             s.corrupt,
             if s.bad { ", marked bad" } else { "" },
             s.error.as_deref().map(|e| format!(", unusable: {e}")).unwrap_or_default()
-        );
+        ));
     }
 }

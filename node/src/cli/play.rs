@@ -175,9 +175,7 @@ pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySumm
     tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, targets = targets.len(), "steered");
     let bucket = opts.rate.map(TokenBucket::new);
     let mut out = match &opts.out {
-        Some(path) => {
-            Some(tokio::fs::File::create(path).await.with_context(|| format!("{}", path.display()))?)
-        }
+        Some(path) => Some(Sink::open(path).await?),
         None => None,
     };
     let mut summary = PlaySummary {
@@ -237,9 +235,8 @@ pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySumm
         session.endpoint.close(0u32.into(), b"done");
         match result {
             Ok(()) => {
-                if let Some(f) = out.as_mut() {
-                    f.flush().await?;
-                    f.sync_all().await?;
+                if let Some(sink) = out.as_mut() {
+                    sink.finish().await?;
                 }
                 summary.total = started.elapsed();
                 return Ok(summary);
@@ -259,6 +256,55 @@ async fn manifest_from(session: &Session, title: &TitleId) -> anyhow::Result<Man
 }
 
 /// Streams chunks `next_write..` from one appliance, writing each verified chunk in order.
+/// Where a play's verified bytes go: a regular file (created or truncated, synced at the end),
+/// or anything else writable: standard output for `-`, a pipe, a device such as `/dev/null`
+/// (written as it is, never truncated or synced: `fsync` on `/dev/null` is EINVAL).
+struct Sink {
+    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// The regular file, to sync at the end.
+    file: Option<tokio::fs::File>,
+    shown: String,
+}
+
+impl Sink {
+    async fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        if path.as_os_str() == "-" {
+            return Ok(Sink {
+                writer: Box::pin(tokio::io::stdout()),
+                file: None,
+                shown: "standard output".into(),
+            });
+        }
+        let shown = path.display().to_string();
+        let special = tokio::fs::metadata(path).await.is_ok_and(|m| !m.is_file() && !m.is_dir());
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true);
+        if !special {
+            options.create(true).truncate(true);
+        }
+        let file = options.open(path).await.with_context(|| format!("opening {shown} for writing"))?;
+        if special {
+            return Ok(Sink { writer: Box::pin(file), file: None, shown });
+        }
+        let writer =
+            Box::pin(file.try_clone().await.with_context(|| format!("opening {shown} for writing"))?);
+        Ok(Sink { writer, file: Some(file), shown })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.writer.write_all(bytes).await.with_context(|| format!("writing to {}", self.shown))
+    }
+
+    /// Flushes, and syncs a regular file.
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        self.writer.flush().await.with_context(|| format!("flushing {}", self.shown))?;
+        if let Some(file) = &self.file {
+            file.sync_all().await.with_context(|| format!("syncing {}", self.shown))?;
+        }
+        Ok(())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn stream(
     session: &Session,
@@ -267,7 +313,7 @@ async fn stream(
     opts: &PlayOptions,
     bucket: Option<&TokenBucket>,
     next_write: &mut u32,
-    out: &mut Option<tokio::fs::File>,
+    out: &mut Option<Sink>,
     summary: &mut PlaySummary,
     started: Instant,
 ) -> anyhow::Result<()> {
@@ -295,8 +341,8 @@ async fn stream(
         ready.insert(index, result?);
         window = (window * 2).min(opts.window.max(1));
         while let Some(bytes) = ready.remove(next_write) {
-            if let Some(f) = out.as_mut() {
-                f.write_all(&bytes).await?;
+            if let Some(sink) = out.as_mut() {
+                sink.write(&bytes).await?;
             }
             if summary.bytes == 0 {
                 summary.time_to_first_byte = started.elapsed();
@@ -320,7 +366,8 @@ pub struct PlayArgs {
     /// Steer as this client address (default: the address the tracker sees).
     #[arg(long)]
     pub client_ip: Option<std::net::IpAddr>,
-    /// Write the verified title here.
+    /// Write the verified title here: a file (replaced), `-` (standard output; the summary
+    /// then goes to standard error), a pipe or a device such as /dev/null.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Chunk requests in flight (the read-ahead window).
@@ -343,22 +390,25 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
         stall: Duration::from_secs(args.stall_secs.max(1)),
         rate: args.rate,
     };
+    // With the title on standard output, the summary goes to standard error.
+    let title_on_stdout = opts.out.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let report = |line: String| if title_on_stdout { eprintln!("{line}") } else { say!("{line}") };
     let s = play(args.title, &opts).await?;
     let secs = s.total.as_secs_f64().max(1e-9);
-    say!(
+    report(format!(
         "played {}: {} bytes in {:.3} s, {:.1} MB/s, time to first byte {:.1} ms, every byte verified",
         s.title,
         s.bytes,
         secs,
         s.bytes as f64 / secs / 1e6,
         s.time_to_first_byte.as_secs_f64() * 1e3
-    );
+    ));
     if let Some((peer, site, region, _)) = s.appliances.iter().find(|a| a.3 > 0) {
-        say!("served by {peer} (site {site}, region {region})");
+        report(format!("served by {peer} (site {site}, region {region})"));
     }
     for (peer, site, region, bytes) in &s.appliances {
-        say!("appliance {peer} (site {site}, region {region}): {bytes} bytes");
+        report(format!("appliance {peer} (site {site}, region {region}): {bytes} bytes"));
     }
-    say!("failovers: {}", s.failovers);
+    report(format!("failovers: {}", s.failovers));
     Ok(())
 }

@@ -599,6 +599,23 @@ impl Store {
     /// Copies a complete title to `out`: a regular file is written beside it, synced, then
     /// renamed into place; anything else that exists (`/dev/null`, a pipe) is written into
     /// as it is, never replaced.
+    /// Writes a whole title into `sink` (standard output, a pipe), in order; `shown` names the
+    /// sink in errors.
+    pub fn export_to(
+        &self,
+        title: &TitleId,
+        sink: &mut impl io::Write,
+        shown: &str,
+    ) -> Result<(), StoreError> {
+        let held = self.held(title).ok_or(StoreError::UnknownTitle(*title))?;
+        if !held.is_full() {
+            return Err(StoreError::Incomplete(*title));
+        }
+        let mut data = File::open(self.data_path(title)).map_err(|e| StoreError::io(shown, e))?;
+        io::copy(&mut data, sink).and_then(|_| sink.flush()).map_err(|e| StoreError::io(shown, e))?;
+        Ok(())
+    }
+
     pub fn export(&self, title: &TitleId, out: &Path) -> Result<(), StoreError> {
         let held = self.held(title).ok_or(StoreError::UnknownTitle(*title))?;
         if !held.is_full() {
@@ -612,9 +629,7 @@ impl Store {
             if !meta.is_file() {
                 let mut sink =
                     OpenOptions::new().write(true).open(out).map_err(|e| StoreError::io(what(), e))?;
-                let mut data = File::open(self.data_path(title)).map_err(|e| StoreError::io(what(), e))?;
-                io::copy(&mut data, &mut sink).map_err(|e| StoreError::io(what(), e))?;
-                return Ok(());
+                return self.export_to(title, &mut sink, &what());
             }
         }
         let tmp = out.with_extension("fillmesh-part");
