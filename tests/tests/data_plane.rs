@@ -44,6 +44,8 @@ fn origin_seeds_and_a_node_fetches_a_32mib_title_with_a_tail() {
     assert_eq!(file_id(&output), id);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("33 chunks ({TITLE_LEN} bytes)")), "{stdout}");
+    // The store and --out share one copy of the bytes.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("linked into place"));
 }
 
 #[test]

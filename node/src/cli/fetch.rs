@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
 use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits};
 use fillmesh_protocol::TitleId;
 use libp2p_identity::PeerId;
 
 use crate::fill::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport};
-use crate::store::Store;
+use crate::store::{Exported, Store};
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
@@ -48,7 +49,19 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     let (key, data) = match &args.data {
         Some(dir) => (identity::load_or_create(dir)?, dir.clone()),
         None => {
-            temp = tempfile::tempdir()?;
+            // Beside --out, on its filesystem: the finished title is then linked into place
+            // rather than copied (see `Store::export`), so its bytes are written once.
+            let special = to_stdout || std::fs::metadata(&args.out).is_ok_and(|m| !m.is_file());
+            let beside = match args.out.parent() {
+                _ if special => std::env::temp_dir(),
+                Some(p) if p.as_os_str().is_empty() => ".".into(),
+                Some(p) => p.to_path_buf(),
+                None => std::env::temp_dir(),
+            };
+            temp = tempfile::Builder::new()
+                .prefix(".fillmesh-fetch-")
+                .tempdir_in(&beside)
+                .with_context(|| format!("creating a temporary store in {}", beside.display()))?;
             (identity::ephemeral(), temp.path().to_path_buf())
         }
     };
@@ -80,7 +93,12 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         })
         .await??;
     } else {
-        tokio::task::spawn_blocking(move || store.export(&title, &out)).await??;
+        let shown = out.display().to_string();
+        match tokio::task::spawn_blocking(move || store.export(&title, &out)).await?? {
+            Exported::Linked => tracing::info!(out = %shown, "linked into place: the title is on disk once"),
+            Exported::Copied => tracing::info!(out = %shown, "copied into place (another filesystem)"),
+            Exported::Streamed => tracing::info!(out = %shown, "written into"),
+        }
     }
     print_report(&report, to_stdout);
     endpoint.close();

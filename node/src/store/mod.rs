@@ -596,9 +596,6 @@ impl Store {
         Ok(())
     }
 
-    /// Copies a complete title to `out`: a regular file is written beside it, synced, then
-    /// renamed into place; anything else that exists (`/dev/null`, a pipe) is written into
-    /// as it is, never replaced.
     /// Writes a whole title into `sink` (standard output, a pipe), in order; `shown` names the
     /// sink in errors.
     pub fn export_to(
@@ -616,7 +613,14 @@ impl Store {
         Ok(())
     }
 
-    pub fn export(&self, title: &TitleId, out: &Path) -> Result<(), StoreError> {
+    /// Puts a complete title at `out`. A regular file (or a path not there yet) gets the
+    /// store's own bytes where the filesystem can share them: a hard link to the data file,
+    /// made beside `out` and renamed over it, so the title is on disk once; on another
+    /// filesystem (or one without hard links) a copy is written beside `out`, synced and
+    /// renamed. Either way nothing named `out` exists until the title is whole and synced.
+    /// Anything else that exists (`/dev/null`, a pipe) is written into as it is, never
+    /// replaced.
+    pub fn export(&self, title: &TitleId, out: &Path) -> Result<Exported, StoreError> {
         let held = self.held(title).ok_or(StoreError::UnknownTitle(*title))?;
         if !held.is_full() {
             return Err(StoreError::Incomplete(*title));
@@ -629,14 +633,42 @@ impl Store {
             if !meta.is_file() {
                 let mut sink =
                     OpenOptions::new().write(true).open(out).map_err(|e| StoreError::io(what(), e))?;
-                return self.export_to(title, &mut sink, &what());
+                self.export_to(title, &mut sink, &what())?;
+                return Ok(Exported::Streamed);
             }
         }
         let tmp = out.with_extension("fillmesh-part");
-        fs::copy(self.data_path(title), &tmp).map_err(|e| StoreError::io(what(), e))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(what(), e))?;
-        fs::rename(&tmp, out).map_err(|e| StoreError::io(what(), e))
+        // A leftover of an interrupted export; a link cannot be made over it.
+        let _ = fs::remove_file(&tmp);
+        let how = match fs::hard_link(self.data_path(title), &tmp) {
+            // The data file was synced by the commits that marked its chunks held.
+            Ok(()) => Exported::Linked,
+            // EXDEV (another filesystem), EPERM or EOPNOTSUPP (no hard links there).
+            Err(e) if matches!(e.raw_os_error(), Some(18) | Some(1) | Some(95)) => {
+                fs::copy(self.data_path(title), &tmp).map_err(|e| StoreError::io(what(), e))?;
+                File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(what(), e))?;
+                Exported::Copied
+            }
+            Err(e) => return Err(StoreError::io(what(), e)),
+        };
+        fs::rename(&tmp, out).map_err(|e| StoreError::io(what(), e))?;
+        // The new name, durably.
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(what(), e))?;
+        }
+        Ok(how)
     }
+}
+
+/// How [`Store::export`] put a title at its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exported {
+    /// A hard link to the store's data file: no byte written again.
+    Linked,
+    /// A copy (the destination is on another filesystem).
+    Copied,
+    /// Written into an existing pipe or device.
+    Streamed,
 }
 
 fn empty_bitmap(chunks: u32) -> Result<ChunkBitmap, StoreError> {
@@ -806,6 +838,38 @@ mod tests {
         assert!(store.data_path(&id).exists());
         assert!(dir.path().join("data").join("notes.txt").exists(), "only <title id>.data files are removed");
         assert_eq!(store.held(&id).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn export_links_the_title_into_place_on_the_same_filesystem_and_copies_across() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, id, m, data) = setup(3 * 4096 + 100);
+        let store = reopen(dir.path());
+        store.add_title(id, "t", m.clone()).unwrap();
+        let out = dir.path().join("out.bin");
+        fs::write(&out, b"an older file").unwrap();
+        for i in 0..3 {
+            store.put_chunk(&chunk(&m, id, &data, i)).unwrap();
+        }
+        // Not whole yet: refused, and the existing file is left as it was.
+        assert!(matches!(store.export(&id, &out), Err(StoreError::Incomplete(_))));
+        assert_eq!(fs::read(&out).unwrap(), b"an older file");
+        store.put_chunk(&chunk(&m, id, &data, 3)).unwrap();
+        assert_eq!(store.export(&id, &out).unwrap(), Exported::Linked);
+        assert_eq!(fs::read(&out).unwrap(), data);
+        let (linked, held) = (fs::metadata(&out).unwrap(), fs::metadata(store.data_path(&id)).unwrap());
+        assert_eq!((linked.dev(), linked.ino()), (held.dev(), held.ino()), "the title was written twice");
+        assert!(!out.with_extension("fillmesh-part").exists());
+        // Another filesystem (a tmpfs): a copy, renamed into place.
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() && fs::metadata(shm).unwrap().dev() != held.dev() {
+            let other = tempfile::tempdir_in(shm).unwrap();
+            let out = other.path().join("out.bin");
+            assert_eq!(store.export(&id, &out).unwrap(), Exported::Copied);
+            assert_eq!(fs::read(&out).unwrap(), data);
+        } else {
+            eprintln!("no tmpfs at /dev/shm on another device: the copy across filesystems is not checked");
+        }
     }
 
     #[test]
