@@ -1,5 +1,5 @@
-//! One quinn endpoint per node: it accepts connections (mesh and players, told apart by ALPN;
-//! see [`crate::router`]) and dials other nodes, with the same transport limits both ways.
+//! One quinn endpoint per node: it accepts connections (mesh and players, told apart by ALPN
+//! by the router above it) and dials other nodes, with the same transport limits both ways.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
