@@ -78,17 +78,36 @@ pub(crate) async fn request_chunk(
     }
 }
 
-/// Asks for the manifest of `title` (unverified: the caller verifies it against the id).
+/// Why a source gave no manifest to use.
+#[derive(Debug)]
+pub(crate) enum ManifestMiss {
+    /// It could not or would not answer with one.
+    Unavailable(String),
+    /// It sent one that does not hash to the title id: it lies or its index is damaged.
+    False(String),
+}
+
+/// Asks for the manifest of `title` and verifies it against the id.
 pub(crate) async fn request_manifest(
     conn: &Connection,
     title: TitleId,
     timeout: Duration,
-) -> Result<Manifest, String> {
-    match rpc::call(conn, &MeshRequest::Manifest { title }, timeout).await.map_err(|e| e.to_string())? {
-        MeshResponse::Manifest { title: t, manifest } if t == title => Ok(manifest),
-        MeshResponse::Error(e) => Err(format!("{:?}: {}", e.code, e.message)),
-        other => Err(format!("answered a manifest request with {}", kind(&other))),
-    }
+) -> Result<Manifest, ManifestMiss> {
+    let call = rpc::call(conn, &MeshRequest::Manifest { title }, timeout).await;
+    let manifest = match call.map_err(|e| ManifestMiss::Unavailable(e.to_string()))? {
+        MeshResponse::Manifest { title: t, manifest } if t == title => manifest,
+        MeshResponse::Error(e) => {
+            return Err(ManifestMiss::Unavailable(format!("{:?}: {}", e.code, e.message)))
+        }
+        other => {
+            return Err(ManifestMiss::Unavailable(format!(
+                "answered a manifest request with {}",
+                kind(&other)
+            )))
+        }
+    };
+    manifest.verify(&title).map_err(|e| ManifestMiss::False(e.to_string()))?;
+    Ok(manifest)
 }
 
 /// Says hello as `role` and checks that the peer speaks our protocol version.

@@ -13,7 +13,7 @@ use libp2p_identity::PeerId;
 use quinn::Connection;
 use tracing::{info, warn};
 
-use super::client::{hello, request_manifest};
+use super::client::{hello, request_manifest, ManifestMiss};
 use super::driver::{self, Attempt, Filled, Job, Sources};
 use super::scheduler::{Outcome, Scheduler, Tally};
 use crate::metrics::FillMetrics;
@@ -250,16 +250,14 @@ async fn fetch_manifest(
         let Some(conn) = conn else { continue };
         let peer = sources[s].peer;
         match request_manifest(conn, title, opts.request_timeout).await {
-            Ok(m) => match m.verify(&title) {
-                Ok(()) => return Ok(m),
-                Err(e) => {
-                    warn!(%peer, "false manifest, source marked bad: {e}");
-                    reasons.push(format!("{peer} sent a false manifest"));
-                    tallies[s].corrupt += 1;
-                    tallies[s].bad = true;
-                }
-            },
-            Err(e) => {
+            Ok(m) => return Ok(m),
+            Err(ManifestMiss::False(e)) => {
+                warn!(%peer, "false manifest, source marked bad: {e}");
+                reasons.push(format!("{peer} sent a false manifest"));
+                tallies[s].corrupt += 1;
+                tallies[s].bad = true;
+            }
+            Err(ManifestMiss::Unavailable(e)) => {
                 info!(%peer, "no manifest: {e}");
                 reasons.push(format!("{peer}: {e}"));
                 tallies[s].failures += 1;

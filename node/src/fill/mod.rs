@@ -13,5 +13,5 @@ pub(crate) mod driver;
 pub mod fetch;
 pub mod scheduler;
 
-pub(crate) use client::{request_manifest, ChunkError};
+pub(crate) use client::{request_manifest, ChunkError, ManifestMiss};
 pub use fetch::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport};

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::TrackerLink;
 use crate::fill::driver::{self, failure_kind, Attempt, Job, Sources};
 use crate::fill::scheduler::{Outcome, Scheduler, Tally};
-use crate::fill::{request_manifest, ChunkError};
+use crate::fill::{request_manifest, ChunkError, ManifestMiss};
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, Store, StoreError};
 
@@ -103,12 +103,14 @@ impl Assigned {
             }
         };
         let (title, peer) = (self.title, self.sources[s].2);
-        let manifest =
-            request_manifest(&conn, title, REQUEST_TIMEOUT).await.map_err(|_| Some(FailureKind::Refused))?;
-        if manifest.verify(&title).is_err() {
-            warn!(%peer, %title, "false manifest");
-            return Err(Some(FailureKind::Corrupt));
-        }
+        let manifest = match request_manifest(&conn, title, REQUEST_TIMEOUT).await {
+            Ok(m) => m,
+            Err(ManifestMiss::Unavailable(_)) => return Err(Some(FailureKind::Refused)),
+            Err(ManifestMiss::False(_)) => {
+                warn!(%peer, %title, "false manifest");
+                return Err(Some(FailureKind::Corrupt));
+            }
+        };
         // The catalog has the title's name (players' Content-Type comes from it).
         let name = match self.ctx.link.request(&TrackerRequest::Catalog).await {
             Ok(TrackerResponse::Catalog { titles }) => {
