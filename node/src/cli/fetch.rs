@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits};
+use fillmesh_net::{identity, MeshEndpoint, TlsIdentity, TransportLimits};
+
+use super::{is_stdout, report};
 use fillmesh_protocol::TitleId;
 use libp2p_identity::PeerId;
 
@@ -36,7 +38,7 @@ pub struct FetchArgs {
 
 /// Fetches, verifies, writes `--out`, and prints what each source did.
 pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
-    let to_stdout = args.out.as_os_str() == "-";
+    let to_stdout = is_stdout(&args.out);
     anyhow::ensure!(
         args.from.len() == args.peer.len(),
         "give one --peer PEERID for each --from ADDR ({} addresses, {} peers)",
@@ -107,29 +109,34 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
 
 /// The fetch's report: on standard output, or on standard error when the title went there.
 fn print_report(r: &FetchReport, on_stderr: bool) {
-    let report = |line: String| if on_stderr { eprintln!("{line}") } else { say!("{line}") };
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    report(format!(
-        "fetched {}: {} chunks ({} bytes) in {:.3} s, {:.1} MB/s; {} of {} chunks already held",
-        r.title,
-        r.fetched.len(),
-        r.bytes,
-        secs,
-        r.bytes as f64 / secs / 1e6,
-        r.already_held,
-        r.chunks
-    ));
+    report(
+        on_stderr,
+        format_args!(
+            "fetched {}: {} chunks ({} bytes) in {:.3} s, {:.1} MB/s; {} of {} chunks already held",
+            r.title,
+            r.fetched.len(),
+            r.bytes,
+            secs,
+            r.bytes as f64 / secs / 1e6,
+            r.already_held,
+            r.chunks
+        ),
+    );
     for SourceReport { source, tally: s } in &r.sources {
-        report(format!(
-            "source {} at {}: {} chunks, {} bytes, {} failures, {} corrupt{}{}",
-            source.peer,
-            source.addr,
-            s.chunks,
-            s.bytes,
-            s.failures,
-            s.corrupt,
-            if s.bad { ", marked bad" } else { "" },
-            s.error.as_deref().map(|e| format!(", unusable: {e}")).unwrap_or_default()
-        ));
+        report(
+            on_stderr,
+            format_args!(
+                "source {} at {}: {} chunks, {} bytes, {} failures, {} corrupt{}{}",
+                source.peer,
+                source.addr,
+                s.chunks,
+                s.bytes,
+                s.failures,
+                s.corrupt,
+                if s.bad { ", marked bad" } else { "" },
+                s.error.as_deref().map(|e| format!(", unusable: {e}")).unwrap_or_default()
+            ),
+        );
     }
 }

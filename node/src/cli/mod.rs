@@ -11,6 +11,21 @@ pub mod status;
 pub mod tracker;
 pub mod units;
 
+/// `--out -`: the title goes to standard output.
+pub(crate) fn is_stdout(out: &std::path::Path) -> bool {
+    out.as_os_str() == "-"
+}
+
+/// One line of a command's report: on standard output, or on standard error when the title
+/// itself goes to standard output.
+pub(crate) fn report(title_on_stdout: bool, line: std::fmt::Arguments<'_>) {
+    if title_on_stdout {
+        eprintln!("{line}");
+    } else {
+        fillmesh_net::console::say_line(line);
+    }
+}
+
 /// A multi-threaded tokio runtime for a command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

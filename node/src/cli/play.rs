@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::{Buf, Bytes, BytesMut};
 use clap::Args;
-use fillmesh_net::say;
 use fillmesh_protocol::steering::{SteerAnswer, SteerEntry};
 use fillmesh_protocol::{Manifest, TitleId};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -24,7 +23,7 @@ use tracing::{info, warn};
 
 use fillmesh_net::tls::{player_client_config, SERVER_NAME};
 
-use super::units;
+use super::{is_stdout, report, units};
 use crate::rate::TokenBucket;
 
 /// How to play.
@@ -268,7 +267,7 @@ struct Sink {
 
 impl Sink {
     async fn open(path: &std::path::Path) -> anyhow::Result<Self> {
-        if path.as_os_str() == "-" {
+        if is_stdout(path) {
             return Ok(Sink {
                 writer: Box::pin(tokio::io::stdout()),
                 file: None,
@@ -391,24 +390,26 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
         rate: args.rate,
     };
     // With the title on standard output, the summary goes to standard error.
-    let title_on_stdout = opts.out.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    let report = |line: String| if title_on_stdout { eprintln!("{line}") } else { say!("{line}") };
+    let on_stderr = opts.out.as_deref().is_some_and(is_stdout);
     let s = play(args.title, &opts).await?;
     let secs = s.total.as_secs_f64().max(1e-9);
-    report(format!(
-        "played {}: {} bytes in {:.3} s, {:.1} MB/s, time to first byte {:.1} ms, every byte verified",
-        s.title,
-        s.bytes,
-        secs,
-        s.bytes as f64 / secs / 1e6,
-        s.time_to_first_byte.as_secs_f64() * 1e3
-    ));
+    report(
+        on_stderr,
+        format_args!(
+            "played {}: {} bytes in {:.3} s, {:.1} MB/s, time to first byte {:.1} ms, every byte verified",
+            s.title,
+            s.bytes,
+            secs,
+            s.bytes as f64 / secs / 1e6,
+            s.time_to_first_byte.as_secs_f64() * 1e3
+        ),
+    );
     if let Some((peer, site, region, _)) = s.appliances.iter().find(|a| a.3 > 0) {
-        report(format!("served by {peer} (site {site}, region {region})"));
+        report(on_stderr, format_args!("served by {peer} (site {site}, region {region})"));
     }
     for (peer, site, region, bytes) in &s.appliances {
-        report(format!("appliance {peer} (site {site}, region {region}): {bytes} bytes"));
+        report(on_stderr, format_args!("appliance {peer} (site {site}, region {region}): {bytes} bytes"));
     }
-    report(format!("failovers: {}", s.failovers));
+    report(on_stderr, format_args!("failovers: {}", s.failovers));
     Ok(())
 }
