@@ -15,6 +15,14 @@ fn seed(file: &std::path::Path, origin: &NodeProcess) -> std::process::Output {
     fillmesh().arg("seed").arg(file).args(["--origin", &url]).output().expect("run seed")
 }
 
+/// An origin on 127.0.0.1 (mesh and HTTP on free ports) that serves `peer` alone.
+fn origin_trusting(dir: &std::path::Path, peer: &str) -> NodeProcess {
+    NodeProcess::start(
+        &dir.join("origin"),
+        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", peer],
+    )
+}
+
 #[test]
 fn origin_seeds_and_a_node_fetches_a_32mib_title_with_a_tail() {
     let dir = tempfile::tempdir().unwrap();
@@ -23,10 +31,7 @@ fn origin_seeds_and_a_node_fetches_a_32mib_title_with_a_tail() {
     let id = file_id(&file);
     let fetcher = dir.path().join("fetcher");
     let fetcher_id = print_id(&fetcher);
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &fetcher_id],
-    );
+    let origin = origin_trusting(dir.path(), &fetcher_id);
 
     let out = seed(&file, &origin);
     assert!(out.status.success(), "{out:?}");
@@ -101,10 +106,7 @@ fn a_wrong_pinned_peer_and_an_untrusted_client_are_refused() {
     let trusted_id = print_id(&trusted);
     let stranger = dir.path().join("stranger");
     let stranger_id = print_id(&stranger);
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &trusted_id],
-    );
+    let origin = origin_trusting(dir.path(), &trusted_id);
     assert!(seed(&file, &origin).status.success());
 
     let fetch = |data: &std::path::Path, peer: &str| {
@@ -234,10 +236,7 @@ fn a_node_answers_hello_with_its_role_and_refuses_another_protocol_version() {
     let dir = tempfile::tempdir().unwrap();
     let key = identity::ephemeral();
     let client_id = identity::peer_id(&key).to_string();
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &client_id],
-    );
+    let origin = origin_trusting(dir.path(), &client_id);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let tls = TlsIdentity::new(&key).unwrap();
@@ -276,10 +275,7 @@ fn a_fetch_to_standard_output_writes_the_title_there_and_its_report_to_standard_
     let id = file_id(&file);
     let fetcher = dir.path().join("fetcher");
     let fetcher_id = print_id(&fetcher);
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &fetcher_id],
-    );
+    let origin = origin_trusting(dir.path(), &fetcher_id);
     assert!(seed(&file, &origin).status.success());
     let out = fillmesh()
         .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--data"])
