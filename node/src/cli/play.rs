@@ -259,20 +259,19 @@ async fn manifest_from(session: &Session, title: &TitleId) -> anyhow::Result<Man
 /// or anything else writable: standard output for `-`, a pipe, a device such as `/dev/null`
 /// (written as it is, never truncated or synced: `fsync` on `/dev/null` is EINVAL).
 struct Sink {
-    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    /// The regular file, to sync at the end.
-    file: Option<tokio::fs::File>,
+    file: tokio::fs::File,
+    /// A regular file: synced at the end.
+    sync: bool,
     shown: String,
 }
 
 impl Sink {
     async fn open(path: &std::path::Path) -> anyhow::Result<Self> {
         if is_stdout(path) {
-            return Ok(Sink {
-                writer: Box::pin(tokio::io::stdout()),
-                file: None,
-                shown: "standard output".into(),
-            });
+            use std::os::fd::AsFd;
+            let fd = std::io::stdout().as_fd().try_clone_to_owned().context("opening standard output")?;
+            let file = tokio::fs::File::from_std(std::fs::File::from(fd));
+            return Ok(Sink { file, sync: false, shown: "standard output".into() });
         }
         let shown = path.display().to_string();
         let special = tokio::fs::metadata(path).await.is_ok_and(|m| !m.is_file() && !m.is_dir());
@@ -282,23 +281,18 @@ impl Sink {
             options.create(true).truncate(true);
         }
         let file = options.open(path).await.with_context(|| format!("opening {shown} for writing"))?;
-        if special {
-            return Ok(Sink { writer: Box::pin(file), file: None, shown });
-        }
-        let writer =
-            Box::pin(file.try_clone().await.with_context(|| format!("opening {shown} for writing"))?);
-        Ok(Sink { writer, file: Some(file), shown })
+        Ok(Sink { file, sync: !special, shown })
     }
 
     async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.writer.write_all(bytes).await.with_context(|| format!("writing to {}", self.shown))
+        self.file.write_all(bytes).await.with_context(|| format!("writing to {}", self.shown))
     }
 
     /// Flushes, and syncs a regular file.
     async fn finish(&mut self) -> anyhow::Result<()> {
-        self.writer.flush().await.with_context(|| format!("flushing {}", self.shown))?;
-        if let Some(file) = &self.file {
-            file.sync_all().await.with_context(|| format!("syncing {}", self.shown))?;
+        self.file.flush().await.with_context(|| format!("flushing {}", self.shown))?;
+        if self.sync {
+            self.file.sync_all().await.with_context(|| format!("syncing {}", self.shown))?;
         }
         Ok(())
     }
