@@ -107,10 +107,7 @@ pub async fn run_with(
         player_metrics,
         registry.clone(),
     );
-    let router = {
-        let players = players.clone();
-        server.router().route(H3_ALPN, move |conn| players.clone().connection(conn))
-    };
+    let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
