@@ -183,7 +183,9 @@ fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
         cmd.args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
             .arg(&output)
             .arg("--data")
-            .arg(&fetcher);
+            .arg(&fetcher)
+            // Each stored chunk is logged at debug level.
+            .env("FILLMESH_LOG", "info,fillmesh_node::fill=debug");
         cmd
     };
 
@@ -287,4 +289,209 @@ fn a_fetch_to_standard_output_writes_the_title_there_and_its_report_to_standard_
     assert_eq!(out.stdout.len(), len, "{stderr}");
     assert_eq!(blake3::hash(&out.stdout).to_hex().as_str(), id);
     assert!(stderr.contains(&format!("fetched {id}: 4 chunks")), "{stderr}");
+}
+
+/// Names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A tmpfs directory on another filesystem than `than`, when the machine has one (`/dev/shm`).
+fn other_filesystem(than: &std::path::Path) -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::MetadataExt;
+    let shm = std::path::Path::new("/dev/shm");
+    let (a, b) = (std::fs::metadata(shm).ok()?, std::fs::metadata(than).ok()?);
+    (a.dev() != b.dev()).then(|| tempfile::tempdir_in(shm).ok()).flatten()
+}
+
+#[test]
+fn a_fetch_writes_out_once_on_its_own_filesystem_and_copies_to_another() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    let len = (5 << 20) + 77;
+    std::fs::write(&file, test_bytes(len, 6)).unwrap();
+    let id = file_id(&file);
+    let fetcher = dir.path().join("fetcher");
+    let origin = origin_trusting(dir.path(), &print_id(&fetcher));
+    assert!(seed(&file, &origin).status.success());
+    let fetch = |out: &std::path::Path, keep: &str| {
+        let out = fillmesh()
+            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .arg(out)
+            .arg(keep)
+            .arg(&fetcher)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // No store: the chunks land in the output file itself; nothing else is left beside it.
+    let alone = dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let log = fetch(&alone.join("out.bin"), "--identity");
+    assert!(log.contains("written in place"), "{log}");
+    assert_eq!(file_id(&alone.join("out.bin")), id);
+    assert_eq!(names_in(&alone), ["out.bin"]);
+    assert!(!fetcher.join("data").exists(), "--identity keeps no chunks");
+
+    // A store on the same filesystem: --out is a second name of its data file.
+    let linked = dir.path().join("linked.bin");
+    let log = fetch(&linked, "--data");
+    assert!(log.contains("linked into place"), "{log}");
+    assert_eq!(file_id(&linked), id);
+    assert_eq!(
+        std::fs::metadata(&linked).unwrap().nlink(),
+        2,
+        "the store's data file and --out are one file"
+    );
+
+    // Another filesystem: the bytes are copied there, whole, from the store or straight in.
+    let Some(tmpfs) = other_filesystem(dir.path()) else {
+        eprintln!("no tmpfs on another filesystem here: checked one filesystem only");
+        return;
+    };
+    let copied = tmpfs.path().join("copied.bin");
+    let log = fetch(&copied, "--data");
+    assert!(log.contains("copied into place"), "{log}");
+    assert_eq!(file_id(&copied), id);
+    let direct = tmpfs.path().join("direct.bin");
+    fetch(&direct, "--identity");
+    assert_eq!(file_id(&direct), id);
+    assert_eq!(names_in(tmpfs.path()), ["copied.bin", "direct.bin"]);
+}
+
+#[test]
+fn an_existing_out_is_replaced_only_by_a_whole_verified_title() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    std::fs::write(&file, test_bytes((2 << 20) + 3, 7)).unwrap();
+    let id = file_id(&file);
+    let fetcher = dir.path().join("fetcher");
+    let origin = origin_trusting(dir.path(), &print_id(&fetcher));
+    assert!(seed(&file, &origin).status.success());
+    let outdir = dir.path().join("outdir");
+    std::fs::create_dir(&outdir).unwrap();
+    let out = outdir.join("out.bin");
+    std::fs::write(&out, b"the previous version").unwrap();
+    let fetch = |title: &str| {
+        fillmesh()
+            .args(["fetch", title, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .arg(&out)
+            .arg("--identity")
+            .arg(&fetcher)
+            .output()
+            .unwrap()
+    };
+
+    // A title the source does not have: the fetch fails and --out is as it was.
+    let unknown = "ab".repeat(32);
+    let failed = fetch(&unknown);
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("manifest"), "{failed:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous version");
+    assert_eq!(names_in(&outdir), ["out.bin"]);
+
+    let done = fetch(&id);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(file_id(&out), id);
+    assert_eq!(names_in(&outdir), ["out.bin"]);
+}
+
+#[test]
+fn a_fetch_killed_halfway_without_a_store_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 8)).unwrap();
+    let id = file_id(&file);
+    let fetcher = dir.path().join("fetcher");
+    let fetcher_id = print_id(&fetcher);
+    // 16 MB/s: the title takes about two seconds, time enough to kill the fetch midway.
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &[
+            "--origin",
+            "--listen",
+            "127.0.0.1:0",
+            "--trust",
+            &fetcher_id,
+            "--upload-rate",
+            "16MB",
+            "--http",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(seed(&file, &origin).status.success());
+    let outdir = dir.path().join("outdir");
+    std::fs::create_dir(&outdir).unwrap();
+    let mut child = ChildGuard(
+        fillmesh()
+            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .arg(outdir.join("out.bin"))
+            .arg("--identity")
+            .arg(&fetcher)
+            .env("FILLMESH_LOG", "info,fillmesh_node::fill=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let stored =
+        BufReader::new(stderr).lines().map_while(Result::ok).filter_map(|l| stored_chunk(&l)).take(8).count();
+    assert_eq!(stored, 8, "the fetch ended before 8 chunks were stored");
+    child.kill();
+    assert!(names_in(&outdir).is_empty(), "left behind after SIGKILL: {:?}", names_in(&outdir));
+}
+
+#[test]
+fn a_fetch_to_a_pipe_streams_the_title_while_it_is_still_fetching() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    let bytes = test_bytes(TITLE_LEN, 9);
+    std::fs::write(&file, &bytes).unwrap();
+    let id = file_id(&file);
+    let fetcher = dir.path().join("fetcher");
+    let fetcher_id = print_id(&fetcher);
+    // 16 MB/s: about two seconds for the whole title, so its first chunk is out long before.
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &[
+            "--origin",
+            "--listen",
+            "127.0.0.1:0",
+            "--trust",
+            &fetcher_id,
+            "--upload-rate",
+            "16MB",
+            "--http",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(seed(&file, &origin).status.success());
+    let mut child = ChildGuard(
+        fillmesh()
+            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--identity"])
+            .arg(&fetcher)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    stdout.read_exact(&mut first).unwrap();
+    assert!(first == bytes[..1 << 20], "the first chunk differs");
+    assert!(child.0.try_wait().unwrap().is_none(), "the fetch had ended before its first chunk was read");
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    assert!(child.0.wait().unwrap().success());
+    assert!(rest == bytes[1 << 20..], "the rest differs ({} bytes)", rest.len());
 }

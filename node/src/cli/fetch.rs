@@ -1,19 +1,23 @@
 //! `fillmesh fetch`: one title, verified, from named nodes, written to a file.
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Args;
 use fillmesh_net::{identity, MeshEndpoint, TlsIdentity, TransportLimits};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{is_stdout, report};
-use fillmesh_protocol::TitleId;
+use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
 use libp2p_identity::PeerId;
 
+use crate::fill::fetch::{Destination, Observer};
 use crate::fill::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport};
-use crate::store::{Exported, Store};
+use crate::store::{Exported, OutFile, Store, StoreError};
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
@@ -31,9 +35,34 @@ pub struct FetchArgs {
     /// Keep identity and chunks here (resumable); otherwise both are temporary.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Fetch as the identity kept in this directory (the PeerId `fillmesh node --print-id
+    /// --data DIR` shows, which sources must trust), keeping no chunks there.
+    #[arg(long, value_name = "DIR", conflicts_with = "data")]
+    pub identity: Option<PathBuf>,
     /// Chunk requests in flight per source.
     #[arg(long, default_value_t = 4)]
     pub per_source: usize,
+}
+
+/// Where `--out` points.
+enum Output {
+    /// A regular file, or a path with nothing there yet: replaced once the title is whole.
+    File(PathBuf),
+    /// Standard output, a pipe or a device: written into, in order, as chunks arrive.
+    Stream(PathBuf),
+}
+
+impl Output {
+    fn of(out: &Path) -> anyhow::Result<Self> {
+        if is_stdout(out) {
+            return Ok(Output::Stream(out.to_path_buf()));
+        }
+        match std::fs::metadata(out) {
+            Ok(m) if m.is_dir() => anyhow::bail!("--out {} is a directory; name a file in it", out.display()),
+            Ok(m) if !m.is_file() => Ok(Output::Stream(out.to_path_buf())),
+            _ => Ok(Output::File(out.to_path_buf())),
+        }
+    }
 }
 
 /// Fetches, verifies, writes `--out`, and prints what each source did.
@@ -47,37 +76,93 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     );
     let sources: Vec<Source> =
         args.from.iter().zip(&args.peer).map(|(&addr, &peer)| Source { addr, peer }).collect();
-    let temp;
-    let (key, data) = match &args.data {
-        Some(dir) => (identity::load_or_create(dir)?, dir.clone()),
-        None => {
-            // Beside --out, on its filesystem: the finished title is then linked into place
-            // rather than copied (see `Store::export`), so its bytes are written once.
-            let special = to_stdout || std::fs::metadata(&args.out).is_ok_and(|m| !m.is_file());
-            let beside = match args.out.parent() {
-                _ if special => std::env::temp_dir(),
-                Some(p) if p.as_os_str().is_empty() => ".".into(),
-                Some(p) => p.to_path_buf(),
-                None => std::env::temp_dir(),
-            };
-            temp = tempfile::Builder::new()
-                .prefix(".fillmesh-fetch-")
-                .tempdir_in(&beside)
-                .with_context(|| format!("creating a temporary store in {}", beside.display()))?;
-            (identity::ephemeral(), temp.path().to_path_buf())
-        }
+    let output = Output::of(&args.out)?;
+    let key = match args.data.as_ref().or(args.identity.as_ref()) {
+        Some(dir) => identity::load_or_create(dir)?,
+        None => identity::ephemeral(),
     };
     let tls = TlsIdentity::new(&key)?;
     tracing::info!(peer = %tls.peer_id(), "fetching as");
     let bind_ip = if sources[0].addr.is_ipv4() { "0.0.0.0" } else { "::" }.parse()?;
     let endpoint = MeshEndpoint::client(bind_ip, tls, TransportLimits::default())?;
-    let store_dir = data.clone();
-    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_dir)).await??);
-    let opts = FetchOptions { per_source: args.per_source.max(1), ..FetchOptions::default() };
-    let result = fetch_title(&endpoint, store.clone(), args.title, &sources, opts).await;
+    let bar = progress_bar(sources.len());
+    let fetch = Fetch {
+        endpoint: &endpoint,
+        title: args.title,
+        sources: &sources,
+        per_source: args.per_source,
+        bar: &bar,
+    };
+    let result = match (&args.data, output) {
+        // The store is the source of truth (resumable); `--out` is linked to its data file
+        // where the filesystem allows (see `Store::export`).
+        (Some(dir), Output::File(out)) => {
+            async {
+                let store = open_store(dir).await?;
+                let report = fetch.run(store.clone(), None).await;
+                bar.finish_and_clear();
+                let report = report?;
+                let shown = out.display().to_string();
+                let title = args.title;
+                match tokio::task::spawn_blocking(move || store.export(&title, &out)).await?? {
+                    Exported::Linked => {
+                        tracing::info!(out = %shown, "linked into place: the title is on disk once")
+                    }
+                    Exported::Copied => {
+                        tracing::info!(out = %shown, "copied into place (another filesystem)")
+                    }
+                    Exported::Streamed => tracing::info!(out = %shown, "written into"),
+                }
+                Ok(report)
+            }
+            .await
+        }
+        (Some(dir), Output::Stream(out)) => {
+            async {
+                let store = open_store(dir).await?;
+                let title = args.title;
+                let read = {
+                    let store = store.clone();
+                    move |i| store.read_chunk(&title, i)
+                };
+                fetch.streamed(store, read, out).await
+            }
+            .await
+        }
+        // No store: the chunks land in the output file itself, named into place when whole.
+        (None, Output::File(out)) => {
+            async {
+                let dir = match out.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                let file = Arc::new(OutFile::create_in(&dir)?);
+                let report = fetch.run(file.clone(), None).await;
+                bar.finish_and_clear();
+                let report = report?;
+                let shown = out.display().to_string();
+                tokio::task::spawn_blocking(move || file.persist(&out)).await??;
+                tracing::info!(out = %shown, "written in place: the title is on disk once");
+                Ok(report)
+            }
+            .await
+        }
+        (None, Output::Stream(out)) => {
+            async {
+                // An unnamed file in the temporary directory holds what arrives out of order.
+                let file = Arc::new(OutFile::create_in(&std::env::temp_dir())?);
+                let read = {
+                    let file = file.clone();
+                    move |i| file.read_chunk(i)
+                };
+                fetch.streamed(file, read, out).await
+            }
+            .await
+        }
+    };
     let report = match result {
         Ok(r) => r,
-        Err(FetchError::Incomplete { report, .. }) => {
+        Err(FetchFailed::Incomplete(report)) => {
             print_report(&report, to_stdout);
             anyhow::bail!(
                 "incomplete: {} of {} chunks could not be fetched",
@@ -85,26 +170,185 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
                 report.chunks
             );
         }
-        Err(e) => return Err(e.into()),
+        Err(FetchFailed::Other(e)) => return Err(e),
     };
-    let out = args.out.clone();
-    let title = args.title;
-    if to_stdout {
-        tokio::task::spawn_blocking(move || {
-            store.export_to(&title, &mut std::io::stdout().lock(), "standard output")
-        })
-        .await??;
-    } else {
-        let shown = out.display().to_string();
-        match tokio::task::spawn_blocking(move || store.export(&title, &out)).await?? {
-            Exported::Linked => tracing::info!(out = %shown, "linked into place: the title is on disk once"),
-            Exported::Copied => tracing::info!(out = %shown, "copied into place (another filesystem)"),
-            Exported::Streamed => tracing::info!(out = %shown, "written into"),
-        }
-    }
     print_report(&report, to_stdout);
     endpoint.close();
     Ok(())
+}
+
+/// Why `fillmesh fetch` failed: incomplete (with what each source did), or anything else.
+enum FetchFailed {
+    Incomplete(Box<FetchReport>),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for FetchFailed {
+    fn from(e: E) -> Self {
+        FetchFailed::Other(e.into())
+    }
+}
+
+async fn open_store(dir: &Path) -> anyhow::Result<Arc<Store>> {
+    let dir = dir.to_path_buf();
+    Ok(Arc::new(tokio::task::spawn_blocking(move || Store::open(&dir)).await??))
+}
+
+/// One fetch's settings, whatever its destination.
+struct Fetch<'a> {
+    endpoint: &'a MeshEndpoint,
+    title: TitleId,
+    sources: &'a [Source],
+    per_source: usize,
+    bar: &'a ProgressBar,
+}
+
+impl Fetch<'_> {
+    async fn run<D: Destination>(
+        &self,
+        into: Arc<D>,
+        events: Option<std::sync::mpsc::Sender<Event>>,
+    ) -> Result<FetchReport, FetchFailed> {
+        let observer = Arc::new(Watch { bar: self.bar.clone(), events: events.map(Mutex::new) });
+        let opts = FetchOptions {
+            per_source: self.per_source.max(1),
+            observer: Some(observer),
+            ..FetchOptions::default()
+        };
+        match fetch_title(self.endpoint, into, self.title, self.sources, opts).await {
+            Ok(report) => Ok(report),
+            Err(FetchError::Incomplete { report, .. }) => Err(FetchFailed::Incomplete(report)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fetches into `into` while a thread writes the title to `out` in order, each chunk as
+    /// soon as every chunk before it is in (read back with `read`).
+    async fn streamed<D: Destination>(
+        &self,
+        into: Arc<D>,
+        read: impl Fn(u32) -> Result<Bytes, StoreError> + Send + 'static,
+        out: PathBuf,
+    ) -> Result<FetchReport, FetchFailed> {
+        let (events, received) = std::sync::mpsc::channel();
+        let mut writer = tokio::task::spawn_blocking(move || stream_in_order(&received, read, &out));
+        let fetch = self.run(into, Some(events));
+        tokio::pin!(fetch);
+        // The writer ends first only when it fails (standard output closed, say): the fetch
+        // is then dropped, which stops it.
+        let written = tokio::select! {
+            report = &mut fetch => {
+                self.bar.finish_and_clear();
+                let report = report?;
+                (&mut writer).await??;
+                return Ok(report);
+            }
+            written = &mut writer => written?,
+        };
+        written?;
+        let report = fetch.await;
+        self.bar.finish_and_clear();
+        report
+    }
+}
+
+/// What the stream writer is told.
+enum Event {
+    Started { chunks: u32, held: ChunkBitmap },
+    Stored(u32),
+}
+
+/// The fetch's observer: moves the progress bar and tells the stream writer.
+struct Watch {
+    bar: ProgressBar,
+    events: Option<Mutex<std::sync::mpsc::Sender<Event>>>,
+}
+
+impl Watch {
+    fn send(&self, event: Event) {
+        if let Some(events) = &self.events {
+            // A writer that is gone has failed, and says so itself.
+            let _ = events.lock().unwrap_or_else(|p| p.into_inner()).send(event);
+        }
+    }
+}
+
+impl Observer for Watch {
+    fn started(&self, manifest: &Manifest, held: &ChunkBitmap) {
+        self.bar.set_length(manifest.len());
+        self.bar.set_position(held.iter().filter_map(|i| manifest.chunk_len(i)).sum());
+        self.bar.reset_eta();
+        self.send(Event::Started { chunks: manifest.chunk_count(), held: held.clone() });
+    }
+    fn stored(&self, index: u32, bytes: u64) {
+        self.bar.inc(bytes);
+        self.send(Event::Stored(index));
+    }
+}
+
+/// A bar on standard error when it is a terminal (bytes, rate, sources, ETA); hidden
+/// otherwise, where the summary lines say it all.
+fn progress_bar(sources: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(format!("from {sources} source{}", if sources == 1 { "" } else { "s" }));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// Writes the title to `out` (`-` for standard output) in order as its chunks arrive: each
+/// chunk goes out as soon as every chunk before it is in. Bounded by the title's chunk count:
+/// every event received either starts it or adds a chunk; it ends when the title is out or
+/// the fetch stops sending.
+fn stream_in_order(
+    events: &std::sync::mpsc::Receiver<Event>,
+    read: impl Fn(u32) -> Result<Bytes, StoreError>,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    let shown = if is_stdout(out) { "standard output".to_string() } else { out.display().to_string() };
+    let mut sink: Box<dyn Write> = if is_stdout(out) {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(out)
+                .with_context(|| format!("opening {shown} for writing"))?,
+        )
+    };
+    let (mut have, mut chunks) = (None::<ChunkBitmap>, 0u32);
+    let (mut next, mut written) = (0u32, 0u64);
+    loop {
+        if let Some(have) = &have {
+            while next < chunks && have.contains(next) {
+                let bytes = read(next).with_context(|| format!("reading chunk {next} back"))?;
+                sink.write_all(&bytes).with_context(|| format!("writing to {shown}"))?;
+                written += bytes.len() as u64;
+                next += 1;
+            }
+            if next == chunks {
+                sink.flush().with_context(|| format!("writing to {shown}"))?;
+                return Ok(written);
+            }
+        }
+        match events.recv() {
+            Ok(Event::Started { chunks: n, held }) => (have, chunks) = (Some(held), n),
+            Ok(Event::Stored(i)) => {
+                if let Some(have) = &mut have {
+                    have.insert(i);
+                }
+            }
+            // The fetch stopped before the title was whole: it says why.
+            Err(_) => return Ok(written),
+        }
+    }
 }
 
 /// The fetch's report: on standard output, or on standard error when the title went there.

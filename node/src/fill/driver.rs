@@ -23,8 +23,9 @@ use super::scheduler::{Next, Outcome, Scheduler};
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, StoreError, VerifiedChunk};
 
-/// Verified chunks that may wait for their commit at once (32 MiB at the default chunk size).
-const WRITE_SLOTS: usize = 32;
+/// Verified chunks that may wait for their commit at once, by default (32 MiB at the default
+/// chunk size): enough for the network to go on through a store's group commit and its sync.
+pub(crate) const WRITE_SLOTS: usize = 32;
 
 /// How one attempt at a chunk went, in the detail the logs want.
 #[derive(Debug)]
@@ -117,6 +118,8 @@ pub(crate) struct Job {
     pub metrics: Arc<FillMetrics>,
     /// Time allowed for one request, chunk bytes included.
     pub request_timeout: Duration,
+    /// Verified chunks that may wait for their commit at once: each holds its bytes in memory.
+    pub write_slots: usize,
 }
 
 /// How a fill ended: the scheduler (its reports, what was fetched, what is missing) and the
@@ -129,7 +132,7 @@ pub(crate) struct Filled {
 struct Run<S> {
     job: Job,
     sources: S,
-    /// Verified chunks waiting for their commit, at most [`WRITE_SLOTS`].
+    /// Verified chunks waiting for their commit, at most [`Job::write_slots`].
     write_slots: Arc<Semaphore>,
     state: Mutex<Filled>,
     wake: Notify,
@@ -179,10 +182,11 @@ impl<S: Sources> Run<S> {
 /// once every worker stopped and every commit is done.
 pub(crate) async fn drive<S: Sources>(job: Job, scheduler: Scheduler, sources: S) -> Filled {
     let caps: Vec<usize> = (0..scheduler.source_count()).map(|s| scheduler.cap(s)).collect();
+    let slots = job.write_slots.max(1);
     let run = Arc::new(Run {
         job,
         sources,
-        write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
+        write_slots: Arc::new(Semaphore::new(slots)),
         state: Mutex::new(Filled { scheduler, store_error: None }),
         wake: Notify::new(),
     });
@@ -194,7 +198,7 @@ pub(crate) async fn drive<S: Sources>(job: Job, scheduler: Scheduler, sources: S
     }
     while workers.join_next().await.is_some() {}
     // Workers of a source that went bad may leave commits behind: wait for every one.
-    let _all = run.write_slots.acquire_many(WRITE_SLOTS as u32).await;
+    let _all = run.write_slots.acquire_many(slots as u32).await;
     let mut state = run.lock();
     Filled { scheduler: std::mem::take(&mut state.scheduler), store_error: state.store_error.take() }
 }

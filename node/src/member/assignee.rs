@@ -78,6 +78,7 @@ impl Assignee {
             writer: assigned.ctx.writer.clone(),
             metrics: assigned.ctx.metrics.clone(),
             request_timeout: REQUEST_TIMEOUT,
+            write_slots: driver::WRITE_SLOTS,
         };
         driver::drive(job, scheduler, assigned).await;
     }

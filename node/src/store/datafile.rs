@@ -45,7 +45,12 @@ impl DataFile {
     /// Opens `path` for reading and writing with the given options (create/truncate are
     /// the caller's), plus a second, direct descriptor when the filesystem allows one.
     pub(super) fn open(path: &Path, options: &OpenOptions) -> io::Result<Self> {
-        let buffered = options.open(path)?;
+        Ok(Self::with_buffered(options.open(path)?, path))
+    }
+
+    /// Wraps an open descriptor, adding a direct one opened through `path` (which may be a
+    /// `/proc/self/fd` link to an unnamed file) when the filesystem allows it.
+    pub(super) fn with_buffered(buffered: File, path: &Path) -> Self {
         let direct = OpenOptions::new()
             .read(true)
             .write(true)
@@ -55,7 +60,7 @@ impl DataFile {
                 tracing::debug!(path = %path.display(), error = %e, "no direct I/O; writes go through the page cache")
             })
             .ok();
-        Ok(Self { buffered, direct, direct_writes: AtomicU64::new(0) })
+        Self { buffered, direct, direct_writes: AtomicU64::new(0) }
     }
 
     /// Writes `bytes` at `offset`; directly when address, offset and length allow it. Not

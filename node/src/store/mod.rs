@@ -20,14 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod datafile;
+mod outfile;
 mod writer;
 
 use bytes::Bytes;
 pub use datafile::chunk_buffer;
 use datafile::DataFile;
 use fillmesh_protocol::{BitmapError, ChunkBitmap, Manifest, TitleId, VerifyError};
+pub use outfile::OutFile;
 use serde::{Deserialize, Serialize};
-pub use writer::ChunkWriter;
+pub use writer::{ChunkWriter, Commit};
 
 /// Why a store operation failed. Every variant leaves the index as it was.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,20 @@ use std::time::{Duration, Instant};
 
 use super::{Store, StoreError, VerifiedChunk};
 
+/// What the writer thread commits chunks into: the store (durable, indexed), or the file a
+/// fetch writes straight into ([`super::OutFile`]).
+pub trait Commit: Send + Sync + 'static {
+    /// Writes `chunks` and marks them held; per chunk, whether it was not held before. On an
+    /// error no chunk of the batch counts as held.
+    fn commit(&self, chunks: &[VerifiedChunk]) -> Result<Vec<bool>, StoreError>;
+}
+
+impl Commit for Store {
+    fn commit(&self, chunks: &[VerifiedChunk]) -> Result<Vec<bool>, StoreError> {
+        self.put_batch(chunks)
+    }
+}
+
 /// Hands chunks to one writer thread that commits them in groups: under load, many chunks
 /// share one `fdatasync` and one index flush, and concurrent fetches never contend for the
 /// data file's lock.
@@ -28,13 +42,13 @@ impl ChunkWriter {
 
     /// Starts the writer thread; it ends when the last `ChunkWriter` clone is dropped.
     ///
-    /// A batch is committed with one data sync and one index flush. `linger` is how long the
+    /// A store commits a batch with one data sync and one index flush. `linger` is how long the
     /// first chunk of a batch may wait for company: zero commits whatever is queued at once
     /// (lowest latency per chunk); a few milliseconds cut the syncs of a bulk fill several
     /// times over, which the fill benchmark measured as ~5% more throughput and ~5% less CPU
     /// on both ends (syncs are VM exits and host work on a virtual disk). No chunk counts as
     /// held any earlier or later than its batch's sync either way.
-    pub fn spawn(store: Arc<Store>, linger: Duration) -> Result<Self, StoreError> {
+    pub fn spawn(sink: Arc<dyn Commit>, linger: Duration) -> Result<Self, StoreError> {
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = commits.clone();
@@ -53,7 +67,7 @@ impl ChunkWriter {
                         }
                     }
                     let chunks: Vec<VerifiedChunk> = jobs.iter().map(|j| j.chunk.clone()).collect();
-                    let result = store.put_batch(&chunks);
+                    let result = sink.commit(&chunks);
                     counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match result {
                         Ok(fresh) => {
