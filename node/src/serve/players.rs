@@ -2,8 +2,9 @@
 //!
 //! `GET`/`HEAD /titles/<id>` with single-range support, `GET /manifests/<id>` (the postcard
 //! manifest, so a player can verify what it gets), `GET /metrics` (the node's whole registry,
-//! as on its HTTP port). Only verified chunks leave the node: a range not yet held whole is
-//! answered 503 with `Retry-After`. Bytes go from disk to the stream one chunk at a time
+//! as on its HTTP port). Only verified chunks leave the node: a range not yet held whole, or
+//! whose first chunk the store finds damaged as it reads (and drops), is answered 503 with
+//! `Retry-After`. Bytes go from disk to the stream one chunk at a time
 //! through the node's upload bucket, never buffered whole.
 
 use std::sync::Arc;

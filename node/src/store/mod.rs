@@ -582,7 +582,7 @@ impl Store {
     pub fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
         if let Some(bytes) = self.recent().get(title, index, Instant::now()) {
             // Dropped or evicted since it was read: not held, whatever memory has.
-            if self.held(title).is_some_and(|h| h.contains(index)) {
+            if self.lock().get(title).is_some_and(|s| s.held.contains(index)) {
                 return Ok(bytes);
             }
         }
