@@ -246,43 +246,35 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a client to its end; its seconds.
+fn timed(mut client: Command, what: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let out = client.env("FILLMESH_LOG", "error").output()?;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(secs)
+}
+
 /// One `fillmesh play` of the title from `node` to /dev/null; its seconds.
 fn play(bin: &str, steering: &str, node: &Node, title: &TitleId) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let out = Command::new(bin)
+    let mut client = Command::new(bin);
+    client
         .args(["play", &title.to_string(), "--tracker-http", &format!("{steering}/{}", node.name)])
-        .args(["--out", "/dev/null"])
-        .env("FILLMESH_LOG", "error")
-        .output()?;
-    let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        out.status.success(),
-        "play from {}: {}",
-        node.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(secs)
+        .args(["--out", "/dev/null"]);
+    timed(client, &format!("play from {}", node.name))
 }
 
 /// One `fillmesh fetch` of the title from `node` into a fresh store at `data`, removed after;
 /// its seconds.
 fn fetch(bin: &str, node: &Node, title: &TitleId, data: &Path) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let out = Command::new(bin)
+    let mut client = Command::new(bin);
+    client
         .args(["fetch", &title.to_string(), "--from", &node.addr.to_string(), "--peer", &node.peer])
         .arg("--out")
         .arg(data.join("title.out"))
         .arg("--data")
-        .arg(data)
-        .env("FILLMESH_LOG", "error")
-        .output()?;
-    let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        out.status.success(),
-        "fetch from {}: {}",
-        node.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(data);
+    let secs = timed(client, &format!("fetch from {}", node.name))?;
     std::fs::remove_dir_all(data)?;
     Ok(secs)
 }
