@@ -104,8 +104,7 @@ fn main() -> anyhow::Result<()> {
 
     // Appliance to appliance: the node that filled last serves the title to new fetchers.
     // Its chunks were written around the page cache, so its first serving reads them from
-    // disk (and verifies each on first read, as any restarted node does); later ones find
-    // them cached.
+    // disk; later ones find them cached. Every serving verifies each chunk it reads.
     let relay_fetchers = (0..runs).map(|k| format!("relay-fetcher-{k}")).collect::<Vec<_>>();
     let (_relay, words) = spawn_node(
         Command::new(bin)

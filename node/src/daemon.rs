@@ -15,6 +15,7 @@ use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Tr
 use crate::member::MemberConfig;
 use crate::metrics::FillMetrics;
 use crate::serve::{ChunkSource, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server};
+use crate::store::scrub::{self, ScrubConfig, ScrubStatus};
 use crate::store::Store;
 
 /// Everything a node needs to start.
@@ -37,6 +38,8 @@ pub struct NodeConfig {
     pub region: String,
     pub prefixes: Vec<fillmesh_protocol::IpPrefix>,
     pub disk_bytes: u64,
+    /// The background scrub's pace; `None` turns it off.
+    pub scrub: Option<ScrubConfig>,
 }
 
 /// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
@@ -97,8 +100,14 @@ pub async fn run_with(
     // One registry for the whole node, shown at `/metrics` on HTTP and on HTTP/3.
     let fill_metrics = Arc::new(FillMetrics::default());
     let player_metrics = Arc::new(PlayerMetrics::default());
-    let registry =
-        Arc::new(crate::metrics::registry(store.clone(), &server.stats, &fill_metrics, &player_metrics));
+    let scrub_status = Arc::new(ScrubStatus::default());
+    let registry = Arc::new(crate::metrics::registry(
+        store.clone(),
+        &server.stats,
+        &fill_metrics,
+        &player_metrics,
+        scrub_status.clone(),
+    ));
     // Players share the mesh's upload bucket: one cap for everything this node sends.
     let players = PlayerServer::new(
         sources.players,
@@ -152,6 +161,7 @@ pub async fn run_with(
             published_rx,
         ))
     });
+    let scrubbing = config.scrub.map(|pace| tokio::spawn(scrub::run(store.clone(), pace, scrub_status)));
     let titles = store.titles();
     info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
     say!("{ready}");
@@ -162,8 +172,8 @@ pub async fn run_with(
     if let Some(h) = http {
         h.abort();
     }
-    if let Some(m) = member {
-        m.abort();
+    for task in [member, scrubbing].into_iter().flatten() {
+        task.abort();
     }
     serving.abort();
     endpoint.inner().wait_idle().await;

@@ -13,6 +13,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::serve::{PlayerMetrics, ServeStats};
+use crate::store::scrub::ScrubStatus;
 use crate::store::{Store, TitleInfo};
 
 /// Counters of the fill side.
@@ -72,9 +73,9 @@ impl FillMetrics {
     }
 }
 
-/// The store's gauges, read from it at each scrape.
+/// The store's gauges and counters, and the scrub's, read at each scrape.
 #[derive(Debug)]
-struct StoreGauges(Arc<Store>);
+struct StoreGauges(Arc<Store>, Arc<ScrubStatus>);
 
 impl Collector for StoreGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -103,21 +104,37 @@ impl Collector for StoreGauges {
             "Bytes of all held chunks.",
             MetricType::Gauge,
             [(none, self.0.held_bytes())],
+        )?;
+        encode_family(
+            &mut encoder,
+            "fillmesh_store_chunks_damaged",
+            "Held chunks that failed verification on disk (on a read or in the scrub) and were dropped.",
+            MetricType::Counter,
+            [(none, self.0.damaged_chunks())],
+        )?;
+        encode_family(
+            &mut encoder,
+            "fillmesh_scrub_last_pass_timestamp_seconds",
+            "When the scrub last finished verifying every held chunk of a title (Unix time).",
+            MetricType::Gauge,
+            self.1.last_scrubbed().into_iter().map(|(t, at)| ([("title", t.to_string())], at)),
         )
     }
 }
 
-/// The node's one registry: every part's metrics, and the store's gauges.
+/// The node's one registry: every part's metrics, and the store's and the scrub's.
 pub fn registry(
     store: Arc<Store>,
     serve: &ServeStats,
     fill: &FillMetrics,
     players: &PlayerMetrics,
+    scrub: Arc<ScrubStatus>,
 ) -> Registry {
     let mut registry = Registry::default();
     serve.register(&mut registry);
     fill.register(&mut registry);
-    registry.register_collector(Box::new(StoreGauges(store)));
+    registry.register("fillmesh_scrub_bytes", "Chunk bytes the scrub verified on disk", scrub.bytes.clone());
+    registry.register_collector(Box::new(StoreGauges(store, scrub)));
     players.register(&mut registry);
     registry
 }
@@ -146,7 +163,7 @@ mod tests {
         store.add_title(title, "t", manifest).unwrap();
         let (serve, fill, players) =
             (ServeStats::default(), FillMetrics::default(), PlayerMetrics::default());
-        let registry = registry(store, &serve, &fill, &players);
+        let registry = registry(store, &serve, &fill, &players, Arc::default());
         serve.chunks.inc();
         fill.chunk_verified(4096);
         fill.title_evicted(1 << 20);
@@ -167,6 +184,9 @@ mod tests {
             ("fillmesh_fill_chunks_held", "gauge"),
             ("fillmesh_fill_chunks", "gauge"),
             ("fillmesh_store_held_bytes", "gauge"),
+            ("fillmesh_store_chunks_damaged_total", "counter"),
+            ("fillmesh_scrub_bytes_total", "counter"),
+            ("fillmesh_scrub_last_pass_timestamp_seconds", "gauge"),
             ("fillmesh_player_bytes_total", "counter"),
             ("fillmesh_player_requests_total", "counter"),
             ("fillmesh_cache_misses_total", "counter"),
@@ -182,6 +202,8 @@ mod tests {
             &format!("fillmesh_fill_chunks_held{{title=\"{title}\"}} 0"),
             &format!("fillmesh_fill_chunks{{title=\"{title}\"}} 3"),
             "fillmesh_store_held_bytes 0",
+            "fillmesh_store_chunks_damaged_total 0",
+            "fillmesh_scrub_bytes_total 0",
             "fillmesh_player_bytes_total 100",
             "fillmesh_player_requests_total{status=\"206\"} 1",
             "fillmesh_cache_misses_total{kind=\"content\"} 0",

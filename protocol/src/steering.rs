@@ -1,10 +1,12 @@
-//! The steering document: what the tracker's `GET /steer?title=ID[&client_ip=IP]` answers in
-//! JSON, and what players read. One definition for the tracker that writes it and every
-//! player that reads it.
+//! The players' documents on the tracker's HTTP API, in JSON: the steering answer (what
+//! `GET /steer?title=ID[&client_ip=IP]` answers, players read) and the player's report of a
+//! chunk that failed verification (what players send to `POST /report`). One definition for
+//! the tracker and every player.
 
 use serde::{Deserialize, Serialize};
 
 use crate::messages::SteerTarget;
+use crate::{NodeId, NodeIdError, TitleId, TitleIdError};
 
 /// The answer to one steering request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,46 @@ impl From<SteerTarget> for SteerEntry {
     }
 }
 
+/// A player's report to the tracker (`POST /report`, JSON): the appliance `peer_id` sent
+/// chunk `chunk` of `title` and it failed verification. The tracker counts the player as one
+/// reporter toward the appliance's corrupt-chunk quorum; who the player is, the tracker
+/// takes from the connection, never from the document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayerReport {
+    /// The title id, 64 lowercase hex digits.
+    pub title: String,
+    /// The appliance, as the steering answer named it.
+    pub peer_id: String,
+    pub chunk: u32,
+}
+
+/// Why a player's report is refused before the tracker looks at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlayerReportError {
+    #[error("a report is at most {max} bytes, got {0}", max = PlayerReport::MAX_BYTES)]
+    TooLong(usize),
+    #[error("title: {0}")]
+    Title(#[from] TitleIdError),
+    #[error("peer_id: {0}")]
+    PeerId(#[from] NodeIdError),
+}
+
+impl PlayerReport {
+    /// The largest report body accepted (a well-formed one is under 200 bytes).
+    pub const MAX_BYTES: usize = 1024;
+
+    pub fn new(title: &TitleId, peer_id: &str, chunk: u32) -> Self {
+        Self { title: title.to_string(), peer_id: peer_id.to_owned(), chunk }
+    }
+
+    /// The report's fields, each checked for shape (whether the title and the appliance exist
+    /// is the tracker's to say).
+    pub fn check(&self) -> Result<(TitleId, NodeId, u32), PlayerReportError> {
+        Ok((self.title.parse()?, self.peer_id.parse()?, self.chunk))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +127,42 @@ mod tests {
             if let Some(bytes) = pin {
                 let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 prop_assert_eq!(hex, text.to_lowercase());
+            }
+        }
+
+        /// A report a player writes reads back whole at the tracker; whatever the JSON
+        /// carries instead is refused with a reason, never a panic, and what passes the
+        /// check is exactly what was sent.
+        #[test]
+        fn a_player_report_round_trips_and_anything_else_is_refused(
+            title in any::<[u8; 32]>(),
+            peer in "[1-9A-HJ-NP-Za-km-z]{1,64}",
+            chunk in any::<u32>(),
+            junk_title in "\\PC{0,80}",
+            junk_peer in "\\PC{0,80}",
+        ) {
+            let title = TitleId::from_bytes(title);
+            let report = PlayerReport::new(&title, &peer, chunk);
+            let json = serde_json::to_vec(&report).unwrap();
+            prop_assert!(json.len() <= PlayerReport::MAX_BYTES);
+            let back: PlayerReport = serde_json::from_slice(&json).unwrap();
+            prop_assert_eq!(back.check(), Ok((title, peer.parse().unwrap(), chunk)));
+            let junk = PlayerReport { title: junk_title.clone(), peer_id: junk_peer.clone(), chunk };
+            match junk.check() {
+                Ok((t, p, c)) => {
+                    prop_assert_eq!(t.to_string(), junk_title);
+                    prop_assert_eq!(p.as_str(), junk_peer.as_str());
+                    prop_assert_eq!(c, chunk);
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        /// Arbitrary bytes as a report body: a decoding error or a report, never a panic.
+        #[test]
+        fn arbitrary_report_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(report) = serde_json::from_slice::<PlayerReport>(&body) {
+                let _ = report.check();
             }
         }
     }

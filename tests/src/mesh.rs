@@ -240,6 +240,7 @@ impl Mesh {
             region: "r0".into(),
             prefixes: vec![prefix.parse().expect("prefix")],
             disk_bytes: 1 << 40,
+            scrub: None,
         }
     }
 

@@ -63,23 +63,46 @@ fn killing_the_serving_appliance_mid_stream_fails_over_to_another() {
     assert_eq!(file_id(&out_file), mesh.title);
 }
 
+/// An appliance in this process (the mesh's spare identity 0, site `liars`, serving
+/// 127.0.50.0/24), honest to the mesh (so it fills and is steered to) and lying to players.
+struct PlayerLiar {
+    rt: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl PlayerLiar {
+    /// Starts it and waits until it and the mesh's `appliances` hold the title; returns it
+    /// with its peer id, first in the steering of 127.0.50.9.
+    fn start(mesh: &Mesh, appliances: usize) -> (Self, String) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let config = mesh.spare_node(0, "127.0.0.50:0", "127.0.50.0/24");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = daemon::run_with(
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            |store| daemon::Sources { mesh: store.clone(), players: Lying::source(store, Lie::ChunkBit) },
+        );
+        let task = rt.spawn(async move { run.await.map_err(|e| format!("{e:#}")) });
+        mesh.wait_complete_count(appliances + 1, Duration::from_secs(120));
+        let steering = mesh.steer("127.0.50.9");
+        assert_eq!(steering["targets"][0]["site"], "liars", "{steering}");
+        let id = steering["targets"][0]["peer_id"].as_str().unwrap().to_owned();
+        (Self { rt, stop, task }, id)
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.rt.block_on(self.task).unwrap().unwrap();
+    }
+}
+
 #[test]
 fn a_player_rejects_a_lying_appliance_and_fails_over() {
     let mesh = Mesh::start_with_spares("mesh", "64MB", 2, TITLE_LEN, 1);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let config = mesh.spare_node(0, "127.0.0.50:0", "127.0.50.0/24");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let liar = rt.spawn(daemon::run_with(
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        // Honest to the mesh (so it fills and is steered to), lying to players.
-        |store| daemon::Sources { mesh: store.clone(), players: Lying::source(store, Lie::ChunkBit) },
-    ));
-    mesh.wait_complete_count(3, Duration::from_secs(120));
-    let steering = mesh.steer("127.0.50.9");
-    assert_eq!(steering["targets"][0]["site"], "liars", "{steering}");
+    let (liar, _) = PlayerLiar::start(&mesh, 2);
     let out_file = mesh.dir.path().join("played.mp4");
     let out = play(&mesh, "127.0.50.9", &out_file, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -89,8 +112,7 @@ fn a_player_rejects_a_lying_appliance_and_fails_over() {
     assert!(stdout.contains("failovers: 1"), "{stdout}");
     assert!(!served_by(&stdout).contains("site liars"), "{stdout}");
     assert_eq!(file_id(&out_file), mesh.title);
-    let _ = stop.send(());
-    rt.block_on(liar).unwrap().unwrap();
+    liar.stop();
 }
 
 /// A standard HTTP/3 client this project did not write (Python's niquests, HTTP/3 only),
@@ -225,4 +247,55 @@ fn a_play_writes_to_a_device_and_to_standard_output() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("opening") && stderr.contains("no/such/dir/out"), "{stderr}");
+}
+
+#[test]
+fn a_players_verification_report_reaches_the_tracker_and_a_second_reporter_marks_the_appliance_bad() {
+    let mesh = Mesh::start_with_spares("mesh", "64MB", 1, 8 << 20, 1);
+    let (liar, liar_id) = PlayerLiar::start(&mesh, 1);
+    let reports = || {
+        let a = mesh.appliance_status(&liar_id).unwrap();
+        (a["corrupt_reports"].as_u64().unwrap(), a["bad"].as_bool().unwrap())
+    };
+    let out_file = mesh.dir.path().join("played.mp4");
+    // Two plays from one address (127.0.0.1): one reporter.
+    for _ in 0..2 {
+        let out = play(&mesh, "127.0.50.9", &out_file, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("reported the chunk that failed verification"), "{stderr}");
+        assert_eq!(file_id(&out_file), mesh.title);
+    }
+    assert_eq!(reports(), (1, false));
+    // A report that does not hold together is refused with its reason and changes nothing.
+    let tracker_http = mesh.tracker.http.clone().unwrap();
+    for (body, reason) in [
+        (format!(r#"{{"title":"{}","peer_id":"{}","chunk":8}}"#, mesh.title, liar_id), "chunk 8"),
+        (
+            format!(r#"{{"title":"{}","peer_id":"{}","chunk":0}}"#, mesh.title, mesh.origin.peer),
+            "no appliance",
+        ),
+        (format!(r#"{{"title":"nope","peer_id":"{liar_id}","chunk":0}}"#), "title"),
+        ("{\"title\":1}".to_owned(), "invalid type"),
+    ] {
+        let (code, answer) = fillmesh_tests::http(&tracker_http, "POST", "/report", &[], body.as_bytes());
+        assert_eq!(code, 400, "{body}: {answer}");
+        assert!(answer.contains(reason), "{body}: {answer}");
+    }
+    let long = format!(
+        r#"{{"title":"{}","peer_id":"{}","chunk":0,"pad":"{}"}}"#,
+        mesh.title,
+        liar_id,
+        "x".repeat(2000)
+    );
+    assert_eq!(fillmesh_tests::http(&tracker_http, "POST", "/report", &[], long.as_bytes()).0, 413);
+    assert_eq!(reports(), (1, false));
+    // A second player, from another address: the quorum. The liar is steered to no more.
+    let out = play(&mesh, "127.0.50.9", &out_file, &["--bind", "127.0.0.2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reports(), (2, true));
+    let steering = mesh.steer("127.0.50.9");
+    let targets = steering["targets"].as_array().unwrap();
+    assert!(!targets.is_empty() && targets.iter().all(|t| t["peer_id"] != liar_id.as_str()), "{steering}");
+    liar.stop();
 }

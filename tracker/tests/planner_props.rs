@@ -176,6 +176,7 @@ impl Run {
                     })
                     .count();
             }
+            (Event::PlayerCorrupt { .. }, _) => check_corrupt_status(&self.tracker, &self.model, self.now)?,
             (Event::ReportFailure { kind: FailureKind::Corrupt, .. }, Decision::Done) => {
                 check_corrupt_status(&self.tracker, &self.model, self.now)?;
                 self.seen[3] += usize::from(repeat);
@@ -292,6 +293,12 @@ impl Run {
             .iter()
             .find(|(n, tt, _, s)| *n == reporter && *tt == title(t) && *s == source)
             .map_or((b % u64::from(self.s.titles[t].0)) as u32, |x| x.2);
+        // Now and then a player's report instead, from one of three addresses (two of them in
+        // one IPv6 /64, so one reporter), beside the appliances' reports on the same sources.
+        if b % 4 == 0 {
+            let player = ["192.0.2.1", "2001:db8::1", "2001:db8::2"][(c % 3) as usize].parse().unwrap();
+            return Event::PlayerCorrupt { player, title: title(t), chunk, source };
+        }
         Event::ReportFailure { reporter, title: title(t), chunk, source, kind: FailureKind::Corrupt }
     }
 

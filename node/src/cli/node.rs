@@ -10,6 +10,7 @@ use libp2p_identity::PeerId;
 use super::{runtime, shutdown_signal, units};
 use crate::daemon::{self, NodeConfig};
 use crate::serve::ServeLimits;
+use crate::store::scrub::ScrubConfig;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -64,6 +65,13 @@ pub struct NodeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Bytes per second the background scrub re-verifies held chunks at, e.g. 16MB; 0 turns
+    /// the scrub off.
+    #[arg(long, value_parser = units::parse_bytes, default_value_t = ScrubConfig::DEFAULT_RATE)]
+    pub scrub_rate: u64,
+    /// Seconds between the starts of two scrub passes at least.
+    #[arg(long, default_value_t = ScrubConfig::DEFAULT_INTERVAL.as_secs())]
+    pub scrub_interval_secs: u64,
 }
 
 /// Runs the node (or prints its PeerId) until Ctrl-C or SIGTERM.
@@ -91,6 +99,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         region: args.region,
         prefixes: args.serve_prefix,
         disk_bytes: args.disk_quota,
+        scrub: (args.scrub_rate > 0).then(|| ScrubConfig {
+            rate: args.scrub_rate,
+            interval: std::time::Duration::from_secs(args.scrub_interval_secs),
+        }),
     };
     for (what, label) in [("site", &config.site), ("region", &config.region)] {
         anyhow::ensure!(

@@ -4,7 +4,9 @@
 //! it against the id, then streams the title in order over HTTP/3 with a window of chunk-sized
 //! range requests in flight, verifying every chunk before a byte of it is written. An
 //! appliance that errors, stalls or sends a bad chunk is dropped for the next one on the
-//! steering list, and the chunks not yet written are asked of it.
+//! steering list, and the chunks not yet written are asked of it. A chunk that fails
+//! verification is also reported to the tracker (`POST /report`), which counts this player
+//! toward the appliance's corrupt-chunk quorum.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::{Buf, Bytes, BytesMut};
 use clap::Args;
-use fillmesh_protocol::steering::{SteerAnswer, SteerEntry};
+use fillmesh_protocol::steering::{PlayerReport, SteerAnswer, SteerEntry};
 use fillmesh_protocol::{Manifest, TitleId};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -38,6 +40,8 @@ pub struct PlayOptions {
     pub stall: Duration,
     /// Consume at most this many bytes per second, as a player at a bitrate does.
     pub rate: Option<u64>,
+    /// The local address to reach the tracker and the appliances from (any, if `None`).
+    pub bind: Option<IpAddr>,
 }
 
 /// What a play did.
@@ -63,7 +67,7 @@ struct Session {
 }
 
 impl Session {
-    async fn open(target: &Target) -> anyhow::Result<Self> {
+    async fn open(target: &Target, local: Option<IpAddr>) -> anyhow::Result<Self> {
         let pin = target
             .cert_pin()
             .with_context(|| format!("steering gave no certificate fingerprint for {}", target.peer_id))?;
@@ -74,7 +78,8 @@ impl Session {
             .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
             .with_context(|| format!("bad appliance URL {}", target.url))?;
         let addr: SocketAddr = authority.parse().with_context(|| format!("appliance address {authority}"))?;
-        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+        let any: IpAddr = if addr.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() };
+        let bind = SocketAddr::new(local.unwrap_or(any), 0);
         let mut endpoint = quinn::Endpoint::client(bind)?;
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(player_client_config(pin)?)?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(tls)));
@@ -123,13 +128,18 @@ impl Session {
     }
 }
 
+/// The HTTP client for the tracker, from `opts.bind` if given.
+fn tracker_client(opts: &PlayOptions) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).local_address(opts.bind).build()?)
+}
+
 async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Vec<Target>> {
     let base = opts.tracker_http.trim_end_matches('/');
     let mut url = format!("{base}/steer?title={title}");
     if let Some(ip) = opts.client_ip {
         url.push_str(&format!("&client_ip={ip}"));
     }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let client = tracker_client(opts)?;
     let response =
         client.get(&url).send().await.with_context(|| format!("cannot reach the tracker at {base}"))?;
     let status = response.status();
@@ -140,6 +150,38 @@ async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Vec<Target
     anyhow::ensure!(!answer.targets.is_empty(), "no appliance can serve {title}: {}", answer.reason);
     Ok(answer.targets)
 }
+
+/// Tells the tracker that `target` sent chunk `index` of `title` and it failed verification.
+/// The play goes on whatever the answer: a report that fails is logged, not fatal.
+async fn report_unverified(opts: &PlayOptions, title: &TitleId, target: &Target, index: u32) {
+    let base = opts.tracker_http.trim_end_matches('/');
+    let report = PlayerReport::new(title, &target.peer_id, index);
+    let sent = async {
+        let response = tracker_client(opts)?
+            .post(format!("{base}/report"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&report)?)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        anyhow::ensure!(status.is_success(), "answered {status}: {}", text.trim());
+        anyhow::Ok(())
+    };
+    match sent.await {
+        Ok(()) => {
+            info!(appliance = %target.peer_id, chunk = index, "reported the chunk that failed verification")
+        }
+        Err(e) => {
+            warn!(appliance = %target.peer_id, chunk = index, "the tracker did not take the report: {e:#}")
+        }
+    }
+}
+
+/// A chunk that arrived whole but failed verification: what the tracker hears of.
+#[derive(Debug, thiserror::Error)]
+#[error("chunk {0} failed verification")]
+struct Unverified(u32);
 
 /// Fetches and verifies the manifest from `session`.
 async fn manifest(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
@@ -163,7 +205,9 @@ async fn chunk(session: &Session, title: TitleId, manifest: &Manifest, index: u3
         headers.get("content-range").and_then(|v| v.to_str().ok()) == Some(expected.as_str()),
         "chunk {index}: wrong Content-Range"
     );
-    manifest.verify_chunk(index, &body).with_context(|| format!("chunk {index} failed verification"))?;
+    if manifest.verify_chunk(index, &body).is_err() {
+        return Err(Unverified(index).into());
+    }
     Ok(body)
 }
 
@@ -193,7 +237,7 @@ pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySumm
         if k > 0 {
             summary.failovers += 1;
         }
-        let session = match Session::open(target).await {
+        let session = match Session::open(target, opts.bind).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(appliance = %target.peer_id, "cannot connect: {e:#}");
@@ -242,6 +286,9 @@ pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySumm
             }
             Err(e) => {
                 warn!(appliance = %target.peer_id, "failing over: {e:#}");
+                if let Some(Unverified(index)) = e.downcast_ref::<Unverified>() {
+                    report_unverified(opts, &title, target, *index).await;
+                }
                 last_error = Some(e);
             }
         }
@@ -372,6 +419,10 @@ pub struct PlayArgs {
     /// Consume at most this many bytes per second, as a player at a bitrate (e.g. 8MB).
     #[arg(long, value_parser = units::parse_bytes)]
     pub rate: Option<u64>,
+    /// The local address to connect from (to the tracker and the appliances), on a host
+    /// with several.
+    #[arg(long)]
+    pub bind: Option<std::net::IpAddr>,
 }
 /// Plays the title and prints the summary.
 pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
@@ -382,6 +433,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
         window: args.window.clamp(1, 64),
         stall: Duration::from_secs(args.stall_secs.max(1)),
         rate: args.rate,
+        bind: args.bind,
     };
     // With the title on standard output, the summary goes to standard error.
     let on_stderr = opts.out.as_deref().is_some_and(is_stdout);

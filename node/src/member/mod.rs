@@ -166,7 +166,9 @@ async fn session(
         other => return Err(LinkError::Exchange(format!("unexpected answer to register: {other:?}"))),
     };
     info!(tracker = %config.tracker, "registered with the tracker");
-    // Whatever the tracker knew of us may be gone: tell it everything.
+    // Whatever the tracker knew of us may be gone: tell it everything (damage found so far
+    // included).
+    store.take_damaged();
     for info in store.titles() {
         if config.role == Role::Origin && info.held.is_full() {
             publish(link, store, info.title).await?;
@@ -242,6 +244,15 @@ async fn session(
             Some(title) = published.recv() => {
                 publish(link, store, title).await?;
                 report(link, title, store, Vec::new()).await?;
+            }
+            // A chunk found damaged on disk was dropped: the tracker hears that its title is
+            // no longer whole here (steering stops sending players for it), and plans its
+            // chunk again, which is asked for at once.
+            () = store.damage_found() => {
+                for title in store.take_damaged() {
+                    report(link, title, store, Vec::new()).await?;
+                }
+                idle_until = tokio::time::Instant::now();
             }
             // A finished chunk frees a fetch slot here and an upload slot at its source; the
             // tracker hears of it now rather than at the next flush tick, so both are planned

@@ -2,8 +2,9 @@
 //!
 //! `GET`/`HEAD /titles/<id>` with single-range support, `GET /manifests/<id>` (the postcard
 //! manifest, so a player can verify what it gets), `GET /metrics` (the node's whole registry,
-//! as on its HTTP port). Only verified chunks leave the node: a range not yet held whole is
-//! answered 503 with `Retry-After`. Bytes go from disk to the stream one chunk at a time
+//! as on its HTTP port). Only verified chunks leave the node: a range not yet held whole, or
+//! whose first chunk the store finds damaged as it reads (and drops), is answered 503 with
+//! `Retry-After`. Bytes go from disk to the stream one chunk at a time
 //! through the node's upload bucket, never buffered whole.
 
 use std::sync::Arc;
@@ -315,16 +316,29 @@ impl PlayerServer {
         let cs = manifest.chunk_size().bytes();
         let chunks = if body_len == 0 { 0..0 } else { (start / cs) as u32..(end / cs) as u32 + 1 };
         let held = self.source.held(&title);
+        let not_held = |server: &Self| {
+            server.metrics.content_misses.inc();
+            [("retry-after", "1"), ("etag", etag.as_str())]
+        };
         if !chunks.clone().all(|i| held.as_ref().is_some_and(|h| h.contains(i))) {
-            self.metrics.content_misses.inc();
+            let headers = not_held(self);
             return self
-                .simple(
-                    stream,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not held here yet\n",
-                    &[("retry-after", "1"), ("etag", &etag)],
-                )
+                .simple(stream, StatusCode::SERVICE_UNAVAILABLE, "not held here yet\n", &headers)
                 .await;
+        }
+        // The first chunk is read, and verified, before the status is sent: a chunk found
+        // damaged is dropped by the read and the range answered as not held.
+        let mut first_chunk = None;
+        if request.method() == Method::GET && !chunks.is_empty() {
+            match self.read(title, chunks.start).await {
+                Some(bytes) => first_chunk = Some(bytes),
+                None => {
+                    let headers = not_held(self);
+                    return self
+                        .simple(stream, StatusCode::SERVICE_UNAVAILABLE, "not held here\n", &headers)
+                        .await;
+                }
+            }
         }
         self.metrics.count(status);
         let mut response = Response::builder()
@@ -343,15 +357,15 @@ impl PlayerServer {
         }
         let mut first = true;
         for index in chunks {
-            let source = self.source.clone();
-            let bytes = match tokio::task::spawn_blocking(move || source.read_chunk(&title, index)).await {
-                Ok(Ok(b)) => b,
-                // Dropped between the check and the read (damage found on disk): the player
-                // sees a truncated body and fails over; never a wrong byte.
-                _ => {
-                    stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
-                    return Ok(());
-                }
+            let read = match first_chunk.take() {
+                Some(bytes) => Some(bytes),
+                None => self.read(title, index).await,
+            };
+            // A later chunk found damaged (and dropped) by its read: the player sees a
+            // truncated body and fails over; never a wrong byte.
+            let Some(bytes) = read else {
+                stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return Ok(());
             };
             let offset = u64::from(index) * cs;
             let from = start.saturating_sub(offset) as usize;
@@ -369,5 +383,22 @@ impl PlayerServer {
             }
         }
         stream.finish().await
+    }
+
+    /// A held chunk's bytes, verified; `None` if it cannot be read or failed verification
+    /// (then dropped by the store, which says so).
+    async fn read(&self, title: TitleId, index: u32) -> Option<Bytes> {
+        let source = self.source.clone();
+        match tokio::task::spawn_blocking(move || source.read_chunk(&title, index)).await {
+            Ok(Ok(bytes)) => Some(bytes),
+            Ok(Err(e)) => {
+                debug!(%title, index, "chunk not served: {e}");
+                None
+            }
+            Err(e) => {
+                debug!(%title, index, "chunk read task failed: {e}");
+                None
+            }
+        }
     }
 }

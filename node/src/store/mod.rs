@@ -7,20 +7,26 @@
 //! Writes are grouped: one `fdatasync` and one index flush cover every chunk written in a
 //! batch, and no chunk's bit is set before the sync that covers it.
 //!
-//! The first read of a chunk after the store is opened verifies it again before a byte leaves
-//! the node, so damage done while the node was down (a bad disk, a file touched by hand) is
-//! caught: the chunk's bit is cleared and the read refused. Chunks verified in this process's
-//! lifetime (written, imported or already read) are not hashed again on every read: that
-//! cost 15% of fill throughput, and every receiver verifies what it gets anyway.
+//! Every read of a chunk from disk verifies it before a byte leaves the node, so damage (a
+//! failing disk, a stray write, a file touched by hand, while the node runs or while it was
+//! down) is never served: the chunk is dropped (its bit cleared in the index, flushed, before
+//! it stops counting as held), counted, logged once, and the titles that lost a chunk are
+//! handed to whoever reports to the tracker ([`Store::take_damaged`]), so that it is filled
+//! again. The verified bytes of a chunk just read are kept in memory for [`RECENT_TTL`]
+//! (see [`recent`]), so repeated small reads of one chunk cost one read and one hash.
+//! [`Store::scrub_chunk`] verifies a held chunk from the disk itself, for the scrub.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 mod datafile;
 mod outfile;
+mod recent;
+pub mod scrub;
 mod writer;
 
 use bytes::Bytes;
@@ -28,6 +34,7 @@ pub use datafile::chunk_buffer;
 use datafile::DataFile;
 use fillmesh_protocol::{BitmapError, ChunkBitmap, Manifest, TitleId, VerifyError};
 pub use outfile::OutFile;
+pub use recent::{RECENT_BYTES, RECENT_TTL};
 use serde::{Deserialize, Serialize};
 pub use writer::{ChunkWriter, Commit};
 
@@ -116,20 +123,16 @@ struct TitleState {
     name: String,
     manifest: Arc<Manifest>,
     held: ChunkBitmap,
-    /// Held chunks whose bytes this process has verified (not persisted: a restart re-checks).
-    verified: ChunkBitmap,
+    /// Chunks of this title newly marked held so far in this process. A read that finds a
+    /// chunk damaged drops it only if this has not moved since the read began: otherwise the
+    /// chunk may have been dropped and refilled meanwhile, and the good copy must stay.
+    generation: u64,
     file: Arc<DataFile>,
 }
 
 impl TitleState {
-    fn new(
-        name: String,
-        manifest: Manifest,
-        held: ChunkBitmap,
-        verified: ChunkBitmap,
-        file: DataFile,
-    ) -> Self {
-        Self { name, manifest: Arc::new(manifest), held, verified, file: Arc::new(file) }
+    fn new(name: String, manifest: Manifest, held: ChunkBitmap, file: DataFile) -> Self {
+        Self { name, manifest: Arc::new(manifest), held, generation: 0, file: Arc::new(file) }
     }
 }
 
@@ -150,6 +153,25 @@ pub struct Store {
     /// way to the writer are dropped quietly, while a chunk of a title never added is a bug
     /// and an error.
     removed: Mutex<std::collections::HashSet<TitleId>>,
+    /// Verified bytes of chunks read moments ago.
+    recent: Mutex<recent::Recent>,
+    /// Chunks found damaged and dropped since the store was opened.
+    damaged: std::sync::atomic::AtomicU64,
+    /// Titles that lost a damaged chunk since [`Store::take_damaged`] was last called.
+    damaged_titles: Mutex<std::collections::BTreeSet<TitleId>>,
+    /// Woken when a title joins `damaged_titles`.
+    damage: tokio::sync::Notify,
+}
+
+/// What [`Store::scrub_chunk`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrubbed {
+    /// The chunk verified on disk; its length.
+    Verified(u64),
+    /// The chunk did not verify and was dropped.
+    Dropped,
+    /// Not held (never, or no longer): nothing to check.
+    NotHeld,
 }
 
 /// Summary of one title in the store.
@@ -191,6 +213,10 @@ impl Store {
             quota: std::sync::atomic::AtomicU64::new(u64::MAX),
             held_total: std::sync::atomic::AtomicU64::new(0),
             removed: Mutex::new(std::collections::HashSet::new()),
+            recent: Mutex::default(),
+            damaged: std::sync::atomic::AtomicU64::new(0),
+            damaged_titles: Mutex::default(),
+            damage: tokio::sync::Notify::new(),
         };
         store.load()?;
         Ok(store)
@@ -211,8 +237,7 @@ impl Store {
                 None => empty_bitmap(chunks)?,
             };
             let (file, held) = self.open_data(&title, &record.manifest, held)?;
-            let verified = empty_bitmap(chunks)?;
-            titles.insert(title, TitleState::new(record.name, record.manifest, held, verified, file));
+            titles.insert(title, TitleState::new(record.name, record.manifest, held, file));
         }
         self.remove_orphans(&titles);
         self.recount(&titles);
@@ -299,8 +324,7 @@ impl Store {
                 .map_err(|e| StoreError::io(path.display().to_string(), e))?;
         file.set_len(manifest.len()).map_err(|e| StoreError::io(path.display().to_string(), e))?;
         self.write_record(&title, name, &manifest, &held)?;
-        let verified = held.clone();
-        titles.insert(title, TitleState::new(name.to_owned(), manifest, held, verified, file));
+        titles.insert(title, TitleState::new(name.to_owned(), manifest, held, file));
         Ok(())
     }
 
@@ -321,6 +345,7 @@ impl Store {
         self.held_total.fetch_sub(freed, std::sync::atomic::Ordering::Relaxed);
         self.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(*title);
         drop(titles);
+        self.recent().forget(title, None);
         let path = self.data_path(title);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -400,9 +425,7 @@ impl Store {
         let held = ChunkBitmap::full(manifest.chunk_count())
             .map_err(|e| StoreError::CorruptIndex { what: title.to_string(), reason: e.to_string() })?;
         self.write_record(&title, name, &manifest, &held)?;
-        // The caller built the manifest from these very bytes: they count as verified.
-        let verified = held.clone();
-        titles.insert(title, TitleState::new(name.to_owned(), manifest, held, verified, data));
+        titles.insert(title, TitleState::new(name.to_owned(), manifest, held, data));
         self.recount(&titles);
         Ok(())
     }
@@ -546,7 +569,7 @@ impl Store {
         }
         for (title, index) in &newly {
             if let Some(state) = titles.get_mut(title) {
-                state.verified.insert(*index);
+                state.generation += 1;
                 let len = state.manifest.chunk_len(*index).unwrap_or(0);
                 self.held_total.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
             }
@@ -554,48 +577,124 @@ impl Store {
         Ok(newly)
     }
 
-    /// Reads a held chunk, verifying it first if this process has not yet. A chunk that fails
-    /// (damaged while the node was down, a file changed behind its back) is dropped from the
-    /// held set and the read refused.
+    /// Reads a held chunk and verifies it before returning a byte of it (a chunk read and
+    /// verified within [`RECENT_TTL`] comes from memory). A chunk that fails (damaged on disk
+    /// while the node ran or was down, its file changed behind the store's back) is dropped
+    /// ([`StoreError::CorruptOnDisk`]): it is then not held, as if never filled.
     pub fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
-        let (file, manifest, verified) = {
+        if let Some(bytes) = self.recent().get(title, index, Instant::now()) {
+            // Dropped or evicted since it was read: not held, whatever memory has.
+            if self.lock().get(title).is_some_and(|s| s.held.contains(index)) {
+                return Ok(bytes);
+            }
+        }
+        let (bytes, generation, manifest) = self.read_held(title, index, false)?;
+        if manifest.verify_chunk(index, &bytes).is_err() {
+            self.drop_damaged(title, index, generation, "read")?;
+            return Err(StoreError::CorruptOnDisk { title: *title, index });
+        }
+        self.recent().insert(*title, index, bytes.clone(), Instant::now());
+        Ok(bytes)
+    }
+
+    /// Verifies a held chunk as it is on disk (around the page cache where the filesystem
+    /// allows, and never from the recent chunks), dropping it if it fails, as a read would.
+    pub fn scrub_chunk(&self, title: &TitleId, index: u32) -> Result<Scrubbed, StoreError> {
+        let (bytes, generation, manifest) = match self.read_held(title, index, true) {
+            Ok(read) => read,
+            Err(StoreError::NotHeld { .. }) => return Ok(Scrubbed::NotHeld),
+            Err(e) => return Err(e),
+        };
+        if manifest.verify_chunk(index, &bytes).is_ok() {
+            return Ok(Scrubbed::Verified(bytes.len() as u64));
+        }
+        self.drop_damaged(title, index, generation, "scrub")?;
+        Ok(Scrubbed::Dropped)
+    }
+
+    /// The bytes of a held chunk as they are in its data file, unverified, with the title's
+    /// generation when the read began and its manifest.
+    fn read_held(
+        &self,
+        title: &TitleId,
+        index: u32,
+        uncached: bool,
+    ) -> Result<(Bytes, u64, Arc<Manifest>), StoreError> {
+        let (file, manifest, generation) = {
             let titles = self.lock();
             let state = titles.get(title).ok_or(StoreError::UnknownTitle(*title))?;
             if !state.held.contains(index) {
                 return Err(StoreError::NotHeld { title: *title, index });
             }
-            (state.file.clone(), state.manifest.clone(), state.verified.contains(index))
+            (state.file.clone(), state.manifest.clone(), state.generation)
         };
-        let len = manifest.chunk_len(index).ok_or(StoreError::NotHeld { title: *title, index })?;
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, manifest.chunk_offset(index))
-            .map_err(|e| StoreError::io(format!("chunk {index} of {title}"), e))?;
-        if !verified {
-            if manifest.verify_chunk(index, &buf).is_err() {
-                tracing::error!(%title, index, "chunk failed verification on disk; dropping it");
-                self.unmark(title, index)?;
-                return Err(StoreError::CorruptOnDisk { title: *title, index });
-            }
-            if let Some(state) = self.lock().get_mut(title) {
-                state.verified.insert(index);
-            }
-        }
-        Ok(Bytes::from(buf))
+        let len = manifest.chunk_len(index).ok_or(StoreError::NotHeld { title: *title, index })? as usize;
+        let offset = manifest.chunk_offset(index);
+        let what = || format!("chunk {index} of {title}");
+        let bytes = if uncached {
+            file.read_uncached_at(len, offset).map_err(|e| StoreError::io(what(), e))?
+        } else {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset).map_err(|e| StoreError::io(what(), e))?;
+            Bytes::from(buf)
+        };
+        Ok((bytes, generation, manifest))
     }
 
-    fn unmark(&self, title: &TitleId, index: u32) -> Result<(), StoreError> {
+    /// Drops a chunk that failed verification on disk: its bit is cleared in the index and
+    /// flushed before it stops counting as held here; then it is counted, logged (once per
+    /// chunk: a second reader of the same damage finds it already dropped), and its title
+    /// queued for [`Store::take_damaged`]. Nothing is dropped if the chunk was refilled since
+    /// the damaged read began (`generation` moved). Returns whether it was dropped.
+    fn drop_damaged(
+        &self,
+        title: &TitleId,
+        index: u32,
+        generation: u64,
+        by: &str,
+    ) -> Result<bool, StoreError> {
         let mut titles = self.lock();
-        if let Some(state) = titles.get_mut(title) {
-            if state.held.contains(index) {
-                let len = state.manifest.chunk_len(index).unwrap_or(0);
-                self.held_total.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
-            }
-            state.held.remove(index);
-            state.verified.remove(index);
-            self.bitmaps.insert(title.as_bytes(), state.held.as_bytes())?;
-            self.db.flush()?;
+        let Some(state) = titles.get_mut(title) else { return Ok(false) };
+        if !state.held.contains(index) || state.generation != generation {
+            return Ok(false);
         }
-        Ok(())
+        let mut held = state.held.clone();
+        held.remove(index);
+        self.bitmaps.insert(title.as_bytes(), held.as_bytes())?;
+        self.db.flush()?;
+        state.held = held;
+        let len = state.manifest.chunk_len(index).unwrap_or(0);
+        self.held_total.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+        drop(titles);
+        self.recent().forget(title, Some(index));
+        self.damaged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.damaged_titles.lock().unwrap_or_else(|p| p.into_inner()).insert(*title);
+        self.damage.notify_one();
+        tracing::error!(%title, index, found_by = by, "chunk failed verification on disk: dropped, to be filled again");
+        Ok(true)
+    }
+
+    /// Chunks found damaged and dropped since the store was opened.
+    pub fn damaged_chunks(&self) -> u64 {
+        self.damaged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The titles that lost a damaged chunk since the last call (each once), for the tracker
+    /// to hear that they are no longer whole here.
+    pub fn take_damaged(&self) -> Vec<TitleId> {
+        std::mem::take(&mut *self.damaged_titles.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Resolves when a title has joined those [`Store::take_damaged`] returns (at once if one
+    /// did since the last wait).
+    pub async fn damage_found(&self) {
+        self.damage.notified().await
+    }
+
+    fn recent(&self) -> MutexGuard<'_, recent::Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes a whole title into `sink` (standard output, a pipe), in order; `shown` names the
@@ -927,6 +1026,69 @@ mod tests {
         assert!(!reopen(dir.path()).held(&id).unwrap().contains(1));
     }
 
+    /// Overwrites `bytes` at `at` of the title's data file, as a failing disk or a stray
+    /// write would (through the page cache, behind the store's back).
+    fn damage(store: &Store, id: &TitleId, at: u64, bytes: &[u8]) {
+        let f = OpenOptions::new().write(true).open(store.data_path(id)).unwrap();
+        f.write_all_at(bytes, at).unwrap();
+    }
+
+    #[test]
+    fn damage_while_running_is_never_served_and_the_chunk_is_dropped_durably_once() {
+        let (dir, id, m, data) = setup(3 * 4096);
+        let store = reopen(dir.path());
+        store.add_title(id, "t", m.clone()).unwrap();
+        for i in 0..3 {
+            store.put_chunk(&chunk(&m, id, &data, i)).unwrap();
+        }
+        // Read once (verified, kept for a moment), then damaged on disk: a read within the
+        // moment gets the verified bytes, never the damaged ones.
+        assert_eq!(&store.read_chunk(&id, 1).unwrap()[..], &data[4096..8192]);
+        damage(&store, &id, 4096 + 100, &[0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(&store.read_chunk(&id, 1).unwrap()[..], &data[4096..8192]);
+        // The scrub reads the disk itself: found, dropped, counted, queued for the tracker.
+        assert_eq!(store.scrub_chunk(&id, 1).unwrap(), Scrubbed::Dropped);
+        assert!(!store.held(&id).unwrap().contains(1));
+        assert!(matches!(store.read_chunk(&id, 1), Err(StoreError::NotHeld { .. })));
+        assert_eq!(store.scrub_chunk(&id, 1).unwrap(), Scrubbed::NotHeld);
+        assert_eq!(store.damaged_chunks(), 1);
+        assert_eq!(store.held_bytes(), 2 * 4096);
+        assert_eq!(store.take_damaged(), vec![id]);
+        assert!(store.take_damaged().is_empty(), "a title is handed over once per damage");
+        // Damage in a chunk never read: the first read finds it. A second read of the same
+        // damage is not counted again.
+        damage(&store, &id, 2 * 4096, &[0; 4]);
+        assert!(matches!(store.read_chunk(&id, 2), Err(StoreError::CorruptOnDisk { index: 2, .. })));
+        assert!(matches!(store.read_chunk(&id, 2), Err(StoreError::NotHeld { .. })));
+        assert_eq!(store.damaged_chunks(), 2);
+        assert_eq!(store.scrub_chunk(&id, 0).unwrap(), Scrubbed::Verified(4096));
+        // Dropped durably: still gone after a reopen; the good chunk is still held.
+        drop(store);
+        let store = reopen(dir.path());
+        assert_eq!(store.held(&id).unwrap().iter().collect::<Vec<_>>(), vec![0]);
+        // Filled again, it is served again.
+        store.put_chunk(&chunk(&m, id, &data, 1)).unwrap();
+        assert_eq!(&store.read_chunk(&id, 1).unwrap()[..], &data[4096..8192]);
+    }
+
+    #[test]
+    fn a_damaged_read_that_crosses_a_refill_does_not_drop_the_good_copy() {
+        let (dir, id, m, data) = setup(2 * 4096);
+        let store = reopen(dir.path());
+        store.add_title(id, "t", m.clone()).unwrap();
+        store.put_chunk(&chunk(&m, id, &data, 0)).unwrap();
+        damage(&store, &id, 10, &[0xff; 4]);
+        // Reader A reads the damaged bytes; reader B drops the chunk and it is filled again,
+        // all before A gets to its verdict.
+        let (_, seen, _) = store.read_held(&id, 0, false).unwrap();
+        assert!(store.drop_damaged(&id, 0, seen, "read").unwrap());
+        store.put_chunk(&chunk(&m, id, &data, 0)).unwrap();
+        assert!(!store.drop_damaged(&id, 0, seen, "read").unwrap(), "the refilled chunk was dropped");
+        assert!(store.held(&id).unwrap().contains(0));
+        assert_eq!(&store.read_chunk(&id, 0).unwrap()[..], &data[..4096]);
+        assert_eq!(store.damaged_chunks(), 1);
+    }
+
     #[test]
     fn the_quota_refuses_chunks_past_it_and_keeps_what_is_held() {
         let (dir, id, m, data) = setup(3 * 4096);
@@ -980,6 +1142,27 @@ mod tests {
                 Just(Crash::BeforeBit),
             ]).prop_map(|(i, c)| Op::Crash(i, c)),
             1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// What happens to a title's chunks while the node runs.
+    #[derive(Debug, Clone)]
+    enum Life {
+        Put(u32),
+        /// Bytes of chunk `.0` overwritten on disk at `.1` within it, XORed with `.2` (never 0).
+        Damage(u32, usize, u8),
+        Read(u32),
+        Scrub(u32),
+        Reopen,
+    }
+
+    fn life(chunks: u32) -> impl Strategy<Value = Life> {
+        prop_oneof![
+            3 => (0..chunks).prop_map(Life::Put),
+            2 => (0..chunks, 0usize..4096, 1u8..=255).prop_map(|(i, at, x)| Life::Damage(i, at, x)),
+            3 => (0..chunks).prop_map(Life::Read),
+            2 => (0..chunks).prop_map(Life::Scrub),
+            1 => Just(Life::Reopen),
         ]
     }
 
@@ -1048,6 +1231,75 @@ mod tests {
                     prop_assert!(held.contains(i), "chunk {} was stored but is no longer held", i);
                 }
                 let counted: u64 = held.iter().map(|i| m.chunk_len(i).unwrap()).sum();
+                prop_assert_eq!(store.held_bytes(), counted);
+            }
+        }
+
+        /// Damage on disk at any moment, reads and scrubs in any order: no read ever returns a
+        /// byte that is not the title's, a damaged chunk is dropped (durably: reopening does
+        /// not bring it back) when a read from disk or the scrub meets it, and no other chunk
+        /// that was stored is ever lost.
+        #[test]
+        fn damage_is_never_served_and_only_damaged_chunks_are_dropped(ops in proptest::collection::vec(life(5), 1..40)) {
+            let (dir, id, m, data) = setup(4 * 4096 + 777);
+            let mut store = reopen(dir.path());
+            store.add_title(id, "t", m.clone()).unwrap();
+            let mut held = std::collections::BTreeSet::new();
+            // Chunks whose bytes on disk are not the title's.
+            let mut damaged = std::collections::BTreeSet::new();
+            let mut drops = 0u64;
+            for op in ops {
+                match op {
+                    Life::Put(i) => {
+                        let fresh = store.put_chunk(&chunk(&m, id, &data, i)).unwrap();
+                        prop_assert_eq!(fresh, held.insert(i));
+                        if fresh {
+                            damaged.remove(&i);
+                        }
+                    }
+                    Life::Damage(i, at, x) => {
+                        let at = at.min(m.chunk_len(i).unwrap() as usize - 1);
+                        let offset = m.chunk_offset(i) + at as u64;
+                        let mut byte = [0u8];
+                        std::fs::File::open(store.data_path(&id)).unwrap().read_exact_at(&mut byte, offset).unwrap();
+                        damage(&store, &id, offset, &[byte[0] ^ x]);
+                        damaged.insert(i);
+                    }
+                    Life::Read(i) => match store.read_chunk(&id, i) {
+                        Ok(bytes) => {
+                            let start = m.chunk_offset(i) as usize;
+                            prop_assert!(bytes[..] == data[start..start + bytes.len()], "chunk {} served wrong bytes", i);
+                            prop_assert!(held.contains(&i));
+                        }
+                        Err(StoreError::CorruptOnDisk { .. }) => {
+                            prop_assert!(held.remove(&i) && damaged.contains(&i), "chunk {} dropped undamaged", i);
+                            drops += 1;
+                        }
+                        Err(StoreError::NotHeld { .. }) => prop_assert!(!held.contains(&i)),
+                        Err(e) => prop_assert!(false, "read of chunk {}: {}", i, e),
+                    },
+                    Life::Scrub(i) => {
+                        let found = store.scrub_chunk(&id, i).unwrap();
+                        let expected = match (held.contains(&i), damaged.contains(&i)) {
+                            (false, _) => Scrubbed::NotHeld,
+                            (true, true) => Scrubbed::Dropped,
+                            (true, false) => Scrubbed::Verified(m.chunk_len(i).unwrap()),
+                        };
+                        prop_assert_eq!(found, expected);
+                        if found == Scrubbed::Dropped {
+                            held.remove(&i);
+                            drops += 1;
+                        }
+                    }
+                    Life::Reopen => {
+                        drop(store);
+                        store = reopen(dir.path());
+                        drops = 0;
+                    }
+                }
+                prop_assert_eq!(store.held(&id).unwrap().iter().collect::<std::collections::BTreeSet<_>>(), held.clone());
+                prop_assert_eq!(store.damaged_chunks(), drops);
+                let counted: u64 = held.iter().map(|&i| m.chunk_len(i).unwrap()).sum();
                 prop_assert_eq!(store.held_bytes(), counted);
             }
         }

@@ -15,7 +15,9 @@ mod steering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use fillmesh_protocol::messages::{Assignment, CatalogEntry, FailureKind, Fetched, Heartbeat, Registration};
+use fillmesh_protocol::messages::{
+    Assignment, CatalogEntry, FailureKind, Fetched, Heartbeat, Registration, Role,
+};
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, Manifest, NodeId, TitleId};
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +212,7 @@ pub enum Event {
     Publish { title: TitleId, name: String, manifest: Manifest },
     ReportHeld { node: NodeId, title: TitleId, held: ChunkBitmap, fetched: Vec<Fetched> },
     ReportFailure { reporter: NodeId, title: TitleId, chunk: u32, source: NodeId, kind: FailureKind },
+    PlayerCorrupt { player: IpAddr, title: TitleId, chunk: u32, source: NodeId },
     Plan { node: NodeId, max: usize },
     Steer { title: TitleId, client: IpAddr },
 }
@@ -389,8 +392,44 @@ impl Tracker {
         Ok(())
     }
 
-    /// How many distinct nodes reported a corrupt chunk from `node` (counted up to the
-    /// quorum), and whether it is bad.
+    /// A player at address `player` received chunk `chunk` of `title` from the appliance
+    /// `source` and it failed verification. It counts toward `source`'s quorum as one more
+    /// distinct reporter, exactly as a corrupt-chunk report between appliances does; players
+    /// are told apart by the address their report came from (an IPv6 address by its /64), so
+    /// one player reporting again and again counts once. The title must be published, the
+    /// chunk within it, and `source` a registered appliance (players are never steered to
+    /// the origin): anything else is refused and changes nothing.
+    pub fn report_player_corrupt(
+        &mut self,
+        now: Millis,
+        player: IpAddr,
+        title: TitleId,
+        chunk: u32,
+        source: &NodeId,
+    ) -> Result<(), CoreError> {
+        self.advance(now);
+        let t = self.title_idx(&title)?;
+        let chunks = self.titles[t as usize].manifest.chunk_count();
+        if chunk >= chunks {
+            return Err(CoreError::BadReport(format!("chunk {chunk} of a title of {chunks} chunks")));
+        }
+        let idx = match self.lookup.get(source) {
+            Some(&i)
+                if self.slots[i as usize]
+                    .registration
+                    .as_ref()
+                    .is_some_and(|r| r.role == Role::Appliance) =>
+            {
+                i
+            }
+            _ => return Err(CoreError::BadReport(format!("{source} is no appliance this tracker knows"))),
+        };
+        self.count_corrupt(now, registry::Reporter::player(player), idx);
+        Ok(())
+    }
+
+    /// How many distinct reporters (nodes and players) reported a corrupt chunk from `node`
+    /// (counted up to the quorum), and whether it is bad.
     pub fn corrupt_reports(&self, node: &NodeId) -> (usize, bool) {
         self.lookup.get(node).map_or((0, false), |&i| {
             let slot = &self.slots[i as usize];
@@ -487,6 +526,9 @@ impl Tracker {
             }
             Event::ReportFailure { reporter, title, chunk, source, kind } => {
                 done(self.report_failure(now, reporter, *title, *chunk, source, *kind))
+            }
+            Event::PlayerCorrupt { player, title, chunk, source } => {
+                done(self.report_player_corrupt(now, *player, *title, *chunk, source))
             }
             Event::Plan { node, max } => match self.plan(now, node, *max) {
                 Ok(plan) => Decision::Plan(plan),
@@ -708,6 +750,53 @@ mod tests {
         }
         assert_eq!(corrupt_reports(&t, "B"), (2, true));
         never_offered_again(&mut t, &b, &d, title);
+    }
+
+    #[test]
+    fn players_count_toward_the_quorum_once_per_address_beside_appliances() {
+        let (mut t, [a, b, _, d], title) = b_holds_the_title(Config::default());
+        let player = |s: &str| s.parse::<IpAddr>().unwrap();
+        // One player, however often and from whichever address of its /64, is one reporter.
+        for addr in ["2001:db8::1", "2001:db8::2", "2001:db8::1"] {
+            t.report_player_corrupt(0, player(addr), title, 1, &b).unwrap();
+        }
+        assert_eq!(corrupt_reports(&t, "B"), (1, false));
+        // An appliance's report is a second, distinct reporter: the quorum.
+        let plan = t.plan(0, &a, 8).unwrap().assignments;
+        t.report_failure(0, &a, title, plan[0].chunk, &b, FailureKind::Corrupt).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (2, true));
+        never_offered_again(&mut t, &b, &d, title);
+    }
+
+    #[test]
+    fn two_players_at_distinct_addresses_mark_an_appliance_bad() {
+        let (mut t, [_, b, _, d], title) = b_holds_the_title(Config::default());
+        t.report_player_corrupt(0, "192.0.2.7".parse().unwrap(), title, 0, &b).unwrap();
+        // The same IPv4 address mapped into IPv6 is the same player.
+        t.report_player_corrupt(0, "::ffff:192.0.2.7".parse().unwrap(), title, 0, &b).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (1, false));
+        t.report_player_corrupt(0, "192.0.2.8".parse().unwrap(), title, 0, &b).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (2, true));
+        never_offered_again(&mut t, &b, &d, title);
+    }
+
+    #[test]
+    fn a_player_report_that_does_not_hold_together_is_refused_and_changes_nothing() {
+        let (mut t, [_, b, ..], title) = b_holds_the_title(Config::default());
+        let origin = id("Src");
+        t.register(0, origin.clone(), reg(Role::Origin, 0));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let unknown_title = TitleId::from_bytes([9; 32]);
+        assert_eq!(
+            t.report_player_corrupt(0, ip, unknown_title, 0, &b),
+            Err(CoreError::UnknownTitle(unknown_title))
+        );
+        for (chunk, source) in [(2, &b), (0, &id("Stranger9")), (0, &origin)] {
+            let refused = t.report_player_corrupt(0, ip, title, chunk, source);
+            assert!(matches!(refused, Err(CoreError::BadReport(_))), "{chunk} {source}: {refused:?}");
+        }
+        assert!(t.status(0).appliances.iter().all(|a| a.corrupt_reports == 0 && !a.bad));
+        assert_eq!(t.debug_validate(0), Ok(()));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! planner's counts (holders, in-flight fetches, free sources) in step with them.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use fillmesh_protocol::messages::{Heartbeat, Registration, Role};
 use fillmesh_protocol::{ChunkBitmap, NodeId};
@@ -12,6 +13,29 @@ use super::{hash, Millis, Tracker};
 /// exclusion. Honest appliances rarely meet more than a few liars, and a lying reporter
 /// can cost the tracker no more than this per node.
 pub(crate) const MAX_EXCLUDED: usize = 64;
+
+/// Who reported a corrupt chunk from a node: another node (by slot), or a player, known by
+/// the address its report came from ([`Reporter::player`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Reporter {
+    Node(u32),
+    Player(IpAddr),
+}
+
+impl Reporter {
+    /// A player at `addr`: an IPv4 address as it is, an IPv6 address by its /64 (a host
+    /// usually has a whole /64, so its addresses count as one reporter), an IPv4-mapped
+    /// IPv6 address as the IPv4 address it maps.
+    pub(crate) fn player(addr: IpAddr) -> Self {
+        Reporter::Player(match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            },
+            v4 => v4,
+        })
+    }
+}
 
 /// Everything known about one node id. A slot outlives the node's registration so that
 /// badness, the byte accounting and uploads still in flight from it stay attached to it.
@@ -38,9 +62,9 @@ pub(crate) struct Slot {
     pub registration: Option<Registration>,
     /// Chunks whose bytes are already in the accounting, per title.
     pub accounted: BTreeMap<u32, ChunkBitmap>,
-    /// Distinct nodes that reported a corrupt chunk from this one, at most the quorum: once
-    /// that many agree the node is bad, and more reports change nothing.
-    pub corrupt_reporters: Vec<u32>,
+    /// Distinct reporters (nodes and players) of a corrupt chunk from this one, at most the
+    /// quorum: once that many agree the node is bad, and more reports change nothing.
+    pub corrupt_reporters: Vec<Reporter>,
     /// Sources this node reported corrupt, oldest first, at most [`MAX_EXCLUDED`]: never
     /// planned for it again. Usually empty, so the planner's check costs nothing.
     pub excluded: Vec<u32>,
@@ -203,12 +227,19 @@ impl Tracker {
             }
             excluded.push(source);
         }
-        let quorum = self.config.quorum();
         // A reporter that is bad itself is not believed about others (it still stops being
         // sent to the source it accuses).
-        let believed = !self.slots[reporter as usize].bad;
+        if !self.slots[reporter as usize].bad {
+            self.count_corrupt(now, Reporter::Node(reporter), source);
+        }
+    }
+
+    /// One more reporter of a corrupt chunk from `source`: counted once however often it
+    /// reports, and `source` bad once the quorum of distinct reporters is reached.
+    pub(super) fn count_corrupt(&mut self, now: Millis, reporter: Reporter, source: u32) {
+        let quorum = self.config.quorum();
         let slot = &mut self.slots[source as usize];
-        if believed && slot.corrupt_reporters.len() < quorum && !slot.corrupt_reporters.contains(&reporter) {
+        if slot.corrupt_reporters.len() < quorum && !slot.corrupt_reporters.contains(&reporter) {
             slot.corrupt_reporters.push(reporter);
         }
         if slot.corrupt_reporters.len() >= quorum && !slot.bad {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::{NodeId, TitleId};
 
-use super::registry::MAX_EXCLUDED;
+use super::registry::{Reporter, MAX_EXCLUDED};
 use super::{ApplianceStatus, ByteClass, Millis, Status, TitleStatus, Tracker};
 
 impl Tracker {
@@ -193,7 +193,18 @@ impl Tracker {
         };
         for (i, slot) in self.slots.iter().enumerate() {
             let (reporters, excluded) = (&slot.corrupt_reporters, &slot.excluded);
-            if !distinct_nodes(reporters)
+            let mut distinct = reporters.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let nodes: Vec<u32> = reporters
+                .iter()
+                .filter_map(|r| match r {
+                    Reporter::Node(n) => Some(*n),
+                    Reporter::Player(_) => None,
+                })
+                .collect();
+            if distinct.len() != reporters.len()
+                || !distinct_nodes(&nodes)
                 || reporters.len() > quorum
                 || slot.bad != (reporters.len() == quorum)
             {
@@ -202,7 +213,7 @@ impl Tracker {
             if !distinct_nodes(excluded) || excluded.len() > MAX_EXCLUDED {
                 return Err(format!("node {}: excluded {excluded:?}", slot.id));
             }
-            for &r in reporters {
+            for &r in &nodes {
                 let by = &self.slots[r as usize].excluded;
                 if by.len() < MAX_EXCLUDED && !by.contains(&(i as u32)) {
                     return Err(format!(

@@ -1,16 +1,18 @@
-//! The HTTP API for players and operators: `/steer` (where a player goes), `/status` (what
+//! The HTTP API for players and operators: `/steer` (where a player goes), `/report` (a
+//! player's word that an appliance sent a chunk that failed verification), `/status` (what
 //! `fillmesh status` prints), `/metrics` (the tracker's registry) and `/health`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Json;
 use fillmesh_net::metrics::{encode_family, page};
-use fillmesh_protocol::steering::{SteerAnswer, SteerEntry};
+use fillmesh_protocol::steering::{PlayerReport, SteerAnswer, SteerEntry};
 use fillmesh_protocol::TitleId;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -24,6 +26,7 @@ pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
     let metrics = Arc::new(registry(shared.clone()));
     axum::Router::new()
         .route("/steer", get(steer))
+        .route("/report", post(report).layer(DefaultBodyLimit::max(PlayerReport::MAX_BYTES)))
         .route("/status", get(status))
         .route("/metrics", get(move || std::future::ready(page(&metrics))))
         .route("/health", get(|| async { "ok\n" }))
@@ -110,6 +113,34 @@ async fn steer(
     let targets = targets.into_iter().map(SteerEntry::from).collect();
     Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason })
         .into_response()
+}
+
+/// `POST /report` with a [`PlayerReport`]: counted toward the appliance's corrupt-chunk quorum
+/// with the player known by the address of this connection. 204 when counted; 400 (with the
+/// reason) for a malformed report or one naming a chunk, an appliance or a title the tracker
+/// does not know, 413 past [`PlayerReport::MAX_BYTES`]; a refused report changes nothing.
+async fn report(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let checked = Json::<PlayerReport>::from_bytes(&body)
+        .map_err(|e| e.body_text())
+        .and_then(|Json(r)| r.check().map_err(|e| e.to_string()));
+    let (title, source, chunk) = match checked {
+        Ok(fields) => fields,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let player = remote.ip();
+    let counted = shared.core().report_player_corrupt(shared.now(), player, title, chunk, &source);
+    shared.wake.notify_one();
+    match counted {
+        Ok(()) => {
+            tracing::info!(%player, appliance = %source, %title, chunk, "a player reported a chunk that failed verification");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {

@@ -73,8 +73,8 @@ pub fn heartbeat(healthy: bool, sessions: u32) -> Heartbeat {
 pub struct Model {
     pub nodes: BTreeMap<NodeId, ModelNode>,
     pub bad: BTreeSet<NodeId>,
-    /// Source -> every distinct node that reported a corrupt chunk from it.
-    pub corrupt: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Source -> every distinct reporter (node or player) of a corrupt chunk from it.
+    pub corrupt: BTreeMap<NodeId, BTreeSet<Reporter>>,
     /// Reporter -> every source it reported corrupt (the tracker keeps only the latest 64;
     /// the tests' fleets are smaller than that).
     pub excluded: BTreeMap<NodeId, BTreeSet<NodeId>>,
@@ -87,6 +87,29 @@ pub struct Model {
     /// `evict_min_idle_ms` of that).
     pub steered: BTreeMap<TitleId, Millis>,
     pub origin: Option<NodeId>,
+    /// The role each node last registered with (a player may accuse only an appliance).
+    pub roles: BTreeMap<NodeId, Role>,
+}
+
+/// Who reported a corrupt chunk, as the rules tell reporters apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reporter {
+    Node(NodeId),
+    /// A player by its address: IPv4 whole (IPv4-mapped IPv6 as IPv4), IPv6 by its /64.
+    Player(std::net::IpAddr),
+}
+
+impl Reporter {
+    pub fn player(addr: std::net::IpAddr) -> Self {
+        use std::net::IpAddr;
+        Reporter::Player(match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) >> 64 << 64).into()),
+            },
+            v4 => v4,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +164,7 @@ impl Model {
         match event {
             Event::Register { node, registration } => {
                 self.known.insert(node.clone());
+                self.roles.insert(node.clone(), registration.role);
                 let held = self.nodes.remove(node).map(|n| n.held).unwrap_or_default();
                 if registration.role == Role::Origin {
                     self.origin = Some(node.clone());
@@ -197,8 +221,19 @@ impl Model {
                     let believed = !self.bad.contains(reporter);
                     let reporters = self.corrupt.entry(source.clone()).or_default();
                     if believed {
-                        reporters.insert(reporter.clone());
+                        reporters.insert(Reporter::Node(reporter.clone()));
                     }
+                    if reporters.len() >= config.corrupt_quorum.max(1) {
+                        self.bad.insert(source.clone());
+                    }
+                }
+            }
+            Event::PlayerCorrupt { player, title, chunk, source } => {
+                let ok = self.roles.get(source) == Some(&Role::Appliance)
+                    && self.manifests.get(title).is_some_and(|m| *chunk < m.chunk_count());
+                if ok {
+                    let reporters = self.corrupt.entry(source.clone()).or_default();
+                    reporters.insert(Reporter::player(*player));
                     if reporters.len() >= config.corrupt_quorum.max(1) {
                         self.bad.insert(source.clone());
                     }
