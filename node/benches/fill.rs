@@ -11,6 +11,10 @@
 //! Then appliance to appliance (DESIGN.md's wording of the target): the node that did the last
 //! fill serves the title to new fetchers, once from disk (its chunks were written around the
 //! page cache) and then from a warm cache; their median and the first are reported.
+//! Last, whole `fillmesh fetch --out FILE` processes as a user runs them: wall time from start
+//! to exit against the transfer part of their own report (what comes after the last chunk:
+//! the sync and the naming of `--out`), and their peak resident memory, cold page cache when
+//! the bench may drop it; without a store and with one, alternated.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -25,6 +29,9 @@ use fillmesh_net::{MeshEndpoint, TransportLimits};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROLE_ENV: &str = "FILLMESH_BENCH_RAW_SENDER";
+/// The bench re-run as the parent of one timed command: it prints the command's output, then
+/// `timed <wall seconds> <peak RSS KiB>` (its only child, so the rusage of children is that one).
+const TIMER_ENV: &str = "FILLMESH_BENCH_TIMER";
 
 struct Guard(Child);
 impl Drop for Guard {
@@ -42,6 +49,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     if let Ok(bytes) = std::env::var(ROLE_ENV) {
         return raw_sender(bytes.parse()?);
+    }
+    if std::env::var_os(TIMER_ENV).is_some() {
+        return timer(std::env::args_os().skip(1).collect());
     }
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-')).peekable();
     if args.peek().map(String::as_str) == Some("raw") {
@@ -82,11 +92,12 @@ fn main() -> anyhow::Result<()> {
 
     let fetchers = (0..runs).map(|r| format!("fetcher-{r}")).collect::<Vec<_>>();
     let warm_up = format!("fetcher-{runs}");
+    let whole = "whole-fetcher".to_string();
     let (origin, words) = spawn_node(
         Command::new(bin)
             .args(["node", "--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
             .arg(dir.path().join("origin"))
-            .args(trust_args(bin, dir.path(), fetchers.iter().chain([&warm_up]))?),
+            .args(trust_args(bin, dir.path(), fetchers.iter().chain([&warm_up, &whole]))?),
     )?;
     let (peer, mesh, http) = (words[2].clone(), words[4].clone(), words[6].clone());
     let seeded =
@@ -100,6 +111,7 @@ fn main() -> anyhow::Result<()> {
     println!("title: {mib} MiB, 1 MiB chunks, {per_source} chunks in flight, {runs} runs each, two processes on 127.0.0.1, medians");
     // The last fill's node is kept: it is the source of the next part.
     let (fill, raw) = fills.alternate_with_raw(&mesh, &peer, &fetchers, true, "fill")?;
+    let whole_runs = fills.whole_process(&mesh, &peer, &whole, runs)?;
     drop(origin);
 
     // Appliance to appliance: the node that filled last serves the title to new fetchers.
@@ -124,6 +136,39 @@ fn main() -> anyhow::Result<()> {
         "appliance to appliance: {a:.0} MB/s, raw quinn {ar:.0} MB/s, ratio {:.3}; first run (from disk): ratio {first:.3}",
         a / ar
     );
+    for (what, timed) in &whole_runs {
+        let wall = median(timed.iter().map(|t| t.wall).collect());
+        let transfer = median(timed.iter().map(|t| t.transfer).collect());
+        let ratio = median(timed.iter().map(|t| t.wall / t.transfer).collect());
+        let rss = median(timed.iter().map(|t| t.peak_rss_mb).collect());
+        println!(
+            "fetch {what}: wall {wall:.2} s, transfer {transfer:.2} s, wall / transfer {ratio:.3}, peak RSS {rss:.0} MB"
+        );
+    }
+    Ok(())
+}
+
+/// One `fillmesh fetch` process timed from start to exit.
+struct Timed {
+    wall: f64,
+    /// The transfer part, from the fetch's own report.
+    transfer: f64,
+    peak_rss_mb: f64,
+}
+
+/// Runs the command given as its parent, so that its wall time and peak resident memory are
+/// its own (`getrusage` of the children of a process whose only child it is).
+fn timer(command: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("no command to time"))?;
+    let start = Instant::now();
+    let out = Command::new(program).args(args).output()?;
+    let wall = start.elapsed().as_secs_f64();
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    std::io::stdout().write_all(&out.stdout)?;
+    std::io::stderr().write_all(&out.stderr)?;
+    anyhow::ensure!(out.status.success(), "the timed command failed");
+    // ru_maxrss is in KiB on Linux.
+    println!("timed {wall} {}", usage.max_rss());
     Ok(())
 }
 
@@ -169,6 +214,60 @@ impl Fetcher<'_> {
         Ok((fill, raw))
     }
 
+    /// Whole `fillmesh fetch --out FILE` processes as a user runs them, timed from start to
+    /// exit against the transfer part of their own report, cold page cache where it can be
+    /// dropped: without a store (`--identity`: the chunks land in FILE itself) and with one
+    /// (`--data`: FILE linked to the store's data file), alternated.
+    fn whole_process(
+        &self,
+        mesh: &str,
+        peer: &str,
+        name: &str,
+        runs: usize,
+    ) -> anyhow::Result<Vec<(String, Vec<Timed>)>> {
+        let data = self.dir.join(name);
+        let out = self.dir.join(format!("{name}.out"));
+        let kinds = ["--identity", "--data"];
+        let mut timed: Vec<Vec<Timed>> = kinds.iter().map(|_| Vec::new()).collect();
+        let mut cold = true;
+        for run in 0..runs {
+            for (k, keep) in kinds.iter().enumerate() {
+                cold &= sync_and_drop_caches();
+                let result = Command::new(std::env::current_exe()?)
+                    .env(TIMER_ENV, "1")
+                    .arg(self.bin)
+                    .args(["fetch", self.id, "--from", mesh, "--peer", peer, "--out"])
+                    .arg(&out)
+                    .arg(keep)
+                    .arg(&data)
+                    .args(["--per-source", self.per_source])
+                    .env("FILLMESH_LOG", "warn")
+                    .output()?;
+                anyhow::ensure!(
+                    result.status.success(),
+                    "fetch failed: {}",
+                    String::from_utf8_lossy(&result.stderr)
+                );
+                let stdout = String::from_utf8(result.stdout)?;
+                let t = parse_timed(&stdout).ok_or_else(|| anyhow::anyhow!("no timing in {stdout}"))?;
+                println!(
+                    "run {run}: fetch --out FILE {keep}: wall {:.2} s, transfer {:.2} s, peak RSS {:.0} MB",
+                    t.wall, t.transfer, t.peak_rss_mb
+                );
+                timed[k].push(t);
+                let _ = std::fs::remove_dir_all(data.join("data"));
+                let _ = std::fs::remove_dir_all(data.join("index"));
+                std::fs::remove_file(&out)?;
+            }
+        }
+        let page_cache = if cold { "cold page cache" } else { "warm page cache (not root: cannot drop it)" };
+        Ok(kinds
+            .iter()
+            .zip(timed)
+            .map(|(keep, t)| (format!("--out FILE {keep} ({page_cache}, medians)"), t))
+            .collect())
+    }
+
     /// One fetch as the identity in directory `name` (trusted by the source); returns MB/s.
     /// Unless `keep`, the chunks are dropped afterwards (the identity stays).
     fn fill(&self, mesh: &str, peer: &str, name: &str, keep: bool) -> anyhow::Result<f64> {
@@ -200,8 +299,25 @@ impl Fetcher<'_> {
     }
 }
 
+/// `sync`, then the page cache dropped where this process may (root): the next run reads
+/// the title from disk. Returns whether the cache was dropped.
+fn sync_and_drop_caches() -> bool {
+    sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
 fn sync() {
     let _ = Command::new("sync").status();
+}
+
+/// The fetch's "... in S s ..." and the timer's "timed WALL RSS_KIB" from a timed run's output.
+fn parse_timed(stdout: &str) -> Option<Timed> {
+    let transfer = stdout.split(" in ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+    let timed = stdout.lines().find_map(|l| l.strip_prefix("timed "))?;
+    let mut words = timed.split_whitespace();
+    let wall = words.next()?.parse().ok()?;
+    let rss_kib: f64 = words.next()?.parse().ok()?;
+    Some(Timed { wall, transfer, peak_rss_mb: rss_kib * 1024.0 / 1e6 })
 }
 
 /// Creates an identity in each of `names` (directories under `dir`) and returns `--trust`
