@@ -294,11 +294,12 @@ fn progress_bar(sources: usize) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        // Within 80 columns.
+        "{spinner} {bar:20} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
     ) {
         bar.set_style(style);
     }
-    bar.set_message(format!("from {sources} source{}", if sources == 1 { "" } else { "s" }));
+    bar.set_message(format!("{sources} source{}", if sources == 1 { "" } else { "s" }));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
