@@ -153,15 +153,25 @@ fn stored_chunk(line: &str) -> Option<u32> {
     line.split_whitespace().find_map(|w| w.strip_prefix("chunk=")).and_then(|n| n.parse().ok())
 }
 
-#[test]
-fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
+/// A 32 MiB title seeded into an origin that uploads at 16 MB/s and serves one fetcher: its
+/// 33 chunks take about two seconds, time to act while a fetch of it runs.
+struct SlowTitle {
+    // Fields drop in order: the origin is stopped before its directory goes.
+    origin: NodeProcess,
+    bytes: Vec<u8>,
+    id: String,
+    fetcher: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn slow_title(seed_bytes: u64) -> SlowTitle {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("title.bin");
-    std::fs::write(&file, test_bytes(TITLE_LEN, 5)).unwrap();
+    let bytes = test_bytes(TITLE_LEN, seed_bytes);
+    std::fs::write(&file, &bytes).unwrap();
     let id = file_id(&file);
     let fetcher = dir.path().join("fetcher");
     let fetcher_id = print_id(&fetcher);
-    // 16 MB/s: the 33-chunk title takes about two seconds, time enough to kill it midway.
     let origin = NodeProcess::start(
         &dir.path().join("origin"),
         &[
@@ -177,13 +187,19 @@ fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
         ],
     );
     assert!(seed(&file, &origin).status.success());
+    SlowTitle { origin, bytes, id, fetcher, dir }
+}
+
+#[test]
+fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
+    let SlowTitle { origin, id, fetcher, dir, .. } = &slow_title(5);
     let output = dir.path().join("out.bin");
     let fetch_cmd = || {
         let mut cmd = fillmesh();
-        cmd.args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+        cmd.args(["fetch", id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
             .arg(&output)
             .arg("--data")
-            .arg(&fetcher)
+            .arg(fetcher)
             // Each stored chunk is logged at debug level.
             .env("FILLMESH_LOG", "info,fillmesh_node::fill=debug");
         cmd
@@ -227,7 +243,7 @@ fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
         before.len()
     );
     assert_eq!(held_at_start as usize + after.len(), 33, "every chunk fetched exactly once overall");
-    assert_eq!(file_id(&output), id);
+    assert_eq!(&file_id(&output), id);
 }
 
 #[test]
@@ -406,36 +422,15 @@ fn an_existing_out_is_replaced_only_by_a_whole_verified_title() {
 
 #[test]
 fn a_fetch_killed_halfway_without_a_store_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("title.bin");
-    std::fs::write(&file, test_bytes(TITLE_LEN, 8)).unwrap();
-    let id = file_id(&file);
-    let fetcher = dir.path().join("fetcher");
-    let fetcher_id = print_id(&fetcher);
-    // 16 MB/s: the title takes about two seconds, time enough to kill the fetch midway.
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &[
-            "--origin",
-            "--listen",
-            "127.0.0.1:0",
-            "--trust",
-            &fetcher_id,
-            "--upload-rate",
-            "16MB",
-            "--http",
-            "127.0.0.1:0",
-        ],
-    );
-    assert!(seed(&file, &origin).status.success());
+    let SlowTitle { origin, id, fetcher, dir, .. } = &slow_title(8);
     let outdir = dir.path().join("outdir");
     std::fs::create_dir(&outdir).unwrap();
     let mut child = ChildGuard(
         fillmesh()
-            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .args(["fetch", id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
             .arg(outdir.join("out.bin"))
             .arg("--identity")
-            .arg(&fetcher)
+            .arg(fetcher)
             .env("FILLMESH_LOG", "info,fillmesh_node::fill=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -453,33 +448,12 @@ fn a_fetch_killed_halfway_without_a_store_leaves_nothing_behind() {
 #[test]
 fn a_fetch_to_a_pipe_streams_the_title_while_it_is_still_fetching() {
     use std::io::Read;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("title.bin");
-    let bytes = test_bytes(TITLE_LEN, 9);
-    std::fs::write(&file, &bytes).unwrap();
-    let id = file_id(&file);
-    let fetcher = dir.path().join("fetcher");
-    let fetcher_id = print_id(&fetcher);
-    // 16 MB/s: about two seconds for the whole title, so its first chunk is out long before.
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &[
-            "--origin",
-            "--listen",
-            "127.0.0.1:0",
-            "--trust",
-            &fetcher_id,
-            "--upload-rate",
-            "16MB",
-            "--http",
-            "127.0.0.1:0",
-        ],
-    );
-    assert!(seed(&file, &origin).status.success());
+    // About two seconds for the whole title, so its first chunk is out long before.
+    let SlowTitle { origin, bytes, id, fetcher, .. } = &slow_title(9);
     let mut child = ChildGuard(
         fillmesh()
-            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--identity"])
-            .arg(&fetcher)
+            .args(["fetch", id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--identity"])
+            .arg(fetcher)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
