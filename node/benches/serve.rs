@@ -7,15 +7,15 @@
 //! page cache: the cost of verification is the largest share of a read there). One serves
 //! from its store as the binary does; the other from [`Unverified`], a double that reads the
 //! store's data file raw, as serving did before every read was verified. Each run plays the
-//! title once from each node and fetches it once from each, alternating which goes first;
-//! clients are separate processes (a player writing to /dev/null, a fetcher into a fresh
-//! store, on a tmpfs where there is one). Medians are reported, with their ratio.
+//! title from both nodes back to back, then fetches it from both, alternating which goes
+//! first (ABBA); clients are separate processes (a player writing to /dev/null, a fetcher into
+//! a fresh store, on a tmpfs where there is one). Each run's ratio is printed; the medians of
+//! the figures and of the runs' ratios are reported, with the CPU time each side used per GiB.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -61,9 +61,8 @@ impl ChunkSource for Unverified {
                 }
             }
         };
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, manifest.chunk_offset(index)).map_err(io)?;
-        Ok(Bytes::from(buf))
+        // The store's own read, without the verification.
+        fillmesh_node::store::read_bytes_at(&file, len as usize, manifest.chunk_offset(index)).map_err(io)
     }
     fn name(&self, title: &TitleId) -> Option<String> {
         self.store.info(title).map(|i| i.name)
@@ -219,31 +218,89 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "title: {mib} MiB, 1 MiB chunks, in the page cache; {runs} runs; one client process at a time on 127.0.0.1; medians"
+        "title: {mib} MiB, 1 MiB chunks, in the page cache; {runs} runs; one client process at a time on 127.0.0.1"
     );
+    // Other work on the machine comes and goes (2 cores here, shared with whatever else runs),
+    // so the two sides of a comparison run back to back: each run plays from both nodes, then
+    // fetches from both, the node that goes first alternating from run to run (ABBA). Each
+    // run gives one ratio per kind; their median is the figure that counts. CPU time is
+    // counted too (the serving process's, and the client's), as it does not move with the
+    // machine's load as throughput does.
     let mut results: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
+    let mut ratios: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut cpu: HashMap<(&str, &str), (f64, f64)> = HashMap::new();
     let mut fetcher = fetchers.iter();
     for run in 0..runs {
-        let order: Vec<&Node> =
+        let pair: Vec<&Node> =
             if run % 2 == 0 { nodes.iter().collect() } else { nodes.iter().rev().collect() };
-        for n in order {
-            let secs = play(bin, &steering, n, &title)?;
-            results.entry(("players", n.name)).or_default().push((mib << 20) as f64 / secs / 1e6);
-            let f = fetcher.next().ok_or_else(|| anyhow::anyhow!("out of fetchers"))?;
-            let secs = fetch(bin, n, &title, f)?;
-            results.entry(("peers", n.name)).or_default().push((mib << 20) as f64 / secs / 1e6);
+        let back: Vec<&Node> = pair.iter().rev().copied().collect();
+        for (kind, order) in [("players", &pair), ("peers", &back)] {
+            let mut mbps = HashMap::new();
+            for n in order.iter() {
+                let before = Cpu::now();
+                let secs = match kind {
+                    "players" => play(bin, &steering, n, &title)?,
+                    _ => {
+                        let f = fetcher.next().ok_or_else(|| anyhow::anyhow!("out of fetchers"))?;
+                        fetch(bin, n, &title, f)?
+                    }
+                };
+                let used = Cpu::now().since(&before);
+                let total = cpu.entry((kind, n.name)).or_default();
+                total.0 += used.0;
+                total.1 += used.1;
+                let rate = (mib << 20) as f64 / secs / 1e6;
+                results.entry((kind, n.name)).or_default().push(rate);
+                mbps.insert(n.name, rate);
+            }
+            ratios.entry(kind).or_default().push(mbps["verified"] / mbps["unverified"]);
         }
+        println!("run {}: players {:.3}, peers {:.3}", run + 1, ratios["players"][run], ratios["peers"][run]);
     }
+    let gib = (runs * mib) as f64 / 1024.0;
     for kind in ["players", "peers"] {
         let v = median(results.remove(&(kind, "verified")).unwrap_or_default());
         let u = median(results.remove(&(kind, "unverified")).unwrap_or_default());
-        println!("to {kind}: verified on read {v:.0} MB/s, unverified {u:.0} MB/s, ratio {:.3}", v / u);
+        let r = median(ratios.remove(kind).unwrap_or_default());
+        let (sv, cv) = cpu.get(&(kind, "verified")).copied().unwrap_or_default();
+        let (su, cu) = cpu.get(&(kind, "unverified")).copied().unwrap_or_default();
+        println!(
+            "to {kind}: verified on read {v:.0} MB/s, unverified {u:.0} MB/s, ratio {:.3} (medians); \
+             median of the runs' ratios {r:.3}; CPU s/GiB serving {:.2} vs {:.2}, client {:.2} vs {:.2}",
+            v / u,
+            sv / gib,
+            su / gib,
+            cv / gib,
+            cu / gib
+        );
     }
     let _ = stop.send(true);
     for t in tasks {
         rt.block_on(t)??;
     }
     Ok(())
+}
+
+/// CPU seconds used so far by this process (the serving nodes) and by its waited-for
+/// children (the clients), from `/proc/self/stat` (in clock ticks, 10 ms: summed over runs).
+struct Cpu(f64, f64);
+
+impl Cpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<f64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect())
+            .unwrap_or_default();
+        // utime, stime, cutime, cstime are fields 14-17 of the whole line: 11-14 after it.
+        let at = |i: usize| fields.get(i).copied().unwrap_or(0.0) / 100.0;
+        Self(at(11) + at(12), at(13) + at(14))
+    }
+
+    fn since(&self, before: &Self) -> (f64, f64) {
+        (self.0 - before.0, self.1 - before.1)
+    }
 }
 
 /// Runs a client to its end; its seconds.

@@ -2,6 +2,7 @@
 //! server ([`players`], HTTP/3, ALPN `h3`), both reading from a [`ChunkSource`] and sharing
 //! one upload bucket. The daemon routes each ALPN to its server on one endpoint.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,6 +22,12 @@ pub use players::{PlayerLimits, PlayerMetrics, PlayerServer};
 pub trait ChunkSource: Send + Sync + 'static {
     fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>>;
     fn held(&self, title: &TitleId) -> Option<ChunkBitmap>;
+    /// Whether every chunk of `chunks` is held (false for an unknown title). The player
+    /// server asks this for every request; a source that can answer without copying the
+    /// whole bitmap (128 KiB for a 1 TiB title of 1 MiB chunks) should.
+    fn holds(&self, title: &TitleId, chunks: Range<u32>) -> bool {
+        self.held(title).is_some_and(|h| chunks.into_iter().all(|i| h.contains(i)))
+    }
     /// The bytes of a held chunk, verified.
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError>;
     /// The title's name, where known (for a player's `Content-Type`).
@@ -35,6 +42,9 @@ impl ChunkSource for Store {
     }
     fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
         Store::held(self, title)
+    }
+    fn holds(&self, title: &TitleId, chunks: Range<u32>) -> bool {
+        Store::holds(self, title, chunks)
     }
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
         Store::read_chunk(self, title, index)

@@ -315,12 +315,11 @@ impl PlayerServer {
         let body_len = if len == 0 { 0 } else { end - start + 1 };
         let cs = manifest.chunk_size().bytes();
         let chunks = if body_len == 0 { 0..0 } else { (start / cs) as u32..(end / cs) as u32 + 1 };
-        let held = self.source.held(&title);
         let not_held = |server: &Self| {
             server.metrics.content_misses.inc();
             [("retry-after", "1"), ("etag", etag.as_str())]
         };
-        if !chunks.clone().all(|i| held.as_ref().is_some_and(|h| h.contains(i))) {
+        if !self.source.holds(&title, chunks.clone()) {
             let headers = not_held(self);
             return self
                 .simple(stream, StatusCode::SERVICE_UNAVAILABLE, "not held here yet\n", &headers)

@@ -32,6 +32,30 @@ pub fn chunk_buffer(len: usize) -> BytesMut {
     whole.split_off(skip)
 }
 
+/// Reads exactly `len` bytes at `offset` of `file` into a fresh buffer that becomes the
+/// returned `Bytes` as it is: not zeroed first, not copied again. Every chunk served is read
+/// this way. Measured on the serve bench: zeroing each 1 MiB buffer before `pread` overwrote
+/// it was 3.5% of the serving process's CPU time, two thirds of it on the verified path,
+/// whose buffers stay alive in the recent chunks and are cold when reused.
+pub fn read_bytes_at(file: &File, len: usize, offset: u64) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    // Bounded: each pass reads at least one byte or ends the loop.
+    while buf.len() < len {
+        // `spare_capacity` lets the kernel write the unfilled part and then counts what it
+        // wrote, so no byte is readable before it was read from the file.
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // A capacity larger than asked may have let the last read take bytes past `len`.
+    buf.truncate(len);
+    Ok(Bytes::from(buf))
+}
+
 /// The open data file of one title.
 #[derive(Debug)]
 pub(super) struct DataFile {
@@ -90,6 +114,11 @@ impl DataFile {
         self.buffered.read_exact_at(buf, offset)
     }
 
+    /// Reads `len` bytes at `offset` through the page cache (see [`read_bytes_at`]).
+    pub(super) fn read_bytes_at(&self, len: usize, offset: u64) -> io::Result<Bytes> {
+        read_bytes_at(&self.buffered, len, offset)
+    }
+
     /// Reads `len` bytes at `offset` from the disk itself where it can: directly (around the
     /// page cache, which then neither answers for the disk nor fills with bytes read once),
     /// through the page cache when the offset is not aligned or direct reads are refused.
@@ -124,9 +153,7 @@ impl DataFile {
                 return Ok(buf.freeze());
             }
         }
-        let mut buf = vec![0u8; len];
-        self.buffered.read_exact_at(&mut buf, offset)?;
-        Ok(Bytes::from(buf))
+        read_bytes_at(&self.buffered, len, offset)
     }
 
     /// Makes every write so far durable, direct or not (both descriptors share the inode).
@@ -206,15 +233,15 @@ mod tests {
         file.write_all_at(&odd[1..], 131_072).unwrap();
         want[131_072..196_608].fill(9);
         file.sync_data().unwrap();
-        let mut got = vec![0u8; len as usize];
-        file.read_exact_at(&mut got, 0).unwrap();
-        assert!(got == want, "bytes read back differ from those written");
+        let got = file.read_bytes_at(len as usize, 0).unwrap();
+        assert!(got[..] == want[..], "bytes read back differ from those written");
         // Around the page cache too: aligned, the short tail, and an unaligned offset.
         for (offset, n) in [(0usize, 65_536usize), (196_608, 1000), (100, 5000)] {
             let read = file.read_uncached_at(n, offset as u64).unwrap();
             assert!(read[..] == want[offset..offset + n], "uncached read at {offset}");
         }
         assert!(file.read_uncached_at(2000, 196_608).is_err(), "a read past the end must fail");
+        assert!(file.read_bytes_at(2000, 196_608).is_err(), "a read past the end must fail");
         if file.is_direct() {
             assert_eq!(file.direct_writes(), 2, "only the two aligned chunks may go direct");
         } else {

@@ -30,8 +30,8 @@ pub mod scrub;
 mod writer;
 
 use bytes::Bytes;
-pub use datafile::chunk_buffer;
 use datafile::DataFile;
+pub use datafile::{chunk_buffer, read_bytes_at};
 use fillmesh_protocol::{BitmapError, ChunkBitmap, Manifest, TitleId, VerifyError};
 pub use outfile::OutFile;
 pub use recent::{RECENT_BYTES, RECENT_TTL};
@@ -447,6 +447,12 @@ impl Store {
         self.lock().get(title).map(|s| s.held.clone())
     }
 
+    /// Whether every chunk of `chunks` is held (false for an unknown title), without copying
+    /// the bitmap.
+    pub fn holds(&self, title: &TitleId, chunks: std::ops::Range<u32>) -> bool {
+        self.lock().get(title).is_some_and(|s| chunks.into_iter().all(|i| s.held.contains(i)))
+    }
+
     /// Every title, in id order.
     pub fn titles(&self) -> Vec<TitleInfo> {
         let mut ids: Vec<TitleId> = self.lock().keys().copied().collect();
@@ -634,9 +640,7 @@ impl Store {
         let bytes = if uncached {
             file.read_uncached_at(len, offset).map_err(|e| StoreError::io(what(), e))?
         } else {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset).map_err(|e| StoreError::io(what(), e))?;
-            Bytes::from(buf)
+            file.read_bytes_at(len, offset).map_err(|e| StoreError::io(what(), e))?
         };
         Ok((bytes, generation, manifest))
     }
