@@ -179,6 +179,10 @@ pub struct ApplianceStatus {
     pub held_bytes: u64,
     pub uploads_in_flight: u32,
     pub upload_slots: u32,
+    /// Player connections it reported in its last heartbeat.
+    pub player_sessions: u32,
+    /// Chunks held, per title id (titles it holds none of are left out).
+    pub held_chunks: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
