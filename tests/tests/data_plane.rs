@@ -153,9 +153,9 @@ fn stored_chunk(line: &str) -> Option<u32> {
     line.split_whitespace().find_map(|w| w.strip_prefix("chunk=")).and_then(|n| n.parse().ok())
 }
 
-/// A 32 MiB title seeded into an origin that uploads at 16 MB/s and serves one fetcher: its
-/// 33 chunks take about two seconds, time to act while a fetch of it runs.
-struct SlowTitle {
+/// A title of `len` test bytes seeded into an origin that serves one fetcher (whose identity
+/// is kept in `fetcher`), started with `origin_args` besides.
+struct Seeded {
     // Fields drop in order: the origin is stopped before its directory goes.
     origin: NodeProcess,
     bytes: Vec<u8>,
@@ -164,35 +164,31 @@ struct SlowTitle {
     dir: tempfile::TempDir,
 }
 
-fn slow_title(seed_bytes: u64) -> SlowTitle {
+fn seeded(len: usize, seed_bytes: u64, origin_args: &[&str]) -> Seeded {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("title.bin");
-    let bytes = test_bytes(TITLE_LEN, seed_bytes);
+    let bytes = test_bytes(len, seed_bytes);
     std::fs::write(&file, &bytes).unwrap();
     let id = file_id(&file);
     let fetcher = dir.path().join("fetcher");
     let fetcher_id = print_id(&fetcher);
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &[
-            "--origin",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--trust",
-            &fetcher_id,
-            "--upload-rate",
-            "16MB",
-        ],
-    );
+    let mut args =
+        vec!["--origin", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust", &fetcher_id];
+    args.extend_from_slice(origin_args);
+    let origin = NodeProcess::start(&dir.path().join("origin"), &args);
     assert!(seed(&file, &origin).status.success());
-    SlowTitle { origin, bytes, id, fetcher, dir }
+    Seeded { origin, bytes, id, fetcher, dir }
+}
+
+/// The 32 MiB title from an origin that uploads at 16 MB/s: its 33 chunks take about two
+/// seconds, time to act while a fetch of it runs.
+fn slow_title(seed_bytes: u64) -> Seeded {
+    seeded(TITLE_LEN, seed_bytes, &["--upload-rate", "16MB"])
 }
 
 #[test]
 fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
-    let SlowTitle { origin, id, fetcher, dir, .. } = &slow_title(5);
+    let Seeded { origin, id, fetcher, dir, .. } = &slow_title(5);
     let output = dir.path().join("out.bin");
     let fetch_cmd = || {
         let mut cmd = fillmesh();
@@ -286,18 +282,11 @@ fn a_node_answers_hello_with_its_role_and_refuses_another_protocol_version() {
 
 #[test]
 fn a_fetch_to_standard_output_writes_the_title_there_and_its_report_to_standard_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("title.bin");
     let len = (3 << 20) + 5;
-    std::fs::write(&file, test_bytes(len, 4)).unwrap();
-    let id = file_id(&file);
-    let fetcher = dir.path().join("fetcher");
-    let fetcher_id = print_id(&fetcher);
-    let origin = origin_trusting(dir.path(), &fetcher_id);
-    assert!(seed(&file, &origin).status.success());
+    let Seeded { origin, id, fetcher, .. } = &seeded(len, 4, &[]);
     let out = fillmesh()
-        .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--data"])
-        .arg(&fetcher)
+        .args(["fetch", id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--data"])
+        .arg(fetcher)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -328,14 +317,7 @@ fn other_filesystem(than: &std::path::Path) -> Option<tempfile::TempDir> {
 #[test]
 fn a_fetch_writes_out_once_on_its_own_filesystem_and_copies_to_another() {
     use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("title.bin");
-    let len = (5 << 20) + 77;
-    std::fs::write(&file, test_bytes(len, 6)).unwrap();
-    let id = file_id(&file);
-    let fetcher = dir.path().join("fetcher");
-    let origin = origin_trusting(dir.path(), &print_id(&fetcher));
-    assert!(seed(&file, &origin).status.success());
+    let Seeded { origin, id, fetcher, dir, .. } = &seeded((5 << 20) + 77, 6, &[]);
     let fetch = |out: &std::path::Path, keep: &str| {
         let out = fillmesh()
             .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
@@ -353,7 +335,7 @@ fn a_fetch_writes_out_once_on_its_own_filesystem_and_copies_to_another() {
     std::fs::create_dir(&alone).unwrap();
     let log = fetch(&alone.join("out.bin"), "--identity");
     assert!(log.contains("written in place"), "{log}");
-    assert_eq!(file_id(&alone.join("out.bin")), id);
+    assert_eq!(&file_id(&alone.join("out.bin")), id);
     assert_eq!(names_in(&alone), ["out.bin"]);
     assert!(!fetcher.join("data").exists(), "--identity keeps no chunks");
 
@@ -361,7 +343,7 @@ fn a_fetch_writes_out_once_on_its_own_filesystem_and_copies_to_another() {
     let linked = dir.path().join("linked.bin");
     let log = fetch(&linked, "--data");
     assert!(log.contains("linked into place"), "{log}");
-    assert_eq!(file_id(&linked), id);
+    assert_eq!(&file_id(&linked), id);
     assert_eq!(
         std::fs::metadata(&linked).unwrap().nlink(),
         2,
@@ -376,22 +358,16 @@ fn a_fetch_writes_out_once_on_its_own_filesystem_and_copies_to_another() {
     let copied = tmpfs.path().join("copied.bin");
     let log = fetch(&copied, "--data");
     assert!(log.contains("copied into place"), "{log}");
-    assert_eq!(file_id(&copied), id);
+    assert_eq!(&file_id(&copied), id);
     let direct = tmpfs.path().join("direct.bin");
     fetch(&direct, "--identity");
-    assert_eq!(file_id(&direct), id);
+    assert_eq!(&file_id(&direct), id);
     assert_eq!(names_in(tmpfs.path()), ["copied.bin", "direct.bin"]);
 }
 
 #[test]
 fn an_existing_out_is_replaced_only_by_a_whole_verified_title() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("title.bin");
-    std::fs::write(&file, test_bytes((2 << 20) + 3, 7)).unwrap();
-    let id = file_id(&file);
-    let fetcher = dir.path().join("fetcher");
-    let origin = origin_trusting(dir.path(), &print_id(&fetcher));
-    assert!(seed(&file, &origin).status.success());
+    let Seeded { origin, id, fetcher, dir, .. } = &seeded((2 << 20) + 3, 7, &[]);
     let outdir = dir.path().join("outdir");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("out.bin");
@@ -416,13 +392,13 @@ fn an_existing_out_is_replaced_only_by_a_whole_verified_title() {
 
     let done = fetch(&id);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
-    assert_eq!(file_id(&out), id);
+    assert_eq!(&file_id(&out), id);
     assert_eq!(names_in(&outdir), ["out.bin"]);
 }
 
 #[test]
 fn a_fetch_killed_halfway_without_a_store_leaves_nothing_behind() {
-    let SlowTitle { origin, id, fetcher, dir, .. } = &slow_title(8);
+    let Seeded { origin, id, fetcher, dir, .. } = &slow_title(8);
     let outdir = dir.path().join("outdir");
     std::fs::create_dir(&outdir).unwrap();
     let mut child = ChildGuard(
@@ -449,7 +425,7 @@ fn a_fetch_killed_halfway_without_a_store_leaves_nothing_behind() {
 fn a_fetch_to_a_pipe_streams_the_title_while_it_is_still_fetching() {
     use std::io::Read;
     // About two seconds for the whole title, so its first chunk is out long before.
-    let SlowTitle { origin, bytes, id, fetcher, .. } = &slow_title(9);
+    let Seeded { origin, bytes, id, fetcher, .. } = &slow_title(9);
     let mut child = ChildGuard(
         fillmesh()
             .args(["fetch", id, "--from", &origin.mesh, "--peer", &origin.peer, "--out", "-", "--identity"])
