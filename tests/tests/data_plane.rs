@@ -320,10 +320,10 @@ fn a_fetch_writes_out_once_on_its_own_filesystem_and_copies_to_another() {
     let Seeded { origin, id, fetcher, dir, .. } = &seeded((5 << 20) + 77, 6, &[]);
     let fetch = |out: &std::path::Path, keep: &str| {
         let out = fillmesh()
-            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .args(["fetch", id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
             .arg(out)
             .arg(keep)
-            .arg(&fetcher)
+            .arg(fetcher)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -377,7 +377,7 @@ fn an_existing_out_is_replaced_only_by_a_whole_verified_title() {
             .args(["fetch", title, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
             .arg(&out)
             .arg("--identity")
-            .arg(&fetcher)
+            .arg(fetcher)
             .output()
             .unwrap()
     };
@@ -390,7 +390,7 @@ fn an_existing_out_is_replaced_only_by_a_whole_verified_title() {
     assert_eq!(std::fs::read(&out).unwrap(), b"the previous version");
     assert_eq!(names_in(&outdir), ["out.bin"]);
 
-    let done = fetch(&id);
+    let done = fetch(id);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     assert_eq!(&file_id(&out), id);
     assert_eq!(names_in(&outdir), ["out.bin"]);
