@@ -21,11 +21,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use quinn::Connection;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tracing::{debug, Instrument};
 
 use super::range::{self, RangeRequest};
 use super::ChunkSource;
 use crate::rate::TokenBucket;
+use crate::store::StoreError;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
@@ -355,10 +357,12 @@ impl PlayerServer {
             return stream.finish().await;
         }
         let mut first = true;
-        for index in chunks {
-            let read = match first_chunk.take() {
-                Some(bytes) => Some(bytes),
-                None => self.read(title, index).await,
+        let mut ahead = None;
+        for index in chunks.clone() {
+            let read = match (first_chunk.take(), ahead.take()) {
+                (Some(bytes), _) => Some(bytes),
+                (None, Some(reading)) => Self::finish_read(title, index, reading).await,
+                (None, None) => self.read(title, index).await,
             };
             // A later chunk found damaged (and dropped) by its read: the player sees a
             // truncated body and fails over; never a wrong byte.
@@ -366,6 +370,12 @@ impl PlayerServer {
                 stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
                 return Ok(());
             };
+            // The next chunk is read and verified while this one is sent: otherwise the
+            // stream waits for each read and its hash (about 0.25 ms per MiB of BLAKE3 here,
+            // far more for a read that reaches the disk) before it can send on.
+            if index + 1 < chunks.end {
+                ahead = Some(self.start_read(title, index + 1));
+            }
             let offset = u64::from(index) * cs;
             let from = start.saturating_sub(offset) as usize;
             let to = ((end + 1 - offset) as usize).min(bytes.len());
@@ -387,8 +397,22 @@ impl PlayerServer {
     /// A held chunk's bytes, verified; `None` if it cannot be read or failed verification
     /// (then dropped by the store, which says so).
     async fn read(&self, title: TitleId, index: u32) -> Option<Bytes> {
+        Self::finish_read(title, index, self.start_read(title, index)).await
+    }
+
+    /// Starts reading (and verifying) a held chunk on the blocking pool.
+    fn start_read(&self, title: TitleId, index: u32) -> JoinHandle<Result<Bytes, StoreError>> {
         let source = self.source.clone();
-        match tokio::task::spawn_blocking(move || source.read_chunk(&title, index)).await {
+        tokio::task::spawn_blocking(move || source.read_chunk(&title, index))
+    }
+
+    /// The bytes of a read started by [`Self::start_read`], as [`Self::read`] gives them.
+    async fn finish_read(
+        title: TitleId,
+        index: u32,
+        reading: JoinHandle<Result<Bytes, StoreError>>,
+    ) -> Option<Bytes> {
+        match reading.await {
             Ok(Ok(bytes)) => Some(bytes),
             Ok(Err(e)) => {
                 debug!(%title, index, "chunk not served: {e}");
