@@ -42,6 +42,11 @@ fn registry(shared: Arc<Shared>) -> Registry {
         "Connections refused because the node is not trusted",
         shared.refused.clone(),
     );
+    registry.register(
+        "fillmesh_tracker_content_misses",
+        "Players steered first to a partial holder, a far appliance or the origin: no near appliance held the whole title",
+        shared.content_misses.clone(),
+    );
     registry.register_collector(Box::new(CoreMetrics(shared)));
     registry
 }
