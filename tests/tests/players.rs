@@ -41,17 +41,23 @@ fn a_player_is_served_by_an_appliance_in_its_site_and_gets_verified_bytes() {
 fn killing_the_serving_appliance_mid_stream_fails_over_to_another() {
     let mut mesh = Mesh::start("mesh", "64MB", 4, TITLE_LEN);
     mesh.wait_complete(Duration::from_secs(120));
-    let first = mesh.steer("127.0.11.7")["targets"][0]["peer_id"].as_str().unwrap().to_owned();
     let out_file = mesh.dir.path().join("played.mp4");
-    // At 6 MB/s the 24 MiB title takes about four seconds: time to kill its appliance.
+    // At 4 MB/s the 24 MiB title takes about six seconds: time to kill its appliance, the one
+    // whose heartbeat reports the player's session.
     let mut player = mesh
         .play_command("127.0.11.7", &out_file)
-        .args(["--rate", "6MB"])
+        .args(["--rate", "4MB"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let first = wait_for(Duration::from_secs(10), || {
+        let s = fillmesh_tests::mesh::status(&mesh.tracker)?;
+        let a =
+            s["appliances"].as_array()?.iter().find(|a| a["player_sessions"].as_u64() == Some(1))?.clone();
+        Some(a["peer_id"].as_str()?.to_owned())
+    })
+    .expect("no heartbeat reported the player's session");
     let victim = mesh.appliances.iter_mut().find(|(_, p)| p.peer == first).unwrap();
     victim.1.child.kill();
     let out = wait_for(Duration::from_secs(60), || player.try_wait().unwrap().map(|_| ()))
