@@ -101,6 +101,18 @@ impl TlsIdentity {
         Ok(config)
     }
 
+    /// Players' HTTPS on TCP: the player certificate, no client certificate, ALPN `h2` then
+    /// `http/1.1`, TLS 1.3 and 1.2 (as browsers and ordinary clients offer).
+    pub fn player_tcp_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Always(self.player_key.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.max_early_data_size = 0;
+        Ok(config)
+    }
+
     /// Client side: TLS 1.3 only, the server must prove it is `expected`.
     pub fn client_config(&self, expected: PeerId, alpn: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
@@ -146,6 +158,16 @@ pub fn peer_id_of_chain(chain: &[CertificateDer<'_>]) -> Option<PeerId> {
 
 #[derive(Debug)]
 struct AlwaysOurs(Arc<CertifiedKey>);
+
+/// One certificate whatever the client asks for.
+#[derive(Debug)]
+struct Always(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Always {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
 
 /// The node's own certificate on the mesh, the player certificate on `h3`.
 #[derive(Debug)]

@@ -85,8 +85,13 @@ pub async fn run_with(
     // Leftovers of uploads interrupted by a crash.
     let _ = std::fs::remove_dir_all(config.data.join("staging"));
 
+    let player_tcp_tls = Arc::new(tls.player_tcp_config()?);
     let endpoint = MeshEndpoint::bind(config.listen, tls, config.transport.clone())?;
     let mesh_addr = endpoint.local_addr()?;
+    // Players' HTTPS on TCP, on the same port number as the QUIC endpoint.
+    let player_tcp = tokio::net::TcpListener::bind(mesh_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTPS players on TCP {mesh_addr}"))?;
     let role = if config.origin { Role::Origin } else { Role::Appliance };
     store.set_quota(config.disk_bytes);
     let sources = sources(store.clone());
@@ -109,13 +114,16 @@ pub async fn run_with(
         scrub_status.clone(),
     ));
     // Players share the mesh's upload bucket: one cap for everything this node sends.
+    let player_sessions = player_metrics.sessions.clone();
     let players = PlayerServer::new(
         sources.players,
         PlayerLimits::default(),
         server.upload(),
         player_metrics,
         registry.clone(),
-    );
+    )
+    .advertise_h3(mesh_addr.port());
+    let https = tokio::spawn(crate::serve::https::serve(players.clone(), player_tcp, player_tcp_tls));
     let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -151,6 +159,7 @@ pub async fn run_with(
             disk_bytes: config.disk_bytes,
             parallel: 8,
             cert_sha256,
+            player_sessions,
         };
         tokio::spawn(crate::member::run(
             member,
@@ -172,6 +181,7 @@ pub async fn run_with(
     if let Some(h) = http {
         h.abort();
     }
+    https.abort();
     for task in [member, scrubbing].into_iter().flatten() {
         task.abort();
     }

@@ -25,7 +25,7 @@ pub struct SteerAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SteerEntry {
     pub peer_id: String,
-    /// `https://ADDR/titles/ID`, served over HTTP/3.
+    /// `https://ADDR/titles/ID`, served over HTTPS on TCP and HTTP/3 on the same port.
     pub url: String,
     pub site: String,
     pub region: String,

@@ -60,6 +60,15 @@ pub fn start_appliance_with(
     NodeProcess::start_env(data, &args.iter().map(String::as_str).collect::<Vec<_>>(), env)
 }
 
+/// What a mesh seeds.
+#[derive(Debug, Clone)]
+pub enum Title {
+    /// `len` deterministic bytes named `feature.mp4`.
+    Sample(usize),
+    /// This file, as it is.
+    File(PathBuf),
+}
+
 impl Mesh {
     /// Starts the tracker (`policy`), the origin (upload capped at `origin_rate`) and
     /// `appliances` appliances, and seeds a title of `len` bytes named `feature.mp4`.
@@ -74,6 +83,19 @@ impl Mesh {
         appliances: usize,
         len: usize,
         spares: usize,
+    ) -> Self {
+        Self::start_full(policy, origin_rate, appliances, Title::Sample(len), spares, &[])
+    }
+
+    /// As [`Mesh::start_with_spares`], seeding `title`, with `node_args` given to the origin
+    /// and to every appliance.
+    pub fn start_full(
+        policy: &str,
+        origin_rate: &str,
+        appliances: usize,
+        title: Title,
+        spares: usize,
+        node_args: &[&str],
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let origin_dir = dir.path().join("origin");
@@ -117,16 +139,25 @@ impl Mesh {
                 "core",
                 "--upload-rate",
                 origin_rate,
-            ],
+            ]
+            .into_iter()
+            .chain(node_args.iter().copied())
+            .collect::<Vec<_>>(),
         );
         let appliances = appliance_dirs
             .into_iter()
             .enumerate()
-            .map(|(i, d)| (d.clone(), start_appliance(&d, i, &tracker)))
+            .map(|(i, d)| (d.clone(), start_appliance_with(&d, i, &tracker, node_args, &[])))
             .collect();
 
-        let file = dir.path().join("feature.mp4");
-        std::fs::write(&file, test_bytes(len, 42)).expect("title file");
+        let file = match title {
+            Title::Sample(len) => {
+                let file = dir.path().join("feature.mp4");
+                std::fs::write(&file, test_bytes(len, 42)).expect("title file");
+                file
+            }
+            Title::File(file) => file,
+        };
         let title = file_id(&file);
         let url = format!("http://{}", origin.http.as_deref().expect("origin http"));
         let out = fillmesh().arg("seed").arg(&file).args(["--origin", &url]).output().expect("run seed");

@@ -55,7 +55,9 @@ fn appliances_fill_from_one_another_and_the_origin_sends_the_title_about_once() 
     assert_eq!(code, 200, "{body}");
     let steer: Value = serde_json::from_str(&body).unwrap();
     let targets = steer["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), APPLIANCES, "{body}");
+    // Every appliance, then the origin as the last resort.
+    assert_eq!(targets.len(), APPLIANCES + 1, "{body}");
+    assert_eq!(targets[APPLIANCES]["peer_id"], mesh.origin.peer.as_str(), "{body}");
     assert_eq!(targets[0]["site"], "s1", "{body}");
     assert_eq!(targets[1]["site"], "s1", "{body}");
 

@@ -36,6 +36,10 @@ pub struct DemoArgs {
     /// Keep every data directory and log here instead of removing them.
     #[arg(long)]
     pub keep: Option<PathBuf>,
+    /// After the report, keep the mesh up and print the tracker's two pages (the fleet, and
+    /// a browser player for the title) until Ctrl-C.
+    #[arg(long)]
+    pub stay: bool,
 }
 
 impl From<DemoArgs> for DemoOptions {
@@ -46,6 +50,7 @@ impl From<DemoArgs> for DemoOptions {
             file: args.file,
             origin_upload_rate: args.upload_rate,
             keep: args.keep,
+            stay: args.stay,
         }
     }
 }
@@ -58,6 +63,8 @@ pub struct DemoOptions {
     pub file: Option<PathBuf>,
     pub origin_upload_rate: u64,
     pub keep: Option<PathBuf>,
+    /// Keep the mesh up after the report until Ctrl-C.
+    pub stay: bool,
 }
 
 /// A started child: killed when dropped.
@@ -335,7 +342,15 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         say!("player           {line}");
     }
     say!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
-    say!("total            {:.1} s; stopping every process", started.elapsed().as_secs_f64());
+    if opts.stay {
+        say!("total            {:.1} s; the mesh stays up until Ctrl-C", started.elapsed().as_secs_f64());
+        say!("fleet            {tracker_http}/");
+        say!("watch            {tracker_http}/watch/{title}");
+        super::shutdown_signal().await;
+        say!("stopping every process");
+    } else {
+        say!("total            {:.1} s; stopping every process", started.elapsed().as_secs_f64());
+    }
     drop(appliances);
     drop(origin);
     drop(tracker);

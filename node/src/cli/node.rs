@@ -59,7 +59,8 @@ pub struct NodeArgs {
     /// Disk the appliance may fill, e.g. 500GiB.
     #[arg(long, value_parser = units::parse_bytes, default_value = "1TiB")]
     pub disk_quota: u64,
-    /// A PEM certificate chain to present to players (HTTP/3) instead of the node's own.
+    /// A PEM certificate chain to present to players (HTTP/3 and HTTPS on TCP) instead of the
+    /// node's own.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.

@@ -2,9 +2,11 @@
 //!
 //! It asks the tracker where to go, fetches the manifest from the first appliance and checks
 //! it against the id, then streams the title in order over HTTP/3 with a window of chunk-sized
-//! range requests in flight, verifying every chunk before a byte of it is written. An
-//! appliance that errors, stalls or sends a bad chunk is dropped for the next one on the
-//! steering list, and the chunks not yet written are asked of it. A chunk that fails
+//! range requests in flight, verifying every chunk before a byte of it is written. Each chunk
+//! is asked of the nearest target first; one that answers 503 (a range it does not hold yet,
+//! as a partial holder does while the title fills) is passed over for that chunk only, so the
+//! player moves down the list and comes back with the next chunk. An appliance that errors,
+//! stalls or sends a bad chunk is dropped for the rest of the play. A chunk that fails
 //! verification is also reported to the tracker (`POST /report`), which counts this player
 //! toward the appliance's corrupt-chunk quorum.
 
@@ -21,7 +23,7 @@ use fillmesh_protocol::steering::{PlayerReport, SteerAnswer, SteerEntry};
 use fillmesh_protocol::{Manifest, TitleId};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use fillmesh_net::tls::{player_client_config, SERVER_NAME};
 
@@ -51,9 +53,12 @@ pub struct PlaySummary {
     pub bytes: u64,
     pub time_to_first_byte: Duration,
     pub total: Duration,
-    /// (peer id, site, region, bytes) per appliance used, in the order used.
+    /// (peer id, site, region, bytes) per appliance that sent chunks, in the order first used.
     pub appliances: Vec<(String, String, String, u64)>,
+    /// Targets dropped for an error, a stall or a bad chunk.
     pub failovers: u32,
+    /// Chunk requests answered 503 (not held there yet) and asked of the next target.
+    pub misses: u32,
 }
 
 type Target = SteerEntry;
@@ -183,6 +188,12 @@ async fn report_unverified(opts: &PlayOptions, title: &TitleId, target: &Target,
 #[error("chunk {0} failed verification")]
 struct Unverified(u32);
 
+/// A range the appliance does not hold (yet): 503. Not the appliance's fault: the player asks
+/// the next target for this chunk and comes back for the next one.
+#[derive(Debug, thiserror::Error)]
+#[error("chunk {0} not held there (503)")]
+struct NotHeld(u32);
+
 /// Fetches and verifies the manifest from `session`.
 async fn manifest(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
     let limit = Manifest::MAX_CHUNKS * 32 + 1024;
@@ -199,6 +210,9 @@ async fn chunk(session: &Session, title: TitleId, manifest: &Manifest, index: u3
     let len = manifest.chunk_len(index).context("chunk out of range")?;
     let (status, headers, body) =
         session.get(&format!("/titles/{title}"), Some((start, start + len - 1)), len).await?;
+    if status == http::StatusCode::SERVICE_UNAVAILABLE {
+        return Err(NotHeld(index).into());
+    }
     anyhow::ensure!(status == http::StatusCode::PARTIAL_CONTENT, "chunk {index}: answered {status}");
     let expected = format!("bytes {}-{}/{}", start, start + len - 1, manifest.len());
     anyhow::ensure!(
@@ -211,11 +225,126 @@ async fn chunk(session: &Session, title: TitleId, manifest: &Manifest, index: u3
     Ok(body)
 }
 
+/// The steering list as a player works it: a session per target opened when first needed,
+/// and the targets dropped for errors, stalls or bad chunks. Each chunk is asked of the first
+/// target not dropped, then down the list while targets answer 503 (a range not held yet),
+/// so the player comes back to the nearest target with the next chunk.
+struct Targets<'a> {
+    list: Vec<Target>,
+    sessions: Vec<tokio::sync::OnceCell<Session>>,
+    dropped: Vec<std::cell::Cell<bool>>,
+    opts: &'a PlayOptions,
+    title: TitleId,
+    failovers: std::cell::Cell<u32>,
+    misses: std::cell::Cell<u32>,
+    last_error: std::cell::RefCell<Option<anyhow::Error>>,
+}
+
+impl<'a> Targets<'a> {
+    fn new(list: Vec<Target>, opts: &'a PlayOptions, title: TitleId) -> Self {
+        Self {
+            sessions: list.iter().map(|_| tokio::sync::OnceCell::new()).collect(),
+            dropped: list.iter().map(|_| std::cell::Cell::new(false)).collect(),
+            list,
+            opts,
+            title,
+            failovers: std::cell::Cell::new(0),
+            misses: std::cell::Cell::new(0),
+            last_error: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Drops target `k` for good (once), for `error`.
+    fn drop_target(&self, k: usize, error: anyhow::Error) {
+        if !self.dropped[k].replace(true) {
+            warn!(appliance = %self.list[k].peer_id, "failing over: {error:#}");
+            self.failovers.set(self.failovers.get() + 1);
+        }
+        *self.last_error.borrow_mut() = Some(error);
+    }
+
+    /// The session of target `k`, opened on first use; `None` (and the target dropped) if it
+    /// cannot be reached.
+    async fn session(&self, k: usize) -> Option<&Session> {
+        if self.dropped[k].get() {
+            return None;
+        }
+        match self.sessions[k].get_or_try_init(|| Session::open(&self.list[k], self.opts.bind)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.drop_target(k, e.context("cannot connect"));
+                None
+            }
+        }
+    }
+
+    /// The verified manifest, from the first target that gives one.
+    async fn manifest(&self) -> anyhow::Result<Manifest> {
+        for k in 0..self.list.len() {
+            let Some(session) = self.session(k).await else { continue };
+            match manifest_from(session, &self.title).await {
+                Ok(m) => return Ok(m),
+                Err(e) => self.drop_target(k, e.context("no manifest")),
+            }
+        }
+        Err(self.error())
+    }
+
+    /// Chunk `index`, verified, and the target that sent it. Targets that answer 503 are
+    /// passed over for this chunk only; when every target left answered 503, it waits a
+    /// little and asks again, for at most the stall time.
+    async fn chunk(&self, manifest: &Manifest, index: u32) -> anyhow::Result<(usize, Bytes)> {
+        let give_up = Instant::now() + self.opts.stall;
+        loop {
+            for k in 0..self.list.len() {
+                let Some(session) = self.session(k).await else { continue };
+                let got =
+                    tokio::time::timeout(self.opts.stall, chunk(session, self.title, manifest, index)).await;
+                match got {
+                    Ok(Ok(bytes)) => return Ok((k, bytes)),
+                    Ok(Err(e)) if e.is::<NotHeld>() => {
+                        debug!(appliance = %self.list[k].peer_id, chunk = index, "not held there: next target");
+                        self.misses.set(self.misses.get() + 1);
+                    }
+                    Ok(Err(e)) => {
+                        if let Some(Unverified(index)) = e.downcast_ref::<Unverified>() {
+                            report_unverified(self.opts, &self.title, &self.list[k], *index).await;
+                        }
+                        self.drop_target(k, e);
+                    }
+                    Err(_) => self.drop_target(
+                        k,
+                        anyhow::anyhow!("stalled: nothing arrived for {:?}", self.opts.stall),
+                    ),
+                }
+            }
+            if self.dropped.iter().all(|d| d.get()) {
+                return Err(self.error());
+            }
+            anyhow::ensure!(Instant::now() < give_up, "no target holds chunk {index}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn error(&self) -> anyhow::Error {
+        self.last_error
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| anyhow::anyhow!("no appliance could serve {}", self.title))
+    }
+
+    fn close(&self) {
+        for s in self.sessions.iter().filter_map(|c| c.get()) {
+            s.endpoint.close(0u32.into(), b"done");
+        }
+    }
+}
+
 /// Plays `title` to completion or fails with the reason the last appliance gave.
 pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySummary> {
     let started = Instant::now();
-    let targets = steer(&title, opts).await?;
-    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, targets = targets.len(), "steered");
+    let list = steer(&title, opts).await?;
+    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, targets = list.len(), "steered");
     let bucket = opts.rate.map(TokenBucket::new);
     let mut out = match &opts.out {
         Some(path) => Some(Sink::open(path).await?),
@@ -228,73 +357,25 @@ pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySumm
         total: Duration::ZERO,
         appliances: Vec::new(),
         failovers: 0,
+        misses: 0,
     };
-    let mut manifest: Option<Manifest> = None;
+    let targets = Targets::new(list, opts, title);
     let mut next_write = 0u32;
-    let mut last_error = None;
-    // Bounded by the steering list: each appliance is tried at most once.
-    for (k, target) in targets.iter().enumerate() {
-        if k > 0 {
-            summary.failovers += 1;
-        }
-        let session = match Session::open(target, opts.bind).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(appliance = %target.peer_id, "cannot connect: {e:#}");
-                last_error = Some(e);
-                continue;
-            }
-        };
-        tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, appliance = %target.peer_id, "connected");
-        let m = match &manifest {
-            Some(m) => m.clone(),
-            None => match manifest_from(&session, &title).await {
-                Ok(m) => {
-                    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "manifest verified");
-                    manifest = Some(m.clone());
-                    m
-                }
-                Err(e) => {
-                    warn!(appliance = %target.peer_id, "no manifest: {e:#}");
-                    last_error = Some(e);
-                    continue;
-                }
-            },
-        };
-        info!(appliance = %target.peer_id, site = %target.site, from_chunk = next_write, "streaming");
-        summary.appliances.push((target.peer_id.clone(), target.site.clone(), target.region.clone(), 0));
-        let result = stream(
-            &session,
-            title,
-            &m,
-            opts,
-            bucket.as_ref(),
-            &mut next_write,
-            &mut out,
-            &mut summary,
-            started,
-        )
-        .await;
-        session.endpoint.close(0u32.into(), b"done");
-        match result {
-            Ok(()) => {
-                if let Some(sink) = out.as_mut() {
-                    sink.finish().await?;
-                }
-                summary.total = started.elapsed();
-                return Ok(summary);
-            }
-            Err(e) => {
-                warn!(appliance = %target.peer_id, "failing over: {e:#}");
-                if let Some(Unverified(index)) = e.downcast_ref::<Unverified>() {
-                    report_unverified(opts, &title, target, *index).await;
-                }
-                last_error = Some(e);
-            }
-        }
+    let result = async {
+        let manifest = targets.manifest().await?;
+        tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "manifest verified");
+        stream(&targets, &manifest, bucket.as_ref(), &mut next_write, &mut out, &mut summary, started).await
     }
-    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no appliance could serve {title}")))
-        .context(format!("could not deliver {title} verified ({next_write} chunks written)"))
+    .await;
+    targets.close();
+    summary.failovers = targets.failovers.get();
+    summary.misses = targets.misses.get();
+    result.with_context(|| format!("could not deliver {title} verified ({next_write} chunks written)"))?;
+    if let Some(sink) = out.as_mut() {
+        sink.finish().await?;
+    }
+    summary.total = started.elapsed();
+    Ok(summary)
 }
 
 async fn manifest_from(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
@@ -345,12 +426,11 @@ impl Sink {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Streams chunks `next_write..` in order, a window of them in flight, each from the
+/// nearest target that holds it, writing each verified chunk in order.
 async fn stream(
-    session: &Session,
-    title: TitleId,
+    targets: &Targets<'_>,
     manifest: &Manifest,
-    opts: &PlayOptions,
     bucket: Option<&TokenBucket>,
     next_write: &mut u32,
     out: &mut Option<Sink>,
@@ -359,7 +439,7 @@ async fn stream(
 ) -> anyhow::Result<()> {
     let n = manifest.chunk_count();
     let mut next_request = *next_write;
-    let mut ready: BTreeMap<u32, Bytes> = BTreeMap::new();
+    let mut ready: BTreeMap<u32, (usize, Bytes)> = BTreeMap::new();
     let mut in_flight = FuturesUnordered::new();
     // The window opens from one request and doubles with each chunk that arrives: the first
     // chunk does not share the link with a full window, so the first byte comes sooner.
@@ -371,16 +451,12 @@ async fn stream(
             if let Some(b) = bucket {
                 b.take(manifest.chunk_len(index).unwrap_or(0)).await;
             }
-            in_flight.push(async move { (index, chunk(session, title, manifest, index).await) });
+            in_flight.push(async move { (index, targets.chunk(manifest, index).await) });
         }
-        let (index, result) = match tokio::time::timeout(opts.stall, in_flight.next()).await {
-            Ok(Some(done)) => done,
-            Ok(None) => anyhow::bail!("nothing in flight"),
-            Err(_) => anyhow::bail!("stalled: nothing arrived for {:?}", opts.stall),
-        };
+        let Some((index, result)) = in_flight.next().await else { anyhow::bail!("nothing in flight") };
         ready.insert(index, result?);
-        window = (window * 2).min(opts.window.max(1));
-        while let Some(bytes) = ready.remove(next_write) {
+        window = (window * 2).min(targets.opts.window.max(1));
+        while let Some((k, bytes)) = ready.remove(next_write) {
             if let Some(sink) = out.as_mut() {
                 sink.write(&bytes).await?;
             }
@@ -388,8 +464,15 @@ async fn stream(
                 summary.time_to_first_byte = started.elapsed();
             }
             summary.bytes += bytes.len() as u64;
-            if let Some(last) = summary.appliances.last_mut() {
-                last.3 += bytes.len() as u64;
+            let target = &targets.list[k];
+            match summary.appliances.iter_mut().find(|a| a.0 == target.peer_id) {
+                Some(a) => a.3 += bytes.len() as u64,
+                None => summary.appliances.push((
+                    target.peer_id.clone(),
+                    target.site.clone(),
+                    target.region.clone(),
+                    bytes.len() as u64,
+                )),
             }
             *next_write += 1;
         }
@@ -457,5 +540,6 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
         report(on_stderr, format_args!("appliance {peer} (site {site}, region {region}): {bytes} bytes"));
     }
     report(on_stderr, format_args!("failovers: {}", s.failovers));
+    report(on_stderr, format_args!("content misses (503, asked further down the list): {}", s.misses));
     Ok(())
 }

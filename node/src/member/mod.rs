@@ -45,6 +45,8 @@ pub struct MemberConfig {
     pub parallel: usize,
     /// What players pin (SHA-256 of the SPKI of the certificate served on `h3`).
     pub cert_sha256: Option<[u8; 32]>,
+    /// Player connections open now, reported in every heartbeat (steering ranks by it).
+    pub player_sessions: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Why a tracker exchange failed.
@@ -234,7 +236,7 @@ async fn session(
                     healthy: true,
                     uploads_in_flight: server.in_flight(),
                     upload_bps_used: 0,
-                    player_sessions: 0,
+                    player_sessions: u32::try_from(config.player_sessions.get()).unwrap_or(0),
                     disk_used: store.titles().iter().map(|t| t.held_bytes()).sum(),
                 };
                 link.request(&TrackerRequest::Heartbeat(hb)).await?;

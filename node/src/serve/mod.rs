@@ -1,5 +1,5 @@
 //! Giving chunks: the mesh server ([`mesh`], trusted peers, ALPN `fillmesh/1`) and the player
-//! server ([`players`], HTTP/3, ALPN `h3`), both reading from a [`ChunkSource`] and sharing
+//! server ([`players`], HTTP/3, ALPN `h3`, and [`https`], the same answers over HTTPS on TCP), both reading from a [`ChunkSource`] and sharing
 //! one upload bucket. The daemon routes each ALPN to its server on one endpoint.
 
 use std::ops::Range;
@@ -10,6 +10,7 @@ use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
 
 use crate::store::{Store, StoreError};
 
+pub mod https;
 pub mod mesh;
 pub mod players;
 mod range;

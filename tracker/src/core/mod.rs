@@ -150,8 +150,11 @@ impl ByteClass {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Steering {
     pub targets: Vec<NodeId>,
-    /// Why the list is empty; empty when it is not.
+    /// Why the list is empty or does not start with an appliance near the client holding the
+    /// whole title; empty when it does.
     pub reason: String,
+    /// The first target is not a near appliance holding the whole title (a content miss).
+    pub content_miss: bool,
 }
 
 /// Everything `fillmesh status` prints.
@@ -176,6 +179,10 @@ pub struct ApplianceStatus {
     pub held_bytes: u64,
     pub uploads_in_flight: u32,
     pub upload_slots: u32,
+    /// Player connections it reported in its last heartbeat.
+    pub player_sessions: u32,
+    /// Chunks held, per title id (titles it holds none of are left out).
+    pub held_chunks: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -593,6 +600,73 @@ mod tests {
         assert_eq!(t.slots_for(Role::Origin, u64::MAX), 256 + 2);
     }
 
+    /// A title still filling: the near partial holders (most held first) come after the whole
+    /// holders nearby, then a whole holder in another region, then the origin; the answer says
+    /// so, and it is a content miss only while no near appliance holds it whole.
+    #[test]
+    fn steering_lists_partial_holders_then_far_whole_holders_then_the_origin() {
+        let mut t = Tracker::new(Config::default());
+        let title = TitleId::from_bytes([1; 32]);
+        let far = Registration { region: "elsewhere".into(), prefixes: vec![], ..reg(Role::Appliance, 0) };
+        t.register(0, id("Q"), reg(Role::Origin, u64::MAX));
+        for n in ["A", "B", "C"] {
+            t.register(0, id(n), reg(Role::Appliance, 0));
+        }
+        t.register(0, id("F"), far);
+        t.publish(0, title, "x".into(), &manifest(8)).unwrap();
+        t.report_held(0, &id("Q"), title, ChunkBitmap::full(8).unwrap(), &[]).unwrap();
+        let client = "10.1.2.3".parse().unwrap();
+        let steering = t.steer(0, &title, client);
+        assert_eq!(steering.targets, vec![id("Q")], "only the origin holds it");
+        assert!(steering.content_miss && !steering.reason.is_empty());
+        let mut some = ChunkBitmap::new(8).unwrap();
+        for i in 0..3 {
+            some.insert(i);
+        }
+        t.report_held(0, &id("A"), title, some.clone(), &[]).unwrap();
+        some.insert(3);
+        t.report_held(0, &id("B"), title, some, &[]).unwrap();
+        t.report_held(0, &id("F"), title, ChunkBitmap::full(8).unwrap(), &[]).unwrap();
+        let steering = t.steer(0, &title, client);
+        assert_eq!(steering.targets, vec![id("B"), id("A"), id("F"), id("Q")]);
+        assert!(steering.content_miss);
+        t.report_held(0, &id("C"), title, ChunkBitmap::full(8).unwrap(), &[]).unwrap();
+        let steering = t.steer(0, &title, client);
+        assert_eq!(steering.targets, vec![id("C"), id("B"), id("A"), id("F"), id("Q")]);
+        assert!(!steering.content_miss && steering.reason.is_empty());
+        t.debug_validate(0).unwrap();
+    }
+
+    /// Two equal appliances: new players alternate between them (each steer counts until the
+    /// next heartbeat), and a heartbeat's player sessions rank the busier one last.
+    #[test]
+    fn steering_spreads_new_players_over_equal_appliances_by_load() {
+        let mut t = Tracker::new(Config::default());
+        let title = TitleId::from_bytes([1; 32]);
+        for n in ["A", "B"] {
+            t.register(0, id(n), reg(Role::Appliance, 0));
+        }
+        t.publish(0, title, "x".into(), &manifest(2)).unwrap();
+        for n in ["A", "B"] {
+            t.report_held(0, &id(n), title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
+        }
+        let client = "10.1.2.3".parse().unwrap();
+        let firsts: Vec<NodeId> = (0..4).map(|_| t.steer(0, &title, client).targets[0].clone()).collect();
+        assert_eq!(firsts, vec![id("A"), id("B"), id("A"), id("B")]);
+        let sessions = |n| Heartbeat {
+            healthy: true,
+            uploads_in_flight: 0,
+            upload_bps_used: 0,
+            player_sessions: n,
+            disk_used: 0,
+        };
+        t.heartbeat(100, &id("A"), sessions(5)).unwrap();
+        t.heartbeat(100, &id("B"), sessions(1)).unwrap();
+        let firsts: Vec<NodeId> = (0..5).map(|_| t.steer(100, &title, client).targets[0].clone()).collect();
+        assert_eq!(firsts, vec![id("B"); 4].into_iter().chain([id("A")]).collect::<Vec<_>>());
+        t.debug_validate(100).unwrap();
+    }
+
     #[test]
     fn publishing_is_idempotent_and_conflicts_are_refused() {
         let mut t = Tracker::new(Config::default());
@@ -633,7 +707,10 @@ mod tests {
             Err(CoreError::UnknownNode(a.clone()))
         );
         t.register(16_000, a.clone(), reg(Role::Appliance, 0));
-        assert_eq!(t.steer(16_000, &title, client).reason, "no healthy appliance holds the whole title yet");
+        assert_eq!(
+            t.steer(16_000, &title, client).reason,
+            "no healthy appliance holds the title yet and the origin is not reachable"
+        );
         t.debug_validate(16_000).unwrap();
     }
 
@@ -964,8 +1041,9 @@ mod tests {
         let plan = t.plan(10, &a, 8).unwrap();
         assert_eq!(plan.evict, vec![old]);
         assert!(!plan.assignments.is_empty() && plan.assignments.iter().all(|p| p.title == new), "{plan:?}");
-        // A is no source of the old title and no steering target for it any more.
-        assert!(t.steer(10, &old, client).targets.is_empty());
+        // A is no source of the old title and no steering target for it any more: only the
+        // origin is left.
+        assert_eq!(t.steer(10, &old, client).targets, vec![id("Q")]);
         let of_d = t.plan(10, &d, 8).unwrap();
         assert!(!of_d.assignments.is_empty() && !names(&of_d.assignments, &a), "{of_d:?}");
         assert_eq!(t.status(10).appliances.iter().find(|s| s.peer_id == "A").unwrap().held_bytes, 0);
@@ -979,7 +1057,7 @@ mod tests {
         assert_eq!(t.status(20).titles[0].last_wanted_ms, 20);
         let plan = t.plan(20, &a, 8).unwrap();
         assert_eq!(plan, Plan::default(), "the newer title is not planned either");
-        assert_eq!(t.steer(20, &old, "10.0.0.1".parse().unwrap()).targets, vec![a.clone()]);
+        assert_eq!(t.steer(20, &old, "10.0.0.1".parse().unwrap()).targets, vec![a.clone(), id("Q")]);
         t.debug_validate(20).unwrap();
     }
 
@@ -1017,7 +1095,7 @@ mod tests {
         let plan = t.plan(10, &a, 8).unwrap();
         assert!(plan.evict.is_empty());
         assert!(!plan.assignments.is_empty() && plan.assignments.iter().all(|p| p.title == new));
-        assert_eq!(t.steer(10, &old, "10.0.0.1".parse().unwrap()).targets, vec![a.clone()]);
+        assert_eq!(t.steer(10, &old, "10.0.0.1".parse().unwrap()).targets, vec![a.clone(), q.clone()]);
         t.debug_validate(10).unwrap();
     }
 

@@ -82,6 +82,8 @@ pub(crate) struct Live {
     /// (title, chunk) -> the fetch this node has in flight.
     pub inflight: BTreeMap<(u32, u32), Inflight>,
     pub origin_inflight: u32,
+    /// Players steered to it (first on their list) since its last heartbeat.
+    pub steered: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +192,7 @@ impl Tracker {
             held: BTreeMap::new(),
             inflight: BTreeMap::new(),
             origin_inflight: 0,
+            steered: 0,
         });
         live.last_heartbeat = now;
         live.heartbeat = None;
@@ -204,6 +207,7 @@ impl Tracker {
             live.last_heartbeat = now;
             live.heartbeat = Some(heartbeat);
             live.lost = false;
+            live.steered = 0;
         }
         self.add_deadlines(idx);
         self.refresh(idx, now);

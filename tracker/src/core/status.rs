@@ -39,6 +39,12 @@ impl Tracker {
                 held_bytes,
                 uploads_in_flight: slot.load,
                 upload_slots: slot.upload_slots,
+                player_sessions: live.heartbeat.map_or(0, |h| h.player_sessions),
+                held_chunks: live
+                    .held
+                    .iter()
+                    .map(|(&t, map)| (self.titles[t as usize].id.to_string(), map.count()))
+                    .collect(),
             });
         }
         let titles = self

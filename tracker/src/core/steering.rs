@@ -1,5 +1,11 @@
-//! Where a player streams from: the appliance that announced the client's prefix (longest
-//! prefix wins, as in BGP), then its site, then its region, then anyone holding the title.
+//! Where a player streams from. Places first: the appliance that announced the client's
+//! prefix (longest prefix wins, as in BGP), then its site, then its region, then anyone. Then
+//! what they hold: the appliances near the client (its region or nearer) that hold the whole
+//! title, then the near ones that hold part of it (most first: a player asks them for what they
+//! have and moves on for the rest), then whole holders farther away, then far partial holders,
+//! and last the origin, so that a player is never left without a source while a title fills.
+//! Within each, the least loaded first: the player sessions an appliance reported in its last
+//! heartbeat, its uploads in flight, and the players steered to it since.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -10,9 +16,9 @@ use fillmesh_protocol::{IpPrefix, TitleId};
 use super::{Millis, Steering, Tracker};
 
 impl Tracker {
-    pub(super) fn do_steer(&self, now: Millis, title: &TitleId, client: IpAddr) -> Steering {
+    pub(super) fn do_steer(&mut self, now: Millis, title: &TitleId, client: IpAddr) -> Steering {
         let Some(&t) = self.title_index.get(title) else {
-            return Steering { targets: Vec::new(), reason: "unknown title".into() };
+            return Steering { targets: Vec::new(), reason: "unknown title".into(), content_miss: false };
         };
         // Every appliance announcing a prefix that contains the client, with its longest one.
         let mut matched: BTreeMap<u32, u8> = BTreeMap::new();
@@ -42,40 +48,71 @@ impl Tracker {
             Some((_, p)) => (Some(self.slots[p as usize].site), Some(self.slots[p as usize].region)),
             None => (None, None),
         };
-        let mut ranked: Vec<(u8, u8, u64, &str, u32)> = self.titles[t as usize]
-            .complete
-            .iter()
-            .filter(|&&n| self.eligible_at(n, now))
-            .map(|&n| {
+        let chunks = self.titles[t as usize].manifest.chunk_count();
+        // (tier, group, depth, chunks missing, load, id, node), sorted ascending.
+        let mut ranked: Vec<(u8, u8, u8, u32, u64, &str, u32)> = (0..self.slots.len() as u32)
+            .filter(|&n| self.eligible_at(n, now))
+            .filter_map(|n| {
                 let slot = &self.slots[n as usize];
+                let live = slot.live.as_ref()?;
+                let held = live.held.get(&t).map_or(0, |h| h.count());
+                if held == 0 {
+                    return None;
+                }
                 let (group, depth) = match matched.get(&n) {
                     Some(&len) => (0, u8::MAX - len),
                     None if Some(slot.site) == site => (1, 0),
                     None if Some(slot.region) == region => (2, 0),
                     None => (3, 0),
                 };
-                let load = slot
-                    .live
-                    .as_ref()
-                    .and_then(|l| l.heartbeat)
-                    .map_or(0, |h| u64::from(h.player_sessions) + u64::from(h.uploads_in_flight));
-                (group, depth, load, slot.id.as_str(), n)
+                let whole = held >= chunks;
+                let near = group < 3;
+                let tier = match (whole, near) {
+                    (true, true) => 0,
+                    (false, true) => 1,
+                    (true, false) => 2,
+                    (false, false) => 3,
+                };
+                let load = live
+                    .heartbeat
+                    .map_or(0, |h| u64::from(h.player_sessions) + u64::from(h.uploads_in_flight))
+                    + u64::from(live.steered);
+                Some((tier, group, depth, chunks - held.min(chunks), load, slot.id.as_str(), n))
             })
             .collect();
-        if ranked.is_empty() {
-            return Steering {
-                targets: Vec::new(),
-                reason: "no healthy appliance holds the whole title yet".into(),
-            };
-        }
-        if ranked.len() > MAX_TARGETS {
-            ranked.select_nth_unstable(MAX_TARGETS - 1);
-            ranked.truncate(MAX_TARGETS);
+        // The origin holds every title it published: the last resort, always on the list.
+        let origin = self.origin.filter(|&o| {
+            let slot = &self.slots[o as usize];
+            !slot.bad && self.healthy_at(o, now)
+        });
+        let room = MAX_TARGETS - usize::from(origin.is_some());
+        if ranked.len() > room {
+            ranked.select_nth_unstable(room - 1);
+            ranked.truncate(room);
         }
         ranked.sort_unstable();
+        let whole_near = ranked.first().is_some_and(|r| r.0 == 0);
+        let reason = match (ranked.first().map(|r| r.0), origin) {
+            (Some(0), _) => String::new(),
+            (None, None) => "no healthy appliance holds the title yet and the origin is not reachable".into(),
+            (None, Some(_)) => "no healthy appliance holds any of the title yet: the origin serves it".into(),
+            (Some(_), _) => "no healthy appliance near the client holds the whole title yet: partial holders \
+                             answer 503 for what they lack, and the list goes on to whole holders and the origin"
+                .into(),
+        };
+        let mut targets: Vec<u32> = ranked.into_iter().map(|r| r.6).collect();
+        targets.extend(origin);
+        // Counted until the appliance's next heartbeat, which reports its sessions itself: new
+        // players spread over equal appliances at once rather than one heartbeat later.
+        if let Some(first) = targets.first() {
+            if let Some(live) = self.slots[*first as usize].live.as_mut() {
+                live.steered = live.steered.saturating_add(1);
+            }
+        }
         Steering {
-            targets: ranked.into_iter().map(|(.., n)| self.slots[n as usize].id.clone()).collect(),
-            reason: String::new(),
+            targets: targets.into_iter().map(|n| self.slots[n as usize].id.clone()).collect(),
+            reason,
+            content_miss: !whole_near,
         }
     }
 }

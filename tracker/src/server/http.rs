@@ -1,6 +1,7 @@
 //! The HTTP API for players and operators: `/steer` (where a player goes), `/report` (a
 //! player's word that an appliance sent a chunk that failed verification), `/status` (what
-//! `fillmesh status` prints), `/metrics` (the tracker's registry) and `/health`.
+//! `fillmesh status` prints), `/metrics` (the tracker's registry) and `/health`; and two pages
+//! for people: `/` (the fleet, live) and `/watch/<title id>` (a browser player).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,7 +31,29 @@ pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/status", get(status))
         .route("/metrics", get(move || std::future::ready(page(&metrics))))
         .route("/health", get(|| async { "ok\n" }))
+        .route("/", get(|| async { page_html(FLEET_PAGE) }))
+        .route("/watch/{id}", get(watch))
+        .route("/page.css", get(|| async { ([("content-type", "text/css; charset=utf-8")], PAGE_CSS) }))
         .with_state(shared)
+}
+
+/// `/`: the live view of the fleet (it polls `/status`). The pages are plain HTML with their
+/// script inline, compiled into the binary: no build step and nothing fetched from elsewhere.
+const FLEET_PAGE: &str = include_str!("pages/fleet.html");
+/// `/watch/<title id>`: a `<video>` that asks `/steer` and moves down the list on error.
+const WATCH_PAGE: &str = include_str!("pages/watch.html");
+/// What both pages look like in common.
+const PAGE_CSS: &str = include_str!("pages/page.css");
+
+fn page_html(page: &'static str) -> Response {
+    ([("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")], page).into_response()
+}
+
+async fn watch(axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match id.parse::<TitleId>() {
+        Ok(_) => page_html(WATCH_PAGE),
+        Err(e) => (StatusCode::NOT_FOUND, format!("title: {e}\n")).into_response(),
+    }
 }
 
 /// The tracker's one registry: the trust gate's refusals, and gauges and counters read from
@@ -41,6 +64,11 @@ fn registry(shared: Arc<Shared>) -> Registry {
         "fillmesh_tracker_refused",
         "Connections refused because the node is not trusted",
         shared.refused.clone(),
+    );
+    registry.register(
+        "fillmesh_tracker_content_misses",
+        "Players steered first to a partial holder, a far appliance or the origin: no near appliance held the whole title",
+        shared.content_misses.clone(),
     );
     registry.register_collector(Box::new(CoreMetrics(shared)));
     registry

@@ -73,6 +73,8 @@ struct Shared {
     connections: Mutex<BTreeMap<NodeId, usize>>,
     /// Connections the trust gate refused.
     refused: Counter,
+    /// Steering answers whose first target is not a near appliance holding the whole title.
+    content_misses: Counter,
     /// Poked after each request the core handled: its next deadline may have moved earlier.
     wake: Notify,
 }
@@ -90,6 +92,9 @@ impl Shared {
     fn steer(&self, title: &TitleId, client: IpAddr) -> (Vec<SteerTarget>, String) {
         let mut core = self.core();
         let steering = core.steer(self.now(), title, client);
+        if steering.content_miss {
+            self.content_misses.inc();
+        }
         let targets = steering
             .targets
             .iter()
@@ -132,6 +137,7 @@ pub async fn run(
         trust: Trust::new(config.trust.iter().copied()),
         connections: Mutex::new(BTreeMap::new()),
         refused: Counter::default(),
+        content_misses: Counter::default(),
         wake: Notify::new(),
     });
     let (titles, nodes) = shared.index.restore(&mut shared.core(), shared.now())?;

@@ -451,25 +451,41 @@ pub fn check_steer(
     steering: &Steering,
 ) -> Result<(), String> {
     let config = tracker.config();
-    if steering.targets.is_empty() == steering.reason.is_empty() {
-        return Err("reason must be given exactly when there is no target".into());
+    if steering.reason.is_empty() == (steering.targets.is_empty() || steering.content_miss) {
+        return Err("reason must be given exactly when there is no target or a content miss".into());
     }
+    let whole = |n: &NodeId| model.nodes[n].held.get(t).is_some_and(|m| m.is_full());
+    let best = |n: &NodeId| {
+        model.nodes[n].registration.prefixes.iter().filter(|p| p.contains(client)).map(|p| p.len()).max()
+    };
     let mut last: Option<(bool, u8)> = None;
     let mut seen = BTreeSet::new();
-    for n in &steering.targets {
+    for (k, n) in steering.targets.iter().enumerate() {
         if !seen.insert(n) {
             return Err("duplicate target".into());
+        }
+        if model.origin.as_ref() == Some(n) {
+            if k + 1 != steering.targets.len() {
+                return Err("the origin is not last".into());
+            }
+            if model.bad.contains(n) || !model.healthy(config, now, n) {
+                return Err("an unhealthy or bad origin steered to".into());
+            }
+            continue;
         }
         if !model.eligible(config, now, n) {
             return Err(format!("target {n} not a healthy non-bad appliance"));
         }
-        let full = model.nodes[n].held.get(t).is_some_and(|m| m.is_full());
-        if !full {
-            return Err(format!("target {n} does not hold the whole title"));
+        if model.nodes[n].held.get(t).is_none_or(|m| m.count() == 0) {
+            return Err(format!("target {n} holds nothing of the title"));
         }
-        let best =
-            model.nodes[n].registration.prefixes.iter().filter(|p| p.contains(client)).map(|p| p.len()).max();
-        let key = (best.is_some(), best.unwrap_or(0));
+        // Whole holders matching the client's prefixes come first, longest first.
+        if !whole(n) {
+            last = Some((false, 0));
+            continue;
+        }
+        let b = best(n);
+        let key = (b.is_some(), b.unwrap_or(0));
         if let Some(prev) = last {
             if key > prev {
                 return Err("prefix matches not first, longest first".into());
@@ -477,13 +493,29 @@ pub fn check_steer(
         }
         last = Some(key);
     }
-    if steering.targets.is_empty() && model.manifests.contains_key(t) {
-        let any = model
-            .nodes
-            .iter()
-            .any(|(n, node)| model.eligible(config, now, n) && node.held.get(t).is_some_and(|m| m.is_full()));
-        if any {
-            return Err("no target although a holder exists".into());
+    if let Some(first) = steering.targets.first() {
+        let is_origin = model.origin.as_ref() == Some(first);
+        if !is_origin && whole(first) && best(first).is_some() && steering.content_miss {
+            return Err("a whole holder matching the client's prefix counted as a content miss".into());
+        }
+        if (is_origin || !whole(first)) && !steering.content_miss {
+            return Err("a partial holder or the origin first, not counted as a content miss".into());
+        }
+    }
+    if steering.targets.len() < fillmesh_protocol::messages::MAX_TARGETS && model.manifests.contains_key(t) {
+        let left_out = model.nodes.iter().any(|(n, node)| {
+            model.eligible(config, now, n)
+                && node.held.get(t).is_some_and(|m| m.count() > 0)
+                && !seen.contains(n)
+        });
+        if left_out {
+            return Err("a holder left out of a short list".into());
+        }
+    }
+    if let Some(o) = &model.origin {
+        let ready = !model.bad.contains(o) && model.healthy(config, now, o);
+        if ready && model.manifests.contains_key(t) && steering.targets.last() != Some(o) {
+            return Err("a healthy origin not last on the list".into());
         }
     }
     Ok(())

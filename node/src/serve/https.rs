@@ -1,0 +1,85 @@
+//! Players over HTTPS on TCP (HTTP/1.1 and HTTP/2, rustls), on the same port number as the
+//! node's QUIC endpoint: browsers start here and move to HTTP/3 when `Alt-Svc` says so. Every
+//! request is answered by [`PlayerServer::answer`], as on HTTP/3: same routes, ranges,
+//! statuses and headers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, Instrument};
+
+use super::players::{PlayerServer, Truncated};
+
+/// TCP connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// A TLS handshake or a request head that takes longer than this closes the connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves players on `listener` until the task is dropped.
+pub async fn serve(
+    server: PlayerServer,
+    listener: TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else { return };
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors or similar: wait rather than spin.
+                debug!("accepting a player connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let _session = server.metrics().session();
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
+                    Err(_) => return debug!("TLS handshake timed out"),
+                };
+                let service = hyper::service::service_fn(move |request| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(server.http(request).await) }
+                });
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(100)
+                    .keep_alive_interval(Some(Duration::from_secs(20)));
+                if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                    debug!("HTTPS connection ended: {e}");
+                }
+            }
+            .instrument(tracing::debug_span!("player", %remote, transport = "tcp")),
+        );
+    }
+}
+
+impl PlayerServer {
+    /// One HTTPS request: the same answer as on HTTP/3, its body streamed; a body cut short
+    /// by a damaged chunk is an error that aborts the response (a truncated body).
+    async fn http(self, request: hyper::Request<Incoming>) -> hyper::Response<axum::body::Body> {
+        let (parts, _body) = request.into_parts();
+        let (head, body) = self.answer(&parts.method, parts.uri.path(), &parts.headers, Instant::now()).await;
+        let stream =
+            self.pieces(body).map(|piece| piece.map_err(|Truncated| std::io::Error::other(Truncated)));
+        head.map(|()| axum::body::Body::from_stream(stream))
+    }
+}

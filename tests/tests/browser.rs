@@ -1,0 +1,409 @@
+//! A real browser against a mesh of real processes: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, which `.ci/run` installs), driven over WebDriver by a small client here.
+//! The appliances present an operator certificate made for the test (`--tls-cert`), which
+//! Chromium trusts by its SPKI hash; QUIC is not forced: Chromium starts on TCP and moves to
+//! HTTP/3 by the `Alt-Svc: h3` every answer carries, and the test reads in Chromium's net-log
+//! that the media requests after the first went over HTTP/3.
+//!
+//! One flag makes that possible with a test certificate. On QUIC only, Chromium refuses a
+//! certificate that does not chain to a root in its own root store
+//! (`ERR_QUIC_CERT_ROOT_NOT_KNOWN`), whether trusted by its SPKI hash or by a test CA in NSS;
+//! the only exemption is a host named in `--origin-to-force-quic-on`. So the test names each
+//! appliance's host there with port 9, where nothing listens and no request goes: QUIC is
+//! forced on nothing the test uses, and the real ports are reached over QUIC only through
+//! `Alt-Svc`. (Without the flag, the net-log shows the `Alt-Svc` taken up, QUIC v1
+//! negotiated, and the certificate refused by Chromium itself; the media stays on HTTP/2. An
+//! operator certificate from a publicly trusted CA needs no flag.)
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use fillmesh_tests::mesh::{Mesh, Title};
+use fillmesh_tests::{wait_for, ChildGuard};
+use serde_json::{json, Value};
+
+/// A WebDriver session on a chromedriver this test started; both end when it is dropped.
+struct Browser {
+    driver: String,
+    session: String,
+    /// Chromium's net-log (`--log-net-log`), complete once the session has ended.
+    netlog: PathBuf,
+    ended: bool,
+    _chromedriver: ChildGuard,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium that trusts the certificate whose SPKI
+    /// hashes to `spki_sha256`, on QUIC too for `quic_hosts` (see the module's note);
+    /// `None` (with a message) when Chromium is not installed.
+    fn start(spki_sha256: &[u8; 32], quic_hosts: &[&str]) -> Option<Browser> {
+        let (Some(driver_bin), Some(chromium)) = (which("chromedriver"), which("chromium")) else {
+            eprintln!("SKIPPED: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = ChildGuard(child);
+        let driver = format!("127.0.0.1:{port}");
+        wait_for(Duration::from_secs(20), || std::net::TcpStream::connect(&driver).ok())
+            .expect("chromedriver did not start");
+        let profile = tempfile::tempdir().unwrap();
+        let netlog = profile.path().join("netlog.json");
+        let pin = base64::engine::general_purpose::STANDARD.encode(spki_sha256);
+        let args = [
+            "--headless".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--autoplay-policy=no-user-gesture-required".into(),
+            "--window-size=1280,900".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+            format!("--ignore-certificate-errors-spki-list={pin}"),
+            format!("--log-net-log={}", netlog.display()),
+            // Port 9 (discard): nothing listens there and no request of the test goes there.
+            format!(
+                "--origin-to-force-quic-on={}",
+                quic_hosts.iter().map(|h| format!("{h}:9")).collect::<Vec<_>>().join(",")
+            ),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"performance": "ALL"},
+        }}});
+        let answer = call(&driver, "POST", "/session", &caps);
+        let session = answer["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+        Some(Browser { driver, session, netlog, ended: false, _chromedriver: guard, _profile: profile })
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: &Value) -> Value {
+        let answer = call(&self.driver, method, &format!("/session/{}{path}", self.session), body);
+        answer["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.cmd("POST", "/url", &json!({ "url": url }));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.cmd("POST", "/execute/sync", &json!({ "script": script, "args": [] }))
+    }
+
+    /// The performance log's network responses since the last call: (url, protocol).
+    fn responses(&self) -> Vec<(String, String)> {
+        let entries = self.cmd("POST", "/se/log", &json!({ "type": "performance" }));
+        let mut out = Vec::new();
+        for e in entries.as_array().cloned().unwrap_or_default() {
+            let Ok(m) = serde_json::from_str::<Value>(e["message"].as_str().unwrap_or("")) else { continue };
+            if m["message"]["method"] == "Network.responseReceived" {
+                let r = &m["message"]["params"]["response"];
+                out.push((
+                    r["url"].as_str().unwrap_or("").to_owned(),
+                    r["protocol"].as_str().unwrap_or("").to_owned(),
+                ));
+            }
+        }
+        out
+    }
+
+    fn screenshot(&self, path: &Path) {
+        let png = self.cmd("GET", "/screenshot", &Value::Null);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Ends the session (Chromium exits and completes its net-log) and returns the net-log,
+    /// `None` if it never became whole JSON within 20 s.
+    fn end(&mut self) -> Option<NetLog> {
+        self.end_session();
+        let value = wait_for(Duration::from_secs(20), || {
+            serde_json::from_slice::<Value>(&std::fs::read(&self.netlog).ok()?).ok()
+        })?;
+        Some(NetLog(value))
+    }
+
+    fn end_session(&mut self) {
+        if !std::mem::replace(&mut self.ended, true) {
+            let _ = std::panic::catch_unwind(|| {
+                call(&self.driver, "DELETE", &format!("/session/{}", self.session), &Value::Null)
+            });
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.end_session();
+    }
+}
+
+/// Chromium's net-log: `constants` (among them the names of event types) and `events`.
+struct NetLog(Value);
+
+/// One QUIC connection Chromium opened, as its net-log tells it.
+#[derive(Debug)]
+struct QuicAttempt {
+    /// The QUIC version negotiated (`RFCv1` for QUIC v1).
+    version: Option<String>,
+    /// Chromium completed the handshake (the certificate included).
+    handshake_done: bool,
+    /// Why it closed, and whether the server closed it.
+    closed: Option<(String, bool)>,
+}
+
+impl NetLog {
+    /// The events of the named type, in order, with their source id and parameters.
+    fn events(&self, name: &str) -> Vec<(u64, &Value)> {
+        let Some(code) = self.0["constants"]["logEventTypes"][name].as_u64() else { return Vec::new() };
+        self.0["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e["type"].as_u64() == Some(code))
+                    .filter_map(|e| Some((e["source"]["id"].as_u64()?, &e["params"])))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The alternative services Chromium found for its requests, as it prints them
+    /// (`quic HOST:PORT, expires ...`).
+    fn alt_svc_found(&self) -> Vec<String> {
+        self.events("HTTP_STREAM_JOB_CONTROLLER_ALT_SVC_FOUND")
+            .into_iter()
+            .filter_map(|(_, p)| p["alt_svc"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// How many requests for `url` Chromium sent over a QUIC connection (HTTP/3).
+    fn requests_over_quic(&self, url: &str) -> usize {
+        let to_url: std::collections::BTreeSet<u64> = self
+            .events("URL_REQUEST_START_JOB")
+            .into_iter()
+            .filter(|(_, p)| p["url"] == url)
+            .map(|(id, _)| id)
+            .collect();
+        let over_quic: std::collections::BTreeSet<u64> = self
+            .events("HTTP_STREAM_REQUEST_BOUND_TO_QUIC_SESSION")
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| to_url.contains(id))
+            .collect();
+        over_quic.len()
+    }
+
+    /// The QUIC connections Chromium opened to `host:port`, in order.
+    fn quic_attempts(&self, host: &str, port: u16) -> Vec<QuicAttempt> {
+        let first_param = |name: &str, id: u64| {
+            self.events(name).into_iter().find(|(source, _)| *source == id).map(|(_, p)| p.clone())
+        };
+        self.events("QUIC_SESSION")
+            .into_iter()
+            .filter(|(_, p)| p["host"] == host && p["port"].as_u64() == Some(u64::from(port)))
+            .map(|(id, _)| QuicAttempt {
+                version: first_param("QUIC_SESSION_VERSION_NEGOTIATED", id)
+                    .and_then(|p| p["version"].as_str().map(str::to_owned)),
+                handshake_done: first_param("QUIC_SESSION_CRYPTO_HANDSHAKE_COMPLETE", id).is_some(),
+                closed: first_param("QUIC_SESSION_CLOSED", id)
+                    .map(|p| (p["details"].as_str().unwrap_or_default().to_owned(), p["from_peer"] == true)),
+            })
+            .collect()
+    }
+}
+
+/// One WebDriver command. chromedriver keeps the connection open whatever the request says,
+/// so the answer is read by its `Content-Length`.
+fn call(driver: &str, method: &str, path: &str, body: &Value) -> Value {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let body = if body.is_null() { Vec::new() } else { serde_json::to_vec(body).unwrap() };
+    let mut stream = std::net::TcpStream::connect(driver).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {driver}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let mut reader = BufReader::new(stream);
+    let (mut status, mut len, mut line) = (0u16, 0usize, String::new());
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = l.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        } else if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut text = vec![0u8; len];
+    reader.read_exact(&mut text).unwrap();
+    let text = String::from_utf8_lossy(&text);
+    let value: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: {status} {text}"));
+    assert!(status == 200, "{method} {path}: {status} {value}");
+    value
+}
+
+fn which(name: &str) -> Option<String> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+/// An H.264/AAC MP4 of `secs` seconds made by Debian's ffmpeg (moov first, so a browser can
+/// play and seek by ranges).
+fn make_clip(dir: &Path, secs: u32) -> PathBuf {
+    let out = dir.join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size=640x360:rate=25:duration={secs}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={secs}"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "6M", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-movflags", "+faststart", "-shortest"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg (apt-get install ffmpeg)");
+    assert!(status.success());
+    out
+}
+
+/// A certificate for the nodes' player side, valid for their loopback addresses.
+fn operator_certificate(dir: &Path) -> ([u8; 32], PathBuf, PathBuf) {
+    let names: Vec<String> = (10..=20).map(|i| format!("127.0.0.{i}")).collect();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
+    let (crt, key) = (dir.join("player.crt"), dir.join("player.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.key_pair.serialize_pem()).unwrap();
+    (fillmesh_net::tls::spki_sha256(cert.cert.der()).unwrap(), crt, key)
+}
+
+#[test]
+fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_fleet() {
+    if which("chromium").is_none() || which("chromedriver").is_none() {
+        eprintln!(
+            "SKIPPED: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // 90 s at 6 Mb/s: more than Chromium buffers ahead, so a seek far ahead needs new ranges.
+    let clip = make_clip(work.path(), 90);
+    let (spki, crt, key) = operator_certificate(work.path());
+    let (crt, key) = (crt.display().to_string(), key.display().to_string());
+    let mut mesh =
+        Mesh::start_full("mesh", "64MB", 2, Title::File(clip), 0, &["--tls-cert", &crt, "--tls-key", &key]);
+    mesh.wait_complete(Duration::from_secs(120));
+    let hosts: Vec<&str> = mesh.appliances.iter().map(|(_, a)| a.mesh.rsplit_once(':').unwrap().0).collect();
+    let mut browser = Browser::start(&spki, &hosts).unwrap();
+    let tracker = format!("http://{}", mesh.tracker.http.clone().unwrap());
+
+    // The fleet page lists every node and the title complete on each appliance.
+    browser.go(&format!("{tracker}/"));
+    let shown = wait_for(Duration::from_secs(20), || {
+        let v = browser.js(&format!(
+            "const rows = [...document.querySelectorAll('#appliances tr[data-peer]')];
+             const cells = [...document.querySelectorAll('#titles tr[data-title=\"{}\"] td[data-peer]')];
+             return {{ healthy: rows.filter(r => r.querySelector('[data-health]').dataset.health === 'healthy').map(r => r.dataset.peer),
+                       complete: cells.filter(c => c.dataset.held === c.dataset.chunks).map(c => c.dataset.peer) }};",
+            mesh.title
+        ));
+        let healthy = v["healthy"].as_array()?.len();
+        let complete = v["complete"].as_array()?.len();
+        // Two appliances and the origin, each healthy and holding the whole title.
+        (healthy == 3 && complete == 3).then_some(v)
+    });
+    assert!(shown.is_some(), "the fleet page never showed every node holding the title");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet.png");
+    browser.screenshot(&shot);
+    eprintln!("fleet page screenshot: {}", shot.display());
+
+    // The watch page plays from the steered appliance, past 5 s.
+    browser.responses();
+    browser.go(&format!("{tracker}/watch/{}", mesh.title));
+    let state = "const v = document.getElementById('video');
+                 return { t: v.currentTime, sources: window.fillmesh.sources, errors: window.fillmesh.errors,
+                          targets: window.fillmesh.targets.map(t => t.url) };";
+    let played = wait_for(Duration::from_secs(40), || {
+        let v = browser.js(state);
+        (v["t"].as_f64()? > 5.0).then_some(v)
+    });
+    let played = played.unwrap_or_else(|| panic!("never played past 5 s: {}", browser.js(state)));
+    // The page's first target is the steering answer's first.
+    let first_url = played["targets"][0].as_str().unwrap().to_owned();
+    assert_eq!(played["sources"].as_array().unwrap().len(), 1, "{played}");
+    // Seek ahead, and it plays on from there.
+    browser.js("document.getElementById('video').currentTime = 30; return null;");
+    let sought =
+        wait_for(Duration::from_secs(30), || (browser.js(state)["t"].as_f64()? > 31.0).then_some(()));
+    assert!(sought.is_some(), "did not play on after a seek: {}", browser.js(state));
+    let media: Vec<(String, String)> =
+        browser.responses().into_iter().filter(|(url, _)| url.contains("/titles/")).collect();
+    assert!(media.len() >= 2, "{media:?}");
+    assert!(media.iter().all(|(url, _)| *url == first_url), "not all from the steered appliance: {media:?}");
+    // HTTPS on TCP first, as a browser does; HTTP/3 only where Chromium's QUIC accepts the
+    // certificate (see the net-log below), never anything else.
+    assert!(media.iter().all(|(_, protocol)| protocol == "h2" || protocol == "h3"), "{media:?}");
+    eprintln!("media responses by protocol: {:?}", media.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>());
+
+    // The serving appliance is killed mid-play: the page moves to the next and plays on.
+    let serving = mesh
+        .appliances
+        .iter_mut()
+        .find(|(_, p)| first_url.contains(&p.mesh))
+        .expect("the first target is an appliance");
+    serving.1.child.kill();
+    // Ahead of what is buffered: the next ranges must come from elsewhere.
+    browser.js("document.getElementById('video').currentTime = 75; return null;");
+    let moved = wait_for(Duration::from_secs(90), || {
+        let v = browser.js(state);
+        let sources = v["sources"].as_array()?.len();
+        (sources >= 2 && v["t"].as_f64()? > 77.0).then_some(v)
+    });
+    assert!(moved.is_some(), "did not move on and keep playing: {}", browser.js(state));
+
+    // Chromium took up the steered appliance's `Alt-Svc` (h3 on the same host and port),
+    // opened QUIC v1 to it, completed the handshake, and sent later media requests over it.
+    // (The performance log cannot tell: a range partly in Chromium's cache reports the
+    // protocol it was cached with.)
+    let netlog = browser.end().expect("Chromium's net-log");
+    let authority = first_url.trim_start_matches("https://").split('/').next().unwrap().to_owned();
+    let (host, port) = authority.rsplit_once(':').unwrap();
+    let found = netlog.alt_svc_found();
+    assert!(found.iter().any(|a| a.starts_with(&format!("quic {authority},"))), "{authority}: {found:?}");
+    let attempts = netlog.quic_attempts(host, port.parse().unwrap());
+    let first = attempts.first().unwrap_or_else(|| panic!("no QUIC connection to {authority}"));
+    assert_eq!(first.version.as_deref(), Some("RFCv1"), "{attempts:?}");
+    assert!(
+        first.handshake_done,
+        "the QUIC handshake with {authority} did not complete (closed: {:?}): {attempts:?}",
+        first.closed
+    );
+    assert!(netlog.requests_over_quic(&first_url) > 0, "no media request over h3: {attempts:?}");
+    eprintln!(
+        "Chromium's first QUIC connection to {authority}: {first:?}; media requests over it: {}",
+        netlog.requests_over_quic(&first_url)
+    );
+}
