@@ -1,0 +1,527 @@
+//! `fillmesh testbed --scenario FILE.toml [--out REPORT.json]`: the simulator's scenario on
+//! the real binaries. Each node (origin, appliances) in its own network namespace behind a
+//! link shaped to the scenario's rates, the tracker on the router between them, every packet
+//! between two nodes held for its path's one-way delay (half the scenario's latency of the
+//! path's class) by the delay element; a title of the scenario's size seeded, each
+//! appliance's completion time taken from the tracker's status, then the same scenario in
+//! the simulator, and the two side by side.
+//!
+//! Everything it creates is removed at the end, on failure and on Ctrl-C or SIGTERM; a
+//! crashed run's namespaces are removed by the next run. Every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use fillmesh_net::say;
+use fillmesh_sims::{Scenario, Strategy};
+use serde_json::Value;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::demo::{self, run_tool, run_tool_with, start_with, Proc};
+use crate::testbed::delay::{node_addr, DelayElement, DelayStats, PathTable};
+use crate::testbed::netns::{self, Link, Network, ROUTER_ADDR};
+use crate::testbed::report::{self, Side};
+use crate::testbed::{self, spawn_in_netns, StopOnDrop};
+
+#[derive(Debug, Args)]
+pub struct TestbedArgs {
+    /// The simulator's scenario file (the same TOML `fillmesh sim --scenario` reads).
+    #[arg(long, value_name = "FILE.toml", required_unless_present = "measure_element")]
+    pub scenario: Option<PathBuf>,
+    /// Write the report (scenario, `sim`, `testbed`, the delay element's figures) as JSON.
+    #[arg(long, value_name = "REPORT.json")]
+    pub out: Option<PathBuf>,
+    /// Percent of the packets between two nodes the delay element drops.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_loss)]
+    pub loss_pct: f64,
+    /// Give up when the fill has not completed after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Keep the data directories and logs here instead of removing them.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Measure what the delay element carries (packets per second, added jitter) and exit.
+    #[arg(long)]
+    pub measure_element: bool,
+}
+
+fn parse_loss(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a percentage"))?;
+    if (0.0..50.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("the loss must be at least 0 and below 50 percent".into())
+    }
+}
+
+/// The testbed's checks before anything is created: privileges and tools.
+pub fn preflight() -> anyhow::Result<()> {
+    if let Some(why) = testbed::privilege_problem() {
+        anyhow::bail!("{why}; run it as root (sudo fillmesh testbed ...)");
+    }
+    let missing = testbed::missing_tools();
+    anyhow::ensure!(missing.is_empty(), "the testbed needs these packages installed: {}", missing.join(", "));
+    Ok(())
+}
+
+/// Runs the testbed; Ctrl-C or SIGTERM stops it early, with everything removed.
+pub async fn run(args: TestbedArgs) -> anyhow::Result<()> {
+    // The handlers are installed before anything is created.
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // The scenario first: what it asks for is refused the same way with or without root.
+    let sc = match &args.scenario {
+        Some(path) if !args.measure_element => Some(load(path)?),
+        _ => None,
+    };
+    preflight()?;
+    let removed = netns::sweep_leftovers()?;
+    if !removed.is_empty() {
+        say!("removed {} namespaces left by a crashed run: {}", removed.len(), removed.join(" "));
+    }
+    let work = async {
+        if args.measure_element {
+            let m = tokio::task::spawn_blocking(measure_element).await??;
+            say!("{m}");
+            return Ok(());
+        }
+        match (&sc, &args.scenario) {
+            (Some(sc), Some(path)) => testbed(sc, path, &args).await,
+            _ => anyhow::bail!("--scenario is required"),
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        _ = int.recv() => anyhow::bail!("interrupted: every process, namespace and link removed"),
+        _ = term.recv() => anyhow::bail!("terminated: every process, namespace and link removed"),
+    }
+}
+
+/// The scenario's class of a path between nodes `a` and `b` (0 = origin, `k` = appliance
+/// `k - 1`): same site, same region, cross region, origin.
+fn class_of(sc: &Scenario, site: &[usize], a: usize, b: usize) -> usize {
+    if a == 0 || b == 0 {
+        return 3;
+    }
+    let (sa, sb) = (site[a - 1], site[b - 1]);
+    if sa == sb {
+        0
+    } else if sa / sc.sites_per_region == sb / sc.sites_per_region {
+        1
+    } else {
+        2
+    }
+}
+
+/// The testbed's record of the fill.
+struct Fill {
+    side: Side,
+    seed_s: f64,
+    element: DelayStats,
+}
+
+/// Reads and validates the scenario, and refuses what the testbed cannot honour.
+fn load(path: &Path) -> anyhow::Result<Scenario> {
+    let sc = Scenario::from_file(path)?;
+    sc.validate()?;
+    let refused = testbed::refusals(&sc);
+    anyhow::ensure!(
+        refused.is_empty(),
+        "{}: the testbed cannot honour these fields:\n  {}",
+        path.display(),
+        refused.join("\n  ")
+    );
+    Ok(sc)
+}
+
+async fn testbed(sc: &Scenario, path: &Path, args: &TestbedArgs) -> anyhow::Result<()> {
+    let sc = sc.clone();
+    let fill = fill_on_testbed(&sc, args).await?;
+    say!("simulating the same scenario ...");
+    let sim = tokio::task::spawn_blocking({
+        let sc = sc.clone();
+        move || fillmesh_sims::run(&sc, Strategy::Fillmesh, &fillmesh_sims::Options::default(), None)
+    })
+    .await?;
+    let sim_side = Side::new(sim.completion_s.clone(), sc.appliances, sim.bytes_by_class);
+    say!();
+    say!(
+        "== {}: {} appliances, {} regions x {} sites, {:.0} MiB title in {} KiB chunks ==",
+        path.display(),
+        sc.appliances,
+        sc.regions,
+        sc.sites_per_region,
+        sc.title_bytes as f64 / (1u64 << 20) as f64,
+        sc.chunk_bytes >> 10
+    );
+    say!("{}", report::table(&sim_side, &fill.side, sc.title_bytes).trim_end());
+    let e = &fill.element;
+    say!(
+        "delay element: {} packets ({:.0}/s, {:.1} MB/s) over {:.1} s, {} dropped, at most {} held; \
+         release late by p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+        e.packets,
+        e.packets as f64 / e.seconds.max(1e-9),
+        e.bytes as f64 / e.seconds.max(1e-9) / 1e6,
+        e.seconds,
+        e.dropped,
+        e.max_held,
+        e.late_p50_us,
+        e.late_p99_us,
+        e.late_max_us
+    );
+    if let Some(out) = &args.out {
+        let mut json = serde_json::to_value(&sc)?;
+        if let Value::Object(map) = &mut json {
+            map.insert("scenario_file".into(), path.display().to_string().into());
+            map.insert("loss_pct".into(), args.loss_pct.into());
+            map.insert("sim".into(), serde_json::to_value(&sim_side)?);
+            map.insert("testbed".into(), serde_json::to_value(&fill.side)?);
+            map.insert("seed_s".into(), fill.seed_s.into());
+            map.insert("delay_element".into(), serde_json::to_value(&fill.element)?);
+        }
+        std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("writing {}", out.display()))?;
+        say!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// `ip netns exec NS fillmesh`.
+fn in_ns(ns: &str, exe: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(exe);
+    cmd
+}
+
+/// Snapshots of the tracker's `/status`, taken from inside the router's namespace.
+type Snapshots = watch::Receiver<Option<(Instant, Value)>>;
+
+/// Polls `url` every `every` from a thread in namespace `ns` until the receiver goes or the
+/// guard is dropped.
+fn watch_status(ns: &str, url: String, every: Duration) -> anyhow::Result<(Snapshots, StopOnDrop)> {
+    let (tx, rx) = watch::channel(None);
+    let (stop, _thread) = spawn_in_netns(&Network::handle(ns), "status-watch", move |stop| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(2)).build() else {
+                return;
+            };
+            while !stop.load(Ordering::Relaxed) && !tx.is_closed() {
+                if let Ok(r) = client.get(&url).send().await {
+                    let text = r.text().await.unwrap_or_default();
+                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                        let _ = tx.send(Some((Instant::now(), v)));
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    })?;
+    Ok((rx, StopOnDrop(stop)))
+}
+
+/// Waits (at most `limit`) for a status snapshot that satisfies `done`.
+async fn wait_for(
+    rx: &mut Snapshots,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(Instant, &Value) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let snapshot = rx.borrow_and_update().clone();
+        if let Some((at, v)) = snapshot {
+            if done(at, &v) {
+                return Ok(());
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => anyhow::bail!("the tracker's status stopped coming ({what})"),
+            Err(_) => anyhow::bail!("{what}: not done in {} s", limit.as_secs()),
+        }
+    }
+}
+
+async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fill> {
+    let exe = std::env::current_exe().context("locating the fillmesh binary")?;
+    let temp;
+    let dir: PathBuf = match &args.keep {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new().prefix("fillmesh-testbed-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let s = |p: &Path| p.display().to_string();
+    let fleet = fillmesh_sims::sim::place(sc);
+    let n = sc.appliances;
+
+    // The title first, so its writing is not in anyone's way.
+    let title_file = dir.join("title.bin");
+    demo::write_sample(&title_file, sc.title_bytes)?;
+
+    // Identities, so everyone knows whom to trust.
+    let id_log = logs.join("id.log");
+    let node_dirs: Vec<PathBuf> = (0..=n)
+        .map(|k| if k == 0 { dir.join("origin") } else { dir.join(format!("appliance-{}", k - 1)) })
+        .collect();
+    let mut trusted = String::new();
+    for d in &node_dirs {
+        trusted.push_str(&run_tool(&exe, &["node", "--print-id", "--data", &s(d)], &id_log).await?);
+    }
+    let trust_file = dir.join("trusted.txt");
+    std::fs::write(&trust_file, trusted)?;
+
+    // The network: node 0 the origin (upload only), then the appliances.
+    let mut links = vec![Link { upload_bps: Some(sc.origin_upload_bps), download_bps: None }];
+    links.extend((0..n).map(|i| Link {
+        upload_bps: Some(fleet.upload_bps[i]),
+        download_bps: fleet.download_bps[i].is_finite().then_some(fleet.download_bps[i]),
+    }));
+    let started = Instant::now();
+    let net = tokio::task::spawn_blocking(move || Network::create(&links)).await??;
+    let table = PathTable::new(n + 1, args.loss_pct / 100.0, |a, b| {
+        Duration::from_secs_f64(sc.latency_s[class_of(sc, &fleet.site, a, b)] / 2.0)
+    });
+    let element = DelayElement::start(&Network::handle(net.router()), table, sc.seed)?;
+    say!(
+        "testbed: {} namespaces ({}*) built in {:.1} s; delay element bound",
+        n + 2,
+        net.router().trim_end_matches("-r"),
+        started.elapsed().as_secs_f64()
+    );
+
+    // The tracker on the router, the origin, the appliances.
+    let tracker_log = logs.join("tracker.log");
+    let tracker_dir = dir.join("tracker");
+    let tracker_id = run_tool(&exe, &["tracker", "--print-id", "--data", &s(&tracker_dir)], &id_log).await?;
+    let tracker_id = tracker_id.trim().to_owned();
+    let tracker_mesh = format!("{ROUTER_ADDR}:4400");
+    let tracker_http = format!("{ROUTER_ADDR}:8000");
+    let seed = sc.seed.to_string();
+    let tracker: Proc = start_with(
+        in_ns(net.router(), &exe),
+        "tracker",
+        &[
+            "--data",
+            &s(&tracker_dir),
+            "--listen",
+            &tracker_mesh,
+            "--http",
+            &tracker_http,
+            "--trust-file",
+            &s(&trust_file),
+            "--seed",
+            &seed,
+        ]
+        .map(String::from),
+        &tracker_log,
+    )
+    .await?;
+    let origin_http = format!("{}:8080", node_addr(0));
+    let mut procs = vec![tracker];
+    for (k, d) in node_dirs.iter().enumerate() {
+        let mut a = vec![
+            "--data".to_owned(),
+            s(d),
+            "--listen".into(),
+            format!("{}:4433", node_addr(k)),
+            "--tracker".into(),
+            tracker_mesh.clone(),
+            "--tracker-id".into(),
+            tracker_id.clone(),
+            // The scrub would compete with the fill for the disk and the CPU.
+            "--scrub-rate".into(),
+            "0".into(),
+        ];
+        let up = if k == 0 {
+            a.extend(
+                ["--origin", "--http", &origin_http, "--site", "origin", "--region", "origin"]
+                    .map(String::from),
+            );
+            sc.origin_upload_bps
+        } else {
+            let site = fleet.site[k - 1];
+            a.extend([
+                "--site".into(),
+                format!("s{site}"),
+                "--region".into(),
+                format!("r{}", site / sc.sites_per_region),
+            ]);
+            fleet.upload_bps[k - 1]
+        };
+        // The rate the tracker plans with; the link itself is shaped to it too.
+        a.extend(["--upload-rate".into(), format!("{}", up.round() as u64)]);
+        let log =
+            logs.join(if k == 0 { "origin.log".to_owned() } else { format!("appliance-{}.log", k - 1) });
+        procs.push(start_with(in_ns(net.node(k), &exe), "node", &a, &log).await?);
+    }
+    let peers: Vec<String> = procs[2..].iter().map(|p| p.peer.clone()).collect();
+
+    let (mut rx, _watch) =
+        watch_status(net.router(), format!("http://{tracker_http}/status"), Duration::from_millis(50))?;
+    let count_registered = |v: &Value| v["appliances"].as_array().map_or(0, |a| a.len());
+    wait_for(&mut rx, Duration::from_secs(60), "every node registering with the tracker", |_, v| {
+        count_registered(v) > n
+    })
+    .await?;
+    say!(
+        "{} processes up and registered after {:.1} s; seeding",
+        procs.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let seed_started = Instant::now();
+    let title = run_tool_with(
+        in_ns(net.router(), &exe),
+        &[
+            "seed",
+            &s(&title_file),
+            "--origin",
+            &format!("http://{origin_http}"),
+            "--chunk-size",
+            &sc.chunk_bytes.to_string(),
+        ],
+        &logs.join("seed.log"),
+    )
+    .await?
+    .trim()
+    .to_owned();
+    let published = Instant::now();
+    let seed_s = (published - seed_started).as_secs_f64();
+    say!("seeded {title} in {seed_s:.1} s; filling {n} appliances");
+
+    let mut done_at: Vec<Option<f64>> = vec![None; n];
+    let mut last_title = Value::Null;
+    let mut last_report = Instant::now();
+    let result = wait_for(&mut rx, Duration::from_secs(args.timeout_secs), "the fill", |at, v| {
+        let appliances = v["appliances"].as_array().cloned().unwrap_or_default();
+        for (i, p) in peers.iter().enumerate() {
+            let held = appliances
+                .iter()
+                .find(|a| a["peer_id"] == p.as_str())
+                .and_then(|a| a["held_bytes"].as_u64())
+                .unwrap_or(0);
+            if done_at[i].is_none() && held >= sc.title_bytes {
+                done_at[i] = Some(at.saturating_duration_since(published).as_secs_f64());
+            }
+        }
+        if let Some(t) = v["titles"].as_array().and_then(|ts| ts.iter().find(|t| t["id"] == title.as_str())) {
+            last_title = t.clone();
+        }
+        let complete = done_at.iter().filter(|d| d.is_some()).count();
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            say!("  {:5.1} s: {complete}/{n} appliances complete", published.elapsed().as_secs_f64());
+        }
+        complete == n
+    })
+    .await;
+    // Stop everyone before the figures: the element's report covers the fill only.
+    drop(procs);
+    let element = tokio::task::spawn_blocking(move || element.stop()).await??;
+    tokio::task::spawn_blocking(move || drop(net)).await?;
+    if let Err(e) = result {
+        let complete = done_at.iter().filter(|d| d.is_some()).count();
+        say!("the fill did not complete: {complete}/{n} appliances ({e:#})");
+    }
+    let mut by_class = [0u64; 4];
+    for (slot, key) in by_class.iter_mut().zip(report::CLASSES) {
+        *slot = last_title["bytes_by_class"][key].as_u64().unwrap_or(0);
+    }
+    let side = Side::new(done_at.into_iter().flatten().collect(), n, by_class);
+    if let Some(d) = &args.keep {
+        say!("kept {}", d.display());
+    }
+    Ok(Fill { side, seed_s, element })
+}
+
+/// The delay element's capacity, measured alone: two nodes on unshaped links, UDP datagrams
+/// of 1,200 bytes from one to the other through the element with a 5 ms one-way delay, first
+/// as fast as the sender can (what gets through per second is the capacity), then paced at
+/// a fraction of it (the delay each datagram saw beyond 5 ms is the added jitter).
+pub fn measure_element() -> anyhow::Result<String> {
+    use std::net::UdpSocket;
+    const DELAY: Duration = Duration::from_millis(5);
+    let link = Link { upload_bps: None, download_bps: None };
+    let net = Network::create(&[link, link])?;
+    let table = PathTable::new(2, 0.0, |a, b| if a == b { Duration::ZERO } else { DELAY });
+    let element = DelayElement::start(&Network::handle(net.router()), table, 1)?;
+    let base = Instant::now();
+    let mut lines = Vec::new();
+    for (phase, pace) in [("flood", None), ("paced", Some(20_000u64))] {
+        let secs = 2.0;
+        let (rstop, receiver) = spawn_in_netns(&Network::handle(net.node(1)), "udp-sink", move |stop| {
+            let mut got = 0u64;
+            let mut late: Vec<u64> = Vec::new();
+            let Ok(sock) = UdpSocket::bind("0.0.0.0:9000") else { return (0, late) };
+            let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(len) = sock.recv(&mut buf) {
+                    if len >= 8 {
+                        got += 1;
+                        let sent = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+                        let now = base.elapsed().as_micros() as u64;
+                        late.push(now.saturating_sub(sent).saturating_sub(DELAY.as_micros() as u64));
+                    }
+                }
+            }
+            (got, late)
+        })?;
+        std::thread::sleep(Duration::from_millis(100));
+        let (_s, sender) = spawn_in_netns(&Network::handle(net.node(0)), "udp-source", move |_| {
+            let Ok(sock) = UdpSocket::bind("0.0.0.0:0") else { return 0u64 };
+            let mut buf = [0u8; 1200];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed().as_secs_f64() < secs {
+                if let Some(pps) = pace {
+                    let due = Duration::from_secs_f64(sent as f64 / pps as f64);
+                    if start.elapsed() < due {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                }
+                buf[..8].copy_from_slice(&(base.elapsed().as_micros() as u64).to_le_bytes());
+                if sock.send_to(&buf, (node_addr(1), 9000)).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })?;
+        let sent = sender.join().map_err(|_| anyhow::anyhow!("the sender panicked"))??;
+        std::thread::sleep(DELAY * 4 + Duration::from_millis(100));
+        rstop.store(true, Ordering::Relaxed);
+        let (got, mut late) = receiver.join().map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
+        late.sort_unstable();
+        let q =
+            |p: f64| late.get(((late.len() as f64 * p) as usize).min(late.len().saturating_sub(1))).copied();
+        lines.push(format!(
+            "{phase:<6} sent {:>8.0}/s, through {:>8.0}/s ({:.0} Mbit/s), delay beyond 5 ms: p50 {} us, p99 {} us, max {} us",
+            sent as f64 / secs,
+            got as f64 / secs,
+            got as f64 * 1200.0 * 8.0 / secs / 1e6,
+            q(0.5).map_or("-".into(), |v| v.to_string()),
+            q(0.99).map_or("-".into(), |v| v.to_string()),
+            late.last().map_or("-".into(), |v| v.to_string()),
+        ));
+    }
+    let stats = element.stop()?;
+    drop(net);
+    lines.push(format!(
+        "element: {} packets, at most {} held, release late by p50 {:.0} us, p99 {:.0} us",
+        stats.packets, stats.max_held, stats.late_p50_us, stats.late_p99_us
+    ));
+    Ok(lines.join("\n"))
+}
