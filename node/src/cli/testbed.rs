@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::demo::{self, run_tool, run_tool_with, start_with, Proc};
 use crate::testbed::delay::{node_addr, DelayElement, DelayStats, PathTable};
-use crate::testbed::netns::{self, Link, Network, ROUTER_ADDR};
+use crate::testbed::netns::{self, Link, LinkStats, Network, ROUTER_ADDR};
 use crate::testbed::report::{self, Side};
 use crate::testbed::{self, spawn_in_netns, StopOnDrop};
 
@@ -38,6 +38,11 @@ pub struct TestbedArgs {
     /// Percent of the packets between two nodes the delay element drops.
     #[arg(long, default_value_t = 0.0, value_parser = parse_loss)]
     pub loss_pct: f64,
+    /// How long a full queue of a shaped link takes to drain (milliseconds): the links are
+    /// drop-tail token buckets (`tbf`). On testbed16, 50 ms queues dropped about 7,600
+    /// packets at the uploads and the fill took 10% longer; 150 ms dropped none there.
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=2000))]
+    pub queue_ms: u64,
     /// Give up when the fill has not completed after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
@@ -122,6 +127,12 @@ struct Fill {
     side: Side,
     seed_s: f64,
     element: DelayStats,
+    /// Node 0 the origin, then the appliances.
+    links: Vec<LinkStats>,
+    /// Seconds from publishing to the last completion (or the give-up).
+    fill_s: f64,
+    /// (seconds, fraction of the fleet's bytes held) at each status snapshot.
+    progress: Vec<(f64, f64)>,
 }
 
 /// Reads and validates the scenario, and refuses what the testbed cannot honour.
@@ -144,7 +155,8 @@ async fn testbed(sc: &Scenario, path: &Path, args: &TestbedArgs) -> anyhow::Resu
     say!("simulating the same scenario ...");
     let sim = tokio::task::spawn_blocking({
         let sc = sc.clone();
-        move || fillmesh_sims::run(&sc, Strategy::Fillmesh, &fillmesh_sims::Options::default(), None)
+        let opts = fillmesh_sims::Options { sample_every_s: Some(0.1), ..fillmesh_sims::Options::default() };
+        move || fillmesh_sims::run(&sc, Strategy::Fillmesh, &opts, None)
     })
     .await?;
     let sim_side = Side::new(sim.completion_s.clone(), sc.appliances, sim.bytes_by_class);
@@ -173,15 +185,58 @@ async fn testbed(sc: &Scenario, path: &Path, args: &TestbedArgs) -> anyhow::Resu
         e.late_p99_us,
         e.late_max_us
     );
+    // When each side had delivered a quarter, half, three quarters and all of the fleet's
+    // bytes: the simulator's delivered bytes are its upload in use, integrated.
+    let fleet_bytes = (sc.appliances as u64 * sc.title_bytes) as f64;
+    let mut sim_progress = Vec::new();
+    let (mut delivered, mut last_t) = (0.0, 0.0);
+    let up_total: f64 = fillmesh_sims::sim::place(&sc).upload_bps.iter().sum();
+    for smp in &sim.samples {
+        let carried = smp.upload_used * up_total + smp.origin_used * sc.origin_upload_bps;
+        delivered += carried / (1.0 + sc.wire_overhead) * (smp.t_s - last_t);
+        last_t = smp.t_s;
+        sim_progress.push((smp.t_s, delivered / fleet_bytes));
+    }
+    let reach = |p: &[(f64, f64)], f: f64| p.iter().find(|(_, x)| *x >= f - 1e-9).map(|(t, _)| *t);
+    for f in [0.05, 0.25, 0.5, 0.75, 0.99] {
+        let (s, t) = (reach(&sim_progress, f), reach(&fill.progress, f));
+        let cell = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+        say!("{:<22} {:>12} {:>12}", format!("{:.0}% of bytes at (s)", f * 100.0), cell(s), cell(t));
+    }
+    let (up, down): (Vec<_>, Vec<_>) = fill.links.iter().map(|l| (l.upload, l.download)).unzip();
+    let sum = |v: &[netns::QdiscStats], f: fn(&netns::QdiscStats) -> u64| v.iter().map(f).sum::<u64>();
+    let fleet = fillmesh_sims::sim::place(&sc);
+    let capacity: f64 = sc.origin_upload_bps + fleet.upload_bps.iter().sum::<f64>();
+    say!(
+        "links: {:.1} MB sent up ({:.0}% of the uploads' capacity over the {:.1} s fill), {} packets dropped \
+         by full upload queues, {} by full download queues",
+        sum(&up, |q| q.bytes) as f64 / 1e6,
+        100.0 * sum(&up, |q| q.bytes) as f64 / (capacity * fill.fill_s.max(1e-9)),
+        fill.fill_s,
+        sum(&up, |q| q.drops),
+        sum(&down, |q| q.drops),
+    );
+    let chunk_bytes: u64 = fill.side.bytes_by_class.values().sum();
+    let measured_overhead = sum(&up, |q| q.bytes) as f64 / chunk_bytes.max(1) as f64 - 1.0;
+    say!(
+        "wire overhead: the links sent {:.3} bytes per chunk byte delivered (the scenario's wire_overhead is {})",
+        1.0 + measured_overhead,
+        sc.wire_overhead
+    );
     if let Some(out) = &args.out {
         let mut json = serde_json::to_value(&sc)?;
         if let Value::Object(map) = &mut json {
             map.insert("scenario_file".into(), path.display().to_string().into());
             map.insert("loss_pct".into(), args.loss_pct.into());
+            map.insert("queue_ms".into(), args.queue_ms.into());
             map.insert("sim".into(), serde_json::to_value(&sim_side)?);
             map.insert("testbed".into(), serde_json::to_value(&fill.side)?);
             map.insert("seed_s".into(), fill.seed_s.into());
             map.insert("delay_element".into(), serde_json::to_value(&fill.element)?);
+            map.insert("fill_s".into(), fill.fill_s.into());
+            map.insert("measured_wire_overhead".into(), measured_overhead.into());
+            map.insert("testbed_progress".into(), serde_json::to_value(&fill.progress)?);
+            map.insert("links".into(), serde_json::to_value(&fill.links)?);
         }
         std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("writing {}", out.display()))?;
@@ -283,8 +338,10 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
     std::fs::write(&trust_file, trusted)?;
 
     // The network: node 0 the origin (upload only), then the appliances.
-    let mut links = vec![Link { upload_bps: Some(sc.origin_upload_bps), download_bps: None }];
+    let queue = Duration::from_millis(args.queue_ms);
+    let mut links = vec![Link { upload_bps: Some(sc.origin_upload_bps), download_bps: None, queue }];
     links.extend((0..n).map(|i| Link {
+        queue,
         upload_bps: Some(fleet.upload_bps[i]),
         download_bps: fleet.download_bps[i].is_finite().then_some(fleet.download_bps[i]),
     }));
@@ -404,18 +461,22 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
     let mut done_at: Vec<Option<f64>> = vec![None; n];
     let mut last_title = Value::Null;
     let mut last_report = Instant::now();
+    let mut progress: Vec<(f64, u64)> = Vec::new();
     let result = wait_for(&mut rx, Duration::from_secs(args.timeout_secs), "the fill", |at, v| {
         let appliances = v["appliances"].as_array().cloned().unwrap_or_default();
+        let mut total = 0;
         for (i, p) in peers.iter().enumerate() {
             let held = appliances
                 .iter()
                 .find(|a| a["peer_id"] == p.as_str())
                 .and_then(|a| a["held_bytes"].as_u64())
                 .unwrap_or(0);
+            total += held.min(sc.title_bytes);
             if done_at[i].is_none() && held >= sc.title_bytes {
                 done_at[i] = Some(at.saturating_duration_since(published).as_secs_f64());
             }
         }
+        progress.push((at.saturating_duration_since(published).as_secs_f64(), total));
         if let Some(t) = v["titles"].as_array().and_then(|ts| ts.iter().find(|t| t["id"] == title.as_str())) {
             last_title = t.clone();
         }
@@ -427,8 +488,14 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
         complete == n
     })
     .await;
+    let fill_s = published.elapsed().as_secs_f64();
     // Stop everyone before the figures: the element's report covers the fill only.
     drop(procs);
+    let links = tokio::task::spawn_blocking({
+        let stats = net.link_stats();
+        move || stats
+    })
+    .await?;
     let element = tokio::task::spawn_blocking(move || element.stop()).await??;
     tokio::task::spawn_blocking(move || drop(net)).await?;
     if let Err(e) = result {
@@ -443,7 +510,9 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
     if let Some(d) = &args.keep {
         say!("kept {}", d.display());
     }
-    Ok(Fill { side, seed_s, element })
+    let wanted = (n as u64 * sc.title_bytes).max(1) as f64;
+    let progress = progress.into_iter().map(|(t, b)| (t, b as f64 / wanted)).collect();
+    Ok(Fill { side, seed_s, element, links, fill_s, progress })
 }
 
 /// The delay element's capacity, measured alone: two nodes on unshaped links, UDP datagrams
@@ -453,7 +522,7 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
 pub fn measure_element() -> anyhow::Result<String> {
     use std::net::UdpSocket;
     const DELAY: Duration = Duration::from_millis(5);
-    let link = Link { upload_bps: None, download_bps: None };
+    let link = Link { upload_bps: None, download_bps: None, queue: Duration::ZERO };
     let net = Network::create(&[link, link])?;
     let table = PathTable::new(2, 0.0, |a, b| if a == b { Duration::ZERO } else { DELAY });
     let element = DelayElement::start(&Network::handle(net.router()), table, 1)?;

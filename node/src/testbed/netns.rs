@@ -72,11 +72,13 @@ pub fn run(args: &[&str]) -> Result<String, NetError> {
     Ok(stdout)
 }
 
-/// One node's link to the router: rates in bytes per second (`None`: not shaped).
+/// One node's link to the router: rates in bytes per second (`None`: not shaped), and how
+/// long a full queue of the shaped ends takes to drain.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Link {
     pub upload_bps: Option<f64>,
     pub download_bps: Option<f64>,
+    pub queue: Duration,
 }
 
 /// The namespaces of one run; removed when dropped.
@@ -128,10 +130,10 @@ impl Network {
             run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
             run(&["ip", "-n", &ns, "route", "add", "default", "via", &gw.to_string()])?;
             if let Some(bps) = link.upload_bps {
-                shape(&ns, "eth0", bps)?;
+                shape(&ns, "eth0", bps, link.queue)?;
             }
             if let Some(bps) = link.download_bps {
-                shape(&r, &dev, bps)?;
+                shape(&r, &dev, bps, link.queue)?;
             }
         }
         Ok(net)
@@ -145,6 +147,17 @@ impl Network {
     /// Node `k`'s namespace name.
     pub fn node(&self, k: usize) -> &str {
         &self.nodes[k]
+    }
+
+    /// What each node's shaped links carried and dropped: node `k`'s upload (its own end)
+    /// and download (the router's end), in node order.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        (0..self.nodes.len())
+            .map(|k| LinkStats {
+                upload: qdisc_stats(&self.nodes[k], "eth0"),
+                download: qdisc_stats(&self.router, &format!("n{k}")),
+            })
+            .collect()
     }
 
     /// The handle of a namespace, for `setns`.
@@ -174,14 +187,43 @@ impl Drop for Network {
 }
 
 /// Shapes `dev`'s egress in `ns` to `bps` bytes per second: a token bucket with a 32 KiB
-/// burst and a queue of 50 ms (at least one bandwidth-delay product of a 40 ms path).
-fn shape(ns: &str, dev: &str, bps: f64) -> Result<(), NetError> {
+/// burst and a drop-tail queue that drains in `queue` (at the rate).
+fn shape(ns: &str, dev: &str, bps: f64, queue: Duration) -> Result<(), NetError> {
+    let latency = format!("{}ms", queue.as_millis().max(1));
     let bits = format!("{}bit", (bps * 8.0).round() as u64);
     run(&[
         "tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &bits, "burst", "32kb",
-        "latency", "50ms",
+        "latency", &latency,
     ])?;
     Ok(())
+}
+
+/// One shaped direction of a link: bytes and packets sent, packets dropped (queue full).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct QdiscStats {
+    pub bytes: u64,
+    pub packets: u64,
+    pub drops: u64,
+}
+
+/// Both directions of a node's link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LinkStats {
+    pub upload: QdiscStats,
+    pub download: QdiscStats,
+}
+
+/// The root qdisc's counters of `dev` in `ns` (zeros when it cannot be read).
+fn qdisc_stats(ns: &str, dev: &str) -> QdiscStats {
+    let Ok(out) = run(&["tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev", dev]) else {
+        return QdiscStats::default();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else { return QdiscStats::default() };
+    let Some(root) = v.as_array().and_then(|a| a.iter().find(|q| q["root"] == true)) else {
+        return QdiscStats::default();
+    };
+    let n = |k: &str| root[k].as_u64().unwrap_or(0);
+    QdiscStats { bytes: n("bytes"), packets: n("packets"), drops: n("drops") }
 }
 
 /// SIGKILLs every process in namespace `ns` and waits (bounded) for them to go.
