@@ -181,6 +181,28 @@ fn a_short_scenario_on_the_testbed_and_in_the_simulator() {
     std::fs::write(&scenario, SCENARIO).expect("scenario");
     full_run(dir.path(), &scenario);
     interrupted_run(dir.path(), &scenario);
+    long_path(dir.path());
+}
+
+/// The long path: a fetch and raw quinn over one 50 ms, lossy path; both complete (the fetch
+/// verifies every chunk) and the figures are printed. Their ratio is a benchmark's business.
+fn long_path(dir: &Path) {
+    let child = fillmesh()
+        .args(["testbed", "--long-path", "100Mbps", "--long-path-size", "4MiB", "--loss-pct", "0.5"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("long.log")).expect("log"))
+        .spawn()
+        .expect("start fillmesh testbed --long-path");
+    let mut child = ChildGuard(child);
+    let stdout = child.0.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let status = finish(child, Duration::from_secs(120));
+    let text = reader.join().expect("reader");
+    let log = std::fs::read_to_string(dir.join("long.log")).unwrap_or_default();
+    assert!(status.success(), "{status}\n{text}\n{log}");
+    assert!(text.contains("of raw quinn"), "{text}");
+    assert!(text.contains("4 chunks (4194304 bytes)"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("delay element:") && !l.contains(" 0 packets")), "{text}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ use crate::testbed::{self, spawn_in_netns, StopOnDrop};
 #[derive(Debug, Args)]
 pub struct TestbedArgs {
     /// The simulator's scenario file (the same TOML `fillmesh sim --scenario` reads).
-    #[arg(long, value_name = "FILE.toml", required_unless_present = "measure_element")]
+    #[arg(long, value_name = "FILE.toml", required_unless_present_any = ["measure_element", "long_path"])]
     pub scenario: Option<PathBuf>,
     /// Write the report (scenario, `sim`, `testbed`, the delay element's figures) as JSON.
     #[arg(long, value_name = "REPORT.json")]
@@ -49,9 +49,21 @@ pub struct TestbedArgs {
     /// Keep the data directories and logs here instead of removing them.
     #[arg(long)]
     pub keep: Option<PathBuf>,
+    /// One long path instead of a scenario: `fillmesh fetch` of one title from an origin
+    /// across a 50 ms round trip at this rate (each way, e.g. 50Mbps), with --loss-pct,
+    /// against raw quinn (one stream, the same TLS and transport settings) over the same path.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, conflicts_with = "scenario")]
+    pub long_path: Option<f64>,
+    /// The title's size on the long path.
+    #[arg(long, value_parser = super::units::parse_bytes, default_value = "64MiB")]
+    pub long_path_size: u64,
     /// Measure what the delay element carries (packets per second, added jitter) and exit.
     #[arg(long)]
     pub measure_element: bool,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    fillmesh_sims::units::parse_rate(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_loss(s: &str) -> Result<f64, String> {
@@ -80,7 +92,7 @@ pub async fn run(args: TestbedArgs) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // The scenario first: what it asks for is refused the same way with or without root.
     let sc = match &args.scenario {
-        Some(path) if !args.measure_element => Some(load(path)?),
+        Some(path) if !args.measure_element && args.long_path.is_none() => Some(load(path)?),
         _ => None,
     };
     preflight()?;
@@ -93,6 +105,9 @@ pub async fn run(args: TestbedArgs) -> anyhow::Result<()> {
             let m = tokio::task::spawn_blocking(measure_element).await??;
             say!("{m}");
             return Ok(());
+        }
+        if let Some(rate) = args.long_path {
+            return long_path(rate, &args).await;
         }
         match (&sc, &args.scenario) {
             (Some(sc), Some(path)) => testbed(sc, path, &args).await,
@@ -593,4 +608,171 @@ pub fn measure_element() -> anyhow::Result<String> {
         stats.packets, stats.max_held, stats.late_p50_us, stats.late_p99_us
     ));
     Ok(lines.join("\n"))
+}
+
+/// One transfer across one long path: `fillmesh fetch` from an origin, then raw quinn, over
+/// the same shaped link (`rate` each way), 25 ms each way, `--loss-pct` of the packets lost.
+async fn long_path(rate: f64, args: &TestbedArgs) -> anyhow::Result<()> {
+    use fillmesh_net::{MeshEndpoint, TlsIdentity, TransportLimits};
+    const ONE_WAY: Duration = Duration::from_millis(25);
+    let exe = std::env::current_exe().context("locating the fillmesh binary")?;
+    let temp = tempfile::Builder::new().prefix("fillmesh-long-path-").tempdir()?;
+    let dir = temp.path().to_path_buf();
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let s = |p: &Path| p.display().to_string();
+    let size = args.long_path_size;
+    let title_file = dir.join("title.bin");
+    demo::write_sample(&title_file, size)?;
+    let (origin_dir, fetcher_dir) = (dir.join("origin"), dir.join("fetcher"));
+    let id_log = logs.join("id.log");
+    let fetcher = run_tool(&exe, &["node", "--print-id", "--data", &s(&fetcher_dir)], &id_log).await?;
+    let queue = Duration::from_millis(args.queue_ms);
+    let link = Link { upload_bps: Some(rate), download_bps: Some(rate), queue };
+    let net = tokio::task::spawn_blocking(move || Network::create(&[link, link])).await??;
+    let table =
+        PathTable::new(2, args.loss_pct / 100.0, |a, b| if a == b { Duration::ZERO } else { ONE_WAY });
+    let element = DelayElement::start(&Network::handle(net.router()), table, 7)?;
+    let origin_http = format!("{}:8080", node_addr(0));
+    let origin_mesh = std::net::SocketAddr::from((node_addr(0), 4433));
+    let origin = start_with(
+        in_ns(net.node(0), &exe),
+        "node",
+        &[
+            "--data".to_owned(),
+            s(&origin_dir),
+            "--origin".into(),
+            "--listen".into(),
+            origin_mesh.to_string(),
+            "--http".into(),
+            origin_http.clone(),
+            "--trust".into(),
+            fetcher.trim().to_owned(),
+            "--scrub-rate".into(),
+            "0".into(),
+        ],
+        &logs.join("origin.log"),
+    )
+    .await?;
+    let title = run_tool_with(
+        in_ns(net.router(), &exe),
+        &["seed", &s(&title_file), "--origin", &format!("http://{origin_http}")],
+        &logs.join("seed.log"),
+    )
+    .await?
+    .trim()
+    .to_owned();
+    say!(
+        "long path: {:.0} Mbit/s each way, {} ms round trip, {}% loss, a {:.0} MiB title",
+        rate * 8.0 / 1e6,
+        (ONE_WAY * 2).as_millis(),
+        args.loss_pct,
+        size as f64 / (1u64 << 20) as f64
+    );
+
+    // fillmesh fetch, timed from start to exit (its process start and handshake included).
+    let started = Instant::now();
+    let fetch = tokio::time::timeout(
+        Duration::from_secs(args.timeout_secs),
+        run_tool_with(
+            in_ns(net.node(1), &exe),
+            &[
+                "fetch",
+                &title,
+                "--from",
+                &origin_mesh.to_string(),
+                "--peer",
+                &origin.peer,
+                "--out",
+                &s(&dir.join("copy.bin")),
+                "--identity",
+                &s(&fetcher_dir),
+            ],
+            &logs.join("fetch.log"),
+        ),
+    )
+    .await
+    .context("the fetch did not finish in time")??;
+    let fill_mbs = size as f64 / started.elapsed().as_secs_f64() / 1e6;
+    for line in fetch.lines() {
+        say!("  fetch: {line}");
+    }
+    drop(origin);
+
+    // Raw quinn: one stream of the same size, sender in the origin's namespace.
+    let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
+    let sender_peer = tls.peer_id();
+    let raw_addr = std::net::SocketAddr::from((node_addr(0), 5433));
+    let (_stop, sender) =
+        spawn_in_netns(&Network::handle(net.node(0)), "raw-sender", move |_| -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let endpoint = MeshEndpoint::bind(raw_addr, tls, TransportLimits::default())?;
+                let incoming = tokio::time::timeout(Duration::from_secs(30), endpoint.inner().accept())
+                    .await?
+                    .context("endpoint closed")?;
+                let conn = tokio::time::timeout(Duration::from_secs(30), incoming).await??;
+                let (mut send, mut recv) = conn.accept_bi().await?;
+                let mut go = [0u8; 2];
+                recv.read_exact(&mut go).await?;
+                let buf = vec![0x5au8; 1 << 20];
+                let mut sent = 0u64;
+                while sent < size {
+                    let n = (size - sent).min(buf.len() as u64) as usize;
+                    send.write_all(&buf[..n]).await?;
+                    sent += n as u64;
+                }
+                send.finish()?;
+                let _ = tokio::time::timeout(Duration::from_secs(60), conn.closed()).await;
+                Ok(())
+            })
+        })?;
+    let limit = Duration::from_secs(args.timeout_secs);
+    let (_stop2, receiver) =
+        spawn_in_netns(&Network::handle(net.node(1)), "raw-receiver", move |_| -> anyhow::Result<f64> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
+                let endpoint = MeshEndpoint::client(node_addr(1).into(), tls, TransportLimits::default())?;
+                let started = Instant::now();
+                let conn = endpoint.connect(raw_addr, sender_peer).await?;
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_all(b"go").await?;
+                send.finish()?;
+                let mut total = 0u64;
+                let mut buf = vec![0u8; 1 << 20];
+                let deadline = tokio::time::Instant::now() + limit;
+                while let Some(n) = tokio::time::timeout_at(deadline, recv.read(&mut buf)).await?? {
+                    total += n as u64;
+                }
+                let secs = started.elapsed().as_secs_f64();
+                anyhow::ensure!(total == size, "raw quinn: received {total} of {size} bytes");
+                conn.close(0u32.into(), b"done");
+                Ok(size as f64 / secs / 1e6)
+            })
+        })?;
+    let raw = tokio::task::spawn_blocking(move || receiver.join()).await?;
+    let raw_mbs = raw.map_err(|_| anyhow::anyhow!("the raw receiver panicked"))???;
+    let _ = tokio::task::spawn_blocking(move || sender.join()).await?;
+    let stats = tokio::task::spawn_blocking(move || element.stop()).await??;
+    tokio::task::spawn_blocking(move || drop(net)).await?;
+    let link_mbs = rate / 1e6;
+    say!(
+        "fillmesh fetch  {fill_mbs:7.2} MB/s = {:.3} of raw quinn, {:.3} of the link rate",
+        fill_mbs / raw_mbs,
+        fill_mbs / link_mbs
+    );
+    say!(
+        "raw quinn       {raw_mbs:7.2} MB/s = {:.3} of the link rate ({link_mbs:.2} MB/s)",
+        raw_mbs / link_mbs
+    );
+    say!(
+        "delay element: {} packets, {} dropped, release late by p50 {:.0} us, p99 {:.0} us",
+        stats.packets,
+        stats.dropped,
+        stats.late_p50_us,
+        stats.late_p99_us
+    );
+    Ok(())
 }
