@@ -8,7 +8,8 @@
 //! - [`daemon`]: `fillmesh node`, which puts the roles together on one endpoint.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`cli`]: the other commands: `id`, `fetch`, `play` (the player client), `status`,
-//!   `demo`.
+//!   `demo`, `testbed`.
+//! - [`testbed`]: network namespaces, shaped links and the delay element of `fillmesh testbed`.
 
 #![warn(unreachable_pub)]
 
@@ -21,3 +22,4 @@ pub mod origin;
 mod rate;
 pub mod serve;
 pub mod store;
+pub mod testbed;

@@ -41,6 +41,9 @@ enum Command {
         #[arg(long)]
         tracker_http: String,
     },
+    /// Run a simulator scenario on the real binaries in network namespaces behind shaped
+    /// links with the scenario's latencies (root only), then in the simulator; print both.
+    Testbed(cli::testbed::TestbedArgs),
     /// Simulate filling a title over thousands of appliances with the tracker's own planner.
     Sim(fillmesh_sims::cli::SimArgs),
 }
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { tracker_http } => runtime()?.block_on(cli::status::run(&tracker_http)),
         Command::Play(args) => runtime()?.block_on(cli::play::run(args)),
         Command::Sim(args) => fillmesh_sims::cli::run(args),
+        Command::Testbed(args) => runtime()?.block_on(cli::testbed::run(args)),
         Command::Demo(args) => runtime()?.block_on(cli::demo::run(args.into())),
     }
 }

@@ -73,6 +73,12 @@ pub struct Scenario {
     pub origin_slots: u32,
     /// When the origin publishes the title (seconds); completion times count from here.
     pub publish_at_s: f64,
+    /// Bytes a link carries per chunk byte, beyond the chunk byte itself: the transport's
+    /// framing (QUIC, UDP and IP headers) and the acknowledgements flowing the other way. A
+    /// link of rate R moves R / (1 + wire_overhead) chunk bytes per second; the rates of the
+    /// scenario are link rates. `fillmesh testbed` measures it (bytes its links sent / chunk
+    /// bytes delivered). 0 models a link that carries chunk bytes alone.
+    pub wire_overhead: f64,
     pub failures: Vec<Failure>,
     pub crowds: Vec<Crowd>,
     pub seed: u64,
@@ -97,6 +103,7 @@ impl Default for Scenario {
             plan_batch: 1,
             origin_slots: 64,
             publish_at_s: 0.0,
+            wire_overhead: 0.0,
             failures: Vec::new(),
             crowds: Vec::new(),
             seed: 1,
@@ -135,6 +142,7 @@ impl Scenario {
         ensure!(self.replan_s > 0.0, "replan must be positive");
         ensure!(self.plan_batch >= 1, "plan_batch must be at least 1");
         ensure!(self.origin_slots >= 1, "origin_slots must be at least 1");
+        ensure!((0.0..1.0).contains(&self.wire_overhead), "wire_overhead must be at least 0 and below 1");
         for f in &self.failures {
             ensure!(f.ids.iter().all(|&i| i < self.appliances), "failure names an appliance past the fleet");
             ensure!(f.count <= self.appliances, "failure count exceeds the fleet");
@@ -171,6 +179,7 @@ struct File {
     plan_batch: Option<usize>,
     origin_slots: Option<u32>,
     publish_at_s: Option<f64>,
+    wire_overhead: Option<f64>,
     seed: Option<u64>,
     appliance: Option<ApplianceFile>,
     latency_ms: Option<LatencyFile>,
@@ -270,6 +279,9 @@ impl File {
         if let Some(v) = self.publish_at_s {
             s.publish_at_s = v;
         }
+        if let Some(v) = self.wire_overhead {
+            s.wire_overhead = v;
+        }
         if let Some(v) = self.seed {
             s.seed = v;
         }
@@ -341,6 +353,7 @@ mod tests {
             chunk_size = "4MiB"
             origin_upload = "10Gbps"
             site_uplink = "40Gbps"
+            wire_overhead = 0.08
             [appliance]
             classes = [
               { share = 3, upload = "1Gbps", download = "2Gbps" },
@@ -367,6 +380,8 @@ mod tests {
         assert_eq!(s.classes[1].upload_bps, 12.5e6);
         assert_eq!(s.site_uplink_bps, Some(5e9));
         assert_eq!(s.latency_s[3], 0.08);
+        assert_eq!(s.wire_overhead, 0.08);
+        assert!(Scenario { wire_overhead: 1.5, ..s.clone() }.validate().is_err());
         assert_eq!(s.failures[0].count, 5);
         assert_eq!(s.crowds[0].bitrate_bps, 1e6);
         s.validate().unwrap_or_else(|e| panic!("{e:#}"));

@@ -326,12 +326,14 @@ impl<'a> Sim<'a> {
             ((bps / c.slot_bps as f64) as u32).clamp(c.min_slots, c.max_slots) + c.spare_slots
         };
         let mut nodes = Vec::with_capacity(sc.appliances + 1);
+        let wire = 1.0 + sc.wire_overhead;
         let mut push_node = |net: &mut Net, site, region, up: f64, down: f64, slots| {
             nodes.push(Node {
                 site,
                 region,
-                up: net.add_resource(up),
-                down: net.add_resource(down),
+                // Links carry framing and acknowledgements too: chunk bytes get the rest.
+                up: net.add_resource(up / wire),
+                down: net.add_resource(down / wire),
                 upload_bps: up,
                 alive: true,
                 slots,
@@ -360,7 +362,7 @@ impl<'a> Sim<'a> {
             push_node(&mut net, site, region, up, down, slot_rule(up));
         }
         let mut uplinks = |cap: Option<f64>, count: usize| {
-            cap.map(|c| (0..count).map(|_| net.add_resource(c)).collect::<Vec<ResId>>())
+            cap.map(|c| (0..count).map(|_| net.add_resource(c / wire)).collect::<Vec<ResId>>())
         };
         let (site_out, site_in) = (uplinks(sc.site_uplink_bps, sites), uplinks(sc.site_uplink_bps, sites));
         let (region_out, region_in) =

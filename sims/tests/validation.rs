@@ -253,3 +253,14 @@ fn the_example_scenarios_parse_and_validate() {
         sc.validate().unwrap();
     }
 }
+
+#[test]
+fn wire_overhead_takes_its_share_of_every_link() {
+    // Origin-bound: 4 appliances each pull the whole 16 MiB title from a 10 MB/s origin, so
+    // the fill takes 4 x 16 MiB / 10 MB/s, and (1 + overhead) times that with framing.
+    let sc = homogeneous(4, 16 * MIB, 1e9, 1e9, 10e6);
+    let plain = max_completion(&sc, Strategy::Origin);
+    let framed = max_completion(&Scenario { wire_overhead: 0.08, ..sc }, Strategy::Origin);
+    assert!((plain - 4.0 * 16.0 * MIB as f64 / 10e6).abs() < 0.01, "{plain}");
+    assert!((framed / plain - 1.08).abs() < 0.001, "{framed} / {plain}");
+}

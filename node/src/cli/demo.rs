@@ -68,16 +68,22 @@ pub struct DemoOptions {
 }
 
 /// A started child: killed when dropped.
-struct Proc {
+pub(crate) struct Proc {
     _child: Child,
-    peer: String,
-    mesh: String,
-    http: Option<String>,
+    pub(crate) peer: String,
+    pub(crate) mesh: String,
+    pub(crate) http: Option<String>,
 }
 
 /// Runs `fillmesh ARGS` to completion and returns its stdout.
-async fn run_tool(exe: &Path, args: &[&str], log: &Path) -> anyhow::Result<String> {
-    let out = Command::new(exe).args(args).stdin(Stdio::null()).output().await?;
+pub(crate) async fn run_tool(exe: &Path, args: &[&str], log: &Path) -> anyhow::Result<String> {
+    run_tool_with(Command::new(exe), args, log).await
+}
+
+/// Runs `CMD ARGS` (`CMD` being the fillmesh binary, maybe behind `ip netns exec NS`) to
+/// completion and returns its stdout.
+pub(crate) async fn run_tool_with(mut cmd: Command, args: &[&str], log: &Path) -> anyhow::Result<String> {
+    let out = cmd.args(args).stdin(Stdio::null()).kill_on_drop(true).output().await?;
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     std::io::Write::write_all(&mut file, &out.stderr)?;
     anyhow::ensure!(out.status.success(), "`fillmesh {}` failed; see {}", args.join(" "), log.display());
@@ -86,8 +92,19 @@ async fn run_tool(exe: &Path, args: &[&str], log: &Path) -> anyhow::Result<Strin
 
 /// Starts `fillmesh KIND ARGS` and waits for its ready line.
 async fn start(exe: &Path, kind: &str, args: &[String], log: &Path) -> anyhow::Result<Proc> {
+    start_with(Command::new(exe), kind, args, log).await
+}
+
+/// Starts `CMD KIND ARGS` (`CMD` being the fillmesh binary, maybe behind `ip netns exec NS`)
+/// and waits for its ready line.
+pub(crate) async fn start_with(
+    mut cmd: Command,
+    kind: &str,
+    args: &[String],
+    log: &Path,
+) -> anyhow::Result<Proc> {
     let err = std::fs::File::create(log)?;
-    let mut child = Command::new(exe)
+    let mut child = cmd
         .arg(kind)
         .args(args)
         .stdin(Stdio::null())
@@ -361,7 +378,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
 }
 
 /// A deterministic, incompressible sample title.
-fn write_sample(path: &Path, size: u64) -> anyhow::Result<()> {
+pub(crate) fn write_sample(path: &Path, size: u64) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
