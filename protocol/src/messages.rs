@@ -186,6 +186,31 @@ pub struct Heartbeat {
     pub disk_used: u64,
 }
 
+/// Where a fill source is, seen from the appliance that fills from it: what its bytes cost.
+/// Ordered nearest (cheapest) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SourceClass {
+    SameSite,
+    SameRegion,
+    CrossRegion,
+    Origin,
+}
+
+impl SourceClass {
+    pub const ALL: [SourceClass; 4] =
+        [SourceClass::SameSite, SourceClass::SameRegion, SourceClass::CrossRegion, SourceClass::Origin];
+
+    /// The key used in status JSON, metrics and reports.
+    pub fn key(self) -> &'static str {
+        match self {
+            SourceClass::SameSite => "same_site",
+            SourceClass::SameRegion => "same_region",
+            SourceClass::CrossRegion => "cross_region",
+            SourceClass::Origin => "origin",
+        }
+    }
+}
+
 /// Why a transfer from a source failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FailureKind {
