@@ -7,6 +7,7 @@
 
 mod catalog;
 mod hash;
+mod parents;
 mod planner;
 mod registry;
 mod status;
@@ -265,6 +266,11 @@ pub struct Tracker {
     catalog_bytes: u64,
     /// The planner's reusable buffers (no state between calls).
     scratch: planner::PlanScratch,
+    /// Moves whenever the set of eligible appliances or the origin changes: the fill
+    /// layouts of an older epoch are stale.
+    layout_epoch: u64,
+    /// Per title, the latest fill layout computed.
+    layouts: HashMap<u32, parents::Layout>,
 }
 
 impl Tracker {
@@ -288,6 +294,8 @@ impl Tracker {
             prefixes: BTreeMap::new(),
             catalog_bytes: 0,
             scratch: planner::PlanScratch::default(),
+            layout_epoch: 0,
+            layouts: HashMap::new(),
         }
     }
 

@@ -169,6 +169,9 @@ impl Tracker {
         // Held chunks stay listed under the node's site and region: move them if it moved.
         self.move_holder(idx, Some((site, region)));
         let upload_slots = self.slots_for(registration.role, registration.upload_bps);
+        if registration.role == Role::Origin && self.origin != Some(idx) {
+            self.layout_epoch += 1;
+        }
         match registration.role {
             Role::Origin => self.origin = Some(idx),
             _ if self.origin == Some(idx) => self.origin = None,
@@ -343,6 +346,7 @@ impl Tracker {
             return;
         }
         live.eligible = eligible;
+        self.layout_epoch += 1;
         for (&t, map) in &live.held {
             let counts = &mut self.titles[t as usize].holders;
             for c in map.iter() {
