@@ -44,11 +44,14 @@ pub struct Config {
     pub attempts: u8,
     /// `NotHeld` answers for chunks a parent advertised after which it is dropped as lying.
     pub not_held_limit: u32,
+    /// Requests in flight over all parents together: what the appliance's download keeps
+    /// busy. Once reached, every parent waits (and a pick costs nothing).
+    pub inflight: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { window: 64, attempts: 2, not_held_limit: 8 }
+        Self { window: 64, attempts: 2, not_held_limit: 8, inflight: 16 }
     }
 }
 
@@ -149,6 +152,8 @@ pub struct Swarm {
     import: Bits,
     escalated: bool,
     parents: Vec<Parent>,
+    /// Requests on the wire over all parents.
+    requests: u32,
     attempts: HashMap<(u32, usize), u8>,
     stopped: bool,
     rng: u64,
@@ -175,6 +180,7 @@ impl Swarm {
             import: Bits::new(chunks),
             escalated: false,
             parents: Vec::new(),
+            requests: 0,
             attempts: HashMap::new(),
             stopped: false,
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -270,7 +276,7 @@ impl Swarm {
         if self.stopped || self.parents[p].dropped.is_some() || self.is_complete() {
             return Next::Stop;
         }
-        if !self.parents[p].spare() {
+        if !self.parents[p].spare() || self.requests >= self.config.inflight {
             return Next::Wait;
         }
         match self.pick(p) {
@@ -278,6 +284,7 @@ impl Swarm {
                 self.taken.insert(c, Taken { parent: p, received: false });
                 self.taken_bits.insert(c);
                 self.parents[p].requests += 1;
+                self.requests += 1;
                 Next::Chunk(c)
             }
             None => Next::Wait,
@@ -290,6 +297,7 @@ impl Swarm {
         if let Some(t) = self.taken.get_mut(&c).filter(|t| t.parent == p && !t.received) {
             t.received = true;
             self.parents[p].requests -= 1;
+            self.requests -= 1;
         }
     }
 
@@ -304,6 +312,7 @@ impl Swarm {
         self.taken_bits.remove(c);
         if !taken.received {
             self.parents[p].requests -= 1;
+            self.requests -= 1;
         }
         match outcome {
             Outcome::Stored(bytes) => {

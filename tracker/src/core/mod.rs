@@ -366,6 +366,31 @@ impl Tracker {
         self.do_report_held(idx, t, held, fetched)
     }
 
+    /// A swarm appliance's summary of its fill of `title`: every chunk it holds (a whole
+    /// bitmap: a lost or repeated summary does no harm) and the bytes it has stored from each
+    /// [`SourceClass`](fillmesh_protocol::messages::SourceClass) over its life (cumulative,
+    /// kept across its restarts: the tracker adds what is new).
+    pub fn report_fill(
+        &mut self,
+        now: Millis,
+        node: &NodeId,
+        title: TitleId,
+        held: ChunkBitmap,
+        bytes: [u64; 4],
+    ) -> Result<(), CoreError> {
+        self.advance(now);
+        let idx = self.live_index(node)?;
+        let t = self.title_idx(&title)?;
+        self.do_report_held(idx, t, held, &[])?;
+        let before = self.slots[idx as usize].reported_bytes.entry(t).or_default();
+        let delta: [u64; 4] = std::array::from_fn(|k| bytes[k].saturating_sub(before[k]));
+        *before = bytes;
+        for (total, d) in self.titles[t as usize].bytes.iter_mut().zip(delta) {
+            *total += d;
+        }
+        Ok(())
+    }
+
     /// A transfer from `source` failed for `reporter`: the assignment is cleared. A corrupt
     /// chunk excludes `source` from `reporter`'s plans at once, and once reports come from
     /// [`Config::corrupt_quorum`] distinct reporters, marks `source` bad for the life of this

@@ -62,6 +62,9 @@ pub(crate) struct Slot {
     pub registration: Option<Registration>,
     /// Chunks whose bytes are already in the accounting, per title.
     pub accounted: BTreeMap<u32, ChunkBitmap>,
+    /// Bytes by source class per title as the node last summed them up (see
+    /// `Tracker::report_fill`): counted over the node's life, across restarts.
+    pub reported_bytes: BTreeMap<u32, [u64; 4]>,
     /// Distinct reporters (nodes and players) of a corrupt chunk from this one, at most the
     /// quorum: once that many agree the node is bad, and more reports change nothing.
     pub corrupt_reporters: Vec<Reporter>,
@@ -114,6 +117,7 @@ impl Tracker {
             weight: 1,
             load: 0,
             accounted: BTreeMap::new(),
+            reported_bytes: BTreeMap::new(),
             live: None,
             corrupt_reporters: Vec::new(),
             excluded: Vec::new(),
