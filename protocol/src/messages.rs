@@ -38,6 +38,10 @@ pub const MAX_CATALOG: usize = 8192;
 pub const MAX_FETCHED: usize = 1024;
 /// Most nodes in one member list.
 pub const MAX_MEMBERS: usize = 16384;
+/// Most parents in one fill plan (the origin included).
+pub const MAX_PARENTS: usize = 32;
+/// Most chunk ranges in one fill plan's origin or import list (one per region at most).
+pub const MAX_RANGES: usize = 64;
 /// Most titles one plan tells an appliance to drop: the planner evicts no more per call, so
 /// that one plan's work stays bounded however full the disk.
 pub const MAX_EVICT: usize = 16;
@@ -186,6 +190,31 @@ pub struct Heartbeat {
     pub disk_used: u64,
 }
 
+/// Where a fill source is, seen from the appliance that fills from it: what its bytes cost.
+/// Ordered nearest (cheapest) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SourceClass {
+    SameSite,
+    SameRegion,
+    CrossRegion,
+    Origin,
+}
+
+impl SourceClass {
+    pub const ALL: [SourceClass; 4] =
+        [SourceClass::SameSite, SourceClass::SameRegion, SourceClass::CrossRegion, SourceClass::Origin];
+
+    /// The key used in status JSON, metrics and reports.
+    pub fn key(self) -> &'static str {
+        match self {
+            SourceClass::SameSite => "same_site",
+            SourceClass::SameRegion => "same_region",
+            SourceClass::CrossRegion => "cross_region",
+            SourceClass::Origin => "origin",
+        }
+    }
+}
+
 /// Why a transfer from a source failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FailureKind {
@@ -267,6 +296,32 @@ pub struct Assignment {
     pub chunk: u32,
     #[serde(deserialize_with = "bounded::vec::<_, _, MAX_SOURCES>")]
     pub sources: Vec<Source>,
+}
+
+/// A node an appliance fills from, and where it is from that appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    pub class: SourceClass,
+}
+
+/// An appliance's fill of one title, as its tracker arranged it: the parents it subscribes
+/// to (nearest first, the origin last), the chunks it takes from the origin (each chunk is
+/// given to one appliance fleet-wide) and those it brings into its region from parents in
+/// other regions (each chunk to one appliance per region). Everything else comes from
+/// parents in its own region. A plan stays valid until the tracker's layout changes
+/// (membership, health, bad marks): `epoch` names the layout it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FillPlan {
+    pub title: TitleId,
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_PARENTS>")]
+    pub parents: Vec<Parent>,
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_RANGES>")]
+    pub origin: Vec<std::ops::Range<u32>>,
+    #[serde(deserialize_with = "bounded::vec::<_, _, MAX_RANGES>")]
+    pub import: Vec<std::ops::Range<u32>>,
+    pub epoch: u64,
 }
 
 /// An appliance a player may stream from.

@@ -31,7 +31,7 @@ pub struct SimArgs {
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     /// Which strategies to run.
-    #[arg(long, default_value = "all", value_parser = ["origin", "tiered", "fillmesh", "all"])]
+    #[arg(long, default_value = "all", value_parser = ["origin", "tiered", "fillmesh", "swarm", "all"])]
     pub strategy: String,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
@@ -112,6 +112,7 @@ impl SimArgs {
             "origin" => vec![Strategy::Origin],
             "tiered" => vec![Strategy::Tiered],
             "fillmesh" => vec![Strategy::Fillmesh],
+            "swarm" => vec![Strategy::Swarm],
             _ => Strategy::ALL.to_vec(),
         }
     }

@@ -54,6 +54,8 @@ pub struct StrategyReport {
     pub wall_s: f64,
     pub events_per_s: f64,
     pub plan_calls: u64,
+    /// Every message to or from the tracker over the chunks transferred.
+    pub tracker_messages_per_chunk: f64,
 }
 
 /// The JSON report. Rates are in bytes per second, as `Registration::upload_bps` is.
@@ -146,6 +148,7 @@ impl StrategyReport {
             wall_s,
             events_per_s: o.events as f64 / wall_s.max(1e-9),
             plan_calls: o.plan_calls,
+            tracker_messages_per_chunk: o.tracker_messages as f64 / o.chunks_transferred.max(1) as f64,
         }
     }
 }
@@ -173,7 +176,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<9} {:>9} {:>9} {:>9} {:>7} {:>12} {:>10} {:>12} {:>13} {:>8}",
+            "{:<9} {:>9} {:>9} {:>9} {:>7} {:>12} {:>10} {:>12} {:>13} {:>8} {:>12}",
             "strategy",
             "p50 s",
             "p99 s",
@@ -183,14 +186,15 @@ impl Report {
             "same_site",
             "same_region",
             "cross_region",
-            "origin"
+            "origin",
+            "tracker/chunk"
         );
         let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_owned(), |v| format!("{v:.prec$}"));
         for r in &self.strategies {
             let class = |k: &str| format!("{:.2}F", r.bytes_by_class.get(k).copied().unwrap_or(0) as f64 / f);
             let _ = writeln!(
                 s,
-                "{:<9} {:>9} {:>9} {:>9} {:>7} {:>12.3} {:>10} {:>12} {:>13} {:>8}",
+                "{:<9} {:>9} {:>9} {:>9} {:>7} {:>12.3} {:>10} {:>12} {:>13} {:>8} {:>12.4}",
                 r.strategy,
                 opt(r.completion_p50_s, 2),
                 opt(r.completion_p99_s, 2),
@@ -201,6 +205,7 @@ impl Report {
                 class("same_region"),
                 class("cross_region"),
                 class("origin"),
+                r.tracker_messages_per_chunk,
             );
         }
         let _ = writeln!(

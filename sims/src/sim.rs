@@ -11,8 +11,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
+use fillmesh_protocol::messages::SourceClass;
 use fillmesh_protocol::messages::{Assignment, FailureKind, Fetched, Registration, Role};
 use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
+use fillmesh_swarm::{Config as SwarmConfig, Next as SwarmNext, Outcome as SwarmOutcome, Swarm};
 use fillmesh_tracker::core::{Config, Tracker};
 use serde::Serialize;
 
@@ -23,6 +25,10 @@ use crate::rng::Rng;
 use crate::scenario::Scenario;
 
 pub const NS: u64 = 1_000_000_000;
+/// Swarm: how often an appliance sends the tracker its summary while it fills.
+const REPORT_EVERY: u64 = NS;
+/// Swarm: requests in flight per parent.
+const PARENT_DEPTH: u32 = 1;
 
 /// How appliances fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -34,16 +40,20 @@ pub enum Strategy {
     Tiered,
     /// The tracker's planner, driven through its public API.
     Fillmesh,
+    /// The tracker's fill layouts (parents, origin and import ranges per appliance) and each
+    /// appliance's own [`Swarm`] among its parents: the tracker out of the chunk path.
+    Swarm,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 3] = [Strategy::Origin, Strategy::Tiered, Strategy::Fillmesh];
+    pub const ALL: [Strategy; 4] = [Strategy::Origin, Strategy::Tiered, Strategy::Fillmesh, Strategy::Swarm];
 
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Origin => "origin",
             Strategy::Tiered => "tiered",
             Strategy::Fillmesh => "fillmesh",
+            Strategy::Swarm => "swarm",
         }
     }
 }
@@ -71,6 +81,8 @@ enum Ev {
     Recover(u32),
     Crowd(u32),
     Retry(u32),
+    /// A swarm appliance's periodic summary to the tracker.
+    Report(u32),
 }
 
 impl Ev {
@@ -83,6 +95,7 @@ impl Ev {
             Ev::Recover(n) => (4, n, 0),
             Ev::Crowd(c) => (5, c, 0),
             Ev::Retry(n) => (6, n, 0),
+            Ev::Report(n) => (7, n, 0),
         };
         out.push(k);
         out.extend_from_slice(&a.to_le_bytes());
@@ -115,6 +128,16 @@ struct Node {
     /// Fetches cut off by this node's own failure, reported to the tracker on recovery.
     lost: Vec<(u32, u32)>,
     players: u32,
+    /// Swarm: this appliance's fill, its parents (by the fill's parent index) and the
+    /// children subscribed to it (child, the parent index it has in the child's fill).
+    swarm: Option<Swarm>,
+    parents: Vec<u32>,
+    children: Vec<(u32, u32)>,
+    plan_epoch: u64,
+    reported_complete: bool,
+    /// Bytes stored by source class over its life (kept across restarts, as a node keeps them
+    /// with its chunks), as its summaries report them.
+    stored: [u64; 4],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +158,8 @@ struct Transfer {
     kind: Kind,
     /// The player's own cap, for player sessions.
     player_res: Option<ResId>,
+    /// Swarm: the source's parent index in the receiver's fill.
+    slot: u32,
 }
 
 /// What one strategy's run produced.
@@ -167,6 +192,10 @@ pub struct Outcome {
     pub conservation_errors: u64,
     /// Samples of the fleet's state, when asked for (`Options::sample_every_s`).
     pub samples: Vec<Sample>,
+    /// Messages to or from the tracker (each request and each answer counts), and fill
+    /// transfers completed.
+    pub tracker_messages: u64,
+    pub chunks_transferred: u64,
 }
 
 /// Options that do not change what is simulated.
@@ -277,6 +306,8 @@ struct Sim<'a> {
     conservation_errors: u64,
     samples: Vec<Sample>,
     next_sample: u64,
+    tracker_messages: u64,
+    chunks_transferred: u64,
 }
 
 /// Where each appliance sits and what it can do: appliance `i` is in site `i mod sites`
@@ -349,6 +380,12 @@ impl<'a> Sim<'a> {
                 hungry: false,
                 lost: Vec::new(),
                 players: 0,
+                swarm: None,
+                parents: Vec::new(),
+                children: Vec::new(),
+                plan_epoch: 0,
+                reported_complete: false,
+                stored: [0; 4],
             });
         };
         // The origin sits outside every site and region.
@@ -397,7 +434,7 @@ impl<'a> Sim<'a> {
                 }
             })
             .collect();
-        let tracker = (strategy == Strategy::Fillmesh).then(|| {
+        let tracker = matches!(strategy, Strategy::Fillmesh | Strategy::Swarm).then(|| {
             let far = 1u64 << 50;
             Tracker::new(Config {
                 // The simulator reports failures itself (lost / re-register), so heartbeats
@@ -454,6 +491,8 @@ impl<'a> Sim<'a> {
             conservation_errors: 0,
             samples: Vec::new(),
             next_sample: 0,
+            tracker_messages: 0,
+            chunks_transferred: 0,
         };
         sim.setup();
         sim
@@ -627,6 +666,7 @@ impl<'a> Sim<'a> {
                 self.nodes[n as usize].retry_pending = false;
                 self.want(n);
             }
+            Ev::Report(n) => self.report(n),
         }
     }
 
@@ -651,6 +691,10 @@ impl<'a> Sim<'a> {
             t.report_held(now, &self.ids[0], self.title, full, &[]).unwrap_or_else(|e| panic!("{e}"));
         }
         for n in 1..self.nodes.len() as u32 {
+            if self.strategy == Strategy::Swarm {
+                self.fetch_plan(n);
+                self.schedule(self.now + REPORT_EVERY, Ev::Report(n));
+            }
             self.want(n);
         }
     }
@@ -691,6 +735,15 @@ impl<'a> Sim<'a> {
                 self.want_sequential(n, !is_master);
             }
             Strategy::Fillmesh => self.want_plan(n),
+            Strategy::Swarm => {
+                // Every parent, starting at a different one each time: the first parents
+                // in the list would otherwise take every free request slot.
+                let count = self.nodes[n as usize].parents.len() as u32;
+                let start = self.rng.below(u64::from(count.max(1))) as u32;
+                for k in 0..count {
+                    self.want_from(n, (start + k) % count);
+                }
+            }
         }
     }
 
@@ -738,6 +791,7 @@ impl<'a> Sim<'a> {
         let now = self.ms();
         let Some(tracker) = self.tracker.as_mut() else { return };
         self.plan_calls += 1;
+        self.tracker_messages += 2;
         // The simulated appliances' disks hold every title: a plan never evicts.
         let plan: Vec<Assignment> = match tracker.plan(now, &self.ids[n as usize], free as usize) {
             Ok(p) => p.assignments,
@@ -764,6 +818,10 @@ impl<'a> Sim<'a> {
     /// class to arrive; a slot-limited source (origin and tiered strategies) then queues it
     /// while all its slots are busy. The tracker itself limits fillmesh sources.
     fn request(&mut self, dst: u32, src: u32, c: u32) {
+        self.request_slot(dst, src, c, 0);
+    }
+
+    fn request_slot(&mut self, dst: u32, src: u32, c: u32, slot: u32) {
         self.nodes[dst as usize].inflight += 1;
         let bytes = self.chunk_len(c);
         let t = self.new_transfer(Transfer {
@@ -776,6 +834,7 @@ impl<'a> Sim<'a> {
             live: true,
             kind: Kind::Fill,
             player_res: None,
+            slot,
         });
         let delay = secs(self.sc.latency_s[self.class(src, dst) as usize]);
         let g = self.transfers[t as usize].gen;
@@ -801,7 +860,7 @@ impl<'a> Sim<'a> {
         if !tr.live {
             return;
         }
-        if self.strategy != Strategy::Fillmesh && tr.kind == Kind::Fill {
+        if self.slot_limited(tr.src) && tr.kind == Kind::Fill {
             let s = &mut self.nodes[tr.src as usize];
             if s.busy >= s.slots {
                 let g = tr.gen;
@@ -870,7 +929,7 @@ impl<'a> Sim<'a> {
         let tr = &mut self.transfers[t as usize];
         tr.live = false;
         tr.flow = None;
-        let (src, dst, chunk, kind) = (tr.src, tr.dst, tr.chunk, tr.kind);
+        let (src, dst, chunk, kind, slot) = (tr.src, tr.dst, tr.chunk, tr.kind, tr.slot);
         self.free_transfers.push(t);
         match kind {
             Kind::Player { started, .. } => {
@@ -887,15 +946,32 @@ impl<'a> Sim<'a> {
             Kind::Fill => {
                 self.release_source(src);
                 self.nodes[dst as usize].inflight -= 1;
-                self.bytes[self.class(src, dst) as usize] += bytes as u64;
+                let class = self.class(src, dst) as usize;
+                self.bytes[class] += bytes as u64;
+                self.nodes[dst as usize].stored[class] += bytes as u64;
+                self.chunks_transferred += 1;
+                if let Some(swarm) = self.nodes[dst as usize].swarm.as_mut() {
+                    swarm.finish(slot as usize, chunk, SwarmOutcome::Stored(bytes as u64));
+                }
                 self.got_chunk(dst, src, chunk);
                 self.wake(self.sc.wake_per_completion);
             }
         }
     }
 
+    /// Whether `src` serves at most its upload slots at once, queueing further requests:
+    /// every source under origin and tiered; under swarm, the origin (a real one answers
+    /// `Busy` past its slots). Under fillmesh the tracker limits sources itself.
+    fn slot_limited(&self, src: u32) -> bool {
+        match self.strategy {
+            Strategy::Origin | Strategy::Tiered => true,
+            Strategy::Fillmesh => false,
+            Strategy::Swarm => src == 0,
+        }
+    }
+
     fn release_source(&mut self, src: u32) {
-        if self.strategy == Strategy::Fillmesh {
+        if !self.slot_limited(src) {
             return;
         }
         self.nodes[src as usize].busy -= 1;
@@ -917,7 +993,8 @@ impl<'a> Sim<'a> {
             node.held_count += 1;
         }
         let full = node.held_count == self.chunks;
-        if let Some(t) = self.tracker.as_mut() {
+        if let Some(t) = self.tracker.as_mut().filter(|_| self.strategy == Strategy::Fillmesh) {
+            self.tracker_messages += 2;
             let now = self.now / 1_000_000;
             let fetched = [Fetched { chunk: c, source: self.ids[src as usize].clone() }];
             let held = self.nodes[n as usize].held.clone();
@@ -928,6 +1005,12 @@ impl<'a> Sim<'a> {
             self.nodes[n as usize].complete_at = Some(self.now);
             self.completion.push(self.now.saturating_sub(self.publish_ns));
             self.completed += 1;
+            if self.strategy == Strategy::Swarm {
+                self.report(n);
+            }
+        }
+        if self.strategy == Strategy::Swarm {
+            self.have(n, c);
         }
         self.news(n);
     }
@@ -980,7 +1063,8 @@ impl<'a> Sim<'a> {
             .collect();
         for t in affected {
             let tr = &self.transfers[t as usize];
-            let (src, dst, chunk, kind, started) = (tr.src, tr.dst, tr.chunk, tr.kind, tr.flow.is_some());
+            let (src, dst, chunk, kind, started, slot) =
+                (tr.src, tr.dst, tr.chunk, tr.kind, tr.flow.is_some(), tr.slot);
             self.abort(t);
             if let Kind::Player { .. } = kind {
                 if started {
@@ -988,7 +1072,7 @@ impl<'a> Sim<'a> {
                 }
                 continue;
             }
-            if self.strategy != Strategy::Fillmesh && started {
+            if self.slot_limited(src) && started {
                 self.nodes[src as usize].busy -= 1;
                 if self.nodes[src as usize].alive {
                     self.release_queue(src);
@@ -998,6 +1082,17 @@ impl<'a> Sim<'a> {
             d.inflight -= 1;
             d.requested.remove(chunk);
             d.cursor = d.cursor.min(chunk);
+            if self.strategy == Strategy::Swarm {
+                if dst != n {
+                    // The child saw its parent vanish: dropped, reported at once.
+                    if let Some(swarm) = self.nodes[dst as usize].swarm.as_mut() {
+                        swarm.finish(slot as usize, chunk, SwarmOutcome::Lost);
+                    }
+                    self.tracker_messages += 1;
+                    self.want(dst);
+                }
+                continue;
+            }
             if dst == n {
                 self.nodes[n as usize].lost.push((chunk, src));
             } else {
@@ -1017,6 +1112,19 @@ impl<'a> Sim<'a> {
         }
         self.nodes[n as usize].queue.clear();
         self.nodes[n as usize].busy = 0;
+        if self.strategy == Strategy::Swarm {
+            // Its children lose a parent (their connections to it break); its own fill is
+            // gone with it, and its parents forget it as a child.
+            for (child, p) in std::mem::take(&mut self.nodes[n as usize].children) {
+                if let Some(swarm) = self.nodes[child as usize].swarm.as_mut() {
+                    swarm.remove_parent(p as usize);
+                }
+            }
+            self.nodes[n as usize].swarm = None;
+            for parent in std::mem::take(&mut self.nodes[n as usize].parents) {
+                self.nodes[parent as usize].children.retain(|&(c, _)| c != n);
+            }
+        }
         if self.strategy == Strategy::Tiered {
             // Children waiting on a failed master fall back to the origin.
             let region = self.nodes[n as usize].region as usize;
@@ -1066,7 +1174,122 @@ impl<'a> Sim<'a> {
             }
         }
         self.nodes[n as usize].lost.clear();
+        if self.strategy == Strategy::Swarm && self.published {
+            self.nodes[n as usize].reported_complete = false;
+            self.fetch_plan(n);
+            self.schedule(self.now + REPORT_EVERY, Ev::Report(n));
+        }
         self.news(n);
+    }
+
+    /// Swarm: appliance `n` asks the tracker for its fill plan and follows it: the plan's
+    /// ranges replace the old ones, new parents are subscribed to (their held bitmap
+    /// arrives), parents no longer named are dropped.
+    fn fetch_plan(&mut self, n: u32) {
+        let now = self.ms();
+        let Some(tracker) = self.tracker.as_mut() else { return };
+        self.tracker_messages += 2;
+        self.plan_calls += 1;
+        let plan = tracker
+            .fill_plan(now, &self.ids[n as usize], &self.title)
+            .unwrap_or_else(|e| panic!("fill plan for {}: {e}", self.ids[n as usize]));
+        let node = &mut self.nodes[n as usize];
+        node.plan_epoch = plan.epoch;
+        let swarm = node.swarm.get_or_insert_with(|| {
+            let config = SwarmConfig { inflight: self.sc.max_inflight as u32, ..SwarmConfig::default() };
+            Swarm::new(config, &node.held, self.sc.seed ^ u64::from(n).wrapping_mul(0x9e37_79b9))
+        });
+        swarm.set_plan(&plan.origin, &plan.import);
+        let named: Vec<(u32, SourceClass)> =
+            plan.parents.iter().filter_map(|p| node_index(&p.node).map(|i| (i, p.class))).collect();
+        let old = node.parents.clone();
+        for (p, &parent) in old.iter().enumerate() {
+            if !named.iter().any(|&(i, _)| i == parent) && swarm.dropped(p).is_none() {
+                swarm.remove_parent(p);
+            }
+        }
+        let current: Vec<u32> =
+            old.iter().enumerate().filter(|&(p, _)| swarm.dropped(p).is_none()).map(|(_, &q)| q).collect();
+        let mut subscribe = Vec::new();
+        for &(parent, class) in &named {
+            if current.contains(&parent) || !self.nodes[parent as usize].alive {
+                continue;
+            }
+            let node = &mut self.nodes[n as usize];
+            let Some(swarm) = node.swarm.as_mut() else { return };
+            let p = swarm.add_parent(class, PARENT_DEPTH);
+            node.parents.push(parent);
+            subscribe.push((parent, p));
+        }
+        for (parent, p) in subscribe {
+            if parent != 0 {
+                let held = self.nodes[parent as usize].held.clone();
+                if let Some(swarm) = self.nodes[n as usize].swarm.as_mut() {
+                    let _ = swarm.advertise(p, &held);
+                }
+                self.nodes[parent as usize].children.push((n, p as u32));
+            }
+        }
+    }
+
+    /// Swarm: parent `p` of appliance `n` may have work: ask the fill while it hands some out.
+    fn want_from(&mut self, n: u32, p: u32) {
+        let node = &self.nodes[n as usize];
+        if !node.alive || node.complete_at.is_some() {
+            return;
+        }
+        let Some(&src) = node.parents.get(p as usize) else { return };
+        loop {
+            let Some(swarm) = self.nodes[n as usize].swarm.as_mut() else { return };
+            match swarm.next(p as usize) {
+                SwarmNext::Chunk(c) => self.request_slot(n, src, c, p),
+                SwarmNext::Wait | SwarmNext::Stop => return,
+            }
+        }
+    }
+
+    /// Swarm: `n` gained chunk `c`: a HAVE to each subscribed child (taken as arriving at
+    /// once: it is a few bytes on an open stream, and the request it leads to still pays
+    /// its latency), and the parent it came from may have more work for the child.
+    fn have(&mut self, n: u32, c: u32) {
+        let children = std::mem::take(&mut self.nodes[n as usize].children);
+        for &(child, p) in &children {
+            if let Some(swarm) = self.nodes[child as usize].swarm.as_mut() {
+                if swarm.have(p as usize, c).is_ok() {
+                    self.want_from(child, p);
+                }
+            }
+        }
+        let mut now_children = std::mem::replace(&mut self.nodes[n as usize].children, children);
+        self.nodes[n as usize].children.append(&mut now_children);
+    }
+
+    /// Swarm: the periodic summary (held chunks, bytes by class) one message to the
+    /// tracker; a plan from an older layout is fetched again.
+    fn report(&mut self, n: u32) {
+        let node = &self.nodes[n as usize];
+        if !node.alive || node.swarm.is_none() || node.reported_complete {
+            return;
+        }
+        let complete = node.complete_at.is_some();
+        let now = self.ms();
+        let Some(tracker) = self.tracker.as_mut() else { return };
+        self.tracker_messages += 1;
+        let held = self.nodes[n as usize].held.clone();
+        tracker
+            .report_fill(now, &self.ids[n as usize], self.title, held, self.nodes[n as usize].stored)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if complete {
+            self.nodes[n as usize].reported_complete = true;
+            return;
+        }
+        if tracker.plan_epoch() != self.nodes[n as usize].plan_epoch {
+            // The tracker's notice that the layout moved, then the plan.
+            self.tracker_messages += 1;
+            self.fetch_plan(n);
+            self.want(n);
+        }
+        self.schedule(self.now + REPORT_EVERY, Ev::Report(n));
     }
 
     /// A flash crowd: players in random sites, each steered to an appliance holding the title
@@ -1102,6 +1325,7 @@ impl<'a> Sim<'a> {
                 live: true,
                 kind: Kind::Player { bytes_per_s_bits: c.bitrate_bps.to_bits(), started: self.now },
                 player_res: Some(cap),
+                slot: 0,
             });
             let g = self.transfers[t as usize].gen;
             self.schedule(self.now, Ev::Start(t, g));
@@ -1166,6 +1390,8 @@ impl<'a> Sim<'a> {
             global_solves: std::mem::take(&mut self.net.global_solves),
             conservation_errors: self.conservation_errors,
             samples: std::mem::take(&mut self.samples),
+            tracker_messages: self.tracker_messages,
+            chunks_transferred: self.chunks_transferred,
         }
     }
 }

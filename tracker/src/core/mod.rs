@@ -7,6 +7,7 @@
 
 mod catalog;
 mod hash;
+mod parents;
 mod planner;
 mod registry;
 mod status;
@@ -272,6 +273,11 @@ pub struct Tracker {
     catalog_bytes: u64,
     /// The planner's reusable buffers (no state between calls).
     scratch: planner::PlanScratch,
+    /// Moves whenever the set of eligible appliances or the origin changes: the fill
+    /// layouts of an older epoch are stale.
+    layout_epoch: u64,
+    /// Per title, the latest fill layout computed.
+    layouts: HashMap<u32, parents::Layout>,
 }
 
 impl Tracker {
@@ -295,6 +301,8 @@ impl Tracker {
             prefixes: BTreeMap::new(),
             catalog_bytes: 0,
             scratch: planner::PlanScratch::default(),
+            layout_epoch: 0,
+            layouts: HashMap::new(),
         }
     }
 
@@ -363,6 +371,31 @@ impl Tracker {
         let idx = self.live_index(node)?;
         let t = self.title_idx(&title)?;
         self.do_report_held(idx, t, held, fetched)
+    }
+
+    /// A swarm appliance's summary of its fill of `title`: every chunk it holds (a whole
+    /// bitmap: a lost or repeated summary does no harm) and the bytes it has stored from each
+    /// [`SourceClass`](fillmesh_protocol::messages::SourceClass) over its life (cumulative,
+    /// kept across its restarts: the tracker adds what is new).
+    pub fn report_fill(
+        &mut self,
+        now: Millis,
+        node: &NodeId,
+        title: TitleId,
+        held: ChunkBitmap,
+        bytes: [u64; 4],
+    ) -> Result<(), CoreError> {
+        self.advance(now);
+        let idx = self.live_index(node)?;
+        let t = self.title_idx(&title)?;
+        self.do_report_held(idx, t, held, &[])?;
+        let before = self.slots[idx as usize].reported_bytes.entry(t).or_default();
+        let delta: [u64; 4] = std::array::from_fn(|k| bytes[k].saturating_sub(before[k]));
+        *before = bytes;
+        for (total, d) in self.titles[t as usize].bytes.iter_mut().zip(delta) {
+            *total += d;
+        }
+        Ok(())
     }
 
     /// A transfer from `source` failed for `reporter`: the assignment is cleared. A corrupt

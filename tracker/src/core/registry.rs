@@ -62,6 +62,9 @@ pub(crate) struct Slot {
     pub registration: Option<Registration>,
     /// Chunks whose bytes are already in the accounting, per title.
     pub accounted: BTreeMap<u32, ChunkBitmap>,
+    /// Bytes by source class per title as the node last summed them up (see
+    /// `Tracker::report_fill`): counted over the node's life, across restarts.
+    pub reported_bytes: BTreeMap<u32, [u64; 4]>,
     /// Distinct reporters (nodes and players) of a corrupt chunk from this one, at most the
     /// quorum: once that many agree the node is bad, and more reports change nothing.
     pub corrupt_reporters: Vec<Reporter>,
@@ -116,6 +119,7 @@ impl Tracker {
             weight: 1,
             load: 0,
             accounted: BTreeMap::new(),
+            reported_bytes: BTreeMap::new(),
             live: None,
             corrupt_reporters: Vec::new(),
             excluded: Vec::new(),
@@ -171,6 +175,9 @@ impl Tracker {
         // Held chunks stay listed under the node's site and region: move them if it moved.
         self.move_holder(idx, Some((site, region)));
         let upload_slots = self.slots_for(registration.role, registration.upload_bps);
+        if registration.role == Role::Origin && self.origin != Some(idx) {
+            self.layout_epoch += 1;
+        }
         match registration.role {
             Role::Origin => self.origin = Some(idx),
             _ if self.origin == Some(idx) => self.origin = None,
@@ -347,6 +354,7 @@ impl Tracker {
             return;
         }
         live.eligible = eligible;
+        self.layout_epoch += 1;
         for (&t, map) in &live.held {
             let counts = &mut self.titles[t as usize].holders;
             for c in map.iter() {

@@ -1,0 +1,515 @@
+//! An appliance's fill of one title among the parents its tracker assigned: which chunk to ask
+//! which parent for next, and what each answer means. Sans-IO: no sockets, tasks or clocks;
+//! the node's fill driver and the simulator feed it what happened and do what it says, so the
+//! simulator's figures are those of this code.
+//!
+//! The tracker decides *who*: a ranked list of parents (same site, same region, other
+//! regions, the origin) and two sets of chunks, those this appliance takes from the origin
+//! (each chunk is given to one appliance fleet-wide) and those it may bring into its region
+//! from parents in other regions (each chunk to one appliance per region). This decides
+//! *which chunk*, from what the parents advertise (a held bitmap, then a HAVE per chunk):
+//!
+//! - **Rarest first** among the chunks a parent advertises that are wanted here, so every
+//!   chunk gets copies early (counted over this appliance's parents: its view of the swarm).
+//! - **Nearest first**: a parent is not given a chunk that a nearer parent advertises and has
+//!   room for; the driver asks every parent with room after each change, so the nearer one
+//!   takes it.
+//! - **Far only where planned**: a parent in another region is asked only for the chunks this
+//!   appliance imports, the origin only for its origin chunks, until the plan is stale
+//!   ([`Swarm::escalate`], when the tracker has been unreachable too long): then any parent
+//!   may be asked for anything, and the origin for what no parent advertises.
+//! - **Pipelined**: each parent has up to its depth of requests in flight.
+//! - **Bad parents go at once**: a corrupt chunk, a HAVE out of range, more HAVEs than the
+//!   title has chunks, a bitmap of the wrong length, or too many `NotHeld` answers for chunks
+//!   it advertised drop the parent; what it advertised stops counting. The driver closes its
+//!   subscription (and reports a corrupt parent to the tracker at once).
+//! - A chunk is taken by one parent at a time; it is given back when the request fails.
+
+mod bits;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use bits::{ones, Bits};
+use fillmesh_protocol::messages::SourceClass;
+use fillmesh_protocol::ChunkBitmap;
+
+/// Tunables; [`Config::default`] is what the node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Candidate chunks weighed per pick: the rarest of these is taken. A pick costs about
+    /// this many chunks plus one word per 64 chunks scanned.
+    pub window: u32,
+    /// A parent is asked for one chunk at most this many times when it refuses or times out.
+    pub attempts: u8,
+    /// `NotHeld` answers for chunks a parent advertised after which it is dropped as lying.
+    pub not_held_limit: u32,
+    /// Requests in flight over all parents together: what the appliance's download keeps
+    /// busy. Once reached, every parent waits (and a pick costs nothing).
+    pub inflight: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { window: 64, attempts: 2, not_held_limit: 8, inflight: 16 }
+    }
+}
+
+/// How one request to a parent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Verified and stored, this many bytes.
+    Stored(u64),
+    /// The bytes did not verify, or the parent broke the protocol.
+    Corrupt,
+    /// The parent does not hold the chunk (after advertising it).
+    NotHeld,
+    /// Busy, refused or reset.
+    Refused,
+    /// No answer in time.
+    Timeout,
+    /// The connection is gone.
+    Lost,
+    /// The store refused the chunk (disk full, I/O): the fill stops.
+    StoreFailed,
+}
+
+/// What a parent should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Request this chunk.
+    Chunk(u32),
+    /// Nothing now; ask again after the next change.
+    Wait,
+    /// Nothing ever: the fill is done or stopped, or the parent was dropped.
+    Stop,
+}
+
+/// Why a parent was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Dropped {
+    #[error("sent a chunk that failed verification")]
+    Corrupt,
+    #[error("advertised chunks it did not serve")]
+    Lied,
+    #[error("sent a HAVE for chunk {0}, past the title's end")]
+    OutOfRange(u32),
+    #[error("sent more HAVEs than the title has chunks")]
+    Flooded,
+    #[error("sent a held bitmap of {got} chunks for a title of {expected}")]
+    BitmapLength { got: u32, expected: u32 },
+    #[error("its connection or subscription ended")]
+    Gone,
+}
+
+/// What one parent did, for the driver's logs and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub chunks: u64,
+    pub bytes: u64,
+    pub failures: u64,
+}
+
+#[derive(Debug)]
+struct Parent {
+    class: SourceClass,
+    depth: u32,
+    /// Requests on the wire (one received and waiting for its commit no longer counts).
+    requests: u32,
+    /// What it advertised (for the origin: everything).
+    adv: Bits,
+    haves: u64,
+    not_held: u32,
+    dropped: Option<Dropped>,
+    tally: Tally,
+}
+
+impl Parent {
+    fn spare(&self) -> bool {
+        self.dropped.is_none() && self.requests < self.depth
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    parent: usize,
+    received: bool,
+}
+
+/// One title's fill on one appliance. See the crate's rules.
+#[derive(Debug)]
+pub struct Swarm {
+    config: Config,
+    chunks: u32,
+    held: Bits,
+    taken_bits: Bits,
+    taken: HashMap<u32, Taken>,
+    /// Parents (not dropped) advertising each chunk; the origin does not count.
+    avail: Vec<u16>,
+    /// Chunks some parent (not the origin) advertises.
+    advertised: Bits,
+    origin: Bits,
+    import: Bits,
+    escalated: bool,
+    parents: Vec<Parent>,
+    /// Requests on the wire over all parents.
+    requests: u32,
+    attempts: HashMap<(u32, usize), u8>,
+    stopped: bool,
+    rng: u64,
+    gained: Vec<u32>,
+    bytes: [u64; 4],
+}
+
+impl Swarm {
+    /// A fill of a title of `held.len()` chunks of which `held` are already here; `seed`
+    /// makes this appliance's picks its own (different appliances start their scans
+    /// elsewhere).
+    pub fn new(config: Config, held: &ChunkBitmap, seed: u64) -> Self {
+        let chunks = held.len();
+        let held = Bits::from_bitmap(held);
+        Self {
+            config,
+            chunks,
+            held,
+            taken_bits: Bits::new(chunks),
+            taken: HashMap::new(),
+            avail: vec![0; chunks as usize],
+            advertised: Bits::new(chunks),
+            origin: Bits::new(chunks),
+            import: Bits::new(chunks),
+            escalated: false,
+            parents: Vec::new(),
+            requests: 0,
+            attempts: HashMap::new(),
+            stopped: false,
+            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            gained: Vec::new(),
+            bytes: [0; 4],
+        }
+    }
+
+    /// The chunks this appliance takes from the origin and those it may bring in from other
+    /// regions, as its latest plan says (replacing the previous plan's).
+    pub fn set_plan(&mut self, origin: &[Range<u32>], import: &[Range<u32>]) {
+        self.origin = Bits::new(self.chunks);
+        self.import = Bits::new(self.chunks);
+        for r in origin {
+            self.origin.insert_range(r.clone());
+        }
+        for r in import {
+            self.import.insert_range(r.clone());
+        }
+    }
+
+    /// The plan is stale (the tracker has been unreachable too long): any parent may be asked
+    /// for any chunk, and the origin for those no parent advertises. The driver caps the
+    /// origin's rate meanwhile.
+    pub fn escalate(&mut self, escalated: bool) {
+        self.escalated = escalated;
+    }
+
+    /// Adds a parent with `depth` requests in flight at most. The origin advertises every
+    /// chunk from the start; other parents advertise nothing until [`Self::advertise`].
+    pub fn add_parent(&mut self, class: SourceClass, depth: u32) -> usize {
+        let adv = if class == SourceClass::Origin { Bits::full(self.chunks) } else { Bits::new(self.chunks) };
+        self.parents.push(Parent {
+            class,
+            depth: depth.max(1),
+            requests: 0,
+            adv,
+            haves: 0,
+            not_held: 0,
+            dropped: None,
+            tally: Tally::default(),
+        });
+        self.parents.len() - 1
+    }
+
+    /// A parent's held bitmap (the first message of its subscription; a later one replaces
+    /// what it advertised). A bitmap of the wrong length drops the parent.
+    pub fn advertise(&mut self, p: usize, held: &ChunkBitmap) -> Result<(), Dropped> {
+        if self.parents[p].dropped.is_some() || self.parents[p].class == SourceClass::Origin {
+            return Ok(());
+        }
+        if held.len() != self.chunks {
+            return Err(self.drop_parent(p, Dropped::BitmapLength { got: held.len(), expected: self.chunks }));
+        }
+        self.unadvertise(p);
+        self.parents[p].adv = Bits::from_bitmap(held);
+        for c in self.parents[p].adv.iter().collect::<Vec<_>>() {
+            self.count_up(c);
+        }
+        Ok(())
+    }
+
+    /// A parent gained chunk `c`. Out of range, or more HAVEs than the title has chunks over
+    /// the subscription's life, drops the parent.
+    pub fn have(&mut self, p: usize, c: u32) -> Result<(), Dropped> {
+        let parent = &mut self.parents[p];
+        if parent.dropped.is_some() || parent.class == SourceClass::Origin {
+            return Ok(());
+        }
+        if c >= self.chunks {
+            return Err(self.drop_parent(p, Dropped::OutOfRange(c)));
+        }
+        parent.haves += 1;
+        if parent.haves > u64::from(self.chunks) {
+            return Err(self.drop_parent(p, Dropped::Flooded));
+        }
+        if parent.adv.insert(c) {
+            self.count_up(c);
+        }
+        Ok(())
+    }
+
+    /// The parent's subscription or connection ended (or it said it is busy): it is asked
+    /// for nothing more. Its requests in flight still end with [`Self::finish`].
+    pub fn remove_parent(&mut self, p: usize) {
+        if self.parents[p].dropped.is_none() {
+            self.drop_parent(p, Dropped::Gone);
+        }
+    }
+
+    /// What parent `p` should do next; a chunk returned is taken by it until [`Self::finish`].
+    pub fn next(&mut self, p: usize) -> Next {
+        if self.stopped || self.parents[p].dropped.is_some() || self.is_complete() {
+            return Next::Stop;
+        }
+        if !self.parents[p].spare() || self.requests >= self.config.inflight {
+            return Next::Wait;
+        }
+        match self.pick(p) {
+            Some(c) => {
+                self.taken.insert(c, Taken { parent: p, received: false });
+                self.taken_bits.insert(c);
+                self.parents[p].requests += 1;
+                self.requests += 1;
+                Next::Chunk(c)
+            }
+            None => Next::Wait,
+        }
+    }
+
+    /// Parent `p` delivered `c` and it verified: its request slot is free while the chunk
+    /// waits for the store.
+    pub fn received(&mut self, p: usize, c: u32) {
+        if let Some(t) = self.taken.get_mut(&c).filter(|t| t.parent == p && !t.received) {
+            t.received = true;
+            self.parents[p].requests -= 1;
+            self.requests -= 1;
+        }
+    }
+
+    /// How parent `p`'s request for `c` ended. Returns why the parent was dropped, if this
+    /// outcome dropped it. An outcome for a chunk `p` has not taken is ignored.
+    pub fn finish(&mut self, p: usize, c: u32, outcome: Outcome) -> Option<Dropped> {
+        let taken = *self.taken.get(&c)?;
+        if taken.parent != p {
+            return None;
+        }
+        self.taken.remove(&c);
+        self.taken_bits.remove(c);
+        if !taken.received {
+            self.parents[p].requests -= 1;
+            self.requests -= 1;
+        }
+        match outcome {
+            Outcome::Stored(bytes) => {
+                if self.held.insert(c) {
+                    self.gained.push(c);
+                }
+                let parent = &mut self.parents[p];
+                parent.tally.chunks += 1;
+                parent.tally.bytes += bytes;
+                self.bytes[parent.class as usize] += bytes;
+                None
+            }
+            Outcome::Corrupt => Some(self.drop_parent(p, Dropped::Corrupt)),
+            Outcome::NotHeld => {
+                let parent = &mut self.parents[p];
+                parent.tally.failures += 1;
+                parent.not_held += 1;
+                if parent.not_held >= self.config.not_held_limit {
+                    return Some(self.drop_parent(p, Dropped::Lied));
+                }
+                if parent.class != SourceClass::Origin && parent.adv.remove(c) {
+                    self.count_down(c);
+                }
+                None
+            }
+            Outcome::Refused | Outcome::Timeout => {
+                self.parents[p].tally.failures += 1;
+                *self.attempts.entry((c, p)).or_default() += 1;
+                None
+            }
+            Outcome::Lost => {
+                self.parents[p].tally.failures += 1;
+                (self.parents[p].dropped.is_none()).then(|| self.drop_parent(p, Dropped::Gone))
+            }
+            Outcome::StoreFailed => {
+                self.stopped = true;
+                None
+            }
+        }
+    }
+
+    /// Every chunk is held.
+    pub fn is_complete(&self) -> bool {
+        self.held.count() == self.chunks
+    }
+
+    pub fn holds(&self, c: u32) -> bool {
+        self.held.contains(c)
+    }
+
+    pub fn held_count(&self) -> u32 {
+        self.held.count()
+    }
+
+    /// The store failed: nothing more is asked of anyone.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Chunks stored since the last call, in the order they were stored (for the held delta
+    /// of the next report, and for the HAVEs this appliance sends its own children).
+    pub fn take_gained(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.gained)
+    }
+
+    /// Bytes stored so far from each class of parent, by [`SourceClass`] order.
+    pub fn bytes_by_class(&self) -> [u64; 4] {
+        self.bytes
+    }
+
+    pub fn tally(&self, p: usize) -> &Tally {
+        &self.parents[p].tally
+    }
+
+    pub fn dropped(&self, p: usize) -> Option<Dropped> {
+        self.parents[p].dropped
+    }
+
+    pub fn class(&self, p: usize) -> SourceClass {
+        self.parents[p].class
+    }
+
+    pub fn parent_count(&self) -> usize {
+        self.parents.len()
+    }
+
+    /// Parents (not the origin, not dropped) that advertise `c`.
+    pub fn availability(&self, c: u32) -> u16 {
+        self.avail.get(c as usize).copied().unwrap_or(0)
+    }
+
+    fn drop_parent(&mut self, p: usize, why: Dropped) -> Dropped {
+        self.unadvertise(p);
+        self.parents[p].dropped = Some(why);
+        why
+    }
+
+    fn unadvertise(&mut self, p: usize) {
+        if self.parents[p].class == SourceClass::Origin {
+            return;
+        }
+        let adv = std::mem::replace(&mut self.parents[p].adv, Bits::new(self.chunks));
+        for c in adv.iter() {
+            self.count_down(c);
+        }
+    }
+
+    fn count_up(&mut self, c: u32) {
+        let a = &mut self.avail[c as usize];
+        *a = a.saturating_add(1);
+        self.advertised.insert(c);
+    }
+
+    fn count_down(&mut self, c: u32) {
+        let a = &mut self.avail[c as usize];
+        *a = a.saturating_sub(1);
+        if *a == 0 {
+            self.advertised.remove(c);
+        }
+    }
+
+    /// The chunks of word `w` parent `p` may be asked for under the plan.
+    fn allowed(&self, p: usize, w: usize) -> u64 {
+        match self.parents[p].class {
+            SourceClass::SameSite | SourceClass::SameRegion => u64::MAX,
+            SourceClass::CrossRegion if self.escalated => u64::MAX,
+            SourceClass::CrossRegion => self.import.words()[w],
+            SourceClass::Origin if self.escalated => self.origin.words()[w] | !self.advertised.words()[w],
+            SourceClass::Origin => self.origin.words()[w],
+        }
+    }
+
+    fn attempts_left(&self, c: u32, p: usize) -> bool {
+        self.attempts.get(&(c, p)).is_none_or(|&n| n < self.config.attempts)
+    }
+
+    /// Whether a parent nearer than `p` advertises `c`, may be asked for it, and has room:
+    /// then `c` is left to it.
+    fn nearer_has_room(&self, c: u32, p: usize) -> bool {
+        let class = self.parents[p].class;
+        let w = (c / 64) as usize;
+        let bit = 1u64 << (c % 64);
+        self.parents.iter().enumerate().any(|(q, parent)| {
+            parent.class < class
+                && parent.spare()
+                && parent.adv.contains(c)
+                && self.allowed(q, w) & bit != 0
+                && self.attempts_left(c, q)
+        })
+    }
+
+    /// The rarest chunk among the first [`Config::window`] that `p` may be asked for, in a
+    /// scan starting at a random word.
+    fn pick(&mut self, p: usize) -> Option<u32> {
+        let words = self.held.words().len();
+        if words == 0 {
+            return None;
+        }
+        self.rng = splitmix(self.rng);
+        let start = (self.rng % words as u64) as usize;
+        let mut best: Option<(u16, u32)> = None;
+        let mut weighed = 0;
+        for k in 0..words {
+            let w = (start + k) % words;
+            let candidates = !self.held.words()[w]
+                & !self.taken_bits.words()[w]
+                & self.parents[p].adv.words()[w]
+                & self.allowed(p, w);
+            for b in ones(candidates) {
+                let c = w as u32 * 64 + b;
+                if !self.attempts_left(c, p) || self.nearer_has_room(c, p) {
+                    continue;
+                }
+                let a = self.avail[c as usize];
+                if best.is_none_or(|(best_a, _)| a < best_a) {
+                    best = Some((a, c));
+                }
+                weighed += 1;
+                // Nothing is rarer than a chunk only this parent has (or, for the origin,
+                // that no parent has).
+                let floor = u16::from(self.parents[p].class != SourceClass::Origin);
+                if weighed >= self.config.window || a <= floor {
+                    return best.map(|(_, c)| c);
+                }
+            }
+        }
+        best.map(|(_, c)| c)
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests;
