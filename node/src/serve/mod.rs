@@ -31,6 +31,11 @@ pub trait ChunkSource: Send + Sync + 'static {
     }
     /// The bytes of a held chunk, verified.
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError>;
+    /// The same for a chunk served in part, whose other parts are likely asked for soon (a
+    /// source may keep it a moment).
+    fn read_chunk_part(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
+        self.read_chunk(title, index)
+    }
     /// The title's name, where known (for a player's `Content-Type`).
     fn name(&self, _title: &TitleId) -> Option<String> {
         None
@@ -49,6 +54,9 @@ impl ChunkSource for Store {
     }
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
         Store::read_chunk(self, title, index)
+    }
+    fn read_chunk_part(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
+        Store::read_chunk_part(self, title, index)
     }
     fn name(&self, title: &TitleId) -> Option<String> {
         self.info(title).map(|i| i.name).filter(|n| !n.is_empty())

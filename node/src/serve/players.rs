@@ -51,10 +51,26 @@ pub(crate) struct TitleBody {
     end: u64,
     chunk_size: u64,
     first: Option<Bytes>,
+    /// The title's length.
+    len: u64,
     /// The read of the next chunk, started while this one is sent.
     ahead: Option<JoinHandle<Result<Bytes, StoreError>>>,
     received: Instant,
     _slot: OwnedSemaphorePermit,
+}
+
+impl TitleBody {
+    fn in_part(&self, index: u32) -> bool {
+        in_part(index, self.start, self.end, self.chunk_size, self.len)
+    }
+}
+
+/// Whether bytes `start..=end` of a title of `len` bytes in chunks of `cs` cover only part of
+/// chunk `index` (the other parts are then likely asked for soon).
+fn in_part(index: u32, start: u64, end: u64, cs: u64, len: u64) -> bool {
+    let first = u64::from(index) * cs;
+    let last = (first + cs).min(len).saturating_sub(1);
+    start > first || end < last
 }
 
 /// A body cut short: a chunk after the first was found damaged on disk (and dropped).
@@ -435,7 +451,7 @@ impl PlayerServer {
         // damaged is dropped by the read and the range answered as not held.
         let mut first = None;
         if method == Method::GET && !chunks.is_empty() {
-            match self.read(title, chunks.start).await {
+            match self.read(title, chunks.start, in_part(chunks.start, start, end, cs, len)).await {
                 Some(bytes) => first = Some(bytes),
                 None => {
                     self.metrics.content_misses.inc();
@@ -467,6 +483,7 @@ impl PlayerServer {
                 end,
                 chunk_size: cs,
                 first,
+                len,
                 ahead: None,
                 received,
                 _slot: slot,
@@ -491,7 +508,7 @@ impl PlayerServer {
                     let read = match (t.first.take(), t.ahead.take()) {
                         (Some(bytes), _) => Some(bytes),
                         (None, Some(reading)) => Self::finish_read(t.title, index, reading).await,
-                        (None, None) => server.read(t.title, index).await,
+                        (None, None) => server.read(t.title, index, t.in_part(index)).await,
                     };
                     let Some(bytes) = read else {
                         return Some((Err(Truncated), (server, None)));
@@ -501,7 +518,7 @@ impl PlayerServer {
                     // BLAKE3 here, far more for a read that reaches the disk) before it can
                     // send on.
                     if !t.chunks.is_empty() {
-                        t.ahead = Some(server.start_read(t.title, t.chunks.start));
+                        t.ahead = Some(server.start_read(t.title, t.chunks.start, t.in_part(t.chunks.start)));
                     }
                     let offset = u64::from(index) * t.chunk_size;
                     let from = t.start.saturating_sub(offset) as usize;
@@ -521,15 +538,21 @@ impl PlayerServer {
     }
 
     /// A held chunk's bytes, verified; `None` if it cannot be read or failed verification
-    /// (then dropped by the store, which says so).
-    async fn read(&self, title: TitleId, index: u32) -> Option<Bytes> {
-        Self::finish_read(title, index, self.start_read(title, index)).await
+    /// (then dropped by the store, which says so). `part`: only part of it is served.
+    async fn read(&self, title: TitleId, index: u32, part: bool) -> Option<Bytes> {
+        Self::finish_read(title, index, self.start_read(title, index, part)).await
     }
 
     /// Starts reading (and verifying) a held chunk on the blocking pool.
-    fn start_read(&self, title: TitleId, index: u32) -> JoinHandle<Result<Bytes, StoreError>> {
+    fn start_read(&self, title: TitleId, index: u32, part: bool) -> JoinHandle<Result<Bytes, StoreError>> {
         let source = self.source.clone();
-        tokio::task::spawn_blocking(move || source.read_chunk(&title, index))
+        tokio::task::spawn_blocking(move || {
+            if part {
+                source.read_chunk_part(&title, index)
+            } else {
+                source.read_chunk(&title, index)
+            }
+        })
     }
 
     /// The bytes of a read started by [`Self::start_read`], as [`Self::read`] gives them.
