@@ -3,18 +3,21 @@
 //! The tracker decides *who*; which chunk is the appliance's own decision
 //! (`fillmesh-swarm`), from what its parents advertise to it directly.
 //!
-//! The layout, for a title of `n` chunks and regions of `M_1..M_R` eligible appliances:
+//! The layout, for a title of `n` chunks and regions of eligible appliances (all shares below
+//! are in proportion to upload):
 //! - **Origin**: the title is cut into one block per region, sized by the region's share of
-//!   the appliances, and each region's block into one slice per appliance there. An appliance
-//!   takes its slice from the origin: every chunk is given to exactly one appliance
+//!   the fleet's upload, and each region's block into one slice per appliance there. An
+//!   appliance takes its slice from the origin: every chunk is given to exactly one appliance
 //!   fleet-wide, so the origin sends about one copy, and every region has fill masters.
 //! - **Imports**: each other region's block is cut the same way among this region's
 //!   appliances; an appliance brings its slice of each into the region, from the appliances
 //!   of that region whose origin slices overlap it (its cross-region parents). So each chunk
 //!   crosses into each region about once: the floor of `(R - 1) x` the title.
-//! - **Within the region**: parents in the same site first, then a few in other sites of the
-//!   region, by a rendezvous hash of (child, parent) so that each appliance sees its own, and
-//!   no parent gets more children than its upload slots allow.
+//! - **Within the region**: rings first (each appliance's predecessor in its site, and a link
+//!   from the previous site), so that every appliance is someone's parent; then parents in
+//!   the same site, then a few in other sites of the region, by a rendezvous hash of (child,
+//!   parent) so that each appliance sees its own, and children per parent in proportion to
+//!   its upload.
 //!
 //! A layout is computed once per (title, epoch) and kept: the epoch moves when an appliance
 //! becomes eligible or stops being (registration, health, loss, a bad mark) or the origin
