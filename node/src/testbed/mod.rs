@@ -7,7 +7,7 @@
 //! - [`delay`]: the NFQUEUE element that releases each packet after its path's delay.
 //! - [`report`]: the side-by-side figures of the simulator and the testbed.
 //!
-//! `fillmesh testbed` (`crate::cli::testbed`) puts them together.
+//! The `fillmesh testbed` command (in the `cli` folder) puts them together.
 
 pub mod delay;
 pub mod netns;
