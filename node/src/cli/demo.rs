@@ -144,17 +144,7 @@ fn mib(bytes: u64) -> String {
 async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     anyhow::ensure!((1..=200).contains(&opts.appliances), "--appliances must be 1 to 200");
     let exe = std::env::current_exe().context("locating the fillmesh binary")?;
-    let temp;
-    let dir: PathBuf = match &opts.keep {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::Builder::new().prefix("fillmesh-demo-").tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (_temp, dir) = super::work_dir(opts.keep.as_deref(), "fillmesh-demo-")?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let started = Instant::now();

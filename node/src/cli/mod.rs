@@ -27,6 +27,26 @@ pub(crate) fn report(title_on_stdout: bool, line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// The directory a command that starts nodes keeps their data and logs in: `keep` (created
+/// if missing), or a fresh temporary one named `prefix...`, removed when the returned guard
+/// is dropped.
+pub(crate) fn work_dir(
+    keep: Option<&std::path::Path>,
+    prefix: &str,
+) -> anyhow::Result<(Option<tempfile::TempDir>, std::path::PathBuf)> {
+    match keep {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            Ok((None, d.to_path_buf()))
+        }
+        None => {
+            let temp = tempfile::Builder::new().prefix(prefix).tempdir()?;
+            let dir = temp.path().to_path_buf();
+            Ok((Some(temp), dir))
+        }
+    }
+}
+
 /// A multi-threaded tokio runtime for a command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)

@@ -319,17 +319,7 @@ async fn wait_for(
 
 async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fill> {
     let exe = std::env::current_exe().context("locating the fillmesh binary")?;
-    let temp;
-    let dir: PathBuf = match &args.keep {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::Builder::new().prefix("fillmesh-testbed-").tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (_temp, dir) = super::work_dir(args.keep.as_deref(), "fillmesh-testbed-")?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let s = |p: &Path| p.display().to_string();
