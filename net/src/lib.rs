@@ -19,6 +19,7 @@
 
 #![warn(unreachable_pub)]
 
+pub mod baseline;
 pub mod console;
 pub mod endpoint;
 pub mod frame;

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fillmesh_net::TlsIdentity;
-use fillmesh_net::{MeshEndpoint, TransportLimits};
+use fillmesh_net::{baseline, MeshEndpoint, TransportLimits};
 
 /// The same allocator as the `fillmesh` binary, so the baseline differs only in what it skips.
 #[global_allocator]
@@ -357,20 +357,8 @@ fn raw_transfer(len: u64) -> anyhow::Result<f64> {
     rt.block_on(async move {
         let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
         let endpoint = MeshEndpoint::client("127.0.0.1".parse()?, tls, TransportLimits::default())?;
-        let start = Instant::now();
-        let conn = endpoint.connect(addr, peer).await?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        send.write_all(b"go").await?;
-        send.finish()?;
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 1 << 20];
-        while let Some(n) = tokio::time::timeout(Duration::from_secs(60), recv.read(&mut buf)).await?? {
-            total += n as u64;
-        }
-        let secs = start.elapsed().as_secs_f64();
-        anyhow::ensure!(total == len, "received {total} of {len} bytes");
-        conn.close(0u32.into(), b"done");
-        Ok(len as f64 / secs / 1e6)
+        // A whole transfer's bound: generous for any size this bench is given.
+        Ok(baseline::receive(&endpoint, addr, peer, len, Duration::from_secs(600)).await?)
     })
 }
 
@@ -382,22 +370,7 @@ fn raw_sender(len: u64) -> anyhow::Result<()> {
         let peer = tls.peer_id();
         let endpoint = MeshEndpoint::bind("127.0.0.1:0".parse()?, tls, TransportLimits::default())?;
         println!("{} {peer}", endpoint.local_addr()?);
-        let incoming = tokio::time::timeout(Duration::from_secs(30), endpoint.inner().accept())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("endpoint closed"))?;
-        let conn = incoming.await?;
-        let (mut send, mut recv) = conn.accept_bi().await?;
-        let mut go = [0u8; 2];
-        recv.read_exact(&mut go).await?;
-        let buf = vec![0x5au8; 1 << 20];
-        let mut sent = 0u64;
-        while sent < len {
-            let n = (len - sent).min(buf.len() as u64) as usize;
-            send.write_all(&buf[..n]).await?;
-            sent += n as u64;
-        }
-        send.finish()?;
-        let _ = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await;
+        baseline::send(&endpoint, len, Duration::from_secs(30), Duration::from_secs(30)).await?;
         Ok(())
     })
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use fillmesh_net::say;
+use fillmesh_net::{baseline, say};
 use fillmesh_sims::{Scenario, Strategy};
 use serde_json::Value;
 use tokio::process::Command;
@@ -698,22 +698,8 @@ async fn long_path(rate: f64, args: &TestbedArgs) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 let endpoint = MeshEndpoint::bind(raw_addr, tls, TransportLimits::default())?;
-                let incoming = tokio::time::timeout(Duration::from_secs(30), endpoint.inner().accept())
-                    .await?
-                    .context("endpoint closed")?;
-                let conn = tokio::time::timeout(Duration::from_secs(30), incoming).await??;
-                let (mut send, mut recv) = conn.accept_bi().await?;
-                let mut go = [0u8; 2];
-                recv.read_exact(&mut go).await?;
-                let buf = vec![0x5au8; 1 << 20];
-                let mut sent = 0u64;
-                while sent < size {
-                    let n = (size - sent).min(buf.len() as u64) as usize;
-                    send.write_all(&buf[..n]).await?;
-                    sent += n as u64;
-                }
-                send.finish()?;
-                let _ = tokio::time::timeout(Duration::from_secs(60), conn.closed()).await;
+                let wait = Duration::from_secs(30);
+                baseline::send(&endpoint, size, wait, Duration::from_secs(60)).await?;
                 Ok(())
             })
         })?;
@@ -725,21 +711,7 @@ async fn long_path(rate: f64, args: &TestbedArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
                 let endpoint = MeshEndpoint::client(node_addr(1).into(), tls, TransportLimits::default())?;
-                let started = Instant::now();
-                let conn = endpoint.connect(raw_addr, sender_peer).await?;
-                let (mut send, mut recv) = conn.open_bi().await?;
-                send.write_all(b"go").await?;
-                send.finish()?;
-                let mut total = 0u64;
-                let mut buf = vec![0u8; 1 << 20];
-                let deadline = tokio::time::Instant::now() + limit;
-                while let Some(n) = tokio::time::timeout_at(deadline, recv.read(&mut buf)).await?? {
-                    total += n as u64;
-                }
-                let secs = started.elapsed().as_secs_f64();
-                anyhow::ensure!(total == size, "raw quinn: received {total} of {size} bytes");
-                conn.close(0u32.into(), b"done");
-                Ok(size as f64 / secs / 1e6)
+                Ok(baseline::receive(&endpoint, raw_addr, sender_peer, size, limit).await?)
             })
         })?;
     let raw = tokio::task::spawn_blocking(move || receiver.join()).await?;
