@@ -1203,13 +1203,18 @@ impl<'a> Sim<'a> {
         let named: Vec<(u32, SourceClass)> =
             plan.parents.iter().filter_map(|p| node_index(&p.node).map(|i| (i, p.class))).collect();
         let old = node.parents.clone();
+        let mut unsubscribed = Vec::new();
         for (p, &parent) in old.iter().enumerate() {
             if !named.iter().any(|&(i, _)| i == parent) && swarm.dropped(p).is_none() {
                 swarm.remove_parent(p);
+                unsubscribed.push((parent, p as u32));
             }
         }
         let current: Vec<u32> =
             old.iter().enumerate().filter(|&(p, _)| swarm.dropped(p).is_none()).map(|(_, &q)| q).collect();
+        for (parent, p) in unsubscribed {
+            self.nodes[parent as usize].children.retain(|&child| child != (n, p));
+        }
         let mut subscribe = Vec::new();
         for &(parent, class) in &named {
             if current.contains(&parent) || !self.nodes[parent as usize].alive {
@@ -1260,8 +1265,8 @@ impl<'a> Sim<'a> {
                 }
             }
         }
-        let mut now_children = std::mem::replace(&mut self.nodes[n as usize].children, children);
-        self.nodes[n as usize].children.append(&mut now_children);
+        // Taken out only to walk it while the children change: nothing here subscribes.
+        self.nodes[n as usize].children = children;
     }
 
     /// Swarm: the periodic summary (held chunks, bytes by class) one message to the
