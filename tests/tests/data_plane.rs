@@ -96,6 +96,46 @@ fn seeding_twice_is_idempotent_and_bytes_that_do_not_match_their_id_are_refused(
     assert_eq!(status, 400);
 }
 
+/// `fillmesh seed` returns once the tracker has the title, so a player asking at once finds
+/// it; an origin whose tracker is away stores the title, and seed says the tracker has not
+/// confirmed it yet rather than waiting for ever or failing.
+#[test]
+fn seed_returns_once_the_tracker_has_the_title_and_says_so_when_it_is_away() {
+    let mesh = fillmesh_tests::mesh::Mesh::start("mesh", "64MB", 1, 1 << 20);
+    // Mesh::start has just run `fillmesh seed`: the tracker knows the title already.
+    let title = fillmesh_tests::mesh::title_status(&mesh.tracker, &mesh.title);
+    assert!(title.is_some(), "{:?}", fillmesh_tests::mesh::status(&mesh.tracker));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.bin");
+    std::fs::write(&file, test_bytes(1 << 20, 5)).unwrap();
+    // A tracker address nothing listens on (a port just freed), and some identity for it.
+    let away = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let away_id = print_id(&dir.path().join("away-tracker"));
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &[
+            "--origin",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--tracker",
+            &away,
+            "--tracker-id",
+            &away_id,
+        ],
+    );
+    let out = seed(&file, &origin);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), file_id(&file));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tracker has not confirmed"), "{err}");
+    let (status, body) =
+        http(origin.http.as_deref().unwrap(), "GET", &format!("/titles/{}", file_id(&file)), &[], b"");
+    assert_eq!(status, 200, "stored at the origin all the same: {body}");
+}
+
 #[test]
 fn a_wrong_pinned_peer_and_an_untrusted_client_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,7 +23,8 @@ pub struct SeedArgs {
     pub chunk_size: u64,
 }
 
-/// Seeds, then prints the title id (and says on stderr when nothing had to be sent).
+/// Seeds, then prints the title id (and says on stderr when nothing had to be sent, or when
+/// the tracker has not confirmed the title yet).
 pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     match seed(&args.file, &args.origin, args.name, args.chunk_size).await? {
         Seeded::AlreadyHeld(id) => {
@@ -31,6 +32,10 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
             say!("{id}");
         }
         Seeded::Sent(id) => say!("{id}"),
+        Seeded::Stored(id) => {
+            eprintln!("stored at the origin; its tracker has not confirmed the title yet (the origin publishes it when it reaches the tracker)");
+            say!("{id}");
+        }
     }
     Ok(())
 }

@@ -88,6 +88,15 @@ impl TrackerLink {
     }
 }
 
+/// A title the origin ingested, to be published to the tracker; `done` is answered once the
+/// tracker has it (and dropped if the session ends first), so that `fillmesh seed` returns
+/// only when players and appliances can find the title.
+#[derive(Debug)]
+pub struct ToPublish {
+    pub title: TitleId,
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
 /// Runs until the process stops: (re)connects, registers, and works under the tracker.
 /// `published` carries titles the origin ingested since it started.
 pub async fn run(
@@ -96,7 +105,7 @@ pub async fn run(
     store: Arc<Store>,
     server: Server,
     metrics: Arc<FillMetrics>,
-    mut published: mpsc::UnboundedReceiver<TitleId>,
+    mut published: mpsc::UnboundedReceiver<ToPublish>,
 ) {
     let link = Arc::new(TrackerLink {
         pool: Pool::new(endpoint.clone(), Duration::from_secs(10)),
@@ -140,7 +149,7 @@ async fn session(
     config: &MemberConfig,
     link: &Arc<TrackerLink>,
     local: &Local,
-    published: &mut mpsc::UnboundedReceiver<TitleId>,
+    published: &mut mpsc::UnboundedReceiver<ToPublish>,
 ) -> Result<(), LinkError> {
     let Local { endpoint, store, server, writer, metrics } = local;
     // Versions first: a tracker of another protocol version is said so plainly (and the
@@ -243,9 +252,10 @@ async fn session(
                 refresh_members(link, server).await?;
             }
             _ = flush.tick() => flush_reports(link, store, &reports).await?,
-            Some(title) = published.recv() => {
+            Some(ToPublish { title, done }) = published.recv() => {
                 publish(link, store, title).await?;
                 report(link, title, store, Vec::new()).await?;
+                let _ = done.send(());
             }
             // A chunk found damaged on disk was dropped: the tracker hears that its title is
             // no longer whole here (steering stops sending players for it), and plans its

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -24,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+use crate::member::ToPublish;
 use crate::store::Store;
 
 /// Header carrying the title id the client computed.
@@ -33,13 +35,13 @@ pub const TITLE_HEADER: &str = "x-fillmesh-title";
 struct Ingest {
     store: Arc<Store>,
     /// Told of every title ingested, so it can be published to the tracker.
-    published: tokio::sync::mpsc::UnboundedSender<TitleId>,
+    published: tokio::sync::mpsc::UnboundedSender<ToPublish>,
     /// Uploads at once: each holds a staging file and a hashing task.
     slots: Arc<Semaphore>,
 }
 
 /// The origin's HTTP API.
-pub fn router(store: Arc<Store>, published: tokio::sync::mpsc::UnboundedSender<TitleId>) -> Router {
+pub fn router(store: Arc<Store>, published: tokio::sync::mpsc::UnboundedSender<ToPublish>) -> Router {
     let state = Ingest { store, published, slots: Arc::new(Semaphore::new(2)) };
     Router::new()
         .route("/titles", axum::routing::post(upload))
@@ -138,14 +140,37 @@ async fn upload(
             match adopted {
                 Ok(Ok(())) => {
                     info!(title = %id, len, "title seeded");
-                    let _ = ingest.published.send(id);
-                    text(StatusCode::CREATED, id.to_string())
+                    publish(&ingest, id).await
                 }
                 Ok(Err(e)) => text(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
         Err((status, msg)) => text(status, msg),
+    }
+}
+
+/// How long an upload's answer waits for the tracker to confirm the title. A tracker on the
+/// same network answers in milliseconds; an origin still (re)connecting to its tracker
+/// publishes when it gets there, and the upload is answered `202` meanwhile.
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+/// Hands a stored title to the tracker link and answers the upload: `201` once the tracker
+/// has it (or when this origin has no tracker), `202` if the tracker has not confirmed it
+/// within [`PUBLISH_WAIT`]. The first line of either body is the title id.
+async fn publish(ingest: &Ingest, id: TitleId) -> Response {
+    let (done, published) = tokio::sync::oneshot::channel();
+    if ingest.published.send(ToPublish { title: id, done }).is_err() {
+        // No tracker link: a standalone origin, with nobody to tell.
+        return text(StatusCode::CREATED, id.to_string());
+    }
+    match tokio::time::timeout(PUBLISH_WAIT, published).await {
+        Ok(Ok(())) => text(StatusCode::CREATED, id.to_string()),
+        _ => text(
+            StatusCode::ACCEPTED,
+            format!("{id}
+stored at the origin; the tracker has not confirmed it yet (the origin publishes it when it reaches the tracker)"),
+        ),
     }
 }
 

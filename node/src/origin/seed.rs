@@ -32,8 +32,11 @@ pub enum SeedError {
 /// What a seed did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seeded {
-    /// The bytes were sent and the origin adopted them.
+    /// The bytes were sent, the origin adopted them and the tracker has the title.
     Sent(TitleId),
+    /// The bytes were sent and the origin adopted them; its tracker had not confirmed the
+    /// title within the origin's wait (the origin publishes it when it reaches the tracker).
+    Stored(TitleId),
     /// The origin held the title already: nothing was sent.
     AlreadyHeld(TitleId),
 }
@@ -93,6 +96,9 @@ pub async fn seed(
     let after = std::fs::metadata(file).map_err(file_err)?;
     if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
         return Err(SeedError::Changed(shown));
+    }
+    if status == reqwest::StatusCode::ACCEPTED {
+        return Ok(Seeded::Stored(id));
     }
     Ok(Seeded::Sent(id))
 }
