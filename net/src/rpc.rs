@@ -1,8 +1,8 @@
 //! The one request/response layer: one request per bidirectional stream, each side one
 //! bounded frame (a chunk's raw bytes may follow its response frame).
 //!
-//! Client side: [`call`] (a whole exchange) or [`open`] (the response frame, then the stream
-//! for a body). Server side: [`serve`] runs each stream of a connection as its own task, and
+//! Client side: [`call`] (a whole exchange), [`open`] (the response frame, then the stream
+//! for a body) or [`subscribe`] (a stream of response frames until the caller ends it). Server side: [`serve`] runs each stream of a connection as its own task, and
 //! [`reply`] answers on it.
 
 use std::future::Future;
@@ -67,6 +67,21 @@ pub async fn open<Req: Message, Resp: Message>(
     let _ = send.finish();
     let response = read_frame::<Resp>(&mut recv, timeout).await?;
     Ok((response, recv))
+}
+
+/// A long-lived exchange (a subscription): sends `request` on a new stream and reads the
+/// first response frame, each step within `timeout`, and keeps both directions open: more
+/// frames follow on the stream, and the caller ends it by finishing or resetting `send`.
+pub async fn subscribe<Req: Message, Resp: Message>(
+    conn: &Connection,
+    request: &Req,
+    timeout: Duration,
+) -> Result<(Resp, SendStream, RecvStream), CallError> {
+    let (mut send, mut recv) =
+        tokio::time::timeout(timeout, conn.open_bi()).await.map_err(|_| CallError::Timeout(timeout))??;
+    write_frame(&mut send, request, timeout).await?;
+    let response = read_frame::<Resp>(&mut recv, timeout).await?;
+    Ok((response, send, recv))
 }
 
 /// One whole exchange: `request` out, one response frame back.

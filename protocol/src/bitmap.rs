@@ -30,6 +30,8 @@ pub enum BitmapError {
     TrailingBits(u32),
     #[error("a bitmap of {0} chunks exceeds the limit of {max} chunks", max = Manifest::MAX_CHUNKS)]
     TooLong(u32),
+    #[error("a run of chunks ends at {end}, past the title's {len} chunks")]
+    RunPastEnd { end: u32, len: u32 },
 }
 
 impl TryFrom<RawBitmap> for ChunkBitmap {
@@ -120,6 +122,35 @@ impl ChunkBitmap {
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.contains(i))
     }
+
+    /// Adds every index of `runs`; refuses (changing nothing) if any run ends past the end.
+    pub fn insert_runs(&mut self, runs: &[std::ops::Range<u32>]) -> Result<(), BitmapError> {
+        if let Some(r) = runs.iter().find(|r| r.end > self.len) {
+            return Err(BitmapError::RunPastEnd { end: r.end, len: self.len });
+        }
+        for r in runs {
+            for i in r.clone() {
+                self.insert(i);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Chunk indices as the fewest runs that cover exactly them, in increasing order (the held
+/// deltas of fill summaries).
+pub fn runs(chunks: &[u32]) -> Vec<std::ops::Range<u32>> {
+    let mut sorted = chunks.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<std::ops::Range<u32>> = Vec::new();
+    for c in sorted {
+        match out.last_mut() {
+            Some(r) if r.end == c => r.end = c.saturating_add(1),
+            _ => out.push(c..c.saturating_add(1)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -42,6 +42,12 @@ pub const MAX_MEMBERS: usize = 16384;
 pub const MAX_PARENTS: usize = 32;
 /// Most chunk ranges in one fill plan's origin or import list (one per region at most).
 pub const MAX_RANGES: usize = 64;
+/// Most chunks in one HAVE message of a subscription.
+pub const MAX_HAVES: usize = 1024;
+/// Most fill plans in one answer: titles an appliance fills at once.
+pub const MAX_FILLS: usize = 64;
+/// Most runs of chunks in one fill summary (more: the whole bitmap goes in a `ReportHeld`).
+pub const MAX_GAINED: usize = 1024;
 /// Most titles one plan tells an appliance to drop: the planner evicts no more per call, so
 /// that one plan's work stays bounded however full the disk.
 pub const MAX_EVICT: usize = 16;
@@ -131,6 +137,13 @@ pub enum MeshRequest {
     Held {
         title: TitleId,
     },
+    /// Subscribes to the holdings of `title` on this stream: the answer is the held bitmap
+    /// (`Held`), then a `Have` as chunks are gained (an empty one now and then when idle, so
+    /// the child can tell a quiet parent from a dead one), until either side ends the stream.
+    /// A parent with too many children answers `Busy`.
+    Subscribe {
+        title: TitleId,
+    },
 }
 
 impl Message for MeshRequest {
@@ -150,10 +163,22 @@ pub struct ChunkHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MeshResponse {
     Hello(Hello),
-    Manifest { title: TitleId, manifest: Manifest },
+    Manifest {
+        title: TitleId,
+        manifest: Manifest,
+    },
     Chunk(ChunkHeader),
-    Held { title: TitleId, held: ChunkBitmap },
+    Held {
+        title: TitleId,
+        held: ChunkBitmap,
+    },
     Error(ErrorReply),
+    /// Chunks of `title` the parent has gained since its last message on the subscription.
+    Have {
+        title: TitleId,
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_HAVES>")]
+        chunks: Vec<u32>,
+    },
 }
 
 impl Message for MeshResponse {
@@ -274,6 +299,18 @@ pub enum TrackerRequest {
         name: String,
         manifest: Manifest,
     },
+    /// The titles this appliance is to fill, each with its plan (answered `Fills`). Asked
+    /// when the tracker's epoch (in the answers to heartbeats and summaries) moves.
+    Fills,
+    /// What a fill gained since the last summary that was answered: chunks now held (runs)
+    /// and bytes stored from each [`SourceClass`], in [`SourceClass::ALL`] order. Answered
+    /// with the tracker's epoch.
+    FillSummary {
+        title: TitleId,
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_GAINED>")]
+        gained: Vec<std::ops::Range<u32>>,
+        bytes: [u64; 4],
+    },
 }
 
 impl Message for TrackerRequest {
@@ -380,6 +417,18 @@ pub enum TrackerResponse {
         nodes: Vec<NodeId>,
     },
     Error(ErrorReply),
+    /// The fills of an appliance: a plan per title it is to fill (and does not hold whole),
+    /// the titles to delete first to make room, and the epoch they come from.
+    Fills {
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_FILLS>")]
+        plans: Vec<FillPlan>,
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_EVICT>")]
+        evict: Vec<TitleId>,
+        epoch: u64,
+    },
+    /// The answer to a heartbeat or a summary: the tracker's epoch. When it moves (the fleet,
+    /// the catalog or a layout changed), the appliance asks for its `Fills` again.
+    Epoch(u64),
 }
 
 impl Message for TrackerResponse {

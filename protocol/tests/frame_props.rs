@@ -196,6 +196,27 @@ fn the_largest_legal_messages_fit_their_bounds() {
         evict: vec![title; MAX_EVICT],
     })
     .unwrap();
+    frame::encode(&MeshResponse::Have { title, chunks: vec![u32::MAX; MAX_HAVES] }).unwrap();
+    frame::encode(&TrackerRequest::FillSummary {
+        title,
+        gained: vec![u32::MAX..u32::MAX; MAX_GAINED],
+        bytes: [u64::MAX; 4],
+    })
+    .unwrap();
+    let parent = Parent { node: node.clone(), addr, class: SourceClass::CrossRegion };
+    let plan = FillPlan {
+        title,
+        parents: vec![parent; MAX_PARENTS],
+        origin: vec![u32::MAX..u32::MAX; MAX_RANGES],
+        import: vec![u32::MAX..u32::MAX; MAX_RANGES],
+        epoch: u64::MAX,
+    };
+    frame::encode(&TrackerResponse::Fills {
+        plans: vec![plan; MAX_FILLS],
+        evict: vec![title; MAX_EVICT],
+        epoch: u64::MAX,
+    })
+    .unwrap();
     let target = SteerTarget {
         node,
         url: long(MAX_TEXT),

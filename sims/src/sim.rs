@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
+use fillmesh_protocol::bitmap::runs;
 use fillmesh_protocol::messages::SourceClass;
 use fillmesh_protocol::messages::{Assignment, FailureKind, Fetched, Registration, Role};
 use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
@@ -135,9 +136,10 @@ struct Node {
     children: Vec<(u32, u32)>,
     plan_epoch: u64,
     reported_complete: bool,
-    /// Bytes stored by source class over its life (kept across restarts, as a node keeps them
-    /// with its chunks), as its summaries report them.
+    /// Bytes stored by source class over its life, and as much of it as its summaries have
+    /// told the tracker (each summary carries the difference).
     stored: [u64; 4],
+    reported: [u64; 4],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,6 +388,7 @@ impl<'a> Sim<'a> {
                 plan_epoch: 0,
                 reported_complete: false,
                 stored: [0; 4],
+                reported: [0; 4],
             });
         };
         // The origin sits outside every site and region.
@@ -1280,9 +1283,12 @@ impl<'a> Sim<'a> {
         let now = self.ms();
         let Some(tracker) = self.tracker.as_mut() else { return };
         self.tracker_messages += 1;
-        let held = self.nodes[n as usize].held.clone();
+        let node = &mut self.nodes[n as usize];
+        let gained = node.swarm.as_mut().map(|s| runs(&s.take_gained())).unwrap_or_default();
+        let bytes: [u64; 4] = std::array::from_fn(|k| node.stored[k] - node.reported[k]);
+        node.reported = node.stored;
         tracker
-            .report_fill(now, &self.ids[n as usize], self.title, held, self.nodes[n as usize].stored)
+            .report_fill(now, &self.ids[n as usize], self.title, &gained, bytes)
             .unwrap_or_else(|e| panic!("{e}"));
         if complete {
             self.nodes[n as usize].reported_complete = true;

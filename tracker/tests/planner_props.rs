@@ -7,7 +7,8 @@ mod common;
 use std::net::IpAddr;
 
 use common::{
-    check_corrupt_status, check_plan, check_steer, heartbeat, manifest, node, registration, title, Model,
+    check_corrupt_status, check_fills, check_plan, check_steer, heartbeat, manifest, node, registration,
+    title, Model,
 };
 use fillmesh_protocol::messages::{FailureKind, Fetched, Role};
 use fillmesh_protocol::{ChunkBitmap, NodeId};
@@ -45,7 +46,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     n,
                 ),
                 Just(titles),
-                prop::collection::vec((0u8..9, any::<u64>(), any::<u64>(), any::<u64>()), 1..250),
+                prop::collection::vec((0u8..11, any::<u64>(), any::<u64>(), any::<u64>()), 1..300),
                 prop_oneof![4 => Just(Policy::Mesh), 1 => Just(Policy::OriginOnly)],
                 any::<u64>(),
                 1usize..4,
@@ -182,12 +183,21 @@ impl Run {
                 self.seen[3] += usize::from(repeat);
                 self.seen[4] += usize::from(self.model.bad.len() > bad_before && self.s.corrupt_quorum >= 2);
             }
-            (Event::Plan { node, .. }, Decision::Error(_)) if !self.model.nodes.contains_key(node) => {}
+            (Event::Fills { node }, Decision::Fills(fills)) => {
+                check_fills(&self.tracker, &self.model, self.now, node, &before, fills)?;
+                self.model.evicted(node, &fills.evict);
+                self.model.filling.insert(node.clone(), fills.plans.iter().map(|p| p.title).collect());
+                self.seen[6] += fills.evict.len();
+            }
+            (Event::Plan { node, .. } | Event::Fills { node }, Decision::Error(_))
+                if !self.model.nodes.contains_key(node) => {}
             (Event::Steer { title, client }, Decision::Steer(st)) => {
                 check_steer(&self.tracker, &self.model, self.now, title, *client, st)?;
                 self.seen[2] += usize::from(!st.targets.is_empty());
             }
-            (Event::Plan { .. } | Event::Steer { .. }, d) => return Err(format!("unexpected {d:?}")),
+            (Event::Plan { .. } | Event::Steer { .. } | Event::Fills { .. }, d) => {
+                return Err(format!("unexpected {d:?}"))
+            }
             _ => {}
         }
         Ok(())
@@ -212,6 +222,19 @@ impl Run {
             6 if b % 3 != 0 => self.suspect_event(who, t, b, c),
             6 => self.failure_event(who, t, b, c),
             7 => Event::Plan { node: id, max: (b % 12) as usize },
+            9 => Event::Fills { node: id },
+            10 => {
+                // A summary: a few runs, rarely one past the end (refused, nothing changes).
+                let chunks = self.s.titles[t].0;
+                let start = (c % u64::from(chunks.max(1))) as u32;
+                let end = (start + (b % 9) as u32).min(chunks + u32::from(b % 17 == 0));
+                Event::ReportFill {
+                    node: id,
+                    title: title(t),
+                    gained: vec![start..end],
+                    bytes: [b % 100, 0, 0, c % 100],
+                }
+            }
             _ => {
                 let client = if c % 4 == 0 {
                     IpAddr::from([192, 168, (b % 3) as u8, 1])

@@ -128,6 +128,7 @@ fn kind(r: &MeshResponse) -> &'static str {
         MeshResponse::Manifest { .. } => "a manifest",
         MeshResponse::Chunk(_) => "a chunk",
         MeshResponse::Held { .. } => "a bitmap",
+        MeshResponse::Have { .. } => "a HAVE",
         MeshResponse::Error(_) => "an error",
     }
 }

@@ -33,11 +33,22 @@ pub struct ServeLimits {
     pub io_timeout: Duration,
     /// How long a request may wait for a free slot before it is answered `Busy`.
     pub queue_timeout: Duration,
+    /// Subscriptions (children) served at once; more are answered `Busy`.
+    pub max_subscriptions: usize,
+    /// An idle subscription gets an empty HAVE this often, so the child can tell a quiet
+    /// parent from a dead one.
+    pub keepalive: Duration,
 }
 
 impl Default for ServeLimits {
     fn default() -> Self {
-        Self { max_requests: 64, io_timeout: Duration::from_secs(10), queue_timeout: Duration::from_secs(5) }
+        Self {
+            max_requests: 64,
+            io_timeout: Duration::from_secs(10),
+            queue_timeout: Duration::from_secs(5),
+            max_subscriptions: 256,
+            keepalive: Duration::from_secs(5),
+        }
     }
 }
 
@@ -76,6 +87,7 @@ pub struct Server {
     trust: Trust,
     limits: ServeLimits,
     slots: Arc<Semaphore>,
+    subscriptions: Arc<Semaphore>,
     upload: Option<Arc<TokenBucket>>,
     role: Role,
     pub stats: Arc<ServeStats>,
@@ -99,6 +111,7 @@ impl Server {
             source,
             trust,
             slots: Arc::new(Semaphore::new(limits.max_requests)),
+            subscriptions: Arc::new(Semaphore::new(limits.max_subscriptions)),
             limits,
             upload: upload_rate.map(|r| Arc::new(TokenBucket::new(r))),
             role,
@@ -167,6 +180,14 @@ impl Server {
                 return;
             }
         };
+        // A subscription lasts as long as the child wants it: it holds no request slot.
+        if let MeshRequest::Subscribe { title } = request {
+            if let Err(e) = self.subscription(&mut send, &mut recv, title).await {
+                debug!(%title, "subscription ended: {e}");
+                let _ = send.reset(close::PROTOCOL);
+            }
+            return;
+        }
         let Ok(_slot) = tokio::time::timeout(self.limits.queue_timeout, self.slots.acquire()).await else {
             let _ = self.reply_error(&mut send, ErrorCode::Busy, "too many requests in flight".into()).await;
             return;
@@ -194,8 +215,77 @@ impl Server {
                 None => unknown(title),
             },
             MeshRequest::Chunk { title, index } => return self.send_chunk(send, title, index).await,
+            // Answered in `stream`, without a request slot.
+            MeshRequest::Subscribe { title } => unknown(title),
         };
         rpc::reply(send, &response, io).await
+    }
+
+    /// Serves a subscription to `title`: the held bitmap, then HAVEs as chunks are gained
+    /// (coalesced: whatever arrived while the last one was sent goes in the next), an empty
+    /// HAVE after [`ServeLimits::keepalive`] without one, the whole bitmap again should this
+    /// subscriber fall behind the store's feed; until the child ends the stream, a write
+    /// times out, or the title goes. Beyond [`ServeLimits::max_subscriptions`]: `Busy`.
+    async fn subscription(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        title: TitleId,
+    ) -> Result<(), WireError> {
+        let io = self.limits.io_timeout;
+        let Ok(_sub) = self.subscriptions.clone().try_acquire_owned() else {
+            return self.reply_error(send, ErrorCode::Busy, "too many subscriptions".into()).await;
+        };
+        // Subscribed before the bitmap is read: a chunk gained in between is in both, never
+        // in neither.
+        let mut gained = self.source.watch_gained();
+        let Some(held) = self.source.held(&title) else { return self.reply(send, unknown(title)).await };
+        let chunks = held.len();
+        write_frame(send, &MeshResponse::Held { title, held }, io).await?;
+        let span = tracing::debug_span!("subscriber", %title);
+        let _enter = span.enter();
+        debug!("subscribed");
+        let mut closed = [0u8; 1];
+        // Bounded by the child's interest: each pass sends one message or ends.
+        loop {
+            let next = async {
+                match gained.as_mut() {
+                    Some(rx) => Some(rx.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let have = tokio::select! {
+                // The child ends the subscription by finishing or resetting its side (it sends
+                // nothing else on it).
+                _ = recv.read(&mut closed) => return Ok(()),
+                got = tokio::time::timeout(self.limits.keepalive, next) => match got {
+                    Err(_) => Vec::new(),
+                    Ok(Some(Ok((t, c)))) if t == title && c < chunks => vec![c],
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)))) => {
+                        let Some(held) = self.source.held(&title) else { return Ok(()) };
+                        write_frame(send, &MeshResponse::Held { title, held }, io).await?;
+                        continue;
+                    }
+                    Ok(Some(Err(tokio::sync::broadcast::error::RecvError::Closed))) | Ok(None) => return Ok(()),
+                },
+            };
+            let mut have = have;
+            if let Some(rx) = gained.as_mut() {
+                while have.len() < fillmesh_protocol::messages::MAX_HAVES {
+                    match rx.try_recv() {
+                        Ok((t, c)) if t == title && c < chunks => have.push(c),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            if self.source.manifest(&title).is_none() {
+                // Evicted here: the child hears the stream end and looks elsewhere.
+                return Ok(());
+            }
+            write_frame(send, &MeshResponse::Have { title, chunks: have }, io).await?;
+        }
     }
 
     async fn send_chunk(&self, send: &mut SendStream, title: TitleId, index: u32) -> Result<(), WireError> {

@@ -36,6 +36,11 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn read_chunk_part(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
         self.read_chunk(title, index)
     }
+    /// Chunks as they become held from now on, for the HAVEs of subscriptions (`None`: this
+    /// source never gains any, and subscribers get its bitmap alone).
+    fn watch_gained(&self) -> Option<tokio::sync::broadcast::Receiver<(TitleId, u32)>> {
+        None
+    }
     /// The title's name, where known (for a player's `Content-Type`).
     fn name(&self, _title: &TitleId) -> Option<String> {
         None
@@ -60,5 +65,8 @@ impl ChunkSource for Store {
     }
     fn name(&self, title: &TitleId) -> Option<String> {
         self.info(title).map(|i| i.name).filter(|n| !n.is_empty())
+    }
+    fn watch_gained(&self) -> Option<tokio::sync::broadcast::Receiver<(TitleId, u32)>> {
+        Some(Store::watch_gained(self))
     }
 }

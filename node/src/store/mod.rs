@@ -162,7 +162,13 @@ pub struct Store {
     damaged_titles: Mutex<std::collections::BTreeSet<TitleId>>,
     /// Woken when a title joins `damaged_titles`.
     damage: tokio::sync::Notify,
+    /// Every chunk as it becomes held (its bit durable), for the HAVEs of subscriptions.
+    gained: tokio::sync::broadcast::Sender<(TitleId, u32)>,
 }
+
+/// Chunks a subscriber of [`Store::watch_gained`] may fall behind by before it is told it
+/// lagged (and sends its whole bitmap again): 4 GiB of 1 MiB chunks.
+const GAINED_BACKLOG: usize = 4096;
 
 /// What [`Store::scrub_chunk`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +224,7 @@ impl Store {
             damaged: std::sync::atomic::AtomicU64::new(0),
             damaged_titles: Mutex::default(),
             damage: tokio::sync::Notify::new(),
+            gained: tokio::sync::broadcast::channel(GAINED_BACKLOG).0,
         };
         store.load()?;
         Ok(store)
@@ -580,8 +587,15 @@ impl Store {
                 let len = state.manifest.chunk_len(*index).unwrap_or(0);
                 self.held_total.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
             }
+            // No subscriber is not an error.
+            let _ = self.gained.send((*title, *index));
         }
         Ok(newly)
+    }
+
+    /// Chunks as they become held from now on (title, index), for subscriptions' HAVEs.
+    pub fn watch_gained(&self) -> tokio::sync::broadcast::Receiver<(TitleId, u32)> {
+        self.gained.subscribe()
     }
 
     /// Reads a held chunk and verifies it before returning a byte of it (a chunk read and

@@ -88,6 +88,7 @@ pub fn mesh_request() -> impl Strategy<Value = MeshRequest> {
         title().prop_map(|title| MeshRequest::Manifest { title }),
         (title(), any::<u32>()).prop_map(|(title, index)| MeshRequest::Chunk { title, index }),
         title().prop_map(|title| MeshRequest::Held { title }),
+        title().prop_map(|title| MeshRequest::Subscribe { title }),
     ]
 }
 
@@ -99,7 +100,45 @@ pub fn mesh_response() -> impl Strategy<Value = MeshResponse> {
             .prop_map(|(title, index, len)| MeshResponse::Chunk(ChunkHeader { title, index, len })),
         (title(), bitmap()).prop_map(|(title, held)| MeshResponse::Held { title, held }),
         error_reply().prop_map(MeshResponse::Error),
+        (title(), vec(any::<u32>(), 0..100)).prop_map(|(title, chunks)| MeshResponse::Have { title, chunks }),
     ]
+}
+
+pub fn ranges() -> impl Strategy<Value = Vec<std::ops::Range<u32>>> {
+    vec((any::<u32>(), any::<u32>()).prop_map(|(a, b)| a.min(b)..a.max(b)), 0..20)
+}
+
+pub fn source_class() -> impl Strategy<Value = SourceClass> {
+    prop_oneof![
+        Just(SourceClass::SameSite),
+        Just(SourceClass::SameRegion),
+        Just(SourceClass::CrossRegion),
+        Just(SourceClass::Origin)
+    ]
+}
+
+pub fn fill_plan() -> impl Strategy<Value = FillPlan> {
+    (
+        title(),
+        vec(
+            (node_id(), socket(), source_class()).prop_map(|(node, addr, class)| Parent {
+                node,
+                addr,
+                class,
+            }),
+            0..=MAX_PARENTS,
+        ),
+        ranges(),
+        ranges(),
+        any::<u64>(),
+    )
+        .prop_map(|(title, parents, origin, import, epoch)| FillPlan {
+            title,
+            parents,
+            origin,
+            import,
+            epoch,
+        })
 }
 
 pub fn registration() -> impl Strategy<Value = Registration> {
@@ -160,6 +199,9 @@ pub fn tracker_request() -> impl Strategy<Value = TrackerRequest> {
             name,
             manifest
         }),
+        Just(TrackerRequest::Fills),
+        (title(), ranges(), any::<[u64; 4]>())
+            .prop_map(|(title, gained, bytes)| TrackerRequest::FillSummary { title, gained, bytes }),
     ]
 }
 
@@ -203,5 +245,8 @@ pub fn tracker_response() -> impl Strategy<Value = TrackerResponse> {
         .prop_map(|titles| TrackerResponse::Catalog { titles }),
         vec(node_id(), 0..50).prop_map(|nodes| TrackerResponse::Members { nodes }),
         error_reply().prop_map(TrackerResponse::Error),
+        (vec(fill_plan(), 0..4), vec(title(), 0..=MAX_EVICT), any::<u64>())
+            .prop_map(|(plans, evict, epoch)| TrackerResponse::Fills { plans, evict, epoch }),
+        any::<u64>().prop_map(TrackerResponse::Epoch),
     ]
 }

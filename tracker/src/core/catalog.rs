@@ -246,6 +246,7 @@ impl Tracker {
         }
         if let Some(live) = self.slots[idx as usize].live.as_mut() {
             live.held.remove(&t);
+            live.filling.remove(&t);
         }
     }
 

@@ -210,6 +210,18 @@ pub struct Plan {
     pub evict: Vec<TitleId>,
 }
 
+/// What an appliance fills (see [`Tracker::fills`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Fills {
+    /// A plan per title it is to fill and does not hold whole, at most
+    /// [`MAX_FILLS`](fillmesh_protocol::messages::MAX_FILLS).
+    pub plans: Vec<fillmesh_protocol::messages::FillPlan>,
+    /// Titles to delete first; the tracker already counts the appliance as not holding them.
+    pub evict: Vec<TitleId>,
+    /// [`Tracker::epoch`] when they were made.
+    pub epoch: u64,
+}
+
 /// One input of the tracker, for replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -223,6 +235,8 @@ pub enum Event {
     PlayerCorrupt { player: IpAddr, title: TitleId, chunk: u32, source: NodeId },
     Plan { node: NodeId, max: usize },
     Steer { title: TitleId, client: IpAddr },
+    Fills { node: NodeId },
+    ReportFill { node: NodeId, title: TitleId, gained: Vec<std::ops::Range<u32>>, bytes: [u64; 4] },
 }
 
 /// One output of the tracker, for replay.
@@ -232,6 +246,7 @@ pub enum Decision {
     Error(String),
     Plan(Plan),
     Steer(Steering),
+    Fills(Fills),
 }
 
 /// The tracker's whole state. Counts the planner ranks by (holders and in-flight fetches per
@@ -373,27 +388,30 @@ impl Tracker {
         self.do_report_held(idx, t, held, fetched)
     }
 
-    /// A swarm appliance's summary of its fill of `title`: every chunk it holds (a whole
-    /// bitmap: a lost or repeated summary does no harm) and the bytes it has stored from each
-    /// [`SourceClass`](fillmesh_protocol::messages::SourceClass) over its life (cumulative,
-    /// kept across its restarts: the tracker adds what is new).
+    /// A swarm appliance's summary of its fill of `title`: the chunks it gained since its
+    /// last summary that was answered (runs; added to what it holds) and the bytes it stored
+    /// from each [`SourceClass`](fillmesh_protocol::messages::SourceClass) meanwhile (added
+    /// to the title's accounting). A run past the title's end is refused and changes nothing.
     pub fn report_fill(
         &mut self,
         now: Millis,
         node: &NodeId,
         title: TitleId,
-        held: ChunkBitmap,
+        gained: &[std::ops::Range<u32>],
         bytes: [u64; 4],
     ) -> Result<(), CoreError> {
         self.advance(now);
         let idx = self.live_index(node)?;
         let t = self.title_idx(&title)?;
+        let chunks = self.titles[t as usize].manifest.chunk_count();
+        let mut held = match self.slots[idx as usize].live.as_ref().and_then(|l| l.held.get(&t)) {
+            Some(h) => h.clone(),
+            None => ChunkBitmap::new(chunks).map_err(|e| CoreError::BadReport(e.to_string()))?,
+        };
+        held.insert_runs(gained).map_err(|e| CoreError::BadReport(e.to_string()))?;
         self.do_report_held(idx, t, held, &[])?;
-        let before = self.slots[idx as usize].reported_bytes.entry(t).or_default();
-        let delta: [u64; 4] = std::array::from_fn(|k| bytes[k].saturating_sub(before[k]));
-        *before = bytes;
-        for (total, d) in self.titles[t as usize].bytes.iter_mut().zip(delta) {
-            *total += d;
+        for (total, d) in self.titles[t as usize].bytes.iter_mut().zip(bytes) {
+            *total = total.saturating_add(d);
         }
         Ok(())
     }
@@ -575,6 +593,13 @@ impl Tracker {
                 Err(e) => Decision::Error(e.to_string()),
             },
             Event::Steer { title, client } => Decision::Steer(self.steer(now, title, *client)),
+            Event::Fills { node } => match self.fills(now, node) {
+                Ok(fills) => Decision::Fills(fills),
+                Err(e) => Decision::Error(e.to_string()),
+            },
+            Event::ReportFill { node, title, gained, bytes } => {
+                done(self.report_fill(now, node, *title, gained, *bytes))
+            }
         }
     }
 

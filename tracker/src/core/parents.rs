@@ -26,10 +26,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
-use fillmesh_protocol::messages::{FillPlan, Parent, SourceClass, MAX_PARENTS, MAX_RANGES};
+use fillmesh_protocol::messages::{FillPlan, Parent, Role, SourceClass, MAX_FILLS, MAX_PARENTS, MAX_RANGES};
 use fillmesh_protocol::{NodeId, TitleId};
 
-use super::{hash, CoreError, Millis, Tracker};
+use super::{hash, CoreError, Fills, Millis, Policy, Tracker};
 
 /// Parents in the appliance's own site, at most.
 const SITE_PARENTS: usize = 6;
@@ -77,6 +77,108 @@ impl Tracker {
         self.advance(now);
         let a = self.live_index(node)?;
         let t = self.title_idx(title)?;
+        Ok(self.plan_of(a, t))
+    }
+
+    /// What appliance `node` fills now: a plan for each title it is to hold and does not hold
+    /// whole (in publish order; the most recently wanted first when the catalog does not fit
+    /// under its eviction watermark), and the titles it must delete first to make room for
+    /// them (see `victims`: only titles wanted less recently, never one just steered to). A
+    /// title larger than the watermark, or with no parent to fill from yet, is left out. The
+    /// origin and other roles fill nothing.
+    pub fn fills(&mut self, now: Millis, node: &NodeId) -> Result<Fills, CoreError> {
+        self.advance(now);
+        let a = self.live_index(node)?;
+        let mut fills = Fills { epoch: self.epoch(), ..Fills::default() };
+        let Some(reg) = self.slots[a as usize].registration.as_ref() else { return Ok(fills) };
+        if reg.role != Role::Appliance {
+            return Ok(fills);
+        }
+        let watermark =
+            u64::try_from(u128::from(reg.disk_bytes) * u128::from(self.config.evict_watermark_pct) / 100)
+                .unwrap_or(u64::MAX);
+        let tight = self.catalog_bytes > watermark;
+        let mut order: Vec<u32> = (0..self.titles.len() as u32).collect();
+        if tight {
+            order.sort_unstable_by_key(|&t| (std::cmp::Reverse(self.titles[t as usize].last_wanted), t));
+        }
+        // What it fills is what this answer names: titles planned earlier in the call count
+        // against the disk for the later ones (victims), those of the previous answer no
+        // longer do (the appliance stops filling a title its fills no longer name).
+        if let Some(live) = self.slots[a as usize].live.as_mut() {
+            live.filling.clear();
+        }
+        for t in order {
+            if fills.plans.len() == MAX_FILLS {
+                break;
+            }
+            let title = &self.titles[t as usize];
+            if title.complete.contains(&a) || title.manifest.len() > watermark {
+                continue;
+            }
+            if tight && fills.evict.contains(&title.id) {
+                continue;
+            }
+            let victims = if tight {
+                match self.victims(now, a, t, watermark, fills.evict.len()) {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else {
+                Vec::new()
+            };
+            let plan = self.plan_of(a, t);
+            // Only a title that can be filled evicts: one with nobody to fill from would free
+            // room it does not take.
+            if plan.parents.is_empty() {
+                continue;
+            }
+            for u in victims {
+                self.evict_title(a, u);
+                fills.evict.push(self.titles[u as usize].id);
+            }
+            if let Some(live) = self.slots[a as usize].live.as_mut() {
+                live.filling.insert(t);
+            }
+            fills.plans.push(plan);
+        }
+        Ok(fills)
+    }
+
+    /// Moves whenever an appliance's fills may have changed: a layout's epoch (the fleet's
+    /// eligible appliances, the origin) or the catalog (a title published).
+    pub fn epoch(&self) -> u64 {
+        self.layout_epoch + self.titles.len() as u64
+    }
+
+    /// Appliance `a`'s plan for title `t` (the layout computed for the current epoch if it
+    /// was not yet). Under [`Policy::OriginOnly`] the origin is its only parent, for every
+    /// chunk.
+    fn plan_of(&mut self, a: u32, t: u32) -> FillPlan {
+        let title = self.titles[t as usize].id;
+        let excluded = &self.slots[a as usize].excluded;
+        let origin_parent =
+            self.origin.filter(|&o| !self.slots[o as usize].bad && !excluded.contains(&o)).and_then(|o| {
+                let reg = self.slots[o as usize].registration.as_ref()?;
+                Some((
+                    o,
+                    Parent {
+                        node: self.slots[o as usize].id.clone(),
+                        addr: reg.mesh_addr,
+                        class: SourceClass::Origin,
+                    },
+                ))
+            });
+        if self.config.policy == Policy::OriginOnly {
+            let n = self.titles[t as usize].manifest.chunk_count();
+            return FillPlan {
+                title,
+                parents: origin_parent.into_iter().map(|(_, p)| p).collect(),
+                origin: vec![Range { start: 0, end: n }],
+                import: Vec::new(),
+                epoch: self.layout_epoch,
+            };
+        }
         if self.layouts.get(&t).is_none_or(|l| l.epoch != self.layout_epoch) {
             let layout = self.layout(t);
             self.layouts.insert(t, layout);
@@ -93,20 +195,12 @@ impl Tracker {
             })
             .take(MAX_PARENTS - 1)
             .collect();
-        if let Some(o) = self.origin.filter(|&o| !self.slots[o as usize].bad && !excluded.contains(&o)) {
-            if let Some(reg) = self.slots[o as usize].registration.as_ref() {
-                parents.push(Parent {
-                    node: self.slots[o as usize].id.clone(),
-                    addr: reg.mesh_addr,
-                    class: SourceClass::Origin,
-                });
-            }
-        }
+        parents.extend(origin_parent.map(|(_, p)| p));
         let mut origin = entry.origin;
         origin.truncate(MAX_RANGES);
         let mut import = entry.import;
         import.truncate(MAX_RANGES);
-        Ok(FillPlan { title: *title, parents, origin, import, epoch: self.layout_epoch })
+        FillPlan { title, parents, origin, import, epoch: self.layout_epoch }
     }
 
     /// The epoch of the layouts: moves whenever plans may change.

@@ -143,7 +143,14 @@ impl Tracker {
     /// recently than `t` and not steered to within `Config::evict_min_idle_ms`, oldest first;
     /// when they cannot make room (within [`MAX_EVICT`] per
     /// plan, `evicted` being taken already), `t` is not filled and nothing is evicted.
-    fn victims(&self, now: Millis, a: u32, t: u32, watermark: u64, evicted: usize) -> Option<Vec<u32>> {
+    pub(super) fn victims(
+        &self,
+        now: Millis,
+        a: u32,
+        t: u32,
+        watermark: u64,
+        evicted: usize,
+    ) -> Option<Vec<u32>> {
         let live = self.slots[a as usize].live.as_ref()?;
         let len = |u: u32| self.titles[u as usize].manifest.len();
         if self.titles[t as usize].complete.contains(&a) {
@@ -152,6 +159,7 @@ impl Tracker {
         let mut touched: Vec<u32> =
             live.held.iter().filter(|&(&u, map)| u != t && map.count() > 0).map(|(&u, _)| u).collect();
         touched.extend(live.inflight.keys().map(|&(u, _)| u).filter(|&u| u != t));
+        touched.extend(live.filling.iter().copied().filter(|&u| u != t));
         touched.sort_unstable();
         touched.dedup();
         let committed = touched.iter().fold(len(t), |sum, &u| sum.saturating_add(len(u)));

@@ -62,9 +62,6 @@ pub(crate) struct Slot {
     pub registration: Option<Registration>,
     /// Chunks whose bytes are already in the accounting, per title.
     pub accounted: BTreeMap<u32, ChunkBitmap>,
-    /// Bytes by source class per title as the node last summed them up (see
-    /// `Tracker::report_fill`): counted over the node's life, across restarts.
-    pub reported_bytes: BTreeMap<u32, [u64; 4]>,
     /// Distinct reporters (nodes and players) of a corrupt chunk from this one, at most the
     /// quorum: once that many agree the node is bad, and more reports change nothing.
     pub corrupt_reporters: Vec<Reporter>,
@@ -87,6 +84,9 @@ pub(crate) struct Live {
     pub origin_inflight: u32,
     /// Players steered to it (first on their list) since its last heartbeat.
     pub steered: u32,
+    /// Titles its latest fills named: under way, so they count against its disk before it
+    /// holds a chunk of them (see `Tracker::victims`).
+    pub filling: std::collections::BTreeSet<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +119,6 @@ impl Tracker {
             weight: 1,
             load: 0,
             accounted: BTreeMap::new(),
-            reported_bytes: BTreeMap::new(),
             live: None,
             corrupt_reporters: Vec::new(),
             excluded: Vec::new(),
@@ -200,6 +199,7 @@ impl Tracker {
             inflight: BTreeMap::new(),
             origin_inflight: 0,
             steered: 0,
+            filling: Default::default(),
         });
         live.last_heartbeat = now;
         live.heartbeat = None;

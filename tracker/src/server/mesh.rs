@@ -95,7 +95,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             TrackerResponse::Registered { heartbeat_interval_ms: core.config().heartbeat_interval_ms as u32 }
         }
         TrackerRequest::Heartbeat(hb) => match shared.core().heartbeat(now, node, hb) {
-            Ok(()) => TrackerResponse::Ack,
+            Ok(()) => TrackerResponse::Epoch(shared.core().epoch()),
             // The tracker restarted or forgot the node: it must register again.
             Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
         },
@@ -127,6 +127,25 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             }
             Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
         },
+        TrackerRequest::Fills => match shared.core().fills(now, node) {
+            Ok(fills) => {
+                for title in &fills.evict {
+                    info!(appliance = %node, %title, "evicted to make room for a more recently wanted title");
+                }
+                TrackerResponse::Fills { plans: fills.plans, evict: fills.evict, epoch: fills.epoch }
+            }
+            Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
+        },
+        TrackerRequest::FillSummary { title, gained, bytes } => {
+            let mut core = shared.core();
+            match core.report_fill(now, node, title, &gained, bytes) {
+                Ok(()) => TrackerResponse::Epoch(core.epoch()),
+                Err(e @ crate::core::CoreError::UnknownNode(_)) => {
+                    error(ErrorCode::NotRegistered, e.to_string())
+                }
+                Err(e) => error(ErrorCode::BadRequest, e.to_string()),
+            }
+        }
         TrackerRequest::Steer { title, client_ip } => {
             let (targets, reason) = shared.steer(&title, client_ip);
             TrackerResponse::Steer { targets, reason }

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use fillmesh_protocol::messages::{FailureKind, Heartbeat, Registration, Role, MAX_EVICT};
+use fillmesh_protocol::messages::{SourceClass, MAX_FILLS};
 use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
-use fillmesh_tracker::core::{Config, Event, Millis, Plan, Policy, Steering, Tracker};
+use fillmesh_tracker::core::{Config, Event, Fills, Millis, Plan, Policy, Steering, Tracker};
 
 const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 
@@ -89,6 +90,8 @@ pub struct Model {
     pub origin: Option<NodeId>,
     /// The role each node last registered with (a player may accuse only an appliance).
     pub roles: BTreeMap<NodeId, Role>,
+    /// The titles each appliance's latest fills named.
+    pub filling: BTreeMap<NodeId, BTreeSet<TitleId>>,
 }
 
 /// Who reported a corrupt chunk, as the rules tell reporters apart.
@@ -239,7 +242,16 @@ impl Model {
                     }
                 }
             }
-            Event::Tick | Event::Plan { .. } => {}
+            Event::ReportFill { node, title, gained, .. } => {
+                let chunks = self.manifests.get(title).map(|m| m.chunk_count());
+                if let (Some(chunks), Some(n)) = (chunks, self.nodes.get_mut(node)) {
+                    if gained.iter().all(|r| r.end <= chunks) {
+                        let held = n.held.entry(*title).or_insert_with(|| ChunkBitmap::new(chunks).unwrap());
+                        held.insert_runs(gained).unwrap();
+                    }
+                }
+            }
+            Event::Tick | Event::Plan { .. } | Event::Fills { .. } => {}
         }
     }
 
@@ -374,7 +386,7 @@ pub fn check_plan(
 }
 
 /// Checks a plan's evictions, with `model` as it was before them: at most [`MAX_EVICT`],
-/// only titles `a` held or fetched, each wanted less recently than some title it did not
+/// only titles `a` held, fetched or was filling (its latest fills), each wanted less recently than some title it did not
 /// hold whole, none when the whole catalog fits under the watermark, none fetched any more;
 /// and once a plan assigns anything, the titles `a` holds or fetches, each at its whole
 /// length, fit under the watermark.
@@ -401,7 +413,8 @@ pub fn check_evictions(
     let held = |t: &TitleId| me.held.get(t).is_some_and(|m| m.count() > 0);
     let after = tracker.debug_inflight();
     for v in &plan.evict {
-        let fetched = before.iter().any(|(n, t, ..)| n == a && t == v);
+        let fetched = before.iter().any(|(n, t, ..)| n == a && t == v)
+            || model.filling.get(a).is_some_and(|f| f.contains(v));
         if !held(v) && !fetched {
             return Err(format!("{a} told to evict {v}, which it neither held nor fetched"));
         }
@@ -437,6 +450,85 @@ pub fn check_evictions(
             "{a} planned to {committed} bytes over its watermark {watermark}: {plan:?} held {:?}",
             me.held.iter().map(|(t, m)| (t, m.iter().count())).collect::<Vec<_>>()
         ));
+    }
+    Ok(())
+}
+
+/// Checks an appliance's fills against the rules, with `model` as it was before them: at
+/// most [`MAX_FILLS`] plans, each for a distinct published title it does not hold whole and
+/// that fits under its watermark, with parents that are neither itself, nor bad, nor sources
+/// it reported corrupt, and under [`Policy::OriginOnly`] only the origin, for every chunk;
+/// evictions as for plans (only titles it held or was filling), and once it fills anything,
+/// what it holds and fills, each at its whole length, fits under the watermark.
+pub fn check_fills(
+    tracker: &Tracker,
+    model: &Model,
+    now: Millis,
+    a: &NodeId,
+    before: &[(NodeId, TitleId, u32, NodeId)],
+    fills: &Fills,
+) -> Result<(), String> {
+    let config = tracker.config();
+    let Some(me) = model.nodes.get(a) else { return Err(format!("fills for unknown {a}")) };
+    if me.registration.role != Role::Appliance && !fills.plans.is_empty() {
+        return Err(format!("{:?} {a} given fills", me.registration.role));
+    }
+    if fills.plans.len() > MAX_FILLS {
+        return Err(format!("{} plans", fills.plans.len()));
+    }
+    let watermark = model.watermark(config, a);
+    let mut titles = BTreeSet::new();
+    for plan in &fills.plans {
+        let t = &plan.title;
+        let Some(m) = model.manifests.get(t) else { return Err(format!("a plan for unpublished {t}")) };
+        if !titles.insert(*t) {
+            return Err(format!("two plans for {t}"));
+        }
+        if me.held.get(t).is_some_and(|h| h.is_full()) {
+            return Err(format!("{a} told to fill {t}, which it holds whole"));
+        }
+        if m.len() > watermark {
+            return Err(format!("{a} told to fill {t} of {} bytes over its watermark {watermark}", m.len()));
+        }
+        if plan.parents.is_empty() {
+            return Err(format!("a plan for {t} with no parent"));
+        }
+        for p in &plan.parents {
+            if p.node == *a || model.bad.contains(&p.node) {
+                return Err(format!("{a} given parent {} (itself or bad)", p.node));
+            }
+            if model.excluded.get(a).is_some_and(|e| e.contains(&p.node)) {
+                return Err(format!("{a} given parent {}, which it reported corrupt", p.node));
+            }
+            if (p.class == SourceClass::Origin) != (model.origin.as_ref() == Some(&p.node)) {
+                return Err(format!("parent {} classed {:?}", p.node, p.class));
+            }
+        }
+        if config.policy == Policy::OriginOnly
+            && (plan.parents.iter().any(|p| p.class != SourceClass::Origin)
+                || plan.origin != [0..m.chunk_count()])
+        {
+            return Err(format!("origin-only plan {plan:?}"));
+        }
+    }
+    // Evictions: the plan rules (titles it was filling count as fetched).
+    let as_plan = Plan { assignments: Vec::new(), evict: fills.evict.clone() };
+    check_evictions(tracker, model, now, a, before, &as_plan)?;
+    if fills.plans.is_empty() {
+        return Ok(());
+    }
+    let committed = model
+        .manifests
+        .iter()
+        .filter(|(t, _)| {
+            (me.held.get(*t).is_some_and(|m| m.count() > 0) && !fills.evict.contains(t))
+                || titles.contains(*t)
+        })
+        .fold(0u64, |s, (_, m)| s.saturating_add(m.len()));
+    if committed > watermark
+        && model.manifests.values().fold(0u64, |s, m| s.saturating_add(m.len())) > watermark
+    {
+        return Err(format!("{a} fills to {committed} bytes over its watermark {watermark}: {fills:?}"));
     }
     Ok(())
 }
