@@ -94,11 +94,16 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             core.register(now, node.clone(), registration);
             TrackerResponse::Registered { heartbeat_interval_ms: core.config().heartbeat_interval_ms as u32 }
         }
-        TrackerRequest::Heartbeat(hb) => match shared.core().heartbeat(now, node, hb) {
-            Ok(()) => TrackerResponse::Epoch(shared.core().epoch()),
-            // The tracker restarted or forgot the node: it must register again.
-            Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
-        },
+        TrackerRequest::Heartbeat(hb) => {
+            // One guard for both calls (a second `shared.core()` in the match would wait on
+            // the guard its scrutinee holds).
+            let mut core = shared.core();
+            match core.heartbeat(now, node, hb) {
+                Ok(()) => TrackerResponse::Epoch(core.epoch()),
+                // The tracker restarted or forgot the node: it must register again.
+                Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
+            }
+        }
         TrackerRequest::ReportHeld { title, held, fetched } => {
             done(shared.core().report_held(now, node, title, held, &fetched).map_err(|e| e.to_string()))
         }
