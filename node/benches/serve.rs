@@ -208,10 +208,12 @@ fn main() -> anyhow::Result<()> {
         }),
     );
     rt.spawn(async move { axum::serve(listener, app).await });
+    // The players keep their steering answers here, not in the home directory.
+    let steer_cache = dir.path().join("steer-cache");
     // The nodes are up once they answer a player.
     for n in &nodes {
         let started = Instant::now();
-        while let Err(e) = play(bin, &steering, n, &title) {
+        while let Err(e) = play(bin, &steering, n, &title, &steer_cache) {
             anyhow::ensure!(started.elapsed().as_secs() < 30, "{} did not come up: {e:#}", n.name);
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -239,7 +241,7 @@ fn main() -> anyhow::Result<()> {
             for n in order.iter() {
                 let before = Cpu::now();
                 let secs = match kind {
-                    "players" => play(bin, &steering, n, &title)?,
+                    "players" => play(bin, &steering, n, &title, &steer_cache)?,
                     _ => {
                         let f = fetcher.next().ok_or_else(|| anyhow::anyhow!("out of fetchers"))?;
                         fetch(bin, n, &title, f)?
@@ -312,12 +314,15 @@ fn timed(mut client: Command, what: &str) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
-/// One `fillmesh play` of the title from `node` to /dev/null; its seconds.
-fn play(bin: &str, steering: &str, node: &Node, title: &TitleId) -> anyhow::Result<f64> {
+/// One `fillmesh play` of the title from `node` to /dev/null, keeping its steering answer in
+/// `steer_cache`; its seconds.
+fn play(bin: &str, steering: &str, node: &Node, title: &TitleId, steer_cache: &Path) -> anyhow::Result<f64> {
     let mut client = Command::new(bin);
     client
         .args(["play", &title.to_string(), "--tracker-http", &format!("{steering}/{}", node.name)])
-        .args(["--out", "/dev/null"]);
+        .args(["--out", "/dev/null"])
+        .arg("--steer-cache")
+        .arg(steer_cache);
     timed(client, &format!("play from {}", node.name))
 }
 

@@ -246,7 +246,10 @@ impl Mesh {
     pub fn play_title_command(&self, title: &str, client_ip: &str, out: &Path) -> std::process::Command {
         let mut cmd = fillmesh();
         cmd.args(["play", title, "--tracker-http", &self.tracker_url(), "--client-ip", client_ip, "--out"])
-            .arg(out);
+            .arg(out)
+            // Steering answers are kept in the mesh's directory, never in the home directory
+            // (a test that wants its own passes --steer-cache).
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"));
         cmd
     }
 

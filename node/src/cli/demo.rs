@@ -317,6 +317,10 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
             "127.1.0.42",
             "--out",
             &s(&played_file),
+            // The demo's mesh is gone after it: its steering answer is kept with it, not in
+            // the home directory.
+            "--steer-cache",
+            &s(&dir.join("steer-cache")),
         ],
         &logs.join("play.log"),
     )

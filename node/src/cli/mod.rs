@@ -8,6 +8,7 @@ pub mod node;
 pub mod play;
 pub mod seed;
 pub mod status;
+pub mod steer_cache;
 pub mod testbed;
 pub mod tracker;
 pub mod units;

@@ -9,12 +9,17 @@
 //! stalls or sends a bad chunk is dropped for the rest of the play. A chunk that fails
 //! verification is also reported to the tracker (`POST /report`), which counts this player
 //! toward the appliance's corrupt-chunk quorum.
+//!
+//! Each steering answer with targets is kept (see [`super::steer_cache`]); when the tracker
+//! cannot be reached (no connection, a timeout, a 5xx), the player plays from the answer kept
+//! for the title, if it is recent enough, and says so on standard error. A tracker that
+//! answers, even with no targets ("unknown title"), is believed: the cache is not used.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bytes::{Buf, Bytes, BytesMut};
@@ -27,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use fillmesh_net::tls::{player_client_config, SERVER_NAME};
 
+use super::steer_cache::{human, SteerCache};
 use super::{is_stdout, report, units};
 use crate::rate::TokenBucket;
 
@@ -44,6 +50,8 @@ pub struct PlayOptions {
     pub rate: Option<u64>,
     /// The local address to reach the tracker and the appliances from (any, if `None`).
     pub bind: Option<IpAddr>,
+    /// Where steering answers are kept, to play from when the tracker cannot be reached.
+    pub steer_cache: Option<SteerCache>,
 }
 
 /// What a play did.
@@ -135,25 +143,119 @@ impl Session {
 
 /// The HTTP client for the tracker, from `opts.bind` if given.
 fn tracker_client(opts: &PlayOptions) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).local_address(opts.bind).build()?)
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .local_address(opts.bind)
+        .build()?)
 }
 
-async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Vec<Target>> {
+/// Why the tracker gave no steering answer to play from.
+#[derive(Debug, thiserror::Error)]
+enum SteerError {
+    /// No answer: the connection was refused or broke, or the tracker took too long.
+    #[error("cannot reach the tracker at {base}")]
+    Unreachable {
+        base: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An HTTP error status: a refusal (4xx), or the tracker failing (5xx).
+    #[error("steering failed ({status}): {body}")]
+    Status { status: reqwest::StatusCode, body: String },
+    #[error("the tracker's steering answer is not JSON")]
+    Malformed(#[source] serde_json::Error),
+}
+
+impl SteerError {
+    /// The tracker could not be reached or could not answer: a kept answer may stand in.
+    /// A refusal or an answer of any kind is the tracker's word and stands.
+    fn tracker_unreachable(&self) -> bool {
+        match self {
+            SteerError::Unreachable { .. } => true,
+            SteerError::Status { status, .. } => status.is_server_error(),
+            SteerError::Malformed(_) => false,
+        }
+    }
+}
+
+/// Asks the tracker where to play `title` from.
+async fn ask_tracker(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Result<SteerAnswer, SteerError>> {
     let base = opts.tracker_http.trim_end_matches('/');
     let mut url = format!("{base}/steer?title={title}");
     if let Some(ip) = opts.client_ip {
         url.push_str(&format!("&client_ip={ip}"));
     }
     let client = tracker_client(opts)?;
-    let response =
-        client.get(&url).send().await.with_context(|| format!("cannot reach the tracker at {base}"))?;
+    let unreachable = |source| SteerError::Unreachable { base: base.to_owned(), source };
+    let response = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_builder() => return Err(anyhow::Error::new(e).context(format!("tracker URL {base}"))),
+        Err(e) => return Ok(Err(unreachable(e))),
+    };
     let status = response.status();
-    let text = response.text().await?;
-    anyhow::ensure!(status.is_success(), "steering failed ({status}): {}", text.trim());
-    let answer: SteerAnswer =
-        serde_json::from_str(&text).context("the tracker's steering answer is not JSON")?;
-    anyhow::ensure!(!answer.targets.is_empty(), "no appliance can serve {title}: {}", answer.reason);
-    Ok(answer.targets)
+    let text = match response.text().await {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(unreachable(e))),
+    };
+    if !status.is_success() {
+        return Ok(Err(SteerError::Status { status, body: text.trim().to_owned() }));
+    }
+    Ok(serde_json::from_str(&text).map_err(SteerError::Malformed))
+}
+
+/// Where to play from, and the writing of the answer to the cache, under way.
+struct Steered {
+    targets: Vec<Target>,
+    caching: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The steering list for `title`: the tracker's, kept in the cache as it is being played
+/// from; or, when the tracker cannot be reached, the one the cache kept.
+async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Steered> {
+    let base = opts.tracker_http.trim_end_matches('/');
+    let failure = match ask_tracker(title, opts).await? {
+        Ok(answer) => {
+            anyhow::ensure!(!answer.targets.is_empty(), "no appliance can serve {title}: {}", answer.reason);
+            // Written beside the play, off the path to the first byte.
+            let caching = opts.steer_cache.clone().map(|cache| {
+                let (title, base, answer) = (*title, base.to_owned(), answer.clone());
+                tokio::task::spawn_blocking(move || {
+                    match cache.store(&title, &base, &answer, SystemTime::now()) {
+                        Ok(kept) => {
+                            debug!(kept, path = %cache.path(&title).display(), "steering answer cached")
+                        }
+                        Err(e) => warn!("cannot cache the steering answer: {e}"),
+                    }
+                })
+            });
+            return Ok(Steered { targets: answer.targets, caching });
+        }
+        Err(e) if e.tracker_unreachable() => anyhow::Error::new(e),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(cache) = &opts.steer_cache else {
+        return Err(failure.context(format!("no steering cache to fall back on for {title}")));
+    };
+    let now = SystemTime::now();
+    match cache.load(title, base, now) {
+        Ok(Some(kept)) => {
+            eprintln!(
+                "tracker unreachable: using the steering answer cached at {} ({} ago) for {title} ({failure:#})",
+                kept.cached_at_utc(),
+                human(kept.age(now)),
+            );
+            Ok(Steered { targets: kept.answer.targets, caching: None })
+        }
+        Ok(None) => Err(failure.context(format!(
+            "no steering answer for {title} cached in {} to fall back on",
+            cache.dir().display()
+        ))),
+        Err(e) => {
+            warn!("ignoring the cached steering answer: {e}");
+            Err(failure.context(format!("no usable steering answer for {title} cached to fall back on")))
+        }
+    }
 }
 
 /// Tells the tracker that `target` sent chunk `index` of `title` and it failed verification.
@@ -343,7 +445,23 @@ impl<'a> Targets<'a> {
 /// Plays `title` to completion or fails with the reason the last appliance gave.
 pub async fn play(title: TitleId, opts: &PlayOptions) -> anyhow::Result<PlaySummary> {
     let started = Instant::now();
-    let list = steer(&title, opts).await?;
+    let Steered { targets: list, caching } = steer(&title, opts).await?;
+    let played = play_from(title, list, opts, started).await;
+    if let Some(caching) = caching {
+        if let Err(e) = caching.await {
+            warn!("caching the steering answer failed: {e}");
+        }
+    }
+    played
+}
+
+/// Plays `title` from the steering list `list`.
+async fn play_from(
+    title: TitleId,
+    list: Vec<Target>,
+    opts: &PlayOptions,
+    started: Instant,
+) -> anyhow::Result<PlaySummary> {
     tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, targets = list.len(), "steered");
     let bucket = opts.rate.map(TokenBucket::new);
     let mut out = match &opts.out {
@@ -506,7 +624,27 @@ pub struct PlayArgs {
     /// with several.
     #[arg(long)]
     pub bind: Option<std::net::IpAddr>,
+    /// Keep the tracker's last steering answer for each title (its appliances and their
+    /// certificate pins) in this directory, and play from it when the tracker cannot be
+    /// reached [default: $XDG_CACHE_HOME/fillmesh/steer, else $HOME/.cache/fillmesh/steer].
+    #[arg(long, value_name = "DIR")]
+    pub steer_cache: Option<PathBuf>,
+    /// A cached steering answer older than this is not used (90s, 30m, 24h, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = units::parse_duration)]
+    pub steer_cache_max_age: Duration,
 }
+
+/// The steering cache: `dir`, else the default directory; none when there is no default.
+fn steer_cache(dir: Option<PathBuf>, max_age: Duration) -> Option<SteerCache> {
+    match dir.or_else(SteerCache::default_dir) {
+        Some(dir) => Some(SteerCache::new(dir, max_age)),
+        None => {
+            debug!("neither XDG_CACHE_HOME nor HOME is set: steering answers are not cached");
+            None
+        }
+    }
+}
+
 /// Plays the title and prints the summary.
 pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
     let opts = PlayOptions {
@@ -517,6 +655,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
         stall: Duration::from_secs(args.stall_secs.max(1)),
         rate: args.rate,
         bind: args.bind,
+        steer_cache: steer_cache(args.steer_cache, args.steer_cache_max_age),
     };
     // With the title on standard output, the summary goes to standard error.
     let on_stderr = opts.out.as_deref().is_some_and(is_stdout);
