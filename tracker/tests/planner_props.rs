@@ -231,7 +231,7 @@ impl Run {
                 Event::ReportFill {
                     node: id,
                     title: title(t),
-                    gained: vec![start..end],
+                    gained: vec![std::ops::Range { start, end }],
                     bytes: [b % 100, 0, 0, c % 100],
                 }
             }

@@ -506,7 +506,7 @@ pub fn check_fills(
         }
         if config.policy == Policy::OriginOnly
             && (plan.parents.iter().any(|p| p.class != SourceClass::Origin)
-                || plan.origin != [0..m.chunk_count()])
+                || plan.origin != [std::ops::Range { start: 0, end: m.chunk_count() }])
         {
             return Err(format!("origin-only plan {plan:?}"));
         }
