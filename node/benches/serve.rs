@@ -149,6 +149,8 @@ fn main() -> anyhow::Result<()> {
             prefixes: Vec::new(),
             disk_bytes: u64::MAX,
             scrub: None,
+            plan_stale_after: std::time::Duration::from_secs(60),
+            stale_origin_rate: 10_000_000,
         };
         // A copy of the title (so it sits in the page cache), adopted by the store.
         let staging = dir.path().join(format!("{name}.staging"));

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use fillmesh_protocol::messages::Role;
@@ -40,6 +41,10 @@ pub struct NodeConfig {
     pub disk_bytes: u64,
     /// The background scrub's pace; `None` turns it off.
     pub scrub: Option<ScrubConfig>,
+    /// The tracker away this long, fills may ask the origin for chunks no parent offers ...
+    pub plan_stale_after: Duration,
+    /// ... at this many bytes per second at most.
+    pub stale_origin_rate: u64,
 }
 
 /// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
@@ -158,6 +163,8 @@ pub async fn run_with(
             upload_bps: config.upload_rate.unwrap_or(1_000_000_000),
             disk_bytes: config.disk_bytes,
             parallel: 8,
+            plan_stale_after: config.plan_stale_after,
+            stale_origin_rate: config.stale_origin_rate,
             cert_sha256,
             player_sessions,
         };

@@ -275,6 +275,8 @@ impl Mesh {
             prefixes: vec![prefix.parse().expect("prefix")],
             disk_bytes: 1 << 40,
             scrub: None,
+            plan_stale_after: std::time::Duration::from_secs(60),
+            stale_origin_rate: 10_000_000,
         }
     }
 

@@ -47,7 +47,7 @@ fn an_appliance_killed_mid_fill_resumes_without_refetching_and_the_others_comple
         0,
         &mesh.tracker,
         &[],
-        &[("FILLMESH_LOG", "info,fillmesh_node::member=debug")],
+        &[("FILLMESH_LOG", "info,fillmesh_node::fill=debug")],
     );
     mesh.wait_complete(Duration::from_secs(120));
     mesh.assert_bytes();
@@ -70,8 +70,14 @@ fn a_lying_appliance_is_reported_excluded_and_harms_no_one() {
     let mesh = Mesh::start_with_spares("mesh", "4MB", 3, TITLE_LEN, 1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The liar states ten times the others' upload: the tracker's layout then gives it most
+    // of the title to bring from the origin and spread, so every honest appliance has it as a
+    // parent and asks it for chunks nobody else has yet (else the first to catch it, given
+    // the liar's share from the origin, spreads it on, and a quorum of two may never meet it).
+    let mut liar_config = mesh.spare_node(0, "127.0.0.60:0", "127.0.60.0/24");
+    liar_config.upload_rate = Some(10_000_000_000);
     let liar = rt.spawn(daemon::run_with(
-        mesh.spare_node(0, "127.0.0.60:0", "127.0.60.0/24"),
+        liar_config,
         async {
             let _ = stopped.await;
         },

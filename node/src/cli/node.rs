@@ -73,6 +73,14 @@ pub struct NodeArgs {
     /// Seconds between the starts of two scrub passes at least.
     #[arg(long, default_value_t = ScrubConfig::DEFAULT_INTERVAL.as_secs())]
     pub scrub_interval_secs: u64,
+    /// With the tracker unreachable this long, fills also ask the origin for chunks no parent
+    /// offers (paced by --stale-origin-rate); until then they fill from the parents and
+    /// origin slice of their last plan alone.
+    #[arg(long, value_parser = units::parse_duration, default_value = "60s")]
+    pub plan_stale_after: std::time::Duration,
+    /// Bytes per second this appliance asks of the origin at most while its plan is stale.
+    #[arg(long, value_parser = units::parse_bytes, default_value = "10MB")]
+    pub stale_origin_rate: u64,
 }
 
 /// Runs the node (or prints its PeerId) until Ctrl-C or SIGTERM.
@@ -104,6 +112,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             rate: args.scrub_rate,
             interval: std::time::Duration::from_secs(args.scrub_interval_secs),
         }),
+        plan_stale_after: args.plan_stale_after,
+        stale_origin_rate: args.stale_origin_rate,
     };
     for (what, label) in [("site", &config.site), ("region", &config.region)] {
         anyhow::ensure!(

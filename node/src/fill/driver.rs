@@ -5,14 +5,13 @@
 //! (how a source is reached, what is logged and reported) is their [`Sources`].
 //!
 //! Also the one mapping of a chunk request's result to the scheduler's [`Outcome`]
-//! ([`Attempt::outcome`]) and of that to what the tracker is told ([`failure_kind`]).
+//! ([`Attempt::outcome`]).
 
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fillmesh_protocol::messages::FailureKind;
 use fillmesh_protocol::{Manifest, TitleId};
 use quinn::Connection;
 use tokio::sync::{Notify, Semaphore};
@@ -74,18 +73,6 @@ impl fmt::Display for Attempt {
             Attempt::OutOfRange(chunk) => write!(f, "chunk {chunk} is out of range"),
             Attempt::Store(e) => write!(f, "{e}"),
         }
-    }
-}
-
-/// What the tracker is told of a source whose attempt ended so; `None`: not the source's
-/// doing (stored, or our store's failure).
-pub(crate) fn failure_kind(outcome: &Outcome) -> Option<FailureKind> {
-    match outcome {
-        Outcome::Corrupt => Some(FailureKind::Corrupt),
-        Outcome::NotHeld => Some(FailureKind::NotHeld),
-        Outcome::Timeout => Some(FailureKind::Timeout),
-        Outcome::Refused | Outcome::Lost(_) => Some(FailureKind::Refused),
-        Outcome::Stored(_) | Outcome::StoreFailed => None,
     }
 }
 

@@ -5,13 +5,15 @@
 //!   commit behind bounded write slots, metrics), and the one mapping of a request's result to
 //!   the scheduler's outcome and the tracker's failure kind;
 //! - [`client`]: the mesh client's requests (a manifest, a chunk);
-//! - [`fetch`]: `fillmesh fetch`'s fill of a title from the sources given. The tracker's
-//!   assignments are the other user of the driver (`member`).
+//! - [`fetch`]: `fillmesh fetch`'s fill of a title from the sources given;
+//! - [`swarm`]: an appliance's fill of a title among the parents its tracker assigned (the
+//!   I/O shell of `fillmesh-swarm`), which `member` starts from the tracker's fills.
 
 mod client;
 pub(crate) mod driver;
 pub mod fetch;
 pub mod scheduler;
+pub(crate) mod swarm;
 
-pub(crate) use client::{request_manifest, ChunkError, ManifestMiss};
+pub(crate) use client::{request_manifest, ManifestMiss};
 pub use fetch::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport};

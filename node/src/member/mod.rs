@@ -5,13 +5,13 @@
 //! again and re-reports everything held, which is how a restarted tracker rebuilds its held
 //! maps.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_protocol::messages::{
-    ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse, MAX_FETCHED,
+    ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
     PROTOCOL_VERSION,
 };
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, TitleId};
@@ -21,13 +21,11 @@ use tracing::{debug, info, warn};
 
 use fillmesh_net::{rpc, MeshEndpoint, Pool};
 
+use crate::fill::swarm;
 use crate::metrics::FillMetrics;
+use crate::rate::TokenBucket;
 use crate::serve::Server;
 use crate::store::{ChunkWriter, Store};
-
-mod assignee;
-
-use assignee::Assignee;
 
 /// Where the tracker is and who this node says it is.
 #[derive(Debug, Clone)]
@@ -41,8 +39,12 @@ pub struct MemberConfig {
     pub prefixes: Vec<IpPrefix>,
     pub upload_bps: u64,
     pub disk_bytes: u64,
-    /// Assignments worked on at once.
+    /// Chunk requests in flight at once over all parents of a fill.
     pub parallel: usize,
+    /// The tracker away this long: fills may ask the origin for chunks no parent offers.
+    pub plan_stale_after: Duration,
+    /// Bytes per second a fill asks of the origin meanwhile.
+    pub stale_origin_rate: u64,
     /// What players pin (SHA-256 of the SPKI of the certificate served on `h3`).
     pub cert_sha256: Option<[u8; 32]>,
     /// Player connections open now, reported in every heartbeat (steering ranks by it).
@@ -68,9 +70,21 @@ struct TrackerLink {
     pool: Pool,
     addr: SocketAddr,
     peer: PeerId,
+    /// The epoch of the fills this node follows (`u64::MAX` before the first).
+    epoch: AtomicU64,
+    /// Woken when the fills should be asked for again.
+    want_fills: tokio::sync::Notify,
 }
 
 impl TrackerLink {
+    /// The tracker's epoch, seen in an answer: when it is not that of our fills, they are
+    /// asked for again.
+    fn saw(&self, epoch: u64) {
+        if self.epoch.load(Relaxed) != epoch {
+            self.want_fills.notify_one();
+        }
+    }
+
     async fn request(&self, request: &TrackerRequest) -> Result<TrackerResponse, LinkError> {
         let conn =
             self.pool.get(self.addr, self.peer).await.map_err(|e| LinkError::Connect(e.to_string()))?;
@@ -98,7 +112,10 @@ pub struct ToPublish {
 }
 
 /// Runs until the process stops: (re)connects, registers, and works under the tracker.
-/// `published` carries titles the origin ingested since it started.
+/// `published` carries titles the origin ingested since it started. The fills it starts live
+/// across sessions: when the tracker cannot be reached they go on with the plans they have,
+/// and once it has been away longer than [`MemberConfig::plan_stale_after`] they may ask the
+/// origin for what no parent offers, paced (see `fill::swarm`).
 pub async fn run(
     config: MemberConfig,
     endpoint: MeshEndpoint,
@@ -111,23 +128,41 @@ pub async fn run(
         pool: Pool::new(endpoint.clone(), Duration::from_secs(10)),
         addr: config.tracker,
         peer: config.tracker_id,
+        epoch: AtomicU64::new(u64::MAX),
+        want_fills: tokio::sync::Notify::new(),
     });
-    // No linger: the tracker holds this appliance's and its source's upload slots until the
-    // chunk is reported, so each chunk is committed as soon as it is verified.
-    let writer = match ChunkWriter::spawn(store.clone(), Duration::ZERO) {
+    // Why a linger: chunks commit in groups (one index flush per group); a summary a second
+    // reports them, so nothing waits on a single chunk's commit.
+    let writer = match ChunkWriter::spawn(store.clone(), Duration::from_millis(2)) {
         Ok(w) => w,
         Err(e) => {
             warn!("cannot start the chunk writer: {e}");
             return;
         }
     };
-    let local = Local { endpoint, store, server, writer, metrics };
+    let local = Arc::new(swarm::Local {
+        store: store.clone(),
+        writer,
+        pool: Arc::new(Pool::new(endpoint.clone(), Duration::from_secs(10))),
+        metrics,
+        disk_full: Arc::new(AtomicBool::new(false)),
+        inflight: config.parallel as u32,
+        stale_origin: Arc::new(TokenBucket::new(config.stale_origin_rate.max(1))),
+    });
+    let mut state = Member { local, fills: swarm::Fills::default(), server, escalated: false };
     let mut backoff = Duration::from_millis(250);
+    let mut last_contact = tokio::time::Instant::now();
     // Bounded by the process's life; each pass waits at least `backoff`.
     loop {
-        match session(&config, &link, &local, &mut published).await {
+        match session(&config, &link, &mut state, &mut published, &mut last_contact).await {
             Ok(()) => return,
             Err(e) => {
+                let away = last_contact.elapsed();
+                if away >= config.plan_stale_after && !state.escalated && !state.fills.is_empty() {
+                    warn!(away_secs = away.as_secs(), "the tracker has been away too long: fills may now ask the origin for what no parent offers, at {} B/s", config.stale_origin_rate);
+                    state.fills.escalate(true);
+                    state.escalated = true;
+                }
                 warn!("tracker session ended: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -136,22 +171,23 @@ pub async fn run(
     }
 }
 
-/// This node's own pieces that a session works with.
-struct Local {
-    endpoint: MeshEndpoint,
-    store: Arc<Store>,
+/// What outlives a session: the fills and what they use.
+struct Member {
+    local: Arc<swarm::Local>,
+    fills: swarm::Fills,
     server: Server,
-    writer: ChunkWriter,
-    metrics: Arc<FillMetrics>,
+    escalated: bool,
 }
 
 async fn session(
     config: &MemberConfig,
     link: &Arc<TrackerLink>,
-    local: &Local,
+    state: &mut Member,
     published: &mut mpsc::UnboundedReceiver<ToPublish>,
+    last_contact: &mut tokio::time::Instant,
 ) -> Result<(), LinkError> {
-    let Local { endpoint, store, server, writer, metrics } = local;
+    let store = state.local.store.clone();
+    let server = state.server.clone();
     // Versions first: a tracker of another protocol version is said so plainly (and the
     // session is retried), not met later as undecodable answers.
     match link.request(&TrackerRequest::Hello(Hello::ours(config.role))).await? {
@@ -177,68 +213,31 @@ async fn session(
         other => return Err(LinkError::Exchange(format!("unexpected answer to register: {other:?}"))),
     };
     info!(tracker = %config.tracker, "registered with the tracker");
+    *last_contact = tokio::time::Instant::now();
+    if state.escalated {
+        info!("the tracker is back: fills follow its plans again");
+        state.fills.escalate(false);
+        state.escalated = false;
+    }
     // Whatever the tracker knew of us may be gone: tell it everything (damage found so far
     // included).
     store.take_damaged();
     for info in store.titles() {
         if config.role == Role::Origin && info.held.is_full() {
-            publish(link, store, info.title).await?;
+            publish(link, &store, info.title).await?;
         }
-        report(link, info.title, store, Vec::new()).await?;
+        report(link, info.title, &store, Vec::new()).await?;
     }
-    refresh_members(link, server).await?;
+    refresh_members(link, &server).await?;
+    if config.role == Role::Appliance {
+        fills(link, state).await?;
+    }
 
-    let reports: Arc<Mutex<BTreeMap<TitleId, Vec<Fetched>>>> = Arc::default();
     let mut heartbeat = tokio::time::interval(interval);
-    let mut flush = tokio::time::interval(Duration::from_millis(100));
-    let mut work = tokio::task::JoinSet::new();
-    let pool = Arc::new(Pool::new(endpoint.clone(), Duration::from_secs(10)));
-    let mut idle_until = tokio::time::Instant::now();
-    let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // The title of each fetch task, so that an eviction can stop the title's fetches: a
-    // chunk landing after the eviction would otherwise bring the title back.
-    let mut running: Vec<(TitleId, tokio::task::AbortHandle)> = Vec::new();
+    // Fills are asked for again now and then even if no epoch moved: a fill that ended
+    // without its title whole (a store error, no parent could help) starts again.
+    let mut refill = tokio::time::interval(Duration::from_secs(30));
     loop {
-        // Ask for work whenever there is room (appliances only), the tracker had some, and
-        // the disk quota is not reached (a full appliance keeps serving what it holds).
-        if config.role == Role::Appliance
-            && !disk_full.load(std::sync::atomic::Ordering::Relaxed)
-            && work.len() < config.parallel
-            && tokio::time::Instant::now() >= idle_until
-        {
-            let max = (config.parallel - work.len()) as u16;
-            match link.request(&TrackerRequest::Plan { max }).await? {
-                TrackerResponse::Plan { assignments, retry_after_ms, evict } => {
-                    running.retain(|(t, task)| {
-                        if evict.contains(t) {
-                            task.abort();
-                        }
-                        !evict.contains(t) && !task.is_finished()
-                    });
-                    for title in evict {
-                        evict_title(link, store, metrics, &disk_full, title).await?;
-                    }
-                    if assignments.is_empty() {
-                        idle_until = tokio::time::Instant::now()
-                            + Duration::from_millis(u64::from(retry_after_ms).clamp(50, 5000));
-                    }
-                    for a in assignments {
-                        let title = a.title;
-                        let ctx = Assignee {
-                            link: link.clone(),
-                            store: store.clone(),
-                            writer: writer.clone(),
-                            pool: pool.clone(),
-                            reports: reports.clone(),
-                            disk_full: disk_full.clone(),
-                            metrics: metrics.clone(),
-                        };
-                        running.push((title, work.spawn(async move { ctx.work(a).await })));
-                    }
-                }
-                other => return Err(LinkError::Exchange(format!("unexpected answer to plan: {other:?}"))),
-            }
-        }
         tokio::select! {
             _ = heartbeat.tick() => {
                 let hb = Heartbeat {
@@ -248,45 +247,64 @@ async fn session(
                     player_sessions: u32::try_from(config.player_sessions.get()).unwrap_or(0),
                     disk_used: store.titles().iter().map(|t| t.held_bytes()).sum(),
                 };
-                link.request(&TrackerRequest::Heartbeat(hb)).await?;
-                refresh_members(link, server).await?;
+                if let TrackerResponse::Epoch(epoch) = link.request(&TrackerRequest::Heartbeat(hb)).await? {
+                    link.saw(epoch);
+                }
+                *last_contact = tokio::time::Instant::now();
+                refresh_members(link, &server).await?;
             }
-            _ = flush.tick() => flush_reports(link, store, &reports).await?,
+            _ = refill.tick(), if config.role == Role::Appliance => fills(link, state).await?,
+            () = link.want_fills.notified(), if config.role == Role::Appliance => fills(link, state).await?,
             Some(ToPublish { title, done }) = published.recv() => {
-                publish(link, store, title).await?;
-                report(link, title, store, Vec::new()).await?;
+                publish(link, &store, title).await?;
+                report(link, title, &store, Vec::new()).await?;
                 let _ = done.send(());
             }
             // A chunk found damaged on disk was dropped: the tracker hears that its title is
-            // no longer whole here (steering stops sending players for it), and plans its
-            // chunk again, which is asked for at once.
+            // no longer whole here (steering stops sending players for it), and the title is
+            // in this appliance's next fills again.
             () = store.damage_found() => {
                 for title in store.take_damaged() {
-                    report(link, title, store, Vec::new()).await?;
+                    report(link, title, &store, Vec::new()).await?;
                 }
-                idle_until = tokio::time::Instant::now();
+                if config.role == Role::Appliance {
+                    fills(link, state).await?;
+                }
             }
-            // A finished chunk frees a fetch slot here and an upload slot at its source; the
-            // tracker hears of it now rather than at the next flush tick, so both are planned
-            // again at once (the tracker counts a slot busy until the report).
-            Some(_) = work.join_next(), if !work.is_empty() => flush_reports(link, store, &reports).await?,
         }
     }
 }
 
-/// Reports every chunk stored since the last report, with the held bitmaps of their titles.
-async fn flush_reports(
-    link: &TrackerLink,
-    store: &Store,
-    reports: &Mutex<BTreeMap<TitleId, Vec<Fetched>>>,
-) -> Result<(), LinkError> {
-    let pending = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
-    for (title, fetched) in pending {
-        for batch in fetched.chunks(MAX_FETCHED) {
-            report(link, title, store, batch.to_vec()).await?;
-        }
+/// Asks for this appliance's fills and follows them: evicts what the tracker says to, starts
+/// or updates a fill per plan, stops the fills no longer named. With the disk full, only
+/// evictions are followed (a full appliance keeps serving what it holds).
+async fn fills(link: &Arc<TrackerLink>, state: &mut Member) -> Result<(), LinkError> {
+    let TrackerResponse::Fills { plans, evict, epoch } = link.request(&TrackerRequest::Fills).await? else {
+        return Err(LinkError::Exchange("unexpected answer to fills".into()));
+    };
+    link.epoch.store(epoch, Relaxed);
+    for title in evict {
+        state.fills.stop(&title);
+        evict_title(link, &state.local.store, &state.local.metrics, &state.local.disk_full, title).await?;
     }
+    if state.local.disk_full.load(Relaxed) {
+        return Ok(());
+    }
+    let tracker: Arc<TrackerLink> = link.clone();
+    state.fills.follow(plans, &state.local, &tracker);
     Ok(())
+}
+
+impl swarm::Tracker for TrackerLink {
+    async fn request(&self, request: TrackerRequest) -> Result<TrackerResponse, String> {
+        TrackerLink::request(self, &request).await.map_err(|e| e.to_string())
+    }
+    fn saw_epoch(&self, epoch: u64) {
+        self.saw(epoch);
+    }
+    fn want_plan(&self) {
+        self.want_fills.notify_one();
+    }
 }
 
 async fn publish(link: &TrackerLink, store: &Store, title: TitleId) -> Result<(), LinkError> {

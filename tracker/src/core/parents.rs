@@ -196,7 +196,18 @@ impl Tracker {
             .take(MAX_PARENTS - 1)
             .collect();
         parents.extend(origin_parent.map(|(_, p)| p));
+        // What a parent this appliance reported corrupt was to bring into the region (its
+        // origin slice, its imports) may be held by nobody else: this appliance takes it from
+        // the origin instead, and spreads it on. Bounded: one copy per reporter, and once a
+        // quorum agrees the parent is bad, the layout leaves it out altogether.
         let mut origin = entry.origin;
+        if let Some(layout) = self.layouts.get(&t) {
+            for x in excluded {
+                if let Some(e) = layout.entries.get(x) {
+                    origin.extend(e.origin.iter().chain(&e.import).cloned());
+                }
+            }
+        }
         origin.truncate(MAX_RANGES);
         let mut import = entry.import;
         import.truncate(MAX_RANGES);
