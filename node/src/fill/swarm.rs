@@ -454,11 +454,24 @@ async fn subscribe(
     events: mpsc::Sender<Event>,
 ) {
     let why = async {
-        let conn = pool.get(addr, peer).await.map_err(|e| format!("unreachable: {e}"))?;
-        let (first, _send, mut recv) =
-            rpc::subscribe::<_, MeshResponse>(&conn, &MeshRequest::Subscribe { title }, REQUEST_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?;
+        // A parent that does not know the title yet (it has not had its manifest) is asked
+        // again, less and less often: it is about to. Bounded by the fill, which aborts this
+        // task when it lets the parent go.
+        let mut wait = Duration::from_millis(100);
+        let (first, _send, mut recv) = loop {
+            let conn = pool.get(addr, peer).await.map_err(|e| format!("unreachable: {e}"))?;
+            let sub =
+                rpc::subscribe::<_, MeshResponse>(&conn, &MeshRequest::Subscribe { title }, REQUEST_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            match sub.0 {
+                MeshResponse::Error(ref e) if e.code == ErrorCode::UnknownTitle => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                _ => break sub,
+            }
+        };
         let mut next = Some(first);
         // Bounded by the subscription: each pass reads one message within the silence bound.
         loop {
