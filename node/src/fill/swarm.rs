@@ -123,8 +123,15 @@ pub(crate) async fn run<T: Tracker>(
             tasks: JoinSet::new(),
             unsent: Vec::new(),
             unsent_bytes: [0; 4],
+            summary_pending: false,
             escalated: false,
         };
+        info!(
+            parents = plan.parents.len(),
+            origin_chunks = plan.origin.iter().map(|r| r.len()).sum::<usize>(),
+            held = held.count(),
+            "filling by the tracker's plan"
+        );
         fill.apply(plan);
         fill.drive(control).await;
     }
@@ -180,6 +187,8 @@ enum Event {
     Received(usize, u32),
     /// How a request ended.
     Finished(usize, u32, Outcome, String),
+    /// A summary was answered (`None`), or failed and gives back what it carried.
+    Summarised(Option<(Vec<u32>, [u64; 4])>),
 }
 
 struct ParentState {
@@ -203,6 +212,7 @@ struct Fill<T> {
     /// Chunks gained and bytes stored that no answered summary has carried yet.
     unsent: Vec<u32>,
     unsent_bytes: [u64; 4],
+    summary_pending: bool,
     escalated: bool,
 }
 
@@ -261,15 +271,21 @@ impl<T: Tracker> Fill<T> {
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inflight = 0u32;
         let mut control_open = true;
+        let mut announced = false;
         // Bounded by the fill: each pass handles one event, tick or control message, and the
         // loop ends once every chunk is held and summed up (or the store stops it).
         loop {
             inflight += self.dispatch();
-            if (self.swarm.is_complete() || self.swarm.is_stopped())
-                && inflight == 0
-                && self.summarise().await
-            {
-                break;
+            if (self.swarm.is_complete() || self.swarm.is_stopped()) && inflight == 0 {
+                if self.swarm.is_complete() && !announced {
+                    info!(chunks = self.manifest.chunk_count(), "title complete");
+                    announced = true;
+                }
+                // Done once the tracker has heard it all; until then summaries are retried
+                // (it may be away: the title is served meanwhile).
+                if self.summarise() {
+                    break;
+                }
             }
             tokio::select! {
                 Some(event) = self.events.1.recv() => {
@@ -287,12 +303,9 @@ impl<T: Tracker> Fill<T> {
                     None => control_open = false,
                 },
                 _ = summary.tick() => {
-                    self.summarise().await;
+                    self.summarise();
                 }
             }
-        }
-        if self.swarm.is_complete() {
-            info!(chunks = self.manifest.chunk_count(), "title complete");
         }
     }
 
@@ -334,10 +347,26 @@ impl<T: Tracker> Fill<T> {
             Event::Ended(p, why) => {
                 debug!(parent = %self.parents[p].node, "subscription ended: {why}");
                 self.swarm.remove_parent(p);
+                // No parent but the origin left: a plan of the fleet as it is now.
+                let usable = (0..self.parents.len())
+                    .any(|q| self.parents[q].class != SourceClass::Origin && self.swarm.dropped(q).is_none());
+                if !usable {
+                    self.tracker.want_plan();
+                }
                 None
             }
             Event::Received(p, c) => {
                 self.swarm.received(p, c);
+                None
+            }
+            Event::Summarised(failed) => {
+                self.summary_pending = false;
+                if let Some((chunks, bytes)) = failed {
+                    self.unsent.extend(chunks);
+                    for (u, b) in self.unsent_bytes.iter_mut().zip(bytes) {
+                        *u += b;
+                    }
+                }
                 None
             }
             Event::Finished(p, c, outcome, detail) => {
@@ -399,47 +428,60 @@ impl<T: Tracker> Fill<T> {
         });
     }
 
-    /// Sends what no answered summary carried yet; true when nothing is left to send.
-    async fn summarise(&mut self) -> bool {
+    /// Sends what no answered summary carried yet, in a task of its own (the fill never
+    /// waits on the tracker, which may be gone: what a summary that fails carried is kept for
+    /// the next). At most one summary is on its way. True when nothing is left to send and
+    /// none is on its way.
+    fn summarise(&mut self) -> bool {
+        if self.summary_pending {
+            return false;
+        }
         let bytes: [u64; 4] = self.unsent_bytes;
         if self.unsent.is_empty() && bytes == [0; 4] {
             return true;
         }
-        let gained = runs(&self.unsent);
-        let request = if gained.len() <= MAX_GAINED {
-            TrackerRequest::FillSummary { title: self.title, gained, bytes }
-        } else {
-            // Too scattered for one summary: the whole bitmap, then the bytes alone.
-            let Some(held) = self.local.store.held(&self.title) else { return true };
-            match self
-                .tracker
-                .request(TrackerRequest::ReportHeld { title: self.title, held, fetched: Vec::new() })
-                .await
-            {
-                Ok(_) => TrackerRequest::FillSummary { title: self.title, gained: Vec::new(), bytes },
-                Err(e) => {
-                    debug!("summary not delivered: {e}");
-                    return false;
+        let chunks = std::mem::take(&mut self.unsent);
+        self.unsent_bytes = [0; 4];
+        self.summary_pending = true;
+        let (title, tracker, store, events) =
+            (self.title, self.tracker.clone(), self.local.store.clone(), self.events.0.clone());
+        tokio::spawn(
+            async move {
+                let gained = runs(&chunks);
+                let sent = async {
+                    let request = if gained.len() <= MAX_GAINED {
+                        TrackerRequest::FillSummary { title, gained, bytes }
+                    } else {
+                        // Too scattered for one summary: the whole bitmap, then the bytes alone.
+                        if let Some(held) = store.held(&title) {
+                            tracker
+                                .request(TrackerRequest::ReportHeld { title, held, fetched: Vec::new() })
+                                .await?;
+                        }
+                        TrackerRequest::FillSummary { title, gained: Vec::new(), bytes }
+                    };
+                    match tracker.request(request).await? {
+                        TrackerResponse::Epoch(epoch) => Ok(epoch),
+                        other => Err(format!("unexpected answer to a summary: {other:?}")),
+                    }
                 }
+                .await;
+                let outcome = match sent {
+                    Ok(epoch) => {
+                        tracker.saw_epoch(epoch);
+                        None
+                    }
+                    Err(e) => {
+                        // Kept for the next one: the tracker may be away for a while.
+                        debug!("summary not delivered: {e}");
+                        Some((chunks, bytes))
+                    }
+                };
+                let _ = events.send(Event::Summarised(outcome)).await;
             }
-        };
-        match self.tracker.request(request).await {
-            Ok(TrackerResponse::Epoch(epoch)) => {
-                self.tracker.saw_epoch(epoch);
-                self.unsent.clear();
-                self.unsent_bytes = [0; 4];
-                true
-            }
-            Ok(other) => {
-                debug!("unexpected answer to a summary: {other:?}");
-                false
-            }
-            Err(e) => {
-                // Kept for the next one: the tracker may be away for a while.
-                debug!("summary not delivered: {e}");
-                false
-            }
-        }
+            .in_current_span(),
+        );
+        false
     }
 }
 
