@@ -15,6 +15,13 @@ pub enum Lie {
     ChunkBit,
     /// One bit of the first chaining value of every manifest it hands out.
     Manifest,
+    /// Its subscribers are told it holds every chunk of every title it knows (it serves only
+    /// those it holds, answering `NotHeld` for the rest).
+    AdvertisesAll,
+    /// Its subscribers get a held bitmap one chunk longer than the title.
+    OversizedBitmap,
+    /// Its subscribers get HAVEs for every chunk over and over (50 times the title, paced).
+    FloodsHaves,
 }
 
 /// Serves from a real store, falsifying what `lie` says.
@@ -42,7 +49,46 @@ impl ChunkSource for Lying {
     }
 
     fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
-        self.store.held(title)
+        let real = self.store.held(title)?;
+        match self.lie {
+            Lie::AdvertisesAll => ChunkBitmap::full(real.len()).ok(),
+            Lie::OversizedBitmap => {
+                let mut longer = ChunkBitmap::new(real.len() + 1).ok()?;
+                for c in real.iter() {
+                    longer.insert(c);
+                }
+                Some(longer)
+            }
+            _ => Some(real),
+        }
+    }
+
+    fn holds(&self, title: &TitleId, chunks: std::ops::Range<u32>) -> bool {
+        // Players are served honestly from what is held: the lies are for subscribers.
+        self.store.holds(title, chunks)
+    }
+
+    fn watch_gained(&self) -> Option<tokio::sync::broadcast::Receiver<(TitleId, u32)>> {
+        if self.lie != Lie::FloodsHaves {
+            return Some(self.store.watch_gained());
+        }
+        let (tx, rx) = tokio::sync::broadcast::channel(4096);
+        let store = self.store.clone();
+        // Bounded: 50 times each title's chunks, 64 at a time, then it stops.
+        std::thread::spawn(move || {
+            for info in store.titles() {
+                let n = info.manifest.chunk_count().max(1);
+                for k in 0..50 * n {
+                    if tx.send((info.title, k % n)).is_err() {
+                        return;
+                    }
+                    if k % 64 == 63 {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                }
+            }
+        });
+        Some(rx)
     }
 
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {

@@ -391,6 +391,12 @@ impl<T: Tracker> Fill<T> {
             }
         };
         if let Some((p, why)) = dropped {
+            // A parent that broke the subscription's rules lied: the tracker hears it as it
+            // hears of a corrupt chunk (already reported), so that this appliance gets what
+            // only that parent was to bring, and a quorum of reporters marks it bad.
+            if !matches!(why, Dropped::Corrupt | Dropped::Gone) {
+                self.report(p, 0, FailureKind::Corrupt);
+            }
             self.dropped(p, why);
         }
         self.unsent.extend(self.swarm.take_gained());
