@@ -15,8 +15,9 @@ pub enum Lie {
     ChunkBit,
     /// One bit of the first chaining value of every manifest it hands out.
     Manifest,
-    /// Its subscribers are told it holds every chunk of every title it knows (it serves only
-    /// those it holds, answering `NotHeld` for the rest).
+    /// Its subscribers are told it holds every chunk of every title it knows, and it serves
+    /// none (`NotHeld` to every chunk request), so that however far its own fill got, what it
+    /// advertises is a lie.
     AdvertisesAll,
     /// Its subscribers get a held bitmap one chunk longer than the title.
     OversizedBitmap,
@@ -76,6 +77,9 @@ impl ChunkSource for Lying {
         let store = self.store.clone();
         // Bounded: 50 times each title's chunks, 64 at a time, then it stops.
         std::thread::spawn(move || {
+            // The subscription reads the held bitmap after this: the title is in the store by
+            // the time this looks.
+            std::thread::sleep(std::time::Duration::from_millis(50));
             for info in store.titles() {
                 let n = info.manifest.chunk_count().max(1);
                 for k in 0..50 * n {
@@ -92,6 +96,9 @@ impl ChunkSource for Lying {
     }
 
     fn read_chunk(&self, title: &TitleId, index: u32) -> Result<Bytes, StoreError> {
+        if self.lie == Lie::AdvertisesAll {
+            return Err(StoreError::NotHeld { title: *title, index });
+        }
         let bytes = self.store.read_chunk(title, index)?;
         if self.lie != Lie::ChunkBit {
             return Ok(bytes);
