@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fillmesh_protocol::messages::Role;
 use libp2p_identity::PeerId;
-use tracing::info;
+use tracing::{debug, info};
 
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
@@ -91,12 +91,26 @@ pub async fn run_with(
     let _ = std::fs::remove_dir_all(config.data.join("staging"));
 
     let player_tcp_tls = Arc::new(tls.player_tcp_config()?);
-    let endpoint = MeshEndpoint::bind(config.listen, tls, config.transport.clone())?;
-    let mesh_addr = endpoint.local_addr()?;
-    // Players' HTTPS on TCP, on the same port number as the QUIC endpoint.
-    let player_tcp = tokio::net::TcpListener::bind(mesh_addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTPS players on TCP {mesh_addr}"))?;
+    // QUIC on UDP, and players' HTTPS on TCP on the same port number. With port 0 the
+    // kernel picks a UDP port whose TCP twin may be taken by another program: another pick
+    // then (bounded), as the operator asked for any port.
+    let mut attempts = if config.listen.port() == 0 { 16 } else { 1 };
+    let (endpoint, mesh_addr, player_tcp) = loop {
+        attempts -= 1;
+        let endpoint = MeshEndpoint::bind(config.listen, tls.clone(), config.transport.clone())?;
+        let mesh_addr = endpoint.local_addr()?;
+        match tokio::net::TcpListener::bind(mesh_addr).await {
+            Ok(tcp) => break (endpoint, mesh_addr, tcp),
+            Err(e) if attempts > 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                debug!(%mesh_addr, "TCP twin of the picked UDP port is taken; picking another");
+                endpoint.close();
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot listen for HTTPS players on TCP {mesh_addr}")))
+            }
+        }
+    };
     let role = if config.origin { Role::Origin } else { Role::Appliance };
     store.set_quota(config.disk_bytes);
     let sources = sources(store.clone());
