@@ -124,6 +124,7 @@ pub(crate) async fn run<T: Tracker>(
             unsent: Vec::new(),
             unsent_bytes: [0; 4],
             summary_pending: false,
+            reconciled: false,
             escalated: false,
         };
         info!(
@@ -189,6 +190,8 @@ enum Event {
     Finished(usize, u32, Outcome, String),
     /// A summary was answered (`None`), or failed and gives back what it carried.
     Summarised(Option<(Vec<u32>, [u64; 4])>),
+    /// The whole bitmap was delivered (or not).
+    Reconciled(bool),
 }
 
 struct ParentState {
@@ -213,6 +216,8 @@ struct Fill<T> {
     unsent: Vec<u32>,
     unsent_bytes: [u64; 4],
     summary_pending: bool,
+    /// The whole bitmap went to the tracker after the last chunk.
+    reconciled: bool,
     escalated: bool,
 }
 
@@ -281,9 +286,11 @@ impl<T: Tracker> Fill<T> {
                     info!(chunks = self.manifest.chunk_count(), "title complete");
                     announced = true;
                 }
-                // Done once the tracker has heard it all; until then summaries are retried
-                // (it may be away: the title is served meanwhile).
-                if self.summarise() {
+                // Done once the tracker has heard it all, the last time as the whole bitmap
+                // (a whole bitmap the session sent earlier may have crossed the last
+                // summaries and put back an older view); until then it is retried (the
+                // tracker may be away: the title is served meanwhile).
+                if self.summarise() && self.reconcile() {
                     break;
                 }
             }
@@ -359,6 +366,11 @@ impl<T: Tracker> Fill<T> {
                 self.swarm.received(p, c);
                 None
             }
+            Event::Reconciled(ok) => {
+                self.summary_pending = false;
+                self.reconciled = ok;
+                None
+            }
             Event::Summarised(failed) => {
                 self.summary_pending = false;
                 if let Some((chunks, bytes)) = failed {
@@ -432,6 +444,32 @@ impl<T: Tracker> Fill<T> {
                 Err(e) => debug!("failure report not delivered: {e}"),
             }
         });
+    }
+
+    /// Sends the title's whole held bitmap once, in a task of its own; true once the tracker
+    /// has it.
+    fn reconcile(&mut self) -> bool {
+        if self.reconciled {
+            return true;
+        }
+        if self.summary_pending {
+            return false;
+        }
+        let Some(held) = self.local.store.held(&self.title) else { return true };
+        self.summary_pending = true;
+        let (title, tracker, events) = (self.title, self.tracker.clone(), self.events.0.clone());
+        tokio::spawn(
+            async move {
+                let sent =
+                    tracker.request(TrackerRequest::ReportHeld { title, held, fetched: Vec::new() }).await;
+                if let Err(e) = &sent {
+                    debug!("whole bitmap not delivered: {e}");
+                }
+                let _ = events.send(Event::Reconciled(sent.is_ok())).await;
+            }
+            .in_current_span(),
+        );
+        false
     }
 
     /// Sends what no answered summary carried yet, in a task of its own (the fill never
