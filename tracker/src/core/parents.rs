@@ -94,14 +94,9 @@ impl Tracker {
         if reg.role != Role::Appliance {
             return Ok(fills);
         }
-        let watermark =
-            u64::try_from(u128::from(reg.disk_bytes) * u128::from(self.config.evict_watermark_pct) / 100)
-                .unwrap_or(u64::MAX);
-        let tight = self.catalog_bytes > watermark;
-        let mut order: Vec<u32> = (0..self.titles.len() as u32).collect();
-        if tight {
-            order.sort_unstable_by_key(|&t| (std::cmp::Reverse(self.titles[t as usize].last_wanted), t));
-        }
+        let watermark = self.watermark(reg);
+        let mut order = Vec::new();
+        let tight = self.title_order(watermark, &mut order);
         // What it fills is what this answer names: titles planned earlier in the call count
         // against the disk for the later ones (victims), those of the previous answer no
         // longer do (the appliance stops filling a title its fills no longer name).

@@ -6,8 +6,8 @@
 //! site or a region, and within that the source a new upload gets the most bandwidth from;
 //! the origin only for chunks nobody has or is fetching, so it sends each about once.
 
-use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::messages::{Assignment, Source, MAX_ASSIGNMENTS, MAX_EVICT, MAX_SOURCES};
+use fillmesh_protocol::messages::{Registration, Role};
 
 use super::{hash, Millis, Plan, Policy, Tracker};
 
@@ -40,25 +40,14 @@ impl Tracker {
         if reg.role != Role::Appliance {
             return Plan::default();
         }
-        let watermark =
-            u64::try_from(u128::from(reg.disk_bytes) * u128::from(self.config.evict_watermark_pct) / 100)
-                .unwrap_or(u64::MAX);
+        let watermark = self.watermark(reg);
         let room = self.config.max_inflight_per_appliance.saturating_sub(live.inflight.len());
         let mut budget = max.min(room).min(MAX_ASSIGNMENTS);
         let mut plan = Vec::new();
         let mut evict = Vec::new();
         let mut keys = std::mem::take(&mut self.scratch.keys);
-        // When the whole catalog fits under the watermark (the usual case) titles are looked
-        // at in publish order and nothing is weighed. Otherwise the most recently wanted come
-        // first, so a title is never evicted by one planned later in the same call (victims
-        // are strictly older than the title they make room for).
         let mut order = std::mem::take(&mut self.scratch.order);
-        order.clear();
-        let tight = self.catalog_bytes > watermark;
-        order.extend(0..self.titles.len() as u32);
-        if tight {
-            order.sort_unstable_by_key(|&t| (std::cmp::Reverse(self.titles[t as usize].last_wanted), t));
-        }
+        let tight = self.title_order(watermark, &mut order);
         for &t in &order {
             if budget == 0 {
                 break;
@@ -134,6 +123,28 @@ impl Tracker {
         self.scratch.keys = keys;
         self.scratch.order = order;
         Plan { assignments: plan, evict }
+    }
+
+    /// The bytes an appliance registered so may fill: `evict_watermark_pct` of its disk.
+    pub(super) fn watermark(&self, reg: &Registration) -> u64 {
+        u64::try_from(u128::from(reg.disk_bytes) * u128::from(self.config.evict_watermark_pct) / 100)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Every title into `order`, in the order plans and fills look at them for an appliance
+    /// that may fill `watermark` bytes; returns whether the catalog does not fit (tight).
+    /// When the whole catalog fits (the usual case) titles are looked at in publish order and
+    /// nothing is weighed. Otherwise the most recently wanted come first, so a title is never
+    /// evicted by one planned later in the same call (victims are strictly older than the
+    /// title they make room for).
+    pub(super) fn title_order(&self, watermark: u64, order: &mut Vec<u32>) -> bool {
+        order.clear();
+        order.extend(0..self.titles.len() as u32);
+        let tight = self.catalog_bytes > watermark;
+        if tight {
+            order.sort_unstable_by_key(|&t| (std::cmp::Reverse(self.titles[t as usize].last_wanted), t));
+        }
+        tight
     }
 
     /// The titles `a` must evict to fill title `t` under `watermark` (none when it fits), or
