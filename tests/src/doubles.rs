@@ -113,3 +113,36 @@ impl ChunkSource for Lying {
         self.store.info(title).map(|i| i.name)
     }
 }
+
+/// A node run in this process that serves through [`Lying`], until [`LyingNode::stop`].
+#[derive(Debug)]
+pub struct LyingNode {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl LyingNode {
+    /// Starts `config` in `rt`, its mesh and players served through [`Lying`] with `lie`.
+    pub fn start(rt: &tokio::runtime::Runtime, config: fillmesh_node::daemon::NodeConfig, lie: Lie) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            fillmesh_node::daemon::run_with(config, shutdown, move |store| {
+                let liar = Lying::source(store, lie);
+                fillmesh_node::daemon::Sources { mesh: liar.clone(), players: liar }
+            })
+            .await
+            .map_err(|e| e.to_string())
+        });
+        Self { stop, task }
+    }
+
+    /// Stops it and waits for it to end; panics if it failed.
+    pub fn stop(self, rt: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(());
+        let ended = rt.block_on(self.task).expect("the lying node's task");
+        ended.expect("the lying node");
+    }
+}

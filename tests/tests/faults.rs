@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use fillmesh_net::TlsIdentity;
 use fillmesh_net::{MeshEndpoint, TransportLimits};
-use fillmesh_node::daemon::{self, Sources};
 use fillmesh_node::store::Store;
 use fillmesh_protocol::frame;
 use fillmesh_protocol::messages::{
     MeshRequest, MeshResponse, Registration, Role, TrackerRequest, TrackerResponse,
 };
 use fillmesh_protocol::TitleId;
-use fillmesh_tests::doubles::{Lie, Lying};
+use fillmesh_tests::doubles::{Lie, LyingNode};
 use fillmesh_tests::mesh::{start_appliance_with, status, Mesh};
 use fillmesh_tests::{file_id, test_bytes, wait_for};
 
@@ -69,23 +68,13 @@ fn an_appliance_killed_mid_fill_resumes_without_refetching_and_the_others_comple
 fn a_lying_appliance_is_reported_excluded_and_harms_no_one() {
     let mesh = Mesh::start_with_spares("mesh", "4MB", 3, TITLE_LEN, 1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // The liar states ten times the others' upload: the tracker's layout then gives it most
     // of the title to bring from the origin and spread, so every honest appliance has it as a
     // parent and asks it for chunks nobody else has yet (else the first to catch it, given
     // the liar's share from the origin, spreads it on, and a quorum of two may never meet it).
     let mut liar_config = mesh.spare_node(0, "127.0.0.60:0", "127.0.60.0/24");
     liar_config.upload_rate = Some(10_000_000_000);
-    let liar = rt.spawn(daemon::run_with(
-        liar_config,
-        async {
-            let _ = stopped.await;
-        },
-        |store| {
-            let liar = Lying::source(store, Lie::ChunkBit);
-            Sources { mesh: liar.clone(), players: liar }
-        },
-    ));
+    let liar = LyingNode::start(&rt, liar_config, Lie::ChunkBit);
     // Not a count: the liar is an appliance too, and counting it let the test look at an
     // honest appliance's file before it was whole (a flake seen 3 times in 18 runs).
     mesh.wait_own_complete(Duration::from_secs(180));
@@ -102,8 +91,7 @@ fn a_lying_appliance_is_reported_excluded_and_harms_no_one() {
     let out = mesh.play("127.0.60.5", &out_file, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(file_id(&out_file), mesh.title);
-    let _ = stop.send(());
-    rt.block_on(liar).unwrap().unwrap();
+    liar.stop(&rt);
 }
 
 /// One bidirectional stream: send `bytes`, read whatever comes back (bounded).

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use fillmesh_node::daemon::{self, Sources};
-use fillmesh_tests::doubles::{Lie, Lying};
+use fillmesh_tests::doubles::{Lie, LyingNode};
 use fillmesh_tests::mesh::Mesh;
 
 /// 32 chunks; two honest appliances in site s0 and the liar in site `liars` of the same
@@ -16,19 +15,9 @@ use fillmesh_tests::mesh::Mesh;
 fn a_lying_parent_is_dropped_and_harms_no_one(lie: Lie, reason: &str) {
     let mesh = Mesh::start_with_spares("mesh", "16MB", 2, 32 << 20, 1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = mesh.spare_node(0, "127.0.0.60:0", "127.0.60.0/24");
     config.upload_rate = Some(10_000_000_000);
-    let liar = rt.spawn(daemon::run_with(
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        move |store| {
-            let liar = Lying::source(store, lie);
-            Sources { mesh: liar.clone(), players: liar }
-        },
-    ));
+    let liar = LyingNode::start(&rt, config, lie);
     mesh.wait_own_complete(Duration::from_secs(180));
     mesh.assert_bytes();
     let logs: Vec<String> = mesh.appliances.iter().map(|(_, a)| a.log()).collect();
@@ -37,8 +26,7 @@ fn a_lying_parent_is_dropped_and_harms_no_one(lie: Lie, reason: &str) {
         "no appliance dropped the liar for {reason:?}:\n{}",
         logs.join("\n----\n")
     );
-    let _ = stop.send(());
-    rt.block_on(liar).unwrap().unwrap();
+    liar.stop(&rt);
 }
 
 #[test]
