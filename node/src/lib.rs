@@ -1,7 +1,8 @@
 //! The fillmesh appliance and origin, by role, and the `fillmesh` command line.
 //!
 //! - [`store`]: one sparse data file per title, the sled index, the group-commit writer.
-//! - [`fill`]: getting chunks: the sans-IO scheduler, the mesh client, `fillmesh fetch`.
+//! - [`fill`]: getting chunks: the one fill among parents (the swarm's I/O shell), the mesh
+//!   client, `fillmesh fetch`.
 //! - [`serve`]: giving chunks: the mesh server (trusted peers) and the HTTP/3 player server.
 //! - [`origin`]: the origin's ingest API and `fillmesh seed`, its client.
 //! - [`member`]: life under a tracker: register, heartbeat, fill by its plans, evict.

@@ -485,3 +485,96 @@ fn a_fetch_to_a_pipe_streams_the_title_while_it_is_still_fetching() {
     assert!(child.0.wait().unwrap().success());
     assert!(rest == bytes[1 << 20..], "the rest differs ({} bytes)", rest.len());
 }
+
+/// The chunks of `id` held in the store at `dir` (no node may have it open).
+fn held_chunks(dir: &std::path::Path, id: &str) -> std::collections::BTreeSet<u32> {
+    let store = fillmesh_node::store::Store::open(dir).unwrap();
+    store.held(&id.parse().unwrap()).map(|h| h.iter().collect()).unwrap_or_default()
+}
+
+#[test]
+fn a_fetch_asks_a_partial_source_only_for_what_it_holds_and_completes_with_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("title.bin");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 12)).unwrap();
+    let id = file_id(&file);
+    let partial = dir.path().join("partial");
+    let partial_id = print_id(&partial);
+    let second = dir.path().join("second");
+    let second_id = print_id(&second);
+    let origin = NodeProcess::start(
+        &dir.path().join("origin"),
+        &[
+            "--origin",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--upload-rate",
+            "16MB",
+            "--trust",
+            &partial_id,
+            "--trust",
+            &second_id,
+        ],
+    );
+    assert!(seed(&file, &origin).status.success());
+
+    // A store with part of the title: a fetch killed once it stored 8 chunks or more.
+    let mut first = ChildGuard(
+        fillmesh()
+            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .arg(dir.path().join("unused.bin"))
+            .arg("--data")
+            .arg(&partial)
+            .env("FILLMESH_LOG", "info,fillmesh_node::fill=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = first.0.stderr.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stored = 0;
+    for line in BufReader::new(stderr).lines() {
+        stored += usize::from(stored_chunk(&line.unwrap()).is_some());
+        if stored >= 8 || Instant::now() > deadline {
+            break;
+        }
+    }
+    first.kill();
+    let held = held_chunks(&partial, &id);
+    assert!(held.len() >= 8 && held.len() < 33, "the partial store holds {}", held.len());
+
+    // That store served by a node: a fetch from it alone gets exactly what it holds, asks
+    // for nothing else (its held bitmap says what it has), and fails naming what is missing.
+    let source = NodeProcess::start(&partial, &["--listen", "127.0.0.1:0", "--trust", &second_id]);
+    let output = dir.path().join("out.bin");
+    let fetch_from = |sources: &[(&str, &str)]| {
+        let mut cmd = fillmesh();
+        cmd.args(["fetch", &id]);
+        for (mesh, peer) in sources {
+            cmd.args(["--from", mesh, "--peer", peer]);
+        }
+        cmd.arg("--out").arg(&output).arg("--data").arg(&second).output().unwrap()
+    };
+    let out = fetch_from(&[(&source.mesh, &source.peer)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    let missing = 33 - held.len();
+    assert!(stderr.contains(&format!("incomplete: {missing} of 33 chunks could not be fetched")), "{stderr}");
+    let line = stdout.lines().find(|l| l.contains(&source.peer)).unwrap();
+    assert!(line.contains(&format!(": {} chunks", held.len())) && line.contains(" 0 failures"), "{line}");
+    assert!(!output.exists(), "an incomplete fetch writes no output");
+    drop(source);
+    assert_eq!(held_chunks(&second, &id), held, "what the source held, nothing else");
+
+    // With the origin as well, the fetch resumes and completes, each chunk fetched once.
+    let source = NodeProcess::start(&partial, &["--listen", "127.0.0.1:0", "--trust", &second_id]);
+    let out = fetch_from(&[(&source.mesh, &source.peer), (&origin.mesh, &origin.peer)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(file_id(&output), id);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("fetched {id}: {missing} chunks")), "{stdout}");
+}

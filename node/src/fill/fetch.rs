@@ -1,22 +1,23 @@
 //! `fillmesh fetch`'s fill: connects to every source given, gets the manifest (from the
-//! destination or the first source whose manifest verifies), then runs the fill [`driver`]
-//! with all sources ranked alike, several chunks in flight each, and reports what each source
-//! did. The destination is the store (resumable) or the output file itself ([`OutFile`]).
+//! destination or the first source whose manifest verifies), then runs the one fill of a title
+//! among parents ([`super::swarm`], what appliances run under their tracker) with every source
+//! a parent of the same rank, several chunks in flight each, and reports what each source did.
+//! The destination is the store (resumable) or the output file itself ([`OutFile`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fillmesh_net::MeshEndpoint;
-use fillmesh_protocol::messages::Role;
-use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+use fillmesh_net::{MeshEndpoint, Pool};
+use fillmesh_protocol::messages::{FillPlan, Parent, Role, SourceClass};
+use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
+use fillmesh_swarm::{Config as SwarmConfig, Dropped};
 use libp2p_identity::PeerId;
-use quinn::Connection;
-use tracing::{debug, info, warn};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
 
 use super::client::{hello, request_manifest, ManifestMiss};
-use super::driver::{self, Attempt, Filled, Job, Sources};
-use super::scheduler::{Outcome, Scheduler, Tally};
+use super::swarm::{self, Ended, Local, Owner};
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, Commit, OutFile, Store, StoreError};
 
@@ -37,7 +38,7 @@ pub trait Destination: Commit {
     /// Verified chunks that may wait for their commit at once, each holding its bytes in
     /// memory.
     fn write_slots(&self) -> usize {
-        driver::WRITE_SLOTS
+        swarm::WRITE_SLOTS
     }
     /// How long a stored chunk may wait for others to share its commit (see
     /// [`ChunkWriter::spawn`]): for a store's bulk fetch, a few milliseconds per chunk buy
@@ -94,6 +95,9 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// Attempts of one chunk at one source before that source is not asked for it again.
     pub attempts_per_source: u32,
+    /// The fetch gives up after this long with no source giving or announcing anything (and
+    /// no request in flight): what is missing is held by no source that answers.
+    pub stall: Duration,
     /// Where verified and rejected chunks are counted.
     pub metrics: Arc<FillMetrics>,
     pub observer: Option<Arc<dyn Observer>>,
@@ -106,6 +110,7 @@ impl std::fmt::Debug for FetchOptions {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("attempts_per_source", &self.attempts_per_source)
+            .field("stall", &self.stall)
             .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
@@ -118,6 +123,7 @@ impl Default for FetchOptions {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             attempts_per_source: 2,
+            stall: Duration::from_secs(10),
             metrics: Arc::default(),
             observer: None,
         }
@@ -125,6 +131,26 @@ impl Default for FetchOptions {
 }
 
 /// What one source did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub chunks: u64,
+    pub bytes: u64,
+    pub failures: u64,
+    /// Chunks or manifests from it that failed verification.
+    pub corrupt: u64,
+    /// It lied: it was not asked again.
+    pub bad: bool,
+    /// Why it could not be used (any more), if so.
+    pub error: Option<String>,
+}
+
+impl Tally {
+    fn usable(&self) -> bool {
+        !self.bad && self.error.is_none()
+    }
+}
+
+/// What one source did, by source.
 #[derive(Debug, Clone)]
 pub struct SourceReport {
     pub source: Source,
@@ -168,9 +194,10 @@ pub async fn fetch_title<D: Destination>(
     opts: FetchOptions,
 ) -> Result<FetchReport, FetchError> {
     let started = Instant::now();
+    let pool = Arc::new(Pool::new(endpoint.clone(), opts.connect_timeout));
     let mut tallies = vec![Tally::default(); sources.len()];
-    let conns = connect_all(endpoint, sources, &opts, &mut tallies).await;
-    if conns.iter().all(Option::is_none) {
+    connect_all(&pool, sources, &opts, &mut tallies).await;
+    if tallies.iter().all(|t| !t.usable()) {
         let why = tallies.iter().filter_map(|t| t.error.clone()).collect::<Vec<_>>().join("; ");
         return Err(FetchError::NoSource(why));
     }
@@ -178,7 +205,7 @@ pub async fn fetch_title<D: Destination>(
     let known = match into.known(&title) {
         Some(known) => Some(known),
         None => {
-            let manifest = fetch_manifest(title, sources, &conns, &opts, &mut tallies).await?;
+            let manifest = fetch_manifest(&pool, title, sources, &opts, &mut tallies).await?;
             let (d, m) = (into.clone(), manifest);
             blocking(move || d.adopt(title, &m)).await?;
             into.known(&title)
@@ -189,45 +216,83 @@ pub async fn fetch_title<D: Destination>(
         observer.started(&manifest, &held);
     }
     let already_held = held.count();
-    let mut scheduler =
-        Scheduler::new((0..manifest.chunk_count()).filter(|&i| !held.contains(i)), opts.attempts_per_source);
     info!(
         %title,
         chunks = manifest.chunk_count(),
         already_held,
-        to_fetch = scheduler.missing().len(),
+        to_fetch = manifest.chunk_count() - already_held,
         setup = ?started.elapsed(),
         "fetch starting"
     );
-    // All alike: every source takes any chunk, `per_source` at a time.
-    for tally in tallies {
-        scheduler.add_source(0, opts.per_source, tally);
-    }
-    let job = Job {
-        title,
-        manifest: manifest.clone(),
-        write_slots: into.write_slots(),
+    // Every usable source is a parent of the same rank: each takes any chunk it holds,
+    // `per_source` at a time, rarest first.
+    let parents: Vec<Parent> = sources
+        .iter()
+        .zip(&tallies)
+        .filter(|(_, t)| t.usable())
+        .filter_map(|(s, _)| {
+            Some(Parent { node: node_id(s.peer)?, addr: s.addr, class: SourceClass::SameSite })
+        })
+        .collect();
+    let depth = u32::try_from(opts.per_source.max(1)).unwrap_or(u32::MAX);
+    let local = Arc::new(Local {
         writer: ChunkWriter::spawn(into.clone(), into.commit_linger())?,
+        pool: pool.clone(),
         metrics: opts.metrics.clone(),
+        disk_full: Arc::default(),
+        swarm: SwarmConfig {
+            inflight: depth.saturating_mul(parents.len().max(1) as u32),
+            attempts: u8::try_from(opts.attempts_per_source.max(1)).unwrap_or(u8::MAX),
+            ..SwarmConfig::default()
+        },
+        depth,
         request_timeout: opts.request_timeout,
-    };
-    let peers = sources.iter().map(|s| s.peer).collect();
-    let connected = Connected { title, conns: conns.clone(), peers, observer: opts.observer.clone() };
-    let Filled { scheduler, store_error } = driver::drive(job, scheduler, connected).await;
-    for conn in conns.into_iter().flatten() {
-        conn.close(0u32.into(), b"done");
-    }
+        write_slots: Arc::new(Semaphore::new(into.write_slots().max(1))),
+        stall: opts.stall,
+        stale_origin: None,
+    });
+    let owner = Arc::new(Fetching { observer: opts.observer.clone(), fetched: Mutex::default() });
+    let plan = FillPlan { title, parents, origin: Vec::new(), import: Vec::new(), epoch: 0 };
+    let seed = u64::from(std::process::id()) ^ started.elapsed().as_nanos() as u64;
+    let span = tracing::info_span!("fetch", %title);
+    let Ended { swarm, parents, store_error } = tracing::Instrument::instrument(
+        swarm::fill(plan, manifest.clone(), &held, seed, local, owner.clone(), None),
+        span,
+    )
+    .await;
+    pool.close_all(b"done").await;
 
     let reports: Vec<SourceReport> = sources
         .iter()
-        .enumerate()
-        .map(|(s, &source)| SourceReport { source, tally: scheduler.tally(s).clone() })
+        .zip(tallies)
+        .map(|(&source, mut tally)| {
+            let node = node_id(source.peer);
+            if let Some(p) = parents.iter().position(|p| Some(&p.node) == node.as_ref()) {
+                let t = swarm.tally(p);
+                (tally.chunks, tally.bytes, tally.failures) =
+                    (t.chunks, t.bytes, tally.failures + t.failures);
+                match swarm.dropped(p) {
+                    Some(Dropped::Corrupt) => (tally.corrupt, tally.bad) = (tally.corrupt + 1, true),
+                    Some(Dropped::Gone) => {
+                        tally.error =
+                            Some(parents[p].ended.clone().unwrap_or_else(|| "its connection ended".into()))
+                    }
+                    Some(why) => {
+                        warn!(peer = %source.peer, "source marked bad: it {why}");
+                        tally.bad = true;
+                    }
+                    None => {}
+                }
+            }
+            SourceReport { source, tally }
+        })
         .collect();
+    let fetched = std::mem::take(&mut *owner.fetched.lock().unwrap_or_else(|p| p.into_inner()));
     let report = FetchReport {
         title,
         chunks: manifest.chunk_count(),
         already_held,
-        fetched: scheduler.fetched().to_vec(),
+        fetched,
         bytes: reports.iter().map(|r| r.tally.bytes).sum(),
         elapsed: started.elapsed(),
         sources: reports,
@@ -235,7 +300,7 @@ pub async fn fetch_title<D: Destination>(
     if let Some(e) = store_error {
         return Err(FetchError::Store(e));
     }
-    let missing = scheduler.missing();
+    let missing = (0..manifest.chunk_count()).filter(|&c| !swarm.holds(c)).collect::<Vec<_>>();
     if let Some(&first) = missing.first() {
         return Err(FetchError::Incomplete {
             title,
@@ -247,86 +312,80 @@ pub async fn fetch_title<D: Destination>(
     Ok(report)
 }
 
-/// The sources of a fetch, all connected (or not) up front.
-struct Connected {
-    title: TitleId,
-    conns: Vec<Option<Connection>>,
-    peers: Vec<PeerId>,
-    observer: Option<Arc<dyn Observer>>,
+/// The node id a source is known by in the fill (its PeerId's base58 form: 52 characters for
+/// an Ed25519 key).
+fn node_id(peer: PeerId) -> Option<NodeId> {
+    NodeId::try_from(peer.to_base58()).ok()
 }
 
-impl Sources for Connected {
-    async fn connect(&self, s: usize) -> Result<Connection, String> {
-        // Not reached for a source that could not be connected: the scheduler knows it lost.
-        self.conns[s].clone().ok_or_else(|| "not connected".to_string())
-    }
+/// The fill's owner for a fetch: there is no tracker to tell; the observer hears each chunk.
+struct Fetching {
+    observer: Option<Arc<dyn Observer>>,
+    /// Chunks stored, in the order they were.
+    fetched: Mutex<Vec<u32>>,
+}
 
-    async fn attempted(&self, _: usize, chunk: u32, attempt: &Attempt, outcome: &Outcome) {
-        let title = &self.title;
-        match outcome {
-            Outcome::Stored(bytes) => {
-                debug!(%title, chunk, "stored chunk");
-                if let Some(observer) = &self.observer {
-                    observer.stored(chunk, *bytes);
-                }
-            }
-            Outcome::Corrupt => warn!(%title, chunk, "corrupt chunk, source marked bad: {attempt}"),
-            Outcome::NotHeld | Outcome::Refused | Outcome::Timeout => {
-                info!(%title, chunk, "chunk failed: {attempt}")
-            }
-            Outcome::Lost(e) => warn!(%title, chunk, "source lost: {e}"),
-            Outcome::StoreFailed => warn!(%title, chunk, "store refused chunk: {attempt}"),
+impl Owner for Fetching {
+    async fn summary(&self, _: TitleId, _: Vec<u32>, _: [u64; 4]) -> Result<(), String> {
+        Ok(())
+    }
+    async fn whole(&self, _: TitleId) -> Result<(), String> {
+        Ok(())
+    }
+    fn lied(&self, title: TitleId, chunk: u32, parent: &NodeId) {
+        warn!(%title, chunk, %parent, "source sent a corrupt chunk or broke the protocol: marked bad");
+    }
+    fn stranded(&self) {}
+    fn stored(&self, chunk: u32, bytes: u64) {
+        self.fetched.lock().unwrap_or_else(|p| p.into_inner()).push(chunk);
+        if let Some(observer) = &self.observer {
+            observer.stored(chunk, bytes);
         }
     }
+}
 
-    fn span(&self, s: usize) -> tracing::Span {
-        let peer = self.peers[s];
-        tracing::info_span!("fetch", %peer)
+/// Dials every source (kept in `pool`) and says hello; a source that cannot be used gets its
+/// reason in its tally.
+async fn connect_all(pool: &Pool, sources: &[Source], opts: &FetchOptions, tallies: &mut [Tally]) {
+    let attempts = sources.iter().map(|s| async move {
+        let conn = pool.get(s.addr, s.peer).await.map_err(|e| e.to_string())?;
+        // A node of another protocol version is said so now, not met as undecodable answers.
+        hello(&conn, Role::Appliance, opts.request_timeout).await?;
+        Ok::<_, String>(())
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    for (r, (source, tally)) in results.into_iter().zip(sources.iter().zip(tallies)) {
+        if let Err(e) = r {
+            warn!(peer = %source.peer, addr = %source.addr, "cannot use source: {e}");
+            tally.error = Some(e);
+        }
     }
 }
 
-async fn connect_all(
-    endpoint: &MeshEndpoint,
-    sources: &[Source],
-    opts: &FetchOptions,
-    tallies: &mut [Tally],
-) -> Vec<Option<Connection>> {
-    let attempts = sources.iter().map(|s| async move {
-        let conn =
-            endpoint.connect_within(s.addr, s.peer, opts.connect_timeout).await.map_err(|e| e.to_string())?;
-        // A node of another protocol version is said so now, not met as undecodable answers.
-        hello(&conn, Role::Appliance, opts.request_timeout).await?;
-        Ok::<_, String>(conn)
-    });
-    let results = futures_util::future::join_all(attempts).await;
-    results
-        .into_iter()
-        .zip(sources.iter().zip(tallies))
-        .map(|(r, (source, tally))| match r {
-            Ok(conn) => Some(conn),
-            Err(e) => {
-                warn!(peer = %source.peer, addr = %source.addr, "cannot use source: {e}");
-                tally.error = Some(e);
-                None
-            }
-        })
-        .collect()
-}
-
-/// Asks each connected source in turn for the manifest; one that does not verify marks its
+/// Asks each usable source in turn for the manifest; one that does not verify marks its
 /// source bad.
 async fn fetch_manifest(
+    pool: &Pool,
     title: TitleId,
     sources: &[Source],
-    conns: &[Option<Connection>],
     opts: &FetchOptions,
     tallies: &mut [Tally],
 ) -> Result<Manifest, FetchError> {
     let mut reasons = Vec::new();
-    for (s, conn) in conns.iter().enumerate() {
-        let Some(conn) = conn else { continue };
-        let peer = sources[s].peer;
-        match request_manifest(conn, title, opts.request_timeout).await {
+    for (s, source) in sources.iter().enumerate() {
+        if !tallies[s].usable() {
+            continue;
+        }
+        let peer = source.peer;
+        let conn = match pool.get(source.addr, peer).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                reasons.push(format!("{peer}: {e}"));
+                tallies[s].error = Some(e.to_string());
+                continue;
+            }
+        };
+        match request_manifest(&conn, title, opts.request_timeout).await {
             Ok(m) => return Ok(m),
             Err(ManifestMiss::False(e)) => {
                 warn!(%peer, "false manifest, source marked bad: {e}");

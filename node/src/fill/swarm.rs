@@ -1,13 +1,22 @@
-//! The appliance's fill of one title among the parents its tracker assigned: the I/O shell of
-//! [`fillmesh_swarm::Swarm`]. One task per title owns the swarm; around it, a subscription
-//! task per parent (the held bitmap, then HAVEs) and a task per chunk request (request,
-//! verify, commit), each telling the title's task what happened over one channel. The title's
-//! task asks the swarm what to request after every event, sends the tracker a summary about
-//! once a second (held runs and bytes per class since the last one it answered), reports a
-//! corrupt parent at once, and keeps going when the tracker cannot be reached: summaries wait
-//! until it can, and the plan it has stays in force.
+//! The one fill of a title among parents: the I/O shell of [`fillmesh_swarm::Swarm`], which
+//! both an appliance under its tracker ([`run`], started by `member` from the tracker's
+//! fills) and `fillmesh fetch` (`super::fetch`, its sources as parents) run.
+//!
+//! One task per title owns the swarm; around it, a subscription task per parent (the held
+//! bitmap, then HAVEs) and a task per chunk request (request, verify, commit), each telling
+//! the title's task what happened over one channel. The title's task asks the swarm what to
+//! request after every event and tells its [`Owner`] what the fill did: an appliance's owner
+//! sends the tracker a summary about once a second (held runs and bytes per class since the
+//! last one it answered), reports a lying parent at once, and keeps going when the tracker
+//! cannot be reached (summaries wait until it can, and the plan it has stays in force);
+//! `fetch`'s owner tells its progress bar and stream.
+//!
+//! A fill with an owner that can send it new plans ends once its title is whole and told; one
+//! without (`fetch`) also ends when no parent it has can help any more: every parent gone, or
+//! nothing happening for [`Local::stall`] with no request in flight.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -23,7 +32,7 @@ use fillmesh_protocol::messages::{
 use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
 use fillmesh_swarm::{Config as SwarmConfig, Dropped, Next, Outcome, Swarm};
 use libp2p_identity::PeerId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
@@ -33,45 +42,82 @@ use crate::metrics::FillMetrics;
 use crate::rate::TokenBucket;
 use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
 
-/// Time allowed for one chunk request, bytes included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A subscription silent this long is dead (parents send a keepalive every 5 s).
 const SUBSCRIPTION_SILENCE: Duration = Duration::from_secs(20);
-/// How often a summary goes to the tracker while there is something to say.
+/// How often a summary goes to the owner while there is something to say.
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
-/// Requests in flight per parent. Why 2: one chunk's request and answer overlap the next's
-/// on a parent's connection; the download as a whole is capped by `inflight`.
-const PARENT_DEPTH: u32 = 2;
+/// Requests in flight per parent of an appliance's fill. Why 2: one chunk's request and
+/// answer overlap the next's on a parent's connection; the download as a whole is capped by
+/// the swarm's `inflight`.
+pub(crate) const PARENT_DEPTH: u32 = 2;
+/// Verified chunks that may wait for their commit at once, by default (32 MiB at the default
+/// chunk size): enough for the network to go on through a store's group commit and its sync.
+pub(crate) const WRITE_SLOTS: usize = 32;
+/// How long a parent that does not know the title yet is asked again: an appliance's parent
+/// is about to (it is getting its manifest); a source that still does not after this is not
+/// going to.
+const UNKNOWN_TITLE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// What the tracker side of a title's fill needs: the node's link to the tracker, seen
+/// What the tracker side of an appliance's fill needs: the node's link to the tracker, seen
 /// through a trait so that the fill does not depend on the member module that owns it.
 pub(crate) trait Tracker: Send + Sync + 'static {
     /// One exchange with the tracker; an error when it cannot be reached or refused.
     fn request(
         &self,
         request: TrackerRequest,
-    ) -> impl std::future::Future<Output = Result<TrackerResponse, String>> + Send;
+    ) -> impl Future<Output = Result<TrackerResponse, String>> + Send;
     /// The tracker's epoch seen in an answer: the owner asks for new fills when it moved.
     fn saw_epoch(&self, epoch: u64);
     /// The fill needs a new plan (every parent it had is gone).
     fn want_plan(&self);
 }
 
-/// The local pieces a title's fill uses.
+/// Who a fill tells what it did. Calls that return futures run in tasks of their own: the
+/// fill never waits on them.
+pub(crate) trait Owner: Send + Sync + 'static {
+    /// The chunks gained (in the order they were stored) and the bytes stored from each
+    /// class of parent since the last summary that was answered; an error gives them back
+    /// for the next one.
+    fn summary(
+        &self,
+        title: TitleId,
+        gained: Vec<u32>,
+        bytes: [u64; 4],
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// The title is whole: what is held, once more as a whole (a whole view sent earlier may
+    /// have crossed the last summaries). An error: it is sent again.
+    fn whole(&self, title: TitleId) -> impl Future<Output = Result<(), String>> + Send;
+    /// `parent` sent a corrupt chunk (`chunk`) or broke the subscription's rules.
+    fn lied(&self, title: TitleId, chunk: u32, parent: &NodeId);
+    /// No parent that can help is left.
+    fn stranded(&self);
+    /// Chunk `chunk` of `bytes` is verified and committed.
+    fn stored(&self, chunk: u32, bytes: u64);
+}
+
+/// The local pieces a fill uses.
 pub(crate) struct Local {
-    pub(crate) store: Arc<Store>,
     pub(crate) writer: ChunkWriter,
     pub(crate) pool: Arc<Pool>,
     pub(crate) metrics: Arc<FillMetrics>,
     /// Set when the store refuses a chunk for want of room: no more filling until an
     /// eviction frees some.
     pub(crate) disk_full: Arc<AtomicBool>,
-    /// Requests in flight over all parents.
-    pub(crate) inflight: u32,
+    /// The swarm's tunables (requests in flight over all parents, attempts per parent).
+    pub(crate) swarm: SwarmConfig,
+    /// Requests in flight per parent.
+    pub(crate) depth: u32,
+    /// Time allowed for one request, chunk bytes included.
+    pub(crate) request_timeout: Duration,
+    /// Verified chunks waiting for their commit, each holding its bytes in memory.
+    pub(crate) write_slots: Arc<Semaphore>,
+    /// A fill no one can send new plans to ends after this long with nothing happening and
+    /// no request in flight.
+    pub(crate) stall: Duration,
     /// While the plan is stale ([`Control::Escalate`]), every request to the origin waits
     /// its turn in this bucket (shared by all fills): a long tracker outage must not turn
     /// into an origin storm.
-    pub(crate) stale_origin: Arc<TokenBucket>,
+    pub(crate) stale_origin: Option<Arc<TokenBucket>>,
 }
 
 /// What the owner tells a running fill.
@@ -83,23 +129,40 @@ pub(crate) enum Control {
     Escalate(bool),
 }
 
-/// Runs the fill of `plan.title` until the title is held whole (and the tracker told) or the
-/// store stops it. Dropping (aborting) the task stops the fill and every task of it.
+/// How a fill ended: the swarm (what each parent did), the parents by the swarm's index, and
+/// the store's error if one stopped it.
+pub(crate) struct Ended {
+    pub(crate) swarm: Swarm,
+    pub(crate) parents: Vec<ParentEnd>,
+    pub(crate) store_error: Option<StoreError>,
+}
+
+/// A parent of an ended fill.
+pub(crate) struct ParentEnd {
+    pub(crate) node: NodeId,
+    /// Why its subscription ended, if it did.
+    pub(crate) ended: Option<String>,
+}
+
+/// Runs an appliance's fill of `plan.title` until the title is held whole (and the tracker
+/// told) or the store stops it. Dropping (aborting) the task stops the fill and every task
+/// of it.
 pub(crate) async fn run<T: Tracker>(
     plan: FillPlan,
     local: Arc<Local>,
+    store: Arc<Store>,
     tracker: Arc<T>,
     control: mpsc::Receiver<Control>,
 ) {
     let title = plan.title;
     let span = tracing::info_span!("fill", %title);
     async move {
-        let Some(manifest) = manifest(&plan, &local, tracker.as_ref()).await else {
+        let Some(manifest) = manifest(&plan, &local, &store, tracker.as_ref()).await else {
             // Nobody gave a manifest that verifies: the owner asks again with the next fills.
             tracker.want_plan();
             return;
         };
-        let held = match local.store.held(&title) {
+        let held = match store.held(&title) {
             Some(h) => h,
             None => match ChunkBitmap::new(manifest.chunk_count()) {
                 Ok(h) => h,
@@ -109,48 +172,73 @@ pub(crate) async fn run<T: Tracker>(
                 }
             },
         };
-        let config = SwarmConfig { inflight: local.inflight.max(1), ..SwarmConfig::default() };
-        let seed =
-            local.store.dir().to_string_lossy().bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
-        let mut fill = Fill {
-            title,
-            manifest,
-            swarm: Swarm::new(config, &held, seed),
-            parents: Vec::new(),
-            local,
-            tracker,
-            events: mpsc::channel(1024),
-            tasks: JoinSet::new(),
-            unsent: Vec::new(),
-            unsent_bytes: [0; 4],
-            summary_pending: false,
-            reconciled: false,
-            escalated: false,
-        };
+        let seed = store.dir().to_string_lossy().bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         info!(
             parents = plan.parents.len(),
             origin_chunks = plan.origin.iter().map(|r| r.len()).sum::<usize>(),
             held = held.count(),
             "filling by the tracker's plan"
         );
-        fill.apply(plan);
-        fill.drive(control).await;
+        let owner = Arc::new(Reporting { tracker, store });
+        fill(plan, manifest, &held, seed, local, owner, Some(control)).await;
     }
     .instrument(span)
     .await
 }
 
+/// Fills `plan.title` (of `manifest`, `held` already here) from the plan's parents until it
+/// is whole and its owner told, the store stops it, or (with no `control` to send it new
+/// plans) no parent can help any more. `seed` makes this fill's picks its own.
+pub(crate) async fn fill<O: Owner>(
+    plan: FillPlan,
+    manifest: Arc<Manifest>,
+    held: &ChunkBitmap,
+    seed: u64,
+    local: Arc<Local>,
+    owner: Arc<O>,
+    control: Option<mpsc::Receiver<Control>>,
+) -> Ended {
+    let mut fill = Fill {
+        title: plan.title,
+        manifest,
+        swarm: Swarm::new(local.swarm, held, seed),
+        parents: Vec::new(),
+        local,
+        owner,
+        events: mpsc::channel(1024),
+        tasks: JoinSet::new(),
+        unsent: Vec::new(),
+        unsent_bytes: [0; 4],
+        summary_pending: false,
+        reconciled: false,
+        escalated: false,
+        store_error: None,
+    };
+    fill.apply(plan);
+    fill.drive(control).await;
+    Ended {
+        swarm: fill.swarm,
+        parents: fill.parents.into_iter().map(|p| ParentEnd { node: p.node, ended: p.ended }).collect(),
+        store_error: fill.store_error,
+    }
+}
+
 /// The title's manifest: the store's, or the first parent's (nearest first) that verifies,
 /// added to the store under the name the tracker's catalog gives it.
-async fn manifest<T: Tracker>(plan: &FillPlan, local: &Local, tracker: &T) -> Option<Arc<Manifest>> {
+async fn manifest<T: Tracker>(
+    plan: &FillPlan,
+    local: &Local,
+    store: &Arc<Store>,
+    tracker: &T,
+) -> Option<Arc<Manifest>> {
     let title = plan.title;
-    if let Some(m) = local.store.manifest(&title) {
+    if let Some(m) = store.manifest(&title) {
         return Some(m);
     }
     for parent in &plan.parents {
         let Ok(peer) = parent.node.as_str().parse::<PeerId>() else { continue };
         let Ok(conn) = local.pool.get(parent.addr, peer).await else { continue };
-        let manifest = match request_manifest(&conn, title, REQUEST_TIMEOUT).await {
+        let manifest = match request_manifest(&conn, title, local.request_timeout).await {
             Ok(m) => m,
             Err(ManifestMiss::Unavailable(e)) => {
                 debug!(parent = %parent.node, "no manifest: {e}");
@@ -167,7 +255,7 @@ async fn manifest<T: Tracker>(plan: &FillPlan, local: &Local, tracker: &T) -> Op
             }
             _ => String::new(),
         };
-        let (store, m) = (local.store.clone(), manifest.clone());
+        let (store, m) = (store.clone(), manifest.clone());
         match tokio::task::spawn_blocking(move || store.add_title(title, &name, m)).await {
             Ok(Ok(())) => return Some(Arc::new(manifest)),
             Ok(Err(e)) => warn!("cannot add the title to the store: {e}"),
@@ -175,6 +263,70 @@ async fn manifest<T: Tracker>(plan: &FillPlan, local: &Local, tracker: &T) -> Op
         }
     }
     None
+}
+
+/// An appliance's owner: its tracker hears the summaries, the whole bitmap at the end, and
+/// every lying parent at once.
+struct Reporting<T> {
+    tracker: Arc<T>,
+    store: Arc<Store>,
+}
+
+impl<T: Tracker> Owner for Reporting<T> {
+    async fn summary(&self, title: TitleId, chunks: Vec<u32>, bytes: [u64; 4]) -> Result<(), String> {
+        let gained = runs(&chunks);
+        let request = if gained.len() <= MAX_GAINED {
+            TrackerRequest::FillSummary { title, gained, bytes }
+        } else {
+            // Too scattered for one summary: the whole bitmap, then the bytes alone.
+            if let Some(held) = self.store.held(&title) {
+                self.tracker.request(TrackerRequest::ReportHeld { title, held, fetched: Vec::new() }).await?;
+            }
+            TrackerRequest::FillSummary { title, gained: Vec::new(), bytes }
+        };
+        match self.tracker.request(request).await? {
+            TrackerResponse::Epoch(epoch) => {
+                self.tracker.saw_epoch(epoch);
+                Ok(())
+            }
+            other => Err(format!("unexpected answer to a summary: {other:?}")),
+        }
+    }
+
+    async fn whole(&self, title: TitleId) -> Result<(), String> {
+        let Some(held) = self.store.held(&title) else { return Ok(()) };
+        self.tracker
+            .request(TrackerRequest::ReportHeld { title, held, fetched: Vec::new() })
+            .await
+            .map(|_| ())
+    }
+
+    fn lied(&self, title: TitleId, chunk: u32, parent: &NodeId) {
+        let request = TrackerRequest::ReportFailure {
+            title,
+            chunk,
+            source: parent.clone(),
+            kind: FailureKind::Corrupt,
+        };
+        let tracker = self.tracker.clone();
+        tokio::spawn(
+            async move {
+                match tracker.request(request).await {
+                    // The tracker now leaves the parent out of this appliance's plans and
+                    // gives it what only that parent was to bring: a new plan.
+                    Ok(_) => tracker.want_plan(),
+                    Err(e) => debug!("failure report not delivered: {e}"),
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn stranded(&self) {
+        self.tracker.want_plan();
+    }
+
+    fn stored(&self, _: u32, _: u64) {}
 }
 
 /// What a parent's tasks tell the title's task.
@@ -186,8 +338,8 @@ enum Event {
     Ended(usize, String),
     /// A request's chunk verified: its request slot is free while it is written.
     Received(usize, u32),
-    /// How a request ended.
-    Finished(usize, u32, Outcome, String),
+    /// How a request ended (and the store's error, if it refused the chunk).
+    Finished(usize, u32, Outcome, String, Option<StoreError>),
     /// A summary was answered (`None`), or failed and gives back what it carried.
     Summarised(Option<(Vec<u32>, [u64; 4])>),
     /// The whole bitmap was delivered (or not).
@@ -200,28 +352,30 @@ struct ParentState {
     peer: Option<PeerId>,
     class: SourceClass,
     subscription: Option<tokio::task::AbortHandle>,
+    ended: Option<String>,
 }
 
-struct Fill<T> {
+struct Fill<O> {
     title: TitleId,
     manifest: Arc<Manifest>,
     swarm: Swarm,
     /// By the swarm's parent index.
     parents: Vec<ParentState>,
     local: Arc<Local>,
-    tracker: Arc<T>,
+    owner: Arc<O>,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
     tasks: JoinSet<()>,
     /// Chunks gained and bytes stored that no answered summary has carried yet.
     unsent: Vec<u32>,
     unsent_bytes: [u64; 4],
     summary_pending: bool,
-    /// The whole bitmap went to the tracker after the last chunk.
+    /// The owner heard the title whole after the last chunk.
     reconciled: bool,
     escalated: bool,
+    store_error: Option<StoreError>,
 }
 
-impl<T: Tracker> Fill<T> {
+impl<O: Owner> Fill<O> {
     /// Follows a plan: its ranges replace the old ones, parents it names are subscribed to
     /// (kept if already), parents it no longer names are let go.
     fn apply(&mut self, plan: FillPlan) {
@@ -244,13 +398,20 @@ impl<T: Tracker> Fill<T> {
             if known {
                 continue;
             }
-            let p = self.swarm.add_parent(q.class, PARENT_DEPTH);
+            let p = self.swarm.add_parent(q.class, self.local.depth);
             let peer = q.node.as_str().parse::<PeerId>().ok();
-            let mut state =
-                ParentState { node: q.node, addr: q.addr, peer, class: q.class, subscription: None };
+            let mut state = ParentState {
+                node: q.node,
+                addr: q.addr,
+                peer,
+                class: q.class,
+                subscription: None,
+                ended: None,
+            };
             match (peer, q.class) {
                 (None, _) => {
                     self.swarm.remove_parent(p);
+                    state.ended = Some("its node id is not a peer id".into());
                 }
                 // The origin holds everything: nothing to subscribe to.
                 (Some(_), SourceClass::Origin) => {}
@@ -261,6 +422,7 @@ impl<T: Tracker> Fill<T> {
                         peer,
                         self.title,
                         p,
+                        self.local.request_timeout,
                         self.events.0.clone(),
                     );
                     state.subscription = Some(self.tasks.spawn(sub.in_current_span()));
@@ -271,46 +433,66 @@ impl<T: Tracker> Fill<T> {
         }
     }
 
-    async fn drive(&mut self, mut control: mpsc::Receiver<Control>) {
+    /// A parent that can still be asked for something.
+    fn any_usable(&self) -> bool {
+        (0..self.parents.len()).any(|p| self.swarm.dropped(p).is_none())
+    }
+
+    async fn drive(&mut self, mut control: Option<mpsc::Receiver<Control>>) {
         let mut summary = tokio::time::interval(SUMMARY_EVERY);
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inflight = 0u32;
-        let mut control_open = true;
         let mut announced = false;
+        let mut last_news = tokio::time::Instant::now();
         // Bounded by the fill: each pass handles one event, tick or control message, and the
-        // loop ends once every chunk is held and summed up (or the store stops it).
+        // loop ends once every chunk is held and summed up, the store stops it, or (with no
+        // one to send new plans) no parent can help.
         loop {
             inflight += self.dispatch();
-            if (self.swarm.is_complete() || self.swarm.is_stopped()) && inflight == 0 {
+            let done = self.swarm.is_complete() || self.swarm.is_stopped();
+            if done && inflight == 0 {
                 if self.swarm.is_complete() && !announced {
                     info!(chunks = self.manifest.chunk_count(), "title complete");
                     announced = true;
                 }
-                // Done once the tracker has heard it all, the last time as the whole bitmap
-                // (a whole bitmap the session sent earlier may have crossed the last
-                // summaries and put back an older view); until then it is retried (the
-                // tracker may be away: the title is served meanwhile).
+                // Done once the owner has heard it all, the last time as the whole title;
+                // until then it is retried (the tracker may be away: the title is served
+                // meanwhile).
                 if self.summarise() && self.reconcile() {
                     break;
                 }
             }
+            // Nobody can send new parents: with none left, or nothing heard for the stall
+            // bound and nothing asked, the fill is over.
+            let stranded = !done && control.is_none() && inflight == 0;
+            if stranded && !self.any_usable() {
+                break;
+            }
+            let stall = tokio::time::sleep_until(last_news + self.local.stall);
             tokio::select! {
                 Some(event) = self.events.1.recv() => {
                     if matches!(event, Event::Finished(..)) {
                         inflight = inflight.saturating_sub(1);
                     }
-                    self.handle(event).await;
+                    if !matches!(event, Event::Summarised(_) | Event::Reconciled(_)) {
+                        last_news = tokio::time::Instant::now();
+                    }
+                    self.handle(event);
                 }
-                c = control.recv(), if control_open => match c {
+                c = async { control.as_mut()?.recv().await }, if control.is_some() => match c {
                     Some(Control::Plan(plan)) => self.apply(plan),
                     Some(Control::Escalate(on)) => {
                         self.escalated = on;
                         self.swarm.escalate(on);
                     }
-                    None => control_open = false,
+                    None => control = None,
                 },
                 _ = summary.tick() => {
                     self.summarise();
+                }
+                () = stall, if stranded => {
+                    debug!(stall = ?self.local.stall, "no parent gave anything: the fill stops");
+                    break;
                 }
             }
         }
@@ -326,7 +508,8 @@ impl<T: Tracker> Fill<T> {
                 let parent = &self.parents[p];
                 let Some(peer) = parent.peer else { break };
                 let pace = (self.escalated && parent.class == SourceClass::Origin)
-                    .then(|| self.local.stale_origin.clone());
+                    .then(|| self.local.stale_origin.clone())
+                    .flatten();
                 let request = fetch(
                     self.local.clone(),
                     self.manifest.clone(),
@@ -345,7 +528,7 @@ impl<T: Tracker> Fill<T> {
         started
     }
 
-    async fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Event) {
         let dropped = match event {
             Event::Held(p, held) => self.swarm.advertise(p, &held).err().map(|why| (p, why)),
             Event::Have(p, chunks) => {
@@ -353,12 +536,13 @@ impl<T: Tracker> Fill<T> {
             }
             Event::Ended(p, why) => {
                 debug!(parent = %self.parents[p].node, "subscription ended: {why}");
+                self.parents[p].ended = Some(why);
                 self.swarm.remove_parent(p);
                 // No parent but the origin left: a plan of the fleet as it is now.
                 let usable = (0..self.parents.len())
                     .any(|q| self.parents[q].class != SourceClass::Origin && self.swarm.dropped(q).is_none());
                 if !usable {
-                    self.tracker.want_plan();
+                    self.owner.stranded();
                 }
                 None
             }
@@ -381,23 +565,24 @@ impl<T: Tracker> Fill<T> {
                 }
                 None
             }
-            Event::Finished(p, c, outcome, detail) => {
+            Event::Finished(p, c, outcome, detail, store_error) => {
                 if let Outcome::Stored(bytes) = outcome {
                     let class = self.parents[p].class as usize;
                     self.unsent_bytes[class] += bytes;
                     debug!(chunk = c, source = %self.parents[p].node, "stored chunk");
+                    self.owner.stored(c, bytes);
                 } else if !detail.is_empty() {
                     debug!(parent = %self.parents[p].node, chunk = c, "{detail}");
                 }
-                if outcome == Outcome::StoreFailed {
-                    self.local.disk_full.store(true, Relaxed);
+                if let Some(e) = store_error {
+                    self.store_error.get_or_insert(e);
                 }
                 let corrupt = outcome == Outcome::Corrupt;
                 let dropped = self.swarm.finish(p, c, outcome);
                 if corrupt {
                     // At once: the tracker excludes the parent from our plans and counts the
                     // report toward its quorum.
-                    self.report(p, c, FailureKind::Corrupt);
+                    self.owner.lied(self.title, c, &self.parents[p].node);
                 }
                 dropped.map(|why| (p, why))
             }
@@ -407,7 +592,7 @@ impl<T: Tracker> Fill<T> {
             // hears of a corrupt chunk (already reported), so that this appliance gets what
             // only that parent was to bring, and a quorum of reporters marks it bad.
             if !matches!(why, Dropped::Corrupt | Dropped::Gone) {
-                self.report(p, 0, FailureKind::Corrupt);
+                self.owner.lied(self.title, 0, &self.parents[p].node);
             }
             self.dropped(p, why);
         }
@@ -422,32 +607,13 @@ impl<T: Tracker> Fill<T> {
         if let Some(sub) = parent.subscription.take() {
             sub.abort();
         }
-        if (0..self.parents.len()).all(|p| self.swarm.dropped(p).is_some()) {
-            self.tracker.want_plan();
+        if !self.any_usable() {
+            self.owner.stranded();
         }
     }
 
-    fn report(&self, p: usize, chunk: u32, kind: FailureKind) {
-        let request = TrackerRequest::ReportFailure {
-            title: self.title,
-            chunk,
-            source: self.parents[p].node.clone(),
-            kind,
-        };
-        let tracker = self.tracker.clone();
-        tokio::spawn(async move {
-            match tracker.request(request).await {
-                // The tracker now leaves the parent out of this appliance's plans and gives
-                // it what only that parent was to bring: a new plan.
-                Ok(_) if kind == FailureKind::Corrupt => tracker.want_plan(),
-                Ok(_) => {}
-                Err(e) => debug!("failure report not delivered: {e}"),
-            }
-        });
-    }
-
-    /// Sends the title's whole held bitmap once, in a task of its own; true once the tracker
-    /// has it.
+    /// Tells the owner what is held, once, after the last chunk (or the store's failure), in
+    /// a task of its own; true once it has heard it.
     fn reconcile(&mut self) -> bool {
         if self.reconciled {
             return true;
@@ -455,13 +621,11 @@ impl<T: Tracker> Fill<T> {
         if self.summary_pending {
             return false;
         }
-        let Some(held) = self.local.store.held(&self.title) else { return true };
         self.summary_pending = true;
-        let (title, tracker, events) = (self.title, self.tracker.clone(), self.events.0.clone());
+        let (title, owner, events) = (self.title, self.owner.clone(), self.events.0.clone());
         tokio::spawn(
             async move {
-                let sent =
-                    tracker.request(TrackerRequest::ReportHeld { title, held, fetched: Vec::new() }).await;
+                let sent = owner.whole(title).await;
                 if let Err(e) = &sent {
                     debug!("whole bitmap not delivered: {e}");
                 }
@@ -487,34 +651,11 @@ impl<T: Tracker> Fill<T> {
         let chunks = std::mem::take(&mut self.unsent);
         self.unsent_bytes = [0; 4];
         self.summary_pending = true;
-        let (title, tracker, store, events) =
-            (self.title, self.tracker.clone(), self.local.store.clone(), self.events.0.clone());
+        let (title, owner, events) = (self.title, self.owner.clone(), self.events.0.clone());
         tokio::spawn(
             async move {
-                let gained = runs(&chunks);
-                let sent = async {
-                    let request = if gained.len() <= MAX_GAINED {
-                        TrackerRequest::FillSummary { title, gained, bytes }
-                    } else {
-                        // Too scattered for one summary: the whole bitmap, then the bytes alone.
-                        if let Some(held) = store.held(&title) {
-                            tracker
-                                .request(TrackerRequest::ReportHeld { title, held, fetched: Vec::new() })
-                                .await?;
-                        }
-                        TrackerRequest::FillSummary { title, gained: Vec::new(), bytes }
-                    };
-                    match tracker.request(request).await? {
-                        TrackerResponse::Epoch(epoch) => Ok(epoch),
-                        other => Err(format!("unexpected answer to a summary: {other:?}")),
-                    }
-                }
-                .await;
-                let outcome = match sent {
-                    Ok(epoch) => {
-                        tracker.saw_epoch(epoch);
-                        None
-                    }
+                let outcome = match owner.summary(title, chunks.clone(), bytes).await {
+                    Ok(()) => None,
                     Err(e) => {
                         // Kept for the next one: the tracker may be away for a while.
                         debug!("summary not delivered: {e}");
@@ -537,21 +678,25 @@ async fn subscribe(
     peer: PeerId,
     title: TitleId,
     p: usize,
+    timeout: Duration,
     events: mpsc::Sender<Event>,
 ) {
     let why = async {
         // A parent that does not know the title yet (it has not had its manifest) is asked
-        // again, less and less often: it is about to. Bounded by the fill, which aborts this
-        // task when it lets the parent go.
+        // again, less and less often, for a while: it is about to.
+        let patience = tokio::time::Instant::now() + UNKNOWN_TITLE_PATIENCE;
         let mut wait = Duration::from_millis(100);
+        // Bounded by the patience: each pass waits at least 100 ms.
         let (first, _send, mut recv) = loop {
             let conn = pool.get(addr, peer).await.map_err(|e| format!("unreachable: {e}"))?;
-            let sub =
-                rpc::subscribe::<_, MeshResponse>(&conn, &MeshRequest::Subscribe { title }, REQUEST_TIMEOUT)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let sub = rpc::subscribe::<_, MeshResponse>(&conn, &MeshRequest::Subscribe { title }, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
             match sub.0 {
                 MeshResponse::Error(ref e) if e.code == ErrorCode::UnknownTitle => {
+                    if tokio::time::Instant::now() + wait > patience {
+                        return Err(format!("does not know the title: {}", e.message));
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
@@ -604,46 +749,55 @@ async fn fetch(
     pace: Option<Arc<TokenBucket>>,
     events: mpsc::Sender<Event>,
 ) {
-    let (outcome, detail) = async {
+    let timeout = local.request_timeout;
+    let (outcome, detail, store_error) = async {
         let expected =
-            manifest.chunk_len(c).ok_or((Outcome::Refused, format!("chunk {c} is out of range")))?;
+            manifest.chunk_len(c).ok_or((Outcome::Refused, format!("chunk {c} is out of range"), None))?;
         if let Some(bucket) = &pace {
             bucket.take(expected).await;
         }
-        let conn =
-            local.pool.get(addr, peer).await.map_err(|e| (Outcome::Lost, format!("unreachable: {e}")))?;
-        let bytes =
-            tokio::time::timeout(REQUEST_TIMEOUT, request_chunk(&conn, title, c, expected, REQUEST_TIMEOUT))
-                .await
-                .map_err(|_| (Outcome::Timeout, format!("timed out after {REQUEST_TIMEOUT:?}")))?
-                .map_err(|e| match e {
-                    ChunkError::Lost(e) => (Outcome::Lost, e),
-                    ChunkError::NotHeld(e) => (Outcome::NotHeld, e),
-                    ChunkError::Refused(e) => (Outcome::Refused, e),
-                    ChunkError::Lied(e) => (Outcome::Corrupt, e),
-                })?;
+        let conn = local
+            .pool
+            .get(addr, peer)
+            .await
+            .map_err(|e| (Outcome::Lost, format!("unreachable: {e}"), None))?;
+        let bytes = tokio::time::timeout(timeout, request_chunk(&conn, title, c, expected, timeout))
+            .await
+            .map_err(|_| (Outcome::Timeout, format!("timed out after {timeout:?}"), None))?
+            .map_err(|e| match e {
+                ChunkError::Lost(e) => (Outcome::Lost, e, None),
+                ChunkError::NotHeld(e) => (Outcome::NotHeld, e, None),
+                ChunkError::Refused(e) => (Outcome::Refused, e, None),
+                ChunkError::Lied(e) => (Outcome::Corrupt, e, None),
+            })?;
         let len = bytes.len() as u64;
         let verified = match VerifiedChunk::verify(title, &manifest, c, bytes.freeze()) {
             Ok(v) => v,
             Err(e) => {
                 local.metrics.chunk_rejected();
                 warn!(%peer, chunk = c, "corrupt chunk: {e}");
-                return Err((Outcome::Corrupt, e.to_string()));
+                return Err((Outcome::Corrupt, e.to_string(), None));
             }
         };
         local.metrics.chunk_verified(len);
+        // Held until the commit is done: verified chunks waiting for the store are bounded,
+        // and while they are at the bound this request keeps its slot (the network waits
+        // for the disk, not the other way round).
+        let Ok(_slot) = local.write_slots.acquire().await else {
+            return Err((Outcome::StoreFailed, "the fill is over".into(), None));
+        };
         let _ = events.send(Event::Received(p, c)).await;
         match local.writer.put(verified).await {
-            Ok(_) => Ok((Outcome::Stored(len), String::new())),
+            Ok(_) => Ok((Outcome::Stored(len), String::new(), None)),
             Err(e @ StoreError::QuotaExceeded { .. }) => {
                 if !local.disk_full.swap(true, Relaxed) {
                     tracing::error!("{e}; no more filling, serving what is held");
                 }
-                Err((Outcome::StoreFailed, e.to_string()))
+                Err((Outcome::StoreFailed, e.to_string(), Some(e)))
             }
             Err(e) => {
                 tracing::error!(chunk = c, "cannot store chunk: {e}");
-                Err((Outcome::StoreFailed, e.to_string()))
+                Err((Outcome::StoreFailed, e.to_string(), Some(e)))
             }
         }
     }
@@ -652,7 +806,7 @@ async fn fetch(
     if outcome == Outcome::Lost {
         local.pool.forget(addr, peer).await;
     }
-    let _ = events.send(Event::Finished(p, c, outcome, detail)).await;
+    let _ = events.send(Event::Finished(p, c, outcome, detail, store_error)).await;
 }
 
 /// The running fills of a node, by title, for the owner that starts and stops them.
@@ -664,7 +818,13 @@ pub(crate) struct Fills {
 
 impl Fills {
     /// Starts or updates the fill of each plan's title; stops fills of titles not named.
-    pub(crate) fn follow<T: Tracker>(&mut self, plans: Vec<FillPlan>, local: &Arc<Local>, tracker: &Arc<T>) {
+    pub(crate) fn follow<T: Tracker>(
+        &mut self,
+        plans: Vec<FillPlan>,
+        local: &Arc<Local>,
+        store: &Arc<Store>,
+        tracker: &Arc<T>,
+    ) {
         // Finished fills leave the set.
         while let Some(done) = self.tasks.try_join_next() {
             let _ = done;
@@ -686,7 +846,7 @@ impl Fills {
             }
             let (tx, rx) = mpsc::channel(16);
             let title = plan.title;
-            let task = self.tasks.spawn(run(plan, local.clone(), tracker.clone(), rx));
+            let task = self.tasks.spawn(run(plan, local.clone(), store.clone(), tracker.clone(), rx));
             self.running.insert(title, (task, tx));
         }
     }

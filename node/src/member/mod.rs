@@ -15,8 +15,9 @@ use fillmesh_protocol::messages::{
     PROTOCOL_VERSION,
 };
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, TitleId};
+use fillmesh_swarm::Config as SwarmConfig;
 use libp2p_identity::PeerId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
 use fillmesh_net::{rpc, MeshEndpoint, Pool};
@@ -141,15 +142,19 @@ pub async fn run(
         }
     };
     let local = Arc::new(swarm::Local {
-        store: store.clone(),
         writer,
         pool: Arc::new(Pool::new(endpoint.clone(), Duration::from_secs(10))),
         metrics,
         disk_full: Arc::new(AtomicBool::new(false)),
-        inflight: config.parallel as u32,
-        stale_origin: Arc::new(TokenBucket::new(config.stale_origin_rate.max(1))),
+        swarm: SwarmConfig { inflight: (config.parallel as u32).max(1), ..SwarmConfig::default() },
+        depth: swarm::PARENT_DEPTH,
+        request_timeout: Duration::from_secs(30),
+        write_slots: Arc::new(Semaphore::new(swarm::WRITE_SLOTS)),
+        // Not used: an appliance's fill can always be sent new plans, so it never stalls out.
+        stall: Duration::from_secs(3600),
+        stale_origin: Some(Arc::new(TokenBucket::new(config.stale_origin_rate.max(1)))),
     });
-    let mut state = Member { local, fills: swarm::Fills::default(), server, escalated: false };
+    let mut state = Member { local, store, fills: swarm::Fills::default(), server, escalated: false };
     let mut backoff = Duration::from_millis(250);
     let mut last_contact = tokio::time::Instant::now();
     // Bounded by the process's life; each pass waits at least `backoff`.
@@ -174,6 +179,7 @@ pub async fn run(
 /// What outlives a session: the fills and what they use.
 struct Member {
     local: Arc<swarm::Local>,
+    store: Arc<Store>,
     fills: swarm::Fills,
     server: Server,
     escalated: bool,
@@ -186,7 +192,7 @@ async fn session(
     published: &mut mpsc::UnboundedReceiver<ToPublish>,
     last_contact: &mut tokio::time::Instant,
 ) -> Result<(), LinkError> {
-    let store = state.local.store.clone();
+    let store = state.store.clone();
     let server = state.server.clone();
     // Versions first: a tracker of another protocol version is said so plainly (and the
     // session is retried), not met later as undecodable answers.
@@ -285,13 +291,13 @@ async fn fills(link: &Arc<TrackerLink>, state: &mut Member) -> Result<(), LinkEr
     link.epoch.store(epoch, Relaxed);
     for title in evict {
         state.fills.stop(&title);
-        evict_title(link, &state.local.store, &state.local.metrics, &state.local.disk_full, title).await?;
+        evict_title(link, &state.store, &state.local.metrics, &state.local.disk_full, title).await?;
     }
     if state.local.disk_full.load(Relaxed) {
         return Ok(());
     }
     let tracker: Arc<TrackerLink> = link.clone();
-    state.fills.follow(plans, &state.local, &tracker);
+    state.fills.follow(plans, &state.local, &state.store, &tracker);
     Ok(())
 }
 
