@@ -98,6 +98,8 @@ pub enum Dropped {
     Flooded,
     #[error("sent a held bitmap of {got} chunks for a title of {expected}")]
     BitmapLength { got: u32, expected: u32 },
+    #[error("sent {sent} keepalives in {secs} s")]
+    Keepalives { sent: u64, secs: u64 },
     #[error("its connection or subscription ended")]
     Gone,
 }
@@ -261,6 +263,15 @@ impl Swarm {
             self.count_up(c);
         }
         Ok(())
+    }
+
+    /// The driver saw parent `p` break a rule of the subscription that is not the swarm's to
+    /// see (keepalives too often): it is dropped for `why`, as if the swarm had caught it.
+    pub fn reject(&mut self, p: usize, why: Dropped) -> Dropped {
+        match self.parents[p].dropped {
+            Some(already) => already,
+            None => self.drop_parent(p, why),
+        }
     }
 
     /// The parent's subscription or connection ended (or it said it is busy): it is asked

@@ -23,6 +23,9 @@ pub enum Lie {
     OversizedBitmap,
     /// Its subscribers get HAVEs for every chunk over and over (50 times the title, paced).
     FloodsHaves,
+    /// Serves honestly; the test runs it with a keepalive of a millisecond, so that its
+    /// subscribers get empty HAVEs a thousand times a second.
+    FloodsKeepalives,
 }
 
 /// Serves from a real store, falsifying what `lie` says.

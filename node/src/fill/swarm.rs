@@ -53,6 +53,9 @@ pub(crate) const PARENT_DEPTH: u32 = 2;
 /// Verified chunks that may wait for their commit at once, by default (32 MiB at the default
 /// chunk size): enough for the network to go on through a store's group commit and its sync.
 pub(crate) const WRITE_SLOTS: usize = 32;
+/// Keepalives (empty HAVEs) a subscription may send beyond one a second: parents send one
+/// every 5 s when idle.
+const KEEPALIVE_BURST: u64 = 10;
 /// How long a parent that does not know the title yet is asked again: an appliance's parent
 /// is about to (it is getting its manifest); a source that still does not after this is not
 /// going to.
@@ -336,6 +339,8 @@ enum Event {
     Have(usize, Vec<u32>),
     /// The subscription ended (busy, refused, broke the protocol, went silent, lost).
     Ended(usize, String),
+    /// The parent broke a rule of the subscription that only its task sees.
+    Broke(usize, Dropped),
     /// A request's chunk verified: its request slot is free while it is written.
     Received(usize, u32),
     /// How a request ended (and the store's error, if it refused the chunk).
@@ -546,6 +551,7 @@ impl<O: Owner> Fill<O> {
                 }
                 None
             }
+            Event::Broke(p, why) => Some((p, self.swarm.reject(p, why))),
             Event::Received(p, c) => {
                 self.swarm.received(p, c);
                 None
@@ -704,6 +710,8 @@ async fn subscribe(
             }
         };
         let mut next = Some(first);
+        let since = tokio::time::Instant::now();
+        let mut keepalives = 0u64;
         // Bounded by the subscription: each pass reads one message within the silence bound.
         loop {
             let message = match next.take() {
@@ -716,6 +724,16 @@ async fn subscribe(
                 MeshResponse::Held { title: t, held } if t == title => Event::Held(p, held),
                 MeshResponse::Have { title: t, chunks } if t == title => {
                     if chunks.is_empty() {
+                        // A keepalive, every 5 s from an honest parent: one that sends them
+                        // much faster only makes this task spin, and is let go.
+                        keepalives += 1;
+                        let secs = since.elapsed().as_secs();
+                        if keepalives > KEEPALIVE_BURST + secs {
+                            let _ = events
+                                .send(Event::Broke(p, Dropped::Keepalives { sent: keepalives, secs }))
+                                .await;
+                            return Ok(());
+                        }
                         continue;
                     }
                     Event::Have(p, chunks)
