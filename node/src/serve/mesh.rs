@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use fillmesh_net::frame::{read_frame, write_bytes, write_frame, WireError};
 use fillmesh_net::{close, rpc, trust, MeshEndpoint, Router, Trust};
@@ -243,49 +243,57 @@ impl Server {
         let chunks = held.len();
         write_frame(send, &MeshResponse::Held { title, held }, io).await?;
         let span = tracing::debug_span!("subscriber", %title);
-        let _enter = span.enter();
-        debug!("subscribed");
-        let mut closed = [0u8; 1];
-        // Bounded by the child's interest: each pass sends one message or ends.
-        loop {
-            let next = async {
-                match gained.as_mut() {
-                    Some(rx) => Some(rx.recv().await),
-                    None => std::future::pending().await,
-                }
-            };
-            let have = tokio::select! {
-                // The child ends the subscription by finishing or resetting its side (it sends
-                // nothing else on it).
-                _ = recv.read(&mut closed) => return Ok(()),
-                got = tokio::time::timeout(self.limits.keepalive, next) => match got {
-                    Err(_) => Vec::new(),
-                    Ok(Some(Ok((t, c)))) if t == title && c < chunks => vec![c],
-                    Ok(Some(Ok(_))) => continue,
-                    Ok(Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)))) => {
-                        let Some(held) = self.source.held(&title) else { return Ok(()) };
-                        write_frame(send, &MeshResponse::Held { title, held }, io).await?;
-                        continue;
+        async move {
+            debug!("subscribed");
+            let mut closed = [0u8; 1];
+            // The keepalive is due this long after the last message sent, whatever else the
+            // store gains meanwhile (chunks of other titles do not count: a child filling a
+            // title whose parent is busy filling another must still hear from it).
+            let mut last_sent = tokio::time::Instant::now();
+            // Bounded by the child's interest: each pass sends one message or ends.
+            loop {
+                let next = async {
+                    match gained.as_mut() {
+                        Some(rx) => Some(rx.recv().await),
+                        None => std::future::pending().await,
                     }
-                    Ok(Some(Err(tokio::sync::broadcast::error::RecvError::Closed))) | Ok(None) => return Ok(()),
-                },
-            };
-            let mut have = have;
-            if let Some(rx) = gained.as_mut() {
-                while have.len() < fillmesh_protocol::messages::MAX_HAVES {
-                    match rx.try_recv() {
-                        Ok((t, c)) if t == title && c < chunks => have.push(c),
-                        Ok(_) => {}
-                        Err(_) => break,
+                };
+                let mut have = tokio::select! {
+                    // The child ends the subscription by finishing or resetting its side (it
+                    // sends nothing else on it).
+                    _ = recv.read(&mut closed) => return Ok(()),
+                    () = tokio::time::sleep_until(last_sent + self.limits.keepalive) => Vec::new(),
+                    got = next => match got {
+                        Some(Ok((t, c))) if t == title && c < chunks => vec![c],
+                        Some(Ok(_)) => continue,
+                        Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                            let Some(held) = self.source.held(&title) else { return Ok(()) };
+                            write_frame(send, &MeshResponse::Held { title, held }, io).await?;
+                            last_sent = tokio::time::Instant::now();
+                            continue;
+                        }
+                        Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) | None => return Ok(()),
+                    },
+                };
+                if let Some(rx) = gained.as_mut() {
+                    while have.len() < fillmesh_protocol::messages::MAX_HAVES {
+                        match rx.try_recv() {
+                            Ok((t, c)) if t == title && c < chunks => have.push(c),
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
                     }
                 }
+                if self.source.manifest(&title).is_none() {
+                    // Evicted here: the child hears the stream end and looks elsewhere.
+                    return Ok(());
+                }
+                write_frame(send, &MeshResponse::Have { title, chunks: have }, io).await?;
+                last_sent = tokio::time::Instant::now();
             }
-            if self.source.manifest(&title).is_none() {
-                // Evicted here: the child hears the stream end and looks elsewhere.
-                return Ok(());
-            }
-            write_frame(send, &MeshResponse::Have { title, chunks: have }, io).await?;
         }
+        .instrument(span)
+        .await
     }
 
     async fn send_chunk(&self, send: &mut SendStream, title: TitleId, index: u32) -> Result<(), WireError> {
