@@ -143,6 +143,9 @@ pub struct Swarm {
     config: Config,
     chunks: u32,
     held: Bits,
+    /// Chunks in `held` (asked for on every pick: a count of the bits would cost a word per
+    /// 64 chunks each time).
+    held_count: u32,
     taken_bits: Bits,
     taken: HashMap<u32, Taken>,
     /// Parents (not dropped) advertising each chunk; the origin does not count.
@@ -172,6 +175,7 @@ impl Swarm {
         Self {
             config,
             chunks,
+            held_count: held.count(),
             held,
             taken_bits: Bits::new(chunks),
             taken: HashMap::new(),
@@ -318,6 +322,7 @@ impl Swarm {
         match outcome {
             Outcome::Stored(bytes) => {
                 if self.held.insert(c) {
+                    self.held_count += 1;
                     self.gained.push(c);
                 }
                 let parent = &mut self.parents[p];
@@ -357,7 +362,7 @@ impl Swarm {
 
     /// Every chunk is held.
     pub fn is_complete(&self) -> bool {
-        self.held.count() == self.chunks
+        self.held_count == self.chunks
     }
 
     pub fn holds(&self, c: u32) -> bool {
@@ -365,7 +370,7 @@ impl Swarm {
     }
 
     pub fn held_count(&self) -> u32 {
-        self.held.count()
+        self.held_count
     }
 
     /// The store failed: nothing more is asked of anyone.

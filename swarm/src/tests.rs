@@ -81,8 +81,10 @@ fn check_pick(s: &Swarm, p: usize, c: u32) {
     }
 }
 
-/// Availability is the count of live, non-origin parents advertising each chunk.
+/// Availability is the count of live, non-origin parents advertising each chunk; the held
+/// count is that of the held bits.
 fn check_counts(s: &Swarm) {
+    assert_eq!(s.held_count(), s.held.count(), "held chunks counted");
     for c in 0..s.chunks {
         let n = s
             .parents
