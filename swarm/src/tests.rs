@@ -66,12 +66,14 @@ fn check_pick(s: &Swarm, p: usize, c: u32) {
         "{:?} parent asked for {c} outside the plan",
         parent.class
     );
-    // Nearest first: no nearer parent with room advertised it (the request just counted).
+    // Nearest first: no nearer parent with room advertised it (the request just counted);
+    // none at all, room or not, when it went to another region or the origin.
+    let far = parent.class >= SourceClass::CrossRegion;
     for (q, other) in s.parents.iter().enumerate() {
-        if q != p && other.class < parent.class && other.spare() && other.adv.contains(c) {
+        if q != p && other.class < parent.class && (far || other.spare()) && other.adv.contains(c) {
             assert!(
                 s.allowed(q, w) & (1 << (c % 64)) == 0 || !s.attempts_left(c, q),
-                "{c} went to a {:?} parent while a {:?} one had room",
+                "{c} went to a {:?} parent while a {:?} one advertised it",
                 parent.class,
                 other.class
             );
@@ -79,8 +81,10 @@ fn check_pick(s: &Swarm, p: usize, c: u32) {
     }
 }
 
-/// Availability is the count of live, non-origin parents advertising each chunk.
+/// Availability is the count of live, non-origin parents advertising each chunk; the held
+/// count is that of the held bits.
 fn check_counts(s: &Swarm) {
+    assert_eq!(s.held_count(), s.held.count(), "held chunks counted");
     for c in 0..s.chunks {
         let n = s
             .parents
@@ -298,4 +302,25 @@ fn other_regions_and_the_origin_are_asked_only_for_planned_chunks_until_escalati
     assert_eq!(s.next(origin), Next::Wait);
     s.escalate(true);
     assert_eq!(s.next(far), Next::Chunk(0));
+}
+
+#[test]
+fn another_region_and_the_origin_wait_for_a_busy_nearby_parent_that_advertises_the_chunk() {
+    let mut s = Swarm::new(Config::default(), &ChunkBitmap::new(2).unwrap(), 9);
+    let all = [Range { start: 0, end: 2 }];
+    s.set_plan(&all, &all);
+    let near = s.add_parent(SourceClass::SameRegion, 1);
+    s.advertise(near, &ChunkBitmap::full(2).unwrap()).unwrap();
+    let far = s.add_parent(SourceClass::CrossRegion, 4);
+    s.advertise(far, &bitmap(2, [1])).unwrap();
+    let origin = s.add_parent(SourceClass::Origin, 4);
+    let Next::Chunk(first) = s.next(near) else { panic!("the nearby parent is asked first") };
+    // The nearby parent is busy with one chunk and advertises the other.
+    assert_eq!(s.next(far), Next::Wait);
+    assert_eq!(s.next(origin), Next::Wait);
+    // Gone: the other region brings what it advertises, the origin the rest.
+    s.remove_parent(near);
+    s.finish(near, first, Outcome::Lost);
+    assert_eq!(s.next(origin), Next::Chunk(0));
+    assert_eq!(s.next(far), Next::Chunk(1));
 }
