@@ -28,8 +28,6 @@ use crate::scenario::Scenario;
 pub const NS: u64 = 1_000_000_000;
 /// Swarm: how often an appliance sends the tracker its summary while it fills.
 const REPORT_EVERY: u64 = NS;
-/// Swarm: requests in flight per parent.
-const PARENT_DEPTH: u32 = 1;
 
 /// How appliances fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -1225,7 +1223,7 @@ impl<'a> Sim<'a> {
             }
             let node = &mut self.nodes[n as usize];
             let Some(swarm) = node.swarm.as_mut() else { return };
-            let p = swarm.add_parent(class, PARENT_DEPTH);
+            let p = swarm.add_parent(class, SwarmConfig::default().depth);
             node.parents.push(parent);
             subscribe.push((parent, p));
         }

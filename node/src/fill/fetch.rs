@@ -243,9 +243,9 @@ pub async fn fetch_title<D: Destination>(
         swarm: SwarmConfig {
             inflight: depth.saturating_mul(parents.len().max(1) as u32),
             attempts: u8::try_from(opts.attempts_per_source.max(1)).unwrap_or(u8::MAX),
+            depth,
             ..SwarmConfig::default()
         },
-        depth,
         request_timeout: opts.request_timeout,
         write_slots: Arc::new(Semaphore::new(into.write_slots().max(1))),
         stall: opts.stall,

@@ -46,10 +46,6 @@ use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
 const SUBSCRIPTION_SILENCE: Duration = Duration::from_secs(20);
 /// How often a summary goes to the owner while there is something to say.
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
-/// Requests in flight per parent of an appliance's fill. Why 2: one chunk's request and
-/// answer overlap the next's on a parent's connection; the download as a whole is capped by
-/// the swarm's `inflight`.
-pub(crate) const PARENT_DEPTH: u32 = 2;
 /// Verified chunks that may wait for their commit at once, by default (32 MiB at the default
 /// chunk size): enough for the network to go on through a store's group commit and its sync.
 pub(crate) const WRITE_SLOTS: usize = 32;
@@ -106,10 +102,8 @@ pub(crate) struct Local {
     /// Set when the store refuses a chunk for want of room: no more filling until an
     /// eviction frees some.
     pub(crate) disk_full: Arc<AtomicBool>,
-    /// The swarm's tunables (requests in flight over all parents, attempts per parent).
+    /// The swarm's tunables (requests in flight over all parents and per parent, attempts).
     pub(crate) swarm: SwarmConfig,
-    /// Requests in flight per parent.
-    pub(crate) depth: u32,
     /// Time allowed for one request, chunk bytes included.
     pub(crate) request_timeout: Duration,
     /// Verified chunks waiting for their commit, each holding its bytes in memory.
@@ -403,7 +397,7 @@ impl<O: Owner> Fill<O> {
             if known {
                 continue;
             }
-            let p = self.swarm.add_parent(q.class, self.local.depth);
+            let p = self.swarm.add_parent(q.class, self.local.swarm.depth);
             let peer = q.node.as_str().parse::<PeerId>().ok();
             let mut state = ParentState {
                 node: q.node,

@@ -147,7 +147,6 @@ pub async fn run(
         metrics,
         disk_full: Arc::new(AtomicBool::new(false)),
         swarm: SwarmConfig { inflight: (config.parallel as u32).max(1), ..SwarmConfig::default() },
-        depth: swarm::PARENT_DEPTH,
         request_timeout: Duration::from_secs(30),
         write_slots: Arc::new(Semaphore::new(swarm::WRITE_SLOTS)),
         // Not used: an appliance's fill can always be sent new plans, so it never stalls out.
