@@ -20,6 +20,17 @@
 //! An appliance the tracker forgot (its heartbeats late by 15 s) registers again, as the
 //! node's session does; those answers count as errors.
 //!
+//! Measured here (2,000 connections, 20 s windows, release build, 2 shared cores, three runs):
+//! heartbeats alone 0.17-0.23 tracker CPU s/s (1.1 cores extrapolated to 10,000); the fill mix
+//! without `Members` (2,000 heartbeats, 2,100 summaries, 236 plans a second) 0.51-0.57 CPU s/s,
+//! 2.5-2.9 cores at 10,000, p50 0.7 ms and p99 15-67 ms. With `Members` after every heartbeat
+//! the tracker kept up in no run: each answer lists every live member (about 106 KB at 2,000,
+//! 212 MB/s for the fleet), heartbeats fell to 300-640 a second, answers took seconds, and
+//! appliances were forgotten and connections timed out. A profile of the fill mix (perf,
+//! 12 s): QUIC and TLS 25% of the tracker's CPU, the kernel 20%, tokio 11%, allocation 8%,
+//! the core 25% (adding chunk holders to the per-site and per-region lists,
+//! `PlaceLists::add`, 18%; `do_report_held` 4.5%).
+//!
 //! The fill rates are the simulator's (`fillmesh sim --strategy swarm --appliances 1000`, per
 //! appliance per second of fill; 1 GiB, 1 MiB chunks, 1 Gbit/s up, 2 Gbit/s down, the fill
 //! within 1.08x of its bound): 1.051 summaries of 100.7 runs each, 0.1175 plans, no failure
