@@ -56,6 +56,24 @@ pub struct StrategyReport {
     pub plan_calls: u64,
     /// Every message to or from the tracker over the chunks transferred.
     pub tracker_messages_per_chunk: f64,
+    /// Swarm: the tracker messages by kind, each per appliance per second of its fill
+    /// (publish to completion), the rates the tracker load benchmark sends.
+    pub tracker_mix: Option<TrackerMix>,
+}
+
+/// Swarm: what appliances send the tracker while they fill, per appliance per second of
+/// fill. Heartbeats are not simulated (one a second per appliance, filling or not).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackerMix {
+    pub fill_appliance_s: f64,
+    pub summaries_per_s: f64,
+    /// Chunk runs in a summary, on average.
+    pub runs_per_summary: f64,
+    pub chunks_per_s: f64,
+    /// Fill plans asked (`Fills`), each a request and an answer.
+    pub plans_per_s: f64,
+    pub failure_reports_per_s: f64,
+    pub epoch_notices_per_s: f64,
 }
 
 /// The JSON report. Rates are in bytes per second, as `Registration::upload_bps` is.
@@ -149,6 +167,18 @@ impl StrategyReport {
             events_per_s: o.events as f64 / wall_s.max(1e-9),
             plan_calls: o.plan_calls,
             tracker_messages_per_chunk: o.tracker_messages as f64 / o.chunks_transferred.max(1) as f64,
+            tracker_mix: (o.summaries > 0).then(|| {
+                let t: f64 = o.completion_s.iter().sum::<f64>().max(1e-9);
+                TrackerMix {
+                    fill_appliance_s: t,
+                    summaries_per_s: o.summaries as f64 / t,
+                    runs_per_summary: o.summary_runs as f64 / o.summaries as f64,
+                    chunks_per_s: o.chunks_transferred as f64 / t,
+                    plans_per_s: o.plan_calls as f64 / t,
+                    failure_reports_per_s: o.failure_reports as f64 / t,
+                    epoch_notices_per_s: o.epoch_notices as f64 / t,
+                }
+            }),
         }
     }
 }
@@ -213,6 +243,22 @@ impl Report {
             "(bytes by class in multiples F of the title size; trace {})",
             &self.trace_hash[..16]
         );
+        for r in &self.strategies {
+            if let Some(m) = &r.tracker_mix {
+                let _ = writeln!(
+                    s,
+                    "{}: per appliance per second of fill: {:.3} summaries ({:.1} runs each), {:.4} plans, \
+                     {:.4} failure reports, {:.4} epoch notices; {:.1} chunks",
+                    r.strategy,
+                    m.summaries_per_s,
+                    m.runs_per_summary,
+                    m.plans_per_s,
+                    m.failure_reports_per_s,
+                    m.epoch_notices_per_s,
+                    m.chunks_per_s
+                );
+            }
+        }
         for r in &self.strategies {
             if r.completed < r.appliances || r.players > 0 || r.wasted_bytes > 0 {
                 let _ = writeln!(

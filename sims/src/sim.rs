@@ -196,6 +196,12 @@ pub struct Outcome {
     /// transfers completed.
     pub tracker_messages: u64,
     pub chunks_transferred: u64,
+    /// Swarm: the tracker messages by kind: summaries sent, the chunk runs they carried in
+    /// all, failure reports (a parent lost), and answers that carried a new epoch.
+    pub summaries: u64,
+    pub summary_runs: u64,
+    pub failure_reports: u64,
+    pub epoch_notices: u64,
 }
 
 /// Options that do not change what is simulated.
@@ -308,6 +314,10 @@ struct Sim<'a> {
     next_sample: u64,
     tracker_messages: u64,
     chunks_transferred: u64,
+    summaries: u64,
+    summary_runs: u64,
+    failure_reports: u64,
+    epoch_notices: u64,
 }
 
 /// Where each appliance sits and what it can do: appliance `i` is in site `i mod sites`
@@ -494,6 +504,10 @@ impl<'a> Sim<'a> {
             next_sample: 0,
             tracker_messages: 0,
             chunks_transferred: 0,
+            summaries: 0,
+            summary_runs: 0,
+            failure_reports: 0,
+            epoch_notices: 0,
         };
         sim.setup();
         sim
@@ -1090,6 +1104,7 @@ impl<'a> Sim<'a> {
                         swarm.finish(slot as usize, chunk, SwarmOutcome::Lost);
                     }
                     self.tracker_messages += 1;
+                    self.failure_reports += 1;
                     self.want(dst);
                 }
                 continue;
@@ -1283,6 +1298,8 @@ impl<'a> Sim<'a> {
         self.tracker_messages += 1;
         let node = &mut self.nodes[n as usize];
         let gained = node.swarm.as_mut().map(|s| runs(&s.take_gained())).unwrap_or_default();
+        self.summaries += 1;
+        self.summary_runs += gained.len() as u64;
         let bytes: [u64; 4] = std::array::from_fn(|k| node.stored[k] - node.reported[k]);
         node.reported = node.stored;
         tracker
@@ -1295,6 +1312,7 @@ impl<'a> Sim<'a> {
         if tracker.plan_epoch() != self.nodes[n as usize].plan_epoch {
             // The tracker's notice that the layout moved, then the plan.
             self.tracker_messages += 1;
+            self.epoch_notices += 1;
             self.fetch_plan(n);
             self.want(n);
         }
@@ -1401,6 +1419,10 @@ impl<'a> Sim<'a> {
             samples: std::mem::take(&mut self.samples),
             tracker_messages: self.tracker_messages,
             chunks_transferred: self.chunks_transferred,
+            summaries: self.summaries,
+            summary_runs: self.summary_runs,
+            failure_reports: self.failure_reports,
+            epoch_notices: self.epoch_notices,
         }
     }
 }
