@@ -242,6 +242,8 @@ async fn session(
     // Fills are asked for again now and then even if no epoch moved: a fill that ended
     // without its title whole (a store error, no parent could help) starts again.
     let mut refill = tokio::time::interval(Duration::from_secs(30));
+    refill.tick().await;
+    let mut members_epoch = None;
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
@@ -254,11 +256,24 @@ async fn session(
                 };
                 if let TrackerResponse::Epoch(epoch) = link.request(&TrackerRequest::Heartbeat(hb)).await? {
                     link.saw(epoch);
+                    // Membership moves the epoch (a node registers, goes, turns bad): only
+                    // then is the list asked for again. Why: the list names every member (106
+                    // KB at 2,000), and asked after every heartbeat it was more than the
+                    // tracker could send (`cargo bench -p fillmesh-tests --bench load`).
+                    if members_epoch != Some(epoch) {
+                        refresh_members(link, &server).await?;
+                        members_epoch = Some(epoch);
+                    }
                 }
                 *last_contact = tokio::time::Instant::now();
-                refresh_members(link, &server).await?;
             }
-            _ = refill.tick(), if config.role == Role::Appliance => fills(link, state).await?,
+            _ = refill.tick() => {
+                // Now and then whatever the epoch says.
+                refresh_members(link, &server).await?;
+                if config.role == Role::Appliance {
+                    fills(link, state).await?;
+                }
+            }
             () = link.want_fills.notified(), if config.role == Role::Appliance => fills(link, state).await?,
             Some(ToPublish { title, done }) = published.recv() => {
                 publish(link, &store, title).await?;
