@@ -9,27 +9,29 @@
 //!
 //! Four phases on the same connections, each a 5 s warm-up and then SECONDS measured:
 //! 1. **heartbeats**, the baseline: a `Heartbeat` a second per appliance, what a fleet that
-//!    fills nothing sends. (Not idle: the tracker forgets an appliance after 15 s without a
-//!    heartbeat, less than the set-up of 2,000 connections and one phase take.)
-//! 2. **fill mix, no members**: heartbeats, `FillSummary`s and `Fills` at the rates below.
-//! 3. **heartbeats + members**: each heartbeat followed by a `Members` request, as
-//!    `node/src/member` does after every heartbeat.
-//! 4. **fill mix**: the same with `Members` after every heartbeat: what a filling appliance
-//!    sends today.
+//!    fills nothing sends. (Not idle: the tracker forgets an appliance after 15 s without
+//!    hearing from it, less than the set-up of 2,000 connections and one phase take.)
+//! 2. **fill mix, heartbeats**: a heartbeat a second besides the `FillSummary`s and `Fills`
+//!    at the rates below (what a filling node sent before its summaries stood in for
+//!    heartbeats).
+//! 3. **fill mix, as the node**: summaries, `Fills`, and a heartbeat every 10 s (a summary
+//!    answered tells the tracker the node is alive); `Members` only when the tracker's epoch
+//!    moves, which it does not in a steady fill.
+//! 4. **heartbeats + members (before)**: each heartbeat followed by a `Members` request, as
+//!    `node/src/member` did after every heartbeat before it asked only on an epoch change.
 //!
-//! An appliance the tracker forgot (its heartbeats late by 15 s) registers again, as the
-//! node's session does; those answers count as errors.
+//! An appliance the tracker forgot registers again, as the node's session does; those
+//! answers count as errors.
 //!
-//! Measured here (2,000 connections, 20 s windows, release build, 2 shared cores, three runs):
-//! heartbeats alone 0.17-0.23 tracker CPU s/s (1.1 cores extrapolated to 10,000); the fill mix
-//! without `Members` (2,000 heartbeats, 2,100 summaries, 236 plans a second) 0.51-0.57 CPU s/s,
-//! 2.5-2.9 cores at 10,000, p50 0.7 ms and p99 15-67 ms. With `Members` after every heartbeat
-//! the tracker kept up in no run: each answer lists every live member (about 106 KB at 2,000,
-//! 212 MB/s for the fleet), heartbeats fell to 300-640 a second, answers took seconds, and
-//! appliances were forgotten and connections timed out. A profile of the fill mix (perf,
-//! 12 s): QUIC and TLS 25% of the tracker's CPU, the kernel 20%, tokio 11%, allocation 8%,
-//! the core 25% (adding chunk holders to the per-site and per-region lists,
-//! `PlaceLists::add`, 18%; `do_report_held` 4.5%).
+//! Measured here (2,000 connections, 15 s windows, release build, 2 cores; see README for
+//! the latest figures): with the per-chunk holder lists kept only for titles the per-chunk
+//! planner plans and the tracker on one thread, heartbeats alone 0.16-0.18 tracker CPU s/s;
+//! the fill mix with a heartbeat a second 0.31-0.33 (1.6 cores at 10,000); as the node sends
+//! it 0.24 (1.2 cores at 10,000), p50 0.4 ms, p99 11 ms. Before those changes, the fill mix
+//! with heartbeats took 0.51-0.57 CPU s/s (holder lists 18-22% of it); with `Members` after
+//! every heartbeat the tracker kept up in no run (each answer lists every live member, 106 KB
+//! at 2,000: 212 MB/s for the fleet). What is left is per request: QUIC, TLS, the kernel's
+//! UDP and the runtime, about 95 us a request, each on its own stream.
 //!
 //! The fill rates are the simulator's (`fillmesh sim --strategy swarm --appliances 1000`, per
 //! appliance per second of fill; 1 GiB, 1 MiB chunks, 1 Gbit/s up, 2 Gbit/s down, the fill
@@ -37,7 +39,7 @@
 //! reports and no epoch notices, over 120.3 chunks gained. Per appliance they hardly depend on
 //! the fleet's size: each appliance fills at its link's rate from about the same start (a run
 //! at 10,000 took longer than this machine could give it). The simulator does not run
-//! heartbeats; the node sends one a second.
+//! heartbeats.
 //! Chunks gained are drawn at random among those not yet held (rarest-first picks look
 //! random to the tracker), which gives about as many runs per summary as the simulator's.
 
@@ -64,6 +66,9 @@ const CHUNKS_PER_S: f64 = 120.3;
 const PLANS_PER_S: f64 = 0.1175;
 /// The node's heartbeat interval (the tracker's `heartbeat_interval_ms`, 1000).
 const HEARTBEATS_PER_S: f64 = 1.0;
+/// While its summaries stand in for heartbeats, a filling node's heartbeat goes every 10
+/// intervals (`node/src/member`).
+const HEARTBEAT_FIGURES_EVERY_S: f64 = 10.0;
 /// Bytes by source class in the simulator's 1,000 x 1 GiB fill (759 F same site, 237 F same
 /// region, 3 F cross region, 1 F origin): what the summaries say the chunks came from.
 const CLASS_SHARE: [f64; 4] = [0.759, 0.237, 0.003, 0.001];
@@ -75,22 +80,42 @@ const WARM_UP: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TARGET_FLEET: f64 = 10_000.0;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq)]
 struct Phase {
     name: &'static str,
-    heartbeats: bool,
-    members: bool,
+    /// Seconds between heartbeats.
+    heartbeat_every: f64,
+    members: Members,
     fill: bool,
 }
 
-/// The phases with `Members` last: at 2,000 appliances they overload the tracker (see the
-/// README), and what they leave behind (appliances forgotten, then registered again) must not
-/// touch the others.
+/// When an appliance asks for the member list.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Members {
+    /// Never (the tracker's epoch does not move in a steady fill).
+    OnEpoch,
+    /// After every heartbeat, as the node did before.
+    EveryHeartbeat,
+}
+
+/// The phases with `Members` after every heartbeat last: at 2,000 appliances it overloads
+/// the tracker, and what it leaves behind (appliances forgotten, then registered again) must
+/// not touch the others.
 const PHASES: [Phase; 4] = [
-    Phase { name: "heartbeats (baseline)", heartbeats: true, members: false, fill: false },
-    Phase { name: "fill mix, no members", heartbeats: true, members: false, fill: true },
-    Phase { name: "heartbeats + members", heartbeats: true, members: true, fill: false },
-    Phase { name: "fill mix (as the node)", heartbeats: true, members: true, fill: true },
+    Phase { name: "heartbeats (baseline)", heartbeat_every: 1.0, members: Members::OnEpoch, fill: false },
+    Phase { name: "fill mix, heartbeats", heartbeat_every: 1.0, members: Members::OnEpoch, fill: true },
+    Phase {
+        name: "fill mix (as the node)",
+        heartbeat_every: HEARTBEAT_FIGURES_EVERY_S,
+        members: Members::OnEpoch,
+        fill: true,
+    },
+    Phase {
+        name: "heartbeats + members (before)",
+        heartbeat_every: 1.0,
+        members: Members::EveryHeartbeat,
+        fill: false,
+    },
 ];
 
 /// Kinds of request, for counts and latencies.
@@ -247,11 +272,11 @@ async fn run_appliance(
         i
     };
     let (f_hb, f_sum, f_plan) = (
-        offset(&mut a, 1.0 / HEARTBEATS_PER_S),
+        offset(&mut a, phase.heartbeat_every),
         offset(&mut a, 1.0 / SUMMARIES_PER_S),
         offset(&mut a, 1.0 / PLANS_PER_S),
     );
-    let mut heartbeat = interval(f_hb, 1.0 / HEARTBEATS_PER_S);
+    let mut heartbeat = interval(f_hb, phase.heartbeat_every);
     let mut summary = interval(f_sum, 1.0 / SUMMARIES_PER_S);
     let mut plans = interval(f_plan, 1.0 / PLANS_PER_S);
     let held_bytes = |a: &Appliance| u64::from(a.held_count) * CHUNK_BYTES;
@@ -259,7 +284,7 @@ async fn run_appliance(
     loop {
         let kind = tokio::select! {
             () = tokio::time::sleep_until(end) => return a,
-            _ = heartbeat.tick(), if phase.heartbeats => 0,
+            _ = heartbeat.tick() => 0,
             _ = summary.tick(), if phase.fill => 2,
             _ = plans.tick(), if phase.fill => 3,
         };
@@ -276,7 +301,7 @@ async fn run_appliance(
                         disk_used: held_bytes(&a),
                     }),
                 ));
-                if phase.members {
+                if phase.members == Members::EveryHeartbeat {
                     requests.push((1, TrackerRequest::Members));
                 }
             }
@@ -561,12 +586,13 @@ fn main() {
     let scale = TARGET_FLEET / n as f64;
     // A phase is a steady state only if the tracker kept up: the heartbeats went out at the
     // rate asked (each waits for the one before) and hardly any request failed.
-    let kept_up = |m: &Measured| {
+    let kept_up = |phase: &Phase, m: &Measured| {
         let sent: f64 = m.rates.iter().sum::<f64>() * window.as_secs_f64();
-        m.rates[0] >= 0.9 * n as f64 * HEARTBEATS_PER_S && (m.errors.iter().sum::<u64>() as f64) < 0.01 * sent
+        m.rates[0] >= 0.9 * n as f64 / phase.heartbeat_every
+            && (m.errors.iter().sum::<u64>() as f64) < 0.01 * sent
     };
     for (phase, m) in &results {
-        if kept_up(m) {
+        if kept_up(phase, m) {
             println!(
                 "{}: extrapolated to 10,000 appliances (linear in connections, x{scale:.1}): {:.2} CPU s/s",
                 phase.name,

@@ -9,7 +9,7 @@ use fillmesh_tracker::core::Policy;
 use fillmesh_tracker::server::{self as tracker_server, TrackerConfig};
 use libp2p_identity::PeerId;
 
-use super::{runtime, shutdown_signal};
+use super::shutdown_signal;
 
 #[derive(Debug, Args)]
 pub struct TrackerArgs {
@@ -78,5 +78,8 @@ pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
         evict_watermark_pct: args.evict_watermark,
         evict_min_idle_ms: args.evict_min_idle_secs * 1000,
     };
-    runtime()?.block_on(tracker_server::run(config, shutdown_signal()))
+    // One thread: every request takes the core's one lock anyway, and a multi-threaded
+    // runtime only adds wake-ups across threads.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(tracker_server::run(config, shutdown_signal()))
 }

@@ -18,13 +18,13 @@ pub(crate) struct TitleState {
     pub holders: Vec<u32>,
     /// Per chunk: fetches of it in flight to eligible appliances.
     pub inflight: Vec<u32>,
-    /// Per chunk: every live node whose held map has it, in no particular order. Lets the
-    /// planner look at a chunk's holders instead of every free source.
-    pub holder_lists: Vec<Vec<u32>>,
-    /// The same per (site, chunk) and per (region, chunk), by the holder's site and region,
-    /// so that finding a nearby holder costs the same however many hold the chunk elsewhere.
-    pub site_lists: PlaceLists,
-    pub region_lists: PlaceLists,
+    /// Who holds each chunk, for the per-chunk planner ([`Tracker::plan`]): built the first
+    /// time it plans the title, kept up to date from then on. Fills by parents never need
+    /// them. Why not always: at 2,000 appliances each reporting about 120 chunks a second,
+    /// keeping them took 22% of the tracker's CPU (`cargo bench -p fillmesh-tests --bench
+    /// load`), and they hold a word per (holder, chunk) three times over (about 800 MB at
+    /// 10,000 appliances x 10,000 chunks).
+    pub lists: Option<HolderLists>,
     /// Live nodes whose held map is full, whatever their health.
     pub complete: BTreeSet<u32>,
     /// Bytes fetched, indexed like [`ByteClass::ALL`].
@@ -103,19 +103,63 @@ fn take(list: &mut Vec<u32>, idx: u32) {
     }
 }
 
+/// A title's holders per chunk, overall and by place.
+#[derive(Debug)]
+pub(crate) struct HolderLists {
+    /// Per chunk: every live node whose held map has it, in no particular order. Lets the
+    /// planner look at a chunk's holders instead of every free source.
+    pub all: Vec<Vec<u32>>,
+    /// The same per (site, chunk) and per (region, chunk), by the holder's site and region,
+    /// so that finding a nearby holder costs the same however many hold the chunk elsewhere.
+    pub sites: PlaceLists,
+    pub regions: PlaceLists,
+}
+
+impl HolderLists {
+    fn new(chunks: usize) -> Self {
+        Self {
+            all: vec![Vec::new(); chunks],
+            sites: PlaceLists::new(chunks),
+            regions: PlaceLists::new(chunks),
+        }
+    }
+}
+
 impl TitleState {
-    /// Enters node `idx` of (`site`, `region`) in chunk `c`'s holder lists.
+    /// Enters node `idx` of (`site`, `region`) in chunk `c`'s holder lists, if kept.
     pub(crate) fn add_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
-        self.holder_lists[c as usize].push(idx);
-        self.site_lists.add(site, c, idx);
-        self.region_lists.add(region, c, idx);
+        if let Some(lists) = &mut self.lists {
+            lists.all[c as usize].push(idx);
+            lists.sites.add(site, c, idx);
+            lists.regions.add(region, c, idx);
+        }
     }
 
-    /// Takes node `idx`, entered under (`site`, `region`), out of chunk `c`'s holder lists.
+    /// Takes node `idx`, entered under (`site`, `region`), out of chunk `c`'s holder lists,
+    /// if kept.
     pub(crate) fn remove_holder(&mut self, idx: u32, site: u32, region: u32, c: u32) {
-        take(&mut self.holder_lists[c as usize], idx);
-        self.site_lists.remove(site, c, idx);
-        self.region_lists.remove(region, c, idx);
+        if let Some(lists) = &mut self.lists {
+            take(&mut lists.all[c as usize], idx);
+            lists.sites.remove(site, c, idx);
+            lists.regions.remove(region, c, idx);
+        }
+    }
+}
+
+impl Tracker {
+    /// Builds title `t`'s holder lists from the live nodes' held maps, unless kept already.
+    pub(crate) fn keep_holder_lists(&mut self, t: u32) {
+        if self.titles[t as usize].lists.is_some() {
+            return;
+        }
+        let chunks = self.titles[t as usize].holders.len();
+        self.titles[t as usize].lists = Some(HolderLists::new(chunks));
+        for (idx, slot) in self.slots.iter().enumerate() {
+            let Some(map) = slot.live.as_ref().and_then(|l| l.held.get(&t)) else { continue };
+            for c in map.iter() {
+                self.titles[t as usize].add_holder(idx as u32, slot.site, slot.region, c);
+            }
+        }
     }
 }
 
@@ -143,9 +187,7 @@ impl Tracker {
             manifest: manifest.clone(),
             holders: vec![0; chunks],
             inflight: vec![0; chunks],
-            holder_lists: vec![Vec::new(); chunks],
-            site_lists: PlaceLists::new(chunks),
-            region_lists: PlaceLists::new(chunks),
+            lists: None,
             complete: BTreeSet::new(),
             bytes: [0; 4],
             last_wanted: now,

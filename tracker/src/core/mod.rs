@@ -392,6 +392,8 @@ impl Tracker {
     /// last summary that was answered (runs; added to what it holds) and the bytes it stored
     /// from each [`SourceClass`](fillmesh_protocol::messages::SourceClass) meanwhile (added
     /// to the title's accounting). A run past the title's end is refused and changes nothing.
+    /// A summary also says the node is alive, as a heartbeat does: a filling appliance sends
+    /// a summary a second and a heartbeat only now and then.
     pub fn report_fill(
         &mut self,
         now: Millis,
@@ -413,6 +415,7 @@ impl Tracker {
         for (total, d) in self.titles[t as usize].bytes.iter_mut().zip(bytes) {
             *total = total.saturating_add(d);
         }
+        self.do_alive(now, idx);
         Ok(())
     }
 

@@ -34,6 +34,9 @@ pub(crate) struct PlanScratch {
 
 impl Tracker {
     pub(super) fn do_plan(&mut self, now: Millis, a: u32, max: usize) -> Plan {
+        for t in 0..self.titles.len() as u32 {
+            self.keep_holder_lists(t);
+        }
         let slot = &self.slots[a as usize];
         let Some(reg) = slot.registration.as_ref() else { return Plan::default() };
         let Some(live) = slot.live.as_ref() else { return Plan::default() };
@@ -319,10 +322,12 @@ impl Tracker {
                 break;
             }
             class.clear();
+            // Kept from the first plan of the title on (`do_plan`).
+            let Some(lists) = &title.lists else { return out };
             let (list, free) = match tier {
-                0 => (title.site_lists.get(site, c), self.free_site.get(&site)),
-                1 => (title.region_lists.get(region, c), self.free_region.get(&region)),
-                _ => (title.holder_lists[c as usize].as_slice(), Some(&self.free_all)),
+                0 => (lists.sites.get(site, c), self.free_site.get(&site)),
+                1 => (lists.regions.get(region, c), self.free_region.get(&region)),
+                _ => (lists.all[c as usize].as_slice(), Some(&self.free_all)),
             };
             let free_len = free.map_or(0, |f| f.len());
             if list.is_empty() || free_len == 0 {

@@ -220,6 +220,18 @@ impl Tracker {
         self.refresh(idx, now);
     }
 
+    /// The node was heard from (a fill summary): alive as of `now`, as a heartbeat says,
+    /// with its last heartbeat's figures kept.
+    pub(super) fn do_alive(&mut self, now: Millis, idx: u32) {
+        self.remove_deadlines(idx);
+        if let Some(live) = self.slots[idx as usize].live.as_mut() {
+            live.last_heartbeat = now;
+            live.lost = false;
+        }
+        self.add_deadlines(idx);
+        self.refresh(idx, now);
+    }
+
     pub(super) fn do_lost(&mut self, now: Millis, idx: u32) {
         if let Some(live) = self.slots[idx as usize].live.as_mut() {
             live.lost = true;

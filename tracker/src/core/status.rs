@@ -232,14 +232,17 @@ impl Tracker {
         Ok(())
     }
 
-    /// Every live node holding a chunk is listed exactly once for it overall, under its site
-    /// and under its region, and nobody else is.
+    /// Where a title's holder lists are kept, every live node holding a chunk is listed
+    /// exactly once for it overall, under its site and under its region, and nobody else is.
     fn validate_holder_lists(&self) -> Result<(), String> {
         type Key = (u32, u32, u32);
         let (mut all, mut sites, mut regions): (Vec<Key>, Vec<Key>, Vec<Key>) = Default::default();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(live) = &slot.live else { continue };
             for (&t, map) in &live.held {
+                if self.titles[t as usize].lists.is_none() {
+                    continue;
+                }
                 for c in map.iter() {
                     all.push((t, c, i as u32));
                     sites.push((t, c, i as u32));
@@ -251,11 +254,12 @@ impl Tracker {
             Default::default();
         for (t, title) in self.titles.iter().enumerate() {
             let t = t as u32;
-            for (c, list) in title.holder_lists.iter().enumerate() {
+            let Some(kept) = &title.lists else { continue };
+            for (c, list) in kept.all.iter().enumerate() {
                 got_all.extend(list.iter().map(|&n| (t, c as u32, n)));
             }
             for (lists, got, is_site) in
-                [(&title.site_lists, &mut got_sites, true), (&title.region_lists, &mut got_regions, false)]
+                [(&kept.sites, &mut got_sites, true), (&kept.regions, &mut got_regions, false)]
             {
                 for (place, c, list) in lists.iter() {
                     if list.is_empty() {
