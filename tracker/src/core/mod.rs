@@ -291,6 +291,9 @@ pub struct Tracker {
     /// Moves whenever the set of eligible appliances or the origin changes: the fill
     /// layouts of an older epoch are stale.
     layout_epoch: u64,
+    /// Moves whenever the member list ([`Tracker::members`]) may have changed: a node
+    /// registered, was forgotten or turned bad (tools included, which no layout counts).
+    members_epoch: u64,
     /// Per title, the latest fill layout computed.
     layouts: HashMap<u32, parents::Layout>,
 }
@@ -317,6 +320,7 @@ impl Tracker {
             catalog_bytes: 0,
             scratch: planner::PlanScratch::default(),
             layout_epoch: 0,
+            members_epoch: 0,
             layouts: HashMap::new(),
         }
     }

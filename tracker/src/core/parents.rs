@@ -173,10 +173,11 @@ impl Tracker {
         Ok(fills)
     }
 
-    /// Moves whenever an appliance's fills may have changed: a layout's epoch (the fleet's
-    /// eligible appliances, the origin) or the catalog (a title published).
+    /// Moves whenever an appliance's fills or the member list may have changed: a layout's
+    /// epoch (the fleet's eligible appliances, the origin), the catalog (a title published)
+    /// or the members (nodes ask for the list again when it moves).
     pub fn epoch(&self) -> u64 {
-        self.layout_epoch + self.titles.len() as u64
+        self.layout_epoch + self.titles.len() as u64 + self.members_epoch
     }
 
     /// Appliance `a`'s plan for title `t` (the layout computed for the current epoch if it

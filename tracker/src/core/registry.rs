@@ -167,6 +167,7 @@ impl Tracker {
     }
 
     pub(super) fn do_register(&mut self, now: Millis, idx: u32, registration: Registration) {
+        self.members_epoch += 1;
         self.set_eligible(idx, false);
         self.unindex(idx);
         let region = self.intern_region(&registration.region);
@@ -267,6 +268,7 @@ impl Tracker {
         }
         if slot.corrupt_reporters.len() >= quorum && !slot.bad {
             slot.bad = true;
+            self.members_epoch += 1;
             self.refresh(source, now);
         }
     }
@@ -318,6 +320,7 @@ impl Tracker {
     /// The node is gone: its held maps and the fetches it had in flight are dropped. Fetches
     /// others have in flight from it stay until they complete, fail or expire.
     fn forget(&mut self, idx: u32) {
+        self.members_epoch += 1;
         self.set_eligible(idx, false);
         self.unindex(idx);
         let inflight: Vec<(u32, u32)> = self.slots[idx as usize]

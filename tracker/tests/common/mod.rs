@@ -248,6 +248,10 @@ impl Model {
                     if gained.iter().all(|r| r.end <= chunks) {
                         let held = n.held.entry(*title).or_insert_with(|| ChunkBitmap::new(chunks).unwrap());
                         held.insert_runs(gained).unwrap();
+                        // A summary says the node is alive, as a heartbeat does (its last
+                        // heartbeat's health stands).
+                        n.last_heartbeat = now;
+                        n.lost = false;
                     }
                 }
             }
