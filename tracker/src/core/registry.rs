@@ -210,19 +210,15 @@ impl Tracker {
     }
 
     pub(super) fn do_heartbeat(&mut self, now: Millis, idx: u32, heartbeat: Heartbeat) {
-        self.remove_deadlines(idx);
         if let Some(live) = self.slots[idx as usize].live.as_mut() {
-            live.last_heartbeat = now;
             live.heartbeat = Some(heartbeat);
-            live.lost = false;
             live.steered = 0;
         }
-        self.add_deadlines(idx);
-        self.refresh(idx, now);
+        self.do_alive(now, idx);
     }
 
-    /// The node was heard from (a fill summary): alive as of `now`, as a heartbeat says,
-    /// with its last heartbeat's figures kept.
+    /// The node was heard from (a heartbeat, or a fill summary, which keeps the last
+    /// heartbeat's figures): alive as of `now`.
     pub(super) fn do_alive(&mut self, now: Millis, idx: u32) {
         self.remove_deadlines(idx);
         if let Some(live) = self.slots[idx as usize].live.as_mut() {
