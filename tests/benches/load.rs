@@ -50,12 +50,13 @@ use std::time::{Duration, Instant};
 
 use fillmesh_net::tls::SERVER_NAME;
 use fillmesh_net::{identity, rpc, MeshEndpoint, TlsIdentity, TransportLimits};
+use fillmesh_protocol::bitmap::runs;
 use fillmesh_protocol::manifest::Manifest;
 use fillmesh_protocol::messages::{
     ErrorCode, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
 };
 use fillmesh_protocol::{ChunkBitmap, ChunkSize, TitleId, ALPN};
-use fillmesh_tests::NodeProcess;
+use fillmesh_tests::{test_bytes, NodeProcess};
 use libp2p_identity::{Keypair, PeerId};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::Connection;
@@ -169,15 +170,7 @@ impl Appliance {
             self.held_count += 1;
             picked.push(c);
         }
-        picked.sort_unstable();
-        let mut runs: Vec<std::ops::Range<u32>> = Vec::new();
-        for c in picked {
-            match runs.last_mut() {
-                Some(r) if r.end == c => r.end += 1,
-                _ => runs.push(c..c + 1),
-            }
-        }
-        runs
+        runs(&picked)
     }
 }
 
@@ -403,18 +396,9 @@ fn main() {
     // at CHUNKS_PER_S for 2 x (warm-up + window), with a quarter to spare).
     let fill_s = 2.0 * (WARM_UP + window).as_secs_f64();
     let chunks = ((CHUNKS_PER_S * fill_s * 1.25) as u32).max(1024);
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-    let cvs: Vec<[u8; 32]> = (0..chunks)
-        .map(|_| {
-            let mut cv = [0u8; 32];
-            for b in cv.chunks_mut(8) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                b.copy_from_slice(&rng.to_le_bytes());
-            }
-            cv
-        })
+    let cvs: Vec<[u8; 32]> = test_bytes(chunks as usize * 32, 7)
+        .chunks_exact(32)
+        .map(|cv| cv.try_into().expect("32 bytes"))
         .collect();
     let chunk_size = ChunkSize::new(CHUNK_BYTES).expect("chunk size");
     let manifest = Manifest::new(u64::from(chunks) * CHUNK_BYTES, chunk_size, cvs).expect("manifest");
