@@ -248,7 +248,7 @@ pub async fn fetch_title<D: Destination>(
         },
         request_timeout: opts.request_timeout,
         write_slots: Arc::new(Semaphore::new(into.write_slots().max(1))),
-        stall: opts.stall,
+        stall: Some(opts.stall),
         stale_origin: None,
     });
     let owner = Arc::new(Fetching { observer: opts.observer.clone(), fetched: Mutex::default() });
@@ -277,10 +277,8 @@ pub async fn fetch_title<D: Destination>(
                         tally.error =
                             Some(parents[p].ended.clone().unwrap_or_else(|| "its connection ended".into()))
                     }
-                    Some(why) => {
-                        warn!(peer = %source.peer, "source marked bad: it {why}");
-                        tally.bad = true;
-                    }
+                    // Logged by the fill when it dropped the source.
+                    Some(_) => tally.bad = true,
                     None => {}
                 }
             }
@@ -326,15 +324,14 @@ struct Fetching {
 }
 
 impl Owner for Fetching {
-    async fn summary(&self, _: TitleId, _: Vec<u32>, _: [u64; 4]) -> Result<(), String> {
+    async fn summary(&self, _: TitleId, _: &[u32], _: [u64; 4]) -> Result<(), String> {
         Ok(())
     }
     async fn whole(&self, _: TitleId) -> Result<(), String> {
         Ok(())
     }
-    fn lied(&self, title: TitleId, chunk: u32, parent: &NodeId) {
-        warn!(%title, chunk, %parent, "source sent a corrupt chunk or broke the protocol: marked bad");
-    }
+    /// Nobody to tell: the fill has logged the drop, and the report marks the source bad.
+    fn lied(&self, _: TitleId, _: u32, _: &NodeId) {}
     fn stranded(&self) {}
     fn stored(&self, chunk: u32, bytes: u64) {
         self.fetched.lock().unwrap_or_else(|p| p.into_inner()).push(chunk);

@@ -80,7 +80,7 @@ pub(crate) trait Owner: Send + Sync + 'static {
     fn summary(
         &self,
         title: TitleId,
-        gained: Vec<u32>,
+        gained: &[u32],
         bytes: [u64; 4],
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// The title is whole: what is held, once more as a whole (a whole view sent earlier may
@@ -109,8 +109,8 @@ pub(crate) struct Local {
     /// Verified chunks waiting for their commit, each holding its bytes in memory.
     pub(crate) write_slots: Arc<Semaphore>,
     /// A fill no one can send new plans to ends after this long with nothing happening and
-    /// no request in flight.
-    pub(crate) stall: Duration,
+    /// no request in flight (`None`: it waits for them however long).
+    pub(crate) stall: Option<Duration>,
     /// While the plan is stale ([`Control::Escalate`]), every request to the origin waits
     /// its turn in this bucket (shared by all fills): a long tracker outage must not turn
     /// into an origin storm.
@@ -270,8 +270,8 @@ struct Reporting<T> {
 }
 
 impl<T: Tracker> Owner for Reporting<T> {
-    async fn summary(&self, title: TitleId, chunks: Vec<u32>, bytes: [u64; 4]) -> Result<(), String> {
-        let gained = runs(&chunks);
+    async fn summary(&self, title: TitleId, chunks: &[u32], bytes: [u64; 4]) -> Result<(), String> {
+        let gained = runs(chunks);
         let request = if gained.len() <= MAX_GAINED {
             TrackerRequest::FillSummary { title, gained, bytes }
         } else {
@@ -467,7 +467,13 @@ impl<O: Owner> Fill<O> {
             if stranded && !self.any_usable() {
                 break;
             }
-            let stall = tokio::time::sleep_until(last_news + self.local.stall);
+            let stall = self.local.stall.filter(|_| stranded);
+            let stalled = async {
+                match stall {
+                    Some(bound) => tokio::time::sleep_until(last_news + bound).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(event) = self.events.1.recv() => {
                     if matches!(event, Event::Finished(..)) {
@@ -489,8 +495,8 @@ impl<O: Owner> Fill<O> {
                 _ = summary.tick() => {
                     self.summarise();
                 }
-                () = stall, if stranded => {
-                    debug!(stall = ?self.local.stall, "no parent gave anything: the fill stops");
+                () = stalled => {
+                    debug!(?stall, "no parent gave anything: the fill stops");
                     break;
                 }
             }
@@ -574,6 +580,9 @@ impl<O: Owner> Fill<O> {
                 } else if !detail.is_empty() {
                     debug!(parent = %self.parents[p].node, chunk = c, "{detail}");
                 }
+                if outcome == Outcome::StoreFailed {
+                    self.local.disk_full.store(true, Relaxed);
+                }
                 if let Some(e) = store_error {
                     self.store_error.get_or_insert(e);
                 }
@@ -654,7 +663,7 @@ impl<O: Owner> Fill<O> {
         let (title, owner, events) = (self.title, self.owner.clone(), self.events.0.clone());
         tokio::spawn(
             async move {
-                let outcome = match owner.summary(title, chunks.clone(), bytes).await {
+                let outcome = match owner.summary(title, &chunks, bytes).await {
                     Ok(()) => None,
                     Err(e) => {
                         // Kept for the next one: the tracker may be away for a while.

@@ -156,8 +156,8 @@ pub async fn run(
         swarm: SwarmConfig { inflight: (config.parallel as u32).max(1), ..SwarmConfig::default() },
         request_timeout: Duration::from_secs(30),
         write_slots: Arc::new(Semaphore::new(swarm::WRITE_SLOTS)),
-        // Not used: an appliance's fill can always be sent new plans, so it never stalls out.
-        stall: Duration::from_secs(3600),
+        // An appliance's fill can always be sent new plans: it waits for them.
+        stall: None,
         stale_origin: Some(Arc::new(TokenBucket::new(config.stale_origin_rate.max(1)))),
     });
     let mut state = Member { local, store, fills: swarm::Fills::default(), server, escalated: false };
