@@ -23,8 +23,8 @@ pub enum Lie {
     OversizedBitmap,
     /// Its subscribers get HAVEs for every chunk over and over (50 times the title, paced).
     FloodsHaves,
-    /// Serves honestly; the test runs it with a keepalive of a millisecond, so that its
-    /// subscribers get empty HAVEs a thousand times a second.
+    /// Serves honestly, with a keepalive of a millisecond ([`LyingNode::start`] sets it), so
+    /// that its subscribers get empty HAVEs a thousand times a second.
     FloodsKeepalives,
 }
 
@@ -126,7 +126,14 @@ pub struct LyingNode {
 
 impl LyingNode {
     /// Starts `config` in `rt`, its mesh and players served through [`Lying`] with `lie`.
-    pub fn start(rt: &tokio::runtime::Runtime, config: fillmesh_node::daemon::NodeConfig, lie: Lie) -> Self {
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        mut config: fillmesh_node::daemon::NodeConfig,
+        lie: Lie,
+    ) -> Self {
+        if lie == Lie::FloodsKeepalives {
+            config.serve.keepalive = std::time::Duration::from_millis(1);
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = rt.spawn(async move {
             let shutdown = async {

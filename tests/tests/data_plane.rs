@@ -185,6 +185,23 @@ fn a_wrong_pinned_peer_and_an_untrusted_client_are_refused() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs `cmd` (a fetch logging each stored chunk at debug level), reads its log until `n`
+/// chunks are reported stored (at most 60 s), then SIGKILLs it; the chunks it reported.
+fn killed_after_storing(cmd: &mut std::process::Command, n: usize) -> Vec<u32> {
+    let mut child = ChildGuard(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let mut stored = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stderr).lines() {
+        stored.extend(stored_chunk(&line.unwrap()));
+        if stored.len() >= n || Instant::now() > deadline {
+            break;
+        }
+    }
+    child.kill();
+    stored
+}
+
 /// Indices from `stored chunk ... chunk=N` log lines.
 fn stored_chunk(line: &str) -> Option<u32> {
     if !line.contains("stored chunk") {
@@ -242,20 +259,7 @@ fn a_fetch_killed_halfway_resumes_without_refetching_held_chunks() {
     };
 
     // First run: read its log until 8 chunks are reported stored, then SIGKILL it.
-    let mut first = ChildGuard(fetch_cmd().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
-    let stderr = first.0.stderr.take().unwrap();
-    let mut before = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(i) = stored_chunk(&line) {
-            before.push(i);
-        }
-        if before.len() >= 8 || Instant::now() > deadline {
-            break;
-        }
-    }
-    first.kill();
+    let before = killed_after_storing(&mut fetch_cmd(), 8);
     assert!(before.len() >= 8, "the first run stored only {before:?}");
     assert!(!output.exists(), "killed before the end, there must be no output yet");
 
@@ -494,65 +498,34 @@ fn held_chunks(dir: &std::path::Path, id: &str) -> std::collections::BTreeSet<u3
 
 #[test]
 fn a_fetch_asks_a_partial_source_only_for_what_it_holds_and_completes_with_another() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("title.bin");
-    std::fs::write(&file, test_bytes(TITLE_LEN, 12)).unwrap();
-    let id = file_id(&file);
-    let partial = dir.path().join("partial");
-    let partial_id = print_id(&partial);
-    let second = dir.path().join("second");
+    // The second fetcher's identity first: the origin is started trusting it too.
+    let other = tempfile::tempdir().unwrap();
+    let second = other.path().join("second");
     let second_id = print_id(&second);
-    let origin = NodeProcess::start(
-        &dir.path().join("origin"),
-        &[
-            "--origin",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--upload-rate",
-            "16MB",
-            "--trust",
-            &partial_id,
-            "--trust",
-            &second_id,
-        ],
-    );
-    assert!(seed(&file, &origin).status.success());
+    let Seeded { origin, id, fetcher: partial, dir, .. } =
+        &seeded(TITLE_LEN, 12, &["--upload-rate", "16MB", "--trust", &second_id]);
+    let id = id.as_str();
 
     // A store with part of the title: a fetch killed once it stored 8 chunks or more.
-    let mut first = ChildGuard(
+    killed_after_storing(
         fillmesh()
-            .args(["fetch", &id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
+            .args(["fetch", id, "--from", &origin.mesh, "--peer", &origin.peer, "--out"])
             .arg(dir.path().join("unused.bin"))
             .arg("--data")
-            .arg(&partial)
-            .env("FILLMESH_LOG", "info,fillmesh_node::fill=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .arg(partial)
+            .env("FILLMESH_LOG", "info,fillmesh_node::fill=debug"),
+        8,
     );
-    let stderr = first.0.stderr.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut stored = 0;
-    for line in BufReader::new(stderr).lines() {
-        stored += usize::from(stored_chunk(&line.unwrap()).is_some());
-        if stored >= 8 || Instant::now() > deadline {
-            break;
-        }
-    }
-    first.kill();
-    let held = held_chunks(&partial, &id);
+    let held = held_chunks(partial, id);
     assert!(held.len() >= 8 && held.len() < 33, "the partial store holds {}", held.len());
 
     // That store served by a node: a fetch from it alone gets exactly what it holds, asks
     // for nothing else (its held bitmap says what it has), and fails naming what is missing.
-    let source = NodeProcess::start(&partial, &["--listen", "127.0.0.1:0", "--trust", &second_id]);
+    let source = NodeProcess::start(partial, &["--listen", "127.0.0.1:0", "--trust", &second_id]);
     let output = dir.path().join("out.bin");
     let fetch_from = |sources: &[(&str, &str)]| {
         let mut cmd = fillmesh();
-        cmd.args(["fetch", &id]);
+        cmd.args(["fetch", id]);
         for (mesh, peer) in sources {
             cmd.args(["--from", mesh, "--peer", peer]);
         }
@@ -568,10 +541,10 @@ fn a_fetch_asks_a_partial_source_only_for_what_it_holds_and_completes_with_anoth
     assert!(line.contains(&format!(": {} chunks", held.len())) && line.contains(" 0 failures"), "{line}");
     assert!(!output.exists(), "an incomplete fetch writes no output");
     drop(source);
-    assert_eq!(held_chunks(&second, &id), held, "what the source held, nothing else");
+    assert_eq!(held_chunks(&second, id), held, "what the source held, nothing else");
 
     // With the origin as well, the fetch resumes and completes, each chunk fetched once.
-    let source = NodeProcess::start(&partial, &["--listen", "127.0.0.1:0", "--trust", &second_id]);
+    let source = NodeProcess::start(partial, &["--listen", "127.0.0.1:0", "--trust", &second_id]);
     let out = fetch_from(&[(&source.mesh, &source.peer), (&origin.mesh, &origin.peer)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(file_id(&output), id);
