@@ -447,7 +447,11 @@ impl Swarm {
     fn count_up(&mut self, c: u32) {
         let a = &mut self.avail[c as usize];
         *a = a.saturating_add(1);
-        self.advertised.insert(c);
+        // Set already unless this is the first parent to advertise it: one memory access
+        // fewer on the simulator's hottest path (a HAVE to every child of every holder).
+        if *a == 1 {
+            self.advertised.insert(c);
+        }
     }
 
     fn count_down(&mut self, c: u32) {
