@@ -66,6 +66,13 @@ impl Bits {
         }
     }
 
+    /// Clears every bit set in `other` (a set over the same chunks).
+    pub(crate) fn remove_all(&mut self, other: &Bits) {
+        for (w, o) in self.words.iter_mut().zip(&other.words) {
+            *w &= !o;
+        }
+    }
+
     pub(crate) fn count(&self) -> u32 {
         self.words.iter().map(|w| w.count_ones()).sum()
     }

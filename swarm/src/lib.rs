@@ -250,19 +250,25 @@ impl Swarm {
             return Err(self.drop_parent(p, Dropped::BitmapLength { got: held.len(), expected: self.chunks }));
         }
         self.unadvertise(p);
-        self.parents[p].adv = Bits::from_bitmap(held);
-        for c in self.parents[p].adv.iter().collect::<Vec<_>>() {
+        // Only chunks still wanted here are recorded and counted: a held chunk is never asked
+        // for again, so its availability is never weighed.
+        let mut adv = Bits::from_bitmap(held);
+        adv.remove_all(&self.held);
+        for c in adv.iter() {
             self.count_up(c);
         }
+        self.parents[p].adv = adv;
         Ok(())
     }
 
-    /// A parent gained chunk `c`. Out of range, or more HAVEs than the title has chunks over
-    /// the subscription's life, drops the parent.
-    pub fn have(&mut self, p: usize, c: u32) -> Result<(), Dropped> {
+    /// A parent gained chunk `c`; whether that is news here (a chunk not held here that the
+    /// parent had not advertised), after which the parent may have work. Out of range, or
+    /// more HAVEs than the title has chunks over the subscription's life, drops the parent.
+    /// A HAVE for a chunk held here changes nothing but the count of HAVEs.
+    pub fn have(&mut self, p: usize, c: u32) -> Result<bool, Dropped> {
         let parent = &mut self.parents[p];
         if parent.dropped.is_some() || parent.class == SourceClass::Origin {
-            return Ok(());
+            return Ok(false);
         }
         if c >= self.chunks {
             return Err(self.drop_parent(p, Dropped::OutOfRange(c)));
@@ -271,10 +277,14 @@ impl Swarm {
         if parent.haves > u64::from(self.chunks) {
             return Err(self.drop_parent(p, Dropped::Flooded));
         }
-        if parent.adv.insert(c) {
+        if self.held.contains(c) {
+            return Ok(false);
+        }
+        let news = self.parents[p].adv.insert(c);
+        if news {
             self.count_up(c);
         }
-        Ok(())
+        Ok(news)
     }
 
     /// The driver saw parent `p` break a rule of the subscription that is not the swarm's to

@@ -242,6 +242,27 @@ fn a_parent_flooding_haves_is_dropped_and_its_chunks_stop_counting() {
 }
 
 #[test]
+fn a_have_is_news_only_for_a_chunk_wanted_here_and_not_yet_advertised_and_every_have_counts_toward_a_flood() {
+    let mut s = Swarm::new(Config::default(), &bitmap(4, [0]), 1);
+    let p = s.add_parent(SourceClass::SameSite, 1);
+    assert_eq!(s.have(p, 0), Ok(false), "chunk 0 is held here");
+    assert_eq!(s.availability(0), 0, "a held chunk is not counted");
+    assert_eq!(s.have(p, 1), Ok(true));
+    assert_eq!(s.have(p, 1), Ok(false), "already advertised");
+    assert_eq!(s.availability(1), 1);
+    check_counts(&s);
+    assert_eq!(s.have(p, 2), Ok(true));
+    // Four HAVEs so far, for a title of four chunks: one more is a flood, held chunk or not.
+    assert_eq!(s.have(p, 0), Err(Dropped::Flooded));
+    assert_eq!((s.availability(1), s.availability(2)), (0, 0));
+    // A bitmap counts only what is not held here.
+    let q = s.add_parent(SourceClass::SameSite, 1);
+    s.advertise(q, &ChunkBitmap::full(4).unwrap()).unwrap();
+    assert_eq!((s.availability(0), s.availability(1), s.availability(3)), (0, 1, 1));
+    check_counts(&s);
+}
+
+#[test]
 fn a_have_past_the_end_or_a_bitmap_of_another_length_drops_the_parent() {
     let mut s = Swarm::new(Config::default(), &ChunkBitmap::new(8).unwrap(), 1);
     let p = s.add_parent(SourceClass::SameRegion, 1);
