@@ -141,6 +141,10 @@ impl Tracker {
                 break;
             }
             let title = &self.titles[t as usize];
+            // Another live tracker coordinates it: its fills come from there.
+            if !self.owns(&title.id) {
+                continue;
+            }
             if title.complete.contains(&a) || title.manifest.len() > watermark {
                 continue;
             }
