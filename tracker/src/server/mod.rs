@@ -16,20 +16,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::core::{Config, Policy, Tracker};
+use crate::core::{Config, Policy, Tracker, TrackerInfo};
 use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
-use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust};
-use fillmesh_protocol::messages::SteerTarget;
+use fillmesh_net::{identity, rpc, say, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
+use fillmesh_protocol::messages::{SteerTarget, TrackerRequest, TrackerResponse};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
-use tracing::info;
+use tracing::{debug, info};
 
+mod fleet;
 mod http;
 mod mesh;
 mod persist;
+
+pub use fleet::{EtcdConfig, FleetError};
 
 /// The longest the core goes without a tick, whatever its next deadline says.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -47,6 +51,10 @@ pub struct TrackerConfig {
     pub corrupt_quorum: usize,
     pub evict_watermark_pct: u8,
     pub evict_min_idle_ms: u64,
+    /// The fleet's store: with it, the catalog, the trust list and the tracker membership
+    /// live in etcd and titles are owned by one live tracker each; without it (the default)
+    /// this tracker alone keeps them in sled.
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// Reads a trust file: one PeerId per line; blank lines and `#` comments are ignored.
@@ -77,6 +85,12 @@ struct Shared {
     content_misses: Counter,
     /// Poked after each request the core handled: its next deadline may have moved earlier.
     wake: Notify,
+    /// The fleet's etcd, when the tracker runs in one.
+    fleet: Option<Arc<fleet::Fleet>>,
+    /// 1 while the fleet's etcd answers (lease held, watch running), 0 while it is lost.
+    etcd_up: Gauge,
+    /// Connections to the other trackers of the fleet (steering asks a title's owner).
+    peers: Option<Pool>,
 }
 
 impl Shared {
@@ -113,6 +127,57 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Steering for any title: this tracker's own answer for a title it owns, else the
+    /// owner's, asked over the mesh; this tracker's own again when the owner does not answer
+    /// within [`OWNER_TIMEOUT`] (it may be gone, its lease not yet expired), so a player is
+    /// always answered.
+    async fn steer_any(&self, title: &TitleId, client: IpAddr) -> (Vec<SteerTarget>, String) {
+        let owner = {
+            let core = self.core();
+            match core.owner(title) {
+                Some(owner) if !core.owns(title) => core.tracker_info(owner).cloned(),
+                _ => None,
+            }
+        };
+        if let (Some(owner), Some(pool)) = (owner, &self.peers) {
+            match tokio::time::timeout(OWNER_TIMEOUT, ask_owner(pool, &owner, *title, client)).await {
+                Ok(Ok(answer)) => return answer,
+                Ok(Err(e)) => {
+                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: {e}")
+                }
+                Err(_) => {
+                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: the owner did not answer")
+                }
+            }
+        }
+        self.steer(title, client)
+    }
+}
+
+/// How long steering waits for a title's owner.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn ask_owner(
+    pool: &Pool,
+    owner: &TrackerInfo,
+    title: TitleId,
+    client_ip: IpAddr,
+) -> Result<(Vec<SteerTarget>, String), String> {
+    let peer: PeerId = owner.peer_id.as_str().parse().map_err(|e| format!("{e}"))?;
+    let conn = pool.get(owner.addr, peer).await.map_err(|e| e.to_string())?;
+    match rpc::call::<_, TrackerResponse>(&conn, &TrackerRequest::Steer { title, client_ip }, OWNER_TIMEOUT)
+        .await
+    {
+        Ok(TrackerResponse::Steer { targets, reason }) => Ok((targets, reason)),
+        Ok(other) => Err(format!("unexpected answer: {other:?}")),
+        Err(e) => {
+            pool.forget(owner.addr, peer).await;
+            Err(e.to_string())
+        }
+    }
+}
+
 /// Runs the tracker until `shutdown` resolves. Prints one ready line:
 /// `fillmesh tracker <peer id> mesh <addr> http <addr>`.
 pub async fn run(
@@ -130,6 +195,22 @@ pub async fn run(
         evict_min_idle_ms: config.evict_min_idle_ms,
         ..Config::default()
     });
+    let endpoint = MeshEndpoint::bind(config.listen, tls, TransportLimits::default())?;
+    let mesh_addr = endpoint.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http))?;
+    let http_addr = listener.local_addr()?;
+    let me: NodeId = peer.to_string().parse().context("the tracker's own PeerId")?;
+    let fleet = match config.etcd.clone() {
+        Some(etcd) => {
+            let info = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
+            let fleet = fleet::Fleet::connect(etcd, info).await?;
+            fleet.trust(&config.trust).await?;
+            Some(Arc::new(fleet))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         started: Instant::now(),
@@ -139,15 +220,18 @@ pub async fn run(
         refused: Counter::default(),
         content_misses: Counter::default(),
         wake: Notify::new(),
+        peers: fleet.as_ref().map(|_| Pool::new(endpoint.clone(), OWNER_TIMEOUT)),
+        fleet: fleet.clone(),
+        etcd_up: Gauge::default(),
     });
     let (titles, nodes) = shared.index.restore(&mut shared.core(), shared.now())?;
+    if let Some(fleet) = fleet {
+        // This tracker counts itself in from the start; the shell corrects the set as soon
+        // as it has read etcd.
+        shared.core().set_fleet(me.clone(), Vec::new());
+        tokio::spawn(fleet::run(fleet, shared.clone()));
+    }
 
-    let endpoint = MeshEndpoint::bind(config.listen, tls, TransportLimits::default())?;
-    let mesh_addr = endpoint.local_addr()?;
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http))?;
-    let http_addr = listener.local_addr()?;
     let app = http::router(shared.clone());
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
