@@ -3,6 +3,7 @@
 //! the test fails.
 
 pub mod doubles;
+pub mod fleet;
 pub mod mesh;
 
 use std::fs::File;

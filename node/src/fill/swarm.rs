@@ -832,8 +832,8 @@ async fn fetch(
 
 /// The running fills of a node, by title, for the owner that starts and stops them. Each
 /// fill belongs to the tracker whose plan started it (an index among the node's trackers):
-/// with several trackers each title's fills come from its owner, and a plan for a title that
-/// another tracker's fill runs takes it over (ownership moved), going on from what is held.
+/// with several trackers each title's fills come from its owner, and a plan for a title whose
+/// fill follows another tracker takes it over (ownership moved) without stopping it.
 #[derive(Default)]
 pub(crate) struct Fills {
     running: HashMap<TitleId, Running>,
@@ -873,16 +873,15 @@ impl Fills {
             keep
         });
         for plan in plans {
-            match self.running.get(&plan.title) {
-                Some(r) if r.by == by => {
-                    let _ = r.control.try_send(Control::Plan(plan));
-                    continue;
+            if let Some(r) = self.running.get_mut(&plan.title) {
+                if r.by != by {
+                    // The fill goes on (its requests in flight, its parents' subscriptions)
+                    // under the new owner's plan; the tracker handle routes by title.
+                    info!(title = %plan.title, "another tracker coordinates this title now: its plan takes the fill over");
+                    r.by = by;
                 }
-                Some(r) => {
-                    info!(title = %plan.title, "another tracker coordinates this title now: its plan takes over the fill");
-                    r.task.abort();
-                }
-                None => {}
+                let _ = r.control.try_send(Control::Plan(plan));
+                continue;
             }
             let (tx, rx) = mpsc::channel(16);
             let title = plan.title;

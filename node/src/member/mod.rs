@@ -21,7 +21,7 @@ use fillmesh_protocol::messages::{
     ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
     PROTOCOL_VERSION,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, TitleId};
 use fillmesh_swarm::Config as SwarmConfig;
@@ -165,26 +165,34 @@ pub async fn run(
         stall: None,
         stale_origin: Some(Arc::new(TokenBucket::new(config.stale_origin_rate.max(1)))),
     });
+    let links: Vec<Arc<TrackerLink>> = config
+        .trackers
+        .iter()
+        .enumerate()
+        .map(|(by, &(addr, peer))| {
+            Arc::new(TrackerLink {
+                pool: Pool::new(endpoint.clone(), Duration::from_secs(10)),
+                addr,
+                peer,
+                by,
+                epoch: AtomicU64::new(u64::MAX),
+                want_fills: tokio::sync::Notify::new(),
+                summary_answered: std::sync::Mutex::new(None),
+            })
+        })
+        .collect();
     let state = Arc::new(Member {
         local,
         store,
         fills: std::sync::Mutex::new(swarm::Fills::default()),
         server,
         published: tokio::sync::Mutex::new(published),
+        route: Arc::new(Route { links: links.clone(), owners: std::sync::Mutex::new(HashMap::new()) }),
     });
     let config = Arc::new(config);
     let mut sessions = tokio::task::JoinSet::new();
-    for (by, &(addr, peer)) in config.trackers.iter().enumerate() {
-        let link = Arc::new(TrackerLink {
-            pool: Pool::new(endpoint.clone(), Duration::from_secs(10)),
-            addr,
-            peer,
-            by,
-            epoch: AtomicU64::new(u64::MAX),
-            want_fills: tokio::sync::Notify::new(),
-            summary_answered: std::sync::Mutex::new(None),
-        });
-        let span = tracing::info_span!("tracker", %addr);
+    for link in links {
+        let span = tracing::info_span!("tracker", addr = %link.addr);
         sessions.spawn(keep(config.clone(), link, state.clone()).instrument(span));
     }
     while sessions.join_next().await.is_some() {}
@@ -223,6 +231,8 @@ struct Member {
     server: Server,
     /// Titles the origin ingested: whichever session is up publishes each.
     published: tokio::sync::Mutex<mpsc::UnboundedReceiver<ToPublish>>,
+    /// Where each fill's summaries and reports go.
+    route: Arc<Route>,
 }
 
 impl Member {
@@ -377,8 +387,10 @@ async fn fills(link: &Arc<TrackerLink>, state: &Member) -> Result<(), LinkError>
     if state.local.disk_full.load(Relaxed) {
         return Ok(());
     }
-    let tracker: Arc<TrackerLink> = link.clone();
-    state.fills().follow(link.by, plans, &state.local, &state.store, &tracker);
+    for plan in &plans {
+        state.route.follow(plan.title, link.by);
+    }
+    state.fills().follow(link.by, plans, &state.local, &state.store, &state.route);
     Ok(())
 }
 
@@ -414,16 +426,51 @@ async fn rehome(link: &TrackerLink, store: &Store, owned: &mut BTreeSet<TitleId>
     Ok(())
 }
 
-impl swarm::Tracker for TrackerLink {
+/// What the fills talk to: each title's summaries and reports go to the tracker whose plan
+/// the fill follows now (its owner), so a new owner's plan takes a fill over without stopping
+/// it: no request in flight is lost, nothing is fetched twice.
+struct Route {
+    links: Vec<Arc<TrackerLink>>,
+    /// The tracker (by index) each title's fill follows.
+    owners: std::sync::Mutex<HashMap<TitleId, usize>>,
+}
+
+impl Route {
+    fn link(&self, title: Option<TitleId>) -> Option<Arc<TrackerLink>> {
+        let by = title.and_then(|t| self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&t).copied());
+        self.links.get(by.unwrap_or(0)).cloned()
+    }
+
+    /// Title `title`'s fill follows tracker `by` from now on.
+    fn follow(&self, title: TitleId, by: usize) {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner()).insert(title, by);
+    }
+}
+
+impl swarm::Tracker for Route {
     async fn request(&self, request: TrackerRequest) -> Result<TrackerResponse, String> {
-        TrackerLink::request(self, &request).await.map_err(|e| e.to_string())
+        let title = match &request {
+            TrackerRequest::FillSummary { title, .. }
+            | TrackerRequest::ReportHeld { title, .. }
+            | TrackerRequest::ReportFailure { title, .. } => Some(*title),
+            _ => None,
+        };
+        let link = self.link(title).ok_or("no tracker")?;
+        let response = link.request(&request).await.map_err(|e| e.to_string())?;
+        if let (TrackerRequest::FillSummary { .. }, TrackerResponse::Epoch(epoch)) = (&request, &response) {
+            // The tracker took the summary as a heartbeat; its epoch may ask for new fills.
+            *link.summary_answered.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(tokio::time::Instant::now());
+            link.saw(*epoch);
+        }
+        Ok(response)
     }
-    fn saw_epoch(&self, epoch: u64) {
-        *self.summary_answered.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
-        self.saw(epoch);
-    }
+    /// Seen in [`Route::request`], by the link that answered.
+    fn saw_epoch(&self, _: u64) {}
     fn want_plan(&self) {
-        self.want_fills.notify_one();
+        for link in &self.links {
+            link.want_fills.notify_one();
+        }
     }
 }
 

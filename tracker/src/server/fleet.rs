@@ -23,6 +23,7 @@ use fillmesh_protocol::messages::MAX_TEXT;
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::persist::CatalogRecord;
@@ -224,10 +225,12 @@ impl View {
 
 /// Keeps this tracker in the fleet until the process ends: a lease and its record, a full
 /// read of the prefix, then the watch; on any failure, says so, waits and starts again.
-pub(super) async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>) {
+/// `read` is answered once the prefix has been read and applied the first time.
+pub(super) async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, read: oneshot::Sender<()>) {
     let mut backoff = Duration::from_millis(250);
+    let mut read = Some(read);
     loop {
-        let error = session(&fleet, &shared).await;
+        let error = session(&fleet, &shared, &mut read).await;
         if shared.etcd_up.get() != 0 {
             warn!("lost etcd ({error}): coordinating on what is known until it is back");
         }
@@ -237,27 +240,25 @@ pub(super) async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>) {
     }
 }
 
-async fn session(fleet: &Fleet, shared: &Shared) -> FleetError {
-    match try_session(fleet, shared).await {
+async fn session(fleet: &Fleet, shared: &Shared, read: &mut Option<oneshot::Sender<()>>) -> FleetError {
+    match try_session(fleet, shared, read).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-async fn try_session(fleet: &Fleet, shared: &Shared) -> Result<std::convert::Infallible, FleetError> {
+async fn try_session(
+    fleet: &Fleet,
+    shared: &Shared,
+    read: &mut Option<oneshot::Sender<()>>,
+) -> Result<std::convert::Infallible, FleetError> {
     let mut client = fleet.client.clone();
     let ttl = i64::try_from(fleet.config.lease_secs.max(1)).unwrap_or(60);
     let lease = client.lease_grant(ttl, None).await?.id();
     let record =
         TrackerRecord { peer_id: fleet.me.peer_id.to_string(), addr: fleet.me.addr, http: fleet.me.http };
     let value = serde_json::to_vec(&record).map_err(|e| FleetError::Encode(e.to_string()))?;
-    client
-        .put(
-            fleet.key("trackers", fleet.me.peer_id.as_str()),
-            value,
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await?;
+    let key = fleet.key("trackers", fleet.me.peer_id.as_str());
     let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;
     let snapshot = client
         .get(fleet.config.prefix.as_bytes(), Some(GetOptions::new().with_prefix().with_limit(MAX_KEYS)))
@@ -268,6 +269,9 @@ async fn try_session(fleet: &Fleet, shared: &Shared) -> Result<std::convert::Inf
         view.put(fleet, shared, kv.key(), kv.value());
     }
     view.apply(fleet, shared);
+    if let Some(read) = read.take() {
+        let _ = read.send(());
+    }
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
     let (_watcher, mut watch) = client.watch(fleet.config.prefix.as_bytes(), Some(options)).await?;
     if shared.etcd_up.get() == 0 {
@@ -275,12 +279,19 @@ async fn try_session(fleet: &Fleet, shared: &Shared) -> Result<std::convert::Inf
     }
     shared.etcd_up.set(1);
     let mut renew = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000 / 3).max(100)));
+    let mut announced = false;
     loop {
         tokio::select! {
             _ = renew.tick() => {
                 tokio::time::timeout(REQUEST_TIMEOUT, keeper.keep_alive())
                     .await
                     .map_err(|_| FleetError::WatchEnded("keepalive timed out".into()))??;
+                // Live (an owner of titles) only once warm: see `Shared::warm`.
+                if !announced && shared.warm() {
+                    client.put(key.as_str(), value.clone(), Some(PutOptions::new().with_lease(lease))).await?;
+                    info!("live in the fleet: this tracker now owns its share of the titles");
+                    announced = true;
+                }
             }
             answer = tokio::time::timeout(Duration::from_secs(ttl as u64 + 3), kept.message()) => {
                 match answer {

@@ -146,7 +146,12 @@ async fn steer(
     let (targets, reason) = shared.steer_any(&title, client).await;
     shared.wake.notify_one();
     let targets = targets.into_iter().map(SteerEntry::from).collect();
-    Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason })
+    // Any page may ask: the watch page of one tracker asks the others of its fleet when its
+    // own cannot answer.
+    (
+        [("access-control-allow-origin", "*")],
+        Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason }),
+    )
         .into_response()
 }
 

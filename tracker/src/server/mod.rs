@@ -26,7 +26,7 @@ use libp2p_identity::PeerId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 mod fleet;
 mod http;
@@ -91,6 +91,9 @@ struct Shared {
     etcd_up: Gauge,
     /// Connections to the other trackers of the fleet (steering asks a title's owner).
     peers: Option<Pool>,
+    /// Until then (at most), a restarted tracker of a fleet is not yet live: see
+    /// [`Shared::warm`]. Set once the registry is restored.
+    warm_until: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -128,6 +131,23 @@ impl Shared {
 }
 
 impl Shared {
+    /// Whether this tracker may count itself live in the fleet (and so own titles). A tracker
+    /// that restarts with nodes in its registry waits until they are all back (registered
+    /// and healthy) or [`WARM_UP`] has passed, so that its first fill layouts are those of
+    /// the whole fleet: planned from a fleet still reconnecting, they would hand out origin
+    /// slices that overlap those of the plans the appliances already follow.
+    fn warm(&self) -> bool {
+        let mut until = self.warm_until.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = *until else { return false };
+        let back = self.core().status(self.now()).appliances.iter().all(|a| a.healthy);
+        if back || Instant::now() >= at {
+            // Once warm, warm for the life of the process.
+            *until = Some(self.started);
+            return true;
+        }
+        false
+    }
+
     /// Steering for any title: this tracker's own answer for a title it owns, else the
     /// owner's, asked over the mesh; this tracker's own again when the owner does not answer
     /// within [`OWNER_TIMEOUT`] (it may be gone, its lease not yet expired), so a player is
@@ -154,6 +174,10 @@ impl Shared {
         self.steer(title, client)
     }
 }
+
+/// The longest a restarted tracker waits for the nodes it knew before it counts itself live
+/// (appliances reconnect with a backoff of at most 5 s).
+const WARM_UP: Duration = Duration::from_secs(8);
 
 /// How long steering waits for a title's owner.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -221,15 +245,23 @@ pub async fn run(
         content_misses: Counter::default(),
         wake: Notify::new(),
         peers: fleet.as_ref().map(|_| Pool::new(endpoint.clone(), OWNER_TIMEOUT)),
+        warm_until: Mutex::new(None),
         fleet: fleet.clone(),
         etcd_up: Gauge::default(),
     });
     let (titles, nodes) = shared.index.restore(&mut shared.core(), shared.now())?;
+    *shared.warm_until.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(if nodes > 0 { Instant::now() + WARM_UP } else { Instant::now() });
     if let Some(fleet) = fleet {
-        // This tracker counts itself in from the start; the shell corrects the set as soon
-        // as it has read etcd.
-        shared.core().set_fleet(me.clone(), Vec::new());
-        tokio::spawn(fleet::run(fleet, shared.clone()));
+        // The mesh opens once the fleet is read: a tracker that planned before it knew the
+        // live set would take every title for its own (and the appliances' fills with it).
+        let (read, first_read) = tokio::sync::oneshot::channel();
+        tokio::spawn(fleet::run(fleet, shared.clone(), read));
+        if tokio::time::timeout(Duration::from_secs(30), first_read).await.is_err() {
+            warn!("etcd did not answer within 30 s of start: coordinating alone until it does");
+            let me = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
+            shared.core().set_fleet(me.peer_id.clone(), vec![me]);
+        }
     }
 
     let app = http::router(shared.clone());

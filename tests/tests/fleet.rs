@@ -1,0 +1,230 @@
+//! Several trackers, one fleet, with real processes: etcd (started and stopped here, on
+//! loopback ports, data in a temporary directory), 3 trackers sharing its catalog, an origin
+//! and 8 appliances that know every tracker. Skipped, with a message, without `etcd`.
+//!
+//! - A title fills with 3 trackers; the tracker that owns it is killed with SIGKILL mid-fill:
+//!   the fill completes, steering for the title answers at every poll through the kill, a
+//!   title published while that tracker is down is filled, and the tracker restarted takes
+//!   its titles back (one of them mid-fill) without a fill starting again from zero.
+//! - etcd killed with SIGKILL and restarted mid-fill: the trackers say so in `/metrics`,
+//!   the fill completes, no catalog entry is lost; a malformed value under the prefix is
+//!   skipped.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use fillmesh_protocol::{NodeId, TitleId};
+use fillmesh_tests::fleet::{Etcd, Fleet, PREFIX};
+use fillmesh_tests::{fillmesh, http, test_bytes, wait_for};
+use fillmesh_tracker::core::fleet::owner;
+
+/// 48 chunks; the origin at 8 MB/s sends one copy in about 6 s.
+const TITLE_LEN: usize = 48 << 20;
+/// The title published while a tracker is down.
+const SECOND_LEN: usize = 24 << 20;
+
+/// How many trackers tracker `t` lists as live.
+fn live_trackers(fleet: &Fleet, t: usize) -> Option<usize> {
+    Some(fleet.status(t)?["trackers"].as_array()?.iter().filter(|x| x["live"] == true).count())
+}
+
+fn wait_all_live(fleet: &Fleet, running: &[usize], count: usize) {
+    wait_for(Duration::from_secs(60), || {
+        running.iter().all(|&t| live_trackers(fleet, t) == Some(count)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("the trackers did not all see {count} live trackers: {:?}", fleet.status(running[0]))
+    });
+}
+
+/// Bytes (seeded by `seed` upwards) whose title the tracker `want` owns among `trackers`.
+fn bytes_owned_by(len: usize, seed: u64, trackers: &[NodeId], want: &NodeId) -> Vec<u8> {
+    (seed..seed + 200)
+        .map(|s| test_bytes(len, s))
+        .find(|bytes| {
+            let title = TitleId::from_bytes(*blake3::hash(bytes).as_bytes());
+            owner(&title, trackers) == Some(want)
+        })
+        .expect("one title in 200 is this tracker's")
+}
+
+/// A line in a Prometheus page.
+fn gauge(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn etcd_up(fleet: &Fleet, t: usize) -> Option<f64> {
+    let (code, page) = http(&fleet.trackers[t].http, "GET", "/metrics", &[], b"");
+    (code == 200).then(|| gauge(&page, "fillmesh_tracker_etcd_up")).flatten()
+}
+
+/// Appliances of the fleet that started filling `title`.
+fn filling(fleet: &Fleet, title: &str) -> usize {
+    fleet
+        .appliances
+        .iter()
+        .filter(|(_, a)| {
+            a.log().lines().any(|l| l.contains(title) && l.contains("filling by the tracker's plan"))
+        })
+        .count()
+}
+
+#[test]
+fn a_tracker_whose_etcd_cannot_be_reached_says_which_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 on loopback: nothing listens (discard is never run here).
+    let out = fillmesh()
+        .args(["tracker", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--etcd", "http://127.0.0.1:9"])
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach etcd at http://127.0.0.1:9"), "{stderr}");
+}
+
+#[test]
+fn three_trackers_fill_through_the_owners_kill_and_return() {
+    let Some(mut fleet) = Fleet::start(3, 8, "8MB") else { return };
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    let file = fleet.dir.path().join("feature.mp4");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 42)).unwrap();
+    let title = fleet.seed(&file);
+    // Every tracker names the same owner.
+    let killed = wait_for(Duration::from_secs(30), || {
+        let o = fleet.owner(0, &title)?;
+        (fleet.owner(1, &title) == Some(o) && fleet.owner(2, &title) == Some(o)).then_some(o)
+    })
+    .expect("the trackers did not agree on the title's owner");
+    let survivor = (killed + 1) % 3;
+    let running: Vec<usize> = (0..3).filter(|&t| t != killed).collect();
+
+    // Mid-fill: every appliance has its plan, not every one is done.
+    wait_for(Duration::from_secs(60), || (filling(&fleet, &title) == 8).then_some(()))
+        .expect("not every appliance got its plan within 60 s");
+    assert!(fleet.completed(&title) < 8, "the fill was over before the owner was killed");
+    fleet.kill_tracker(killed);
+    let killed_at = Instant::now();
+
+    // Steering answers at every poll through the kill, from a surviving tracker; the title
+    // gets a live owner again.
+    let mut handover = None;
+    let mut polls = 0;
+    wait_for(Duration::from_secs(180), || {
+        let (code, answer) =
+            fleet.steer(survivor, &title, "127.0.11.7").expect("a surviving tracker answers");
+        assert_eq!(code, 200, "{answer}");
+        assert!(answer["targets"].as_array().is_some_and(|t| !t.is_empty()), "{answer}");
+        polls += 1;
+        if handover.is_none() && fleet.owner(survivor, &title).is_some_and(|o| o != killed) {
+            handover = Some(killed_at.elapsed());
+        }
+        (fleet.completed(&title) == 8 && handover.is_some()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("{} of 8 appliances completed after the owner's kill", fleet.completed(&title))
+    });
+    fleet.wait_filled(&title, Duration::from_secs(10));
+    let handover = handover.unwrap();
+    let served_first = fleet.origin_served();
+    eprintln!("origin served {:.3} x the first title by its end", served_first / TITLE_LEN as f64);
+    eprintln!(
+        "the owner was killed; {title} had no live coordinator for {:.1} s (seen from another tracker); {polls} steering polls answered",
+        handover.as_secs_f64()
+    );
+
+    // A title published while that tracker is down, and owned by it once it is back: its fill
+    // starts under a surviving tracker and is taken back mid-fill.
+    let ids: Vec<NodeId> = fleet.trackers.iter().map(|t| t.peer.parse().unwrap()).collect();
+    let second_file = fleet.dir.path().join("second.mp4");
+    std::fs::write(&second_file, bytes_owned_by(SECOND_LEN, 100, &ids, &ids[killed])).unwrap();
+    let second = fleet.seed(&second_file);
+    assert!(running.iter().all(|&t| fleet.owner(t, &second) != Some(killed)));
+    wait_for(Duration::from_secs(60), || (filling(&fleet, &second) > 0).then_some(()))
+        .expect("no appliance started filling the title published while a tracker was down");
+    let mid_fill = fleet.completed(&second) < 8;
+    fleet.start_tracker(killed);
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    wait_for(Duration::from_secs(30), || {
+        (0..3)
+            .all(|t| fleet.owner(t, &title) == Some(killed) && fleet.owner(t, &second) == Some(killed))
+            .then_some(())
+    })
+    .expect("the restarted tracker did not take its titles back");
+    fleet.wait_filled(&second, Duration::from_secs(180));
+    // The returning owner rebuilt the holdings from the appliances' reports.
+    wait_for(Duration::from_secs(30), || {
+        (fleet.title_status(killed, &title)?["complete_appliances"].as_u64()? == 8).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the restarted owner's view: {:?}", fleet.title_status(killed, &title)));
+    // No fill started again from zero: the origin sent about one copy of each title.
+    let served = fleet.origin_served();
+    let titles = (TITLE_LEN + SECOND_LEN) as f64;
+    eprintln!(
+        "origin served {:.3} x the titles; the second title was {} when its owner came back",
+        served / titles,
+        if mid_fill { "mid-fill" } else { "already whole" }
+    );
+    assert!(served <= 1.05 * titles, "the origin served {:.3} x the titles", served / titles);
+}
+
+#[test]
+fn etcd_killed_and_restarted_loses_no_title_and_the_fill_completes() {
+    let Some(mut fleet) = Fleet::start(3, 8, "8MB") else { return };
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    // Malformed values under the prefix are skipped, never a crash.
+    fleet.etcd.put_raw(&format!("{PREFIX}titles/not-a-title"), b"nonsense");
+    fleet.etcd.put_raw(&format!("{PREFIX}titles/{}", "ab".repeat(32)), &[0xff; 64]);
+    fleet.etcd.put_raw(&format!("{PREFIX}trackers/12D3KooWNotATracker"), b"{");
+    wait_for(Duration::from_secs(30), || {
+        (0..3)
+            .all(|t| {
+                fleet.trackers[t]
+                    .process
+                    .as_ref()
+                    .unwrap()
+                    .log()
+                    .contains("skipped a malformed entry in etcd")
+            })
+            .then_some(())
+    })
+    .expect("a tracker did not log the malformed entries");
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+
+    let file = fleet.dir.path().join("feature.mp4");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 7)).unwrap();
+    let title = fleet.seed(&file);
+    wait_for(Duration::from_secs(60), || (filling(&fleet, &title) == 8).then_some(()))
+        .expect("not every appliance got its plan within 60 s");
+    assert!(fleet.completed(&title) < 8, "the fill was over before etcd was killed");
+    fleet.etcd.kill();
+    wait_for(Duration::from_secs(60), || (0..3).all(|t| etcd_up(&fleet, t) == Some(0.0)).then_some(()))
+        .expect("a tracker did not say it lost etcd");
+    fleet.etcd.restart();
+    wait_for(Duration::from_secs(60), || (0..3).all(|t| etcd_up(&fleet, t) == Some(1.0)).then_some(()))
+        .expect("a tracker did not get back into the fleet");
+    fleet.wait_filled(&title, Duration::from_secs(180));
+    // Nothing lost: every tracker lists the title, and etcd holds it.
+    for t in 0..3 {
+        assert!(fleet.title_status(t, &title).is_some(), "tracker {t} lost {title}");
+    }
+    assert!(etcd_has(&fleet.etcd, &format!("{PREFIX}titles/{title}")), "etcd lost {title}");
+    eprintln!("catalog entries lost after etcd's kill and restart: 0 of 1");
+}
+
+/// Whether etcd holds `key` (its JSON gateway).
+fn etcd_has(etcd: &Etcd, key: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = format!(r#"{{"key":"{}"}}"#, b64.encode(key));
+    let url = etcd.url();
+    let (code, answer) = http(
+        url.trim_start_matches("http://"),
+        "POST",
+        "/v3/kv/range",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    code == 200 && answer.contains("\"kvs\"")
+}
