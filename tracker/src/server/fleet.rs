@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +90,8 @@ pub(super) struct Fleet {
     client: Client,
     config: EtcdConfig,
     me: TrackerInfo,
+    /// The lease held now (0: none yet).
+    lease: AtomicI64,
 }
 
 impl Fleet {
@@ -106,11 +109,27 @@ impl Fleet {
             .get(config.prefix.as_bytes(), Some(GetOptions::new().with_prefix().with_count_only()))
             .await
             .map_err(unreachable)?;
-        Ok(Self { client, config, me })
+        Ok(Self { client, config, me, lease: AtomicI64::new(0) })
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
         format!("{}{kind}/{name}", self.config.prefix)
+    }
+
+    /// Leaves the fleet at once (the lease revoked: the others take this tracker's titles now,
+    /// not when the lease would have expired), at shutdown.
+    pub(super) async fn leave(&self) {
+        let lease = self.lease.swap(0, Relaxed);
+        if lease != 0 {
+            let mut client = self.client.clone();
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(lease)).await {
+                Ok(Ok(_)) => info!("left the fleet"),
+                Ok(Err(e)) => warn!("cannot leave the fleet at once ({e}): the lease will expire"),
+                Err(_) => {
+                    warn!("cannot leave the fleet at once (etcd did not answer): the lease will expire")
+                }
+            }
+        }
     }
 
     /// Writes a title to the catalog; answered once etcd has it.
@@ -255,6 +274,7 @@ async fn try_session(
     let mut client = fleet.client.clone();
     let ttl = i64::try_from(fleet.config.lease_secs.max(1)).unwrap_or(60);
     let lease = client.lease_grant(ttl, None).await?.id();
+    fleet.lease.store(lease, Relaxed);
     let record =
         TrackerRecord { peer_id: fleet.me.peer_id.to_string(), addr: fleet.me.addr, http: fleet.me.http };
     let value = serde_json::to_vec(&record).map_err(|e| FleetError::Encode(e.to_string()))?;

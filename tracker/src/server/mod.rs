@@ -277,6 +277,9 @@ pub async fn run(
 
     shutdown.await;
     info!("shutting down");
+    if let Some(fleet) = &shared.fleet {
+        fleet.leave().await;
+    }
     endpoint.close();
     for task in [mesh, ticker] {
         task.abort();
