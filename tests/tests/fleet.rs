@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fillmesh_protocol::{NodeId, TitleId};
 use fillmesh_tests::fleet::{Etcd, Fleet, PREFIX};
-use fillmesh_tests::{fillmesh, http, test_bytes, wait_for};
+use fillmesh_tests::{file_id, fillmesh, http, test_bytes, wait_for};
 use fillmesh_tracker::core::fleet::owner;
 
 /// 48 chunks; the origin at 8 MB/s sends one copy in about 6 s.
@@ -127,6 +127,43 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     });
     fleet.wait_filled(&title, Duration::from_secs(10));
     let handover = handover.unwrap();
+    // A player given the dead tracker first is steered by the next one.
+    let out = fleet.dir.path().join("played.mp4");
+    let dead = format!("http://{}", fleet.trackers[killed].http);
+    let alive = format!("http://{}", fleet.trackers[survivor].http);
+    let played = fillmesh()
+        .args([
+            "play",
+            &title,
+            "--tracker-http",
+            &dead,
+            "--tracker-http",
+            &alive,
+            "--client-ip",
+            "127.0.11.7",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_CACHE_HOME", fleet.dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
+    assert_eq!(file_id(&out), title);
+    // `fillmesh status` at any tracker: each title's owner and the fleet, the dead tracker
+    // listed as not live.
+    let printed = fillmesh().args(["status", "--tracker-http", &alive]).output().unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let status: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let trackers = status["trackers"].as_array().unwrap();
+    assert_eq!(trackers.len(), 3, "{status}");
+    for (t, tracker) in fleet.trackers.iter().enumerate() {
+        let entry = trackers.iter().find(|e| e["peer_id"] == tracker.peer.as_str()).unwrap();
+        assert_eq!(entry["addr"], tracker.mesh.as_str());
+        assert_eq!(entry["http"], tracker.http.as_str());
+        assert_eq!(entry["live"], t != killed, "{entry}");
+    }
+    let entry = status["titles"].as_array().unwrap().iter().find(|e| e["id"] == title.as_str()).unwrap();
+    assert!(entry["owner"].as_str().is_some_and(|o| o != fleet.trackers[killed].peer), "{entry}");
     let served_first = fleet.origin_served();
     eprintln!("origin served {:.3} x the first title by its end", served_first / TITLE_LEN as f64);
     eprintln!(
