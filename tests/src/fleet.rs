@@ -6,6 +6,8 @@
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -111,6 +113,63 @@ impl Etcd {
     }
 }
 
+/// A TCP forwarder to etcd that the test can cut: the tracker behind it loses etcd while
+/// the others keep it (a partition of one tracker).
+#[derive(Debug)]
+pub struct Proxy {
+    pub addr: String,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let (stop, conns) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+        let (flag, kept, target) = (stop.clone(), conns.clone(), target.to_owned());
+        std::thread::spawn(move || {
+            while !flag.load(Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let Ok(upstream) = TcpStream::connect(&target) else { continue };
+                        let _ = client.set_nonblocking(false);
+                        let mut list = kept.lock().unwrap_or_else(|p| p.into_inner());
+                        for (mut from, mut to) in [(&client, &upstream), (&upstream, &client)]
+                            .map(|(a, b)| (a.try_clone(), b.try_clone()))
+                            .into_iter()
+                            .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                        {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                        list.extend([client, upstream]);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Proxy { addr, stop, conns }
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn cut(&self) {
+        self.stop.store(true, Relaxed);
+        for conn in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
 /// A tracker of the fleet: where it listens (fixed, for restarts) and the process.
 #[derive(Debug)]
 pub struct FleetTracker {
@@ -119,6 +178,8 @@ pub struct FleetTracker {
     pub http: String,
     pub peer: String,
     pub process: Option<NodeProcess>,
+    /// The forwarder it reaches etcd through, if the test cuts it off.
+    pub proxy: Option<Proxy>,
 }
 
 /// etcd, trackers, an origin and appliances; every process stopped when dropped.
@@ -138,6 +199,16 @@ pub const PREFIX: &str = "/fleet-test/";
 impl Fleet {
     /// `None` when etcd is not installed. The origin's upload is capped at `origin_rate`.
     pub fn start(trackers: usize, appliances: usize, origin_rate: &str) -> Option<Self> {
+        Self::start_with(trackers, appliances, origin_rate, &[])
+    }
+
+    /// As [`Fleet::start`], the trackers in `behind_proxy` reaching etcd through a [`Proxy`].
+    pub fn start_with(
+        trackers: usize,
+        appliances: usize,
+        origin_rate: &str,
+        behind_proxy: &[usize],
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let etcd = Etcd::start(dir.path())?;
         let origin_dir = dir.path().join("origin");
@@ -160,6 +231,7 @@ impl Fleet {
                 http: format!("{ip}:{}", free_port(&ip)),
                 peer: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
                 process: None,
+                proxy: behind_proxy.contains(&t).then(|| Proxy::start(&etcd.url()["http://".len()..])),
             });
         }
         let mut tracker_flags = Vec::new();
@@ -294,6 +366,11 @@ impl Fleet {
 /// Starts `tracker` in the fleet of the etcd at `url`, with a lease of 2 s.
 fn start_tracker(tracker: &mut FleetTracker, url: &str, trust_file: &Path) {
     let trust = trust_file.display().to_string();
+    let url = match &tracker.proxy {
+        Some(proxy) => format!("http://{}", proxy.addr),
+        None => url.to_owned(),
+    };
+    let url = url.as_str();
     let args = [
         "--listen",
         &tracker.mesh,

@@ -265,3 +265,41 @@ fn etcd_has(etcd: &Etcd, key: &str) -> bool {
     );
     code == 200 && answer.contains("\"kvs\"")
 }
+
+#[test]
+fn a_tracker_cut_off_from_etcd_steps_down_and_the_others_take_its_titles() {
+    let Some(fleet) = Fleet::start_with(3, 2, "100MB", &[0]) else { return };
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    let ids: Vec<NodeId> = fleet.trackers.iter().map(|t| t.peer.parse().unwrap()).collect();
+    let file = fleet.dir.path().join("small.mp4");
+    std::fs::write(&file, bytes_owned_by(1 << 20, 500, &ids, &ids[0])).unwrap();
+    let title = fleet.seed(&file);
+    wait_for(Duration::from_secs(30), || (0..3).all(|t| fleet.owner(t, &title) == Some(0)).then_some(()))
+        .expect("tracker 0 does not own the title everywhere");
+
+    fleet.trackers[0].proxy.as_ref().unwrap().cut();
+    let cut_at = Instant::now();
+    // The others drop it when its lease expires and take the title.
+    let new_owner = wait_for(Duration::from_secs(60), || {
+        let o = fleet.owner(1, &title).filter(|&o| o != 0)?;
+        (fleet.owner(2, &title) == Some(o)).then_some(o)
+    })
+    .expect("the others did not take the title of the tracker cut off from etcd");
+    // The one cut off says so, learns from them that it is out, and stops coordinating it.
+    wait_for(Duration::from_secs(60), || (fleet.owner(0, &title) == Some(new_owner)).then_some(()))
+        .unwrap_or_else(|| panic!("the tracker cut off still says: {:?}", fleet.title_status(0, &title)));
+    let both = cut_at.elapsed();
+    assert_eq!(etcd_up(&fleet, 0), Some(0.0));
+    let me = fleet.status(0).unwrap()["trackers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["peer_id"] == fleet.trackers[0].peer.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(me["live"], false, "{me}");
+    eprintln!(
+        "a tracker cut off from etcd stepped down {:.1} s after the cut (lease 2 s)",
+        both.as_secs_f64()
+    );
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
-use fillmesh_protocol::messages::MAX_TEXT;
+use fillmesh_protocol::messages::{TrackerRequest, TrackerResponse, MAX_TEXT};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
@@ -248,14 +248,63 @@ impl View {
 pub(super) async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, read: oneshot::Sender<()>) {
     let mut backoff = Duration::from_millis(250);
     let mut read = Some(read);
+    let lease = Duration::from_secs(fleet.config.lease_secs.max(1));
+    let mut lost_at = tokio::time::Instant::now();
+    let mut checked_at = None;
     loop {
         let error = session(&fleet, &shared, &mut read).await;
         if shared.etcd_up.get() != 0 {
             warn!("lost etcd ({error}): coordinating on what is known until it is back");
+            lost_at = tokio::time::Instant::now();
+            checked_at = None;
+            backoff = Duration::from_millis(250);
         }
         shared.etcd_up.set(0);
+        // Cut off for longer than a lease: this tracker's lease may have expired while the
+        // others still read etcd and took its titles. It asks them.
+        let due = checked_at.is_none_or(|at: tokio::time::Instant| at.elapsed() >= lease / 2);
+        if lost_at.elapsed() >= lease && due {
+            step_down_if_out(&fleet, &shared).await;
+            checked_at = Some(tokio::time::Instant::now());
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// With etcd lost, asks the other trackers of the last known fleet for their live set: one
+/// that still reads etcd and no longer counts this tracker (its lease expired) has taken its
+/// titles, so this tracker adopts that set and stops coordinating them. Trackers that lost
+/// etcd too answer the set they last read, which still counts this one: then nothing
+/// changes, and every tracker goes on with the same view (etcd down for all: leases do not
+/// expire while no member runs). So two trackers coordinate one title at once for about a
+/// lease interval at most, not for the whole partition.
+async fn step_down_if_out(fleet: &Fleet, shared: &Shared) {
+    let Some(pool) = &shared.peers else { return };
+    let me = &fleet.me.peer_id;
+    let others: Vec<TrackerInfo> = {
+        let core = shared.core();
+        let live = core.live_trackers();
+        if !live.contains(me) {
+            return;
+        }
+        live.iter().filter(|t| *t != me).filter_map(|t| core.tracker_info(t).cloned()).collect()
+    };
+    for other in others {
+        let live = match super::ask_tracker(pool, &other, &TrackerRequest::Trackers).await {
+            Ok(TrackerResponse::Trackers { live }) => live,
+            _ => continue,
+        };
+        if live.contains(me) {
+            continue;
+        }
+        let mut core = shared.core();
+        let infos: Vec<TrackerInfo> = live.iter().filter_map(|t| core.tracker_info(t).cloned()).collect();
+        core.set_fleet(me.clone(), infos);
+        drop(core);
+        shared.wake.notify_one();
+        warn!(told_by = %other.peer_id, "cut off from etcd and out of the fleet (its lease expired): this tracker coordinates no title until etcd is back");
+        return;
     }
 }
 

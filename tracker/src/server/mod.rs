@@ -188,15 +188,25 @@ async fn ask_owner(
     title: TitleId,
     client_ip: IpAddr,
 ) -> Result<(Vec<SteerTarget>, String), String> {
-    let peer: PeerId = owner.peer_id.as_str().parse().map_err(|e| format!("{e}"))?;
-    let conn = pool.get(owner.addr, peer).await.map_err(|e| e.to_string())?;
-    match rpc::call::<_, TrackerResponse>(&conn, &TrackerRequest::Steer { title, client_ip }, OWNER_TIMEOUT)
-        .await
-    {
-        Ok(TrackerResponse::Steer { targets, reason }) => Ok((targets, reason)),
-        Ok(other) => Err(format!("unexpected answer: {other:?}")),
+    match ask_tracker(pool, owner, &TrackerRequest::Steer { title, client_ip }).await? {
+        TrackerResponse::Steer { targets, reason } => Ok((targets, reason)),
+        other => Err(format!("unexpected answer: {other:?}")),
+    }
+}
+
+/// One request to another tracker of the fleet over the mesh, within [`OWNER_TIMEOUT`].
+async fn ask_tracker(
+    pool: &Pool,
+    tracker: &TrackerInfo,
+    request: &TrackerRequest,
+) -> Result<TrackerResponse, String> {
+    let peer: PeerId = tracker.peer_id.as_str().parse().map_err(|e| format!("{e}"))?;
+    let conn = pool.get(tracker.addr, peer).await.map_err(|e| e.to_string())?;
+    match rpc::call::<_, TrackerResponse>(&conn, request, OWNER_TIMEOUT).await {
+        Ok(TrackerResponse::Error(e)) => Err(format!("{:?}: {}", e.code, e.message)),
+        Ok(answer) => Ok(answer),
         Err(e) => {
-            pool.forget(owner.addr, peer).await;
+            pool.forget(tracker.addr, peer).await;
             Err(e.to_string())
         }
     }
