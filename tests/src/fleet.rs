@@ -357,9 +357,7 @@ impl Fleet {
         let (code, page) =
             http(self.origin.http.as_deref().expect("origin http"), "GET", "/metrics", &[], b"");
         assert_eq!(code, 200);
-        page.lines()
-            .find_map(|l| l.strip_prefix("fillmesh_mesh_served_bytes_total ")?.trim().parse().ok())
-            .unwrap_or(0.0)
+        crate::metric(&page, "fillmesh_mesh_served_bytes_total").unwrap_or(0.0)
     }
 }
 

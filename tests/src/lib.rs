@@ -195,6 +195,11 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     (status, body)
 }
 
+/// A sample's value (one without labels) in a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.
 pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = std::time::Instant::now() + limit;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fillmesh_protocol::{NodeId, TitleId};
 use fillmesh_tests::fleet::{Etcd, Fleet, PREFIX};
-use fillmesh_tests::{file_id, fillmesh, http, test_bytes, wait_for};
+use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for};
 use fillmesh_tracker::core::fleet::owner;
 
 /// 48 chunks; the origin at 8 MB/s sends one copy in about 6 s.
@@ -48,14 +48,9 @@ fn bytes_owned_by(len: usize, seed: u64, trackers: &[NodeId], want: &NodeId) -> 
         .expect("one title in 200 is this tracker's")
 }
 
-/// A line in a Prometheus page.
-fn gauge(page: &str, name: &str) -> Option<f64> {
-    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 fn etcd_up(fleet: &Fleet, t: usize) -> Option<f64> {
     let (code, page) = http(&fleet.trackers[t].http, "GET", "/metrics", &[], b"");
-    (code == 200).then(|| gauge(&page, "fillmesh_tracker_etcd_up")).flatten()
+    (code == 200).then(|| metric(&page, "fillmesh_tracker_etcd_up")).flatten()
 }
 
 /// Appliances of the fleet that started filling `title`.
@@ -232,6 +227,13 @@ fn etcd_killed_and_restarted_loses_no_title_and_the_fill_completes() {
     let file = fleet.dir.path().join("feature.mp4");
     std::fs::write(&file, test_bytes(TITLE_LEN, 7)).unwrap();
     let title = fleet.seed(&file);
+    // Two small titles more in the catalog.
+    let mut catalog = vec![title.clone()];
+    for seed in [8, 9] {
+        let small = fleet.dir.path().join(format!("small-{seed}.mp4"));
+        std::fs::write(&small, test_bytes(1 << 20, seed)).unwrap();
+        catalog.push(fleet.seed(&small));
+    }
     wait_for(Duration::from_secs(60), || (filling(&fleet, &title) == 8).then_some(()))
         .expect("not every appliance got its plan within 60 s");
     assert!(fleet.completed(&title) < 8, "the fill was over before etcd was killed");
@@ -242,12 +244,18 @@ fn etcd_killed_and_restarted_loses_no_title_and_the_fill_completes() {
     wait_for(Duration::from_secs(60), || (0..3).all(|t| etcd_up(&fleet, t) == Some(1.0)).then_some(()))
         .expect("a tracker did not get back into the fleet");
     fleet.wait_filled(&title, Duration::from_secs(180));
-    // Nothing lost: every tracker lists the title, and etcd holds it.
-    for t in 0..3 {
-        assert!(fleet.title_status(t, &title).is_some(), "tracker {t} lost {title}");
+    // Nothing lost: every tracker lists every title, and etcd holds each.
+    let mut lost = 0;
+    for id in &catalog {
+        for t in 0..3 {
+            assert!(fleet.title_status(t, id).is_some(), "tracker {t} lost {id}");
+        }
+        if !etcd_has(&fleet.etcd, &format!("{PREFIX}titles/{id}")) {
+            lost += 1;
+        }
     }
-    assert!(etcd_has(&fleet.etcd, &format!("{PREFIX}titles/{title}")), "etcd lost {title}");
-    eprintln!("catalog entries lost after etcd's kill and restart: 0 of 1");
+    eprintln!("catalog entries lost after etcd's kill and restart: {lost} of {}", catalog.len());
+    assert_eq!(lost, 0);
 }
 
 /// Whether etcd holds `key` (its JSON gateway).
