@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fillmesh_protocol::{NodeId, TitleId};
 use fillmesh_tests::fleet::{Etcd, Fleet, PREFIX};
-use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for};
+use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for, NodeProcess};
 use fillmesh_tracker::core::fleet::owner;
 
 /// 48 chunks; the origin at 8 MB/s sends one copy in about 6 s.
@@ -209,6 +209,10 @@ fn etcd_killed_and_restarted_loses_no_title_and_the_fill_completes() {
     fleet.etcd.put_raw(&format!("{PREFIX}titles/not-a-title"), b"nonsense");
     fleet.etcd.put_raw(&format!("{PREFIX}titles/{}", "ab".repeat(32)), &[0xff; 64]);
     fleet.etcd.put_raw(&format!("{PREFIX}trackers/12D3KooWNotATracker"), b"{");
+    // More keys than one page of a tracker's read, sorted before the catalog.
+    for n in 0..40 {
+        fleet.etcd.put_raw(&format!("{PREFIX}0junk/{n}"), b"x");
+    }
     wait_for(Duration::from_secs(30), || {
         (0..3)
             .all(|t| {
@@ -256,6 +260,15 @@ fn etcd_killed_and_restarted_loses_no_title_and_the_fill_completes() {
     }
     eprintln!("catalog entries lost after etcd's kill and restart: {lost} of {}", catalog.len());
     assert_eq!(lost, 0);
+    // A tracker new to the fleet reads the whole catalog from etcd (past the junk).
+    let url = fleet.etcd.url();
+    let args = ["--listen", "127.0.0.5:0", "--http", "127.0.0.5:0", "--etcd", &url, "--etcd-prefix", PREFIX];
+    let newcomer = NodeProcess::start_tracker(&fleet.dir.path().join("newcomer"), &args);
+    let status = fillmesh_tests::mesh::status(&newcomer).unwrap();
+    let titles = status["titles"].as_array().unwrap();
+    for id in &catalog {
+        assert!(titles.iter().any(|t| t["id"] == id.as_str()), "a new tracker does not know {id}: {status}");
+    }
 }
 
 /// Whether etcd holds `key` (its JSON gateway).

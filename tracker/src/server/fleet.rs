@@ -38,7 +38,12 @@ pub(super) const MAX_VALUE: usize = 1 << 20;
 /// The longest tracker record.
 const MAX_TRACKER_RECORD: usize = 1024;
 /// Most keys read under the prefix in one full read.
-const MAX_KEYS: i64 = 100_000;
+const MAX_KEYS: usize = 100_000;
+/// Keys per page of that read: with values of etcd's largest (1.5 MiB), a page stays under
+/// [`MAX_MESSAGE`].
+const PAGE: i64 = 32;
+/// The largest answer decoded from etcd (a page of the read, a batch of watch events).
+const MAX_MESSAGE: usize = 64 << 20;
 /// Time allowed for one etcd request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -308,6 +313,44 @@ async fn step_down_if_out(fleet: &Fleet, shared: &Shared) {
     }
 }
 
+/// Reads every key under the prefix into `view`, in pages all at the revision of the first
+/// (one consistent snapshot); returns that revision, which the watch starts after.
+async fn read_prefix(fleet: &Fleet, shared: &Shared, view: &mut View) -> Result<i64, FleetError> {
+    let mut kv = fleet.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    let prefix = fleet.config.prefix.as_bytes();
+    // The first key past the prefix: its last byte plus one (the prefix ends with '/').
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    let (mut from, mut revision, mut read) = (prefix.to_vec(), 0, 0);
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision != 0 {
+            options = options.with_revision(revision);
+        }
+        let page = kv.get(from.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        for entry in page.kvs() {
+            view.put(fleet, shared, entry.key(), entry.value());
+        }
+        read += page.kvs().len();
+        let Some(last) = page.kvs().last() else { break };
+        if !page.more() {
+            break;
+        }
+        if read >= MAX_KEYS {
+            warn!("more than {MAX_KEYS} keys under the prefix: the rest is not read");
+            break;
+        }
+        from = last.key().to_vec();
+        from.push(0);
+    }
+    Ok(revision)
+}
+
 async fn session(fleet: &Fleet, shared: &Shared, read: &mut Option<oneshot::Sender<()>>) -> FleetError {
     match try_session(fleet, shared, read).await {
         Ok(never) => match never {},
@@ -329,20 +372,18 @@ async fn try_session(
     let value = serde_json::to_vec(&record).map_err(|e| FleetError::Encode(e.to_string()))?;
     let key = fleet.key("trackers", fleet.me.peer_id.as_str());
     let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;
-    let snapshot = client
-        .get(fleet.config.prefix.as_bytes(), Some(GetOptions::new().with_prefix().with_limit(MAX_KEYS)))
-        .await?;
-    let revision = snapshot.header().map_or(0, |h| h.revision());
     let mut view = View::default();
-    for kv in snapshot.kvs() {
-        view.put(fleet, shared, kv.key(), kv.value());
-    }
+    let revision = read_prefix(fleet, shared, &mut view).await?;
     view.apply(fleet, shared);
     if let Some(read) = read.take() {
         let _ = read.send(());
     }
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-    let (_watcher, mut watch) = client.watch(fleet.config.prefix.as_bytes(), Some(options)).await?;
+    let (_watcher, mut watch) = client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE)
+        .watch(fleet.config.prefix.as_bytes(), Some(options))
+        .await?;
     if shared.etcd_up.get() == 0 {
         info!(lease, revision, "in the fleet: lease held, catalog read, watching");
     }
