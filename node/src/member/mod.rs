@@ -12,6 +12,7 @@
 //! and sends each new owner the whole held map of the titles it now owns, so that it rebuilds
 //! their holdings; the new owner's plans take the running fills over.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,15 +22,12 @@ use fillmesh_protocol::messages::{
     ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
     PROTOCOL_VERSION,
 };
-use std::collections::{BTreeSet, HashMap};
-
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, TitleId};
 use fillmesh_swarm::Config as SwarmConfig;
 use fillmesh_tracker::core::fleet;
 use libp2p_identity::PeerId;
 use tokio::sync::{mpsc, Semaphore};
-use tracing::Instrument;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use fillmesh_net::{rpc, MeshEndpoint, Pool};
 
@@ -436,8 +434,9 @@ struct Route {
 }
 
 impl Route {
-    fn link(&self, title: Option<TitleId>) -> Option<Arc<TrackerLink>> {
-        let by = title.and_then(|t| self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&t).copied());
+    /// The link of the tracker `title`'s fill follows.
+    fn link(&self, title: TitleId) -> Option<Arc<TrackerLink>> {
+        let by = self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&title).copied();
         self.links.get(by.unwrap_or(0)).cloned()
     }
 
@@ -454,6 +453,18 @@ impl swarm::Tracker for Route {
             | TrackerRequest::ReportHeld { title, .. }
             | TrackerRequest::ReportFailure { title, .. } => Some(*title),
             _ => None,
+        };
+        let Some(title) = title else {
+            // About no title (the catalog, for a name): any tracker answers, the first that
+            // does.
+            let mut failed = String::from("no tracker");
+            for link in &self.links {
+                match link.request(&request).await {
+                    Ok(response) => return Ok(response),
+                    Err(e) => failed = e.to_string(),
+                }
+            }
+            return Err(failed);
         };
         let link = self.link(title).ok_or("no tracker")?;
         let response = link.request(&request).await.map_err(|e| e.to_string())?;
