@@ -121,6 +121,18 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
         panic!("{} of 8 appliances completed after the owner's kill", fleet.completed(&title))
     });
     fleet.wait_filled(&title, Duration::from_secs(10));
+    // Every surviving tracker counts the appliances that hold it whole, owner or not.
+    wait_for(Duration::from_secs(30), || {
+        running
+            .iter()
+            .all(|&t| {
+                fleet.title_status(t, &title).and_then(|s| s["complete_appliances"].as_u64()) == Some(8)
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("{:?}", running.iter().map(|&t| fleet.title_status(t, &title)).collect::<Vec<_>>())
+    });
     let handover = handover.unwrap();
     // A player given the dead tracker first is steered by the next one.
     let out = fleet.dir.path().join("played.mp4");

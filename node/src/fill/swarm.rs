@@ -849,7 +849,8 @@ struct Running {
 
 impl Fills {
     /// Starts or updates the fill of each plan's title under tracker `by`; stops the fills of
-    /// `by` whose titles are not named.
+    /// `by` whose titles are not named, except those `moving` to another tracker (whose plan
+    /// takes them over: stopped here, they would lose their requests in flight).
     pub(crate) fn follow<T: Tracker>(
         &mut self,
         by: usize,
@@ -857,6 +858,7 @@ impl Fills {
         local: &Arc<Local>,
         store: &Arc<Store>,
         tracker: &Arc<T>,
+        moving: impl Fn(&TitleId) -> bool,
     ) {
         // Finished fills leave the set.
         while let Some(done) = self.tasks.try_join_next() {
@@ -865,7 +867,7 @@ impl Fills {
         self.running.retain(|_, r| !r.task.is_finished());
         let named: Vec<TitleId> = plans.iter().map(|p| p.title).collect();
         self.running.retain(|title, r| {
-            let keep = r.by != by || named.contains(title);
+            let keep = r.by != by || named.contains(title) || moving(title);
             if !keep {
                 r.task.abort();
                 info!(%title, "no longer in this appliance's fills: stopped");

@@ -92,9 +92,16 @@ struct TrackerLink {
     want_fills: tokio::sync::Notify,
     /// When a fill summary was last answered: the tracker takes it as a heartbeat.
     summary_answered: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The live trackers it last reported (empty: no fleet, it owns every title).
+    live: std::sync::Mutex<Vec<NodeId>>,
 }
 
 impl TrackerLink {
+    /// Whether this tracker owns `title` among `live` (all titles without a fleet).
+    fn owns(&self, title: &TitleId, live: &[NodeId]) -> bool {
+        live.is_empty() || fleet::owner(title, live).is_some_and(|o| o.as_str() == self.peer.to_string())
+    }
+
     /// The tracker's epoch, seen in an answer: when it is not that of our fills, they are
     /// asked for again.
     fn saw(&self, epoch: u64) {
@@ -176,6 +183,7 @@ pub async fn run(
                 epoch: AtomicU64::new(u64::MAX),
                 want_fills: tokio::sync::Notify::new(),
                 summary_answered: std::sync::Mutex::new(None),
+                live: std::sync::Mutex::new(Vec::new()),
             })
         })
         .collect();
@@ -388,7 +396,11 @@ async fn fills(link: &Arc<TrackerLink>, state: &Member) -> Result<(), LinkError>
     for plan in &plans {
         state.route.follow(plan.title, link.by);
     }
-    state.fills().follow(link.by, plans, &state.local, &state.store, &state.route);
+    // A title this tracker no longer names because it no longer owns it: its fill goes on
+    // until the new owner's plan takes it over.
+    let live = link.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let moving = |title: &TitleId| !link.owns(title, &live);
+    state.fills().follow(link.by, plans, &state.local, &state.store, &state.route, moving);
     Ok(())
 }
 
@@ -402,13 +414,9 @@ async fn owned_titles(link: &TrackerLink, store: &Store) -> Result<BTreeSet<Titl
         Err(LinkError::Refused(_)) => Vec::new(),
         Err(e) => return Err(e),
     };
-    let me: Option<NodeId> = link.peer.to_string().parse().ok();
-    Ok(store
-        .titles()
-        .into_iter()
-        .map(|info| info.title)
-        .filter(|title| live.is_empty() || fleet::owner(title, &live) == me.as_ref())
-        .collect())
+    let owned = store.titles().into_iter().map(|info| info.title).filter(|t| link.owns(t, &live)).collect();
+    *link.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
+    Ok(owned)
 }
 
 /// The live trackers may have changed: the titles `link`'s tracker owns now and did not
@@ -467,6 +475,20 @@ impl swarm::Tracker for Route {
             return Err(failed);
         };
         let link = self.link(title).ok_or("no tracker")?;
+        if let TrackerRequest::ReportHeld { held, .. } = &request {
+            if held.is_full() {
+                // The title is whole here: every tracker hears it (once per title), so that
+                // any of them steers to this appliance and counts it in its status.
+                for other in self.links.iter().filter(|l| l.by != link.by) {
+                    let (other, request) = (other.clone(), request.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = other.request(&request).await {
+                            debug!(tracker = %other.addr, "a whole title not told: {e}");
+                        }
+                    });
+                }
+            }
+        }
         let response = link.request(&request).await.map_err(|e| e.to_string())?;
         if let (TrackerRequest::FillSummary { .. }, TrackerResponse::Epoch(epoch)) = (&request, &response) {
             // The tracker took the summary as a heartbeat; its epoch may ask for new fills.
