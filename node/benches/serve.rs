@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
             serve: Default::default(),
             transport: Default::default(),
             player_cert: Some((cert_pem, key_pem)),
-            tracker: None,
+            trackers: Vec::new(),
             site: "bench".into(),
             region: "bench".into(),
             prefixes: Vec::new(),

@@ -33,8 +33,8 @@ pub struct NodeConfig {
     pub transport: TransportLimits,
     /// A certificate chain and key (PEM files) to present to players instead of the node's own.
     pub player_cert: Option<(PathBuf, PathBuf)>,
-    /// The tracker to work under, if any.
-    pub tracker: Option<(SocketAddr, PeerId)>,
+    /// The trackers to work under (none: a node on its own; several: one fleet).
+    pub trackers: Vec<(SocketAddr, PeerId)>,
     pub site: String,
     pub region: String,
     pub prefixes: Vec<fillmesh_protocol::IpPrefix>,
@@ -165,10 +165,9 @@ pub async fn run_with(
         None if config.origin => anyhow::bail!("--origin needs --http ADDR for `fillmesh seed` to reach it"),
         None => None,
     };
-    let member = config.tracker.map(|(tracker, tracker_id)| {
+    let member = (!config.trackers.is_empty()).then(|| {
         let member = MemberConfig {
-            tracker,
-            tracker_id,
+            trackers: config.trackers.clone(),
             role,
             mesh_addr,
             site: config.site.clone(),

@@ -51,6 +51,8 @@ pub const MAX_GAINED: usize = 1024;
 /// Most titles one plan tells an appliance to drop: the planner evicts no more per call, so
 /// that one plan's work stays bounded however full the disk.
 pub const MAX_EVICT: usize = 16;
+/// Most trackers in one fleet's answer.
+pub const MAX_TRACKERS: usize = 64;
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -311,6 +313,9 @@ pub enum TrackerRequest {
         gained: Vec<std::ops::Range<u32>>,
         bytes: [u64; 4],
     },
+    /// The live trackers of the fleet (answered `Trackers`): a title's owner is the one of
+    /// highest rendezvous weight among them (`fillmesh_tracker::core::fleet::owner`).
+    Trackers,
 }
 
 impl Message for TrackerRequest {
@@ -429,6 +434,12 @@ pub enum TrackerResponse {
     /// The answer to a heartbeat or a summary: the tracker's epoch. When it moves (the fleet,
     /// the catalog or a layout changed), the appliance asks for its `Fills` again.
     Epoch(u64),
+    /// The live trackers' PeerIds, sorted; empty from a tracker without a fleet (no etcd),
+    /// which owns every title.
+    Trackers {
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TRACKERS>")]
+        live: Vec<NodeId>,
+    },
 }
 
 impl Message for TrackerResponse {

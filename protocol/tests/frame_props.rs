@@ -175,6 +175,7 @@ fn the_largest_legal_messages_fit_their_bounds() {
     let fetched = vec![Fetched { chunk: u32::MAX, source: node.clone() }; MAX_FETCHED];
     frame::encode(&TrackerRequest::ReportHeld { title, held, fetched }).unwrap();
     frame::encode(&TrackerResponse::Members { nodes: vec![node.clone(); MAX_MEMBERS] }).unwrap();
+    frame::encode(&TrackerResponse::Trackers { live: vec![node.clone(); MAX_TRACKERS] }).unwrap();
     frame::encode(&TrackerRequest::Register(Registration {
         role: Role::Appliance,
         mesh_addr: addr,

@@ -3,6 +3,7 @@
 //! the test fails.
 
 pub mod doubles;
+pub mod fleet;
 pub mod mesh;
 
 use std::fs::File;
@@ -192,6 +193,11 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// A sample's value (one without labels) in a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.

@@ -266,10 +266,10 @@ impl Mesh {
             serve: Default::default(),
             transport: Default::default(),
             player_cert: None,
-            tracker: Some((
+            trackers: vec![(
                 self.tracker.mesh.parse().expect("tracker address"),
                 self.tracker.peer.parse().expect("tracker id"),
-            )),
+            )],
             site: "liars".into(),
             region: "r0".into(),
             prefixes: vec![prefix.parse().expect("prefix")],

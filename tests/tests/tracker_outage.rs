@@ -8,15 +8,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fillmesh_tests::mesh::Mesh;
-use fillmesh_tests::{file_id, http, wait_for};
+use fillmesh_tests::{file_id, http, metric, wait_for};
 
 /// 48 chunks; the origin at 8 MB/s sends one copy in about 6 s.
 const TITLE_LEN: usize = 48 << 20;
-
-/// A counter's value in a Prometheus text page.
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 #[test]
 fn the_fleet_fills_and_plays_on_after_the_tracker_is_killed() {

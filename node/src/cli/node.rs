@@ -41,12 +41,14 @@ pub struct NodeArgs {
     /// Mesh streams one peer may have open at once.
     #[arg(long, default_value_t = 16)]
     pub max_streams_per_peer: u32,
-    /// The tracker's mesh address; the node registers and fills under its plans.
+    /// A tracker's mesh address; the node registers and fills under its plans. Repeat it,
+    /// with --tracker-id, once per tracker of a fleet: the node registers with each.
     #[arg(long, requires = "tracker_id")]
-    pub tracker: Option<SocketAddr>,
-    /// The tracker's PeerId (as `fillmesh tracker --print-id` shows it).
+    pub tracker: Vec<SocketAddr>,
+    /// The PeerId of the tracker named by the --tracker in the same position (as `fillmesh
+    /// tracker --print-id` shows it).
     #[arg(long, requires = "tracker")]
-    pub tracker_id: Option<PeerId>,
+    pub tracker_id: Vec<PeerId>,
     /// The site this appliance stands in.
     #[arg(long, default_value = "default")]
     pub site: String,
@@ -103,7 +105,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             ..TransportLimits::default()
         },
         player_cert: args.tls_cert.zip(args.tls_key),
-        tracker: args.tracker.zip(args.tracker_id),
+        trackers: args.tracker.iter().copied().zip(args.tracker_id.iter().copied()).collect(),
         site: args.site,
         region: args.region,
         prefixes: args.serve_prefix,
@@ -115,6 +117,17 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         plan_stale_after: args.plan_stale_after,
         stale_origin_rate: args.stale_origin_rate,
     };
+    anyhow::ensure!(
+        args.tracker.len() == args.tracker_id.len(),
+        "give one --tracker-id per --tracker, in the same order ({} and {})",
+        args.tracker.len(),
+        args.tracker_id.len()
+    );
+    anyhow::ensure!(
+        args.tracker.len() <= fillmesh_protocol::messages::MAX_TRACKERS,
+        "at most {} trackers",
+        fillmesh_protocol::messages::MAX_TRACKERS
+    );
     for (what, label) in [("site", &config.site), ("region", &config.region)] {
         anyhow::ensure!(
             !label.is_empty() && label.len() <= fillmesh_protocol::messages::MAX_LABEL,

@@ -39,7 +39,8 @@ use crate::rate::TokenBucket;
 /// How to play.
 #[derive(Debug, Clone)]
 pub struct PlayOptions {
-    pub tracker_http: String,
+    /// The trackers' HTTP URLs, tried in turn (several: trackers of one fleet).
+    pub tracker_http: Vec<String>,
     pub client_ip: Option<IpAddr>,
     pub out: Option<PathBuf>,
     /// Chunk requests in flight.
@@ -179,9 +180,43 @@ impl SteerError {
     }
 }
 
-/// Asks the tracker where to play `title` from.
+impl PlayOptions {
+    /// The trackers' base URLs, in the order given.
+    fn trackers(&self) -> impl Iterator<Item = &str> {
+        self.tracker_http.iter().map(|b| b.trim_end_matches('/'))
+    }
+
+    /// The first tracker's base URL: what the steering cache files answers under.
+    fn first_tracker(&self) -> &str {
+        self.trackers().next().unwrap_or_default()
+    }
+}
+
+/// Asks the trackers where to play `title` from, in turn: the next one when one cannot be
+/// reached or fails (5xx); a refusal or an answer stands.
 async fn ask_tracker(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Result<SteerAnswer, SteerError>> {
-    let base = opts.tracker_http.trim_end_matches('/');
+    let mut last = None;
+    for base in opts.trackers() {
+        match ask_one(base, title, opts).await? {
+            Err(e) if e.tracker_unreachable() => {
+                debug!("{e}: trying the next tracker");
+                last = Some(e);
+            }
+            answer => return Ok(answer),
+        }
+    }
+    match last {
+        Some(e) => Ok(Err(e)),
+        None => anyhow::bail!("no --tracker-http given"),
+    }
+}
+
+/// Asks the tracker at `base` where to play `title` from.
+async fn ask_one(
+    base: &str,
+    title: &TitleId,
+    opts: &PlayOptions,
+) -> anyhow::Result<Result<SteerAnswer, SteerError>> {
     let mut url = format!("{base}/steer?title={title}");
     if let Some(ip) = opts.client_ip {
         url.push_str(&format!("&client_ip={ip}"));
@@ -213,7 +248,7 @@ struct Steered {
 /// The steering list for `title`: the tracker's, kept in the cache as it is being played
 /// from; or, when the tracker cannot be reached, the one the cache kept.
 async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Steered> {
-    let base = opts.tracker_http.trim_end_matches('/');
+    let base = opts.first_tracker();
     let failure = match ask_tracker(title, opts).await? {
         Ok(answer) => {
             anyhow::ensure!(!answer.targets.is_empty(), "no appliance can serve {title}: {}", answer.reason);
@@ -261,9 +296,10 @@ async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Steered> {
 /// Tells the tracker that `target` sent chunk `index` of `title` and it failed verification.
 /// The play goes on whatever the answer: a report that fails is logged, not fatal.
 async fn report_unverified(opts: &PlayOptions, title: &TitleId, target: &Target, index: u32) {
-    let base = opts.tracker_http.trim_end_matches('/');
     let report = PlayerReport::new(title, &target.peer_id, index);
     let sent = async {
+        // Any tracker of the fleet counts it; the first here.
+        let base = opts.first_tracker();
         let response = tracker_client(opts)?
             .post(format!("{base}/report"))
             .header("content-type", "application/json")
@@ -601,9 +637,10 @@ async fn stream(
 #[derive(Debug, Args)]
 pub struct PlayArgs {
     pub title: TitleId,
-    /// The tracker's --http URL, e.g. http://127.0.0.1:8000
-    #[arg(long)]
-    pub tracker_http: String,
+    /// The tracker's --http URL, e.g. http://127.0.0.1:8000. Repeat it for each tracker of
+    /// a fleet: they are asked in turn until one answers.
+    #[arg(long, required = true)]
+    pub tracker_http: Vec<String>,
     /// Steer as this client address (default: the address the tracker sees).
     #[arg(long)]
     pub client_ip: Option<std::net::IpAddr>,

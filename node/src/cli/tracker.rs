@@ -49,6 +49,18 @@ pub struct TrackerArgs {
     /// Seconds after its last player during which a title is never evicted.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub evict_min_idle_secs: u64,
+    /// etcd endpoints (`http://127.0.0.1:2379`, comma-separated or repeated): the fleet's
+    /// catalog, trust list and tracker membership live there, shared by several trackers.
+    /// Without it this tracker keeps them alone, in its data directory.
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    pub etcd: Vec<String>,
+    /// The key prefix of this fleet in etcd (two fleets can share a cluster).
+    #[arg(long, default_value = "/fillmesh/", requires = "etcd")]
+    pub etcd_prefix: String,
+    /// Seconds this tracker's lease lasts without a keepalive: a tracker gone this long is
+    /// out of the fleet and its titles move to the others.
+    #[arg(long, default_value_t = 5, requires = "etcd", value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub etcd_lease_secs: u64,
 }
 
 /// Runs the tracker (or prints its PeerId) until Ctrl-C or SIGTERM.
@@ -77,9 +89,29 @@ pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
         corrupt_quorum: args.corrupt_quorum.into(),
         evict_watermark_pct: args.evict_watermark,
         evict_min_idle_ms: args.evict_min_idle_secs * 1000,
+        etcd: etcd_config(args.etcd, args.etcd_prefix, args.etcd_lease_secs)?,
     };
     // One thread: every request takes the core's one lock anyway, and a multi-threaded
     // runtime only adds wake-ups across threads.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(tracker_server::run(config, shutdown_signal()))
+}
+
+/// The fleet's etcd from the flags: `None` without endpoints. The prefix ends with `/`, so
+/// that `/a` and `/ab` are two fleets.
+fn etcd_config(
+    endpoints: Vec<String>,
+    mut prefix: String,
+    lease_secs: u64,
+) -> anyhow::Result<Option<tracker_server::EtcdConfig>> {
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    if prefix.is_empty() || prefix.len() > 128 {
+        anyhow::bail!("--etcd-prefix: give 1 to 128 bytes, e.g. /fillmesh/");
+    }
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Ok(Some(tracker_server::EtcdConfig { endpoints, prefix, lease_secs }))
 }

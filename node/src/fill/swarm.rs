@@ -830,68 +830,88 @@ async fn fetch(
     let _ = events.send(Event::Finished(p, c, outcome, detail, store_error)).await;
 }
 
-/// The running fills of a node, by title, for the owner that starts and stops them.
+/// The running fills of a node, by title, for the owner that starts and stops them. Each
+/// fill belongs to the tracker whose plan started it (an index among the node's trackers):
+/// with several trackers each title's fills come from its owner, and a plan for a title whose
+/// fill follows another tracker takes it over (ownership moved) without stopping it.
 #[derive(Default)]
 pub(crate) struct Fills {
-    running: HashMap<TitleId, (tokio::task::AbortHandle, mpsc::Sender<Control>)>,
+    running: HashMap<TitleId, Running>,
     tasks: JoinSet<()>,
 }
 
+struct Running {
+    task: tokio::task::AbortHandle,
+    control: mpsc::Sender<Control>,
+    /// The tracker (by index) whose plan it follows.
+    by: usize,
+}
+
 impl Fills {
-    /// Starts or updates the fill of each plan's title; stops fills of titles not named.
+    /// Starts or updates the fill of each plan's title under tracker `by`; stops the fills of
+    /// `by` whose titles are not named, except those `moving` to another tracker (whose plan
+    /// takes them over: stopped here, they would lose their requests in flight).
     pub(crate) fn follow<T: Tracker>(
         &mut self,
+        by: usize,
         plans: Vec<FillPlan>,
         local: &Arc<Local>,
         store: &Arc<Store>,
         tracker: &Arc<T>,
+        moving: impl Fn(&TitleId) -> bool,
     ) {
         // Finished fills leave the set.
         while let Some(done) = self.tasks.try_join_next() {
             let _ = done;
         }
-        self.running.retain(|_, (task, _)| !task.is_finished());
+        self.running.retain(|_, r| !r.task.is_finished());
         let named: Vec<TitleId> = plans.iter().map(|p| p.title).collect();
-        self.running.retain(|title, (task, _)| {
-            let keep = named.contains(title);
+        self.running.retain(|title, r| {
+            let keep = r.by != by || named.contains(title) || moving(title);
             if !keep {
-                task.abort();
+                r.task.abort();
                 info!(%title, "no longer in this appliance's fills: stopped");
             }
             keep
         });
         for plan in plans {
-            if let Some((_, control)) = self.running.get(&plan.title) {
-                let _ = control.try_send(Control::Plan(plan));
+            if let Some(r) = self.running.get_mut(&plan.title) {
+                if r.by != by {
+                    // The fill goes on (its requests in flight, its parents' subscriptions)
+                    // under the new owner's plan; the tracker handle routes by title.
+                    info!(title = %plan.title, "another tracker coordinates this title now: its plan takes the fill over");
+                    r.by = by;
+                }
+                let _ = r.control.try_send(Control::Plan(plan));
                 continue;
             }
             let (tx, rx) = mpsc::channel(16);
             let title = plan.title;
             let task = self.tasks.spawn(run(plan, local.clone(), store.clone(), tracker.clone(), rx));
-            self.running.insert(title, (task, tx));
+            self.running.insert(title, Running { task, control: tx, by });
         }
     }
 
     /// Stops the fill of `title`, if one runs.
     pub(crate) fn stop(&mut self, title: &TitleId) {
-        if let Some((task, _)) = self.running.remove(title) {
-            task.abort();
+        if let Some(r) = self.running.remove(title) {
+            r.task.abort();
         }
     }
 
-    /// Tells every running fill whether the plan is stale.
-    pub(crate) fn escalate(&self, on: bool) {
-        for (_, control) in self.running.values() {
-            let _ = control.try_send(Control::Escalate(on));
+    /// Tells every running fill of tracker `by` whether its plan is stale.
+    pub(crate) fn escalate(&self, by: usize, on: bool) {
+        for r in self.running.values().filter(|r| r.by == by) {
+            let _ = r.control.try_send(Control::Escalate(on));
         }
     }
 
-    /// Fills running now.
-    pub(crate) fn len(&self) -> usize {
-        self.running.values().filter(|(t, _)| !t.is_finished()).count()
+    /// Fills of tracker `by` running now.
+    pub(crate) fn len(&self, by: usize) -> usize {
+        self.running.values().filter(|r| r.by == by && !r.task.is_finished()).count()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub(crate) fn is_empty(&self, by: usize) -> bool {
+        self.len(by) == 0
     }
 }

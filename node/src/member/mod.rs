@@ -4,7 +4,15 @@
 //! Every step tolerates the tracker going away: the link reconnects with backoff, registers
 //! again and re-reports everything held, which is how a restarted tracker rebuilds its held
 //! maps.
+//!
+//! Under several trackers (one fleet sharing etcd) the node keeps one session per tracker:
+//! it registers and heartbeats with each, and each tracker plans the titles it owns
+//! (rendezvous hashing over the live trackers, `fillmesh_tracker::core::fleet`). When the live
+//! set moves (a tracker's lease expired, or it came back) the node computes the owners itself
+//! and sends each new owner the whole held map of the titles it now owns, so that it rebuilds
+//! their holdings; the new owner's plans take the running fills over.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,11 +22,12 @@ use fillmesh_protocol::messages::{
     ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
     PROTOCOL_VERSION,
 };
-use fillmesh_protocol::{ChunkBitmap, IpPrefix, TitleId};
+use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, TitleId};
 use fillmesh_swarm::Config as SwarmConfig;
+use fillmesh_tracker::core::fleet;
 use libp2p_identity::PeerId;
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use fillmesh_net::{rpc, MeshEndpoint, Pool};
 
@@ -35,8 +44,8 @@ const HEARTBEAT_FIGURES_EVERY: u32 = 10;
 /// Where the tracker is and who this node says it is.
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
-    pub tracker: SocketAddr,
-    pub tracker_id: PeerId,
+    /// Every tracker of the fleet: mesh address and PeerId (one for a lone tracker).
+    pub trackers: Vec<(SocketAddr, PeerId)>,
     pub role: Role,
     pub mesh_addr: SocketAddr,
     pub site: String,
@@ -75,15 +84,24 @@ struct TrackerLink {
     pool: Pool,
     addr: SocketAddr,
     peer: PeerId,
+    /// Its index among the node's trackers (what its fills are tagged with).
+    by: usize,
     /// The epoch of the fills this node follows (`u64::MAX` before the first).
     epoch: AtomicU64,
     /// Woken when the fills should be asked for again.
     want_fills: tokio::sync::Notify,
     /// When a fill summary was last answered: the tracker takes it as a heartbeat.
     summary_answered: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The live trackers it last reported (empty: no fleet, it owns every title).
+    live: std::sync::Mutex<Vec<NodeId>>,
 }
 
 impl TrackerLink {
+    /// Whether this tracker owns `title` among `live` (all titles without a fleet).
+    fn owns(&self, title: &TitleId, live: &[NodeId]) -> bool {
+        live.is_empty() || fleet::owner(title, live).is_some_and(|o| o.as_str() == self.peer.to_string())
+    }
+
     /// The tracker's epoch, seen in an answer: when it is not that of our fills, they are
     /// asked for again.
     fn saw(&self, epoch: u64) {
@@ -129,16 +147,8 @@ pub async fn run(
     store: Arc<Store>,
     server: Server,
     metrics: Arc<FillMetrics>,
-    mut published: mpsc::UnboundedReceiver<ToPublish>,
+    published: mpsc::UnboundedReceiver<ToPublish>,
 ) {
-    let link = Arc::new(TrackerLink {
-        pool: Pool::new(endpoint.clone(), Duration::from_secs(10)),
-        addr: config.tracker,
-        peer: config.tracker_id,
-        epoch: AtomicU64::new(u64::MAX),
-        want_fills: tokio::sync::Notify::new(),
-        summary_answered: std::sync::Mutex::new(None),
-    });
     // Why a linger: chunks commit in groups (one index flush per group); a summary a second
     // reports them, so nothing waits on a single chunk's commit.
     let writer = match ChunkWriter::spawn(store.clone(), Duration::from_millis(2)) {
@@ -160,43 +170,89 @@ pub async fn run(
         stall: None,
         stale_origin: Some(Arc::new(TokenBucket::new(config.stale_origin_rate.max(1)))),
     });
-    let mut state = Member { local, store, fills: swarm::Fills::default(), server, escalated: false };
+    let links: Vec<Arc<TrackerLink>> = config
+        .trackers
+        .iter()
+        .enumerate()
+        .map(|(by, &(addr, peer))| {
+            Arc::new(TrackerLink {
+                pool: Pool::new(endpoint.clone(), Duration::from_secs(10)),
+                addr,
+                peer,
+                by,
+                epoch: AtomicU64::new(u64::MAX),
+                want_fills: tokio::sync::Notify::new(),
+                summary_answered: std::sync::Mutex::new(None),
+                live: std::sync::Mutex::new(Vec::new()),
+            })
+        })
+        .collect();
+    let state = Arc::new(Member {
+        local,
+        store,
+        fills: std::sync::Mutex::new(swarm::Fills::default()),
+        server,
+        published: tokio::sync::Mutex::new(published),
+        route: Arc::new(Route { links: links.clone(), owners: std::sync::Mutex::new(HashMap::new()) }),
+    });
+    let config = Arc::new(config);
+    let mut sessions = tokio::task::JoinSet::new();
+    for link in links {
+        let span = tracing::info_span!("tracker", addr = %link.addr);
+        sessions.spawn(keep(config.clone(), link, state.clone()).instrument(span));
+    }
+    while sessions.join_next().await.is_some() {}
+}
+
+/// One tracker's sessions, one after another, until the process stops.
+async fn keep(config: Arc<MemberConfig>, link: Arc<TrackerLink>, state: Arc<Member>) {
     let mut backoff = Duration::from_millis(250);
     let mut last_contact = tokio::time::Instant::now();
+    let mut escalated = false;
     // Bounded by the process's life; each pass waits at least `backoff`.
     loop {
-        match session(&config, &link, &mut state, &mut published, &mut last_contact).await {
+        let error = match session(&config, &link, &state, &mut last_contact, &mut escalated).await {
             Ok(()) => return,
-            Err(e) => {
-                let away = last_contact.elapsed();
-                if away >= config.plan_stale_after && !state.escalated && !state.fills.is_empty() {
-                    warn!(away_secs = away.as_secs(), "the tracker has been away too long: fills may now ask the origin for what no parent offers, at {} B/s", config.stale_origin_rate);
-                    state.fills.escalate(true);
-                    state.escalated = true;
-                }
-                warn!("tracker session ended: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            Err(e) => e,
+        };
+        let away = last_contact.elapsed();
+        let idle = state.fills().is_empty(link.by);
+        if away >= config.plan_stale_after && !escalated && !idle {
+            warn!(away_secs = away.as_secs(), "the tracker has been away too long: fills may now ask the origin for what no parent offers, at {} B/s", config.stale_origin_rate);
+            state.fills().escalate(link.by, true);
+            escalated = true;
         }
+        warn!("tracker session ended: {error}; retrying in {backoff:?}");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-/// What outlives a session: the fills and what they use.
+/// What outlives a session: the fills (shared by the sessions with every tracker) and what
+/// they use.
 struct Member {
     local: Arc<swarm::Local>,
     store: Arc<Store>,
-    fills: swarm::Fills,
+    fills: std::sync::Mutex<swarm::Fills>,
     server: Server,
-    escalated: bool,
+    /// Titles the origin ingested: whichever session is up publishes each.
+    published: tokio::sync::Mutex<mpsc::UnboundedReceiver<ToPublish>>,
+    /// Where each fill's summaries and reports go.
+    route: Arc<Route>,
+}
+
+impl Member {
+    fn fills(&self) -> std::sync::MutexGuard<'_, swarm::Fills> {
+        self.fills.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 async fn session(
     config: &MemberConfig,
     link: &Arc<TrackerLink>,
-    state: &mut Member,
-    published: &mut mpsc::UnboundedReceiver<ToPublish>,
+    state: &Arc<Member>,
     last_contact: &mut tokio::time::Instant,
+    escalated: &mut bool,
 ) -> Result<(), LinkError> {
     let store = state.store.clone();
     let server = state.server.clone();
@@ -224,12 +280,12 @@ async fn session(
         }
         other => return Err(LinkError::Exchange(format!("unexpected answer to register: {other:?}"))),
     };
-    info!(tracker = %config.tracker, "registered with the tracker");
+    info!(tracker = %link.addr, "registered with the tracker");
     *last_contact = tokio::time::Instant::now();
-    if state.escalated {
+    if *escalated {
         info!("the tracker is back: fills follow its plans again");
-        state.fills.escalate(false);
-        state.escalated = false;
+        state.fills().escalate(link.by, false);
+        *escalated = false;
     }
     // Whatever the tracker knew of us may be gone: tell it everything (damage found so far
     // included).
@@ -241,6 +297,8 @@ async fn session(
         report(link, info.title, &store, Vec::new()).await?;
     }
     refresh_members(link, &server).await?;
+    // Every title was just reported: those this tracker owns now are known there.
+    let mut owned = owned_titles(link, &store).await?;
     if config.role == Role::Appliance {
         fills(link, state).await?;
     }
@@ -286,6 +344,7 @@ async fn session(
                     // bench -p fillmesh-tests --bench load`).
                     if members_epoch != Some(epoch) {
                         refresh_members(link, &server).await?;
+                        rehome(link, &store, &mut owned).await?;
                         members_epoch = Some(epoch);
                     }
                 }
@@ -296,9 +355,10 @@ async fn session(
             // a fill wants a plan.
             () = link.want_fills.notified(), if config.role == Role::Appliance => {
                 refresh_members(link, &server).await?;
+                rehome(link, &store, &mut owned).await?;
                 fills(link, state).await?;
             }
-            Some(ToPublish { title, done }) = published.recv() => {
+            Some(ToPublish { title, done }) = async { state.published.lock().await.recv().await } => {
                 publish(link, &store, title).await?;
                 report(link, title, &store, Vec::new()).await?;
                 let _ = done.send(());
@@ -321,33 +381,129 @@ async fn session(
 /// Asks for this appliance's fills and follows them: evicts what the tracker says to, starts
 /// or updates a fill per plan, stops the fills no longer named. With the disk full, only
 /// evictions are followed (a full appliance keeps serving what it holds).
-async fn fills(link: &Arc<TrackerLink>, state: &mut Member) -> Result<(), LinkError> {
+async fn fills(link: &Arc<TrackerLink>, state: &Member) -> Result<(), LinkError> {
     let TrackerResponse::Fills { plans, evict, epoch } = link.request(&TrackerRequest::Fills).await? else {
         return Err(LinkError::Exchange("unexpected answer to fills".into()));
     };
     link.epoch.store(epoch, Relaxed);
     for title in evict {
-        state.fills.stop(&title);
+        state.fills().stop(&title);
         evict_title(link, &state.store, &state.local.metrics, &state.local.disk_full, title).await?;
     }
     if state.local.disk_full.load(Relaxed) {
         return Ok(());
     }
-    let tracker: Arc<TrackerLink> = link.clone();
-    state.fills.follow(plans, &state.local, &state.store, &tracker);
+    for plan in &plans {
+        state.route.follow(plan.title, link.by);
+    }
+    // A title this tracker no longer names because it no longer owns it: its fill goes on
+    // until the new owner's plan takes it over.
+    let live = link.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let moving = |title: &TitleId| !link.owns(title, &live);
+    state.fills().follow(link.by, plans, &state.local, &state.store, &state.route, moving);
     Ok(())
 }
 
-impl swarm::Tracker for TrackerLink {
+/// The titles held here that `link`'s tracker owns, by the live trackers it reports: all of
+/// them from a tracker without a fleet (which answers an empty list, or, older, refuses the
+/// question).
+async fn owned_titles(link: &TrackerLink, store: &Store) -> Result<BTreeSet<TitleId>, LinkError> {
+    let live = match link.request(&TrackerRequest::Trackers).await {
+        Ok(TrackerResponse::Trackers { live }) => live,
+        Ok(other) => return Err(LinkError::Exchange(format!("unexpected answer to trackers: {other:?}"))),
+        Err(LinkError::Refused(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let owned = store.titles().into_iter().map(|info| info.title).filter(|t| link.owns(t, &live)).collect();
+    *link.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
+    Ok(owned)
+}
+
+/// The live trackers may have changed: the titles `link`'s tracker owns now and did not
+/// before get their whole held map sent there, so that the new owner knows every holder
+/// before it plans (the old owner heard the fill summaries).
+async fn rehome(link: &TrackerLink, store: &Store, owned: &mut BTreeSet<TitleId>) -> Result<(), LinkError> {
+    let now = owned_titles(link, store).await?;
+    for &title in now.difference(owned) {
+        debug!(%title, "this tracker owns the title now: its whole held map goes there");
+        report(link, title, store, Vec::new()).await?;
+    }
+    *owned = now;
+    Ok(())
+}
+
+/// What the fills talk to: each title's summaries and reports go to the tracker whose plan
+/// the fill follows now (its owner), so a new owner's plan takes a fill over without stopping
+/// it: no request in flight is lost, nothing is fetched twice.
+struct Route {
+    links: Vec<Arc<TrackerLink>>,
+    /// The tracker (by index) each title's fill follows.
+    owners: std::sync::Mutex<HashMap<TitleId, usize>>,
+}
+
+impl Route {
+    /// The link of the tracker `title`'s fill follows.
+    fn link(&self, title: TitleId) -> Option<Arc<TrackerLink>> {
+        let by = self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&title).copied();
+        self.links.get(by.unwrap_or(0)).cloned()
+    }
+
+    /// Title `title`'s fill follows tracker `by` from now on.
+    fn follow(&self, title: TitleId, by: usize) {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner()).insert(title, by);
+    }
+}
+
+impl swarm::Tracker for Route {
     async fn request(&self, request: TrackerRequest) -> Result<TrackerResponse, String> {
-        TrackerLink::request(self, &request).await.map_err(|e| e.to_string())
+        let title = match &request {
+            TrackerRequest::FillSummary { title, .. }
+            | TrackerRequest::ReportHeld { title, .. }
+            | TrackerRequest::ReportFailure { title, .. } => Some(*title),
+            _ => None,
+        };
+        let Some(title) = title else {
+            // About no title (the catalog, for a name): any tracker answers, the first that
+            // does.
+            let mut failed = String::from("no tracker");
+            for link in &self.links {
+                match link.request(&request).await {
+                    Ok(response) => return Ok(response),
+                    Err(e) => failed = e.to_string(),
+                }
+            }
+            return Err(failed);
+        };
+        let link = self.link(title).ok_or("no tracker")?;
+        if let TrackerRequest::ReportHeld { held, .. } = &request {
+            if held.is_full() {
+                // The title is whole here: every tracker hears it (once per title), so that
+                // any of them steers to this appliance and counts it in its status.
+                for other in self.links.iter().filter(|l| l.by != link.by) {
+                    let (other, request) = (other.clone(), request.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = other.request(&request).await {
+                            debug!(tracker = %other.addr, "a whole title not told: {e}");
+                        }
+                    });
+                }
+            }
+        }
+        let response = link.request(&request).await.map_err(|e| e.to_string())?;
+        if let (TrackerRequest::FillSummary { .. }, TrackerResponse::Epoch(epoch)) = (&request, &response) {
+            // The tracker took the summary as a heartbeat; its epoch may ask for new fills.
+            *link.summary_answered.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(tokio::time::Instant::now());
+            link.saw(*epoch);
+        }
+        Ok(response)
     }
-    fn saw_epoch(&self, epoch: u64) {
-        *self.summary_answered.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
-        self.saw(epoch);
-    }
+    /// Seen in [`Route::request`], by the link that answered.
+    fn saw_epoch(&self, _: u64) {}
     fn want_plan(&self) {
-        self.want_fills.notify_one();
+        for link in &self.links {
+            link.want_fills.notify_one();
+        }
     }
 }
 

@@ -202,6 +202,7 @@ pub fn tracker_request() -> impl Strategy<Value = TrackerRequest> {
         Just(TrackerRequest::Fills),
         (title(), ranges(), any::<[u64; 4]>())
             .prop_map(|(title, gained, bytes)| TrackerRequest::FillSummary { title, gained, bytes }),
+        Just(TrackerRequest::Trackers),
     ]
 }
 
@@ -248,5 +249,6 @@ pub fn tracker_response() -> impl Strategy<Value = TrackerResponse> {
         (vec(fill_plan(), 0..4), vec(title(), 0..=MAX_EVICT), any::<u64>())
             .prop_map(|(plans, evict, epoch)| TrackerResponse::Fills { plans, evict, epoch }),
         any::<u64>().prop_map(TrackerResponse::Epoch),
+        vec(node_id(), 0..=MAX_TRACKERS).prop_map(|live| TrackerResponse::Trackers { live }),
     ]
 }

@@ -6,6 +6,7 @@
 //! server runs.
 
 mod catalog;
+pub mod fleet;
 mod hash;
 mod parents;
 mod planner;
@@ -23,6 +24,7 @@ use fillmesh_protocol::{ChunkBitmap, IpPrefix, Manifest, NodeId, TitleId};
 use serde::{Deserialize, Serialize};
 
 use catalog::TitleState;
+pub use fleet::{TrackerInfo, TrackerStatus};
 use registry::Slot;
 
 /// Milliseconds on whatever monotonic clock the caller uses.
@@ -163,6 +165,8 @@ pub struct Steering {
 pub struct Status {
     pub appliances: Vec<ApplianceStatus>,
     pub titles: Vec<TitleStatus>,
+    /// The fleet's trackers (empty for a tracker without etcd).
+    pub trackers: Vec<TrackerStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -200,6 +204,8 @@ pub struct TitleStatus {
     pub bytes_by_class: BTreeMap<String, u64>,
     /// When a player last asked for it (its publish time if none has): what eviction ranks by.
     pub last_wanted_ms: Millis,
+    /// The PeerId of the tracker that coordinates it (`None` for a tracker without etcd).
+    pub owner: Option<String>,
 }
 
 /// One plan for an appliance: chunks to fetch, and titles to delete first to make room.
@@ -296,6 +302,8 @@ pub struct Tracker {
     members_epoch: u64,
     /// Per title, the latest fill layout computed.
     layouts: HashMap<u32, parents::Layout>,
+    /// The trackers of the fleet, for title ownership.
+    fleet: fleet::Fleet,
 }
 
 impl Tracker {
@@ -322,6 +330,7 @@ impl Tracker {
             layout_epoch: 0,
             members_epoch: 0,
             layouts: HashMap::new(),
+            fleet: fleet::Fleet::default(),
         }
     }
 

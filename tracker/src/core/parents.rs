@@ -141,6 +141,10 @@ impl Tracker {
                 break;
             }
             let title = &self.titles[t as usize];
+            // Another live tracker coordinates it: its fills come from there.
+            if !self.owns(&title.id) {
+                continue;
+            }
             if title.complete.contains(&a) || title.manifest.len() > watermark {
                 continue;
             }
@@ -264,12 +268,21 @@ impl Tracker {
     fn layout(&self, t: u32) -> Layout {
         let title_hash = self.titles[t as usize].hash;
         let n = self.titles[t as usize].manifest.chunk_count();
+        // Regions in name order, not in the order this tracker first heard of them: every
+        // tracker of a fleet lays a title out alike, so a title that changes owner keeps its
+        // origin slices (no chunk taken from the origin twice).
+        let mut rank = vec![0u32; self.regions.len()];
+        for (pos, &id) in self.regions.values().enumerate() {
+            if let Some(r) = rank.get_mut(id as usize) {
+                *r = pos as u32;
+            }
+        }
         // Eligible appliances by region, each region in the title's own hash order.
         let mut members: Vec<(u32, u64, u32)> = (0..self.slots.len() as u32)
             .filter(|&i| self.slots[i as usize].live.as_ref().is_some_and(|l| l.eligible))
             .map(|i| {
                 let s = &self.slots[i as usize];
-                (s.region, hash::mix(s.hash, title_hash), i)
+                (rank.get(s.region as usize).copied().unwrap_or(u32::MAX), hash::mix(s.hash, title_hash), i)
             })
             .collect();
         members.sort_unstable();

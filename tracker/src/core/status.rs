@@ -73,10 +73,11 @@ impl Tracker {
                     peer_bytes: t.bytes.iter().sum::<u64>() - origin,
                     bytes_by_class: by_class,
                     last_wanted_ms: t.last_wanted,
+                    owner: self.owner(&t.id).map(|o| o.to_string()),
                 }
             })
             .collect();
-        Status { appliances, titles }
+        Status { appliances, titles, trackers: self.tracker_statuses() }
     }
 
     /// Every in-flight assignment: (appliance, title, chunk, first source), sorted.

@@ -70,6 +70,13 @@ fn registry(shared: Arc<Shared>) -> Registry {
         "Players steered first to a partial holder, a far appliance or the origin: no near appliance held the whole title",
         shared.content_misses.clone(),
     );
+    if shared.fleet.is_some() {
+        registry.register(
+            "fillmesh_tracker_etcd_up",
+            "1 while the fleet's etcd answers (lease held, catalog watched); 0 while it is lost and the tracker coordinates on what it knows",
+            shared.etcd_up.clone(),
+        );
+    }
     registry.register_collector(Box::new(CoreMetrics(shared)));
     registry
 }
@@ -136,10 +143,15 @@ async fn steer(
         Some(Ok(ip)) => ip,
         Some(Err(_)) => return (StatusCode::BAD_REQUEST, "client_ip is not an IP address\n").into_response(),
     };
-    let (targets, reason) = shared.steer(&title, client);
+    let (targets, reason) = shared.steer_any(&title, client).await;
     shared.wake.notify_one();
     let targets = targets.into_iter().map(SteerEntry::from).collect();
-    Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason })
+    // Any page may ask: the watch page of one tracker asks the others of its fleet when its
+    // own cannot answer.
+    (
+        [("access-control-allow-origin", "*")],
+        Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason }),
+    )
         .into_response()
 }
 

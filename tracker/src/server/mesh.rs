@@ -10,7 +10,7 @@ use fillmesh_net::{close, rpc, trust, Router};
 use fillmesh_protocol::messages::{
     ErrorCode, ErrorReply, Hello, TrackerRequest, TrackerResponse, PROTOCOL_VERSION,
 };
-use fillmesh_protocol::{NodeId, ALPN};
+use fillmesh_protocol::{NodeId, TitleId, ALPN};
 use libp2p_identity::PeerId;
 use quinn::Connection;
 use tracing::{debug, info, warn};
@@ -163,20 +163,25 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             }
             let result = shared.core().publish(now, title, name.clone(), &manifest);
             if result.is_ok() {
-                let record = CatalogRecord { name, manifest };
-                match postcard::to_allocvec(&record) {
-                    Ok(bytes) => {
-                        let index = &shared.index;
-                        if let Err(e) = index.put(&index.catalog, title.as_bytes().to_vec(), bytes).await {
-                            warn!("cannot persist the catalog: {e}");
-                            return error(ErrorCode::Internal, "cannot persist the catalog".into());
-                        }
-                    }
-                    Err(e) => return error(ErrorCode::Internal, e.to_string()),
+                if let Err(e) = persist_title(shared, title, CatalogRecord { name, manifest }).await {
+                    warn!(%title, "cannot persist the catalog: {e}");
+                    return error(ErrorCode::Internal, format!("cannot persist the catalog: {e}"));
                 }
                 info!(%title, "title published");
             }
             done(result.map_err(|e| e.to_string()))
         }
+        TrackerRequest::Trackers => TrackerResponse::Trackers { live: shared.core().live_trackers() },
     }
+}
+
+/// Writes a published title where the catalog lives: the fleet's etcd, or this tracker's
+/// sled index.
+async fn persist_title(shared: &Shared, title: TitleId, record: CatalogRecord) -> Result<(), String> {
+    if let Some(fleet) = &shared.fleet {
+        return fleet.publish(title, &record).await.map_err(|e| e.to_string());
+    }
+    let bytes = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
+    let index = &shared.index;
+    index.put(&index.catalog, title.as_bytes().to_vec(), bytes).await
 }

@@ -16,20 +16,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::core::{Config, Policy, Tracker};
+use crate::core::{Config, Policy, Tracker, TrackerInfo};
 use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
-use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust};
-use fillmesh_protocol::messages::SteerTarget;
+use fillmesh_net::{identity, rpc, say, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
+use fillmesh_protocol::messages::{SteerTarget, TrackerRequest, TrackerResponse};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
-use tracing::info;
+use tracing::{debug, info, warn};
 
+mod fleet;
 mod http;
 mod mesh;
 mod persist;
+
+pub use fleet::{EtcdConfig, FleetError};
 
 /// The longest the core goes without a tick, whatever its next deadline says.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -47,6 +51,10 @@ pub struct TrackerConfig {
     pub corrupt_quorum: usize,
     pub evict_watermark_pct: u8,
     pub evict_min_idle_ms: u64,
+    /// The fleet's store: with it, the catalog, the trust list and the tracker membership
+    /// live in etcd and titles are owned by one live tracker each; without it (the default)
+    /// this tracker alone keeps them in sled.
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// Reads a trust file: one PeerId per line; blank lines and `#` comments are ignored.
@@ -77,6 +85,15 @@ struct Shared {
     content_misses: Counter,
     /// Poked after each request the core handled: its next deadline may have moved earlier.
     wake: Notify,
+    /// The fleet's etcd, when the tracker runs in one.
+    fleet: Option<Arc<fleet::Fleet>>,
+    /// 1 while the fleet's etcd answers (lease held, watch running), 0 while it is lost.
+    etcd_up: Gauge,
+    /// Connections to the other trackers of the fleet (steering asks a title's owner).
+    peers: Option<Pool>,
+    /// Until then (at most), a restarted tracker of a fleet is not yet live: see
+    /// [`Shared::warm`]. Set once the registry is restored.
+    warm_until: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -113,6 +130,88 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Whether this tracker may count itself live in the fleet (and so own titles). A tracker
+    /// that restarts with nodes in its registry waits until they are all back (registered
+    /// and healthy) or [`WARM_UP`] has passed, so that its first fill layouts are those of
+    /// the whole fleet: planned from a fleet still reconnecting, they would hand out origin
+    /// slices that overlap those of the plans the appliances already follow.
+    fn warm(&self) -> bool {
+        let mut until = self.warm_until.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = *until else { return false };
+        let back = self.core().status(self.now()).appliances.iter().all(|a| a.healthy);
+        if back || Instant::now() >= at {
+            // Once warm, warm for the life of the process.
+            *until = Some(self.started);
+            return true;
+        }
+        false
+    }
+
+    /// Steering for any title: this tracker's own answer for a title it owns, else the
+    /// owner's, asked over the mesh; this tracker's own again when the owner does not answer
+    /// within [`OWNER_TIMEOUT`] (it may be gone, its lease not yet expired), so a player is
+    /// always answered.
+    async fn steer_any(&self, title: &TitleId, client: IpAddr) -> (Vec<SteerTarget>, String) {
+        let owner = {
+            let core = self.core();
+            match core.owner(title) {
+                Some(owner) if !core.owns(title) => core.tracker_info(owner).cloned(),
+                _ => None,
+            }
+        };
+        if let (Some(owner), Some(pool)) = (owner, &self.peers) {
+            match tokio::time::timeout(OWNER_TIMEOUT, ask_owner(pool, &owner, *title, client)).await {
+                Ok(Ok(answer)) => return answer,
+                Ok(Err(e)) => {
+                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: {e}")
+                }
+                Err(_) => {
+                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: the owner did not answer")
+                }
+            }
+        }
+        self.steer(title, client)
+    }
+}
+
+/// The longest a restarted tracker waits for the nodes it knew before it counts itself live
+/// (appliances reconnect with a backoff of at most 5 s).
+const WARM_UP: Duration = Duration::from_secs(8);
+
+/// How long steering waits for a title's owner.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn ask_owner(
+    pool: &Pool,
+    owner: &TrackerInfo,
+    title: TitleId,
+    client_ip: IpAddr,
+) -> Result<(Vec<SteerTarget>, String), String> {
+    match ask_tracker(pool, owner, &TrackerRequest::Steer { title, client_ip }).await? {
+        TrackerResponse::Steer { targets, reason } => Ok((targets, reason)),
+        other => Err(format!("unexpected answer: {other:?}")),
+    }
+}
+
+/// One request to another tracker of the fleet over the mesh, within [`OWNER_TIMEOUT`].
+async fn ask_tracker(
+    pool: &Pool,
+    tracker: &TrackerInfo,
+    request: &TrackerRequest,
+) -> Result<TrackerResponse, String> {
+    let peer: PeerId = tracker.peer_id.as_str().parse().map_err(|e| format!("{e}"))?;
+    let conn = pool.get(tracker.addr, peer).await.map_err(|e| e.to_string())?;
+    match rpc::call::<_, TrackerResponse>(&conn, request, OWNER_TIMEOUT).await {
+        Ok(TrackerResponse::Error(e)) => Err(format!("{:?}: {}", e.code, e.message)),
+        Ok(answer) => Ok(answer),
+        Err(e) => {
+            pool.forget(tracker.addr, peer).await;
+            Err(e.to_string())
+        }
+    }
+}
+
 /// Runs the tracker until `shutdown` resolves. Prints one ready line:
 /// `fillmesh tracker <peer id> mesh <addr> http <addr>`.
 pub async fn run(
@@ -130,18 +229,6 @@ pub async fn run(
         evict_min_idle_ms: config.evict_min_idle_ms,
         ..Config::default()
     });
-    let shared = Arc::new(Shared {
-        core: Mutex::new(core),
-        started: Instant::now(),
-        index: persist::Index::open(&config.data)?,
-        trust: Trust::new(config.trust.iter().copied()),
-        connections: Mutex::new(BTreeMap::new()),
-        refused: Counter::default(),
-        content_misses: Counter::default(),
-        wake: Notify::new(),
-    });
-    let (titles, nodes) = shared.index.restore(&mut shared.core(), shared.now())?;
-
     // Why 128 streams a connection where nodes allow 16: QUIC gives a peer more streams
     // (MAX_STREAMS) once an eighth of its allowance is used, each time in a packet of its own
     // that the peer then acknowledges. With one request a stream and 16 streams, that was two
@@ -153,6 +240,45 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     let http_addr = listener.local_addr()?;
+    let me: NodeId = peer.to_string().parse().context("the tracker's own PeerId")?;
+    let fleet = match config.etcd.clone() {
+        Some(etcd) => {
+            let info = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
+            let fleet = fleet::Fleet::connect(etcd, info).await?;
+            fleet.trust(&config.trust).await?;
+            Some(Arc::new(fleet))
+        }
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        started: Instant::now(),
+        index: persist::Index::open(&config.data)?,
+        trust: Trust::new(config.trust.iter().copied()),
+        connections: Mutex::new(BTreeMap::new()),
+        refused: Counter::default(),
+        content_misses: Counter::default(),
+        wake: Notify::new(),
+        peers: fleet.as_ref().map(|_| Pool::new(endpoint.clone(), OWNER_TIMEOUT)),
+        warm_until: Mutex::new(None),
+        fleet: fleet.clone(),
+        etcd_up: Gauge::default(),
+    });
+    let (titles, nodes) = shared.index.restore(&mut shared.core(), shared.now())?;
+    *shared.warm_until.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(if nodes > 0 { Instant::now() + WARM_UP } else { Instant::now() });
+    if let Some(fleet) = fleet {
+        // The mesh opens once the fleet is read: a tracker that planned before it knew the
+        // live set would take every title for its own (and the appliances' fills with it).
+        let (read, first_read) = tokio::sync::oneshot::channel();
+        tokio::spawn(fleet::run(fleet, shared.clone(), read));
+        if tokio::time::timeout(Duration::from_secs(30), first_read).await.is_err() {
+            warn!("etcd did not answer within 30 s of start: coordinating alone until it does");
+            let me = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
+            shared.core().set_fleet(me.peer_id.clone(), vec![me]);
+        }
+    }
+
     let app = http::router(shared.clone());
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
@@ -166,6 +292,9 @@ pub async fn run(
 
     shutdown.await;
     info!("shutting down");
+    if let Some(fleet) = &shared.fleet {
+        fleet.leave().await;
+    }
     endpoint.close();
     for task in [mesh, ticker] {
         task.abort();

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{Millis, Tracker};
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct CatalogRecord {
     pub(super) name: String,
     pub(super) manifest: Manifest,

@@ -1,0 +1,338 @@
+//! Several trackers, one fleet, with real processes: etcd (started and stopped here, on
+//! loopback ports, data in a temporary directory), 3 trackers sharing its catalog, an origin
+//! and 8 appliances that know every tracker. Skipped, with a message, without `etcd`.
+//!
+//! - A title fills with 3 trackers; the tracker that owns it is killed with SIGKILL mid-fill:
+//!   the fill completes, steering for the title answers at every poll through the kill, a
+//!   title published while that tracker is down is filled, and the tracker restarted takes
+//!   its titles back (one of them mid-fill) without a fill starting again from zero.
+//! - etcd killed with SIGKILL and restarted mid-fill: the trackers say so in `/metrics`,
+//!   the fill completes, no catalog entry is lost; a malformed value under the prefix is
+//!   skipped.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::time::{Duration, Instant};
+
+use fillmesh_protocol::{NodeId, TitleId};
+use fillmesh_tests::fleet::{Etcd, Fleet, PREFIX};
+use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for, NodeProcess};
+use fillmesh_tracker::core::fleet::owner;
+
+/// 48 chunks; the origin at 8 MB/s sends one copy in about 6 s.
+const TITLE_LEN: usize = 48 << 20;
+/// The title published while a tracker is down.
+const SECOND_LEN: usize = 24 << 20;
+
+/// How many trackers tracker `t` lists as live.
+fn live_trackers(fleet: &Fleet, t: usize) -> Option<usize> {
+    Some(fleet.status(t)?["trackers"].as_array()?.iter().filter(|x| x["live"] == true).count())
+}
+
+fn wait_all_live(fleet: &Fleet, running: &[usize], count: usize) {
+    wait_for(Duration::from_secs(60), || {
+        running.iter().all(|&t| live_trackers(fleet, t) == Some(count)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("the trackers did not all see {count} live trackers: {:?}", fleet.status(running[0]))
+    });
+}
+
+/// Bytes (seeded by `seed` upwards) whose title the tracker `want` owns among `trackers`.
+fn bytes_owned_by(len: usize, seed: u64, trackers: &[NodeId], want: &NodeId) -> Vec<u8> {
+    (seed..seed + 200)
+        .map(|s| test_bytes(len, s))
+        .find(|bytes| {
+            let title = TitleId::from_bytes(*blake3::hash(bytes).as_bytes());
+            owner(&title, trackers) == Some(want)
+        })
+        .expect("one title in 200 is this tracker's")
+}
+
+fn etcd_up(fleet: &Fleet, t: usize) -> Option<f64> {
+    let (code, page) = http(&fleet.trackers[t].http, "GET", "/metrics", &[], b"");
+    (code == 200).then(|| metric(&page, "fillmesh_tracker_etcd_up")).flatten()
+}
+
+/// Appliances of the fleet that started filling `title`.
+fn filling(fleet: &Fleet, title: &str) -> usize {
+    fleet
+        .appliances
+        .iter()
+        .filter(|(_, a)| {
+            a.log().lines().any(|l| l.contains(title) && l.contains("filling by the tracker's plan"))
+        })
+        .count()
+}
+
+#[test]
+fn a_tracker_whose_etcd_cannot_be_reached_says_which_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 on loopback: nothing listens (discard is never run here).
+    let out = fillmesh()
+        .args(["tracker", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--etcd", "http://127.0.0.1:9"])
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach etcd at http://127.0.0.1:9"), "{stderr}");
+}
+
+#[test]
+fn three_trackers_fill_through_the_owners_kill_and_return() {
+    let Some(mut fleet) = Fleet::start(3, 8, "8MB") else { return };
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    let file = fleet.dir.path().join("feature.mp4");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 42)).unwrap();
+    let title = fleet.seed(&file);
+    // Every tracker names the same owner.
+    let killed = wait_for(Duration::from_secs(30), || {
+        let o = fleet.owner(0, &title)?;
+        (fleet.owner(1, &title) == Some(o) && fleet.owner(2, &title) == Some(o)).then_some(o)
+    })
+    .expect("the trackers did not agree on the title's owner");
+    let survivor = (killed + 1) % 3;
+    let running: Vec<usize> = (0..3).filter(|&t| t != killed).collect();
+
+    // Mid-fill: every appliance has its plan, not every one is done.
+    wait_for(Duration::from_secs(60), || (filling(&fleet, &title) == 8).then_some(()))
+        .expect("not every appliance got its plan within 60 s");
+    assert!(fleet.completed(&title) < 8, "the fill was over before the owner was killed");
+    fleet.kill_tracker(killed);
+    let killed_at = Instant::now();
+
+    // Steering answers at every poll through the kill, from a surviving tracker; the title
+    // gets a live owner again.
+    let mut handover = None;
+    let mut polls = 0;
+    wait_for(Duration::from_secs(180), || {
+        let (code, answer) =
+            fleet.steer(survivor, &title, "127.0.11.7").expect("a surviving tracker answers");
+        assert_eq!(code, 200, "{answer}");
+        assert!(answer["targets"].as_array().is_some_and(|t| !t.is_empty()), "{answer}");
+        polls += 1;
+        if handover.is_none() && fleet.owner(survivor, &title).is_some_and(|o| o != killed) {
+            handover = Some(killed_at.elapsed());
+        }
+        (fleet.completed(&title) == 8 && handover.is_some()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("{} of 8 appliances completed after the owner's kill", fleet.completed(&title))
+    });
+    fleet.wait_filled(&title, Duration::from_secs(10));
+    // Every surviving tracker counts the appliances that hold it whole, owner or not.
+    wait_for(Duration::from_secs(30), || {
+        running
+            .iter()
+            .all(|&t| {
+                fleet.title_status(t, &title).and_then(|s| s["complete_appliances"].as_u64()) == Some(8)
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("{:?}", running.iter().map(|&t| fleet.title_status(t, &title)).collect::<Vec<_>>())
+    });
+    let handover = handover.unwrap();
+    // A player given the dead tracker first is steered by the next one.
+    let out = fleet.dir.path().join("played.mp4");
+    let dead = format!("http://{}", fleet.trackers[killed].http);
+    let alive = format!("http://{}", fleet.trackers[survivor].http);
+    let played = fillmesh()
+        .args([
+            "play",
+            &title,
+            "--tracker-http",
+            &dead,
+            "--tracker-http",
+            &alive,
+            "--client-ip",
+            "127.0.11.7",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("XDG_CACHE_HOME", fleet.dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
+    assert_eq!(file_id(&out), title);
+    // `fillmesh status` at any tracker: each title's owner and the fleet, the dead tracker
+    // listed as not live.
+    let printed = fillmesh().args(["status", "--tracker-http", &alive]).output().unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let status: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let trackers = status["trackers"].as_array().unwrap();
+    assert_eq!(trackers.len(), 3, "{status}");
+    for (t, tracker) in fleet.trackers.iter().enumerate() {
+        let entry = trackers.iter().find(|e| e["peer_id"] == tracker.peer.as_str()).unwrap();
+        assert_eq!(entry["addr"], tracker.mesh.as_str());
+        assert_eq!(entry["http"], tracker.http.as_str());
+        assert_eq!(entry["live"], t != killed, "{entry}");
+    }
+    let entry = status["titles"].as_array().unwrap().iter().find(|e| e["id"] == title.as_str()).unwrap();
+    assert!(entry["owner"].as_str().is_some_and(|o| o != fleet.trackers[killed].peer), "{entry}");
+    let served_first = fleet.origin_served();
+    eprintln!("origin served {:.3} x the first title by its end", served_first / TITLE_LEN as f64);
+    eprintln!(
+        "the owner was killed; {title} had no live coordinator for {:.1} s (seen from another tracker); {polls} steering polls answered",
+        handover.as_secs_f64()
+    );
+
+    // A title published while that tracker is down, and owned by it once it is back: its fill
+    // starts under a surviving tracker and is taken back mid-fill.
+    let ids: Vec<NodeId> = fleet.trackers.iter().map(|t| t.peer.parse().unwrap()).collect();
+    let second_file = fleet.dir.path().join("second.mp4");
+    std::fs::write(&second_file, bytes_owned_by(SECOND_LEN, 100, &ids, &ids[killed])).unwrap();
+    let second = fleet.seed(&second_file);
+    assert!(running.iter().all(|&t| fleet.owner(t, &second) != Some(killed)));
+    wait_for(Duration::from_secs(60), || (filling(&fleet, &second) > 0).then_some(()))
+        .expect("no appliance started filling the title published while a tracker was down");
+    let mid_fill = fleet.completed(&second) < 8;
+    fleet.start_tracker(killed);
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    wait_for(Duration::from_secs(30), || {
+        (0..3)
+            .all(|t| fleet.owner(t, &title) == Some(killed) && fleet.owner(t, &second) == Some(killed))
+            .then_some(())
+    })
+    .expect("the restarted tracker did not take its titles back");
+    fleet.wait_filled(&second, Duration::from_secs(180));
+    // The returning owner rebuilt the holdings from the appliances' reports.
+    wait_for(Duration::from_secs(30), || {
+        (fleet.title_status(killed, &title)?["complete_appliances"].as_u64()? == 8).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the restarted owner's view: {:?}", fleet.title_status(killed, &title)));
+    // No fill started again from zero: the origin sent about one copy of each title.
+    let served = fleet.origin_served();
+    let titles = (TITLE_LEN + SECOND_LEN) as f64;
+    eprintln!(
+        "origin served {:.3} x the titles; the second title was {} when its owner came back",
+        served / titles,
+        if mid_fill { "mid-fill" } else { "already whole" }
+    );
+    assert!(served <= 1.05 * titles, "the origin served {:.3} x the titles", served / titles);
+}
+
+#[test]
+fn etcd_killed_and_restarted_loses_no_title_and_the_fill_completes() {
+    let Some(mut fleet) = Fleet::start(3, 8, "8MB") else { return };
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    // Malformed values under the prefix are skipped, never a crash.
+    fleet.etcd.put_raw(&format!("{PREFIX}titles/not-a-title"), b"nonsense");
+    fleet.etcd.put_raw(&format!("{PREFIX}titles/{}", "ab".repeat(32)), &[0xff; 64]);
+    fleet.etcd.put_raw(&format!("{PREFIX}trackers/12D3KooWNotATracker"), b"{");
+    // More keys than one page of a tracker's read, sorted before the catalog.
+    for n in 0..40 {
+        fleet.etcd.put_raw(&format!("{PREFIX}0junk/{n}"), b"x");
+    }
+    wait_for(Duration::from_secs(30), || {
+        (0..3)
+            .all(|t| {
+                fleet.trackers[t]
+                    .process
+                    .as_ref()
+                    .unwrap()
+                    .log()
+                    .contains("skipped a malformed entry in etcd")
+            })
+            .then_some(())
+    })
+    .expect("a tracker did not log the malformed entries");
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+
+    let file = fleet.dir.path().join("feature.mp4");
+    std::fs::write(&file, test_bytes(TITLE_LEN, 7)).unwrap();
+    let title = fleet.seed(&file);
+    // Two small titles more in the catalog.
+    let mut catalog = vec![title.clone()];
+    for seed in [8, 9] {
+        let small = fleet.dir.path().join(format!("small-{seed}.mp4"));
+        std::fs::write(&small, test_bytes(1 << 20, seed)).unwrap();
+        catalog.push(fleet.seed(&small));
+    }
+    wait_for(Duration::from_secs(60), || (filling(&fleet, &title) == 8).then_some(()))
+        .expect("not every appliance got its plan within 60 s");
+    assert!(fleet.completed(&title) < 8, "the fill was over before etcd was killed");
+    fleet.etcd.kill();
+    wait_for(Duration::from_secs(60), || (0..3).all(|t| etcd_up(&fleet, t) == Some(0.0)).then_some(()))
+        .expect("a tracker did not say it lost etcd");
+    fleet.etcd.restart();
+    wait_for(Duration::from_secs(60), || (0..3).all(|t| etcd_up(&fleet, t) == Some(1.0)).then_some(()))
+        .expect("a tracker did not get back into the fleet");
+    fleet.wait_filled(&title, Duration::from_secs(180));
+    // Nothing lost: every tracker lists every title, and etcd holds each.
+    let mut lost = 0;
+    for id in &catalog {
+        for t in 0..3 {
+            assert!(fleet.title_status(t, id).is_some(), "tracker {t} lost {id}");
+        }
+        if !etcd_has(&fleet.etcd, &format!("{PREFIX}titles/{id}")) {
+            lost += 1;
+        }
+    }
+    eprintln!("catalog entries lost after etcd's kill and restart: {lost} of {}", catalog.len());
+    assert_eq!(lost, 0);
+    // A tracker new to the fleet reads the whole catalog from etcd (past the junk).
+    let url = fleet.etcd.url();
+    let args = ["--listen", "127.0.0.5:0", "--http", "127.0.0.5:0", "--etcd", &url, "--etcd-prefix", PREFIX];
+    let newcomer = NodeProcess::start_tracker(&fleet.dir.path().join("newcomer"), &args);
+    let status = fillmesh_tests::mesh::status(&newcomer).unwrap();
+    let titles = status["titles"].as_array().unwrap();
+    for id in &catalog {
+        assert!(titles.iter().any(|t| t["id"] == id.as_str()), "a new tracker does not know {id}: {status}");
+    }
+}
+
+/// Whether etcd holds `key` (its JSON gateway).
+fn etcd_has(etcd: &Etcd, key: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = format!(r#"{{"key":"{}"}}"#, b64.encode(key));
+    let url = etcd.url();
+    let (code, answer) = http(
+        url.trim_start_matches("http://"),
+        "POST",
+        "/v3/kv/range",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    code == 200 && answer.contains("\"kvs\"")
+}
+
+#[test]
+fn a_tracker_cut_off_from_etcd_steps_down_and_the_others_take_its_titles() {
+    let Some(fleet) = Fleet::start_with(3, 2, "100MB", &[0]) else { return };
+    wait_all_live(&fleet, &[0, 1, 2], 3);
+    let ids: Vec<NodeId> = fleet.trackers.iter().map(|t| t.peer.parse().unwrap()).collect();
+    let file = fleet.dir.path().join("small.mp4");
+    std::fs::write(&file, bytes_owned_by(1 << 20, 500, &ids, &ids[0])).unwrap();
+    let title = fleet.seed(&file);
+    wait_for(Duration::from_secs(30), || (0..3).all(|t| fleet.owner(t, &title) == Some(0)).then_some(()))
+        .expect("tracker 0 does not own the title everywhere");
+
+    fleet.trackers[0].proxy.as_ref().unwrap().cut();
+    let cut_at = Instant::now();
+    // The others drop it when its lease expires and take the title.
+    let new_owner = wait_for(Duration::from_secs(60), || {
+        let o = fleet.owner(1, &title).filter(|&o| o != 0)?;
+        (fleet.owner(2, &title) == Some(o)).then_some(o)
+    })
+    .expect("the others did not take the title of the tracker cut off from etcd");
+    // The one cut off says so, learns from them that it is out, and stops coordinating it.
+    wait_for(Duration::from_secs(60), || (fleet.owner(0, &title) == Some(new_owner)).then_some(()))
+        .unwrap_or_else(|| panic!("the tracker cut off still says: {:?}", fleet.title_status(0, &title)));
+    let both = cut_at.elapsed();
+    assert_eq!(etcd_up(&fleet, 0), Some(0.0));
+    let me = fleet.status(0).unwrap()["trackers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["peer_id"] == fleet.trackers[0].peer.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(me["live"], false, "{me}");
+    eprintln!(
+        "a tracker cut off from etcd stepped down {:.1} s after the cut (lease 2 s)",
+        both.as_secs_f64()
+    );
+}

@@ -1,0 +1,171 @@
+//! Several trackers, one fleet: which live tracker coordinates (owns) each title.
+//!
+//! Ownership is rendezvous (highest-random-weight) hashing: every tracker and every
+//! appliance computes, from the same set of live tracker ids, the same owner for a title,
+//! with nothing to agree on beyond that set (which etcd holds). When a tracker leaves, only
+//! its own titles move, each to the tracker with the next highest weight; when it comes back
+//! it takes exactly those back.
+//!
+//! The set arrives from the server's etcd shell ([`Tracker::set_fleet`]); without it (one
+//! tracker, no etcd) the tracker owns every title, as before.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use fillmesh_protocol::{NodeId, TitleId};
+use serde::Serialize;
+
+use super::hash;
+use super::Tracker;
+
+/// The weight of `tracker` for `title`: a fixed, seedless mix of both, identical in every
+/// process and version that keeps this function.
+pub fn weight(title: &TitleId, tracker: &NodeId) -> u64 {
+    hash::mix(
+        hash::bytes(0, title.as_bytes()),
+        hash::bytes(0x7472_6163_6b65_7273, tracker.as_str().as_bytes()),
+    )
+}
+
+/// The live tracker that owns `title`: the one of highest [`weight`] (ties, which need two
+/// equal 64-bit weights, go to the smaller id). `None` when `live` is empty.
+pub fn owner<'a, I>(title: &TitleId, live: I) -> Option<&'a NodeId>
+where
+    I: IntoIterator<Item = &'a NodeId>,
+{
+    live.into_iter().max_by(|a, b| weight(title, a).cmp(&weight(title, b)).then_with(|| b.cmp(a)))
+}
+
+/// A tracker of the fleet, as its record in etcd names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackerInfo {
+    pub peer_id: NodeId,
+    /// Its mesh (QUIC) address.
+    pub addr: SocketAddr,
+    /// Its HTTP address (`/steer`, `/status`).
+    pub http: SocketAddr,
+}
+
+/// One tracker in `fillmesh status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackerStatus {
+    pub peer_id: String,
+    pub addr: String,
+    pub http: String,
+    /// Holds a lease now (last seen in etcd); a tracker once seen and gone stays listed.
+    pub live: bool,
+}
+
+/// What the core knows of the fleet.
+#[derive(Debug, Default)]
+pub(crate) struct Fleet {
+    /// This tracker's id; `None`: no fleet, this tracker owns everything.
+    pub(crate) me: Option<NodeId>,
+    /// Every tracker seen, and whether it is live now.
+    pub(crate) trackers: BTreeMap<NodeId, (TrackerInfo, bool)>,
+}
+
+impl Fleet {
+    fn live(&self) -> impl Iterator<Item = &NodeId> {
+        self.trackers.iter().filter(|(_, (_, live))| *live).map(|(id, _)| id)
+    }
+}
+
+/// At most this many trackers are remembered (live or once seen).
+pub const MAX_TRACKERS: usize = 64;
+
+impl Tracker {
+    /// The fleet as the shell knows it: this tracker's id and the live trackers (itself
+    /// included when its lease is held). Trackers seen before and not in `live` are kept as
+    /// not live (up to [`MAX_TRACKERS`]). Moves the epoch when the live set changes, so that
+    /// appliances ask for their fills (and the tracker list) again.
+    pub fn set_fleet(&mut self, me: NodeId, live: Vec<TrackerInfo>) {
+        let before: Vec<NodeId> = self.fleet.live().cloned().collect();
+        self.fleet.me = Some(me);
+        for (_, (_, up)) in self.fleet.trackers.iter_mut() {
+            *up = false;
+        }
+        for info in live.into_iter().take(MAX_TRACKERS) {
+            self.fleet.trackers.insert(info.peer_id.clone(), (info, true));
+        }
+        while self.fleet.trackers.len() > MAX_TRACKERS {
+            let Some(gone) = self.fleet.trackers.iter().find(|(_, (_, up))| !*up).map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            self.fleet.trackers.remove(&gone);
+        }
+        if self.fleet.live().ne(before.iter()) {
+            self.members_epoch += 1;
+        }
+    }
+
+    /// The live trackers' ids, sorted (empty without a fleet).
+    pub fn live_trackers(&self) -> Vec<NodeId> {
+        self.fleet.live().cloned().collect()
+    }
+
+    /// The live tracker that coordinates `title`: `None` without a fleet, or when no tracker
+    /// is live (not even this one).
+    pub fn owner(&self, title: &TitleId) -> Option<&NodeId> {
+        owner(title, self.fleet.live())
+    }
+
+    /// Whether this tracker coordinates `title`: always without a fleet; with one, when it is
+    /// the owner, or when no tracker is live at all (this one's lease lost too: it keeps
+    /// coordinating on what it knows rather than nobody doing so).
+    pub fn owns(&self, title: &TitleId) -> bool {
+        match (&self.fleet.me, self.owner(title)) {
+            (None, _) | (_, None) => true,
+            (Some(me), Some(owner)) => me == owner,
+        }
+    }
+
+    /// The tracker record of `peer`, if the fleet knows it.
+    pub fn tracker_info(&self, peer: &NodeId) -> Option<&TrackerInfo> {
+        self.fleet.trackers.get(peer).map(|(info, _)| info)
+    }
+
+    pub(crate) fn tracker_statuses(&self) -> Vec<TrackerStatus> {
+        self.fleet
+            .trackers
+            .values()
+            .map(|(info, live)| TrackerStatus {
+                peer_id: info.peer_id.to_string(),
+                addr: info.addr.to_string(),
+                http: info.http.to_string(),
+                live: *live,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<NodeId> {
+        (0..n)
+            .map(|i| format!("T{}", char::from(b"ABCDEFGHJK"[i % 10])).repeat(1 + i / 10).parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn no_live_tracker_means_no_owner() {
+        assert_eq!(owner(&TitleId::from_bytes([1; 32]), &Vec::new()), None);
+    }
+
+    #[test]
+    fn titles_spread_over_the_trackers() {
+        let trackers = ids(3);
+        let mut counts = BTreeMap::new();
+        for i in 0..300u32 {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&i.to_le_bytes());
+            let o = owner(&TitleId::from_bytes(bytes), &trackers).unwrap();
+            *counts.entry(o.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&c| c > 50), "{counts:?}");
+    }
+}

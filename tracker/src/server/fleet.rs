@@ -1,0 +1,432 @@
+//! Several trackers, one fleet: the catalog, the trust list and the tracker membership in
+//! etcd, under one key prefix (so that two fleets can share a cluster):
+//!
+//! - `P/titles/<title id>`: a title's name and manifest (postcard), written on publish.
+//! - `P/trust/<peer id>`: a PeerId allowed to register (each tracker adds its `--trust`).
+//! - `P/trackers/<peer id>`: a tracker's record (JSON: `peer_id`, `addr`, `http`) under its
+//!   lease, kept alive while it runs; a tracker whose lease expires is out.
+//!
+//! This shell feeds the core what it reads (titles published, the live trackers) the way the
+//! sled index does at start; the core never sees etcd. Everything read is input: its size is
+//! bounded and it is validated, and a malformed value is logged and skipped. With etcd lost
+//! the tracker keeps coordinating on what it knows (the last live set, the catalog it has),
+//! says so in its log and in `fillmesh_tracker_etcd_up`, and resynchronises (a fresh lease,
+//! a full read, a new watch) when etcd is back.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use fillmesh_protocol::messages::{TrackerRequest, TrackerResponse, MAX_TEXT};
+use fillmesh_protocol::{NodeId, TitleId};
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::persist::CatalogRecord;
+use super::Shared;
+use crate::core::fleet::MAX_TRACKERS;
+use crate::core::TrackerInfo;
+
+/// The longest value read under the prefix (etcd's own request limit is 1.5 MiB): a catalog
+/// record (a manifest of 32,768 chunks, 32 GiB at 1 MiB chunks, and a name) fits.
+pub(super) const MAX_VALUE: usize = 1 << 20;
+/// The longest tracker record.
+const MAX_TRACKER_RECORD: usize = 1024;
+/// Most keys read under the prefix in one full read.
+const MAX_KEYS: usize = 100_000;
+/// Keys per page of that read: with values of etcd's largest (1.5 MiB), a page stays under
+/// [`MAX_MESSAGE`].
+const PAGE: i64 = 32;
+/// The largest answer decoded from etcd (a page of the read, a batch of watch events).
+const MAX_MESSAGE: usize = 64 << 20;
+/// Time allowed for one etcd request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the fleet's store refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("cannot reach etcd at {endpoints}: {source}")]
+    Unreachable { endpoints: String, source: etcd_client::Error },
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the catalog record of {0} is {1} bytes, more than etcd takes ({MAX_VALUE})")]
+    TooLarge(TitleId, usize),
+    #[error("encoding: {0}")]
+    Encode(String),
+    #[error("the lease expired")]
+    LeaseExpired,
+    #[error("the watch ended: {0}")]
+    WatchEnded(String),
+}
+
+/// Where the fleet's store is.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Key prefix, e.g. `/fillmesh/`.
+    pub prefix: String,
+    /// The tracker's lease, in seconds: out of the fleet this long after its last keepalive.
+    pub lease_secs: u64,
+}
+
+/// A tracker's record in etcd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrackerRecord {
+    peer_id: String,
+    addr: SocketAddr,
+    http: SocketAddr,
+}
+
+/// What one key under the prefix is, once read and validated.
+#[derive(Debug)]
+enum Entry {
+    Title(TitleId, CatalogRecord),
+    Trust(PeerId),
+    Tracker(TrackerInfo),
+}
+
+/// The etcd client and what this tracker writes.
+pub(super) struct Fleet {
+    client: Client,
+    config: EtcdConfig,
+    me: TrackerInfo,
+    /// The lease held now (0: none yet).
+    lease: AtomicI64,
+}
+
+impl Fleet {
+    /// Connects and reads the prefix once: etcd unreachable is an error that names the
+    /// endpoints.
+    pub(super) async fn connect(config: EtcdConfig, me: TrackerInfo) -> Result<Self, FleetError> {
+        let endpoints = config.endpoints.join(",");
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
+        let unreachable = |source| FleetError::Unreachable { endpoints: endpoints.clone(), source };
+        let mut client = Client::connect(&config.endpoints, Some(options)).await.map_err(unreachable)?;
+        client
+            .get(config.prefix.as_bytes(), Some(GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .map_err(unreachable)?;
+        Ok(Self { client, config, me, lease: AtomicI64::new(0) })
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}/{name}", self.config.prefix)
+    }
+
+    /// Leaves the fleet at once (the lease revoked: the others take this tracker's titles now,
+    /// not when the lease would have expired), at shutdown.
+    pub(super) async fn leave(&self) {
+        let lease = self.lease.swap(0, Relaxed);
+        if lease != 0 {
+            let mut client = self.client.clone();
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(lease)).await {
+                Ok(Ok(_)) => info!("left the fleet"),
+                Ok(Err(e)) => warn!("cannot leave the fleet at once ({e}): the lease will expire"),
+                Err(_) => {
+                    warn!("cannot leave the fleet at once (etcd did not answer): the lease will expire")
+                }
+            }
+        }
+    }
+
+    /// Writes a title to the catalog; answered once etcd has it.
+    pub(super) async fn publish(&self, title: TitleId, record: &CatalogRecord) -> Result<(), FleetError> {
+        let bytes = postcard::to_allocvec(record).map_err(|e| FleetError::Encode(e.to_string()))?;
+        if bytes.len() > MAX_VALUE {
+            return Err(FleetError::TooLarge(title, bytes.len()));
+        }
+        self.client.clone().put(self.key("titles", &title.to_string()), bytes, None).await?;
+        Ok(())
+    }
+
+    /// Adds PeerIds to the fleet's trust list.
+    pub(super) async fn trust(&self, peers: &[PeerId]) -> Result<(), FleetError> {
+        let mut client = self.client.clone();
+        for peer in peers {
+            client.put(self.key("trust", &peer.to_string()), Vec::new(), None).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one key: what it is, or why it is skipped.
+    fn parse(&self, key: &[u8], value: &[u8]) -> Result<Entry, String> {
+        let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_owned())?;
+        let rest = key.strip_prefix(self.config.prefix.as_str()).ok_or("outside the prefix")?;
+        let (kind, name) = rest.split_once('/').ok_or("no kind/name")?;
+        match kind {
+            "titles" => {
+                let title: TitleId = name.parse().map_err(|e| format!("title id: {e}"))?;
+                if value.len() > MAX_VALUE {
+                    return Err(format!("{} bytes, more than {MAX_VALUE}", value.len()));
+                }
+                let record: CatalogRecord = postcard::from_bytes(value).map_err(|e| e.to_string())?;
+                if record.name.len() > MAX_TEXT {
+                    return Err("the name is too long".into());
+                }
+                record.manifest.verify(&title).map_err(|e| format!("the manifest: {e}"))?;
+                Ok(Entry::Title(title, record))
+            }
+            "trust" => Ok(Entry::Trust(name.parse().map_err(|e| format!("peer id: {e}"))?)),
+            "trackers" => {
+                if value.len() > MAX_TRACKER_RECORD {
+                    return Err(format!("{} bytes, more than {MAX_TRACKER_RECORD}", value.len()));
+                }
+                let record: TrackerRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                if record.peer_id != name {
+                    return Err(format!("the record names {}", record.peer_id));
+                }
+                let peer_id: NodeId = name.parse().map_err(|e| format!("peer id: {e}"))?;
+                Ok(Entry::Tracker(TrackerInfo { peer_id, addr: record.addr, http: record.http }))
+            }
+            other => Err(format!("unknown kind {other:?}")),
+        }
+    }
+}
+
+/// What the shell has read under the prefix: the live trackers by key (titles and trust
+/// entries go to the core and the trust gate as they are read; neither is ever removed).
+#[derive(Default)]
+struct View {
+    trackers: BTreeMap<Vec<u8>, TrackerInfo>,
+}
+
+impl View {
+    /// Applies one key's value; a malformed one is logged and skipped.
+    fn put(&mut self, fleet: &Fleet, shared: &Shared, key: &[u8], value: &[u8]) {
+        match fleet.parse(key, value) {
+            Ok(Entry::Title(title, record)) => {
+                let now = shared.now();
+                let known = shared.core().manifest(&title).is_some();
+                if !known {
+                    match shared.core().publish(now, title, record.name, &record.manifest) {
+                        Ok(()) => info!(%title, "title learnt from the fleet's catalog"),
+                        Err(e) => warn!(%title, "catalog entry not taken: {e}"),
+                    }
+                }
+            }
+            Ok(Entry::Trust(peer)) => shared.trust.add(peer),
+            Ok(Entry::Tracker(info)) => {
+                if let Ok(peer) = info.peer_id.as_str().parse::<PeerId>() {
+                    // Trackers ask one another (steering for a title another one owns).
+                    shared.trust.add(peer);
+                }
+                if self.trackers.len() < MAX_TRACKERS || self.trackers.contains_key(key) {
+                    self.trackers.insert(key.to_vec(), info);
+                } else {
+                    warn!("more than {MAX_TRACKERS} trackers in the fleet: one ignored");
+                }
+            }
+            Err(e) => {
+                warn!(key = %String::from_utf8_lossy(&key[..key.len().min(200)]), "skipped a malformed entry in etcd: {e}")
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        self.trackers.remove(key);
+    }
+
+    /// Tells the core the live set as read.
+    fn apply(&self, fleet: &Fleet, shared: &Shared) {
+        let live: Vec<TrackerInfo> = self.trackers.values().cloned().collect();
+        let before = shared.core().live_trackers();
+        shared.core().set_fleet(fleet.me.peer_id.clone(), live);
+        let after = shared.core().live_trackers();
+        if before != after {
+            info!(live = ?after.iter().map(|t| t.as_str()).collect::<Vec<_>>(), "the fleet's live trackers changed");
+        }
+        shared.wake.notify_one();
+    }
+}
+
+/// Keeps this tracker in the fleet until the process ends: a lease and its record, a full
+/// read of the prefix, then the watch; on any failure, says so, waits and starts again.
+/// `read` is answered once the prefix has been read and applied the first time.
+pub(super) async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, read: oneshot::Sender<()>) {
+    let mut backoff = Duration::from_millis(250);
+    let mut read = Some(read);
+    let lease = Duration::from_secs(fleet.config.lease_secs.max(1));
+    let mut lost_at = tokio::time::Instant::now();
+    let mut checked_at = None;
+    loop {
+        let error = session(&fleet, &shared, &mut read).await;
+        if shared.etcd_up.get() != 0 {
+            warn!("lost etcd ({error}): coordinating on what is known until it is back");
+            lost_at = tokio::time::Instant::now();
+            checked_at = None;
+            backoff = Duration::from_millis(250);
+        }
+        shared.etcd_up.set(0);
+        // Cut off for longer than a lease: this tracker's lease may have expired while the
+        // others still read etcd and took its titles. It asks them.
+        let due = checked_at.is_none_or(|at: tokio::time::Instant| at.elapsed() >= lease / 2);
+        if lost_at.elapsed() >= lease && due {
+            step_down_if_out(&fleet, &shared).await;
+            checked_at = Some(tokio::time::Instant::now());
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// With etcd lost, asks the other trackers of the last known fleet for their live set: one
+/// that still reads etcd and no longer counts this tracker (its lease expired) has taken its
+/// titles, so this tracker adopts that set and stops coordinating them. Trackers that lost
+/// etcd too answer the set they last read, which still counts this one: then nothing
+/// changes, and every tracker goes on with the same view (etcd down for all: leases do not
+/// expire while no member runs). So two trackers coordinate one title at once for about a
+/// lease interval at most, not for the whole partition.
+async fn step_down_if_out(fleet: &Fleet, shared: &Shared) {
+    let Some(pool) = &shared.peers else { return };
+    let me = &fleet.me.peer_id;
+    let others: Vec<TrackerInfo> = {
+        let core = shared.core();
+        let live = core.live_trackers();
+        if !live.contains(me) {
+            return;
+        }
+        live.iter().filter(|t| *t != me).filter_map(|t| core.tracker_info(t).cloned()).collect()
+    };
+    for other in others {
+        let live = match super::ask_tracker(pool, &other, &TrackerRequest::Trackers).await {
+            Ok(TrackerResponse::Trackers { live }) => live,
+            _ => continue,
+        };
+        if live.contains(me) {
+            continue;
+        }
+        let mut core = shared.core();
+        let infos: Vec<TrackerInfo> = live.iter().filter_map(|t| core.tracker_info(t).cloned()).collect();
+        core.set_fleet(me.clone(), infos);
+        drop(core);
+        shared.wake.notify_one();
+        warn!(told_by = %other.peer_id, "cut off from etcd and out of the fleet (its lease expired): this tracker coordinates no title until etcd is back");
+        return;
+    }
+}
+
+/// Reads every key under the prefix into `view`, in pages all at the revision of the first
+/// (one consistent snapshot); returns that revision, which the watch starts after.
+async fn read_prefix(fleet: &Fleet, shared: &Shared, view: &mut View) -> Result<i64, FleetError> {
+    let mut kv = fleet.client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    let prefix = fleet.config.prefix.as_bytes();
+    // The first key past the prefix: its last byte plus one (the prefix ends with '/').
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    let (mut from, mut revision, mut read) = (prefix.to_vec(), 0, 0);
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision != 0 {
+            options = options.with_revision(revision);
+        }
+        let page = kv.get(from.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        for entry in page.kvs() {
+            view.put(fleet, shared, entry.key(), entry.value());
+        }
+        read += page.kvs().len();
+        let Some(last) = page.kvs().last() else { break };
+        if !page.more() {
+            break;
+        }
+        if read >= MAX_KEYS {
+            warn!("more than {MAX_KEYS} keys under the prefix: the rest is not read");
+            break;
+        }
+        from = last.key().to_vec();
+        from.push(0);
+    }
+    Ok(revision)
+}
+
+async fn session(fleet: &Fleet, shared: &Shared, read: &mut Option<oneshot::Sender<()>>) -> FleetError {
+    match try_session(fleet, shared, read).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn try_session(
+    fleet: &Fleet,
+    shared: &Shared,
+    read: &mut Option<oneshot::Sender<()>>,
+) -> Result<std::convert::Infallible, FleetError> {
+    let mut client = fleet.client.clone();
+    let ttl = i64::try_from(fleet.config.lease_secs.max(1)).unwrap_or(60);
+    let lease = client.lease_grant(ttl, None).await?.id();
+    fleet.lease.store(lease, Relaxed);
+    let record =
+        TrackerRecord { peer_id: fleet.me.peer_id.to_string(), addr: fleet.me.addr, http: fleet.me.http };
+    let value = serde_json::to_vec(&record).map_err(|e| FleetError::Encode(e.to_string()))?;
+    let key = fleet.key("trackers", fleet.me.peer_id.as_str());
+    let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;
+    let mut view = View::default();
+    let revision = read_prefix(fleet, shared, &mut view).await?;
+    view.apply(fleet, shared);
+    if let Some(read) = read.take() {
+        let _ = read.send(());
+    }
+    let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let (_watcher, mut watch) = client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE)
+        .watch(fleet.config.prefix.as_bytes(), Some(options))
+        .await?;
+    if shared.etcd_up.get() == 0 {
+        info!(lease, revision, "in the fleet: lease held, catalog read, watching");
+    }
+    shared.etcd_up.set(1);
+    let mut renew = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000 / 3).max(100)));
+    let mut announced = false;
+    loop {
+        tokio::select! {
+            _ = renew.tick() => {
+                tokio::time::timeout(REQUEST_TIMEOUT, keeper.keep_alive())
+                    .await
+                    .map_err(|_| FleetError::WatchEnded("keepalive timed out".into()))??;
+                // Live (an owner of titles) only once warm: see `Shared::warm`.
+                if !announced && shared.warm() {
+                    client.put(key.as_str(), value.clone(), Some(PutOptions::new().with_lease(lease))).await?;
+                    info!("live in the fleet: this tracker now owns its share of the titles");
+                    announced = true;
+                }
+            }
+            answer = tokio::time::timeout(Duration::from_secs(ttl as u64 + 3), kept.message()) => {
+                match answer {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                    Ok(Ok(_)) => return Err(FleetError::LeaseExpired),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err(FleetError::WatchEnded("no keepalive answer".into())),
+                }
+            }
+            message = watch.message() => {
+                let Some(response) = message? else {
+                    return Err(FleetError::WatchEnded("closed by etcd".into()));
+                };
+                if response.canceled() {
+                    return Err(FleetError::WatchEnded(response.cancel_reason().to_owned()));
+                }
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    match event.event_type() {
+                        EventType::Put => view.put(fleet, shared, kv.key(), kv.value()),
+                        EventType::Delete => view.delete(kv.key()),
+                    }
+                }
+                view.apply(fleet, shared);
+            }
+        }
+    }
+}
