@@ -28,6 +28,11 @@ pub fn free_port(ip: &str) -> u16 {
     panic!("no port free for both TCP and UDP on {ip}");
 }
 
+/// The trackers' etcd lease in the fleet tests, in seconds: a tracker killed is out of the
+/// fleet (and its titles move) within this.
+pub const LEASE_SECS: u64 = 1;
+const LEASE: &str = "1";
+
 /// One etcd member on loopback, killed when dropped.
 #[derive(Debug)]
 pub struct Etcd {
@@ -81,6 +86,10 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=test={peer_url}"))
+            // Leases as short as 1 s (etcd's shortest is 1.5 election timeouts): a title
+            // whose owner dies moves within about a second.
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -361,7 +370,7 @@ impl Fleet {
     }
 }
 
-/// Starts `tracker` in the fleet of the etcd at `url`, with a lease of 2 s.
+/// Starts `tracker` in the fleet of the etcd at `url`, with a lease of [`LEASE_SECS`].
 fn start_tracker(tracker: &mut FleetTracker, url: &str, trust_file: &Path) {
     let trust = trust_file.display().to_string();
     let url = match &tracker.proxy {
@@ -381,7 +390,7 @@ fn start_tracker(tracker: &mut FleetTracker, url: &str, trust_file: &Path) {
         "--etcd-prefix",
         PREFIX,
         "--etcd-lease-secs",
-        "2",
+        LEASE,
     ];
     let process = NodeProcess::start_tracker(&tracker.data, &args);
     assert_eq!(process.peer, tracker.peer);

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use fillmesh_protocol::{NodeId, TitleId};
-use fillmesh_tests::fleet::{Etcd, Fleet, PREFIX};
+use fillmesh_tests::fleet::{Etcd, Fleet, LEASE_SECS, PREFIX};
 use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for, NodeProcess};
 use fillmesh_tracker::core::fleet::owner;
 
@@ -46,6 +46,15 @@ fn bytes_owned_by(len: usize, seed: u64, trackers: &[NodeId], want: &NodeId) -> 
             owner(&title, trackers) == Some(want)
         })
         .expect("one title in 200 is this tracker's")
+}
+
+/// The PeerId the tracker at `http_addr` names as `title`'s owner.
+fn owner_at(http_addr: &str, title: &str) -> Option<String> {
+    std::net::TcpStream::connect(http_addr).ok()?;
+    let (code, body) = http(http_addr, "GET", "/status", &[], b"");
+    let status: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+    let entry = status["titles"].as_array()?.iter().find(|e| e["id"] == title)?;
+    entry["owner"].as_str().map(str::to_owned)
 }
 
 fn etcd_up(fleet: &Fleet, t: usize) -> Option<f64> {
@@ -99,12 +108,27 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     wait_for(Duration::from_secs(60), || (filling(&fleet, &title) == 8).then_some(()))
         .expect("not every appliance got its plan within 60 s");
     assert!(fleet.completed(&title) < 8, "the fill was over before the owner was killed");
+    // From another thread, the moment a surviving tracker names another owner, asked every
+    // 20 ms (the loop below is slower: a steering call waits up to 1 s on the dead owner).
+    let (survivor_http, killed_peer) =
+        (fleet.trackers[survivor].http.clone(), fleet.trackers[killed].peer.clone());
+    let watched = title.clone();
     fleet.kill_tracker(killed);
     let killed_at = Instant::now();
+    let handover_watch = std::thread::spawn(move || {
+        let deadline = killed_at + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if owner_at(&survivor_http, &watched).is_some_and(|o| o != killed_peer) {
+                return Some(killed_at.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
 
     // Steering answers at every poll through the kill, from a surviving tracker; the title
     // gets a live owner again.
-    let mut handover = None;
+    let mut handed_over = false;
     let mut polls = 0;
     wait_for(Duration::from_secs(180), || {
         let (code, answer) =
@@ -112,10 +136,8 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
         assert_eq!(code, 200, "{answer}");
         assert!(answer["targets"].as_array().is_some_and(|t| !t.is_empty()), "{answer}");
         polls += 1;
-        if handover.is_none() && fleet.owner(survivor, &title).is_some_and(|o| o != killed) {
-            handover = Some(killed_at.elapsed());
-        }
-        (fleet.completed(&title) == 8 && handover.is_some()).then_some(())
+        handed_over = handed_over || fleet.owner(survivor, &title).is_some_and(|o| o != killed);
+        (fleet.completed(&title) == 8 && handed_over).then_some(())
     })
     .unwrap_or_else(|| {
         panic!("{} of 8 appliances completed after the owner's kill", fleet.completed(&title))
@@ -133,7 +155,8 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     .unwrap_or_else(|| {
         panic!("{:?}", running.iter().map(|&t| fleet.title_status(t, &title)).collect::<Vec<_>>())
     });
-    let handover = handover.unwrap();
+    let handover =
+        handover_watch.join().unwrap().expect("no surviving tracker named a new owner within 60 s");
     // A player given the dead tracker first is steered by the next one.
     let out = fleet.dir.path().join("played.mp4");
     let dead = format!("http://{}", fleet.trackers[killed].http);
@@ -174,7 +197,7 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     let served_first = fleet.origin_served();
     eprintln!("origin served {:.3} x the first title by its end", served_first / TITLE_LEN as f64);
     eprintln!(
-        "the owner was killed; {title} had no live coordinator for {:.1} s (seen from another tracker); {polls} steering polls answered",
+        "the owner was killed; {title} had no live coordinator for {:.2} s (seen from another tracker, lease {LEASE_SECS} s); {polls} steering polls answered",
         handover.as_secs_f64()
     );
 
@@ -332,7 +355,7 @@ fn a_tracker_cut_off_from_etcd_steps_down_and_the_others_take_its_titles() {
         .unwrap();
     assert_eq!(me["live"], false, "{me}");
     eprintln!(
-        "a tracker cut off from etcd stepped down {:.1} s after the cut (lease 2 s)",
+        "a tracker cut off from etcd stepped down {:.1} s after the cut (lease {LEASE_SECS} s)",
         both.as_secs_f64()
     );
 }

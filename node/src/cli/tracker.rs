@@ -58,8 +58,10 @@ pub struct TrackerArgs {
     #[arg(long, default_value = "/fillmesh/", requires = "etcd")]
     pub etcd_prefix: String,
     /// Seconds this tracker's lease lasts without a keepalive: a tracker gone this long is
-    /// out of the fleet and its titles move to the others.
-    #[arg(long, default_value_t = 5, requires = "etcd", value_parser = clap::value_parser!(u64).range(2..=3600))]
+    /// out of the fleet and its titles move to the others. etcd raises a lease shorter than
+    /// 1.5 times its election timeout to that (2 s with etcd's default of 1 s); a 1 s lease
+    /// needs etcd's `--election-timeout 500` or less.
+    #[arg(long, default_value_t = 5, requires = "etcd", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub etcd_lease_secs: u64,
 }
 
