@@ -194,6 +194,37 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     }
     let entry = status["titles"].as_array().unwrap().iter().find(|e| e["id"] == title.as_str()).unwrap();
     assert!(entry["owner"].as_str().is_some_and(|o| o != fleet.trackers[killed].peer), "{entry}");
+    // At the running tracker that does not own the title, `fillmesh status` gives the
+    // owner's figures for it (only the owner hears the fill's summaries).
+    let owner = fleet.owner(survivor, &title).unwrap();
+    let other = running.iter().copied().find(|&t| t != owner).unwrap();
+    let printed = fillmesh()
+        .args(["status", "--tracker-http", &format!("http://{}", fleet.trackers[other].http)])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let merged: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let theirs = fleet.status(owner).unwrap();
+    let of = |s: &serde_json::Value| {
+        s["titles"].as_array().unwrap().iter().find(|e| e["id"] == title.as_str()).cloned().unwrap()
+    };
+    for field in ["peer_bytes", "origin_bytes", "bytes_by_class", "complete_appliances"] {
+        assert_eq!(
+            of(&merged)[field],
+            of(&theirs)[field],
+            "{field} at tracker {other} against the owner {owner}"
+        );
+    }
+    assert!(of(&merged)["peer_bytes"].as_u64().unwrap() > 0, "{merged}");
+    let held = |s: &serde_json::Value| -> std::collections::BTreeMap<String, serde_json::Value> {
+        s["appliances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["peer_id"].to_string(), a["held_chunks"][title.as_str()].clone()))
+            .collect()
+    };
+    assert_eq!(held(&merged), held(&theirs));
     let served_first = fleet.origin_served();
     eprintln!("origin served {:.3} x the first title by its end", served_first / TITLE_LEN as f64);
     eprintln!(
