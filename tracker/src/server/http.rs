@@ -185,5 +185,7 @@ async fn report(
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let status = shared.core().status(shared.now());
-    Json(status).into_response()
+    // Any page may read it: the fleet page of one tracker reads the owners' figures from the
+    // others of its fleet.
+    ([("access-control-allow-origin", "*")], Json(status)).into_response()
 }
