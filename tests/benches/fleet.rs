@@ -20,11 +20,10 @@ use fillmesh_tests::{test_bytes, wait_for};
 fn fill(trackers: usize, bytes: &[u8], run: usize) -> Option<(f64, f64)> {
     let fleet = Fleet::start(trackers, 8, "100MB")?;
     // Every tracker sees the whole set live before the title is seeded.
-    let live = |t: usize| {
-        Some(fleet.status(t)?["trackers"].as_array()?.iter().filter(|x| x["live"] == true).count())
-    };
-    wait_for(Duration::from_secs(60), || (0..trackers).all(|t| live(t) == Some(trackers)).then_some(()))
-        .expect("the trackers did not all see each other live");
+    wait_for(Duration::from_secs(60), || {
+        (0..trackers).all(|t| fleet.live_trackers(t) == Some(trackers)).then_some(())
+    })
+    .expect("the trackers did not all see each other live");
     let file = fleet.dir.path().join(format!("title-{run}.mp4"));
     std::fs::write(&file, bytes).unwrap();
     let title = fleet.seed(&file);

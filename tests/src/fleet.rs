@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::mesh::appliance_args;
+use crate::mesh::{appliance_args, seed_through};
 use crate::{fillmesh, http, print_id, wait_for, ChildGuard, NodeProcess};
 
 /// A port free on `ip` for both TCP and UDP now (the process that takes it binds it a moment
@@ -302,9 +302,12 @@ impl Fleet {
     pub fn status(&self, t: usize) -> Option<Value> {
         let tracker = &self.trackers[t];
         tracker.process.as_ref()?;
-        TcpStream::connect(&tracker.http).ok()?;
-        let (code, body) = http(&tracker.http, "GET", "/status", &[], b"");
-        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+        status_at(&tracker.http)
+    }
+
+    /// How many trackers tracker `t` lists as live.
+    pub fn live_trackers(&self, t: usize) -> Option<usize> {
+        Some(self.status(t)?["trackers"].as_array()?.iter().filter(|x| x["live"] == true).count())
     }
 
     /// The title's entry in tracker `t`'s status.
@@ -329,10 +332,7 @@ impl Fleet {
 
     /// Seeds `file` through the origin; returns its title id.
     pub fn seed(&self, file: &Path) -> String {
-        let url = format!("http://{}", self.origin.http.as_deref().expect("origin http"));
-        let out = fillmesh().arg("seed").arg(file).args(["--origin", &url]).output().expect("run seed");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        seed_through(&self.origin, file)
     }
 
     /// How many appliances logged `title` complete.
@@ -395,6 +395,13 @@ fn start_tracker(tracker: &mut FleetTracker, url: &str, trust_file: &Path) {
     let process = NodeProcess::start_tracker(&tracker.data, &args);
     assert_eq!(process.peer, tracker.peer);
     tracker.process = Some(process);
+}
+
+/// The `/status` of the tracker whose HTTP API is at `http_addr`, if it answers.
+pub fn status_at(http_addr: &str) -> Option<Value> {
+    TcpStream::connect(http_addr).ok()?;
+    let (code, body) = http(http_addr, "GET", "/status", &[], b"");
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 
 /// Whether an appliance's log says `title` is complete (the fill's span names the title).

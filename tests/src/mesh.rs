@@ -24,6 +24,14 @@ pub struct Mesh {
     pub spare: Vec<PathBuf>,
 }
 
+/// `fillmesh seed FILE` through `origin`'s ingest API; the title id it prints.
+pub fn seed_through(origin: &NodeProcess, file: &Path) -> String {
+    let url = format!("http://{}", origin.http.as_deref().expect("origin http"));
+    let out = fillmesh().arg("seed").arg(file).args(["--origin", &url]).output().expect("run seed");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// The flags of appliance `i`.
 pub fn appliance_args(i: usize, tracker: &NodeProcess) -> Vec<String> {
     vec![
@@ -158,10 +166,7 @@ impl Mesh {
             }
             Title::File(file) => file,
         };
-        let title = file_id(&file);
-        let url = format!("http://{}", origin.http.as_deref().expect("origin http"));
-        let out = fillmesh().arg("seed").arg(&file).args(["--origin", &url]).output().expect("run seed");
-        assert!(out.status.success(), "{out:?}");
+        let title = seed_through(&origin, &file);
         Mesh { dir, tracker, tracker_args, origin, appliances, title, file, spare }
     }
 
@@ -220,10 +225,7 @@ impl Mesh {
 
     /// Seeds another file through the origin; returns its title id.
     pub fn seed(&self, file: &Path) -> String {
-        let url = format!("http://{}", self.origin.http.as_deref().expect("origin http"));
-        let out = fillmesh().arg("seed").arg(file).args(["--origin", &url]).output().expect("run seed");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        seed_through(&self.origin, file)
     }
 
     /// One appliance's entry in the tracker's status.

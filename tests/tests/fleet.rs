@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use fillmesh_protocol::{NodeId, TitleId};
-use fillmesh_tests::fleet::{Etcd, Fleet, LEASE_SECS, PREFIX};
+use fillmesh_tests::fleet::{status_at, Etcd, Fleet, LEASE_SECS, PREFIX};
 use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for, NodeProcess};
 use fillmesh_tracker::core::fleet::owner;
 
@@ -23,14 +23,9 @@ const TITLE_LEN: usize = 48 << 20;
 /// The title published while a tracker is down.
 const SECOND_LEN: usize = 24 << 20;
 
-/// How many trackers tracker `t` lists as live.
-fn live_trackers(fleet: &Fleet, t: usize) -> Option<usize> {
-    Some(fleet.status(t)?["trackers"].as_array()?.iter().filter(|x| x["live"] == true).count())
-}
-
 fn wait_all_live(fleet: &Fleet, running: &[usize], count: usize) {
     wait_for(Duration::from_secs(60), || {
-        running.iter().all(|&t| live_trackers(fleet, t) == Some(count)).then_some(())
+        running.iter().all(|&t| fleet.live_trackers(t) == Some(count)).then_some(())
     })
     .unwrap_or_else(|| {
         panic!("the trackers did not all see {count} live trackers: {:?}", fleet.status(running[0]))
@@ -50,9 +45,7 @@ fn bytes_owned_by(len: usize, seed: u64, trackers: &[NodeId], want: &NodeId) -> 
 
 /// The PeerId the tracker at `http_addr` names as `title`'s owner.
 fn owner_at(http_addr: &str, title: &str) -> Option<String> {
-    std::net::TcpStream::connect(http_addr).ok()?;
-    let (code, body) = http(http_addr, "GET", "/status", &[], b"");
-    let status: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+    let status = status_at(http_addr)?;
     let entry = status["titles"].as_array()?.iter().find(|e| e["id"] == title)?;
     entry["owner"].as_str().map(str::to_owned)
 }

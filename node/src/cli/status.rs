@@ -27,8 +27,7 @@ async fn fetch(client: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
     );
     let body = response.bytes().await?;
     anyhow::ensure!(body.len() <= MAX_STATUS, "{base}: a status over {MAX_STATUS} bytes");
-    let text = String::from_utf8_lossy(&body);
-    anyhow::ensure!(code.is_success(), "{base} answered {code}: {}", text.trim());
+    anyhow::ensure!(code.is_success(), "{base} answered {code}: {}", String::from_utf8_lossy(&body).trim());
     serde_json::from_slice(&body).with_context(|| format!("the status of {base} is not JSON"))
 }
 
