@@ -25,6 +25,9 @@ pub type FlowId = u32;
 const EPS: f64 = 1e-9;
 /// Past this many resources in the local set, solve everything at once.
 const LOCAL_LIMIT: usize = 4096;
+/// Up to this many resources, progressive filling finds each round's bottleneck by a scan
+/// instead of a heap.
+const LINEAR_FILL: usize = 128;
 
 /// Most resources one flow crosses (upload, site out, region out, region in, site in,
 /// download).
@@ -483,6 +486,9 @@ struct Fill {
     /// Next free place of each resource in `at` while filling it.
     next: Vec<u32>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Each resource's key (its share's bits; `u64::MAX` once it has no unfrozen flow), for
+    /// [`Fill::run_linear`].
+    keys: Vec<u64>,
 }
 
 impl Fill {
@@ -520,9 +526,13 @@ impl Fill {
         self.frozen_at.resize(flows, u32::MAX);
         self.frozen.clear();
         self.frozen.resize(flows, false);
+        let key = |x: f64| x.max(0.0).to_bits();
+        if cap.len() <= LINEAR_FILL {
+            self.run_linear(flow_start, flow_res, key);
+            return;
+        }
         // Min-heap of (share, resource); shares only grow, so stale entries are re-pushed.
         self.heap.clear();
-        let key = |x: f64| x.max(0.0).to_bits();
         for l in 0..cap.len() {
             if self.count[l] > 0 {
                 self.heap.push(Reverse((key(self.remaining[l] / f64::from(self.count[l])), l as u32)));
@@ -538,19 +548,67 @@ impl Fill {
                 self.heap.push(Reverse((key(share), l)));
                 continue;
             }
-            for k in self.at_start[lu]..self.at_start[lu + 1] {
+            self.freeze(l, share, flow_start, flow_res);
+        }
+    }
+
+    /// The heap's order without the heap: each round takes the resource of least (share,
+    /// index), which is what the heap pops once its stale entries are re-pushed (a stale key
+    /// is never above its resource's current one), so the rates are the same bit for bit.
+    /// Why: a local solve has about 16 to 32 resources and 8 to 16 flows in the
+    /// 10,000-appliance scale bench, and the heap's pushes and pops were 15% of its time.
+    fn run_linear(&mut self, flow_start: &[u32], flow_res: &[u32], key: impl Fn(f64) -> u64) {
+        let n = self.count.len();
+        self.keys.clear();
+        self.keys.extend((0..n).map(|l| match self.count[l] {
+            0 => u64::MAX,
+            c => key(self.remaining[l].max(0.0) / f64::from(c)),
+        }));
+        loop {
+            let mut best = (u64::MAX, 0);
+            for (l, &k) in self.keys.iter().enumerate() {
+                if k < best.0 {
+                    best = (k, l);
+                }
+            }
+            if best.0 == u64::MAX {
+                return;
+            }
+            let l = best.1;
+            let share = self.remaining[l].max(0.0) / f64::from(self.count[l]);
+            self.freeze(l as u32, share, flow_start, flow_res);
+            // Only the resources of the flows just frozen changed.
+            for k in self.at_start[l]..self.at_start[l + 1] {
                 let i = self.at[k as usize] as usize;
-                if self.frozen[i] {
+                if self.frozen_at[i] != l as u32 {
                     continue;
                 }
-                self.frozen[i] = true;
-                self.rates[i] = share;
-                self.frozen_at[i] = l;
-                for &l2 in res_of(i) {
+                for &l2 in &flow_res[flow_start[i] as usize..flow_start[i + 1] as usize] {
                     let l2 = l2 as usize;
-                    self.remaining[l2] -= share;
-                    self.count[l2] -= 1;
+                    self.keys[l2] = match self.count[l2] {
+                        0 => u64::MAX,
+                        c => key(self.remaining[l2].max(0.0) / f64::from(c)),
+                    };
                 }
+            }
+        }
+    }
+
+    /// Freezes resource `l`'s unfrozen flows at `share`.
+    fn freeze(&mut self, l: u32, share: f64, flow_start: &[u32], flow_res: &[u32]) {
+        let lu = l as usize;
+        for k in self.at_start[lu]..self.at_start[lu + 1] {
+            let i = self.at[k as usize] as usize;
+            if self.frozen[i] {
+                continue;
+            }
+            self.frozen[i] = true;
+            self.rates[i] = share;
+            self.frozen_at[i] = l;
+            for &l2 in &flow_res[flow_start[i] as usize..flow_start[i + 1] as usize] {
+                let l2 = l2 as usize;
+                self.remaining[l2] -= share;
+                self.count[l2] -= 1;
             }
         }
     }

@@ -31,7 +31,7 @@ mod bits;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use bits::{ones, Bits};
+use bits::{ones, Bits, Sets};
 use fillmesh_protocol::messages::SourceClass;
 use fillmesh_protocol::ChunkBitmap;
 
@@ -125,8 +125,6 @@ struct Parent {
     depth: u32,
     /// Requests on the wire (one received and waiting for its commit no longer counts).
     requests: u32,
-    /// What it advertised (for the origin: everything).
-    adv: Bits,
     haves: u64,
     not_held: u32,
     dropped: Option<Dropped>,
@@ -150,18 +148,21 @@ struct Taken {
 pub struct Swarm {
     config: Config,
     chunks: u32,
-    held: Bits,
-    /// Chunks in `held` (asked for on every pick: a count of the bits would cost a word per
+    /// The chunk sets, word by word: held, taken, advertised by some parent, the plan's
+    /// origin and import sets, then what each parent advertises (for the origin:
+    /// everything). Why together: a HAVE and a pick read several of them for one chunk, and
+    /// apart they were a cache miss each, most of `Swarm::have` and `Swarm::next` in the
+    /// simulator's 10,000-appliance scale bench.
+    sets: Sets,
+    /// Chunks held (asked for on every pick: a count of the bits would cost a word per
     /// 64 chunks each time).
     held_count: u32,
-    taken_bits: Bits,
-    taken: HashMap<u32, Taken>,
+    /// The chunks taken and by whom: a list, as it holds about as many entries as there are
+    /// requests in flight. Why: hashing a chunk for each request and each answer was a
+    /// tenth of `Swarm::next` and `Swarm::finish` in the simulator's scale bench.
+    taken: Vec<(u32, Taken)>,
     /// Parents (not dropped) advertising each chunk; the origin does not count.
     avail: Vec<u16>,
-    /// Chunks some parent (not the origin) advertises.
-    advertised: Bits,
-    origin: Bits,
-    import: Bits,
     escalated: bool,
     parents: Vec<Parent>,
     /// Requests on the wire over all parents.
@@ -179,18 +180,15 @@ impl Swarm {
     /// elsewhere).
     pub fn new(config: Config, held: &ChunkBitmap, seed: u64) -> Self {
         let chunks = held.len();
-        let held = Bits::from_bitmap(held);
+        let mut sets = Sets::new(chunks, PARENTS);
+        sets.assign(HELD, &Bits::from_bitmap(held));
         Self {
             config,
             chunks,
-            held_count: held.count(),
-            held,
-            taken_bits: Bits::new(chunks),
-            taken: HashMap::new(),
+            held_count: sets.count(HELD),
+            sets,
+            taken: Vec::new(),
             avail: vec![0; chunks as usize],
-            advertised: Bits::new(chunks),
-            origin: Bits::new(chunks),
-            import: Bits::new(chunks),
             escalated: false,
             parents: Vec::new(),
             requests: 0,
@@ -205,13 +203,12 @@ impl Swarm {
     /// The chunks this appliance takes from the origin and those it may bring in from other
     /// regions, as its latest plan says (replacing the previous plan's).
     pub fn set_plan(&mut self, origin: &[Range<u32>], import: &[Range<u32>]) {
-        self.origin = Bits::new(self.chunks);
-        self.import = Bits::new(self.chunks);
-        for r in origin {
-            self.origin.insert_range(r.clone());
-        }
-        for r in import {
-            self.import.insert_range(r.clone());
+        for (set, ranges) in [(ORIGIN, origin), (IMPORT, import)] {
+            let mut bits = Bits::new(self.chunks);
+            for r in ranges {
+                bits.insert_range(r.clone());
+            }
+            self.sets.assign(set, &bits);
         }
     }
 
@@ -226,12 +223,15 @@ impl Swarm {
     /// give [`Config::depth`]). The origin advertises every chunk from the start; other
     /// parents advertise nothing until [`Self::advertise`].
     pub fn add_parent(&mut self, class: SourceClass, depth: u32) -> usize {
-        let adv = if class == SourceClass::Origin { Bits::full(self.chunks) } else { Bits::new(self.chunks) };
+        let set = self.sets.add();
+        debug_assert_eq!(set, PARENTS + self.parents.len());
+        if class == SourceClass::Origin {
+            self.sets.assign(set, &Bits::full(self.chunks));
+        }
         self.parents.push(Parent {
             class,
             depth: depth.max(1),
             requests: 0,
-            adv,
             haves: 0,
             not_held: 0,
             dropped: None,
@@ -252,12 +252,14 @@ impl Swarm {
         self.unadvertise(p);
         // Only chunks still wanted here are recorded and counted: a held chunk is never asked
         // for again, so its availability is never weighed.
-        let mut adv = Bits::from_bitmap(held);
-        adv.remove_all(&self.held);
-        for c in adv.iter() {
-            self.count_up(c);
+        let set = PARENTS + p;
+        self.sets.assign(set, &Bits::from_bitmap(held));
+        self.sets.remove_all(set, HELD);
+        for w in 0..self.sets.word_count() {
+            for b in ones(self.sets.word(set, w)) {
+                self.count_up(w as u32 * 64 + b);
+            }
         }
-        self.parents[p].adv = adv;
         Ok(())
     }
 
@@ -277,10 +279,10 @@ impl Swarm {
         if parent.haves > u64::from(self.chunks) {
             return Err(self.drop_parent(p, Dropped::Flooded));
         }
-        if self.held.contains(c) {
+        if self.sets.contains(HELD, c) {
             return Ok(false);
         }
-        let news = self.parents[p].adv.insert(c);
+        let news = self.sets.insert(PARENTS + p, c);
         if news {
             self.count_up(c);
         }
@@ -314,8 +316,8 @@ impl Swarm {
         }
         match self.pick(p) {
             Some(c) => {
-                self.taken.insert(c, Taken { parent: p, received: false });
-                self.taken_bits.insert(c);
+                self.taken.push((c, Taken { parent: p, received: false }));
+                self.sets.insert(TAKEN, c);
                 self.parents[p].requests += 1;
                 self.requests += 1;
                 Next::Chunk(c)
@@ -327,7 +329,7 @@ impl Swarm {
     /// Parent `p` delivered `c` and it verified: its request slot is free while the chunk
     /// waits for the store.
     pub fn received(&mut self, p: usize, c: u32) {
-        if let Some(t) = self.taken.get_mut(&c).filter(|t| t.parent == p && !t.received) {
+        if let Some((_, t)) = self.taken.iter_mut().find(|(k, t)| *k == c && t.parent == p && !t.received) {
             t.received = true;
             self.parents[p].requests -= 1;
             self.requests -= 1;
@@ -337,19 +339,20 @@ impl Swarm {
     /// How parent `p`'s request for `c` ended. Returns why the parent was dropped, if this
     /// outcome dropped it. An outcome for a chunk `p` has not taken is ignored.
     pub fn finish(&mut self, p: usize, c: u32, outcome: Outcome) -> Option<Dropped> {
-        let taken = *self.taken.get(&c)?;
+        let k = self.taken.iter().position(|&(k, _)| k == c)?;
+        let taken = self.taken[k].1;
         if taken.parent != p {
             return None;
         }
-        self.taken.remove(&c);
-        self.taken_bits.remove(c);
+        self.taken.swap_remove(k);
+        self.sets.remove(TAKEN, c);
         if !taken.received {
             self.parents[p].requests -= 1;
             self.requests -= 1;
         }
         match outcome {
             Outcome::Stored(bytes) => {
-                if self.held.insert(c) {
+                if self.sets.insert(HELD, c) {
                     self.held_count += 1;
                     self.gained.push(c);
                 }
@@ -367,7 +370,7 @@ impl Swarm {
                 if parent.not_held >= self.config.not_held_limit {
                     return Some(self.drop_parent(p, Dropped::Lied));
                 }
-                if parent.class != SourceClass::Origin && parent.adv.remove(c) {
+                if parent.class != SourceClass::Origin && self.sets.remove(PARENTS + p, c) {
                     self.count_down(c);
                 }
                 None
@@ -394,7 +397,7 @@ impl Swarm {
     }
 
     pub fn holds(&self, c: u32) -> bool {
-        self.held.contains(c)
+        self.sets.contains(HELD, c)
     }
 
     pub fn held_count(&self) -> u32 {
@@ -448,9 +451,10 @@ impl Swarm {
         if self.parents[p].class == SourceClass::Origin {
             return;
         }
-        let adv = std::mem::replace(&mut self.parents[p].adv, Bits::new(self.chunks));
-        for c in adv.iter() {
-            self.count_down(c);
+        for w in 0..self.sets.word_count() {
+            for b in ones(self.sets.take_word(PARENTS + p, w)) {
+                self.count_down(w as u32 * 64 + b);
+            }
         }
     }
 
@@ -460,7 +464,7 @@ impl Swarm {
         // Set already unless this is the first parent to advertise it: one memory access
         // fewer on the simulator's hottest path (a HAVE to every child of every holder).
         if *a == 1 {
-            self.advertised.insert(c);
+            self.sets.insert(ADVERTISED, c);
         }
     }
 
@@ -468,7 +472,7 @@ impl Swarm {
         let a = &mut self.avail[c as usize];
         *a = a.saturating_sub(1);
         if *a == 0 {
-            self.advertised.remove(c);
+            self.sets.remove(ADVERTISED, c);
         }
     }
 
@@ -477,9 +481,11 @@ impl Swarm {
         match self.parents[p].class {
             SourceClass::SameSite | SourceClass::SameRegion => u64::MAX,
             SourceClass::CrossRegion if self.escalated => u64::MAX,
-            SourceClass::CrossRegion => self.import.words()[w],
-            SourceClass::Origin if self.escalated => self.origin.words()[w] | !self.advertised.words()[w],
-            SourceClass::Origin => self.origin.words()[w],
+            SourceClass::CrossRegion => self.sets.word(IMPORT, w),
+            SourceClass::Origin if self.escalated => {
+                self.sets.word(ORIGIN, w) | !self.sets.word(ADVERTISED, w)
+            }
+            SourceClass::Origin => self.sets.word(ORIGIN, w),
         }
     }
 
@@ -502,7 +508,7 @@ impl Swarm {
             parent.class < class
                 && (wait || parent.spare())
                 && parent.dropped.is_none()
-                && parent.adv.contains(c)
+                && self.sets.word(PARENTS + q, w) & bit != 0
                 && self.allowed(q, w) & bit != 0
                 && self.attempts_left(c, q)
         })
@@ -511,7 +517,7 @@ impl Swarm {
     /// The rarest chunk among the first [`Config::window`] that `p` may be asked for, in a
     /// scan starting at a random word.
     fn pick(&mut self, p: usize) -> Option<u32> {
-        let words = self.held.words().len();
+        let words = self.sets.word_count();
         if words == 0 {
             return None;
         }
@@ -521,9 +527,9 @@ impl Swarm {
         let mut weighed = 0;
         for k in 0..words {
             let w = (start + k) % words;
-            let candidates = !self.held.words()[w]
-                & !self.taken_bits.words()[w]
-                & self.parents[p].adv.words()[w]
+            let candidates = !self.sets.word(HELD, w)
+                & !self.sets.word(TAKEN, w)
+                & self.sets.word(PARENTS + p, w)
                 & self.allowed(p, w);
             for b in ones(candidates) {
                 let c = w as u32 * 64 + b;
@@ -546,6 +552,16 @@ impl Swarm {
         best.map(|(_, c)| c)
     }
 }
+
+/// The sets of [`Swarm::sets`]: chunks held here, taken by a request, advertised by some
+/// parent (not the origin), the plan's origin and import sets; parent `p`'s advertised chunks
+/// are set `PARENTS + p`.
+const HELD: usize = 0;
+const TAKEN: usize = 1;
+const ADVERTISED: usize = 2;
+const ORIGIN: usize = 3;
+const IMPORT: usize = 4;
+const PARENTS: usize = 5;
 
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

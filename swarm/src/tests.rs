@@ -58,7 +58,7 @@ fn check_pick(s: &Swarm, p: usize, c: u32) {
     assert!(!s.holds(c), "chunk {c} is held already");
     let parent = &s.parents[p];
     assert!(parent.dropped.is_none(), "a dropped parent was asked");
-    assert!(parent.adv.contains(c), "parent {p} does not advertise {c}");
+    assert!(s.sets.contains(PARENTS + p, c), "parent {p} does not advertise {c}");
     assert!(parent.requests <= parent.depth, "parent {p} over its depth");
     let w = (c / 64) as usize;
     assert!(
@@ -70,7 +70,7 @@ fn check_pick(s: &Swarm, p: usize, c: u32) {
     // none at all, room or not, when it went to another region or the origin.
     let far = parent.class >= SourceClass::CrossRegion;
     for (q, other) in s.parents.iter().enumerate() {
-        if q != p && other.class < parent.class && (far || other.spare()) && other.adv.contains(c) {
+        if q != p && other.class < parent.class && (far || other.spare()) && s.sets.contains(PARENTS + q, c) {
             assert!(
                 s.allowed(q, w) & (1 << (c % 64)) == 0 || !s.attempts_left(c, q),
                 "{c} went to a {:?} parent while a {:?} one advertised it",
@@ -84,15 +84,18 @@ fn check_pick(s: &Swarm, p: usize, c: u32) {
 /// Availability is the count of live, non-origin parents advertising each chunk; the held
 /// count is that of the held bits.
 fn check_counts(s: &Swarm) {
-    assert_eq!(s.held_count(), s.held.count(), "held chunks counted");
+    assert_eq!(s.held_count(), s.sets.count(HELD), "held chunks counted");
     for c in 0..s.chunks {
         let n = s
             .parents
             .iter()
-            .filter(|p| p.dropped.is_none() && p.class != SourceClass::Origin && p.adv.contains(c))
+            .enumerate()
+            .filter(|(q, p)| {
+                p.dropped.is_none() && p.class != SourceClass::Origin && s.sets.contains(PARENTS + q, c)
+            })
             .count();
         assert_eq!(usize::from(s.availability(c)), n, "availability of {c}");
-        assert_eq!(s.advertised.contains(c), n > 0);
+        assert_eq!(s.sets.contains(ADVERTISED, c), n > 0);
     }
 }
 
@@ -344,4 +347,23 @@ fn another_region_and_the_origin_wait_for_a_busy_nearby_parent_that_advertises_t
     s.finish(near, first, Outcome::Lost);
     assert_eq!(s.next(origin), Next::Chunk(0));
     assert_eq!(s.next(far), Next::Chunk(1));
+}
+
+#[test]
+fn sets_stored_word_by_word_keep_their_bits_when_a_set_is_added() {
+    let mut s = bits::Sets::new(130, 2);
+    for i in [0, 63, 64, 129] {
+        assert!(s.insert(1, i));
+    }
+    assert!(!s.insert(1, 130), "past the end");
+    let added = s.add();
+    assert_eq!(added, 2);
+    assert!(s.insert(added, 5));
+    for i in [0, 63, 64, 129] {
+        assert!(s.contains(1, i) && !s.contains(0, i) && !s.contains(added, i));
+    }
+    assert_eq!((s.count(0), s.count(1), s.count(added)), (0, 4, 1));
+    assert!(s.remove(1, 64) && !s.contains(1, 64));
+    assert_eq!(s.take_word(1, 0), (1 << 63) | 1);
+    assert_eq!(s.count(1), 1);
 }
