@@ -33,11 +33,19 @@ const LINEAR_FILL: usize = 128;
 /// download).
 pub const MAX_RES: usize = 6;
 
+/// A flow, in one cache line: a solve reads the resources, rate and stamp of many flows, and
+/// the completion queue then their bytes left. Why one line: apart, the rates and stamps in
+/// an array of their own and the rest here, each re-solved flow cost two cache misses, and
+/// reading the resources crossed was a quarter of the re-solve's time at 10,000 appliances.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 struct Flow {
     /// The resources crossed are `res[..nres]` (inline: a solve visits many flows).
     res: [ResId; MAX_RES],
     nres: u8,
+    /// Bytes per second, and the stamp of the last solve that took it in.
+    rate: f64,
+    mark: u32,
     /// Bytes still to deliver as of `since`.
     remaining: f64,
     since: u64,
@@ -51,22 +59,12 @@ impl Flow {
     }
 }
 
-/// A flow's rate in bytes per second, and the stamp of the last solve that took it in.
-#[derive(Debug, Clone, Copy, Default)]
-struct Hot {
-    rate: f64,
-    mark: u32,
-}
-
 /// The network: resources, the flows on them and their max-min fair rates.
 #[derive(Debug, Default)]
 pub struct Net {
     cap: Vec<f64>,
     res_flows: Vec<Vec<FlowId>>,
     flows: Vec<Flow>,
-    /// Each flow's rate and solve stamp, apart from `flows` so that a solve, which reads the
-    /// rates of many flows and tells them apart by their stamp, touches one cache line a flow.
-    hot: Vec<Hot>,
     /// The rates of the flows crossing each resource, summed: kept as rates change, so a
     /// solve finds the residual capacity of a boundary resource without visiting its flows.
     res_sum: Vec<f64>,
@@ -125,6 +123,8 @@ impl Net {
         let mut flow = Flow {
             res: [0; MAX_RES],
             nres: res.len() as u8,
+            rate: 0.0,
+            mark: 0,
             remaining: bytes as f64,
             since: now,
             live: true,
@@ -133,13 +133,13 @@ impl Net {
         flow.res[..res.len()].copy_from_slice(res);
         let id = match self.free.pop() {
             Some(id) => {
+                // The slot keeps its stamp: a stamp is told apart from the current one only.
+                flow.mark = self.flows[id as usize].mark;
                 self.flows[id as usize] = flow;
-                self.hot[id as usize].rate = 0.0;
                 id
             }
             None => {
                 self.flows.push(flow);
-                self.hot.push(Hot::default());
                 (self.flows.len() - 1) as FlowId
             }
         };
@@ -158,7 +158,7 @@ impl Net {
         let left = f.remaining.max(0.0);
         let (res, n) = (f.res, f.nres as usize);
         f.nres = 0;
-        let rate = std::mem::replace(&mut self.hot[id as usize].rate, 0.0);
+        let rate = std::mem::replace(&mut f.rate, 0.0);
         for &r in &res[..n] {
             self.res_sum[r as usize] -= rate;
             let list = &mut self.res_flows[r as usize];
@@ -172,7 +172,7 @@ impl Net {
     }
 
     pub fn rate(&self, id: FlowId) -> f64 {
-        self.hot[id as usize].rate
+        self.flows[id as usize].rate
     }
 
     pub fn tag(&self, id: FlowId) -> u64 {
@@ -182,7 +182,8 @@ impl Net {
     /// When the flow will have delivered its last byte at its current rate (integer ns,
     /// rounded up), or `None` while its rate is zero.
     pub fn completion(&self, id: FlowId) -> Option<u64> {
-        let (f, rate) = (&self.flows[id as usize], self.hot[id as usize].rate);
+        let f = &self.flows[id as usize];
+        let rate = f.rate;
         if f.remaining <= 0.0 {
             return Some(f.since);
         }
@@ -196,7 +197,7 @@ impl Net {
     /// Bytes the flow still has to deliver at `now`.
     pub fn remaining_at(&self, now: u64, id: FlowId) -> f64 {
         let f = &self.flows[id as usize];
-        f.remaining - self.hot[id as usize].rate * now.saturating_sub(f.since) as f64 / 1e9
+        f.remaining - f.rate * now.saturating_sub(f.since) as f64 / 1e9
     }
 
     /// Flows whose rate was set by the last resolve.
@@ -205,9 +206,9 @@ impl Net {
     }
 
     fn settle(&mut self, now: u64, id: FlowId) {
-        let (f, rate) = (&mut self.flows[id as usize], self.hot[id as usize].rate);
+        let f = &mut self.flows[id as usize];
         if now > f.since {
-            f.remaining -= rate * (now - f.since) as f64 / 1e9;
+            f.remaining -= f.rate * (now - f.since) as f64 / 1e9;
             f.since = now;
         }
     }
@@ -242,9 +243,9 @@ impl Net {
             if more.is_empty() || set.len() >= self.cap.len() {
                 let sc = std::mem::take(&mut self.scratch);
                 for (&f, &rate) in sc.sub.iter().zip(&sc.fill.rates) {
-                    if self.hot[f as usize].rate != rate || self.flows[f as usize].since == now {
+                    if self.flows[f as usize].rate != rate || self.flows[f as usize].since == now {
                         self.settle(now, f);
-                        self.hot[f as usize].rate = rate;
+                        self.flows[f as usize].rate = rate;
                         self.changed.push(f);
                     }
                 }
@@ -280,7 +281,7 @@ impl Net {
             let global = self.solve_all();
             for (i, f) in self.flows.iter().enumerate() {
                 if f.live {
-                    let (g, rate) = (global[i], self.hot[i].rate);
+                    let (g, rate) = (global[i], f.rate);
                     assert!(
                         (rate - g).abs() <= 1e-6 * g.max(1.0),
                         "flow {i}: local rate {rate} but global max-min rate {g}"
@@ -311,8 +312,8 @@ impl Net {
         let inner = sc.local.len();
         for &r in &sc.local[..inner] {
             for &f in &self.res_flows[r as usize] {
-                if self.hot[f as usize].mark != stamp {
-                    self.hot[f as usize].mark = stamp;
+                if self.flows[f as usize].mark != stamp {
+                    self.flows[f as usize].mark = stamp;
                     sc.sub.push(f);
                 }
             }
@@ -334,7 +335,7 @@ impl Net {
         sc.sub_count.resize(n, 0);
         sc.flow_start.push(0);
         for &f in &sc.sub {
-            let old = self.hot[f as usize].rate;
+            let old = self.flows[f as usize].rate;
             for &r in self.flows[f as usize].res() {
                 let l = self.res_local[r as usize];
                 sc.flow_res.push(l);
@@ -393,7 +394,7 @@ impl Net {
             // least `om`; then the first holds exactly when no fixed flow has
             // `above(rate) >= new_max`, and the visit stops at the first that has (most often
             // the first fixed flow: one at the resource's fair share). Why: visiting every
-            // fixed flow for `om` was a third of the re-solve's time at 3,000 appliances.
+            // fixed flow for `om` was a quarter of the re-solve's time at 3,000 appliances.
             let above = |x: f64| x + EPS * x.max(1.0);
             let below = |x: f64| x - EPS * x.max(1.0);
             let bmin = sc.bottlenecked_min[l];
@@ -402,14 +403,15 @@ impl Net {
             } else if bmin >= below(self.res_max[r as usize]) {
                 was_saturated
                     && !self.res_flows[r as usize].iter().any(|&f| {
-                        let h = self.hot[f as usize];
+                        let h = &self.flows[f as usize];
                         h.mark != stamp && above(h.rate) >= sc.new_max[l]
                     })
             } else {
                 let om = self.res_flows[r as usize]
                     .iter()
-                    .filter(|&&f| self.hot[f as usize].mark != stamp)
-                    .fold(0.0f64, |m, &f| m.max(self.hot[f as usize].rate));
+                    .map(|&f| &self.flows[f as usize])
+                    .filter(|f| f.mark != stamp)
+                    .fold(0.0f64, |m, f| m.max(f.rate));
                 sc.fixed_max[l] = om;
                 (was_saturated && sc.new_max[l] > above(om)) || bmin < below(om)
             };
@@ -441,7 +443,7 @@ impl Net {
     /// Every resource carries at most its capacity.
     pub fn check_capacities(&self) -> Result<(), String> {
         for (r, flows) in self.res_flows.iter().enumerate() {
-            let used: f64 = flows.iter().map(|&f| self.hot[f as usize].rate).sum();
+            let used: f64 = flows.iter().map(|&f| self.flows[f as usize].rate).sum();
             let cap = self.cap[r];
             if used > cap * (1.0 + 1e-9) + 1e-6 {
                 return Err(format!("resource {r} carries {used} B/s over its capacity {cap} B/s"));
@@ -453,7 +455,7 @@ impl Net {
     /// Bytes per second crossing resource `r` now, and how many flows cross it.
     pub fn load(&self, r: ResId) -> (f64, usize) {
         let flows = &self.res_flows[r as usize];
-        (flows.iter().map(|&f| self.hot[f as usize].rate).sum(), flows.len())
+        (flows.iter().map(|&f| self.flows[f as usize].rate).sum(), flows.len())
     }
 
     /// Live flows (for reports).
