@@ -367,3 +367,76 @@ fn sets_stored_word_by_word_keep_their_bits_when_a_set_is_added() {
     assert_eq!(s.take_word(1, 0), (1 << 63) | 1);
     assert_eq!(s.count(1), 1);
 }
+
+/// One step on [`bits::Sets`]: the set (taken modulo the sets there are) and the bit.
+#[derive(Debug, Clone)]
+enum SetOp {
+    Insert(usize, u32),
+    Remove(usize, u32),
+    Add,
+    RemoveAll(usize, usize),
+    TakeWord(usize, usize),
+}
+
+fn set_ops(len: u32) -> impl Strategy<Value = Vec<SetOp>> {
+    let bit = 0..len + 2;
+    let op = prop_oneof![
+        4 => (any::<usize>(), bit.clone()).prop_map(|(s, i)| SetOp::Insert(s, i)),
+        2 => (any::<usize>(), bit).prop_map(|(s, i)| SetOp::Remove(s, i)),
+        1 => Just(SetOp::Add),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(s, o)| SetOp::RemoveAll(s, o)),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(s, w)| SetOp::TakeWord(s, w)),
+    ];
+    proptest::collection::vec(op, 0..200)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The sets stored word by word behave as that many independent sets (a model of one
+    /// `BTreeSet` each), whatever is inserted, removed, added, cleared word by word or
+    /// subtracted, and bits past the end are never set.
+    #[test]
+    fn sets_word_by_word_behave_as_independent_sets(len in 1..200u32, width in 1..4usize, ops in set_ops(200)) {
+        let mut sets = bits::Sets::new(len, width);
+        let mut model: Vec<std::collections::BTreeSet<u32>> = vec![Default::default(); width];
+        for op in ops {
+            let n = model.len();
+            match op {
+                SetOp::Insert(s, i) => {
+                    let (s, news) = (s % n, i < len && !model[s % n].contains(&i));
+                    prop_assert_eq!(sets.insert(s, i), news);
+                    if i < len {
+                        model[s].insert(i);
+                    }
+                }
+                SetOp::Remove(s, i) => {
+                    prop_assert_eq!(sets.remove(s % n, i), model[s % n].remove(&i));
+                }
+                SetOp::Add => {
+                    prop_assert_eq!(sets.add(), n);
+                    model.push(Default::default());
+                }
+                SetOp::RemoveAll(s, o) => {
+                    let (s, o) = (s % n, o % n);
+                    sets.remove_all(s, o);
+                    let other = model[o].clone();
+                    model[s].retain(|i| !other.contains(i));
+                }
+                SetOp::TakeWord(s, w) => {
+                    let (s, w) = (s % n, w % sets.word_count());
+                    let range = w as u32 * 64..(w as u32 * 64 + 64).min(len);
+                    let expected = model[s].range(range.clone()).fold(0u64, |acc, i| acc | 1 << (i % 64));
+                    prop_assert_eq!(sets.take_word(s, w), expected);
+                    model[s].retain(|i| !range.contains(i));
+                }
+            }
+            for (s, m) in model.iter().enumerate() {
+                prop_assert_eq!(sets.count(s), m.len() as u32);
+                for i in 0..len + 2 {
+                    prop_assert_eq!(sets.contains(s, i), m.contains(&i), "set {} bit {}", s, i);
+                }
+            }
+        }
+    }
+}
