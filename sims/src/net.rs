@@ -29,6 +29,11 @@ const LOCAL_LIMIT: usize = 4096;
 /// instead of a heap.
 const LINEAR_FILL: usize = 128;
 
+/// A share as a heap key: the bits of a non-negative `f64` order as the number does.
+fn share_key(share: f64) -> u64 {
+    share.max(0.0).to_bits()
+}
+
 /// Most resources one flow crosses (upload, site out, region out, region in, site in,
 /// download).
 pub const MAX_RES: usize = 6;
@@ -562,16 +567,15 @@ impl Fill {
         self.frozen_at.resize(flows, u32::MAX);
         self.frozen.clear();
         self.frozen.resize(flows, false);
-        let key = |x: f64| x.max(0.0).to_bits();
         if cap.len() <= LINEAR_FILL {
-            self.run_linear(flow_start, flow_res, key);
+            self.run_linear(flow_start, flow_res);
             return;
         }
         // Min-heap of (share, resource); shares only grow, so stale entries are re-pushed.
         self.heap.clear();
         for l in 0..cap.len() {
             if self.count[l] > 0 {
-                self.heap.push(Reverse((key(self.remaining[l] / f64::from(self.count[l])), l as u32)));
+                self.heap.push(Reverse((share_key(self.share(l)), l as u32)));
             }
         }
         while let Some(Reverse((k, l))) = self.heap.pop() {
@@ -579,9 +583,9 @@ impl Fill {
             if self.count[lu] == 0 {
                 continue;
             }
-            let share = self.remaining[lu].max(0.0) / f64::from(self.count[lu]);
-            if key(share) != k {
-                self.heap.push(Reverse((key(share), l)));
+            let share = self.share(lu);
+            if share_key(share) != k {
+                self.heap.push(Reverse((share_key(share), l)));
                 continue;
             }
             self.freeze(l, share, flow_start, flow_res);
@@ -593,13 +597,12 @@ impl Fill {
     /// is never above its resource's current one), so the rates are the same bit for bit.
     /// Why: a local solve has 16 to 31 resources and 8 to 15 flows in most cases in the
     /// scale bench (3,000 appliances), where the heap's pushes and pops were 7.5% of the run.
-    fn run_linear(&mut self, flow_start: &[u32], flow_res: &[u32], key: impl Fn(f64) -> u64) {
+    fn run_linear(&mut self, flow_start: &[u32], flow_res: &[u32]) {
         let n = self.count.len();
-        self.keys.clear();
-        self.keys.extend((0..n).map(|l| match self.count[l] {
-            0 => u64::MAX,
-            c => key(self.remaining[l].max(0.0) / f64::from(c)),
-        }));
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        keys.extend((0..n).map(|l| self.linear_key(l)));
+        self.keys = keys;
         loop {
             let mut best = (u64::MAX, 0);
             for (l, &k) in self.keys.iter().enumerate() {
@@ -611,8 +614,7 @@ impl Fill {
                 return;
             }
             let l = best.1;
-            let share = self.remaining[l].max(0.0) / f64::from(self.count[l]);
-            self.freeze(l as u32, share, flow_start, flow_res);
+            self.freeze(l as u32, self.share(l), flow_start, flow_res);
             // Only the resources of the flows just frozen changed.
             for k in self.at_start[l]..self.at_start[l + 1] {
                 let i = self.at[k as usize] as usize;
@@ -620,13 +622,24 @@ impl Fill {
                     continue;
                 }
                 for &l2 in &flow_res[flow_start[i] as usize..flow_start[i + 1] as usize] {
-                    let l2 = l2 as usize;
-                    self.keys[l2] = match self.count[l2] {
-                        0 => u64::MAX,
-                        c => key(self.remaining[l2].max(0.0) / f64::from(c)),
-                    };
+                    self.keys[l2 as usize] = self.linear_key(l2 as usize);
                 }
             }
+        }
+    }
+
+    /// Resource `l`'s fair share of what is left of it among its unfrozen flows (at least
+    /// one).
+    fn share(&self, l: usize) -> f64 {
+        self.remaining[l].max(0.0) / f64::from(self.count[l])
+    }
+
+    /// Resource `l`'s key in [`Fill::run_linear`]: its share's, or `u64::MAX` once it has no
+    /// unfrozen flow.
+    fn linear_key(&self, l: usize) -> u64 {
+        match self.count[l] {
+            0 => u64::MAX,
+            _ => share_key(self.share(l)),
         }
     }
 
