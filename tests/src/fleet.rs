@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::mesh::{appliance_args, seed_through};
+use crate::mesh::{appliance_args, seed_through, status_at, title_in};
 use crate::{fillmesh, http, print_id, wait_for, ChildGuard, NodeProcess};
 
 /// A port free on `ip` for both TCP and UDP now (the process that takes it binds it a moment
@@ -312,7 +312,7 @@ impl Fleet {
 
     /// The title's entry in tracker `t`'s status.
     pub fn title_status(&self, t: usize, title: &str) -> Option<Value> {
-        self.status(t)?["titles"].as_array()?.iter().find(|e| e["id"] == title).cloned()
+        title_in(&self.status(t)?, title)
     }
 
     /// The index of the tracker that tracker `t` says owns `title`.
@@ -395,13 +395,6 @@ fn start_tracker(tracker: &mut FleetTracker, url: &str, trust_file: &Path) {
     let process = NodeProcess::start_tracker(&tracker.data, &args);
     assert_eq!(process.peer, tracker.peer);
     tracker.process = Some(process);
-}
-
-/// The `/status` of the tracker whose HTTP API is at `http_addr`, if it answers.
-pub fn status_at(http_addr: &str) -> Option<Value> {
-    TcpStream::connect(http_addr).ok()?;
-    let (code, body) = http(http_addr, "GET", "/status", &[], b"");
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 
 /// Whether an appliance's log says `title` is complete (the fill's span names the title).

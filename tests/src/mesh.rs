@@ -298,11 +298,22 @@ impl Mesh {
 
 /// The tracker's status JSON.
 pub fn status(tracker: &NodeProcess) -> Option<Value> {
-    let (code, body) = http(tracker.http.as_deref()?, "GET", "/status", &[], b"");
+    status_at(tracker.http.as_deref()?)
+}
+
+/// The `/status` of the tracker whose HTTP API is at `http_addr`, if it answers.
+pub fn status_at(http_addr: &str) -> Option<Value> {
+    std::net::TcpStream::connect(http_addr).ok()?;
+    let (code, body) = http(http_addr, "GET", "/status", &[], b"");
     (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// One title's entry in a tracker's status.
+pub fn title_in(status: &Value, title: &str) -> Option<Value> {
+    status["titles"].as_array()?.iter().find(|t| t["id"] == title).cloned()
 }
 
 /// One title's entry in the tracker's status.
 pub fn title_status(tracker: &NodeProcess, title: &str) -> Option<Value> {
-    status(tracker)?["titles"].as_array()?.iter().find(|t| t["id"] == title).cloned()
+    title_in(&status(tracker)?, title)
 }

@@ -14,7 +14,8 @@
 use std::time::{Duration, Instant};
 
 use fillmesh_protocol::{NodeId, TitleId};
-use fillmesh_tests::fleet::{status_at, Etcd, Fleet, LEASE_SECS, PREFIX};
+use fillmesh_tests::fleet::{Etcd, Fleet, LEASE_SECS, PREFIX};
+use fillmesh_tests::mesh::status_at;
 use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for, NodeProcess};
 use fillmesh_tracker::core::fleet::owner;
 
