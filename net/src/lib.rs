@@ -16,6 +16,7 @@
 //! - [`ready`]: the line a process prints when it is ready, written and parsed in one place.
 //! - [`console`]: report lines on stdout that survive a closed pipe (`say!`).
 //! - [`metrics`]: one Prometheus registry per process and the one `/metrics` page of it.
+//! - [`rate`]: the token bucket that caps a node's upload and a player's consumption.
 
 #![warn(unreachable_pub)]
 
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod identity;
 pub mod metrics;
 pub mod pool;
+pub mod rate;
 pub mod ready;
 pub mod router;
 pub mod rpc;

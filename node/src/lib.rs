@@ -1,4 +1,5 @@
-//! The fillmesh appliance and origin, by role, and the `fillmesh` command line.
+//! The fillmesh appliance and origin, by role: the library `fillmesh node` runs. The command
+//! line (`fillmesh-cli`) and the player client (`fillmesh-player`) are crates of their own.
 //!
 //! - [`store`]: one sparse data file per title, the sled index, the group-commit writer.
 //! - [`fill`]: getting chunks: the one fill among parents (the swarm's I/O shell), the mesh
@@ -8,19 +9,13 @@
 //! - [`member`]: life under a tracker: register, heartbeat, fill by its plans, evict.
 //! - [`daemon`]: `fillmesh node`, which puts the roles together on one endpoint.
 //! - [`metrics`]: the node's Prometheus registry.
-//! - [`cli`]: the other commands: `id`, `fetch`, `play` (the player client), `status`,
-//!   `demo`, `testbed`.
-//! - [`testbed`]: network namespaces, shaped links and the delay element of `fillmesh testbed`.
 
 #![warn(unreachable_pub)]
 
-pub mod cli;
 pub mod daemon;
 pub mod fill;
 pub mod member;
 pub mod metrics;
 pub mod origin;
-mod rate;
 pub mod serve;
 pub mod store;
-pub mod testbed;

@@ -314,7 +314,7 @@ pub enum TrackerRequest {
         bytes: [u64; 4],
     },
     /// The live trackers of the fleet (answered `Trackers`): a title's owner is the one of
-    /// highest rendezvous weight among them (`fillmesh_tracker::core::fleet::owner`).
+    /// highest rendezvous weight among them ([`crate::ownership::owner`]).
     Trackers,
 }
 

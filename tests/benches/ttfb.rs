@@ -36,7 +36,7 @@ fn main() {
         let _ = std::fs::remove_file(&out);
         let run = mesh
             .play_command("127.0.11.99", &out)
-            .env("FILLMESH_LOG", "fillmesh_node::cli::play=debug")
+            .env("FILLMESH_LOG", "fillmesh_player=debug")
             .env("NO_COLOR", "1")
             .output()
             .expect("run fillmesh play");

@@ -29,7 +29,7 @@ pub fn fillmesh_bin() -> PathBuf {
         let bin = profile_dir.join(format!("fillmesh{}", std::env::consts::EXE_SUFFIX));
         if let Ok(cargo) = std::env::var("CARGO") {
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "fillmesh-node", "--bin", "fillmesh"]);
+            cmd.args(["build", "-p", "fillmesh-cli", "--bin", "fillmesh"]);
             if profile_dir.ends_with("release") {
                 cmd.arg("--release");
             }

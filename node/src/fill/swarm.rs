@@ -39,8 +39,8 @@ use tracing::{debug, info, warn, Instrument};
 use super::client::{request_chunk, ChunkError};
 use super::{request_manifest, ManifestMiss};
 use crate::metrics::FillMetrics;
-use crate::rate::TokenBucket;
 use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
+use fillmesh_net::rate::TokenBucket;
 
 /// A subscription silent this long is dead (parents send a keepalive every 5 s).
 const SUBSCRIPTION_SILENCE: Duration = Duration::from_secs(20);

@@ -7,7 +7,7 @@
 //!
 //! Under several trackers (one fleet sharing etcd) the node keeps one session per tracker:
 //! it registers and heartbeats with each, and each tracker plans the titles it owns
-//! (rendezvous hashing over the live trackers, `fillmesh_tracker::core::fleet`). When the live
+//! (rendezvous hashing over the live trackers, `fillmesh_protocol::ownership`). When the live
 //! set moves (a tracker's lease expired, or it came back) the node computes the owners itself
 //! and sends each new owner the whole held map of the titles it now owns, so that it rebuilds
 //! their holdings; the new owner's plans take the running fills over.
@@ -22,9 +22,9 @@ use fillmesh_protocol::messages::{
     ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
     PROTOCOL_VERSION,
 };
+use fillmesh_protocol::ownership;
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, TitleId};
 use fillmesh_swarm::Config as SwarmConfig;
-use fillmesh_tracker::core::fleet;
 use libp2p_identity::PeerId;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
@@ -33,9 +33,9 @@ use fillmesh_net::{rpc, MeshEndpoint, Pool};
 
 use crate::fill::swarm;
 use crate::metrics::FillMetrics;
-use crate::rate::TokenBucket;
 use crate::serve::Server;
 use crate::store::{ChunkWriter, Store};
+use fillmesh_net::rate::TokenBucket;
 
 /// While fill summaries stand in for heartbeats, a heartbeat still goes every this many
 /// intervals, with its figures.
@@ -99,7 +99,7 @@ struct TrackerLink {
 impl TrackerLink {
     /// Whether this tracker owns `title` among `live` (all titles without a fleet).
     fn owns(&self, title: &TitleId, live: &[NodeId]) -> bool {
-        live.is_empty() || fleet::owner(title, live).is_some_and(|o| o.as_str() == self.peer.to_string())
+        live.is_empty() || ownership::owner(title, live).is_some_and(|o| o.as_str() == self.peer.to_string())
     }
 
     /// The tracker's epoch, seen in an answer: when it is not that of our fills, they are

@@ -21,8 +21,8 @@ use fillmesh_net::{close, rpc, trust, MeshEndpoint, Router, Trust};
 use fillmesh_protocol::ALPN;
 
 use super::ChunkSource;
-use crate::rate::TokenBucket;
 use crate::store::StoreError;
+use fillmesh_net::rate::TokenBucket;
 
 /// Serving limits.
 #[derive(Debug, Clone)]

@@ -28,8 +28,8 @@ use tracing::{debug, Instrument};
 
 use super::range::{self, RangeRequest};
 use super::ChunkSource;
-use crate::rate::TokenBucket;
 use crate::store::StoreError;
+use fillmesh_net::rate::TokenBucket;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 

@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
 
 use super::{Scrubbed, Store, StoreError};
-use crate::rate::TokenBucket;
+use fillmesh_net::rate::TokenBucket;
 
 /// How fast and how often the scrub runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,26 +15,9 @@ use std::net::SocketAddr;
 use fillmesh_protocol::{NodeId, TitleId};
 use serde::Serialize;
 
-use super::hash;
 use super::Tracker;
 
-/// The weight of `tracker` for `title`: a fixed, seedless mix of both, identical in every
-/// process and version that keeps this function.
-pub fn weight(title: &TitleId, tracker: &NodeId) -> u64 {
-    hash::mix(
-        hash::bytes(0, title.as_bytes()),
-        hash::bytes(0x7472_6163_6b65_7273, tracker.as_str().as_bytes()),
-    )
-}
-
-/// The live tracker that owns `title`: the one of highest [`weight`] (ties, which need two
-/// equal 64-bit weights, go to the smaller id). `None` when `live` is empty.
-pub fn owner<'a, I>(title: &TitleId, live: I) -> Option<&'a NodeId>
-where
-    I: IntoIterator<Item = &'a NodeId>,
-{
-    live.into_iter().max_by(|a, b| weight(title, a).cmp(&weight(title, b)).then_with(|| b.cmp(a)))
-}
+pub use fillmesh_protocol::ownership::{owner, weight};
 
 /// A tracker of the fleet, as its record in etcd names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

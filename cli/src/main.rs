@@ -1,10 +1,14 @@
 //! The `fillmesh` command line: clap and dispatch. Each command lives in
-//! `fillmesh_node::cli::<command>`.
+//! [`commands`]`::<command>`: its arguments and its `run`; the testbed's machinery (network
+//! namespaces, shaped links, the delay element) in [`testbed`].
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fillmesh_node::cli::{self, runtime};
+mod commands;
+mod testbed;
+
+use commands::{self as cli, runtime};
 
 /// mimalloc keeps freed chunk buffers for reuse instead of returning them to the kernel
 /// after each chunk: glibc's allocator page-faulted every fresh 1 MiB buffer.

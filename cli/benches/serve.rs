@@ -2,7 +2,7 @@
 //! same bytes unverified, in the same run: to players (`fillmesh play` over HTTP/3) and to
 //! peers (`fillmesh fetch` over the mesh).
 //!
-//! `cargo bench -p fillmesh-node --bench serve [-- SIZE_MIB RUNS]` (defaults: 256 MiB, 5 runs).
+//! `cargo bench -p fillmesh-cli --bench serve [-- SIZE_MIB RUNS]` (defaults: 256 MiB, 5 runs).
 //! Two nodes run in this process on 127.0.0.1, each holding the title (1 MiB chunks, in the
 //! page cache: the cost of verification is the largest share of a read there). One serves
 //! from its store as the binary does; the other from [`Unverified`], a double that reads the

@@ -8,9 +8,9 @@ use fillmesh_net::{identity, say, TransportLimits};
 use libp2p_identity::PeerId;
 
 use super::{runtime, shutdown_signal, units};
-use crate::daemon::{self, NodeConfig};
-use crate::serve::ServeLimits;
-use crate::store::scrub::ScrubConfig;
+use fillmesh_node::daemon::{self, NodeConfig};
+use fillmesh_node::serve::ServeLimits;
+use fillmesh_node::store::scrub::ScrubConfig;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {

@@ -15,9 +15,9 @@ use super::{is_stdout, report};
 use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
 use libp2p_identity::PeerId;
 
-use crate::fill::fetch::{Destination, Observer};
-use crate::fill::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport};
-use crate::store::{Exported, OutFile, Store, StoreError};
+use fillmesh_node::fill::fetch::{Destination, Observer};
+use fillmesh_node::fill::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport};
+use fillmesh_node::store::{Exported, OutFile, Store, StoreError};
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {

@@ -1,4 +1,5 @@
-//! The upload rate cap: one token bucket shared by every peer a node serves.
+//! Rate caps: one token bucket shared by every peer a node serves (its upload), or by a
+//! player's requests (a bitrate).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

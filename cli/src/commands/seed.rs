@@ -1,4 +1,4 @@
-//! `fillmesh seed`: hands a file to a running origin (see [`crate::origin::seed`]) and prints
+//! `fillmesh seed`: hands a file to a running origin (see [`fillmesh_node::origin::seed`]) and prints
 //! the title id.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use clap::Args;
 use fillmesh_net::say;
 
 use super::units;
-use crate::origin::{seed, Seeded};
+use fillmesh_node::origin::{seed, Seeded};
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {

@@ -1,7 +1,7 @@
 //! One node fills a title from another across two processes on loopback, against a raw quinn
 //! transfer of the same size between two processes, in the same run.
 //!
-//! `cargo bench -p fillmesh-node --bench fill [-- SIZE_MIB RUNS IN_FLIGHT]` (defaults: 1024 MiB,
+//! `cargo bench -p fillmesh-cli --bench fill [-- SIZE_MIB RUNS IN_FLIGHT]` (defaults: 1024 MiB,
 //! 3 runs, 4 chunks in flight: `fillmesh fetch`'s default). `-- raw SIZE_MIB RUNS` times only
 //! the raw transfers (to profile the baseline alone).
 //! The fill is `fillmesh fetch` from a `fillmesh node --origin`: TLS, framing, verification of

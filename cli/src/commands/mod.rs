@@ -1,5 +1,6 @@
 //! The commands of the `fillmesh` binary, one module each: its clap arguments and its `run`.
-//! `main.rs` only parses and dispatches. The player client (`play`) and the demo live here.
+//! `main.rs` only parses and dispatches. The player client itself is `fillmesh_player`;
+//! `play` here is its arguments and its report.
 
 pub mod demo;
 pub mod fetch;
@@ -8,15 +9,11 @@ pub mod node;
 pub mod play;
 pub mod seed;
 pub mod status;
-pub mod steer_cache;
 pub mod testbed;
 pub mod tracker;
 pub mod units;
 
-/// `--out -`: the title goes to standard output.
-pub(crate) fn is_stdout(out: &std::path::Path) -> bool {
-    out.as_os_str() == "-"
-}
+pub(crate) use fillmesh_player::is_stdout;
 
 /// One line of a command's report: on standard output, or on standard error when the title
 /// itself goes to standard output.

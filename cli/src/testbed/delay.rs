@@ -94,6 +94,8 @@ impl PathTable {
         (src < self.nodes && dst < self.nodes).then(|| self.lane_of[src * self.nodes + dst] as usize)
     }
 
+    /// The one-way delay from node `src` to node `dst` (the tests check the table with it).
+    #[cfg(test)]
     pub fn delay(&self, src: usize, dst: usize) -> Duration {
         self.lanes[self.lane_of[src * self.nodes + dst] as usize]
     }
