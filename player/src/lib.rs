@@ -121,7 +121,7 @@ async fn play_from(
         failovers: 0,
         misses: 0,
     };
-    let targets = Targets::new(list, opts, title);
+    let targets = Targets::new(list, opts, title, started);
     let mut next_write = 0u32;
     let result = async {
         let manifest = targets.manifest().await?;

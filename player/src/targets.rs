@@ -70,19 +70,25 @@ pub(crate) struct Targets<'a> {
     dropped: Vec<std::cell::Cell<bool>>,
     pub(crate) opts: &'a PlayOptions,
     title: TitleId,
+    /// When the play started: the phases' marks in the debug log count from it.
+    started: Instant,
+    /// The first session's `connected` mark has been logged.
+    logged_connect: std::cell::Cell<bool>,
     pub(crate) failovers: std::cell::Cell<u32>,
     pub(crate) misses: std::cell::Cell<u32>,
     last_error: std::cell::RefCell<Option<anyhow::Error>>,
 }
 
 impl<'a> Targets<'a> {
-    pub(crate) fn new(list: Vec<Target>, opts: &'a PlayOptions, title: TitleId) -> Self {
+    pub(crate) fn new(list: Vec<Target>, opts: &'a PlayOptions, title: TitleId, started: Instant) -> Self {
         Self {
             sessions: list.iter().map(|_| tokio::sync::OnceCell::new()).collect(),
             dropped: list.iter().map(|_| std::cell::Cell::new(false)).collect(),
             list,
             opts,
             title,
+            started,
+            logged_connect: std::cell::Cell::new(false),
             failovers: std::cell::Cell::new(0),
             misses: std::cell::Cell::new(0),
             last_error: std::cell::RefCell::new(None),
@@ -105,7 +111,13 @@ impl<'a> Targets<'a> {
             return None;
         }
         match self.sessions[k].get_or_try_init(|| Session::open(&self.list[k], self.opts.bind)).await {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                // The ttfb benchmark reads this phase's mark (the first `connected`).
+                if !self.logged_connect.replace(true) {
+                    debug!(ms = self.started.elapsed().as_secs_f64() * 1e3, appliance = %self.list[k].peer_id, "connected");
+                }
+                Some(s)
+            }
             Err(e) => {
                 self.drop_target(k, e.context("cannot connect"));
                 None
