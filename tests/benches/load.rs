@@ -33,7 +33,7 @@
 //! at 2,000: 212 MB/s for the fleet). What is left is per request: QUIC, TLS, the kernel's
 //! UDP and the runtime, about 95 us a request, each on its own stream.
 //!
-//! The fill rates are the simulator's (`fillmesh sim --strategy swarm --appliances 1000`, per
+//! The fill rates are the simulator's (`fillmesh sim --strategy fillmesh --appliances 1000`, per
 //! appliance per second of fill; 1 GiB, 1 MiB chunks, 1 Gbit/s up, 2 Gbit/s down, the fill
 //! within 1.08x of its bound): 1.051 summaries of 100.7 runs each, 0.1175 plans, no failure
 //! reports and no epoch notices, over 120.3 chunks gained. Per appliance they hardly depend on
