@@ -1,7 +1,7 @@
 //! Tracker load: one `fillmesh tracker` process holding N real QUIC connections, each an
 //! emulated appliance with its own libp2p identity, sent the steady-state message mix of a
 //! fleet filling at 1 Gbit/s; the tracker's CPU seconds per second from /proc, extrapolated to
-//! 10,000 appliances (DESIGN.md's target: under one core).
+//! 10,000 appliances (README.md, "Performance targets": under one core).
 //!
 //! `cargo bench -p fillmesh-tests --bench load [-- N SECONDS]` (default 2000 20). Every
 //! connection is dialled from this process over 8 client UDP sockets (quinn multiplexes the
