@@ -8,7 +8,7 @@
 //! every chunk, positioned writes and their syncs (group commits) included. The raw transfer is one
 //! QUIC stream carrying the same number of bytes with the same TLS and transport settings,
 //! received into memory and dropped. The bench re-runs itself as the raw sender.
-//! Then appliance to appliance (DESIGN.md's wording of the target): the node that did the last
+//! Then appliance to appliance (README.md, "Performance targets"): the node that did the last
 //! fill serves the title to new fetchers, once from disk (its chunks were written around the
 //! page cache) and then from a warm cache; their median and the first are reported.
 //! Last, whole `fillmesh fetch --out FILE` processes as a user runs them: wall time from start

@@ -1,6 +1,11 @@
 //! The wire messages of the mesh (appliance <-> appliance) and of the tracker API
-//! (appliance or origin <-> tracker). One request per bidirectional stream; chunk bytes follow
-//! their [`ChunkHeader`] raw, outside the frame, bounded by the manifest's chunk length.
+//! (appliance or origin <-> tracker, and tracker <-> tracker in a fleet). One request per
+//! bidirectional stream; chunk bytes follow their [`ChunkHeader`] raw, outside the frame,
+//! bounded by the manifest's chunk length.
+//!
+//! Every variant is sent by some node (appliance, origin, tracker or `fillmesh fetch`) except
+//! where its doc says otherwise. The wire has no compatibility promise yet: a variant's number
+//! is its position, so removing one renumbers the ones after it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,9 +31,9 @@ pub const MAX_TEXT: usize = 256;
 pub const MAX_LABEL: usize = 64;
 /// Most client prefixes one appliance may serve.
 pub const MAX_PREFIXES: usize = 64;
-/// Most sources offered for one chunk.
+/// Most sources the per-chunk planner offers for one chunk ([`Assignment`]).
 pub const MAX_SOURCES: usize = 8;
-/// Most assignments in one plan.
+/// Most assignments in one plan of the per-chunk planner.
 pub const MAX_ASSIGNMENTS: usize = 1024;
 /// Most appliances in one steering answer.
 pub const MAX_TARGETS: usize = 32;
@@ -132,10 +137,10 @@ pub enum MeshRequest {
         title: TitleId,
         index: u32,
     },
-    /// Which chunks of this title do you hold? Every node answers it; no fill asks it yet
-    /// (the fills ask sources for chunks and take `NotHeld`). Kept, not removed: removing a
-    /// response variant renumbers the ones after it on the wire, and the parents' held
-    /// bitmaps of the swarming fill (DESIGN "Fill, next") start from this exchange.
+    /// Which chunks of this title do you hold? Answered `Held` (or `UnknownTitle`). No node
+    /// sends it: a fill learns its parents' holdings from [`MeshRequest::Subscribe`], whose
+    /// first answer is the same `Held`. Every node's mesh server answers it, and the fault
+    /// tests (`tests/tests/faults.rs`) use it as a one-shot probe of an appliance's trust gate.
     Held {
         title: TitleId,
     },
@@ -267,7 +272,12 @@ pub enum TrackerRequest {
     Register(Registration),
     Heartbeat(Heartbeat),
     /// Every chunk of `title` the sender holds verified (a whole bitmap, so a report that is
-    /// lost or repeated does no harm), and the chunks fetched since the last report.
+    /// lost or repeated does no harm), and the chunks fetched since the last report. Nodes
+    /// send it when the tracker must learn a title's whole held map (on registering and
+    /// publishing, when the title changes owner, when damage is found, after an eviction, at
+    /// a fill's end, when a fill's gains are too scattered for one summary), always with
+    /// `fetched` empty: what a fill fetched goes in [`TrackerRequest::FillSummary`]. Only the
+    /// simulator's `per-chunk` strategy fills `fetched`, through the core, not the wire.
     ReportHeld {
         title: TitleId,
         held: ChunkBitmap,
@@ -280,14 +290,10 @@ pub enum TrackerRequest {
         source: NodeId,
         kind: FailureKind,
     },
-    /// The next batch of work for the sender, at most `max` assignments.
-    Plan {
-        max: u16,
-    },
-    /// Steering over the mesh API. The tracker answers it; players steer over HTTP
-    /// (`GET /steer`), so no node sends it yet. Kept for trackers that ask the title's owner
-    /// (DESIGN "Several trackers"), and because removing it would renumber the variants after
-    /// it on the wire.
+    /// Steering between the trackers of a fleet: a tracker asked `GET /steer` for a title it
+    /// does not own asks the title's owner with this (README, "Several trackers: one fleet in
+    /// etcd", steering anywhere). Appliances and origins never send it; players steer over
+    /// HTTP.
     Steer {
         title: TitleId,
         client_ip: IpAddr,
@@ -323,7 +329,7 @@ impl Message for TrackerRequest {
     const MAX_BODY: usize = MANIFEST_BYTES + MAX_TEXT + 128 + MAX_FETCHED * (5 + 1 + NodeId::MAX_LEN);
 }
 
-/// A node to fetch from.
+/// A node to fetch from, in an [`Assignment`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     pub node: NodeId,
@@ -331,7 +337,9 @@ pub struct Source {
     pub role: Role,
 }
 
-/// Fetch `chunk` of `title` from the first of `sources` that answers.
+/// Fetch `chunk` of `title` from the first of `sources` that answers: the per-chunk
+/// planner's answer (`fillmesh_tracker::core::Tracker::plan`, which the simulator's
+/// `per-chunk` strategy drives). No longer on the wire: no node runs that planner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub title: TitleId,
@@ -397,15 +405,6 @@ pub enum TrackerResponse {
         heartbeat_interval_ms: u32,
     },
     Ack,
-    Plan {
-        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_ASSIGNMENTS>")]
-        assignments: Vec<Assignment>,
-        /// When the plan is empty: ask again after this long.
-        retry_after_ms: u32,
-        /// Titles to delete now: the tracker no longer counts this appliance as holding them.
-        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_EVICT>")]
-        evict: Vec<TitleId>,
-    },
     Steer {
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TARGETS>")]
         targets: Vec<SteerTarget>,
@@ -423,7 +422,8 @@ pub enum TrackerResponse {
     },
     Error(ErrorReply),
     /// The fills of an appliance: a plan per title it is to fill (and does not hold whole),
-    /// the titles to delete first to make room, and the epoch they come from.
+    /// the titles to delete first to make room (the tracker no longer counts this appliance
+    /// as holding them), and the epoch they come from.
     Fills {
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_FILLS>")]
         plans: Vec<FillPlan>,

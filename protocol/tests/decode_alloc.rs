@@ -99,8 +99,10 @@ fn decoding_allocates_in_proportion_to_the_input() {
 
     // Hostile inputs: tiny frames that claim long sequences (element counts just under and
     // far over each field's limit, and absurd ones) with no elements behind them.
+    // A variant's tag is its position: take the catalog's from an encoded one.
+    let catalog_tag = postcard::to_allocvec(&TrackerResponse::Catalog { titles: Vec::new() }).unwrap()[0];
     for claim in [60u64, 63, 64, 1000, 8191, 8192, 8193, 1 << 20, 1 << 31, u64::MAX >> 1] {
-        let mut catalog = vec![5u8]; // TrackerResponse::Catalog
+        let mut catalog = vec![catalog_tag]; // TrackerResponse::Catalog
         catalog.extend(varint(claim));
         let mut held = vec![3u8]; // MeshResponse::Held
         held.extend([7u8; 32]);

@@ -187,16 +187,6 @@ fn the_largest_legal_messages_fit_their_bounds() {
         cert_sha256: Some([0xff; 32]),
     }))
     .unwrap();
-    let source = Source { node: node.clone(), addr, role: Role::Appliance };
-    frame::encode(&TrackerResponse::Plan {
-        assignments: vec![
-            Assignment { title, chunk: u32::MAX, sources: vec![source; MAX_SOURCES] };
-            MAX_ASSIGNMENTS
-        ],
-        retry_after_ms: u32::MAX,
-        evict: vec![title; MAX_EVICT],
-    })
-    .unwrap();
     frame::encode(&MeshResponse::Have { title, chunks: vec![u32::MAX; MAX_HAVES] }).unwrap();
     frame::encode(&TrackerRequest::FillSummary {
         title,
@@ -248,12 +238,12 @@ fn over_long_fields_are_refused() {
     });
     let body = postcard::to_allocvec(&reg).unwrap();
     assert!(matches!(decode_body::<TrackerRequest>(&body), Err(FrameError::Malformed { .. })));
-    let plan = TrackerResponse::Plan {
-        assignments: Vec::new(),
-        retry_after_ms: 0,
+    let fills = TrackerResponse::Fills {
+        plans: Vec::new(),
         evict: vec![TitleId::from_bytes([1; 32]); MAX_EVICT + 1],
+        epoch: 0,
     };
-    let body = postcard::to_allocvec(&plan).unwrap();
+    let body = postcard::to_allocvec(&fills).unwrap();
     assert!(matches!(decode_body::<TrackerResponse>(&body), Err(FrameError::Malformed { .. })));
 }
 

@@ -1,5 +1,5 @@
 //! Scale: 10,000 appliances (4 regions x 4 sites) fill a 10 GiB title in 16 MiB chunks with
-//! the swarm strategy (the fill the node runs: the tracker's fill layouts and each
+//! the fillmesh strategy (the fill the node runs: the tracker's fill layouts and each
 //! appliance's own `fillmesh_swarm::Swarm`). Prints wall time, events per second, peak memory
 //! (VmHWM) and the fill figures (tracker messages per chunk, cross-region bytes against their
 //! floor); asserts nothing about speed.
@@ -30,12 +30,12 @@ fn main() {
     sc.validate().unwrap();
     let b = bounds::compute(&sc, &sim::place(&sc));
     println!(
-        "scale: {n} appliances, 10 GiB title, 16 MiB chunks ({} chunks), {} chunk transfers, swarm",
+        "scale: {n} appliances, 10 GiB title, 16 MiB chunks ({} chunks), {} chunk transfers, fillmesh",
         sc.chunks(),
         sc.chunks() * n as u64
     );
     let started = Instant::now();
-    let o = run(&sc, Strategy::Swarm, &Options::default(), None);
+    let o = run(&sc, Strategy::Fillmesh, &Options::default(), None);
     let wall = started.elapsed().as_secs_f64();
     let r = StrategyReport::new(&o, &sc, b.bound_s, wall);
     println!("wall time        {wall:.2} s");

@@ -9,10 +9,11 @@ use anyhow::Context;
 use crate::bounds;
 use crate::report::{Report, Spread, StrategyReport};
 use crate::scenario::Scenario;
-use crate::sim::{self, Options, Strategy};
+use crate::sim::{self, Options, Strategy, StrategyError};
 use crate::units::{parse_rate, parse_size};
 
-/// Simulate filling a title over thousands of appliances with the tracker's own planner.
+/// Simulate filling a title over thousands of appliances with the tracker's own fill layouts
+/// and each appliance's swarm, as the node does.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
     /// A TOML scenario (topology, capacities, events); flags below override it.
@@ -30,8 +31,9 @@ pub struct SimArgs {
     /// Seed of every random choice (placement, failures, players, planner ties).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Which strategies to run.
-    #[arg(long, default_value = "all", value_parser = ["origin", "tiered", "fillmesh", "swarm", "all"])]
+    /// Which strategies to run: origin, tiered, per-chunk (the planner the node no longer
+    /// runs, kept as a contrast), fillmesh (the fill the node ships), or all of them.
+    #[arg(long, value_name = "NAME", default_value = "all", value_parser = parse_strategy)]
     pub strategy: String,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
@@ -108,14 +110,17 @@ impl SimArgs {
     }
 
     pub fn strategies(&self) -> Vec<Strategy> {
-        match self.strategy.as_str() {
-            "origin" => vec![Strategy::Origin],
-            "tiered" => vec![Strategy::Tiered],
-            "fillmesh" => vec![Strategy::Fillmesh],
-            "swarm" => vec![Strategy::Swarm],
-            _ => Strategy::ALL.to_vec(),
-        }
+        // `parse_strategy` lets through a strategy's name or `all`.
+        Strategy::from_name(&self.strategy).map_or_else(|_| Strategy::ALL.to_vec(), |s| vec![s])
     }
+}
+
+/// `--strategy`: a strategy's name or `all`; an old name is refused with the one it has now.
+fn parse_strategy(name: &str) -> Result<String, StrategyError> {
+    if name != "all" {
+        Strategy::from_name(name)?;
+    }
+    Ok(name.to_owned())
 }
 
 /// Runs the strategies over one scenario and builds the report.

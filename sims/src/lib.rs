@@ -1,7 +1,9 @@
 //! fillmesh-sims: a deterministic discrete-event simulator that fills a title over thousands
-//! of appliances with the tracker's own planner ([`fillmesh_tracker::core::Tracker`], driven
-//! through its public API), next to the `origin` and `tiered` strategies, on a flow-level
-//! max-min fair network model, and measures each against the Kumar-Ross and cut-set bounds.
+//! of appliances as the node does (`fillmesh`: the tracker's own fill layouts from
+//! [`fillmesh_tracker::core::Tracker`], driven through its public API, and each appliance's
+//! `fillmesh_swarm::Swarm`), next to the `origin`, `tiered` and retired `per-chunk`
+//! strategies, on a flow-level max-min fair network model, and measures each against the
+//! Kumar-Ross and cut-set bounds.
 
 pub mod bounds;
 pub mod cli;
@@ -14,4 +16,4 @@ pub mod sim;
 pub mod units;
 
 pub use scenario::Scenario;
-pub use sim::{run, Options, Outcome, Strategy};
+pub use sim::{run, Options, Outcome, Strategy, StrategyError};

@@ -56,12 +56,12 @@ pub struct StrategyReport {
     pub plan_calls: u64,
     /// Every message to or from the tracker over the chunks transferred.
     pub tracker_messages_per_chunk: f64,
-    /// Swarm: the tracker messages by kind, each per appliance per second of its fill
+    /// Fillmesh: the tracker messages by kind, each per appliance per second of its fill
     /// (publish to completion), the rates the tracker load benchmark sends.
     pub tracker_mix: Option<TrackerMix>,
 }
 
-/// Swarm: what appliances send the tracker while they fill, per appliance per second of
+/// Fillmesh: what appliances send the tracker while they fill, per appliance per second of
 /// fill. Heartbeats are not simulated (one a second per appliance, filling or not).
 #[derive(Debug, Clone, Serialize)]
 pub struct TrackerMix {
@@ -412,6 +412,7 @@ fn color(name: &str) -> &'static str {
     match name {
         "origin" => "#d62728",
         "tiered" => "#ff7f0e",
+        "per-chunk" => "#9467bd",
         _ => "#1f77b4",
     }
 }

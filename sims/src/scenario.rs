@@ -57,19 +57,20 @@ pub struct Scenario {
     /// Request-to-first-byte delay per source class (same site, same region, cross-region,
     /// origin), in seconds.
     pub latency_s: [f64; 4],
-    /// Chunk fetches an appliance keeps in flight (origin and tiered strategies; fillmesh
-    /// uses the tracker's `max_inflight_per_appliance`, which is set to the same value).
+    /// Chunk fetches an appliance keeps in flight (origin and tiered strategies, and each
+    /// fillmesh appliance's swarm; per-chunk uses the tracker's `max_inflight_per_appliance`,
+    /// which is set to the same value).
     pub max_inflight: usize,
-    /// How long a fillmesh appliance whose plan came up short waits before asking again
+    /// How long a per-chunk appliance whose plan came up short waits before asking again
     /// (unless a completion elsewhere wakes it first: see `wake_per_completion`).
     pub replan_s: f64,
-    /// Fillmesh: appliances whose plan came up short wait in a queue; each completed chunk
+    /// Per-chunk: appliances whose plan came up short wait in a queue; each completed chunk
     /// wakes this many of them to plan again (a source slot and a new holder just appeared).
     pub wake_per_completion: usize,
-    /// Fillmesh: a busy appliance plans again only once this many fetch slots are free.
+    /// Per-chunk: a busy appliance plans again only once this many fetch slots are free.
     pub plan_batch: usize,
-    /// Requests the origin serves at once in the origin and tiered strategies (more wait in
-    /// a queue). Tiered masters serve the tracker's slot count for their upload.
+    /// Requests the origin serves at once in the origin, tiered and fillmesh strategies (more
+    /// wait in a queue). Tiered masters serve the tracker's slot count for their upload.
     pub origin_slots: u32,
     /// When the origin publishes the title (seconds); completion times count from here.
     pub publish_at_s: f64,

@@ -1,4 +1,4 @@
-//! The discrete-event engine and the three fill strategies.
+//! The discrete-event engine and the fill strategies.
 //!
 //! Time is integer nanoseconds; the event queue is a heap ordered by (time, sequence number),
 //! so simultaneous events run in the order they were scheduled. All randomness comes from the
@@ -26,33 +26,64 @@ use crate::rng::Rng;
 use crate::scenario::Scenario;
 
 pub const NS: u64 = 1_000_000_000;
-/// Swarm: how often an appliance sends the tracker its summary while it fills.
+/// Fillmesh: how often an appliance sends the tracker its summary while it fills.
 const REPORT_EVERY: u64 = NS;
 
 /// How appliances fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Every appliance pulls the whole title from the origin.
     Origin,
     /// One fill master per region pulls from the origin; the others pull from their master.
     Tiered,
-    /// The tracker's planner, driven through its public API.
+    /// The retired per-chunk planner (`Tracker::plan`, driven through its public API): the
+    /// tracker assigns every chunk a source and hears of every chunk fetched. The node no
+    /// longer runs it; it is kept as the contrast to [`Strategy::Fillmesh`] (at 1,000
+    /// appliances, 21x the cross-region floor and 4.1 tracker messages per chunk).
+    PerChunk,
+    /// The fill the node ships: the tracker's fill layouts (parents, origin and import ranges
+    /// per appliance) and each appliance's own [`Swarm`] among its parents, the tracker out of
+    /// the chunk path.
     Fillmesh,
-    /// The tracker's fill layouts (parents, origin and import ranges per appliance) and each
-    /// appliance's own [`Swarm`] among its parents: the tracker out of the chunk path.
-    Swarm,
+}
+
+/// A strategy name `fillmesh sim` does not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StrategyError {
+    /// A name a strategy had before it was renamed.
+    #[error("`{old}` is now called `{new}`")]
+    Renamed { old: &'static str, new: &'static str },
+    #[error("unknown strategy `{0}`: one of origin, tiered, per-chunk, fillmesh")]
+    Unknown(String),
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 4] = [Strategy::Origin, Strategy::Tiered, Strategy::Fillmesh, Strategy::Swarm];
+    /// In the order they run (`--strategy all`), the shipped fill last.
+    pub const ALL: [Strategy; 4] =
+        [Strategy::Origin, Strategy::Tiered, Strategy::PerChunk, Strategy::Fillmesh];
+
+    /// Names strategies had before: the shipped fill was `swarm` until it became the only fill
+    /// the node runs and took the project's name from the per-chunk planner.
+    const RENAMED: [(&'static str, Strategy); 1] = [("swarm", Strategy::Fillmesh)];
 
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Origin => "origin",
             Strategy::Tiered => "tiered",
+            Strategy::PerChunk => "per-chunk",
             Strategy::Fillmesh => "fillmesh",
-            Strategy::Swarm => "swarm",
+        }
+    }
+
+    /// The strategy called `name`; an old name is refused with the one it has now.
+    pub fn from_name(name: &str) -> Result<Strategy, StrategyError> {
+        if let Some(s) = Self::ALL.into_iter().find(|s| s.name() == name) {
+            return Ok(s);
+        }
+        match Self::RENAMED.iter().find(|(old, _)| *old == name) {
+            Some(&(old, s)) => Err(StrategyError::Renamed { old, new: s.name() }),
+            None => Err(StrategyError::Unknown(name.to_owned())),
         }
     }
 }
@@ -80,7 +111,7 @@ enum Ev {
     Recover(u32),
     Crowd(u32),
     Retry(u32),
-    /// A swarm appliance's periodic summary to the tracker.
+    /// A fillmesh appliance's periodic summary to the tracker.
     Report(u32),
 }
 
@@ -127,7 +158,7 @@ struct Node {
     /// Fetches cut off by this node's own failure, reported to the tracker on recovery.
     lost: Vec<(u32, u32)>,
     players: u32,
-    /// Swarm: this appliance's fill, its parents (by the fill's parent index) and the
+    /// Fillmesh: this appliance's fill, its parents (by the fill's parent index) and the
     /// children subscribed to it (child, the parent index it has in the child's fill).
     swarm: Option<Swarm>,
     parents: Vec<u32>,
@@ -158,7 +189,7 @@ struct Transfer {
     kind: Kind,
     /// The player's own cap, for player sessions.
     player_res: Option<ResId>,
-    /// Swarm: the source's parent index in the receiver's fill.
+    /// Fillmesh: the source's parent index in the receiver's fill.
     slot: u32,
 }
 
@@ -183,7 +214,7 @@ pub struct Outcome {
     pub players_from_appliances: usize,
     /// Players whose session ran at full bitrate (finished within 1% of its duration).
     pub players_smooth: usize,
-    /// The tracker's own byte accounting (fillmesh), keyed like `bytes_by_class`.
+    /// The tracker's own byte accounting (per-chunk and fillmesh), keyed like `bytes_by_class`.
     pub tracker_bytes_by_class: Option<[u64; 4]>,
     /// Largest set of resources re-solved at once, and the number of global re-solves.
     pub max_local_solve: usize,
@@ -196,7 +227,7 @@ pub struct Outcome {
     /// transfers completed.
     pub tracker_messages: u64,
     pub chunks_transferred: u64,
-    /// Swarm: the tracker messages by kind: summaries sent, the chunk runs they carried in
+    /// Fillmesh: the tracker messages by kind: summaries sent, the chunk runs they carried in
     /// all, failure reports (a parent lost), and answers that carried a new epoch.
     pub summaries: u64,
     pub summary_runs: u64,
@@ -211,7 +242,7 @@ pub struct Options {
     pub check_capacity: bool,
     /// Compare each local re-solve with a global one (slow: small topologies only).
     pub check_global: bool,
-    /// Validate the tracker's internal counts at the end (fillmesh).
+    /// Validate the tracker's internal counts at the end (per-chunk and fillmesh).
     pub validate_tracker: bool,
     /// Record a [`Sample`] of the fleet's state this often (simulated seconds).
     pub sample_every_s: Option<f64>,
@@ -290,7 +321,7 @@ struct Sim<'a> {
     region_out: Option<Vec<ResId>>,
     region_in: Option<Vec<ResId>>,
     tracker: Option<Tracker>,
-    /// Fillmesh appliances whose last plan came up short, oldest first.
+    /// Per-chunk appliances whose last plan came up short, oldest first.
     hungry: VecDeque<u32>,
     title: TitleId,
     ids: Vec<NodeId>,
@@ -445,7 +476,7 @@ impl<'a> Sim<'a> {
                 }
             })
             .collect();
-        let tracker = matches!(strategy, Strategy::Fillmesh | Strategy::Swarm).then(|| {
+        let tracker = matches!(strategy, Strategy::PerChunk | Strategy::Fillmesh).then(|| {
             let far = 1u64 << 50;
             Tracker::new(Config {
                 // The simulator reports failures itself (lost / re-register), so heartbeats
@@ -706,7 +737,7 @@ impl<'a> Sim<'a> {
             t.report_held(now, &self.ids[0], self.title, full, &[]).unwrap_or_else(|e| panic!("{e}"));
         }
         for n in 1..self.nodes.len() as u32 {
-            if self.strategy == Strategy::Swarm {
+            if self.strategy == Strategy::Fillmesh {
                 self.fetch_plan(n);
                 self.schedule(self.now + REPORT_EVERY, Ev::Report(n));
             }
@@ -749,8 +780,8 @@ impl<'a> Sim<'a> {
                 let is_master = self.masters[region] == n;
                 self.want_sequential(n, !is_master);
             }
-            Strategy::Fillmesh => self.want_plan(n),
-            Strategy::Swarm => {
+            Strategy::PerChunk => self.want_plan(n),
+            Strategy::Fillmesh => {
                 // Every parent, starting at a different one each time: the first parents
                 // in the list would otherwise take every free request slot.
                 let count = self.nodes[n as usize].parents.len() as u32;
@@ -795,7 +826,7 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Fillmesh: ask the tracker's planner for as many assignments as there are free slots.
+    /// Per-chunk: ask the tracker's planner for as many assignments as there are free slots.
     fn want_plan(&mut self, n: u32) {
         let inflight = self.nodes[n as usize].inflight;
         let free = (self.sc.max_inflight as u32).saturating_sub(inflight);
@@ -831,7 +862,7 @@ impl<'a> Sim<'a> {
 
     /// Asks `src` for chunk `c` on behalf of `dst`. The request takes the latency of its
     /// class to arrive; a slot-limited source (origin and tiered strategies) then queues it
-    /// while all its slots are busy. The tracker itself limits fillmesh sources.
+    /// while all its slots are busy. The tracker itself limits per-chunk sources.
     fn request(&mut self, dst: u32, src: u32, c: u32) {
         self.request_slot(dst, src, c, 0);
     }
@@ -975,13 +1006,13 @@ impl<'a> Sim<'a> {
     }
 
     /// Whether `src` serves at most its upload slots at once, queueing further requests:
-    /// every source under origin and tiered; under swarm, the origin (a real one answers
-    /// `Busy` past its slots). Under fillmesh the tracker limits sources itself.
+    /// every source under origin and tiered; under fillmesh, the origin (a real one answers
+    /// `Busy` past its slots). Under per-chunk the tracker limits sources itself.
     fn slot_limited(&self, src: u32) -> bool {
         match self.strategy {
             Strategy::Origin | Strategy::Tiered => true,
-            Strategy::Fillmesh => false,
-            Strategy::Swarm => src == 0,
+            Strategy::PerChunk => false,
+            Strategy::Fillmesh => src == 0,
         }
     }
 
@@ -1008,7 +1039,7 @@ impl<'a> Sim<'a> {
             node.held_count += 1;
         }
         let full = node.held_count == self.chunks;
-        if let Some(t) = self.tracker.as_mut().filter(|_| self.strategy == Strategy::Fillmesh) {
+        if let Some(t) = self.tracker.as_mut().filter(|_| self.strategy == Strategy::PerChunk) {
             self.tracker_messages += 2;
             let now = self.now / 1_000_000;
             let fetched = [Fetched { chunk: c, source: self.ids[src as usize].clone() }];
@@ -1020,11 +1051,11 @@ impl<'a> Sim<'a> {
             self.nodes[n as usize].complete_at = Some(self.now);
             self.completion.push(self.now.saturating_sub(self.publish_ns));
             self.completed += 1;
-            if self.strategy == Strategy::Swarm {
+            if self.strategy == Strategy::Fillmesh {
                 self.report(n);
             }
         }
-        if self.strategy == Strategy::Swarm {
+        if self.strategy == Strategy::Fillmesh {
             self.have(n, c);
         }
         self.news(n);
@@ -1097,7 +1128,7 @@ impl<'a> Sim<'a> {
             d.inflight -= 1;
             d.requested.remove(chunk);
             d.cursor = d.cursor.min(chunk);
-            if self.strategy == Strategy::Swarm {
+            if self.strategy == Strategy::Fillmesh {
                 if dst != n {
                     // The child saw its parent vanish: dropped, reported at once.
                     if let Some(swarm) = self.nodes[dst as usize].swarm.as_mut() {
@@ -1128,7 +1159,7 @@ impl<'a> Sim<'a> {
         }
         self.nodes[n as usize].queue.clear();
         self.nodes[n as usize].busy = 0;
-        if self.strategy == Strategy::Swarm {
+        if self.strategy == Strategy::Fillmesh {
             // Its children lose a parent (their connections to it break); its own fill is
             // gone with it, and its parents forget it as a child.
             for (child, p) in std::mem::take(&mut self.nodes[n as usize].children) {
@@ -1190,7 +1221,7 @@ impl<'a> Sim<'a> {
             }
         }
         self.nodes[n as usize].lost.clear();
-        if self.strategy == Strategy::Swarm && self.published {
+        if self.strategy == Strategy::Fillmesh && self.published {
             self.nodes[n as usize].reported_complete = false;
             self.fetch_plan(n);
             self.schedule(self.now + REPORT_EVERY, Ev::Report(n));
@@ -1198,7 +1229,7 @@ impl<'a> Sim<'a> {
         self.news(n);
     }
 
-    /// Swarm: appliance `n` asks the tracker for its fill plan and follows it: the plan's
+    /// Fillmesh: appliance `n` asks the tracker for its fill plan and follows it: the plan's
     /// ranges replace the old ones, new parents are subscribed to (their held bitmap
     /// arrives), parents no longer named are dropped.
     fn fetch_plan(&mut self, n: u32) {
@@ -1253,7 +1284,7 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Swarm: parent `p` of appliance `n` may have work: ask the fill while it hands some out.
+    /// Fillmesh: parent `p` of appliance `n` may have work: ask the fill while it hands some out.
     fn want_from(&mut self, n: u32, p: u32) {
         let node = &self.nodes[n as usize];
         if !node.alive || node.complete_at.is_some() {
@@ -1269,7 +1300,7 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Swarm: `n` gained chunk `c`: a HAVE to each subscribed child (taken as arriving at
+    /// Fillmesh: `n` gained chunk `c`: a HAVE to each subscribed child (taken as arriving at
     /// once: it is a few bytes on an open stream, and the request it leads to still pays
     /// its latency); where it is news to a child (a chunk it wants, not yet advertised to
     /// it), the child asks that parent for work. Why only then: a HAVE for a chunk the child
@@ -1288,7 +1319,7 @@ impl<'a> Sim<'a> {
         self.nodes[n as usize].children = children;
     }
 
-    /// Swarm: the periodic summary (held chunks, bytes by class) one message to the
+    /// Fillmesh: the periodic summary (held chunks, bytes by class) one message to the
     /// tracker; a plan from an older layout is fetched again.
     fn report(&mut self, n: u32) {
         let node = &self.nodes[n as usize];
@@ -1323,8 +1354,8 @@ impl<'a> Sim<'a> {
     }
 
     /// A flash crowd: players in random sites, each steered to an appliance holding the title
-    /// (fillmesh: by the tracker's steering; otherwise nearest complete appliance), else the
-    /// origin.
+    /// (per-chunk and fillmesh: by the tracker's steering; otherwise nearest complete
+    /// appliance), else the origin.
     fn crowd(&mut self, idx: usize) {
         let c = self.sc.crowds[idx].clone();
         let sites = self.sc.sites() as u64;

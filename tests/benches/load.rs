@@ -1,7 +1,7 @@
 //! Tracker load: one `fillmesh tracker` process holding N real QUIC connections, each an
 //! emulated appliance with its own libp2p identity, sent the steady-state message mix of a
 //! fleet filling at 1 Gbit/s; the tracker's CPU seconds per second from /proc, extrapolated to
-//! 10,000 appliances (DESIGN.md's target: under one core).
+//! 10,000 appliances (README.md, "Performance targets": under one core).
 //!
 //! `cargo bench -p fillmesh-tests --bench load [-- N SECONDS]` (default 2000 20). Every
 //! connection is dialled from this process over 8 client UDP sockets (quinn multiplexes the
@@ -33,7 +33,7 @@
 //! at 2,000: 212 MB/s for the fleet). What is left is per request: QUIC, TLS, the kernel's
 //! UDP and the runtime, about 95 us a request, each on its own stream.
 //!
-//! The fill rates are the simulator's (`fillmesh sim --strategy swarm --appliances 1000`, per
+//! The fill rates are the simulator's (`fillmesh sim --strategy fillmesh --appliances 1000`, per
 //! appliance per second of fill; 1 GiB, 1 MiB chunks, 1 Gbit/s up, 2 Gbit/s down, the fill
 //! within 1.08x of its bound): 1.051 summaries of 100.7 runs each, 0.1175 plans, no failure
 //! reports and no epoch notices, over 120.3 chunks gained. Per appliance they hardly depend on

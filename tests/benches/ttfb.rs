@@ -1,4 +1,5 @@
-//! Player time to first byte on loopback, steering included (DESIGN.md's target: under 50 ms).
+//! Player time to first byte on loopback, steering included (README.md, "Performance targets":
+//! under 50 ms).
 //!
 //! `cargo bench -p fillmesh-tests --bench ttfb [-- PLAYS]` (default 20): a tracker, an origin
 //! and two appliances as real processes, a 32 MiB title filled, then `fillmesh play` run

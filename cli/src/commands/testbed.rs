@@ -172,7 +172,7 @@ async fn testbed(sc: &Scenario, path: &Path, args: &TestbedArgs) -> anyhow::Resu
         let sc = sc.clone();
         let opts = fillmesh_sims::Options { sample_every_s: Some(0.1), ..fillmesh_sims::Options::default() };
         // The fill the appliances run: the tracker's fills and the swarm.
-        move || fillmesh_sims::run(&sc, Strategy::Swarm, &opts, None)
+        move || fillmesh_sims::run(&sc, Strategy::Fillmesh, &opts, None)
     })
     .await?;
     let sim_side = Side::new(sim.completion_s.clone(), sc.appliances, sim.bytes_by_class);

@@ -191,7 +191,6 @@ pub fn tracker_request() -> impl Strategy<Value = TrackerRequest> {
         (title(), any::<u32>(), node_id(), failure_kind()).prop_map(|(title, chunk, source, kind)| {
             TrackerRequest::ReportFailure { title, chunk, source, kind }
         }),
-        any::<u16>().prop_map(|max| TrackerRequest::Plan { max }),
         (title(), any::<IpAddr>()).prop_map(|(title, client_ip)| TrackerRequest::Steer { title, client_ip }),
         Just(TrackerRequest::Catalog),
         (title(), text(MAX_TEXT), manifest()).prop_map(|(title, name, manifest)| TrackerRequest::Publish {
@@ -206,10 +205,6 @@ pub fn tracker_request() -> impl Strategy<Value = TrackerRequest> {
     ]
 }
 
-pub fn source() -> impl Strategy<Value = Source> {
-    (node_id(), socket(), role()).prop_map(|(node, addr, role)| Source { node, addr, role })
-}
-
 pub fn steer_target() -> impl Strategy<Value = SteerTarget> {
     (node_id(), text(MAX_TEXT), any::<Option<[u8; 32]>>(), text(MAX_LABEL), text(MAX_LABEL)).prop_map(
         |(node, url, cert_sha256, site, region)| SteerTarget { node, url, cert_sha256, site, region },
@@ -221,20 +216,6 @@ pub fn tracker_response() -> impl Strategy<Value = TrackerResponse> {
         hello().prop_map(TrackerResponse::Hello),
         any::<u32>().prop_map(|heartbeat_interval_ms| TrackerResponse::Registered { heartbeat_interval_ms }),
         Just(TrackerResponse::Ack),
-        (
-            vec(
-                (title(), any::<u32>(), vec(source(), 0..=MAX_SOURCES))
-                    .prop_map(|(title, chunk, sources)| Assignment { title, chunk, sources }),
-                0..20
-            ),
-            any::<u32>(),
-            vec(title(), 0..=MAX_EVICT)
-        )
-            .prop_map(|(assignments, retry_after_ms, evict)| TrackerResponse::Plan {
-                assignments,
-                retry_after_ms,
-                evict
-            }),
         (vec(steer_target(), 0..=MAX_TARGETS), text(MAX_TEXT))
             .prop_map(|(targets, reason)| TrackerResponse::Steer { targets, reason }),
         vec(

@@ -122,16 +122,6 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             }
             done(result.map_err(|e| e.to_string()))
         }
-        TrackerRequest::Plan { max } => match shared.core().plan(now, node, usize::from(max)) {
-            Ok(plan) => {
-                let retry_after_ms = if plan.assignments.is_empty() { 250 } else { 0 };
-                for title in &plan.evict {
-                    info!(appliance = %node, %title, "evicted to make room for a more recently wanted title");
-                }
-                TrackerResponse::Plan { assignments: plan.assignments, retry_after_ms, evict: plan.evict }
-            }
-            Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
-        },
         TrackerRequest::Fills => match shared.core().fills(now, node) {
             Ok(fills) => {
                 for title in &fills.evict {
