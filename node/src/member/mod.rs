@@ -29,7 +29,7 @@ use libp2p_identity::PeerId;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
-use fillmesh_net::{rpc, MeshEndpoint, Pool};
+use fillmesh_net::{identity, rpc, MeshEndpoint, Pool};
 
 use crate::fill::swarm;
 use crate::metrics::FillMetrics;
@@ -99,7 +99,9 @@ struct TrackerLink {
 impl TrackerLink {
     /// Whether this tracker owns `title` among `live` (all titles without a fleet).
     fn owns(&self, title: &TitleId, live: &[NodeId]) -> bool {
-        live.is_empty() || ownership::owner(title, live).is_some_and(|o| o.as_str() == self.peer.to_string())
+        live.is_empty()
+            || ownership::owner(title, live)
+                .is_some_and(|o| identity::node_id(&self.peer).is_ok_and(|me| *o == me))
     }
 
     /// The tracker's epoch, seen in an answer: when it is not that of our fills, they are
@@ -565,7 +567,7 @@ async fn evict_title(
 async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), LinkError> {
     if let TrackerResponse::Members { nodes } = link.request(&TrackerRequest::Members).await? {
         for node in nodes {
-            if let Ok(peer) = node.as_str().parse::<PeerId>() {
+            if let Some(peer) = identity::peer_of(&node) {
                 server.trust().add(peer);
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_net::frame::read_frame;
-use fillmesh_net::{close, rpc, trust, Router};
+use fillmesh_net::{close, identity, rpc, trust, Router};
 use fillmesh_protocol::messages::{
     ErrorCode, ErrorReply, Hello, TrackerRequest, TrackerResponse, PROTOCOL_VERSION,
 };
@@ -33,7 +33,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usize) {
-    let Ok(node) = peer.to_string().parse::<NodeId>() else {
+    let Ok(node) = identity::node_id(&peer) else {
         conn.close(close::PROTOCOL, b"unusable peer id");
         return;
     };

@@ -200,7 +200,8 @@ async fn ask_tracker(
     tracker: &TrackerInfo,
     request: &TrackerRequest,
 ) -> Result<TrackerResponse, String> {
-    let peer: PeerId = tracker.peer_id.as_str().parse().map_err(|e| format!("{e}"))?;
+    let peer =
+        identity::peer_of(&tracker.peer_id).ok_or_else(|| format!("{} is not a PeerId", tracker.peer_id))?;
     let conn = pool.get(tracker.addr, peer).await.map_err(|e| e.to_string())?;
     match rpc::call::<_, TrackerResponse>(&conn, request, OWNER_TIMEOUT).await {
         Ok(TrackerResponse::Error(e)) => Err(format!("{:?}: {}", e.code, e.message)),
@@ -240,7 +241,7 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     let http_addr = listener.local_addr()?;
-    let me: NodeId = peer.to_string().parse().context("the tracker's own PeerId")?;
+    let me = identity::node_id(&peer).context("the tracker's own PeerId")?;
     let fleet = match config.etcd.clone() {
         Some(etcd) => {
             let info = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
