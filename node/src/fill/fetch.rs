@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fillmesh_net::sync::LockExt;
 use fillmesh_net::{identity, MeshEndpoint, Pool};
 use fillmesh_protocol::messages::{FillPlan, Parent, Role, SourceClass};
 use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
@@ -289,7 +290,7 @@ pub async fn fetch_title<D: Destination>(
             SourceReport { source, tally }
         })
         .collect();
-    let fetched = std::mem::take(&mut *owner.fetched.lock().unwrap_or_else(|p| p.into_inner()));
+    let fetched = std::mem::take(&mut *owner.fetched.locked());
     let report = FetchReport {
         title,
         chunks: manifest.chunk_count(),
@@ -332,7 +333,7 @@ impl Owner for Fetching {
     fn lied(&self, _: TitleId, _: u32, _: &NodeId) {}
     fn stranded(&self) {}
     fn stored(&self, chunk: u32, bytes: u64) {
-        self.fetched.lock().unwrap_or_else(|p| p.into_inner()).push(chunk);
+        self.fetched.locked().push(chunk);
         if let Some(observer) = &self.observer {
             observer.stored(chunk, bytes);
         }
