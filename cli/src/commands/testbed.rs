@@ -23,8 +23,8 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::demo::{self, run_tool, run_tool_with, start_with, Proc};
-use crate::testbed::delay::{node_addr, DelayElement, DelayStats, PathTable};
-use crate::testbed::netns::{self, Link, LinkStats, Network, ROUTER_ADDR};
+use crate::testbed::delay::{DelayElement, DelayStats, PathTable};
+use crate::testbed::netns::{self, node_addr, Link, LinkStats, Network, ROUTER_ADDR};
 use crate::testbed::report::{self, Side};
 use crate::testbed::{self, spawn_in_netns, StopOnDrop};
 
