@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use fillmesh_net::sync::LockExt;
 use fillmesh_net::{identity, tls};
 use fillmesh_node::daemon::{self, NodeConfig, Sources};
 use fillmesh_node::serve::ChunkSource;
@@ -51,7 +52,7 @@ impl ChunkSource for Unverified {
         let len = manifest.chunk_len(index).ok_or(StoreError::NotHeld { title: *title, index })?;
         let io = |source| StoreError::Io { what: format!("chunk {index} of {title}"), source };
         let file = {
-            let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+            let mut files = self.files.locked();
             match files.get(title) {
                 Some(f) => f.clone(),
                 None => {

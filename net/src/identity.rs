@@ -1,10 +1,13 @@
 //! A node's persistent Ed25519 identity. Its PeerId is the node's name everywhere: trust
-//! lists, the tracker's registry, logs and metrics.
+//! lists, the tracker's registry, logs and metrics. On the wire that name is a
+//! [`NodeId`] (the PeerId's base58 text: the protocol crate knows no libp2p); [`node_id`] and
+//! [`peer_of`] are the one conversion each way.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
+use fillmesh_protocol::{NodeId, NodeIdError};
 use libp2p_identity::{Keypair, PeerId};
 
 /// File under the data directory that holds the keypair (libp2p protobuf encoding).
@@ -87,6 +90,18 @@ pub fn peer_id(key: &Keypair) -> PeerId {
     key.public().to_peer_id()
 }
 
+/// The node id of a PeerId: its base58 text. Every key's PeerId fits (an Ed25519 key's is 52
+/// characters, the hash of a longer key 46); only a PeerId made by hand from a longer hash is
+/// too long for a node id.
+pub fn node_id(peer: &PeerId) -> Result<NodeId, NodeIdError> {
+    NodeId::try_from(peer.to_base58())
+}
+
+/// The PeerId a node id spells, if it spells one (the protocol crate checks only its shape).
+pub fn peer_of(node: &NodeId) -> Option<PeerId> {
+    node.as_str().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +121,20 @@ mod tests {
             fs::set_permissions(data.join(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
             assert!(matches!(load_or_create(&data), Err(IdentityError::Permissions { .. })));
         }
+    }
+
+    #[test]
+    fn a_node_id_and_its_peer_id_convert_both_ways() {
+        let peer = peer_id(&ephemeral());
+        let node = node_id(&peer).unwrap();
+        assert_eq!(node.as_str(), peer.to_string());
+        assert_eq!(peer_of(&node), Some(peer));
+        // Node ids that are not PeerIds: the protocol crate's shape check lets them through.
+        assert_eq!(peer_of(&"origin".parse().unwrap()), None);
+        assert_eq!(peer_of(&"12D3KooWpeer1".parse().unwrap()), None);
+        // A SHA-256 multihash with a 64-byte digest is a PeerId of 90 characters.
+        let long = PeerId::from_bytes(&[[0x12, 64].as_slice(), &[7; 64]].concat()).unwrap();
+        assert!(matches!(node_id(&long), Err(NodeIdError::Length(90))));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`console`]: report lines on stdout that survive a closed pipe (`say!`).
 //! - [`metrics`]: one Prometheus registry per process and the one `/metrics` page of it.
 //! - [`rate`]: the token bucket that caps a node's upload and a player's consumption.
+//! - [`sync`]: taking a lock that a panic poisoned, in one place and with the reason.
 
 #![warn(unreachable_pub)]
 
@@ -31,6 +32,7 @@ pub mod rate;
 pub mod ready;
 pub mod router;
 pub mod rpc;
+pub mod sync;
 pub mod tls;
 pub mod trust;
 

@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::sync::LockExt;
+
 /// Token-bucket arithmetic with time passed in, so it can be tested without a clock.
 #[derive(Debug, Clone)]
 pub(crate) struct Bucket {
@@ -49,7 +51,7 @@ impl TokenBucket {
 
     /// Waits until `n` bytes may be sent.
     pub async fn take(&self, n: u64) {
-        let wait = self.0.lock().unwrap_or_else(|p| p.into_inner()).reserve(n, Instant::now());
+        let wait = self.0.locked().reserve(n, Instant::now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

@@ -13,6 +13,7 @@ use quinn::Connection;
 use tracing::{debug, warn};
 
 use crate::endpoint::{close, remote_peer};
+use crate::sync::RwLockExt;
 
 /// The peers a node trusts. Shared and mutable, so that a tracker can vouch for members later
 /// without a restart.
@@ -24,13 +25,13 @@ impl Trust {
         Self(Arc::new(RwLock::new(peers.into_iter().collect())))
     }
     pub fn allows(&self, peer: &PeerId) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).contains(peer)
+        self.0.read_locked().contains(peer)
     }
     pub fn add(&self, peer: PeerId) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(peer);
+        self.0.write_locked().insert(peer);
     }
     pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.0.read_locked().len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -1,6 +1,7 @@
 //! fillmesh's content model and wire protocol, with no I/O: title ids, chunking, manifests and
 //! their verification, the messages nodes exchange, and their bounded framing. Everything a
-//! node believes about content it checks here against the title id alone.
+//! node believes about content it checks here against the title id alone. Also: the units sizes,
+//! rates and durations are written in ([`units`]).
 
 #![warn(unreachable_pub)]
 
@@ -15,6 +16,7 @@ pub mod ownership;
 pub mod peer;
 pub mod steering;
 pub mod title;
+pub mod units;
 
 pub use bitmap::{BitmapError, ChunkBitmap};
 pub use chunk::{ChunkSize, ChunkSizeError};

@@ -10,7 +10,7 @@ use crate::bounds;
 use crate::report::{Report, Spread, StrategyReport};
 use crate::scenario::Scenario;
 use crate::sim::{self, Options, Strategy, StrategyError};
-use crate::units::{parse_rate, parse_size};
+use fillmesh_protocol::units::{parse_rate, parse_size};
 
 /// Simulate filling a title over thousands of appliances with the tracker's own fill layouts
 /// and each appliance's swarm, as the node does.

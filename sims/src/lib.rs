@@ -13,7 +13,6 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod sim;
-pub mod units;
 
 pub use scenario::Scenario;
 pub use sim::{run, Options, Outcome, Strategy, StrategyError};

@@ -194,9 +194,9 @@ impl Report {
             self.appliances,
             self.regions,
             self.sites_per_region,
-            crate::units::fmt_size(self.title_bytes),
-            crate::units::fmt_size(self.chunk_bytes),
-            crate::units::fmt_rate(self.origin_upload_bps),
+            fillmesh_protocol::units::fmt_size(self.title_bytes),
+            fillmesh_protocol::units::fmt_size(self.chunk_bytes),
+            fillmesh_protocol::units::fmt_rate(self.origin_upload_bps),
             self.bounds.bound_s,
             self.bounds.kumar_ross_s,
             match &self.bounds.cut_set_at {
@@ -328,8 +328,8 @@ impl Report {
             r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{} appliances, {} title, {} chunks: fraction complete over time</text>"#,
             left + pw / 2.0,
             self.appliances,
-            crate::units::fmt_size(self.title_bytes),
-            crate::units::fmt_size(self.chunk_bytes)
+            fillmesh_protocol::units::fmt_size(self.title_bytes),
+            fillmesh_protocol::units::fmt_size(self.chunk_bytes)
         );
         for &t in &ticks {
             let _ = writeln!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::units::{parse_rate, parse_size};
+use fillmesh_protocol::units::{parse_rate, parse_size};
 
 /// A class of appliances: a share of the fleet with one upload and download capacity.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fillmesh_net::sync::LockExt;
 use fillmesh_net::tls::SERVER_NAME;
 use fillmesh_net::{identity, rpc, MeshEndpoint, TlsIdentity, TransportLimits};
 use fillmesh_protocol::bitmap::runs;
@@ -330,7 +331,7 @@ async fn run_appliance(
                 }
                 Ok(TrackerResponse::Error(_)) | Err(_) => {
                     rec.errors[k].fetch_add(1, Relaxed);
-                    let mut first = rec.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut first = rec.first_error.locked();
                     if first.is_none() {
                         *first = Some(format!("{}: {answer:?}", KINDS[k]));
                     }
@@ -342,7 +343,7 @@ async fn run_appliance(
                             rec.answer_bytes.fetch_add(bytes as u64, Relaxed);
                         }
                     }
-                    rec.latencies_us.lock().unwrap_or_else(|p| p.into_inner())[k].push(us);
+                    rec.latencies_us.locked()[k].push(us);
                 }
             }
         }
@@ -490,7 +491,7 @@ fn main() {
             if let Some(first) = lost.first() {
                 println!("{}: {} connections closed by the end of this phase (first: {first})", phase.name, lost.len());
             }
-            let mut lat = std::mem::take(&mut *rec.latencies_us.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut lat = std::mem::take(&mut *rec.latencies_us.locked());
             let mut all: Vec<u32> = lat.iter().flatten().copied().collect();
             let m = Measured {
                 tracker_cpu: (t1 - t0) / wall,
@@ -503,7 +504,7 @@ fn main() {
                 all_p50: percentile(&mut all, 0.5),
                 all_p99: percentile(&mut all, 0.99),
                 reregistered: rec.reregistered.load(Relaxed),
-                first_error: rec.first_error.lock().unwrap_or_else(|p| p.into_inner()).take(),
+                first_error: rec.first_error.locked().take(),
             };
             results.push((phase, m));
         }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fillmesh_net::sync::LockExt;
 use serde_json::Value;
 
 use crate::mesh::{appliance_args, seed_through, status_at, title_in};
@@ -144,7 +145,7 @@ impl Proxy {
                     Ok((client, _)) => {
                         let Ok(upstream) = TcpStream::connect(&target) else { continue };
                         let _ = client.set_nonblocking(false);
-                        let mut list = kept.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut list = kept.locked();
                         for (mut from, mut to) in [(&client, &upstream), (&upstream, &client)]
                             .map(|(a, b)| (a.try_clone(), b.try_clone()))
                             .into_iter()
@@ -167,7 +168,7 @@ impl Proxy {
     /// Closes every connection and stops accepting.
     pub fn cut(&self) {
         self.stop.store(true, Relaxed);
-        for conn in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for conn in self.conns.locked().drain(..) {
             let _ = conn.shutdown(std::net::Shutdown::Both);
         }
     }

@@ -12,12 +12,11 @@ use anyhow::Context;
 use clap::Args;
 use fillmesh_net::ready::Ready;
 use fillmesh_net::say;
+use fillmesh_protocol::units;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-use super::units;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -25,13 +24,13 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8)]
     pub appliances: usize,
     /// Size of the generated sample title.
-    #[arg(long, value_parser = units::parse_bytes, default_value = "128MiB")]
+    #[arg(long, value_parser = units::parse_size, default_value = "128MiB")]
     pub size: u64,
     /// Use this file as the title instead of a generated one.
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// The origin's upload cap (bytes per second), so the mesh has something to prove.
-    #[arg(long, value_parser = units::parse_bytes, default_value = "100MB")]
+    #[arg(long, value_parser = units::parse_size, default_value = "100MB")]
     pub upload_rate: u64,
     /// Keep every data directory and log here instead of removing them.
     #[arg(long)]

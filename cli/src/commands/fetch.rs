@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
+use fillmesh_net::sync::LockExt;
 use fillmesh_net::{identity, MeshEndpoint, TlsIdentity, TransportLimits};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -268,7 +269,7 @@ impl Watch {
     fn send(&self, event: Event) {
         if let Some(events) = &self.events {
             // A writer that is gone has failed, and says so itself.
-            let _ = events.lock().unwrap_or_else(|p| p.into_inner()).send(event);
+            let _ = events.locked().send(event);
         }
     }
 }

@@ -11,7 +11,6 @@ pub mod seed;
 pub mod status;
 pub mod testbed;
 pub mod tracker;
-pub mod units;
 
 pub(crate) use fillmesh_player::is_stdout;
 

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use fillmesh_net::{identity, say, TransportLimits};
+use fillmesh_protocol::units;
 use libp2p_identity::PeerId;
 
-use super::{runtime, shutdown_signal, units};
+use super::{runtime, shutdown_signal};
 use fillmesh_node::daemon::{self, NodeConfig};
 use fillmesh_node::serve::ServeLimits;
 use fillmesh_node::store::scrub::ScrubConfig;
@@ -33,7 +34,7 @@ pub struct NodeArgs {
     #[arg(long = "trust", value_name = "PEERID")]
     pub trust: Vec<PeerId>,
     /// Upload rate cap shared by all peers, e.g. 50MB (bytes per second).
-    #[arg(long, value_parser = units::parse_bytes)]
+    #[arg(long, value_parser = units::parse_size)]
     pub upload_rate: Option<u64>,
     /// Mesh requests served at once by this node.
     #[arg(long, default_value_t = 64)]
@@ -59,7 +60,7 @@ pub struct NodeArgs {
     #[arg(long = "serve-prefix", value_name = "CIDR")]
     pub serve_prefix: Vec<fillmesh_protocol::IpPrefix>,
     /// Disk the appliance may fill, e.g. 500GiB.
-    #[arg(long, value_parser = units::parse_bytes, default_value = "1TiB")]
+    #[arg(long, value_parser = units::parse_size, default_value = "1TiB")]
     pub disk_quota: u64,
     /// A PEM certificate chain to present to players (HTTP/3 and HTTPS on TCP) instead of the
     /// node's own.
@@ -70,7 +71,7 @@ pub struct NodeArgs {
     pub tls_key: Option<PathBuf>,
     /// Bytes per second the background scrub re-verifies held chunks at, e.g. 16MB; 0 turns
     /// the scrub off.
-    #[arg(long, value_parser = units::parse_bytes, default_value_t = ScrubConfig::DEFAULT_RATE)]
+    #[arg(long, value_parser = units::parse_size, default_value_t = ScrubConfig::DEFAULT_RATE)]
     pub scrub_rate: u64,
     /// Seconds between the starts of two scrub passes at least.
     #[arg(long, default_value_t = ScrubConfig::DEFAULT_INTERVAL.as_secs())]
@@ -81,7 +82,7 @@ pub struct NodeArgs {
     #[arg(long, value_parser = units::parse_duration, default_value = "60s")]
     pub plan_stale_after: std::time::Duration,
     /// Bytes per second this appliance asks of the origin at most while its plan is stale.
-    #[arg(long, value_parser = units::parse_bytes, default_value = "10MB")]
+    #[arg(long, value_parser = units::parse_size, default_value = "10MB")]
     pub stale_origin_rate: u64,
 }
 

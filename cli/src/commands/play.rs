@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 use fillmesh_player::{play, PlayOptions, SteerCache};
-use fillmesh_protocol::TitleId;
+use fillmesh_protocol::{units, TitleId};
 use tracing::debug;
 
-use super::{is_stdout, report, units};
+use super::{is_stdout, report};
 
 /// The arguments of `fillmesh play`.
 #[derive(Debug, Args)]
@@ -33,7 +33,7 @@ pub struct PlayArgs {
     #[arg(long, default_value_t = 5)]
     pub stall_secs: u64,
     /// Consume at most this many bytes per second, as a player at a bitrate (e.g. 8MB).
-    #[arg(long, value_parser = units::parse_bytes)]
+    #[arg(long, value_parser = units::parse_size)]
     pub rate: Option<u64>,
     /// The local address to connect from (to the tracker and the appliances), on a host
     /// with several.

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use fillmesh_net::say;
+use fillmesh_protocol::units;
 
-use super::units;
 use fillmesh_node::origin::{seed, Seeded};
 
 #[derive(Debug, Args)]
@@ -19,7 +19,7 @@ pub struct SeedArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Chunk size, a power of two from 1KiB to 64MiB.
-    #[arg(long, value_parser = units::parse_bytes, default_value = "1MiB")]
+    #[arg(long, value_parser = units::parse_size, default_value = "1MiB")]
     pub chunk_size: u64,
 }
 

@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use fillmesh_net::{baseline, say};
+use fillmesh_protocol::units;
 use fillmesh_sims::{Scenario, Strategy};
 use serde_json::Value;
 use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::demo::{self, run_tool, run_tool_with, start_with, Proc};
-use crate::testbed::delay::{node_addr, DelayElement, DelayStats, PathTable};
-use crate::testbed::netns::{self, Link, LinkStats, Network, ROUTER_ADDR};
+use crate::testbed::delay::{DelayElement, DelayStats, PathTable};
+use crate::testbed::netns::{self, node_addr, Link, LinkStats, Network, ROUTER_ADDR};
 use crate::testbed::report::{self, Side};
 use crate::testbed::{self, spawn_in_netns, StopOnDrop};
 
@@ -52,18 +53,14 @@ pub struct TestbedArgs {
     /// One long path instead of a scenario: `fillmesh fetch` of one title from an origin
     /// across a 50 ms round trip at this rate (each way, e.g. 50Mbps), with --loss-pct,
     /// against raw quinn (one stream, the same TLS and transport settings) over the same path.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate, conflicts_with = "scenario")]
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate, conflicts_with = "scenario")]
     pub long_path: Option<f64>,
     /// The title's size on the long path.
-    #[arg(long, value_parser = super::units::parse_bytes, default_value = "64MiB")]
+    #[arg(long, value_parser = units::parse_size, default_value = "64MiB")]
     pub long_path_size: u64,
     /// Measure what the delay element carries (packets per second, added jitter) and exit.
     #[arg(long)]
     pub measure_element: bool,
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    fillmesh_sims::units::parse_rate(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_loss(s: &str) -> Result<f64, String> {

@@ -4,13 +4,13 @@
 //! of its path has passed (DROP for a lost packet). Verdicts go out of order across paths.
 //!
 //! Paths are looked up from the IPv4 header: node `k` of the testbed has the address
-//! `10.200.k.2` (see [`node_addr`]), and a table of one-way delays by (source, destination)
-//! node says how long to hold a packet. Packets of one path keep their order: each distinct
-//! delay has its own FIFO lane, and packets of a lane are all held for the same time.
+//! `10.200.k.2` (see [`netns::node_addr`]), and a table of one-way delays by (source,
+//! destination) node says how long to hold a packet. Packets of one path keep their order:
+//! each distinct delay has its own FIFO lane, and packets of a lane are all held for the same
+//! time.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// The NFQUEUE number the router's rule sends forwarded packets to.
-pub const QUEUE_NUM: u16 = 0;
+use super::netns::{self, node_of, QUEUE_NUM};
+
 /// Packets the kernel keeps waiting for the element before it drops new ones.
 const KERNEL_QUEUE_LEN: u32 = 1 << 16;
 /// Bytes of each packet copied to the element: the IPv4 header is all it reads.
@@ -39,16 +39,6 @@ pub enum DelayError {
     Queue { what: &'static str, source: std::io::Error },
     #[error("the delay element's thread panicked")]
     Panicked,
-}
-
-/// The address of testbed node `k` (0 = origin, 1.. = appliances); `k` below 250.
-pub fn node_addr(k: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 200, k as u8, 2)
-}
-
-/// The node an address belongs to, if it is a testbed node's.
-fn node_of(addr: [u8; 4]) -> Option<usize> {
-    (addr[0] == 10 && addr[1] == 200 && addr[3] == 2).then_some(addr[2] as usize)
 }
 
 /// One-way delays between testbed nodes and the loss probability of every forwarded packet.
@@ -237,7 +227,7 @@ impl Drop for DelayElement {
 fn make_realtime() -> bool {
     let Ok(link) = std::fs::read_link("/proc/thread-self") else { return false };
     let Some(tid) = link.file_name().and_then(|t| t.to_str()).map(str::to_owned) else { return false };
-    super::netns::run(&["chrt", "-f", "-p", "20", &tid]).is_ok()
+    netns::run(&["chrt", "-f", "-p", "20", &tid]).is_ok()
 }
 
 fn open_queue() -> Result<nfq::Queue, DelayError> {
@@ -350,7 +340,10 @@ fn run(
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+    use crate::testbed::netns::node_addr;
 
     fn header(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
         let mut h = vec![0u8; 20];

@@ -14,14 +14,25 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::delay::{node_addr, QUEUE_NUM};
-
 /// The prefix of every namespace a testbed creates.
 pub const PREFIX: &str = "fmtb-";
 /// The router's own address (the tracker listens there), on its loopback.
 pub const ROUTER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+/// The NFQUEUE number the router's rule sends forwarded packets to (the delay element reads
+/// it).
+pub const QUEUE_NUM: u16 = 0;
 /// How long one `ip`, `tc` or `iptables` command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The address of testbed node `k` (0 = origin, 1.. = appliances); `k` below 250.
+pub fn node_addr(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 200, k as u8, 2)
+}
+
+/// The node an address belongs to, if it is a testbed node's.
+pub(super) fn node_of(addr: [u8; 4]) -> Option<usize> {
+    (addr[0] == 10 && addr[1] == 200 && addr[3] == 2).then_some(addr[2] as usize)
+}
 
 /// Errors building or removing the network.
 #[derive(Debug, thiserror::Error)]

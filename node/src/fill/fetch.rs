@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fillmesh_net::{MeshEndpoint, Pool};
+use fillmesh_net::sync::LockExt;
+use fillmesh_net::{identity, MeshEndpoint, Pool};
 use fillmesh_protocol::messages::{FillPlan, Parent, Role, SourceClass};
 use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
 use fillmesh_swarm::{Config as SwarmConfig, Dropped};
@@ -231,7 +232,11 @@ pub async fn fetch_title<D: Destination>(
         .zip(&tallies)
         .filter(|(_, t)| t.usable())
         .filter_map(|(s, _)| {
-            Some(Parent { node: node_id(s.peer)?, addr: s.addr, class: SourceClass::SameSite })
+            Some(Parent {
+                node: identity::node_id(&s.peer).ok()?,
+                addr: s.addr,
+                class: SourceClass::SameSite,
+            })
         })
         .collect();
     let depth = u32::try_from(opts.per_source.max(1)).unwrap_or(u32::MAX);
@@ -266,7 +271,7 @@ pub async fn fetch_title<D: Destination>(
         .iter()
         .zip(tallies)
         .map(|(&source, mut tally)| {
-            let node = node_id(source.peer);
+            let node = identity::node_id(&source.peer).ok();
             if let Some(p) = parents.iter().position(|p| Some(&p.node) == node.as_ref()) {
                 let t = swarm.tally(p);
                 (tally.chunks, tally.bytes, tally.failures) =
@@ -285,7 +290,7 @@ pub async fn fetch_title<D: Destination>(
             SourceReport { source, tally }
         })
         .collect();
-    let fetched = std::mem::take(&mut *owner.fetched.lock().unwrap_or_else(|p| p.into_inner()));
+    let fetched = std::mem::take(&mut *owner.fetched.locked());
     let report = FetchReport {
         title,
         chunks: manifest.chunk_count(),
@@ -310,12 +315,6 @@ pub async fn fetch_title<D: Destination>(
     Ok(report)
 }
 
-/// The node id a source is known by in the fill (its PeerId's base58 form: 52 characters for
-/// an Ed25519 key).
-fn node_id(peer: PeerId) -> Option<NodeId> {
-    NodeId::try_from(peer.to_base58()).ok()
-}
-
 /// The fill's owner for a fetch: there is no tracker to tell; the observer hears each chunk.
 struct Fetching {
     observer: Option<Arc<dyn Observer>>,
@@ -334,7 +333,7 @@ impl Owner for Fetching {
     fn lied(&self, _: TitleId, _: u32, _: &NodeId) {}
     fn stranded(&self) {}
     fn stored(&self, chunk: u32, bytes: u64) {
-        self.fetched.lock().unwrap_or_else(|p| p.into_inner()).push(chunk);
+        self.fetched.locked().push(chunk);
         if let Some(observer) = &self.observer {
             observer.stored(chunk, bytes);
         }

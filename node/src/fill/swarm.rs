@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_net::frame::read_frame;
-use fillmesh_net::{rpc, Pool};
+use fillmesh_net::{identity, rpc, Pool};
 use fillmesh_protocol::bitmap::runs;
 use fillmesh_protocol::messages::{
     ErrorCode, FailureKind, FillPlan, MeshRequest, MeshResponse, SourceClass, TrackerRequest,
@@ -233,7 +233,7 @@ async fn manifest<T: Tracker>(
         return Some(m);
     }
     for parent in &plan.parents {
-        let Ok(peer) = parent.node.as_str().parse::<PeerId>() else { continue };
+        let Some(peer) = identity::peer_of(&parent.node) else { continue };
         let Ok(conn) = local.pool.get(parent.addr, peer).await else { continue };
         let manifest = match request_manifest(&conn, title, local.request_timeout).await {
             Ok(m) => m,
@@ -398,7 +398,7 @@ impl<O: Owner> Fill<O> {
                 continue;
             }
             let p = self.swarm.add_parent(q.class, self.local.swarm.depth);
-            let peer = q.node.as_str().parse::<PeerId>().ok();
+            let peer = identity::peer_of(&q.node);
             let mut state = ParentState {
                 node: q.node,
                 addr: q.addr,

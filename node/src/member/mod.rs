@@ -29,7 +29,8 @@ use libp2p_identity::PeerId;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
-use fillmesh_net::{rpc, MeshEndpoint, Pool};
+use fillmesh_net::sync::LockExt;
+use fillmesh_net::{identity, rpc, MeshEndpoint, Pool};
 
 use crate::fill::swarm;
 use crate::metrics::FillMetrics;
@@ -99,7 +100,9 @@ struct TrackerLink {
 impl TrackerLink {
     /// Whether this tracker owns `title` among `live` (all titles without a fleet).
     fn owns(&self, title: &TitleId, live: &[NodeId]) -> bool {
-        live.is_empty() || ownership::owner(title, live).is_some_and(|o| o.as_str() == self.peer.to_string())
+        live.is_empty()
+            || ownership::owner(title, live)
+                .is_some_and(|o| identity::node_id(&self.peer).is_ok_and(|me| *o == me))
     }
 
     /// The tracker's epoch, seen in an answer: when it is not that of our fills, they are
@@ -243,7 +246,7 @@ struct Member {
 
 impl Member {
     fn fills(&self) -> std::sync::MutexGuard<'_, swarm::Fills> {
-        self.fills.lock().unwrap_or_else(|p| p.into_inner())
+        self.fills.locked()
     }
 }
 
@@ -320,8 +323,7 @@ async fn session(
                 // load bench: 0.31 CPU s/s at 2,000 appliances with both, see README).
                 let summarised = link
                     .summary_answered
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .locked()
                     .is_some_and(|at| at.elapsed() < interval);
                 if summarised && last_heartbeat.elapsed() < interval * HEARTBEAT_FIGURES_EVERY {
                     *last_contact = tokio::time::Instant::now();
@@ -398,7 +400,7 @@ async fn fills(link: &Arc<TrackerLink>, state: &Member) -> Result<(), LinkError>
     }
     // A title this tracker no longer names because it no longer owns it: its fill goes on
     // until the new owner's plan takes it over.
-    let live = link.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let live = link.live.locked().clone();
     let moving = |title: &TitleId| !link.owns(title, &live);
     state.fills().follow(link.by, plans, &state.local, &state.store, &state.route, moving);
     Ok(())
@@ -415,7 +417,7 @@ async fn owned_titles(link: &TrackerLink, store: &Store) -> Result<BTreeSet<Titl
         Err(e) => return Err(e),
     };
     let owned = store.titles().into_iter().map(|info| info.title).filter(|t| link.owns(t, &live)).collect();
-    *link.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
+    *link.live.locked() = live;
     Ok(owned)
 }
 
@@ -444,13 +446,13 @@ struct Route {
 impl Route {
     /// The link of the tracker `title`'s fill follows.
     fn link(&self, title: TitleId) -> Option<Arc<TrackerLink>> {
-        let by = self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&title).copied();
+        let by = self.owners.locked().get(&title).copied();
         self.links.get(by.unwrap_or(0)).cloned()
     }
 
     /// Title `title`'s fill follows tracker `by` from now on.
     fn follow(&self, title: TitleId, by: usize) {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner()).insert(title, by);
+        self.owners.locked().insert(title, by);
     }
 }
 
@@ -492,8 +494,7 @@ impl swarm::Tracker for Route {
         let response = link.request(&request).await.map_err(|e| e.to_string())?;
         if let (TrackerRequest::FillSummary { .. }, TrackerResponse::Epoch(epoch)) = (&request, &response) {
             // The tracker took the summary as a heartbeat; its epoch may ask for new fills.
-            *link.summary_answered.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(tokio::time::Instant::now());
+            *link.summary_answered.locked() = Some(tokio::time::Instant::now());
             link.saw(*epoch);
         }
         Ok(response)
@@ -565,7 +566,7 @@ async fn evict_title(
 async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), LinkError> {
     if let TrackerResponse::Members { nodes } = link.request(&TrackerRequest::Members).await? {
         for node in nodes {
-            if let Ok(peer) = node.as_str().parse::<PeerId>() {
+            if let Some(peer) = identity::peer_of(&node) {
                 server.trust().add(peer);
             }
         }

@@ -33,6 +33,7 @@ mod writer;
 use bytes::Bytes;
 use datafile::DataFile;
 pub use datafile::{chunk_buffer, read_bytes_at};
+use fillmesh_net::sync::LockExt;
 use fillmesh_protocol::{BitmapError, ChunkBitmap, Manifest, TitleId, VerifyError};
 pub use outfile::OutFile;
 pub use recent::{RECENT_BYTES, RECENT_TTL};
@@ -283,7 +284,7 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, HashMap<TitleId, TitleState>> {
         // A panic while holding the lock cannot leave the map half-updated (every update is a
         // single insert or bit flip), so a poisoned lock is still usable.
-        self.titles.lock().unwrap_or_else(|p| p.into_inner())
+        self.titles.locked()
     }
 
     pub fn dir(&self) -> &Path {
@@ -325,7 +326,7 @@ impl Store {
             };
         }
         let held = empty_bitmap(manifest.chunk_count())?;
-        self.removed.lock().unwrap_or_else(|p| p.into_inner()).remove(&title);
+        self.removed.locked().remove(&title);
         let path = self.data_path(&title);
         let file =
             DataFile::open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(true))
@@ -351,7 +352,7 @@ impl Store {
         self.db.flush()?;
         titles.remove(title);
         self.held_total.fetch_sub(freed, std::sync::atomic::Ordering::Relaxed);
-        self.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(*title);
+        self.removed.locked().insert(*title);
         drop(titles);
         self.recent().forget(title, None);
         let path = self.data_path(title);
@@ -542,7 +543,7 @@ impl Store {
     ) -> Result<Option<&'t TitleState>, StoreError> {
         match titles.get(title) {
             Some(state) => Ok(Some(state)),
-            None if self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(title) => Ok(None),
+            None if self.removed.locked().contains(title) => Ok(None),
             None => Err(StoreError::UnknownTitle(*title)),
         }
     }
@@ -702,7 +703,7 @@ impl Store {
         drop(titles);
         self.recent().forget(title, Some(index));
         self.damaged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.damaged_titles.lock().unwrap_or_else(|p| p.into_inner()).insert(*title);
+        self.damaged_titles.locked().insert(*title);
         self.damage.notify_one();
         tracing::error!(%title, index, found_by = by, "chunk failed verification on disk: dropped, to be filled again");
         Ok(true)
@@ -716,9 +717,7 @@ impl Store {
     /// The titles that lost a damaged chunk since the last call (each once), for the tracker
     /// to hear that they are no longer whole here.
     pub fn take_damaged(&self) -> Vec<TitleId> {
-        std::mem::take(&mut *self.damaged_titles.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_iter()
-            .collect()
+        std::mem::take(&mut *self.damaged_titles.locked()).into_iter().collect()
     }
 
     /// Resolves when a title has joined those [`Store::take_damaged`] returns (at once if one
@@ -728,7 +727,7 @@ impl Store {
     }
 
     fn recent(&self) -> MutexGuard<'_, recent::Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+        self.recent.locked()
     }
 
     /// Writes a whole title into `sink` (standard output, a pipe), in order; `shown` names the

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use fillmesh_net::sync::LockExt;
 use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
 
 use super::datafile::DataFile;
@@ -80,7 +81,7 @@ impl OutFile {
 
     fn lock(&self) -> MutexGuard<'_, Option<Adopted>> {
         // Every update is one assignment or one bit set: a poisoned lock is still consistent.
-        self.title.lock().unwrap_or_else(|p| p.into_inner())
+        self.title.locked()
     }
 
     /// Takes the title's verified manifest and sizes the file for it. Once only.
@@ -136,7 +137,7 @@ impl OutFile {
             None => return Err(StoreError::io(what(), io::Error::other("no title was fetched into it"))),
         };
         self.file.sync_data().map_err(|e| StoreError::io(what(), e))?;
-        let named = self.named.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let named = self.named.locked().take();
         match named {
             Some(path) => path.persist(out).map_err(|e| StoreError::io(what(), e.error))?,
             None => {

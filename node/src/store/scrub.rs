@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fillmesh_net::sync::LockExt;
 use fillmesh_protocol::TitleId;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
@@ -50,7 +51,7 @@ impl ScrubStatus {
     }
 
     fn finished(&self) -> std::sync::MutexGuard<'_, BTreeMap<TitleId, u64>> {
-        self.finished.lock().unwrap_or_else(|p| p.into_inner())
+        self.finished.locked()
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use fillmesh_net::identity;
 use fillmesh_protocol::messages::{TrackerRequest, TrackerResponse, MAX_TEXT};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
@@ -214,7 +215,7 @@ impl View {
             }
             Ok(Entry::Trust(peer)) => shared.trust.add(peer),
             Ok(Entry::Tracker(info)) => {
-                if let Ok(peer) = info.peer_id.as_str().parse::<PeerId>() {
+                if let Some(peer) = identity::peer_of(&info.peer_id) {
                     // Trackers ask one another (steering for a title another one owns).
                     shared.trust.add(peer);
                 }

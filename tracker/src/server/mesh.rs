@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_net::frame::read_frame;
-use fillmesh_net::{close, rpc, trust, Router};
+use fillmesh_net::sync::LockExt;
+use fillmesh_net::{close, identity, rpc, trust, Router};
 use fillmesh_protocol::messages::{
     ErrorCode, ErrorReply, Hello, TrackerRequest, TrackerResponse, PROTOCOL_VERSION,
 };
@@ -33,7 +34,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usize) {
-    let Ok(node) = peer.to_string().parse::<NodeId>() else {
+    let Ok(node) = identity::node_id(&peer) else {
         conn.close(close::PROTOCOL, b"unusable peer id");
         return;
     };
@@ -55,7 +56,7 @@ async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usi
         }
     })
     .await;
-    let latest = shared.connections.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied();
+    let latest = shared.connections.locked().get(&node).copied();
     if latest == Some(id) {
         let now = shared.now();
         shared.core().lost(now, &node);
@@ -89,7 +90,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
                 }
             }
             info!(%node, site = %registration.site, region = %registration.region, role = ?registration.role, "node registered");
-            shared.connections.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), conn_id);
+            shared.connections.locked().insert(node.clone(), conn_id);
             let mut core = shared.core();
             core.register(now, node.clone(), registration);
             TrackerResponse::Registered { heartbeat_interval_ms: core.config().heartbeat_interval_ms as u32 }

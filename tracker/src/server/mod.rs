@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::core::{Config, Policy, Tracker, TrackerInfo};
 use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
+use fillmesh_net::sync::LockExt;
 use fillmesh_net::{identity, rpc, say, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
 use fillmesh_protocol::messages::{SteerTarget, TrackerRequest, TrackerResponse};
 use fillmesh_protocol::{NodeId, TitleId};
@@ -102,7 +103,7 @@ impl Shared {
     }
 
     fn core(&self) -> MutexGuard<'_, Tracker> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        self.core.locked()
     }
 
     /// Steering with what a player needs to reach each appliance.
@@ -137,7 +138,7 @@ impl Shared {
     /// the whole fleet: planned from a fleet still reconnecting, they would hand out origin
     /// slices that overlap those of the plans the appliances already follow.
     fn warm(&self) -> bool {
-        let mut until = self.warm_until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut until = self.warm_until.locked();
         let Some(at) = *until else { return false };
         let back = self.core().status(self.now()).appliances.iter().all(|a| a.healthy);
         if back || Instant::now() >= at {
@@ -200,7 +201,8 @@ async fn ask_tracker(
     tracker: &TrackerInfo,
     request: &TrackerRequest,
 ) -> Result<TrackerResponse, String> {
-    let peer: PeerId = tracker.peer_id.as_str().parse().map_err(|e| format!("{e}"))?;
+    let peer =
+        identity::peer_of(&tracker.peer_id).ok_or_else(|| format!("{} is not a PeerId", tracker.peer_id))?;
     let conn = pool.get(tracker.addr, peer).await.map_err(|e| e.to_string())?;
     match rpc::call::<_, TrackerResponse>(&conn, request, OWNER_TIMEOUT).await {
         Ok(TrackerResponse::Error(e)) => Err(format!("{:?}: {}", e.code, e.message)),
@@ -240,7 +242,7 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     let http_addr = listener.local_addr()?;
-    let me: NodeId = peer.to_string().parse().context("the tracker's own PeerId")?;
+    let me = identity::node_id(&peer).context("the tracker's own PeerId")?;
     let fleet = match config.etcd.clone() {
         Some(etcd) => {
             let info = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
@@ -265,8 +267,7 @@ pub async fn run(
         etcd_up: Gauge::default(),
     });
     let (titles, nodes) = shared.index.restore(&mut shared.core(), shared.now())?;
-    *shared.warm_until.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some(if nodes > 0 { Instant::now() + WARM_UP } else { Instant::now() });
+    *shared.warm_until.locked() = Some(if nodes > 0 { Instant::now() + WARM_UP } else { Instant::now() });
     if let Some(fleet) = fleet {
         // The mesh opens once the fleet is read: a tracker that planned before it knew the
         // live set would take every title for its own (and the appliances' fills with it).
