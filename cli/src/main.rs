@@ -49,7 +49,7 @@ enum Command {
     /// links with the scenario's latencies (root only), then in the simulator; print both.
     Testbed(cli::testbed::TestbedArgs),
     /// Simulate filling a title over thousands of appliances with the tracker's own planner.
-    Sim(fillmesh_sims::cli::SimArgs),
+    Sim(cli::sim::SimCommand),
 }
 
 fn main() -> ExitCode {
@@ -80,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tracker(args) => cli::tracker::run(args),
         Command::Status { tracker_http } => runtime()?.block_on(cli::status::run(&tracker_http)),
         Command::Play(args) => runtime()?.block_on(cli::play::run(args)),
-        Command::Sim(args) => fillmesh_sims::cli::run(args),
+        Command::Sim(args) => cli::sim::run(args),
         Command::Testbed(args) => runtime()?.block_on(cli::testbed::run(args)),
         Command::Demo(args) => runtime()?.block_on(cli::demo::run(args.into())),
     }

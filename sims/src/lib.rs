@@ -6,7 +6,7 @@
 //! Kumar-Ross and cut-set bounds.
 
 pub mod bounds;
-pub mod cli;
+pub mod job;
 pub mod net;
 pub mod queue;
 pub mod report;

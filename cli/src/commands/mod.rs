@@ -8,6 +8,7 @@ pub mod id;
 pub mod node;
 pub mod play;
 pub mod seed;
+pub mod sim;
 pub mod status;
 pub mod testbed;
 pub mod tracker;

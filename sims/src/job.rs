@@ -1,4 +1,6 @@
-//! `fillmesh sim`: flags, the run, and the outputs.
+//! A simulation job as `fillmesh sim` runs it: the scenario (a file or the defaults) with
+//! overrides, the strategies, the run, and the outputs. The command line's flags that fill
+//! [`SimArgs`] are the `fillmesh` binary's (`fillmesh-cli`): this crate has no clap.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,64 +11,45 @@ use anyhow::Context;
 use crate::bounds;
 use crate::report::{Report, Spread, StrategyReport};
 use crate::scenario::Scenario;
-use crate::sim::{self, Options, Strategy, StrategyError};
-use fillmesh_protocol::units::{parse_rate, parse_size};
+use crate::sim::{self, Options, Strategy};
 
-/// Simulate filling a title over thousands of appliances with the tracker's own fill layouts
-/// and each appliance's swarm, as the node does.
-#[derive(Debug, clap::Args)]
+/// A simulation: filling a title over thousands of appliances with the tracker's own fill
+/// layouts and each appliance's swarm, as the node does, next to the contrast strategies.
+#[derive(Debug, Clone)]
 pub struct SimArgs {
     /// A TOML scenario (topology, capacities, events); flags below override it.
-    #[arg(long, value_name = "FILE.toml")]
     pub scenario: Option<PathBuf>,
     /// Number of appliances.
-    #[arg(long, value_name = "N")]
     pub appliances: Option<usize>,
     /// Title size, e.g. 1GiB, 10GiB, 512MiB.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub title_size: Option<u64>,
     /// Chunk size, a power of two, e.g. 1MiB, 16MiB.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub chunk_size: Option<u64>,
     /// Seed of every random choice (placement, failures, players, planner ties).
-    #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Which strategies to run: origin, tiered, per-chunk (the planner the node no longer
-    /// runs, kept as a contrast), fillmesh (the fill the node ships), or all of them.
-    #[arg(long, value_name = "NAME", default_value = "all", value_parser = parse_strategy)]
-    pub strategy: String,
+    /// Which strategies to run, in this order: [`Strategy::ALL`] by default.
+    pub strategies: Vec<Strategy>,
     /// Write the JSON report here.
-    #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
     /// Write an SVG plot of the fraction complete over time here.
-    #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// Regions (appliances are spread evenly over regions x sites).
-    #[arg(long)]
     pub regions: Option<usize>,
     /// Sites in each region.
-    #[arg(long)]
     pub sites_per_region: Option<usize>,
     /// Every appliance's upload, e.g. 1Gbps (makes the fleet homogeneous).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub upload: Option<f64>,
     /// Every appliance's download, e.g. 2Gbps.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub download: Option<f64>,
     /// The origin's upload, e.g. 10Gbps.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub origin_upload: Option<f64>,
     /// Write the fleet's state over time as CSV here (upload in use, idle holders, ...).
-    #[arg(long, value_name = "FILE.csv")]
     pub samples: Option<PathBuf>,
     /// Seconds between two samples (with --samples).
-    #[arg(long, value_name = "S", default_value_t = 0.05)]
     pub sample_every: f64,
     /// Check the no-resource-over-capacity invariant after every re-solve (slower).
-    #[arg(long)]
     pub check: bool,
     /// No progress indicator.
-    #[arg(long)]
     pub quiet: bool,
 }
 
@@ -108,19 +91,31 @@ impl SimArgs {
         sc.validate()?;
         Ok(sc)
     }
-
-    pub fn strategies(&self) -> Vec<Strategy> {
-        // `parse_strategy` lets through a strategy's name or `all`.
-        Strategy::from_name(&self.strategy).map_or_else(|_| Strategy::ALL.to_vec(), |s| vec![s])
-    }
 }
 
-/// `--strategy`: a strategy's name or `all`; an old name is refused with the one it has now.
-fn parse_strategy(name: &str) -> Result<String, StrategyError> {
-    if name != "all" {
-        Strategy::from_name(name)?;
+impl Default for SimArgs {
+    /// The scenario's defaults, every strategy, no outputs but the table.
+    fn default() -> Self {
+        Self {
+            scenario: None,
+            appliances: None,
+            title_size: None,
+            chunk_size: None,
+            seed: None,
+            strategies: Strategy::ALL.to_vec(),
+            out: None,
+            plot: None,
+            regions: None,
+            sites_per_region: None,
+            upload: None,
+            download: None,
+            origin_upload: None,
+            samples: None,
+            sample_every: 0.05,
+            check: false,
+            quiet: false,
+        }
     }
-    Ok(name.to_owned())
 }
 
 /// Runs the strategies over one scenario and builds the report.
@@ -182,7 +177,7 @@ pub fn simulate(sc: &Scenario, strategies: &[Strategy], opts: &Options, progress
     }
 }
 
-/// `fillmesh sim`.
+/// Runs the job: prints the table, writes the outputs asked for.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let sc = args.scenario()?;
     let opts = Options {
@@ -190,7 +185,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         sample_every_s: args.samples.is_some().then_some(args.sample_every),
         ..Options::default()
     };
-    let report = simulate(&sc, &args.strategies(), &opts, !args.quiet);
+    let report = simulate(&sc, &args.strategies, &opts, !args.quiet);
     print!("{}", report.table());
     if let Some(p) = &args.out {
         let json = serde_json::to_string_pretty(&report)?;
