@@ -266,7 +266,7 @@ impl Layouts {
 /// that said nothing counts as its minimum upload slots). Not the planner's `weight`: that
 /// adds the spare slots, which doubled a 200 Mbit/s appliance's share against a 1 Gbit/s
 /// one's (50 against 150 MB/s, for 25 against 125).
-pub(crate) fn stated_upload(config: &Config, slot: &Slot) -> u64 {
+fn stated_upload(config: &Config, slot: &Slot) -> u64 {
     let stated = slot.registration.as_ref().map_or(0, |r| r.upload_bps);
     if stated > 0 {
         stated
