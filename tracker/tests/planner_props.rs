@@ -148,7 +148,7 @@ impl Run {
             if self.model.excludes(reporter, source));
         self.model.apply(self.tracker.config(), self.now, &event);
         if !matches!(event, Event::Steer { .. }) {
-            self.tracker.debug_validate(self.now)?;
+            self.tracker.debug_validate(self.now).map_err(|e| e.to_string())?;
         }
         match (&event, &decision) {
             (Event::Plan { node, max }, Decision::Plan(plan)) => {

@@ -123,7 +123,7 @@ fn replay(config: Config, events: &[(Millis, Event)]) -> (Vec<Decision>, Result<
                 (Event::Steer { title, client }, Decision::Steer(s)) => {
                     check_steer(&tracker, &model, *now, title, *client, s)
                 }
-                _ => tracker.debug_validate(*now),
+                _ => tracker.debug_validate(*now).map_err(|e| e.to_string()),
             };
             if checked.is_ok() {
                 checked = check;

@@ -6,16 +6,15 @@
 //! its own titles move, each to the tracker with the next highest weight; when it comes back
 //! it takes exactly those back.
 //!
-//! The set arrives from the server's etcd shell ([`Tracker::set_fleet`]); without it (one
-//! tracker, no etcd) the tracker owns every title, as before.
+//! The set arrives from the server's etcd shell
+//! ([`Tracker::set_fleet`](super::Tracker::set_fleet)); without it (one tracker, no etcd) the
+//! tracker owns every title, as before.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use fillmesh_protocol::{NodeId, TitleId};
 use serde::Serialize;
-
-use super::Tracker;
 
 pub use fillmesh_protocol::ownership::{owner, weight};
 
@@ -46,6 +45,8 @@ pub(crate) struct Fleet {
     pub(crate) me: Option<NodeId>,
     /// Every tracker seen, and whether it is live now.
     pub(crate) trackers: BTreeMap<NodeId, (TrackerInfo, bool)>,
+    /// Moves whenever the live set changes (a part of `Tracker::epoch`).
+    pub(crate) epoch: u64,
 }
 
 impl Fleet {
@@ -57,61 +58,59 @@ impl Fleet {
 /// At most this many trackers are remembered (live or once seen).
 pub const MAX_TRACKERS: usize = 64;
 
-impl Tracker {
-    /// The fleet as the shell knows it: this tracker's id and the live trackers (itself
-    /// included when its lease is held). Trackers seen before and not in `live` are kept as
-    /// not live (up to [`MAX_TRACKERS`]). Moves the epoch when the live set changes, so that
-    /// appliances ask for their fills (and the tracker list) again.
-    pub fn set_fleet(&mut self, me: NodeId, live: Vec<TrackerInfo>) {
-        let before: Vec<NodeId> = self.fleet.live().cloned().collect();
-        self.fleet.me = Some(me);
-        for (_, (_, up)) in self.fleet.trackers.iter_mut() {
+impl Fleet {
+    /// This tracker's id and the live trackers (itself included when its lease is held).
+    /// Trackers seen before and not in `live` are kept as not live (up to [`MAX_TRACKERS`]).
+    /// Moves the epoch when the live set changes.
+    pub(crate) fn set(&mut self, me: NodeId, live: Vec<TrackerInfo>) {
+        let before: Vec<NodeId> = self.live().cloned().collect();
+        self.me = Some(me);
+        for (_, (_, up)) in self.trackers.iter_mut() {
             *up = false;
         }
         for info in live.into_iter().take(MAX_TRACKERS) {
-            self.fleet.trackers.insert(info.peer_id.clone(), (info, true));
+            self.trackers.insert(info.peer_id.clone(), (info, true));
         }
-        while self.fleet.trackers.len() > MAX_TRACKERS {
-            let Some(gone) = self.fleet.trackers.iter().find(|(_, (_, up))| !*up).map(|(id, _)| id.clone())
-            else {
+        while self.trackers.len() > MAX_TRACKERS {
+            let Some(gone) = self.trackers.iter().find(|(_, (_, up))| !*up).map(|(id, _)| id.clone()) else {
                 break;
             };
-            self.fleet.trackers.remove(&gone);
+            self.trackers.remove(&gone);
         }
-        if self.fleet.live().ne(before.iter()) {
-            self.members_epoch += 1;
+        if self.live().ne(before.iter()) {
+            self.epoch += 1;
         }
     }
 
     /// The live trackers' ids, sorted (empty without a fleet).
-    pub fn live_trackers(&self) -> Vec<NodeId> {
-        self.fleet.live().cloned().collect()
+    pub(crate) fn live_trackers(&self) -> Vec<NodeId> {
+        self.live().cloned().collect()
     }
 
     /// The live tracker that coordinates `title`: `None` without a fleet, or when no tracker
     /// is live (not even this one).
-    pub fn owner(&self, title: &TitleId) -> Option<&NodeId> {
-        owner(title, self.fleet.live())
+    pub(crate) fn owner(&self, title: &TitleId) -> Option<&NodeId> {
+        owner(title, self.live())
     }
 
     /// Whether this tracker coordinates `title`: always without a fleet; with one, when it is
     /// the owner, or when no tracker is live at all (this one's lease lost too: it keeps
     /// coordinating on what it knows rather than nobody doing so).
-    pub fn owns(&self, title: &TitleId) -> bool {
-        match (&self.fleet.me, self.owner(title)) {
+    pub(crate) fn owns(&self, title: &TitleId) -> bool {
+        match (&self.me, self.owner(title)) {
             (None, _) | (_, None) => true,
             (Some(me), Some(owner)) => me == owner,
         }
     }
 
     /// The tracker record of `peer`, if the fleet knows it.
-    pub fn tracker_info(&self, peer: &NodeId) -> Option<&TrackerInfo> {
-        self.fleet.trackers.get(peer).map(|(info, _)| info)
+    pub(crate) fn tracker_info(&self, peer: &NodeId) -> Option<&TrackerInfo> {
+        self.trackers.get(peer).map(|(info, _)| info)
     }
 
-    pub(crate) fn tracker_statuses(&self) -> Vec<TrackerStatus> {
-        self.fleet
-            .trackers
+    /// Every tracker seen, as `fillmesh status` lists them.
+    pub(crate) fn statuses(&self) -> Vec<TrackerStatus> {
+        self.trackers
             .values()
             .map(|(info, live)| TrackerStatus {
                 peer_id: info.peer_id.to_string(),

@@ -14,18 +14,19 @@ mod registry;
 mod status;
 mod steering;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use fillmesh_protocol::messages::{
-    Assignment, CatalogEntry, FailureKind, Fetched, Heartbeat, Registration, Role,
+    Assignment, CatalogEntry, FailureKind, Fetched, FillPlan, Heartbeat, Registration, Role,
 };
-use fillmesh_protocol::{ChunkBitmap, IpPrefix, Manifest, NodeId, TitleId};
+use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
 use serde::{Deserialize, Serialize};
 
-use catalog::TitleState;
+use catalog::Catalog;
 pub use fleet::{TrackerInfo, TrackerStatus};
-use registry::Slot;
+use registry::Registry;
+pub use status::Inconsistency;
 
 /// Milliseconds on whatever monotonic clock the caller uses.
 pub type Millis = u64;
@@ -255,53 +256,23 @@ pub enum Decision {
     Fills(Fills),
 }
 
-/// The tracker's whole state. Counts the planner ranks by (holders and in-flight fetches per
-/// chunk, each source's in-flight uploads, the sets of sources with a free slot, each chunk's
-/// holders overall, per site and per region) are kept up to date on every event, so a plan
-/// costs about a window of the appliance's missing chunks plus a bounded number of sources
-/// per assignment, not the size of the title or of the swarm.
+/// The tracker's whole state, in parts that each call takes what it needs of: the registry
+/// (who is there, `registry.rs`), the catalog (what there is to hold, and the per-chunk
+/// counts, `catalog.rs`), the fill layouts (`parents.rs`), the fleet of trackers (`fleet.rs`)
+/// and the planner's buffers (`planner.rs`); steering and status read them. Counts the
+/// planner ranks by (holders and in-flight fetches per chunk, each source's in-flight uploads,
+/// the sets of sources with a free slot, each chunk's holders overall, per site and per
+/// region) are kept up to date on every event, so a plan costs about a window of the
+/// appliance's missing chunks plus a bounded number of sources per assignment, not the size
+/// of the title or of the swarm.
 #[derive(Debug)]
 pub struct Tracker {
     config: Config,
-    /// Every node ever named, by index; indices never change, so counts can refer to them.
-    slots: Vec<Slot>,
-    ids: BTreeMap<NodeId, u32>,
-    /// The same, for lookups only (never iterated, so its order does not matter): a hash
-    /// instead of a walk down a tree of node ids on every report and plan.
-    lookup: HashMap<NodeId, u32>,
-    /// Per slot: whether the node is in the free-source sets (apart from the slots, so that
-    /// the planner's scan over a chunk's holders reads a dense array).
-    free: Vec<bool>,
-    /// Interned (region) and (region, site) names.
-    regions: BTreeMap<String, u32>,
-    sites: BTreeMap<(String, String), u32>,
-    origin: Option<u32>,
-    titles: Vec<TitleState>,
-    title_index: BTreeMap<TitleId, u32>,
-    /// (time, node): when a live node's health or liveness may next change.
-    deadlines: BTreeSet<(Millis, u32)>,
-    /// (expiry, appliance, title, chunk) of every in-flight assignment.
-    expiries: BTreeSet<(Millis, u32, u32, u32)>,
-    /// Eligible appliances with a spare upload slot, by site, by region and all.
-    free_site: BTreeMap<u32, BTreeSet<u32>>,
-    free_region: BTreeMap<u32, BTreeSet<u32>>,
-    free_all: BTreeSet<u32>,
-    /// Client prefixes of live nodes.
-    prefixes: BTreeMap<IpPrefix, BTreeSet<u32>>,
-    /// Bytes of every title published: an appliance whose watermark is at least this never
-    /// needs the eviction check, which keeps the usual plan (one title, ample disk) as cheap as
-    /// before.
-    catalog_bytes: u64,
+    registry: Registry,
+    catalog: Catalog,
     /// The planner's reusable buffers (no state between calls).
     scratch: planner::PlanScratch,
-    /// Moves whenever the set of eligible appliances or the origin changes: the fill
-    /// layouts of an older epoch are stale.
-    layout_epoch: u64,
-    /// Moves whenever the member list ([`Tracker::members`]) may have changed: a node
-    /// registered, was forgotten or turned bad (tools included, which no layout counts).
-    members_epoch: u64,
-    /// Per title, the latest fill layout computed.
-    layouts: HashMap<u32, parents::Layout>,
+    layouts: parents::Layouts,
     /// The trackers of the fleet, for title ownership.
     fleet: fleet::Fleet,
 }
@@ -310,26 +281,10 @@ impl Tracker {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            slots: Vec::new(),
-            ids: BTreeMap::new(),
-            lookup: HashMap::new(),
-            free: Vec::new(),
-            regions: BTreeMap::new(),
-            sites: BTreeMap::new(),
-            origin: None,
-            titles: Vec::new(),
-            title_index: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            expiries: BTreeSet::new(),
-            free_site: BTreeMap::new(),
-            free_region: BTreeMap::new(),
-            free_all: BTreeSet::new(),
-            prefixes: BTreeMap::new(),
-            catalog_bytes: 0,
+            registry: Registry::default(),
+            catalog: Catalog::default(),
             scratch: planner::PlanScratch::default(),
-            layout_epoch: 0,
-            members_epoch: 0,
-            layouts: HashMap::new(),
+            layouts: parents::Layouts::default(),
             fleet: fleet::Fleet::default(),
         }
     }
@@ -343,14 +298,14 @@ impl Tracker {
     /// this node the origin; an earlier origin stays registered but is no longer offered.
     pub fn register(&mut self, now: Millis, node: NodeId, registration: Registration) {
         self.advance(now);
-        let idx = self.intern(&node);
-        self.do_register(now, idx, registration);
+        let idx = self.registry.intern(self.config.seed, &node);
+        self.registry.register(&self.config, &mut self.catalog, now, idx, registration);
     }
 
     pub fn heartbeat(&mut self, now: Millis, node: &NodeId, heartbeat: Heartbeat) -> Result<(), CoreError> {
         self.advance(now);
-        let idx = self.live_index(node)?;
-        self.do_heartbeat(now, idx, heartbeat);
+        let idx = self.registry.live_index(node)?;
+        self.registry.heartbeat(&self.config, &mut self.catalog, now, idx, heartbeat);
         Ok(())
     }
 
@@ -358,8 +313,8 @@ impl Tracker {
     /// they expire or it is gone, since it may still finish them over a new connection.
     pub fn lost(&mut self, now: Millis, node: &NodeId) {
         self.advance(now);
-        if let Ok(idx) = self.live_index(node) {
-            self.do_lost(now, idx);
+        if let Ok(idx) = self.registry.live_index(node) {
+            self.registry.lost(&self.config, &mut self.catalog, now, idx);
         }
     }
 
@@ -368,6 +323,13 @@ impl Tracker {
     /// other event arrives.
     pub fn tick(&mut self, now: Millis) {
         self.advance(now);
+    }
+
+    /// When [`Tracker::tick`] next has work: the earliest assignment expiry or node health
+    /// or liveness deadline, as quinn-proto's `poll_timeout`. `None` while nothing waits. A
+    /// shell sleeps until then; any other call may bring it earlier, so ask again after one.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.registry.poll_timeout()
     }
 
     /// Adds a title (idempotent for the same manifest). The core trusts that `manifest`
@@ -381,7 +343,7 @@ impl Tracker {
         manifest: &Manifest,
     ) -> Result<(), CoreError> {
         self.advance(now);
-        self.do_publish(now, title, name, manifest)
+        self.catalog.publish(self.config.seed, now, title, name, manifest)
     }
 
     /// A node's whole held bitmap for a title (replacing the previous one), and the source of
@@ -396,9 +358,9 @@ impl Tracker {
         fetched: &[Fetched],
     ) -> Result<(), CoreError> {
         self.advance(now);
-        let idx = self.live_index(node)?;
-        let t = self.title_idx(&title)?;
-        self.do_report_held(idx, t, held, fetched)
+        let idx = self.registry.live_index(node)?;
+        let t = self.catalog.title_idx(&title)?;
+        self.catalog.report_held(&mut self.registry, idx, t, held, fetched)
     }
 
     /// A swarm appliance's summary of its fill of `title`: the chunks it gained since its
@@ -416,19 +378,17 @@ impl Tracker {
         bytes: [u64; 4],
     ) -> Result<(), CoreError> {
         self.advance(now);
-        let idx = self.live_index(node)?;
-        let t = self.title_idx(&title)?;
-        let chunks = self.titles[t as usize].manifest.chunk_count();
-        let mut held = match self.slots[idx as usize].live.as_ref().and_then(|l| l.held.get(&t)) {
+        let idx = self.registry.live_index(node)?;
+        let t = self.catalog.title_idx(&title)?;
+        let chunks = self.catalog.title(t).manifest.chunk_count();
+        let mut held = match self.registry.slots[idx as usize].live.as_ref().and_then(|l| l.held.get(&t)) {
             Some(h) => h.clone(),
             None => ChunkBitmap::new(chunks).map_err(|e| CoreError::BadReport(e.to_string()))?,
         };
         held.insert_runs(gained).map_err(|e| CoreError::BadReport(e.to_string()))?;
-        self.do_report_held(idx, t, held, &[])?;
-        for (total, d) in self.titles[t as usize].bytes.iter_mut().zip(bytes) {
-            *total = total.saturating_add(d);
-        }
-        self.do_alive(now, idx);
+        self.catalog.report_held(&mut self.registry, idx, t, held, &[])?;
+        self.catalog.add_bytes(t, bytes);
+        self.registry.alive(&self.config, &mut self.catalog, now, idx);
         Ok(())
     }
 
@@ -447,21 +407,21 @@ impl Tracker {
         kind: FailureKind,
     ) -> Result<(), CoreError> {
         self.advance(now);
-        let idx = self.live_index(reporter)?;
-        let t = self.title_idx(&title)?;
-        let chunks = self.titles[t as usize].manifest.chunk_count();
+        let idx = self.registry.live_index(reporter)?;
+        let t = self.catalog.title_idx(&title)?;
+        let chunks = self.catalog.title(t).manifest.chunk_count();
         if chunk >= chunks {
             return Err(CoreError::BadReport(format!("chunk {chunk} of a title of {chunks} chunks")));
         }
-        self.drop_inflight(idx, t, chunk);
+        self.registry.drop_inflight(&mut self.catalog, idx, t, chunk);
         if kind == FailureKind::Corrupt {
             // Only a node that registered can have served the chunk. An unknown id is refused,
             // not remembered: a trusted reporter could otherwise grow the node table without
             // bound.
-            let Some(&source) = self.lookup.get(source) else {
+            let Some(source) = self.registry.index_of(source) else {
                 return Err(CoreError::BadReport(format!("corrupt chunk from unknown node {source}")));
             };
-            self.note_corrupt(now, idx, source);
+            self.registry.note_corrupt(&self.config, &mut self.catalog, now, idx, source);
         }
         Ok(())
     }
@@ -482,14 +442,14 @@ impl Tracker {
         source: &NodeId,
     ) -> Result<(), CoreError> {
         self.advance(now);
-        let t = self.title_idx(&title)?;
-        let chunks = self.titles[t as usize].manifest.chunk_count();
+        let t = self.catalog.title_idx(&title)?;
+        let chunks = self.catalog.title(t).manifest.chunk_count();
         if chunk >= chunks {
             return Err(CoreError::BadReport(format!("chunk {chunk} of a title of {chunks} chunks")));
         }
-        let idx = match self.lookup.get(source) {
-            Some(&i)
-                if self.slots[i as usize]
+        let idx = match self.registry.index_of(source) {
+            Some(i)
+                if self.registry.slots[i as usize]
                     .registration
                     .as_ref()
                     .is_some_and(|r| r.role == Role::Appliance) =>
@@ -498,17 +458,15 @@ impl Tracker {
             }
             _ => return Err(CoreError::BadReport(format!("{source} is no appliance this tracker knows"))),
         };
-        self.count_corrupt(now, registry::Reporter::player(player), idx);
+        let reporter = registry::Reporter::player(player);
+        self.registry.count_corrupt(&self.config, &mut self.catalog, now, reporter, idx);
         Ok(())
     }
 
     /// How many distinct reporters (nodes and players) reported a corrupt chunk from `node`
     /// (counted up to the quorum), and whether it is bad.
     pub fn corrupt_reports(&self, node: &NodeId) -> (usize, bool) {
-        self.lookup.get(node).map_or((0, false), |&i| {
-            let slot = &self.slots[i as usize];
-            (slot.corrupt_reporters.len(), slot.bad)
-        })
+        self.registry.corrupt_reports(node)
     }
 
     /// The next batch of work for `node`: at most `max` assignments, and no more than its
@@ -517,57 +475,124 @@ impl Tracker {
     /// nor steering use it for them while it deletes them.
     pub fn plan(&mut self, now: Millis, node: &NodeId, max: usize) -> Result<Plan, CoreError> {
         self.advance(now);
-        let idx = self.live_index(node)?;
-        Ok(self.do_plan(now, idx, max))
+        let idx = self.registry.live_index(node)?;
+        let mut planner = planner::Planner {
+            config: &self.config,
+            registry: &mut self.registry,
+            catalog: &mut self.catalog,
+            scratch: &mut self.scratch,
+        };
+        Ok(planner.plan(now, idx, max))
+    }
+
+    /// The fill plan of appliance `node` for `title` as of `now`. The same epoch gives the
+    /// same plan; an appliance asks again when its parents fail it or the epoch moves.
+    pub fn fill_plan(&mut self, now: Millis, node: &NodeId, title: &TitleId) -> Result<FillPlan, CoreError> {
+        self.advance(now);
+        let a = self.registry.live_index(node)?;
+        let t = self.catalog.title_idx(title)?;
+        Ok(self.layouts.plan_of(&self.config, &self.registry, &self.catalog, a, t))
+    }
+
+    /// What appliance `node` fills now: a plan for each title it is to hold and does not hold
+    /// whole, and the titles it must delete first to make room for them, as of
+    /// [`Tracker::epoch`]. Titles another live tracker of the fleet owns are left out.
+    pub fn fills(&mut self, now: Millis, node: &NodeId) -> Result<Fills, CoreError> {
+        self.advance(now);
+        let a = self.registry.live_index(node)?;
+        Ok(self.layouts.fills(&self.config, &mut self.registry, &mut self.catalog, &self.fleet, now, a))
+    }
+
+    /// Moves whenever an appliance's fills or the member list may have changed: a layout's
+    /// epoch (the fleet's eligible appliances, the origin), the catalog (a title published)
+    /// or the members (nodes ask for the list again when it moves).
+    pub fn epoch(&self) -> u64 {
+        parents::epoch(&self.registry, &self.catalog, &self.fleet)
+    }
+
+    /// The epoch of the layouts: moves whenever plans may change.
+    pub fn plan_epoch(&self) -> u64 {
+        self.registry.layout_epoch
     }
 
     /// Where a player should stream `title` from. Asking marks the title wanted at `now`,
     /// which protects it from eviction by titles published or wanted earlier; steering is a
     /// replay [`Event`] for that reason.
     pub fn steer(&mut self, now: Millis, title: &TitleId, client: IpAddr) -> Steering {
-        self.note_wanted(now, title);
-        self.do_steer(now, title, client)
+        self.catalog.note_wanted(now, title);
+        steering::steer(&self.config, &mut self.registry, &self.catalog, now, title, client)
     }
 
     /// Every registered node the tracker vouches for (healthy or not, not gone, not bad).
     pub fn members(&self) -> Vec<NodeId> {
-        // `ids` is sorted by node id.
-        self.ids
-            .iter()
-            .filter(|(_, &i)| {
-                let slot = &self.slots[i as usize];
-                slot.live.is_some() && !slot.bad
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.registry.members()
     }
 
     /// The catalog in publish order.
     pub fn catalog(&self) -> Vec<CatalogEntry> {
-        self.titles
-            .iter()
-            .map(|t| CatalogEntry {
-                title: t.id,
-                name: t.name.clone(),
-                len: t.manifest.len(),
-                chunk_size: t.manifest.chunk_size(),
-            })
-            .collect()
+        self.catalog.entries()
     }
 
     pub fn manifest(&self, title: &TitleId) -> Option<&Manifest> {
-        self.title_index.get(title).map(|&t| &self.titles[t as usize].manifest)
+        self.catalog.manifest(title)
     }
 
     /// The registration of a live (not gone) node.
     pub fn registration(&self, node: &NodeId) -> Option<&Registration> {
-        let idx = *self.lookup.get(node)?;
-        let slot = &self.slots[idx as usize];
-        slot.live.as_ref().and(slot.registration.as_ref())
+        self.registry.registration(node)
     }
 
     pub fn status(&self, now: Millis) -> Status {
-        self.do_status(now)
+        status::status(&self.config, &self.registry, &self.catalog, &self.fleet, now)
+    }
+
+    /// The fleet as the shell knows it: this tracker's id and the live trackers (itself
+    /// included when its lease is held). Trackers seen before and not in `live` are kept as
+    /// not live (up to [`fleet::MAX_TRACKERS`]). Moves the epoch when the live set changes, so
+    /// that appliances ask for their fills (and the tracker list) again.
+    pub fn set_fleet(&mut self, me: NodeId, live: Vec<TrackerInfo>) {
+        self.fleet.set(me, live);
+    }
+
+    /// The live trackers' ids, sorted (empty without a fleet).
+    pub fn live_trackers(&self) -> Vec<NodeId> {
+        self.fleet.live_trackers()
+    }
+
+    /// The live tracker that coordinates `title`: `None` without a fleet, or when no tracker
+    /// is live (not even this one).
+    pub fn owner(&self, title: &TitleId) -> Option<&NodeId> {
+        self.fleet.owner(title)
+    }
+
+    /// Whether this tracker coordinates `title`: always without a fleet; with one, when it is
+    /// the owner, or when no tracker is live at all (this one's lease lost too: it keeps
+    /// coordinating on what it knows rather than nobody doing so).
+    pub fn owns(&self, title: &TitleId) -> bool {
+        self.fleet.owns(title)
+    }
+
+    /// The tracker record of `peer`, if the fleet knows it.
+    pub fn tracker_info(&self, peer: &NodeId) -> Option<&TrackerInfo> {
+        self.fleet.tracker_info(peer)
+    }
+
+    /// Every in-flight assignment: (appliance, title, chunk, first source), sorted.
+    #[doc(hidden)]
+    pub fn debug_inflight(&self) -> Vec<(NodeId, TitleId, u32, NodeId)> {
+        status::inflight(&self.registry, &self.catalog)
+    }
+
+    /// In-flight assignments naming `node` as first source, and its upload slots.
+    #[doc(hidden)]
+    pub fn debug_load(&self, node: &NodeId) -> Option<(u32, u32)> {
+        status::load(&self.registry, node)
+    }
+
+    /// Recomputes every incrementally kept count from scratch and says where they differ.
+    #[doc(hidden)]
+    pub fn debug_validate(&self, now: Millis) -> Result<(), Inconsistency> {
+        status::validate(&self.config, &self.registry, &self.catalog, now)
     }
 
     /// Replay entry point: one event in, one decision out.
@@ -619,15 +644,9 @@ impl Tracker {
         }
     }
 
-    fn live_index(&self, node: &NodeId) -> Result<u32, CoreError> {
-        match self.lookup.get(node) {
-            Some(&i) if self.slots[i as usize].live.is_some() => Ok(i),
-            _ => Err(CoreError::UnknownNode(node.clone())),
-        }
-    }
-
-    fn title_idx(&self, title: &TitleId) -> Result<u32, CoreError> {
-        self.title_index.get(title).copied().ok_or(CoreError::UnknownTitle(*title))
+    /// Expires assignments and applies the health and liveness transitions due by `now`.
+    fn advance(&mut self, now: Millis) {
+        self.registry.advance(&self.config, &mut self.catalog, now);
     }
 }
 
@@ -638,7 +657,7 @@ mod tests {
     use fillmesh_protocol::messages::Role;
     use fillmesh_protocol::ChunkSize;
 
-    use super::registry::MAX_EXCLUDED;
+    use super::registry::{slots_for, MAX_EXCLUDED};
     use super::*;
 
     fn id(s: &str) -> NodeId {
@@ -666,12 +685,12 @@ mod tests {
     #[test]
     fn upload_slots_are_clamped_plus_spares() {
         let t = Tracker::new(Config::default());
-        assert_eq!(t.slots_for(Role::Appliance, 0), 2 + 2);
-        assert_eq!(t.slots_for(Role::Appliance, 50_000_000), 4 + 2);
-        assert_eq!(t.slots_for(Role::Appliance, u64::MAX), 16 + 2);
+        assert_eq!(slots_for(t.config(), Role::Appliance, 0), 2 + 2);
+        assert_eq!(slots_for(t.config(), Role::Appliance, 50_000_000), 4 + 2);
+        assert_eq!(slots_for(t.config(), Role::Appliance, u64::MAX), 16 + 2);
         // The origin is not held to an appliance's cap.
-        assert_eq!(t.slots_for(Role::Origin, 1_250_000_000), 100 + 2);
-        assert_eq!(t.slots_for(Role::Origin, u64::MAX), 256 + 2);
+        assert_eq!(slots_for(t.config(), Role::Origin, 1_250_000_000), 100 + 2);
+        assert_eq!(slots_for(t.config(), Role::Origin, u64::MAX), 256 + 2);
     }
 
     /// A title still filling: the near partial holders (most held first) come after the whole
@@ -1047,10 +1066,11 @@ mod tests {
             t.register(0, s.clone(), reg(Role::Appliance, 0));
             t.report_failure(0, &a, title, 0, s, FailureKind::Corrupt).unwrap();
         }
-        let excluded = &t.slots[t.lookup[&a] as usize].excluded;
+        let r = &t.registry;
+        let excluded = &r.slots[r.lookup[&a] as usize].excluded;
         assert_eq!(excluded.len(), MAX_EXCLUDED);
-        assert!(!excluded.contains(&t.lookup[&sources[0]]));
-        assert!(excluded.contains(&t.lookup[&sources[MAX_EXCLUDED]]));
+        assert!(!excluded.contains(&r.lookup[&sources[0]]));
+        assert!(excluded.contains(&r.lookup[&sources[MAX_EXCLUDED]]));
         // The oldest one, no longer excluded, is named to A again; the next oldest is not.
         for s in &sources[..2] {
             t.report_held(0, s, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();

@@ -27,9 +27,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use fillmesh_protocol::messages::{FillPlan, Parent, Role, SourceClass, MAX_FILLS, MAX_PARENTS, MAX_RANGES};
-use fillmesh_protocol::{NodeId, TitleId};
 
-use super::{hash, CoreError, Fills, Millis, Policy, Tracker};
+use super::catalog::Catalog;
+use super::fleet::Fleet;
+use super::planner::watermark;
+use super::registry::{Registry, Slot};
+use super::{hash, Config, Fills, Millis, Policy};
 
 /// Parents in the appliance's own site, at most.
 const SITE_PARENTS: usize = 6;
@@ -39,8 +42,14 @@ const REGION_PARENTS: usize = 2;
 const CROSS_PARENTS: usize = 2;
 /// Parents an appliance has in its own region.
 const PARENTS: usize = SITE_PARENTS + REGION_PARENTS;
-/// Children a parent may take beyond its share (see the caps in [`Tracker::layout`]).
+/// Children a parent may take beyond its share (see the caps in [`Layout::compute`]).
 const CHILDREN_SLACK: u32 = 1;
+
+/// Per title, the latest fill layout computed.
+#[derive(Debug, Default)]
+pub(crate) struct Layouts {
+    by_title: HashMap<u32, Layout>,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Layout {
@@ -103,46 +112,50 @@ impl<'a, T: Ord + Copy> LazySorted<'a, T> {
     }
 }
 
-impl Tracker {
-    /// The fill plan of appliance `node` for `title` as of `now`. The same epoch gives the
-    /// same plan; an appliance asks again when its parents fail it or the epoch moves.
-    pub fn fill_plan(&mut self, now: Millis, node: &NodeId, title: &TitleId) -> Result<FillPlan, CoreError> {
-        self.advance(now);
-        let a = self.live_index(node)?;
-        let t = self.title_idx(title)?;
-        Ok(self.plan_of(a, t))
-    }
+/// [`Tracker::epoch`](super::Tracker::epoch): the layouts' epoch, the titles published, and
+/// the changes of membership the registry and the fleet each count.
+pub(super) fn epoch(registry: &Registry, catalog: &Catalog, fleet: &Fleet) -> u64 {
+    registry.layout_epoch + catalog.len() as u64 + registry.members_epoch + fleet.epoch
+}
 
-    /// What appliance `node` fills now: a plan for each title it is to hold and does not hold
+impl Layouts {
+    /// What appliance `a` fills now: a plan for each title it is to hold and does not hold
     /// whole (in publish order; the most recently wanted first when the catalog does not fit
     /// under its eviction watermark), and the titles it must delete first to make room for
-    /// them (see `victims`: only titles wanted less recently, never one just steered to). A
-    /// title larger than the watermark, or with no parent to fill from yet, is left out. The
-    /// origin and other roles fill nothing.
-    pub fn fills(&mut self, now: Millis, node: &NodeId) -> Result<Fills, CoreError> {
-        self.advance(now);
-        let a = self.live_index(node)?;
-        let mut fills = Fills { epoch: self.epoch(), ..Fills::default() };
-        let Some(reg) = self.slots[a as usize].registration.as_ref() else { return Ok(fills) };
+    /// them (see [`Catalog::victims`]: only titles wanted less recently, never one just
+    /// steered to). A title larger than the watermark, owned by another live tracker of the
+    /// `fleet`, or with no parent to fill from yet, is left out. The origin and other roles
+    /// fill nothing.
+    pub(super) fn fills(
+        &mut self,
+        config: &Config,
+        registry: &mut Registry,
+        catalog: &mut Catalog,
+        fleet: &Fleet,
+        now: Millis,
+        a: u32,
+    ) -> Fills {
+        let mut fills = Fills { epoch: epoch(registry, catalog, fleet), ..Fills::default() };
+        let Some(reg) = registry.slots[a as usize].registration.as_ref() else { return fills };
         if reg.role != Role::Appliance {
-            return Ok(fills);
+            return fills;
         }
-        let watermark = self.watermark(reg);
+        let watermark = watermark(config, reg);
         let mut order = Vec::new();
-        let tight = self.title_order(watermark, &mut order);
+        let tight = catalog.title_order(watermark, &mut order);
         // What it fills is what this answer names: titles planned earlier in the call count
         // against the disk for the later ones (victims), those of the previous answer no
         // longer do (the appliance stops filling a title its fills no longer name).
-        if let Some(live) = self.slots[a as usize].live.as_mut() {
+        if let Some(live) = registry.slots[a as usize].live.as_mut() {
             live.filling.clear();
         }
         for t in order {
             if fills.plans.len() == MAX_FILLS {
                 break;
             }
-            let title = &self.titles[t as usize];
+            let title = catalog.title(t);
             // Another live tracker coordinates it: its fills come from there.
-            if !self.owns(&title.id) {
+            if !fleet.owns(&title.id) {
                 continue;
             }
             if title.complete.contains(&a) || title.manifest.len() > watermark {
@@ -152,79 +165,80 @@ impl Tracker {
                 continue;
             }
             let victims = if tight {
-                match self.victims(now, a, t, watermark, fills.evict.len()) {
+                let Some(live) = registry.slots[a as usize].live.as_ref() else { continue };
+                match catalog.victims(config, live, now, t, watermark, fills.evict.len()) {
                     Some(v) => v,
                     None => continue,
                 }
             } else {
                 Vec::new()
             };
-            let plan = self.plan_of(a, t);
+            let plan = self.plan_of(config, registry, catalog, a, t);
             // Only a title that can be filled evicts: one with nobody to fill from would free
             // room it does not take.
             if plan.parents.is_empty() {
                 continue;
             }
             for u in victims {
-                self.evict_title(a, u);
-                fills.evict.push(self.titles[u as usize].id);
+                catalog.evict(registry, a, u);
+                fills.evict.push(catalog.title(u).id);
             }
-            if let Some(live) = self.slots[a as usize].live.as_mut() {
+            if let Some(live) = registry.slots[a as usize].live.as_mut() {
                 live.filling.insert(t);
             }
             fills.plans.push(plan);
         }
-        Ok(fills)
-    }
-
-    /// Moves whenever an appliance's fills or the member list may have changed: a layout's
-    /// epoch (the fleet's eligible appliances, the origin), the catalog (a title published)
-    /// or the members (nodes ask for the list again when it moves).
-    pub fn epoch(&self) -> u64 {
-        self.layout_epoch + self.titles.len() as u64 + self.members_epoch
+        fills
     }
 
     /// Appliance `a`'s plan for title `t` (the layout computed for the current epoch if it
     /// was not yet). Under [`Policy::OriginOnly`] the origin is its only parent, for every
     /// chunk.
-    fn plan_of(&mut self, a: u32, t: u32) -> FillPlan {
-        let title = self.titles[t as usize].id;
-        let excluded = &self.slots[a as usize].excluded;
+    pub(super) fn plan_of(
+        &mut self,
+        config: &Config,
+        registry: &Registry,
+        catalog: &Catalog,
+        a: u32,
+        t: u32,
+    ) -> FillPlan {
+        let slots = &registry.slots;
+        let title = catalog.title(t).id;
+        let excluded = &slots[a as usize].excluded;
         let origin_parent =
-            self.origin.filter(|&o| !self.slots[o as usize].bad && !excluded.contains(&o)).and_then(|o| {
-                let reg = self.slots[o as usize].registration.as_ref()?;
+            registry.origin.filter(|&o| !slots[o as usize].bad && !excluded.contains(&o)).and_then(|o| {
+                let reg = slots[o as usize].registration.as_ref()?;
                 Some((
                     o,
                     Parent {
-                        node: self.slots[o as usize].id.clone(),
+                        node: slots[o as usize].id.clone(),
                         addr: reg.mesh_addr,
                         class: SourceClass::Origin,
                     },
                 ))
             });
-        if self.config.policy == Policy::OriginOnly {
-            let n = self.titles[t as usize].manifest.chunk_count();
+        if config.policy == Policy::OriginOnly {
+            let n = catalog.title(t).manifest.chunk_count();
             return FillPlan {
                 title,
                 parents: origin_parent.into_iter().map(|(_, p)| p).collect(),
                 origin: vec![Range { start: 0, end: n }],
                 import: Vec::new(),
-                epoch: self.layout_epoch,
+                epoch: registry.layout_epoch,
             };
         }
-        if self.layouts.get(&t).is_none_or(|l| l.epoch != self.layout_epoch) {
-            let layout = self.layout(t);
-            self.layouts.insert(t, layout);
+        if self.by_title.get(&t).is_none_or(|l| l.epoch != registry.layout_epoch) {
+            let layout = Layout::compute(config, registry, catalog, t);
+            self.by_title.insert(t, layout);
         }
-        let entry = self.layouts.get(&t).and_then(|l| l.entries.get(&a)).cloned().unwrap_or_default();
-        let excluded = &self.slots[a as usize].excluded;
+        let entry = self.by_title.get(&t).and_then(|l| l.entries.get(&a)).cloned().unwrap_or_default();
         let mut parents: Vec<Parent> = entry
             .parents
             .iter()
             .filter(|(p, _)| !excluded.contains(p))
             .filter_map(|&(p, class)| {
-                let reg = self.slots[p as usize].registration.as_ref()?;
-                Some(Parent { node: self.slots[p as usize].id.clone(), addr: reg.mesh_addr, class })
+                let reg = slots[p as usize].registration.as_ref()?;
+                Some(Parent { node: slots[p as usize].id.clone(), addr: reg.mesh_addr, class })
             })
             .take(MAX_PARENTS - 1)
             .collect();
@@ -234,7 +248,7 @@ impl Tracker {
         // the origin instead, and spreads it on. Bounded: one copy per reporter, and once a
         // quorum agrees the parent is bad, the layout leaves it out altogether.
         let mut origin = entry.origin;
-        if let Some(layout) = self.layouts.get(&t) {
+        if let Some(layout) = self.by_title.get(&t) {
             for x in excluded {
                 if let Some(e) = layout.entries.get(x) {
                     origin.extend(e.origin.iter().chain(&e.import).cloned());
@@ -244,44 +258,42 @@ impl Tracker {
         origin.truncate(MAX_RANGES);
         let mut import = entry.import;
         import.truncate(MAX_RANGES);
-        FillPlan { title, parents, origin, import, epoch: self.layout_epoch }
+        FillPlan { title, parents, origin, import, epoch: registry.layout_epoch }
     }
+}
 
-    /// The epoch of the layouts: moves whenever plans may change.
-    pub fn plan_epoch(&self) -> u64 {
-        self.layout_epoch
+/// What the appliance in `slot` said it uploads, which its share of the layout follows (one
+/// that said nothing counts as its minimum upload slots). Not the planner's `weight`: that
+/// adds the spare slots, which doubled a 200 Mbit/s appliance's share against a 1 Gbit/s
+/// one's (50 against 150 MB/s, for 25 against 125).
+fn stated_upload(config: &Config, slot: &Slot) -> u64 {
+    let stated = slot.registration.as_ref().map_or(0, |r| r.upload_bps);
+    if stated > 0 {
+        stated
+    } else {
+        u64::from(config.min_slots).saturating_mul(config.slot_bps).max(1)
     }
+}
 
-    /// What appliance `a` said it uploads, which its share of the layout follows (one that
-    /// said nothing counts as its minimum upload slots). Not the planner's `weight`: that
-    /// adds the spare slots, which doubled a 200 Mbit/s appliance's share against a 1 Gbit/s
-    /// one's (50 against 150 MB/s, for 25 against 125).
-    pub(crate) fn stated_upload(&self, a: u32) -> u64 {
-        let stated = self.slots[a as usize].registration.as_ref().map_or(0, |r| r.upload_bps);
-        if stated > 0 {
-            stated
-        } else {
-            u64::from(self.config.min_slots).saturating_mul(self.config.slot_bps).max(1)
-        }
-    }
-
-    fn layout(&self, t: u32) -> Layout {
-        let title_hash = self.titles[t as usize].hash;
-        let n = self.titles[t as usize].manifest.chunk_count();
+impl Layout {
+    /// Title `t`'s layout over the registry's eligible appliances, as of its layout epoch.
+    fn compute(config: &Config, registry: &Registry, catalog: &Catalog, t: u32) -> Self {
+        let title_hash = catalog.title(t).hash;
+        let n = catalog.title(t).manifest.chunk_count();
         // Regions in name order, not in the order this tracker first heard of them: every
         // tracker of a fleet lays a title out alike, so a title that changes owner keeps its
         // origin slices (no chunk taken from the origin twice).
-        let mut rank = vec![0u32; self.regions.len()];
-        for (pos, &id) in self.regions.values().enumerate() {
+        let mut rank = vec![0u32; registry.regions.len()];
+        for (pos, &id) in registry.regions.values().enumerate() {
             if let Some(r) = rank.get_mut(id as usize) {
                 *r = pos as u32;
             }
         }
         // Eligible appliances by region, each region in the title's own hash order.
-        let mut members: Vec<(u32, u64, u32)> = (0..self.slots.len() as u32)
-            .filter(|&i| self.slots[i as usize].live.as_ref().is_some_and(|l| l.eligible))
+        let mut members: Vec<(u32, u64, u32)> = (0..registry.slots.len() as u32)
+            .filter(|&i| registry.slots[i as usize].live.as_ref().is_some_and(|l| l.eligible))
             .map(|i| {
-                let s = &self.slots[i as usize];
+                let s = &registry.slots[i as usize];
                 (rank.get(s.region as usize).copied().unwrap_or(u32::MAX), hash::mix(s.hash, title_hash), i)
             })
             .collect();
@@ -300,8 +312,10 @@ impl Tracker {
         // Blocks, slices and imports in proportion to upload (`weight`): an appliance that
         // uploads more forwards more of what it takes first. (In the simulator's
         // heterogeneous fleet this changed little: 1.262x the bound against 1.264x.)
-        let weights: Vec<Vec<u64>> =
-            regions.iter().map(|r| r.iter().map(|&a| self.stated_upload(a)).collect()).collect();
+        let weights: Vec<Vec<u64>> = regions
+            .iter()
+            .map(|r| r.iter().map(|&a| stated_upload(config, &registry.slots[a as usize])).collect())
+            .collect();
         let region_weights: Vec<u64> = weights.iter().map(|w| w.iter().sum()).collect();
         let block_bounds = cut(&(0..n), &region_weights);
         let blocks: Vec<Range<u32>> = block_bounds.windows(2).map(|w| w[0]..w[1]).collect();
@@ -351,7 +365,7 @@ impl Tracker {
             // Then more parents, same site first, by rendezvous rank within children caps.
             let mut sites: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
             for &a in region {
-                sites.entry(self.slots[a as usize].site).or_default().push(a);
+                sites.entry(registry.slots[a as usize].site).or_default().push(a);
             }
             let sites: Vec<&Vec<u32>> = sites.values().collect();
             let mut near: HashMap<u32, Vec<(u32, SourceClass)>> = HashMap::with_capacity(m);
@@ -383,18 +397,19 @@ impl Tracker {
             // 2.3) and 1 Gbit/s ones 9.9 (of 11.6); what appliances received from their
             // parents together ranged 2.1x, and the fill took 1.257x the bound.
             let wanted = PARENTS.min(m.saturating_sub(1));
-            let region_uploads: Vec<u64> = region.iter().map(|&b| self.stated_upload(b)).collect();
+            let region_uploads: Vec<u64> =
+                region.iter().map(|&b| stated_upload(config, &registry.slots[b as usize])).collect();
             let places = cut(&(0..(wanted * m) as u32), &region_uploads);
             let caps: HashMap<u32, u32> =
                 region.iter().enumerate().map(|(i, &b)| (b, places[i + 1] - places[i])).collect();
             for &a in region {
-                let sa = &self.slots[a as usize];
+                let sa = &registry.slots[a as usize];
                 let mut list = near.remove(&a).unwrap_or_default();
                 let mut ranked: Vec<(bool, u64, u32)> = region
                     .iter()
                     .filter(|&&b| b != a && !list.iter().any(|&(p, _)| p == b))
                     .map(|&b| {
-                        let sb = &self.slots[b as usize];
+                        let sb = &registry.slots[b as usize];
                         (sb.site != sa.site, hash::mix(sa.hash ^ title_hash, sb.hash), b)
                     })
                     .collect();
@@ -440,7 +455,7 @@ impl Tracker {
                 }
             }
         }
-        Layout { epoch: self.layout_epoch, entries }
+        Layout { epoch: registry.layout_epoch, entries }
     }
 }
 
@@ -450,11 +465,11 @@ mod tests {
     use std::net::SocketAddr;
 
     use fillmesh_protocol::messages::{Registration, Role};
-    use fillmesh_protocol::{ChunkSize, Manifest};
+    use fillmesh_protocol::{ChunkSize, Manifest, NodeId, TitleId};
     use proptest::prelude::*;
 
     use super::*;
-    use crate::core::Config;
+    use crate::core::Tracker;
 
     fn reg(role: Role, region: u32, site: u32, upload_bps: u64, n: u16) -> Registration {
         Registration {
@@ -551,7 +566,7 @@ mod tests {
             }
             // Children in proportion to upload within the region (the rings may add up to
             // two to a parent whose share is smaller).
-            let weight = |j: usize| t.stated_upload(t.lookup[&ids[j]]) as f64;
+            let weight = |j: usize| stated_upload(&t.config, &t.registry.slots[t.registry.lookup[&ids[j]] as usize]) as f64;
             for (j, n) in children {
                 let region: Vec<usize> = (0..nodes.len()).filter(|&k| nodes[k].0 == nodes[j].0).collect();
                 let mean = region.iter().map(|&k| weight(k)).sum::<f64>() / region.len() as f64;

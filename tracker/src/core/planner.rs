@@ -6,10 +6,12 @@
 //! site or a region, and within that the source a new upload gets the most bandwidth from;
 //! the origin only for chunks nobody has or is fetching, so it sends each about once.
 
-use fillmesh_protocol::messages::{Assignment, Source, MAX_ASSIGNMENTS, MAX_EVICT, MAX_SOURCES};
+use fillmesh_protocol::messages::{Assignment, Source, MAX_ASSIGNMENTS, MAX_SOURCES};
 use fillmesh_protocol::messages::{Registration, Role};
 
-use super::{hash, Millis, Plan, Policy, Tracker};
+use super::catalog::Catalog;
+use super::registry::{Inflight, Registry};
+use super::{hash, Config, Millis, Plan, Policy};
 
 /// Candidates (missing chunks) ranked in the first window; each further window, looked at
 /// only when the earlier ones did not fill the plan, is four times larger.
@@ -32,40 +34,64 @@ pub(crate) struct PlanScratch {
     order: Vec<u32>,
 }
 
-impl Tracker {
-    pub(super) fn do_plan(&mut self, now: Millis, a: u32, max: usize) -> Plan {
-        for t in 0..self.titles.len() as u32 {
-            self.keep_holder_lists(t);
+/// The bytes an appliance registered so may fill: `evict_watermark_pct` of its disk.
+pub(super) fn watermark(config: &Config, reg: &Registration) -> u64 {
+    u64::try_from(u128::from(reg.disk_bytes) * u128::from(config.evict_watermark_pct) / 100)
+        .unwrap_or(u64::MAX)
+}
+
+/// What one plan works on: the configuration, the registry and the catalog it reads, whose
+/// in-flight counts its assignments and evictions move, and its buffers.
+#[derive(Debug)]
+pub(super) struct Planner<'a> {
+    pub(super) config: &'a Config,
+    pub(super) registry: &'a mut Registry,
+    pub(super) catalog: &'a mut Catalog,
+    pub(super) scratch: &'a mut PlanScratch,
+}
+
+impl Planner<'_> {
+    /// The next batch of work for appliance `a`: at most `max` assignments, within its
+    /// in-flight allowance, and the titles it deletes first to make room for them.
+    pub(super) fn plan(&mut self, now: Millis, a: u32, max: usize) -> Plan {
+        for t in 0..self.catalog.len() as u32 {
+            self.catalog.keep_holder_lists(self.registry, t);
         }
-        let slot = &self.slots[a as usize];
+        let slot = &self.registry.slots[a as usize];
         let Some(reg) = slot.registration.as_ref() else { return Plan::default() };
         let Some(live) = slot.live.as_ref() else { return Plan::default() };
         if reg.role != Role::Appliance {
             return Plan::default();
         }
-        let watermark = self.watermark(reg);
+        let watermark = watermark(self.config, reg);
         let room = self.config.max_inflight_per_appliance.saturating_sub(live.inflight.len());
         let mut budget = max.min(room).min(MAX_ASSIGNMENTS);
         let mut plan = Vec::new();
         let mut evict = Vec::new();
         let mut keys = std::mem::take(&mut self.scratch.keys);
         let mut order = std::mem::take(&mut self.scratch.order);
-        let tight = self.title_order(watermark, &mut order);
+        let tight = self.catalog.title_order(watermark, &mut order);
         for &t in &order {
             if budget == 0 {
                 break;
             }
-            if self.titles[t as usize].manifest.len() > watermark {
+            let title = self.catalog.title(t);
+            if title.manifest.len() > watermark {
                 continue;
             }
             // Titles evicted by this plan are not filled again by it.
-            if tight && evict.contains(&self.titles[t as usize].id) {
+            if tight && evict.contains(&title.id) {
                 continue;
             }
             let victims = if tight {
-                match self.victims(now, a, t, watermark, evict.len()) {
-                    Some(v) => v,
-                    None => continue,
+                let Some(live) = self.registry.slots[a as usize].live.as_ref() else { continue };
+                if title.complete.contains(&a) {
+                    Vec::new()
+                } else {
+                    match self.catalog.victims(self.config, live, now, t, watermark, evict.len()) {
+                        Some(v) => v,
+                        None => continue,
+                    }
                 }
             } else {
                 Vec::new()
@@ -75,11 +101,11 @@ impl Tracker {
             // its own (it moves with time): a plan costs about the window, not the title,
             // and different appliances look at different chunks. Only when the window
             // yields too little is the next, larger one looked at.
-            let chunks = self.titles[t as usize].manifest.chunk_count();
+            let chunks = title.manifest.chunk_count();
             if chunks == 0 {
                 continue;
             }
-            let base = hash::mix(self.slots[a as usize].hash, self.titles[t as usize].hash);
+            let base = hash::mix(self.registry.slots[a as usize].hash, title.hash);
             let first = (hash::mix(base, now) % u64::from(chunks)) as u32;
             let mut scanned = 0;
             let mut window = FIRST_BATCH;
@@ -118,8 +144,8 @@ impl Tracker {
             // free room it does not take, and the victims would be filled again meanwhile.
             if plan.len() > planned {
                 for u in victims {
-                    self.evict_title(a, u);
-                    evict.push(self.titles[u as usize].id);
+                    self.catalog.evict(self.registry, a, u);
+                    evict.push(self.catalog.title(u).id);
                 }
             }
         }
@@ -128,84 +154,15 @@ impl Tracker {
         Plan { assignments: plan, evict }
     }
 
-    /// The bytes an appliance registered so may fill: `evict_watermark_pct` of its disk.
-    pub(super) fn watermark(&self, reg: &Registration) -> u64 {
-        u64::try_from(u128::from(reg.disk_bytes) * u128::from(self.config.evict_watermark_pct) / 100)
-            .unwrap_or(u64::MAX)
-    }
-
-    /// Every title into `order`, in the order plans and fills look at them for an appliance
-    /// that may fill `watermark` bytes; returns whether the catalog does not fit (tight).
-    /// When the whole catalog fits (the usual case) titles are looked at in publish order and
-    /// nothing is weighed. Otherwise the most recently wanted come first, so a title is never
-    /// evicted by one planned later in the same call (victims are strictly older than the
-    /// title they make room for).
-    pub(super) fn title_order(&self, watermark: u64, order: &mut Vec<u32>) -> bool {
-        order.clear();
-        order.extend(0..self.titles.len() as u32);
-        let tight = self.catalog_bytes > watermark;
-        if tight {
-            order.sort_unstable_by_key(|&t| (std::cmp::Reverse(self.titles[t as usize].last_wanted), t));
-        }
-        tight
-    }
-
-    /// The titles `a` must evict to fill title `t` under `watermark` (none when it fits), or
-    /// `None` when `t` may not be filled. Every title `a` holds or fetches any chunk of counts
-    /// at its whole length (the planner will finish it), so two titles filling at once cannot
-    /// each see room the other takes. Victims are titles other than `t` wanted strictly less
-    /// recently than `t` and not steered to within `Config::evict_min_idle_ms`, oldest first;
-    /// when they cannot make room (within [`MAX_EVICT`] per
-    /// plan, `evicted` being taken already), `t` is not filled and nothing is evicted.
-    pub(super) fn victims(
-        &self,
-        now: Millis,
-        a: u32,
-        t: u32,
-        watermark: u64,
-        evicted: usize,
-    ) -> Option<Vec<u32>> {
-        let live = self.slots[a as usize].live.as_ref()?;
-        let len = |u: u32| self.titles[u as usize].manifest.len();
-        if self.titles[t as usize].complete.contains(&a) {
-            return Some(Vec::new());
-        }
-        let mut touched: Vec<u32> =
-            live.held.iter().filter(|&(&u, map)| u != t && map.count() > 0).map(|(&u, _)| u).collect();
-        touched.extend(live.inflight.keys().map(|&(u, _)| u).filter(|&u| u != t));
-        touched.extend(live.filling.iter().copied().filter(|&u| u != t));
-        touched.sort_unstable();
-        touched.dedup();
-        let committed = touched.iter().fold(len(t), |sum, &u| sum.saturating_add(len(u)));
-        let Some(need) = committed.checked_sub(watermark).filter(|&n| n > 0) else { return Some(Vec::new()) };
-        let wanted = self.titles[t as usize].last_wanted;
-        let idle = self.config.evict_min_idle_ms;
-        touched.retain(|&u| {
-            let title = &self.titles[u as usize];
-            title.last_wanted < wanted && title.last_steered.is_none_or(|s| now.saturating_sub(s) >= idle)
-        });
-        touched.sort_unstable_by_key(|&u| (self.titles[u as usize].last_wanted, u));
-        let (mut freed, mut victims) = (0u64, 0);
-        while freed < need && victims < touched.len() {
-            freed = freed.saturating_add(len(touched[victims]));
-            victims += 1;
-        }
-        if freed < need || evicted + victims > MAX_EVICT {
-            return None;
-        }
-        touched.truncate(victims);
-        Some(touched)
-    }
-
     /// Up to `want` chunks of title `t` that `a` neither holds nor fetches, looking at chunks
     /// `first + scanned`, `first + scanned + 1`, ... (modulo the chunk count) and advancing
     /// `scanned` past those looked at; keyed so that sorting puts them rarest first, with ties
     /// in an order of `a`'s own.
     fn candidates(&self, a: u32, t: u32, first: u32, scanned: &mut u32, want: usize, keys: &mut Vec<u128>) {
         keys.clear();
-        let title = &self.titles[t as usize];
-        let Some(live) = self.slots[a as usize].live.as_ref() else { return };
-        let base = hash::mix(self.slots[a as usize].hash, title.hash);
+        let title = self.catalog.title(t);
+        let Some(live) = self.registry.slots[a as usize].live.as_ref() else { return };
+        let base = hash::mix(self.registry.slots[a as usize].hash, title.hash);
         let chunks = title.manifest.chunk_count();
         let held = live.held.get(&t).map(|m| m.as_bytes());
         while *scanned < chunks && keys.len() < want {
@@ -235,35 +192,35 @@ impl Tracker {
 
     /// False once no source at all could serve `a` anything more, to stop scanning early.
     fn could_assign_any(&self, a: u32, now: Millis) -> bool {
-        !self.free_all.is_empty() || self.origin_for(a, now).is_some()
+        !self.registry.free.all.is_empty() || self.origin_for(a, now).is_some()
     }
 
     /// The origin, when it may take one more fetch for `a` (ignoring what the chunk is) and
     /// `a` has not reported it corrupt.
     fn origin_for(&self, a: u32, now: Millis) -> Option<u32> {
-        let o = self.origin_ready(now)?;
-        let live = self.slots[a as usize].live.as_ref()?;
+        let o = self.registry.origin_ready(self.config, now)?;
+        let live = self.registry.slots[a as usize].live.as_ref()?;
         let capped = self.config.policy == Policy::Mesh
             && live.origin_inflight as usize >= self.config.max_origin_inflight_per_appliance;
-        (!capped && !self.excludes(a, o)).then_some(o)
+        (!capped && !self.registry.excludes(a, o)).then_some(o)
     }
 
     /// The origin as the one source of chunk `c` for `a`, if it may serve it.
     fn origin_source(&self, now: Millis, a: u32, t: u32, c: u32) -> Option<Vec<u32>> {
         let o = self.origin_for(a, now)?;
-        self.slots[o as usize].live.as_ref().is_some_and(|l| l.holds(t, c)).then(|| vec![o])
+        self.registry.slots[o as usize].live.as_ref().is_some_and(|l| l.holds(t, c)).then(|| vec![o])
     }
 
     /// How many of the sources `a` excluded are counted among the holders of chunk `c`.
     fn excluded_holders(&self, a: u32, t: u32, c: u32) -> u32 {
-        let excluded = &self.slots[a as usize].excluded;
-        let holds =
-            |&&s: &&u32| self.slots[s as usize].live.as_ref().is_some_and(|l| l.eligible && l.holds(t, c));
+        let slots = &self.registry.slots;
+        let excluded = &slots[a as usize].excluded;
+        let holds = |&&s: &&u32| slots[s as usize].live.as_ref().is_some_and(|l| l.eligible && l.holds(t, c));
         excluded.iter().filter(holds).count() as u32
     }
 
     fn assign(&mut self, now: Millis, a: u32, t: u32, c: u32) -> Option<Assignment> {
-        let title = &self.titles[t as usize];
+        let title = self.catalog.title(t);
         let (holders, inflight) = (title.holders[c as usize], title.inflight[c as usize]);
         let sources = if self.config.policy == Policy::OriginOnly || (holders == 0 && inflight == 0) {
             self.origin_source(now, a, t, c)?
@@ -283,23 +240,22 @@ impl Tracker {
             return None;
         };
         let first = *sources.first()?;
-        let from_origin = Some(first) == self.origin;
+        let from_origin = Some(first) == self.registry.origin;
+        let slots = &self.registry.slots;
         let assignment = Assignment {
-            title: self.titles[t as usize].id,
+            title: self.catalog.title(t).id,
             chunk: c,
             sources: sources
                 .iter()
                 .filter_map(|&s| {
-                    let reg = self.slots[s as usize].registration.as_ref()?;
-                    Some(Source {
-                        node: self.slots[s as usize].id.clone(),
-                        addr: reg.mesh_addr,
-                        role: reg.role,
-                    })
+                    let reg = slots[s as usize].registration.as_ref()?;
+                    Some(Source { node: slots[s as usize].id.clone(), addr: reg.mesh_addr, role: reg.role })
                 })
                 .collect(),
         };
-        self.add_inflight(a, t, c, first, now, from_origin);
+        let expires = now.saturating_add(self.config.assignment_ttl_ms);
+        let fetch = Inflight { source: first, expires, from_origin };
+        self.registry.add_inflight(self.catalog, a, t, c, fetch);
         Some(assignment)
     }
 
@@ -313,8 +269,9 @@ impl Tracker {
     /// starting point. Either way the looking stops at [`RANKED`] free holders, so an
     /// assignment costs at most a few [`EXAMINE`]s, however many appliances hold the chunk.
     fn peer_sources(&self, a: u32, t: u32, c: u32, class: &mut Vec<(u64, u64, u32)>) -> Vec<u32> {
-        let me = &self.slots[a as usize];
-        let title = &self.titles[t as usize];
+        let (slots, free_sources) = (&self.registry.slots, &self.registry.free);
+        let me = &slots[a as usize];
+        let title = self.catalog.title(t);
         let (site, region) = (me.site, me.region);
         let mut out = Vec::new();
         for tier in 0..3 {
@@ -322,12 +279,12 @@ impl Tracker {
                 break;
             }
             class.clear();
-            // Kept from the first plan of the title on (`do_plan`).
+            // Kept from the first plan of the title on (`plan`).
             let Some(lists) = &title.lists else { return out };
             let (list, free) = match tier {
-                0 => (lists.sites.get(site, c), self.free_site.get(&site)),
-                1 => (lists.regions.get(region, c), self.free_region.get(&region)),
-                _ => (lists.all[c as usize].as_slice(), Some(&self.free_all)),
+                0 => (lists.sites.get(site, c), free_sources.site.get(&site)),
+                1 => (lists.regions.get(region, c), free_sources.region.get(&region)),
+                _ => (lists.all[c as usize].as_slice(), Some(&free_sources.all)),
             };
             let free_len = free.map_or(0, |f| f.len());
             if list.is_empty() || free_len == 0 {
@@ -335,7 +292,7 @@ impl Tracker {
             }
             // Nearer holders belong to an earlier tier; sources `a` reported corrupt to none.
             let this_tier = |s: u32| {
-                let slot = &self.slots[s as usize];
+                let slot = &slots[s as usize];
                 s != a
                     && !me.excluded.contains(&s)
                     && match tier {
@@ -345,7 +302,7 @@ impl Tracker {
                     }
             };
             let consider = |class: &mut Vec<(u64, u64, u32)>, s: u32| {
-                let slot = &self.slots[s as usize];
+                let slot = &slots[s as usize];
                 let rate = slot.weight / u64::from(slot.load + 1);
                 let tie = hash::mix(hash::mix(slot.hash, me.hash), u64::from(c));
                 class.push((u64::MAX - rate, tie, s));
@@ -353,8 +310,7 @@ impl Tracker {
             match free {
                 Some(free) if free_len < list.len() && free_len <= EXAMINE => {
                     for &s in free {
-                        if this_tier(s) && self.slots[s as usize].live.as_ref().is_some_and(|l| l.holds(t, c))
-                        {
+                        if this_tier(s) && slots[s as usize].live.as_ref().is_some_and(|l| l.holds(t, c)) {
                             consider(class, s);
                             if class.len() >= RANKED {
                                 break;
@@ -367,7 +323,7 @@ impl Tracker {
                     let start = (h % list.len() as u64) as usize;
                     let (tail, head) = list.split_at(start);
                     for &s in head.iter().chain(tail).take(EXAMINE) {
-                        if self.free[s as usize] && this_tier(s) {
+                        if free_sources.flags[s as usize] && this_tier(s) {
                             consider(class, s);
                             if class.len() >= RANKED {
                                 break;

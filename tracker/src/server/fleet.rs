@@ -22,14 +22,14 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use fillmesh_net::identity;
 use fillmesh_protocol::messages::{TrackerRequest, TrackerResponse, MAX_TEXT};
-use fillmesh_protocol::{NodeId, TitleId};
+use fillmesh_protocol::{NodeId, NodeIdError, TitleId, TitleIdError, VerifyError};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::persist::CatalogRecord;
-use super::Shared;
+use super::{chain, Shared};
 use crate::core::fleet::MAX_TRACKERS;
 use crate::core::TrackerInfo;
 
@@ -48,21 +48,64 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// Time allowed for one etcd request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Why the fleet's store refused or failed.
+/// Why the fleet's store refused or failed: etcd not reached at start (`Unreachable`), a
+/// request to it failed (`Etcd`), a value this tracker would write is refused before it is
+/// sent (`TooLarge`, the encodings), or the session ended (the lease, the keepalive, the
+/// watch).
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("cannot reach etcd at {endpoints}: {source}")]
+    #[error("cannot reach etcd at {endpoints}")]
     Unreachable { endpoints: String, source: etcd_client::Error },
-    #[error("etcd: {0}")]
+    #[error("etcd")]
     Etcd(#[from] etcd_client::Error),
     #[error("the catalog record of {0} is {1} bytes, more than etcd takes ({MAX_VALUE})")]
     TooLarge(TitleId, usize),
-    #[error("encoding: {0}")]
-    Encode(String),
+    #[error("encoding the catalog record")]
+    EncodeCatalog(#[source] postcard::Error),
+    #[error("encoding the tracker record")]
+    EncodeTracker(#[source] serde_json::Error),
     #[error("the lease expired")]
     LeaseExpired,
-    #[error("the watch ended: {0}")]
-    WatchEnded(String),
+    #[error("the keepalive was not sent within {REQUEST_TIMEOUT:?}")]
+    KeepaliveNotSent,
+    #[error("no keepalive answer")]
+    NoKeepaliveAnswer,
+    #[error("the watch was closed by etcd")]
+    WatchClosed,
+    /// With etcd's reason.
+    #[error("the watch was canceled: {0}")]
+    WatchCanceled(String),
+}
+
+/// Why a key read under the prefix is skipped: what it is not.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error("the key is not UTF-8")]
+    KeyNotUtf8,
+    #[error("outside the prefix")]
+    OutsidePrefix,
+    #[error("no kind/name")]
+    NoKind,
+    #[error("unknown kind {0:?}")]
+    UnknownKind(String),
+    #[error("title id")]
+    TitleId(#[source] TitleIdError),
+    #[error("peer id")]
+    PeerId(#[source] libp2p_identity::ParseError),
+    #[error("tracker id")]
+    TrackerId(#[source] NodeIdError),
+    #[error("{len} bytes, more than {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("the catalog record")]
+    CatalogRecord(#[source] postcard::Error),
+    #[error("the name is too long")]
+    NameTooLong,
+    #[error("the manifest")]
+    Manifest(#[source] VerifyError),
+    #[error("the tracker record")]
+    TrackerRecord(#[source] serde_json::Error),
+    #[error("the record names {0}")]
+    OtherTracker(String),
 }
 
 /// Where the fleet's store is.
@@ -140,7 +183,7 @@ impl Fleet {
 
     /// Writes a title to the catalog; answered once etcd has it.
     pub(super) async fn publish(&self, title: TitleId, record: &CatalogRecord) -> Result<(), FleetError> {
-        let bytes = postcard::to_allocvec(record).map_err(|e| FleetError::Encode(e.to_string()))?;
+        let bytes = postcard::to_allocvec(record).map_err(FleetError::EncodeCatalog)?;
         if bytes.len() > MAX_VALUE {
             return Err(FleetError::TooLarge(title, bytes.len()));
         }
@@ -158,36 +201,37 @@ impl Fleet {
     }
 
     /// Reads one key: what it is, or why it is skipped.
-    fn parse(&self, key: &[u8], value: &[u8]) -> Result<Entry, String> {
-        let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_owned())?;
-        let rest = key.strip_prefix(self.config.prefix.as_str()).ok_or("outside the prefix")?;
-        let (kind, name) = rest.split_once('/').ok_or("no kind/name")?;
+    fn parse(&self, key: &[u8], value: &[u8]) -> Result<Entry, Malformed> {
+        let key = std::str::from_utf8(key).map_err(|_| Malformed::KeyNotUtf8)?;
+        let rest = key.strip_prefix(self.config.prefix.as_str()).ok_or(Malformed::OutsidePrefix)?;
+        let (kind, name) = rest.split_once('/').ok_or(Malformed::NoKind)?;
         match kind {
             "titles" => {
-                let title: TitleId = name.parse().map_err(|e| format!("title id: {e}"))?;
+                let title: TitleId = name.parse().map_err(Malformed::TitleId)?;
                 if value.len() > MAX_VALUE {
-                    return Err(format!("{} bytes, more than {MAX_VALUE}", value.len()));
+                    return Err(Malformed::TooLong { len: value.len(), max: MAX_VALUE });
                 }
-                let record: CatalogRecord = postcard::from_bytes(value).map_err(|e| e.to_string())?;
+                let record: CatalogRecord = postcard::from_bytes(value).map_err(Malformed::CatalogRecord)?;
                 if record.name.len() > MAX_TEXT {
-                    return Err("the name is too long".into());
+                    return Err(Malformed::NameTooLong);
                 }
-                record.manifest.verify(&title).map_err(|e| format!("the manifest: {e}"))?;
+                record.manifest.verify(&title).map_err(Malformed::Manifest)?;
                 Ok(Entry::Title(title, record))
             }
-            "trust" => Ok(Entry::Trust(name.parse().map_err(|e| format!("peer id: {e}"))?)),
+            "trust" => Ok(Entry::Trust(name.parse().map_err(Malformed::PeerId)?)),
             "trackers" => {
                 if value.len() > MAX_TRACKER_RECORD {
-                    return Err(format!("{} bytes, more than {MAX_TRACKER_RECORD}", value.len()));
+                    return Err(Malformed::TooLong { len: value.len(), max: MAX_TRACKER_RECORD });
                 }
-                let record: TrackerRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                let record: TrackerRecord =
+                    serde_json::from_slice(value).map_err(Malformed::TrackerRecord)?;
                 if record.peer_id != name {
-                    return Err(format!("the record names {}", record.peer_id));
+                    return Err(Malformed::OtherTracker(record.peer_id));
                 }
-                let peer_id: NodeId = name.parse().map_err(|e| format!("peer id: {e}"))?;
+                let peer_id: NodeId = name.parse().map_err(Malformed::TrackerId)?;
                 Ok(Entry::Tracker(TrackerInfo { peer_id, addr: record.addr, http: record.http }))
             }
-            other => Err(format!("unknown kind {other:?}")),
+            other => Err(Malformed::UnknownKind(other.to_owned())),
         }
     }
 }
@@ -226,7 +270,7 @@ impl View {
                 }
             }
             Err(e) => {
-                warn!(key = %String::from_utf8_lossy(&key[..key.len().min(200)]), "skipped a malformed entry in etcd: {e}")
+                warn!(key = %String::from_utf8_lossy(&key[..key.len().min(200)]), "skipped a malformed entry in etcd: {}", chain(&e))
             }
         }
     }
@@ -260,7 +304,7 @@ pub(super) async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, read: oneshot::S
     loop {
         let error = session(&fleet, &shared, &mut read).await;
         if shared.etcd_up.get() != 0 {
-            warn!("lost etcd ({error}): coordinating on what is known until it is back");
+            warn!("lost etcd ({}): coordinating on what is known until it is back", chain(&error));
             lost_at = tokio::time::Instant::now();
             checked_at = None;
             backoff = Duration::from_millis(250);
@@ -370,7 +414,7 @@ async fn try_session(
     fleet.lease.store(lease, Relaxed);
     let record =
         TrackerRecord { peer_id: fleet.me.peer_id.to_string(), addr: fleet.me.addr, http: fleet.me.http };
-    let value = serde_json::to_vec(&record).map_err(|e| FleetError::Encode(e.to_string()))?;
+    let value = serde_json::to_vec(&record).map_err(FleetError::EncodeTracker)?;
     let key = fleet.key("trackers", fleet.me.peer_id.as_str());
     let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;
     let mut view = View::default();
@@ -396,7 +440,7 @@ async fn try_session(
             _ = renew.tick() => {
                 tokio::time::timeout(REQUEST_TIMEOUT, keeper.keep_alive())
                     .await
-                    .map_err(|_| FleetError::WatchEnded("keepalive timed out".into()))??;
+                    .map_err(|_| FleetError::KeepaliveNotSent)??;
                 // Live (an owner of titles) only once warm: see `Shared::warm`.
                 if !announced && shared.warm() {
                     client.put(key.as_str(), value.clone(), Some(PutOptions::new().with_lease(lease))).await?;
@@ -409,15 +453,15 @@ async fn try_session(
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {}
                     Ok(Ok(_)) => return Err(FleetError::LeaseExpired),
                     Ok(Err(e)) => return Err(e.into()),
-                    Err(_) => return Err(FleetError::WatchEnded("no keepalive answer".into())),
+                    Err(_) => return Err(FleetError::NoKeepaliveAnswer),
                 }
             }
             message = watch.message() => {
                 let Some(response) = message? else {
-                    return Err(FleetError::WatchEnded("closed by etcd".into()));
+                    return Err(FleetError::WatchClosed);
                 };
                 if response.canceled() {
-                    return Err(FleetError::WatchEnded(response.cancel_reason().to_owned()));
+                    return Err(FleetError::WatchCanceled(response.cancel_reason().to_owned()));
                 }
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
@@ -429,5 +473,23 @@ async fn try_session(
                 view.apply(fleet, shared);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The binary prints the error `run` returns with its causes (anyhow's `{:#}`), the log
+    /// prints one with `chain`: a cause that its wrapper's own text repeated showed twice.
+    #[test]
+    fn a_failure_and_its_cause_each_show_once() {
+        let cause = || etcd_client::Error::InvalidArgs("no endpoint".into());
+        let unreachable =
+            || FleetError::Unreachable { endpoints: "http://127.0.0.1:1".into(), source: cause() };
+        let text = "cannot reach etcd at http://127.0.0.1:1: invalid arguments: no endpoint";
+        assert_eq!(format!("{:#}", anyhow::Error::from(unreachable())), text);
+        assert_eq!(chain(&unreachable()).to_string(), text);
+        assert_eq!(chain(&FleetError::from(cause())).to_string(), "etcd: invalid arguments: no endpoint");
     }
 }

@@ -164,12 +164,13 @@ async fn report(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
-    let checked = Json::<PlayerReport>::from_bytes(&body)
-        .map_err(|e| e.body_text())
-        .and_then(|Json(r)| r.check().map_err(|e| e.to_string()));
-    let (title, source, chunk) = match checked {
-        Ok(fields) => fields,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    let refused = |why: String| (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+    let (title, source, chunk) = match Json::<PlayerReport>::from_bytes(&body) {
+        Err(e) => return refused(e.body_text()),
+        Ok(Json(report)) => match report.check() {
+            Ok(fields) => fields,
+            Err(e) => return refused(e.to_string()),
+        },
     };
     let player = remote.ip();
     let counted = shared.core().report_player_corrupt(shared.now(), player, title, chunk, &source);

@@ -16,8 +16,9 @@ use libp2p_identity::PeerId;
 use quinn::Connection;
 use tracing::{debug, info, warn};
 
-use super::persist::CatalogRecord;
-use super::Shared;
+use super::persist::{CatalogRecord, IndexError};
+use super::{chain, FleetError, Shared};
+use crate::core::CoreError;
 
 /// How long a node may take to send a request, and to take its answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,9 +72,9 @@ fn error(code: ErrorCode, message: String) -> TrackerResponse {
 
 async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: TrackerRequest) -> TrackerResponse {
     let now = shared.now();
-    let done = |r: Result<(), String>| match r {
+    let done = |r: Result<(), CoreError>| match r {
         Ok(()) => TrackerResponse::Ack,
-        Err(e) => error(ErrorCode::BadRequest, e),
+        Err(e) => error(ErrorCode::BadRequest, e.to_string()),
     };
     match request {
         TrackerRequest::Hello(hello) if hello.version != PROTOCOL_VERSION => {
@@ -86,7 +87,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             if let Ok(bytes) = postcard::to_allocvec(&registration) {
                 let index = &shared.index;
                 if let Err(e) = index.put(&index.registry, node.as_str().as_bytes().to_vec(), bytes).await {
-                    warn!("cannot persist a registration: {e}");
+                    warn!("cannot persist a registration: {}", chain(&e));
                 }
             }
             info!(%node, site = %registration.site, region = %registration.region, role = ?registration.role, "node registered");
@@ -106,7 +107,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             }
         }
         TrackerRequest::ReportHeld { title, held, fetched } => {
-            done(shared.core().report_held(now, node, title, held, &fetched).map_err(|e| e.to_string()))
+            done(shared.core().report_held(now, node, title, held, &fetched))
         }
         TrackerRequest::ReportFailure { title, chunk, source, kind } => {
             let (result, (reporters, bad), quorum) = {
@@ -121,7 +122,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
                     warn!(reporter = %node, %source, %title, chunk, "corrupt chunk reported; source excluded for this reporter, marked bad once {quorum} distinct reporters agree ({reporters} so far)");
                 }
             }
-            done(result.map_err(|e| e.to_string()))
+            done(result)
         }
         TrackerRequest::Fills => match shared.core().fills(now, node) {
             Ok(fills) => {
@@ -155,24 +156,35 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             let result = shared.core().publish(now, title, name.clone(), &manifest);
             if result.is_ok() {
                 if let Err(e) = persist_title(shared, title, CatalogRecord { name, manifest }).await {
-                    warn!(%title, "cannot persist the catalog: {e}");
-                    return error(ErrorCode::Internal, format!("cannot persist the catalog: {e}"));
+                    warn!(%title, "cannot persist the catalog: {}", chain(&e));
+                    return error(ErrorCode::Internal, format!("cannot persist the catalog: {}", chain(&e)));
                 }
                 info!(%title, "title published");
             }
-            done(result.map_err(|e| e.to_string()))
+            done(result)
         }
         TrackerRequest::Trackers => TrackerResponse::Trackers { live: shared.core().live_trackers() },
     }
 }
 
+/// Why a published title was not written where the catalog lives.
+#[derive(Debug, thiserror::Error)]
+enum PersistError {
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error("encoding the catalog record")]
+    Encode(#[from] postcard::Error),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
 /// Writes a published title where the catalog lives: the fleet's etcd, or this tracker's
 /// sled index.
-async fn persist_title(shared: &Shared, title: TitleId, record: CatalogRecord) -> Result<(), String> {
+async fn persist_title(shared: &Shared, title: TitleId, record: CatalogRecord) -> Result<(), PersistError> {
     if let Some(fleet) = &shared.fleet {
-        return fleet.publish(title, &record).await.map_err(|e| e.to_string());
+        return Ok(fleet.publish(title, &record).await?);
     }
-    let bytes = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
+    let bytes = postcard::to_allocvec(&record)?;
     let index = &shared.index;
-    index.put(&index.catalog, title.as_bytes().to_vec(), bytes).await
+    Ok(index.put(&index.catalog, title.as_bytes().to_vec(), bytes).await?)
 }

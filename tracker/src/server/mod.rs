@@ -21,7 +21,7 @@ use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::sync::LockExt;
 use fillmesh_net::{identity, rpc, say, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
-use fillmesh_protocol::messages::{SteerTarget, TrackerRequest, TrackerResponse};
+use fillmesh_protocol::messages::{ErrorCode, SteerTarget, TrackerRequest, TrackerResponse};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
 use prometheus_client::metrics::counter::Counter;
@@ -165,7 +165,7 @@ impl Shared {
             match tokio::time::timeout(OWNER_TIMEOUT, ask_owner(pool, &owner, *title, client)).await {
                 Ok(Ok(answer)) => return answer,
                 Ok(Err(e)) => {
-                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: {e}")
+                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: {}", chain(&e))
                 }
                 Err(_) => {
                     debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: the owner did not answer")
@@ -183,15 +183,32 @@ const WARM_UP: Duration = Duration::from_secs(8);
 /// How long steering waits for a title's owner.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Why another tracker of the fleet gave no answer to a request: it could not be reached or
+/// the exchange failed (`Connect`, `Call`), or it answered but not with what was asked
+/// (`Refused`, `Unexpected`).
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error("the tracker's record names {0}, which is not a PeerId")]
+    PeerId(NodeId),
+    #[error("cannot connect to the tracker")]
+    Connect(#[source] fillmesh_net::TransportError),
+    #[error("the request to the tracker failed")]
+    Call(#[source] fillmesh_net::CallError),
+    #[error("the tracker refused: {code:?}: {message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("unexpected answer: {0:?}")]
+    Unexpected(Box<TrackerResponse>),
+}
+
 async fn ask_owner(
     pool: &Pool,
     owner: &TrackerInfo,
     title: TitleId,
     client_ip: IpAddr,
-) -> Result<(Vec<SteerTarget>, String), String> {
+) -> Result<(Vec<SteerTarget>, String), AskError> {
     match ask_tracker(pool, owner, &TrackerRequest::Steer { title, client_ip }).await? {
         TrackerResponse::Steer { targets, reason } => Ok((targets, reason)),
-        other => Err(format!("unexpected answer: {other:?}")),
+        other => Err(AskError::Unexpected(Box::new(other))),
     }
 }
 
@@ -200,18 +217,37 @@ async fn ask_tracker(
     pool: &Pool,
     tracker: &TrackerInfo,
     request: &TrackerRequest,
-) -> Result<TrackerResponse, String> {
+) -> Result<TrackerResponse, AskError> {
     let peer =
-        identity::peer_of(&tracker.peer_id).ok_or_else(|| format!("{} is not a PeerId", tracker.peer_id))?;
-    let conn = pool.get(tracker.addr, peer).await.map_err(|e| e.to_string())?;
+        identity::peer_of(&tracker.peer_id).ok_or_else(|| AskError::PeerId(tracker.peer_id.clone()))?;
+    let conn = pool.get(tracker.addr, peer).await.map_err(AskError::Connect)?;
     match rpc::call::<_, TrackerResponse>(&conn, request, OWNER_TIMEOUT).await {
-        Ok(TrackerResponse::Error(e)) => Err(format!("{:?}: {}", e.code, e.message)),
+        Ok(TrackerResponse::Error(e)) => Err(AskError::Refused { code: e.code, message: e.message }),
         Ok(answer) => Ok(answer),
         Err(e) => {
             pool.forget(tracker.addr, peer).await;
-            Err(e.to_string())
+            Err(AskError::Call(e))
         }
     }
+}
+
+/// An error and its causes, each once (`error: cause: root cause`), for the log: the binary
+/// prints the errors it ends with the same way (anyhow's `{:#}`), and no error here repeats
+/// its cause in its own text.
+fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl std::fmt::Display + 'a {
+    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+    impl std::fmt::Display for Chain<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut cause = self.0.source();
+            while let Some(e) = cause {
+                write!(f, ": {e}")?;
+                cause = e.source();
+            }
+            Ok(())
+        }
+    }
+    Chain(error)
 }
 
 /// Runs the tracker until `shutdown` resolves. Prints one ready line:

@@ -17,6 +17,15 @@ pub(super) struct CatalogRecord {
     pub(super) manifest: Manifest,
 }
 
+/// Why a record was not written to the index.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum IndexError {
+    #[error("writing the tracker's index")]
+    Write(#[from] sled::Error),
+    #[error("the task writing the tracker's index ended")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// The sled database and its two trees.
 pub(super) struct Index {
     db: sled::Db,
@@ -65,12 +74,16 @@ impl Index {
 
     /// Writes one record to `tree` and flushes the index (an fsync) on a blocking thread, off
     /// the async executor: a slow disk delays this one request, never the others.
-    pub(super) async fn put(&self, tree: &sled::Tree, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
+    pub(super) async fn put(
+        &self,
+        tree: &sled::Tree,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), IndexError> {
         let (db, tree) = (self.db.clone(), tree.clone());
         tokio::task::spawn_blocking(move || tree.insert(key, value).and_then(|_| db.flush()).map(|_| ()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .await??;
+        Ok(())
     }
 
     /// Flushes what is left, at shutdown.
