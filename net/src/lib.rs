@@ -17,10 +17,12 @@
 //! - [`console`]: report lines on stdout that survive a closed pipe (`say!`).
 //! - [`metrics`]: one Prometheus registry per process and the one `/metrics` page of it.
 //! - [`rate`]: the token bucket that caps a node's upload and a player's consumption.
+//! - [`chain`]: an error with its causes, each once, for log lines and reasons kept as text.
 
 #![warn(unreachable_pub)]
 
 pub mod baseline;
+pub mod chain;
 pub mod console;
 pub mod endpoint;
 pub mod frame;
@@ -34,6 +36,7 @@ pub mod rpc;
 pub mod tls;
 pub mod trust;
 
+pub use chain::Chain;
 pub use endpoint::{close, MeshEndpoint, TransportError, TransportLimits, H3_ALPN};
 pub use pool::Pool;
 pub use ready::Ready;
