@@ -26,7 +26,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// Errors building or removing the network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("running `{cmd}`: {source}")]
+    #[error("running `{cmd}`")]
     Spawn { cmd: String, source: std::io::Error },
     #[error("`{cmd}` failed: {stderr}")]
     Failed { cmd: String, stderr: String },
