@@ -18,15 +18,15 @@ pub enum BaselineError {
     EndpointClosed,
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("connection: {0}")]
+    #[error("connection")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("writing: {0}")]
+    #[error("writing")]
     Write(#[from] quinn::WriteError),
-    #[error("reading: {0}")]
+    #[error("reading")]
     Read(#[from] quinn::ReadError),
-    #[error("reading the go: {0}")]
+    #[error("reading the go")]
     ReadGo(#[from] quinn::ReadExactError),
-    #[error("finishing the stream: {0}")]
+    #[error("finishing the stream")]
     Finish(#[from] quinn::ClosedStream),
     #[error("received {got} of {want} bytes")]
     Short { got: u64, want: u64 },

@@ -70,13 +70,13 @@ impl TransportLimits {
 pub enum TransportError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("QUIC configuration: {0}")]
     Config(String),
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect { addr: SocketAddr, source: quinn::ConnectError },
-    #[error("handshake with {peer} at {addr} failed: {source}")]
+    #[error("handshake with {peer} at {addr} failed")]
     Handshake { addr: SocketAddr, peer: PeerId, source: Box<quinn::ConnectionError> },
     #[error("no answer from {addr} within {after:?}")]
     Timeout { addr: SocketAddr, after: Duration },

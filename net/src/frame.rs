@@ -10,11 +10,11 @@ use quinn::{RecvStream, SendStream};
 pub enum WireError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    #[error("stream read failed: {0}")]
+    #[error("stream read failed")]
     Read(#[from] quinn::ReadExactError),
-    #[error("stream write failed: {0}")]
+    #[error("stream write failed")]
     Write(#[from] quinn::WriteError),
-    #[error("stream closed: {0}")]
+    #[error("stream closed")]
     Closed(#[from] quinn::ClosedStream),
     #[error(transparent)]
     Frame(#[from] FrameError),

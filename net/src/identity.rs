@@ -16,7 +16,7 @@ pub const KEY_FILE: &str = "identity.key";
 /// Why the identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot read or write the identity in {path}: {source}")]
+    #[error("cannot read or write the identity in {path}")]
     Io { path: String, source: io::Error },
     #[error("{path} is not a valid identity key: {reason}")]
     Corrupt { path: String, reason: String },

@@ -18,10 +18,12 @@
 //! - [`metrics`]: one Prometheus registry per process and the one `/metrics` page of it.
 //! - [`rate`]: the token bucket that caps a node's upload and a player's consumption.
 //! - [`sync`]: taking a lock that a panic poisoned, in one place and with the reason.
+//! - [`chain`]: an error with its causes, each once, for log lines and reasons kept as text.
 
 #![warn(unreachable_pub)]
 
 pub mod baseline;
+pub mod chain;
 pub mod console;
 pub mod endpoint;
 pub mod frame;
@@ -36,6 +38,7 @@ pub mod sync;
 pub mod tls;
 pub mod trust;
 
+pub use chain::Chain;
 pub use endpoint::{close, MeshEndpoint, TransportError, TransportLimits, H3_ALPN};
 pub use pool::Pool;
 pub use ready::Ready;

@@ -14,12 +14,14 @@ use tracing::{debug, Instrument};
 
 use crate::frame::{read_frame, write_frame, WireError};
 
-/// Why an exchange failed.
+/// Why an exchange failed. Its text, like every error's here, leaves the cause it wraps to
+/// the chain (see [`crate::chain`]): a connection that went away is shown with its own
+/// reason (an untrusted node's close reason, say) as the last cause.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("cannot open a stream: {0}")]
+    #[error("cannot open a stream")]
     Open(#[from] ConnectionError),
-    #[error("{}", describe(.0))]
+    #[error(transparent)]
     Wire(#[from] WireError),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -40,17 +42,6 @@ impl CallError {
     /// The peer's answer could not be decoded: a malformed or oversized frame.
     pub fn is_malformed(&self) -> bool {
         matches!(self, CallError::Wire(WireError::Frame(_)))
-    }
-}
-
-/// A wire error with the connection's own reason when the connection is what failed (an
-/// untrusted node's close reason, say), which quinn's read errors otherwise hide.
-fn describe(e: &WireError) -> String {
-    use quinn::{ReadError, ReadExactError, WriteError};
-    match e {
-        WireError::Read(ReadExactError::ReadError(ReadError::ConnectionLost(c)))
-        | WireError::Write(WriteError::ConnectionLost(c)) => format!("connection lost: {c}"),
-        other => other.to_string(),
     }
 }
 

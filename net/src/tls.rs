@@ -32,7 +32,7 @@ pub const SERVER_NAME: &str = "fillmesh.invalid";
 pub enum TlsError {
     #[error("cannot generate the node's certificate: {0}")]
     Certificate(String),
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Config(#[from] rustls::Error),
 }
 

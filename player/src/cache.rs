@@ -54,11 +54,11 @@ impl CachedAnswer {
 /// Why a cache file was not written or not used.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{} is larger than {MAX_FILE_BYTES} bytes, more than any steering answer", path.display())]
     TooLarge { path: PathBuf },
-    #[error("{} is not a cached steering answer: {source}", path.display())]
+    #[error("{} is not a cached steering answer", path.display())]
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("{} holds the answer for title {found}, not for its name", path.display())]
     OtherTitle { path: PathBuf, found: String },

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use fillmesh_net::Chain;
 use fillmesh_protocol::steering::{PlayerReport, SteerAnswer};
 use fillmesh_protocol::TitleId;
 use tracing::{debug, info, warn};
@@ -68,7 +69,7 @@ async fn ask_tracker(title: &TitleId, opts: &PlayOptions) -> anyhow::Result<Resu
     for base in opts.trackers() {
         match ask_one(base, title, opts).await? {
             Err(e) if e.tracker_unreachable() => {
-                debug!("{e}: trying the next tracker");
+                debug!("{}: trying the next tracker", Chain(&e));
                 last = Some(e);
             }
             answer => return Ok(answer),
@@ -129,7 +130,7 @@ pub(crate) async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result
                         Ok(kept) => {
                             debug!(kept, path = %cache.path(&title).display(), "steering answer cached")
                         }
-                        Err(e) => warn!("cannot cache the steering answer: {e}"),
+                        Err(e) => warn!("cannot cache the steering answer: {}", Chain(&e)),
                     }
                 })
             });
@@ -156,7 +157,7 @@ pub(crate) async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result
             cache.dir().display()
         ))),
         Err(e) => {
-            warn!("ignoring the cached steering answer: {e}");
+            warn!("ignoring the cached steering answer: {}", Chain(&e));
             Err(failure.context(format!("no usable steering answer for {title} cached to fall back on")))
         }
     }

@@ -21,11 +21,11 @@ pub trait Message: Serialize + DeserializeOwned {
 pub enum FrameError {
     #[error("{name} frame of {len} bytes exceeds its limit of {max} bytes")]
     TooLarge { name: &'static str, len: u64, max: usize },
-    #[error("malformed {name} frame: {source}")]
+    #[error("malformed {name} frame")]
     Malformed { name: &'static str, source: postcard::Error },
     #[error("{name} frame has {extra} unexpected bytes after the message")]
     Trailing { name: &'static str, extra: usize },
-    #[error("could not encode {name}: {source}")]
+    #[error("could not encode {name}")]
     Encode { name: &'static str, source: postcard::Error },
 }
 

@@ -43,7 +43,7 @@ pub enum ManifestError {
     ChunkCount { len: u64, chunk_size: ChunkSize, expected: u64, actual: usize },
     #[error("a title of {len} bytes would have {chunks} chunks of {chunk_size} bytes, more than the limit of {max}: use a larger chunk size", max = Manifest::MAX_CHUNKS)]
     TooManyChunks { len: u64, chunk_size: ChunkSize, chunks: u64 },
-    #[error("reading the title failed: {0}")]
+    #[error("reading the title failed")]
     Io(#[from] io::Error),
 }
 

@@ -75,15 +75,17 @@ pub struct PlayerReport {
     pub chunk: u32,
 }
 
-/// Why a player's report is refused before the tracker looks at it.
+/// Why a player's report is refused before the tracker looks at it. A field's own error is
+/// the reason, named after the field, not a cause behind it: the whole text is the tracker's
+/// answer to the player.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlayerReportError {
     #[error("a report is at most {max} bytes, got {0}", max = PlayerReport::MAX_BYTES)]
     TooLong(usize),
     #[error("title: {0}")]
-    Title(#[from] TitleIdError),
+    Title(TitleIdError),
     #[error("peer_id: {0}")]
-    PeerId(#[from] NodeIdError),
+    PeerId(NodeIdError),
 }
 
 impl PlayerReport {
@@ -97,7 +99,9 @@ impl PlayerReport {
     /// The report's fields, each checked for shape (whether the title and the appliance exist
     /// is the tracker's to say).
     pub fn check(&self) -> Result<(TitleId, NodeId, u32), PlayerReportError> {
-        Ok((self.title.parse()?, self.peer_id.parse()?, self.chunk))
+        let title = self.title.parse().map_err(PlayerReportError::Title)?;
+        let peer_id = self.peer_id.parse().map_err(PlayerReportError::PeerId)?;
+        Ok((title, peer_id, self.chunk))
     }
 }
 

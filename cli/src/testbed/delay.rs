@@ -33,9 +33,9 @@ const IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// Errors of the delay element.
 #[derive(Debug, thiserror::Error)]
 pub enum DelayError {
-    #[error("entering network namespace {ns}: {source}")]
+    #[error("entering network namespace {ns}")]
     Setns { ns: String, source: std::io::Error },
-    #[error("NFQUEUE {what}: {source} (is the `nfnetlink_queue` module available?)")]
+    #[error("NFQUEUE {what} (is the `nfnetlink_queue` module available?)")]
     Queue { what: &'static str, source: std::io::Error },
     #[error("the delay element's thread panicked")]
     Panicked,

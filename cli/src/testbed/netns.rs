@@ -37,7 +37,7 @@ pub(super) fn node_of(addr: [u8; 4]) -> Option<usize> {
 /// Errors building or removing the network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("running `{cmd}`: {source}")]
+    #[error("running `{cmd}`")]
     Spawn { cmd: String, source: std::io::Error },
     #[error("`{cmd}` failed: {stderr}")]
     Failed { cmd: String, stderr: String },

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{identity, MeshEndpoint, Pool};
+use fillmesh_net::{identity, Chain, MeshEndpoint, Pool};
 use fillmesh_protocol::messages::{FillPlan, Parent, Role, SourceClass};
 use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
 use fillmesh_swarm::{Config as SwarmConfig, Dropped};
@@ -17,8 +17,9 @@ use libp2p_identity::PeerId;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use super::client::{hello, request_manifest, ManifestMiss};
+use super::client::{hello, request_manifest, ClientError};
 use super::swarm::{self, Ended, Local, Owner};
+use crate::member::TrackerError;
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, Commit, OutFile, Store, StoreError};
 
@@ -323,10 +324,10 @@ struct Fetching {
 }
 
 impl Owner for Fetching {
-    async fn summary(&self, _: TitleId, _: &[u32], _: [u64; 4]) -> Result<(), String> {
+    async fn summary(&self, _: TitleId, _: &[u32], _: [u64; 4]) -> Result<(), TrackerError> {
         Ok(())
     }
-    async fn whole(&self, _: TitleId) -> Result<(), String> {
+    async fn whole(&self, _: TitleId) -> Result<(), TrackerError> {
         Ok(())
     }
     /// Nobody to tell: the fill has logged the drop, and the report marks the source bad.
@@ -344,14 +345,15 @@ impl Owner for Fetching {
 /// reason in its tally.
 async fn connect_all(pool: &Pool, sources: &[Source], opts: &FetchOptions, tallies: &mut [Tally]) {
     let attempts = sources.iter().map(|s| async move {
-        let conn = pool.get(s.addr, s.peer).await.map_err(|e| e.to_string())?;
+        let conn = pool.get(s.addr, s.peer).await.map_err(ClientError::Unreachable)?;
         // A node of another protocol version is said so now, not met as undecodable answers.
         hello(&conn, Role::Appliance, opts.request_timeout).await?;
-        Ok::<_, String>(())
+        Ok::<_, ClientError>(())
     });
     let results = futures_util::future::join_all(attempts).await;
     for (r, (source, tally)) in results.into_iter().zip(sources.iter().zip(tallies)) {
         if let Err(e) = r {
+            let e = Chain(&e).to_string();
             warn!(peer = %source.peer, addr = %source.addr, "cannot use source: {e}");
             tally.error = Some(e);
         }
@@ -376,20 +378,22 @@ async fn fetch_manifest(
         let conn = match pool.get(source.addr, peer).await {
             Ok(conn) => conn,
             Err(e) => {
+                let e = Chain(&e).to_string();
                 reasons.push(format!("{peer}: {e}"));
-                tallies[s].error = Some(e.to_string());
+                tallies[s].error = Some(e);
                 continue;
             }
         };
         match request_manifest(&conn, title, opts.request_timeout).await {
             Ok(m) => return Ok(m),
-            Err(ManifestMiss::False(e)) => {
+            Err(ClientError::FalseManifest(e)) => {
                 warn!(%peer, "false manifest, source marked bad: {e}");
                 reasons.push(format!("{peer} sent a false manifest"));
                 tallies[s].corrupt += 1;
                 tallies[s].bad = true;
             }
-            Err(ManifestMiss::Unavailable(e)) => {
+            Err(e) => {
+                let e = Chain(&e);
                 info!(%peer, "no manifest: {e}");
                 reasons.push(format!("{peer}: {e}"));
                 tallies[s].failures += 1;

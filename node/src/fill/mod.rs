@@ -11,5 +11,5 @@ mod client;
 pub mod fetch;
 pub(crate) mod swarm;
 
-pub(crate) use client::{request_manifest, ManifestMiss};
+pub(crate) use client::{request_manifest, ClientError};
 pub use fetch::{fetch_title, FetchError, FetchOptions, FetchReport, Source, SourceReport, Tally};

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_net::frame::read_frame;
-use fillmesh_net::{identity, rpc, Pool};
+use fillmesh_net::{identity, rpc, Chain, Pool};
 use fillmesh_protocol::bitmap::runs;
 use fillmesh_protocol::messages::{
     ErrorCode, FailureKind, FillPlan, MeshRequest, MeshResponse, SourceClass, TrackerRequest,
@@ -36,8 +36,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use super::client::{request_chunk, ChunkError};
-use super::{request_manifest, ManifestMiss};
+use super::client::request_chunk;
+use super::{request_manifest, ClientError};
+use crate::member::TrackerError;
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
 use fillmesh_net::rate::TokenBucket;
@@ -58,13 +59,14 @@ const KEEPALIVE_BURST: u64 = 10;
 const UNKNOWN_TITLE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What the tracker side of an appliance's fill needs: the node's link to the tracker, seen
-/// through a trait so that the fill does not depend on the member module that owns it.
+/// through a trait so that the fill does not depend on the member module that owns it (only
+/// on its [`TrackerError`]).
 pub(crate) trait Tracker: Send + Sync + 'static {
     /// One exchange with the tracker; an error when it cannot be reached or refused.
     fn request(
         &self,
         request: TrackerRequest,
-    ) -> impl Future<Output = Result<TrackerResponse, String>> + Send;
+    ) -> impl Future<Output = Result<TrackerResponse, TrackerError>> + Send;
     /// The tracker's epoch seen in an answer: the owner asks for new fills when it moved.
     fn saw_epoch(&self, epoch: u64);
     /// The fill needs a new plan (every parent it had is gone).
@@ -82,10 +84,10 @@ pub(crate) trait Owner: Send + Sync + 'static {
         title: TitleId,
         gained: &[u32],
         bytes: [u64; 4],
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), TrackerError>> + Send;
     /// The title is whole: what is held, once more as a whole (a whole view sent earlier may
     /// have crossed the last summaries). An error: it is sent again.
-    fn whole(&self, title: TitleId) -> impl Future<Output = Result<(), String>> + Send;
+    fn whole(&self, title: TitleId) -> impl Future<Output = Result<(), TrackerError>> + Send;
     /// `parent` sent a corrupt chunk (`chunk`) or broke the subscription's rules.
     fn lied(&self, title: TitleId, chunk: u32, parent: &NodeId);
     /// No parent that can help is left.
@@ -237,12 +239,12 @@ async fn manifest<T: Tracker>(
         let Ok(conn) = local.pool.get(parent.addr, peer).await else { continue };
         let manifest = match request_manifest(&conn, title, local.request_timeout).await {
             Ok(m) => m,
-            Err(ManifestMiss::Unavailable(e)) => {
-                debug!(parent = %parent.node, "no manifest: {e}");
+            Err(ClientError::FalseManifest(e)) => {
+                warn!(parent = %parent.node, "false manifest: {e}");
                 continue;
             }
-            Err(ManifestMiss::False(e)) => {
-                warn!(parent = %parent.node, "false manifest: {e}");
+            Err(e) => {
+                debug!(parent = %parent.node, "no manifest: {}", Chain(&e));
                 continue;
             }
         };
@@ -255,7 +257,7 @@ async fn manifest<T: Tracker>(
         let (store, m) = (store.clone(), manifest.clone());
         match tokio::task::spawn_blocking(move || store.add_title(title, &name, m)).await {
             Ok(Ok(())) => return Some(Arc::new(manifest)),
-            Ok(Err(e)) => warn!("cannot add the title to the store: {e}"),
+            Ok(Err(e)) => warn!("cannot add the title to the store: {}", Chain(&e)),
             Err(e) => warn!("adding the title did not finish: {e}"),
         }
     }
@@ -270,7 +272,7 @@ struct Reporting<T> {
 }
 
 impl<T: Tracker> Owner for Reporting<T> {
-    async fn summary(&self, title: TitleId, chunks: &[u32], bytes: [u64; 4]) -> Result<(), String> {
+    async fn summary(&self, title: TitleId, chunks: &[u32], bytes: [u64; 4]) -> Result<(), TrackerError> {
         let gained = runs(chunks);
         let request = if gained.len() <= MAX_GAINED {
             TrackerRequest::FillSummary { title, gained, bytes }
@@ -286,11 +288,11 @@ impl<T: Tracker> Owner for Reporting<T> {
                 self.tracker.saw_epoch(epoch);
                 Ok(())
             }
-            other => Err(format!("unexpected answer to a summary: {other:?}")),
+            other => Err(TrackerError::Unexpected { asked: "a summary", answer: Box::new(other) }),
         }
     }
 
-    async fn whole(&self, title: TitleId) -> Result<(), String> {
+    async fn whole(&self, title: TitleId) -> Result<(), TrackerError> {
         let Some(held) = self.store.held(&title) else { return Ok(()) };
         self.tracker
             .request(TrackerRequest::ReportHeld { title, held, fetched: Vec::new() })
@@ -312,7 +314,7 @@ impl<T: Tracker> Owner for Reporting<T> {
                     // The tracker now leaves the parent out of this appliance's plans and
                     // gives it what only that parent was to bring: a new plan.
                     Ok(_) => tracker.want_plan(),
-                    Err(e) => debug!("failure report not delivered: {e}"),
+                    Err(e) => debug!("failure report not delivered: {}", Chain(&e)),
                 }
             }
             .in_current_span(),
@@ -332,7 +334,7 @@ enum Event {
     Held(usize, ChunkBitmap),
     Have(usize, Vec<u32>),
     /// The subscription ended (busy, refused, broke the protocol, went silent, lost).
-    Ended(usize, String),
+    Ended(usize, ClientError),
     /// The parent broke a rule of the subscription that only its task sees.
     Broke(usize, Dropped),
     /// A request's chunk verified: its request slot is free while it is written.
@@ -540,6 +542,7 @@ impl<O: Owner> Fill<O> {
                 chunks.into_iter().find_map(|c| self.swarm.have(p, c).err()).map(|why| (p, why))
             }
             Event::Ended(p, why) => {
+                let why = Chain(&why).to_string();
                 debug!(parent = %self.parents[p].node, "subscription ended: {why}");
                 self.parents[p].ended = Some(why);
                 self.swarm.remove_parent(p);
@@ -636,7 +639,7 @@ impl<O: Owner> Fill<O> {
             async move {
                 let sent = owner.whole(title).await;
                 if let Err(e) = &sent {
-                    debug!("whole bitmap not delivered: {e}");
+                    debug!("whole bitmap not delivered: {}", Chain(e));
                 }
                 let _ = events.send(Event::Reconciled(sent.is_ok())).await;
             }
@@ -667,7 +670,7 @@ impl<O: Owner> Fill<O> {
                     Ok(()) => None,
                     Err(e) => {
                         // Kept for the next one: the tracker may be away for a while.
-                        debug!("summary not delivered: {e}");
+                        debug!("summary not delivered: {}", Chain(&e));
                         Some((chunks, bytes))
                     }
                 };
@@ -697,14 +700,13 @@ async fn subscribe(
         let mut wait = Duration::from_millis(100);
         // Bounded by the patience: each pass waits at least 100 ms.
         let (first, _send, mut recv) = loop {
-            let conn = pool.get(addr, peer).await.map_err(|e| format!("unreachable: {e}"))?;
-            let sub = rpc::subscribe::<_, MeshResponse>(&conn, &MeshRequest::Subscribe { title }, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
+            let conn = pool.get(addr, peer).await.map_err(ClientError::Unreachable)?;
+            let sub =
+                rpc::subscribe::<_, MeshResponse>(&conn, &MeshRequest::Subscribe { title }, timeout).await?;
             match sub.0 {
                 MeshResponse::Error(ref e) if e.code == ErrorCode::UnknownTitle => {
                     if tokio::time::Instant::now() + wait > patience {
-                        return Err(format!("does not know the title: {}", e.message));
+                        return Err(ClientError::UnknownTitle(e.message.clone()));
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(2));
@@ -721,7 +723,7 @@ async fn subscribe(
                 Some(m) => m,
                 None => read_frame::<MeshResponse>(&mut recv, SUBSCRIPTION_SILENCE)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| ClientError::from(rpc::CallError::from(e)))?,
             };
             let event = match message {
                 MeshResponse::Held { title: t, held } if t == title => Event::Held(p, held),
@@ -741,9 +743,11 @@ async fn subscribe(
                     }
                     Event::Have(p, chunks)
                 }
-                MeshResponse::Error(e) if e.code == ErrorCode::Busy => return Err("busy".to_owned()),
-                MeshResponse::Error(e) => return Err(format!("{:?}: {}", e.code, e.message)),
-                _ => return Err("answered a subscription with something else".to_owned()),
+                MeshResponse::Error(e) if e.code == ErrorCode::Busy => return Err(ClientError::Busy),
+                MeshResponse::Error(e) => {
+                    return Err(ClientError::Refused { code: e.code, message: e.message })
+                }
+                _ => return Err(ClientError::Unexpected { asked: "a subscription", got: "something else" }),
             };
             if events.send(event).await.is_err() {
                 return Ok(());
@@ -777,20 +781,12 @@ async fn fetch(
         if let Some(bucket) = &pace {
             bucket.take(expected).await;
         }
-        let conn = local
-            .pool
-            .get(addr, peer)
-            .await
-            .map_err(|e| (Outcome::Lost, format!("unreachable: {e}"), None))?;
+        let failed = |e: ClientError| (outcome(&e), Chain(&e).to_string(), None);
+        let conn = local.pool.get(addr, peer).await.map_err(|e| failed(ClientError::Unreachable(e)))?;
         let bytes = tokio::time::timeout(timeout, request_chunk(&conn, title, c, expected, timeout))
             .await
-            .map_err(|_| (Outcome::Timeout, format!("timed out after {timeout:?}"), None))?
-            .map_err(|e| match e {
-                ChunkError::Lost(e) => (Outcome::Lost, e, None),
-                ChunkError::NotHeld(e) => (Outcome::NotHeld, e, None),
-                ChunkError::Refused(e) => (Outcome::Refused, e, None),
-                ChunkError::Lied(e) => (Outcome::Corrupt, e, None),
-            })?;
+            .map_err(|_| failed(ClientError::TimedOut(timeout)))?
+            .map_err(failed)?;
         let len = bytes.len() as u64;
         let verified = match VerifiedChunk::verify(title, &manifest, c, bytes.freeze()) {
             Ok(v) => v,
@@ -817,8 +813,8 @@ async fn fetch(
                 Err((Outcome::StoreFailed, e.to_string(), Some(e)))
             }
             Err(e) => {
-                tracing::error!(chunk = c, "cannot store chunk: {e}");
-                Err((Outcome::StoreFailed, e.to_string(), Some(e)))
+                tracing::error!(chunk = c, "cannot store chunk: {}", Chain(&e));
+                Err((Outcome::StoreFailed, Chain(&e).to_string(), Some(e)))
             }
         }
     }
@@ -828,6 +824,28 @@ async fn fetch(
         local.pool.forget(addr, peer).await;
     }
     let _ = events.send(Event::Finished(p, c, outcome, detail, store_error)).await;
+}
+
+/// What a failed chunk request says of its source, for the swarm.
+fn outcome(e: &ClientError) -> Outcome {
+    match e {
+        ClientError::Unreachable(_) | ClientError::Lost(_) | ClientError::LostInBody(_) => Outcome::Lost,
+        ClientError::TimedOut(_) => Outcome::Timeout,
+        ClientError::NotHeld(_) => Outcome::NotHeld,
+        // It could not or would not answer: busy, an error answer, a stream reset.
+        ClientError::Failed(_)
+        | ClientError::Body(_)
+        | ClientError::Refused { .. }
+        | ClientError::Busy
+        | ClientError::UnknownTitle(_)
+        | ClientError::Version(_) => Outcome::Refused,
+        // It broke the protocol or sent what was not asked for.
+        ClientError::Malformed(_)
+        | ClientError::Unexpected { .. }
+        | ClientError::WrongChunk { .. }
+        | ClientError::Short { .. }
+        | ClientError::FalseManifest(_) => Outcome::Corrupt,
+    }
 }
 
 /// The running fills of a node, by title, for the owner that starts and stops them. Each

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{identity, rpc, MeshEndpoint, Pool};
+use fillmesh_net::{identity, rpc, CallError, Chain, MeshEndpoint, Pool, TransportError};
 
 use crate::fill::swarm;
 use crate::metrics::FillMetrics;
@@ -66,17 +66,31 @@ pub struct MemberConfig {
     pub player_sessions: prometheus_client::metrics::gauge::Gauge,
 }
 
-/// Why a tracker exchange failed.
+/// Why an exchange with the tracker failed: the connection (none could be made, or it failed
+/// during the exchange), the tracker's word (a refusal), or its answer (undecodable, or not
+/// the answer to what was asked).
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("cannot reach the tracker: {0}")]
-    Connect(String),
-    #[error("tracker exchange failed: {0}")]
-    Exchange(String),
+pub enum TrackerError {
+    /// No connection to the tracker could be made.
+    #[error("cannot reach the tracker")]
+    Unreachable(#[source] TransportError),
+    /// The connection was lost, or the exchange failed or timed out on it.
+    #[error("tracker exchange failed")]
+    Exchange(#[source] CallError),
+    /// The tracker's answer could not be decoded.
+    #[error("the tracker's answer is malformed")]
+    Malformed(#[source] CallError),
     #[error("the tracker does not know this node")]
     NotRegistered,
-    #[error("the tracker refused: {0}")]
-    Refused(String),
+    /// The tracker refused the request.
+    #[error("the tracker refused: {code:?}: {message}")]
+    Refused { code: ErrorCode, message: String },
+    /// The tracker answered something else than what was asked (another protocol version).
+    #[error("unexpected answer to {asked}: {answer:?}")]
+    Unexpected { asked: &'static str, answer: Box<TrackerResponse> },
+    /// No tracker to ask.
+    #[error("no tracker")]
+    NoTracker,
 }
 
 /// The tracker, reached through the node's connection pool (one connection, dialled on
@@ -113,18 +127,17 @@ impl TrackerLink {
         }
     }
 
-    async fn request(&self, request: &TrackerRequest) -> Result<TrackerResponse, LinkError> {
-        let conn =
-            self.pool.get(self.addr, self.peer).await.map_err(|e| LinkError::Connect(e.to_string()))?;
+    async fn request(&self, request: &TrackerRequest) -> Result<TrackerResponse, TrackerError> {
+        let conn = self.pool.get(self.addr, self.peer).await.map_err(TrackerError::Unreachable)?;
         match rpc::call::<_, TrackerResponse>(&conn, request, Duration::from_secs(10)).await {
             Ok(TrackerResponse::Error(e)) if e.code == ErrorCode::NotRegistered => {
-                Err(LinkError::NotRegistered)
+                Err(TrackerError::NotRegistered)
             }
-            Ok(TrackerResponse::Error(e)) => Err(LinkError::Refused(format!("{:?}: {}", e.code, e.message))),
+            Ok(TrackerResponse::Error(e)) => Err(TrackerError::Refused { code: e.code, message: e.message }),
             Ok(response) => Ok(response),
             Err(e) => {
                 self.pool.forget(self.addr, self.peer).await;
-                Err(LinkError::Exchange(e.to_string()))
+                Err(if e.is_malformed() { TrackerError::Malformed(e) } else { TrackerError::Exchange(e) })
             }
         }
     }
@@ -157,7 +170,7 @@ pub async fn run(
     let writer = match ChunkWriter::spawn(store.clone(), Duration::from_millis(2)) {
         Ok(w) => w,
         Err(e) => {
-            warn!("cannot start the chunk writer: {e}");
+            warn!("cannot start the chunk writer: {}", Chain(&e));
             return;
         }
     };
@@ -225,7 +238,7 @@ async fn keep(config: Arc<MemberConfig>, link: Arc<TrackerLink>, state: Arc<Memb
             state.fills().escalate(link.by, true);
             escalated = true;
         }
-        warn!("tracker session ended: {error}; retrying in {backoff:?}");
+        warn!("tracker session ended: {}; retrying in {backoff:?}", Chain(&error));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -256,7 +269,7 @@ async fn session(
     state: &Arc<Member>,
     last_contact: &mut tokio::time::Instant,
     escalated: &mut bool,
-) -> Result<(), LinkError> {
+) -> Result<(), TrackerError> {
     let store = state.store.clone();
     let server = state.server.clone();
     // Versions first: a tracker of another protocol version is said so plainly (and the
@@ -265,7 +278,7 @@ async fn session(
         TrackerResponse::Hello(hello) if hello.version == PROTOCOL_VERSION => {
             debug!(agent = %hello.agent, "the tracker speaks our version");
         }
-        other => return Err(LinkError::Exchange(format!("unexpected answer to hello: {other:?}"))),
+        other => return Err(TrackerError::Unexpected { asked: "hello", answer: Box::new(other) }),
     }
     let registration = Registration {
         role: config.role,
@@ -281,7 +294,7 @@ async fn session(
         TrackerResponse::Registered { heartbeat_interval_ms } => {
             Duration::from_millis(u64::from(heartbeat_interval_ms).clamp(100, 60_000))
         }
-        other => return Err(LinkError::Exchange(format!("unexpected answer to register: {other:?}"))),
+        other => return Err(TrackerError::Unexpected { asked: "register", answer: Box::new(other) }),
     };
     info!(tracker = %link.addr, "registered with the tracker");
     *last_contact = tokio::time::Instant::now();
@@ -383,9 +396,10 @@ async fn session(
 /// Asks for this appliance's fills and follows them: evicts what the tracker says to, starts
 /// or updates a fill per plan, stops the fills no longer named. With the disk full, only
 /// evictions are followed (a full appliance keeps serving what it holds).
-async fn fills(link: &Arc<TrackerLink>, state: &Member) -> Result<(), LinkError> {
-    let TrackerResponse::Fills { plans, evict, epoch } = link.request(&TrackerRequest::Fills).await? else {
-        return Err(LinkError::Exchange("unexpected answer to fills".into()));
+async fn fills(link: &Arc<TrackerLink>, state: &Member) -> Result<(), TrackerError> {
+    let (plans, evict, epoch) = match link.request(&TrackerRequest::Fills).await? {
+        TrackerResponse::Fills { plans, evict, epoch } => (plans, evict, epoch),
+        other => return Err(TrackerError::Unexpected { asked: "fills", answer: Box::new(other) }),
     };
     link.epoch.store(epoch, Relaxed);
     for title in evict {
@@ -409,11 +423,11 @@ async fn fills(link: &Arc<TrackerLink>, state: &Member) -> Result<(), LinkError>
 /// The titles held here that `link`'s tracker owns, by the live trackers it reports: all of
 /// them from a tracker without a fleet (which answers an empty list, or, older, refuses the
 /// question).
-async fn owned_titles(link: &TrackerLink, store: &Store) -> Result<BTreeSet<TitleId>, LinkError> {
+async fn owned_titles(link: &TrackerLink, store: &Store) -> Result<BTreeSet<TitleId>, TrackerError> {
     let live = match link.request(&TrackerRequest::Trackers).await {
         Ok(TrackerResponse::Trackers { live }) => live,
-        Ok(other) => return Err(LinkError::Exchange(format!("unexpected answer to trackers: {other:?}"))),
-        Err(LinkError::Refused(_)) => Vec::new(),
+        Ok(other) => return Err(TrackerError::Unexpected { asked: "trackers", answer: Box::new(other) }),
+        Err(TrackerError::Refused { .. }) => Vec::new(),
         Err(e) => return Err(e),
     };
     let owned = store.titles().into_iter().map(|info| info.title).filter(|t| link.owns(t, &live)).collect();
@@ -424,7 +438,11 @@ async fn owned_titles(link: &TrackerLink, store: &Store) -> Result<BTreeSet<Titl
 /// The live trackers may have changed: the titles `link`'s tracker owns now and did not
 /// before get their whole held map sent there, so that the new owner knows every holder
 /// before it plans (the old owner heard the fill summaries).
-async fn rehome(link: &TrackerLink, store: &Store, owned: &mut BTreeSet<TitleId>) -> Result<(), LinkError> {
+async fn rehome(
+    link: &TrackerLink,
+    store: &Store,
+    owned: &mut BTreeSet<TitleId>,
+) -> Result<(), TrackerError> {
     let now = owned_titles(link, store).await?;
     for &title in now.difference(owned) {
         debug!(%title, "this tracker owns the title now: its whole held map goes there");
@@ -457,7 +475,7 @@ impl Route {
 }
 
 impl swarm::Tracker for Route {
-    async fn request(&self, request: TrackerRequest) -> Result<TrackerResponse, String> {
+    async fn request(&self, request: TrackerRequest) -> Result<TrackerResponse, TrackerError> {
         let title = match &request {
             TrackerRequest::FillSummary { title, .. }
             | TrackerRequest::ReportHeld { title, .. }
@@ -467,16 +485,16 @@ impl swarm::Tracker for Route {
         let Some(title) = title else {
             // About no title (the catalog, for a name): any tracker answers, the first that
             // does.
-            let mut failed = String::from("no tracker");
+            let mut failed = TrackerError::NoTracker;
             for link in &self.links {
                 match link.request(&request).await {
                     Ok(response) => return Ok(response),
-                    Err(e) => failed = e.to_string(),
+                    Err(e) => failed = e,
                 }
             }
             return Err(failed);
         };
-        let link = self.link(title).ok_or("no tracker")?;
+        let link = self.link(title).ok_or(TrackerError::NoTracker)?;
         if let TrackerRequest::ReportHeld { held, .. } = &request {
             if held.is_full() {
                 // The title is whole here: every tracker hears it (once per title), so that
@@ -485,13 +503,13 @@ impl swarm::Tracker for Route {
                     let (other, request) = (other.clone(), request.clone());
                     tokio::spawn(async move {
                         if let Err(e) = other.request(&request).await {
-                            debug!(tracker = %other.addr, "a whole title not told: {e}");
+                            debug!(tracker = %other.addr, "a whole title not told: {}", Chain(&e));
                         }
                     });
                 }
             }
         }
-        let response = link.request(&request).await.map_err(|e| e.to_string())?;
+        let response = link.request(&request).await?;
         if let (TrackerRequest::FillSummary { .. }, TrackerResponse::Epoch(epoch)) = (&request, &response) {
             // The tracker took the summary as a heartbeat; its epoch may ask for new fills.
             *link.summary_answered.locked() = Some(tokio::time::Instant::now());
@@ -508,7 +526,7 @@ impl swarm::Tracker for Route {
     }
 }
 
-async fn publish(link: &TrackerLink, store: &Store, title: TitleId) -> Result<(), LinkError> {
+async fn publish(link: &TrackerLink, store: &Store, title: TitleId) -> Result<(), TrackerError> {
     let Some(info) = store.info(&title) else { return Ok(()) };
     let request =
         TrackerRequest::Publish { title, name: info.name.clone(), manifest: (*info.manifest).clone() };
@@ -522,7 +540,7 @@ async fn report(
     title: TitleId,
     store: &Store,
     fetched: Vec<Fetched>,
-) -> Result<(), LinkError> {
+) -> Result<(), TrackerError> {
     let Some(held) = store.held(&title) else { return Ok(()) };
     link.request(&TrackerRequest::ReportHeld { title, held, fetched }).await?;
     Ok(())
@@ -538,23 +556,23 @@ async fn evict_title(
     metrics: &FillMetrics,
     disk_full: &std::sync::atomic::AtomicBool,
     title: TitleId,
-) -> Result<(), LinkError> {
+) -> Result<(), TrackerError> {
     use std::sync::atomic::Ordering::Relaxed;
     let chunks = store.manifest(&title).map(|m| m.chunk_count());
     let s = store.clone();
-    let removed = match tokio::task::spawn_blocking(move || s.remove_title(&title)).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("the removal did not finish: {e}")),
-    };
-    match removed {
-        Ok(freed) => {
+    match tokio::task::spawn_blocking(move || s.remove_title(&title)).await {
+        Ok(Ok(freed)) => {
             info!(%title, freed_bytes = freed, "evicted at the tracker's word");
             metrics.title_evicted(freed);
             // The room it took is free again: filling may go on.
             disk_full.store(false, Relaxed);
         }
+        Ok(Err(e)) => {
+            warn!(%title, "cannot evict: {}", Chain(&e));
+            return report(link, title, store, Vec::new()).await;
+        }
         Err(e) => {
-            warn!(%title, "cannot evict: {e}");
+            warn!(%title, "cannot evict: the removal did not finish: {e}");
             return report(link, title, store, Vec::new()).await;
         }
     }
@@ -563,7 +581,7 @@ async fn evict_title(
     Ok(())
 }
 
-async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), LinkError> {
+async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), TrackerError> {
     if let TrackerResponse::Members { nodes } = link.request(&TrackerRequest::Members).await? {
         for node in nodes {
             if let Some(peer) = identity::peer_of(&node) {

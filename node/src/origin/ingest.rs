@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use fillmesh_net::Chain;
 use fillmesh_protocol::{ChunkSize, Manifest, ManifestBuilder, TitleId};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -142,7 +143,7 @@ async fn upload(
                     info!(title = %id, len, "title seeded");
                     publish(&ingest, id).await
                 }
-                Ok(Err(e)) => text(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+                Ok(Err(e)) => text(StatusCode::INSUFFICIENT_STORAGE, Chain(&e).to_string()),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
@@ -191,7 +192,7 @@ async fn receive(
         let mut stream = body.into_data_stream();
         while let Some(piece) = stream.next().await {
             let piece = piece.map_err(|e| (StatusCode::BAD_REQUEST, format!("upload interrupted: {e}")))?;
-            builder.update(&piece).map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+            builder.update(&piece).map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, Chain(&e).to_string()))?;
             file.write_all(&piece)
                 .await
                 .map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, format!("writing the upload: {e}")))?;

@@ -11,22 +11,22 @@ use super::ingest::TITLE_HEADER;
 /// Why a seed failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     File { path: String, source: std::io::Error },
     #[error("{0} is not a regular file")]
     NotAFile(String),
     #[error(transparent)]
     ChunkSize(#[from] fillmesh_protocol::ChunkSizeError),
-    #[error("cannot reach the origin at {base}: {source}")]
+    #[error("cannot reach the origin at {base}")]
     Unreachable { base: String, source: reqwest::Error },
-    #[error("uploading to {base}: {source}")]
+    #[error("uploading to {base}")]
     Upload { base: String, source: reqwest::Error },
     #[error("the origin refused the title ({status}): {body}")]
     Refused { status: reqwest::StatusCode, body: String },
     #[error("{0} changed while it was being seeded; seed it again once it is stable")]
     Changed(String),
-    #[error("the hashing task failed: {0}")]
-    Task(String),
+    #[error("the hashing task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// What a seed did.
@@ -60,7 +60,7 @@ pub async fn seed(
     let id =
         tokio::task::spawn_blocking(move || std::fs::File::open(&hash_path).and_then(TitleId::of_reader))
             .await
-            .map_err(|e| SeedError::Task(e.to_string()))?
+            .map_err(SeedError::Task)?
             .map_err(file_err)?;
     let base = origin.trim_end_matches('/').to_owned();
     let client = reqwest::Client::builder()

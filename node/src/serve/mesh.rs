@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn, Instrument};
 
 use fillmesh_net::frame::{read_frame, write_bytes, write_frame, WireError};
-use fillmesh_net::{close, rpc, trust, MeshEndpoint, Router, Trust};
+use fillmesh_net::{close, rpc, trust, Chain, MeshEndpoint, Router, Trust};
 use fillmesh_protocol::ALPN;
 
 use super::ChunkSource;
@@ -170,12 +170,13 @@ impl Server {
             Ok(r) => r,
             Err(WireError::Frame(e)) => {
                 self.stats.bad_requests.inc();
+                let e = Chain(&e).to_string();
                 debug!("bad request: {e}");
-                let _ = self.reply_error(&mut send, ErrorCode::BadRequest, e.to_string()).await;
+                let _ = self.reply_error(&mut send, ErrorCode::BadRequest, e).await;
                 return;
             }
             Err(e) => {
-                debug!("request not read: {e}");
+                debug!("request not read: {}", Chain(&e));
                 let _ = send.reset(close::PROTOCOL);
                 return;
             }
@@ -183,7 +184,7 @@ impl Server {
         // A subscription lasts as long as the child wants it: it holds no request slot.
         if let MeshRequest::Subscribe { title } = request {
             if let Err(e) = self.subscription(&mut send, &mut recv, title).await {
-                debug!(%title, "subscription ended: {e}");
+                debug!(%title, "subscription ended: {}", Chain(&e));
                 let _ = send.reset(close::PROTOCOL);
             }
             return;
@@ -193,7 +194,7 @@ impl Server {
             return;
         };
         if let Err(e) = self.answer(&mut send, request).await {
-            debug!("response not sent: {e}");
+            debug!("response not sent: {}", Chain(&e));
             let _ = send.reset(close::PROTOCOL);
         }
     }
@@ -307,7 +308,7 @@ impl Server {
                 return self.reply(send, error(ErrorCode::NotHeld, e.to_string())).await;
             }
             Ok(Err(e)) => {
-                warn!(%title, index, "cannot read chunk: {e}");
+                warn!(%title, index, "cannot read chunk: {}", Chain(&e));
                 return self.reply(send, error(ErrorCode::Internal, "cannot read chunk".into())).await;
             }
             Err(e) => {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fillmesh_net::Chain;
 use fillmesh_protocol::TitleId;
 use futures_util::StreamExt;
 use h3::server::RequestStream;
@@ -564,7 +565,7 @@ impl PlayerServer {
         match reading.await {
             Ok(Ok(bytes)) => Some(bytes),
             Ok(Err(e)) => {
-                debug!(%title, index, "chunk not served: {e}");
+                debug!(%title, index, "chunk not served: {}", Chain(&e));
                 None
             }
             Err(e) => {

@@ -45,9 +45,9 @@ pub use writer::{ChunkWriter, Commit};
 pub enum StoreError {
     #[error("the disk is full while writing {what}")]
     DiskFull { what: String },
-    #[error("I/O error on {what}: {source}")]
+    #[error("I/O error on {what}")]
     Io { what: String, source: io::Error },
-    #[error("index error: {0}")]
+    #[error("index error")]
     Index(#[from] sled::Error),
     #[error("the index is corrupt for {what}: {reason}")]
     CorruptIndex { what: String, reason: String },
@@ -57,7 +57,7 @@ pub enum StoreError {
     NotHeld { title: TitleId, index: u32 },
     #[error("chunk {index} of {title} failed verification on disk and was dropped")]
     CorruptOnDisk { title: TitleId, index: u32 },
-    #[error("the manifest does not match title {title}: {source}")]
+    #[error("the manifest does not match title {title}")]
     BadManifest { title: TitleId, source: VerifyError },
     #[error("title {title} is already known with a different manifest")]
     ManifestConflict { title: TitleId },

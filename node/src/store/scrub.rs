@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fillmesh_net::sync::LockExt;
+use fillmesh_net::Chain;
 use fillmesh_protocol::TitleId;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
@@ -84,7 +85,7 @@ pub async fn run(store: Arc<Store>, config: ScrubConfig, status: Arc<ScrubStatus
                         break;
                     }
                     Ok(Err(e)) => {
-                        warn!(%title, index, "scrub cannot check a chunk: {e}");
+                        warn!(%title, index, "scrub cannot check a chunk: {}", Chain(&e));
                         whole = false;
                     }
                     Err(e) => {

@@ -76,7 +76,7 @@ impl ChunkWriter {
                             }
                         }
                         Err(e) => {
-                            let reason = e.to_string();
+                            let reason = fillmesh_net::Chain(&e).to_string();
                             let mut first = Some(e);
                             for job in jobs {
                                 let err =

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
-use fillmesh_net::identity;
+use fillmesh_net::{identity, Chain};
 use fillmesh_protocol::messages::{TrackerRequest, TrackerResponse, MAX_TEXT};
 use fillmesh_protocol::{NodeId, NodeIdError, TitleId, TitleIdError, VerifyError};
 use libp2p_identity::PeerId;
@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::persist::CatalogRecord;
-use super::{chain, Shared};
+use super::Shared;
 use crate::core::fleet::MAX_TRACKERS;
 use crate::core::TrackerInfo;
 
@@ -270,7 +270,7 @@ impl View {
                 }
             }
             Err(e) => {
-                warn!(key = %String::from_utf8_lossy(&key[..key.len().min(200)]), "skipped a malformed entry in etcd: {}", chain(&e))
+                warn!(key = %String::from_utf8_lossy(&key[..key.len().min(200)]), "skipped a malformed entry in etcd: {}", Chain(&e))
             }
         }
     }
@@ -304,7 +304,7 @@ pub(super) async fn run(fleet: Arc<Fleet>, shared: Arc<Shared>, read: oneshot::S
     loop {
         let error = session(&fleet, &shared, &mut read).await;
         if shared.etcd_up.get() != 0 {
-            warn!("lost etcd ({}): coordinating on what is known until it is back", chain(&error));
+            warn!("lost etcd ({}): coordinating on what is known until it is back", Chain(&error));
             lost_at = tokio::time::Instant::now();
             checked_at = None;
             backoff = Duration::from_millis(250);
@@ -489,7 +489,7 @@ mod tests {
             || FleetError::Unreachable { endpoints: "http://127.0.0.1:1".into(), source: cause() };
         let text = "cannot reach etcd at http://127.0.0.1:1: invalid arguments: no endpoint";
         assert_eq!(format!("{:#}", anyhow::Error::from(unreachable())), text);
-        assert_eq!(chain(&unreachable()).to_string(), text);
-        assert_eq!(chain(&FleetError::from(cause())).to_string(), "etcd: invalid arguments: no endpoint");
+        assert_eq!(Chain(&unreachable()).to_string(), text);
+        assert_eq!(Chain(&FleetError::from(cause())).to_string(), "etcd: invalid arguments: no endpoint");
     }
 }

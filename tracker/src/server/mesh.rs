@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fillmesh_net::frame::read_frame;
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{close, identity, rpc, trust, Router};
+use fillmesh_net::{close, identity, rpc, trust, Chain, Router};
 use fillmesh_protocol::messages::{
     ErrorCode, ErrorReply, Hello, TrackerRequest, TrackerResponse, PROTOCOL_VERSION,
 };
@@ -17,7 +17,7 @@ use quinn::Connection;
 use tracing::{debug, info, warn};
 
 use super::persist::{CatalogRecord, IndexError};
-use super::{chain, FleetError, Shared};
+use super::{FleetError, Shared};
 use crate::core::CoreError;
 
 /// How long a node may take to send a request, and to take its answer.
@@ -87,7 +87,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             if let Ok(bytes) = postcard::to_allocvec(&registration) {
                 let index = &shared.index;
                 if let Err(e) = index.put(&index.registry, node.as_str().as_bytes().to_vec(), bytes).await {
-                    warn!("cannot persist a registration: {}", chain(&e));
+                    warn!("cannot persist a registration: {}", Chain(&e));
                 }
             }
             info!(%node, site = %registration.site, region = %registration.region, role = ?registration.role, "node registered");
@@ -156,8 +156,8 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             let result = shared.core().publish(now, title, name.clone(), &manifest);
             if result.is_ok() {
                 if let Err(e) = persist_title(shared, title, CatalogRecord { name, manifest }).await {
-                    warn!(%title, "cannot persist the catalog: {}", chain(&e));
-                    return error(ErrorCode::Internal, format!("cannot persist the catalog: {}", chain(&e)));
+                    warn!(%title, "cannot persist the catalog: {}", Chain(&e));
+                    return error(ErrorCode::Internal, format!("cannot persist the catalog: {}", Chain(&e)));
                 }
                 info!(%title, "title published");
             }

@@ -20,7 +20,7 @@ use crate::core::{Config, Policy, Tracker, TrackerInfo};
 use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{identity, rpc, say, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
+use fillmesh_net::{identity, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
 use fillmesh_protocol::messages::{ErrorCode, SteerTarget, TrackerRequest, TrackerResponse};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
@@ -165,7 +165,7 @@ impl Shared {
             match tokio::time::timeout(OWNER_TIMEOUT, ask_owner(pool, &owner, *title, client)).await {
                 Ok(Ok(answer)) => return answer,
                 Ok(Err(e)) => {
-                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: {}", chain(&e))
+                    debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: {}", Chain(&e))
                 }
                 Err(_) => {
                     debug!(owner = %owner.peer_id, %title, "steering from this tracker's own view: the owner did not answer")
@@ -229,25 +229,6 @@ async fn ask_tracker(
             Err(AskError::Call(e))
         }
     }
-}
-
-/// An error and its causes, each once (`error: cause: root cause`), for the log: the binary
-/// prints the errors it ends with the same way (anyhow's `{:#}`), and no error here repeats
-/// its cause in its own text.
-fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl std::fmt::Display + 'a {
-    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-    impl std::fmt::Display for Chain<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "{}", self.0)?;
-            let mut cause = self.0.source();
-            while let Some(e) = cause {
-                write!(f, ": {e}")?;
-                cause = e.source();
-            }
-            Ok(())
-        }
-    }
-    Chain(error)
 }
 
 /// Runs the tracker until `shutdown` resolves. Prints one ready line:
