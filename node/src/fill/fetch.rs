@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::client::{hello, request_manifest, ClientError};
 use super::swarm::{self, Ended, Local, Owner};
-use crate::member::TrackerError;
+use super::swarm::TrackerError;
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, Commit, OutFile, Store, StoreError};
 

@@ -38,7 +38,6 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::client::request_chunk;
 use super::{request_manifest, ClientError};
-use crate::member::TrackerError;
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, Store, StoreError, VerifiedChunk};
 use fillmesh_net::rate::TokenBucket;
@@ -57,6 +56,35 @@ const KEEPALIVE_BURST: u64 = 10;
 /// is about to (it is getting its manifest); a source that still does not after this is not
 /// going to.
 const UNKNOWN_TITLE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why an exchange with the tracker failed: the connection (none could be made, or it failed
+/// during the exchange), the tracker's word (a refusal), or its answer (undecodable, or not
+/// the answer to what was asked).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TrackerError {
+    /// No connection to the tracker could be made.
+    #[error("cannot reach the tracker")]
+    Unreachable(#[source] fillmesh_net::TransportError),
+    /// The connection was lost, or the exchange failed or timed out on it.
+    #[error("tracker exchange failed")]
+    Exchange(#[source] fillmesh_net::CallError),
+    /// The tracker's answer could not be decoded.
+    #[error("the tracker's answer is malformed")]
+    Malformed(#[source] fillmesh_net::CallError),
+    /// The tracker has no registration for this node (it restarted or forgot it): register
+    /// again.
+    #[error("the tracker does not know this node")]
+    NotRegistered,
+    /// The tracker refused the request.
+    #[error("the tracker refused: {code:?}: {message}")]
+    Refused { code: ErrorCode, message: String },
+    /// The tracker answered something else than what was asked (another protocol version).
+    #[error("unexpected answer to {asked}: {answer:?}")]
+    Unexpected { asked: &'static str, answer: Box<TrackerResponse> },
+    /// No tracker to ask.
+    #[error("no tracker")]
+    NoTracker,
+}
 
 /// What the tracker side of an appliance's fill needs: the node's link to the tracker, seen
 /// through a trait so that the fill does not depend on the member module that owns it (only

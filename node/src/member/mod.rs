@@ -30,9 +30,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{identity, rpc, CallError, Chain, MeshEndpoint, Pool, TransportError};
+use fillmesh_net::{identity, rpc, Chain, MeshEndpoint, Pool};
 
-use crate::fill::swarm;
+use crate::fill::swarm::{self, TrackerError};
 use crate::metrics::FillMetrics;
 use crate::serve::Server;
 use crate::store::{ChunkWriter, Store};
@@ -64,33 +64,6 @@ pub struct MemberConfig {
     pub cert_sha256: Option<[u8; 32]>,
     /// Player connections open now, reported in every heartbeat (steering ranks by it).
     pub player_sessions: prometheus_client::metrics::gauge::Gauge,
-}
-
-/// Why an exchange with the tracker failed: the connection (none could be made, or it failed
-/// during the exchange), the tracker's word (a refusal), or its answer (undecodable, or not
-/// the answer to what was asked).
-#[derive(Debug, thiserror::Error)]
-pub enum TrackerError {
-    /// No connection to the tracker could be made.
-    #[error("cannot reach the tracker")]
-    Unreachable(#[source] TransportError),
-    /// The connection was lost, or the exchange failed or timed out on it.
-    #[error("tracker exchange failed")]
-    Exchange(#[source] CallError),
-    /// The tracker's answer could not be decoded.
-    #[error("the tracker's answer is malformed")]
-    Malformed(#[source] CallError),
-    #[error("the tracker does not know this node")]
-    NotRegistered,
-    /// The tracker refused the request.
-    #[error("the tracker refused: {code:?}: {message}")]
-    Refused { code: ErrorCode, message: String },
-    /// The tracker answered something else than what was asked (another protocol version).
-    #[error("unexpected answer to {asked}: {answer:?}")]
-    Unexpected { asked: &'static str, answer: Box<TrackerResponse> },
-    /// No tracker to ask.
-    #[error("no tracker")]
-    NoTracker,
 }
 
 /// The tracker, reached through the node's connection pool (one connection, dialled on
