@@ -18,8 +18,8 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use super::client::{hello, request_manifest, ClientError};
-use super::swarm::{self, Ended, Local, Owner};
 use super::swarm::TrackerError;
+use super::swarm::{self, Ended, Local, Owner};
 use crate::metrics::FillMetrics;
 use crate::store::{ChunkWriter, Commit, OutFile, Store, StoreError};
 

@@ -173,7 +173,7 @@ impl Fleet {
             let mut client = self.client.clone();
             match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(lease)).await {
                 Ok(Ok(_)) => info!("left the fleet"),
-                Ok(Err(e)) => warn!("cannot leave the fleet at once ({e}): the lease will expire"),
+                Ok(Err(e)) => warn!("cannot leave the fleet at once ({}): the lease will expire", Chain(&e)),
                 Err(_) => {
                     warn!("cannot leave the fleet at once (etcd did not answer): the lease will expire")
                 }
@@ -253,7 +253,7 @@ impl View {
                 if !known {
                     match shared.core().publish(now, title, record.name, &record.manifest) {
                         Ok(()) => info!(%title, "title learnt from the fleet's catalog"),
-                        Err(e) => warn!(%title, "catalog entry not taken: {e}"),
+                        Err(e) => warn!(%title, "catalog entry not taken: {}", Chain(&e)),
                     }
                 }
             }

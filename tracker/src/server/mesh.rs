@@ -46,12 +46,12 @@ async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usi
             let response = match read_frame::<TrackerRequest>(&mut recv, IO_TIMEOUT).await {
                 Ok(request) => handle(&shared, &node, id, request).await,
                 Err(e) => {
-                    debug!(%node, "bad request: {e}");
-                    error(ErrorCode::BadRequest, e.to_string())
+                    debug!(%node, "bad request: {}", Chain(&e));
+                    error(ErrorCode::BadRequest, Chain(&e).to_string())
                 }
             };
             if let Err(e) = rpc::reply(&mut send, &response, IO_TIMEOUT).await {
-                debug!(%node, "response not sent: {e}");
+                debug!(%node, "response not sent: {}", Chain(&e));
             }
             shared.wake.notify_one();
         }
