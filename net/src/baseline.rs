@@ -12,24 +12,41 @@ use crate::endpoint::{MeshEndpoint, TransportError};
 /// Why a raw transfer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
+    /// The time given ran out: the sender's `accept_within` before a connection was
+    /// accepted and its handshake done; the receiver's `limit` before the connection was
+    /// made or the last byte read. Carries that time.
     #[error("no connection within {0:?}")]
     Timeout(Duration),
+    /// The sender's endpoint closed before a connection came.
     #[error("the endpoint closed")]
     EndpointClosed,
+    /// The receiver could not dial the sender.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The connection failed: the handshake of the accepted one, or opening or accepting its
+    /// stream.
     #[error("connection")]
     Connection(#[from] quinn::ConnectionError),
+    /// Writing to the stream failed: the bytes (sender) or the go (receiver).
     #[error("writing")]
     Write(#[from] quinn::WriteError),
+    /// Reading the bytes failed (receiver).
     #[error("reading")]
     Read(#[from] quinn::ReadError),
+    /// Reading the receiver's two-byte go failed (sender).
     #[error("reading the go")]
     ReadGo(#[from] quinn::ReadExactError),
+    /// Finishing the stream failed: it was already finished or reset.
     #[error("finishing the stream")]
     Finish(#[from] quinn::ClosedStream),
+    /// The stream ended before every byte arrived.
     #[error("received {got} of {want} bytes")]
-    Short { got: u64, want: u64 },
+    Short {
+        /// Bytes received.
+        got: u64,
+        /// Bytes the transfer was to carry (`len`).
+        want: u64,
+    },
 }
 
 /// The sender: accepts one connection on `endpoint` (handshake included, within

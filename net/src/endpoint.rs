@@ -36,6 +36,9 @@ pub mod close {
 pub struct TransportLimits {
     /// Bidirectional streams one peer may have open at once (one request each).
     pub max_streams_per_connection: u32,
+    /// A connection with no traffic for this long is closed (QUIC's max idle timeout: the
+    /// shorter of the two sides' applies); each side sends a keepalive every third of it, so
+    /// an open connection that is merely quiet stays up.
     pub idle_timeout: Duration,
     /// Flow-control window of one stream: large enough for a whole 1 MiB chunk plus framing,
     /// so one request never stalls on window updates over a fast link.
@@ -68,18 +71,48 @@ impl TransportLimits {
 /// Why an endpoint could not be created or a connection made.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The TLS configuration for binding or for a dial could not be built.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address asked for (port 0 for a client endpoint).
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// quinn refused the TLS configuration for QUIC (which needs TLS 1.3 and a suite for its
+    /// initial packets); carries quinn's reason.
     #[error("QUIC configuration: {0}")]
     Config(String),
+    /// quinn could not start the dial (the endpoint is stopping, the address is invalid).
     #[error("cannot connect to {addr}")]
-    Connect { addr: SocketAddr, source: quinn::ConnectError },
+    Connect {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// quinn's reason.
+        source: quinn::ConnectError,
+    },
+    /// The connection failed before its handshake completed: no answer within the idle
+    /// timeout, a refused handshake, or a peer that did not prove `peer`.
     #[error("handshake with {peer} at {addr} failed")]
-    Handshake { addr: SocketAddr, peer: PeerId, source: Box<quinn::ConnectionError> },
+    Handshake {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// The PeerId the other side had to prove.
+        peer: PeerId,
+        /// quinn's reason (boxed: it is large).
+        source: Box<quinn::ConnectionError>,
+    },
+    /// [`MeshEndpoint::connect_within`] gave up before the handshake completed.
     #[error("no answer from {addr} within {after:?}")]
-    Timeout { addr: SocketAddr, after: Duration },
+    Timeout {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// The time it was given.
+        after: Duration,
+    },
 }
 
 /// A node's QUIC endpoint and the identity it proves.
@@ -114,18 +147,23 @@ impl MeshEndpoint {
         Ok(Self { endpoint, tls: Arc::new(tls), limits })
     }
 
+    /// The UDP address the endpoint is bound to, with the port the system chose for port 0.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
     }
 
+    /// The PeerId this endpoint proves to the peers it dials and that dial it.
     pub fn peer_id(&self) -> PeerId {
         self.tls.peer_id()
     }
 
+    /// The TLS identity the endpoint was made with.
     pub fn tls(&self) -> &TlsIdentity {
         &self.tls
     }
 
+    /// The quinn endpoint beneath, for what this type does not wrap: accepting connections
+    /// (the router, the baseline) and waiting for connections to drain at shutdown.
     pub fn inner(&self) -> &Endpoint {
         &self.endpoint
     }

@@ -8,14 +8,21 @@ use quinn::{RecvStream, SendStream};
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    /// The read or the write did not finish within its timeout; carries the timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The stream ended, was reset or lost its connection before the whole frame arrived.
     #[error("stream read failed")]
     Read(#[from] quinn::ReadExactError),
+    /// The peer stopped the stream, or the connection was lost, during a write.
     #[error("stream write failed")]
     Write(#[from] quinn::WriteError),
+    /// The stream was finished or reset already when it was to be finished
+    /// ([`crate::rpc::reply`]).
     #[error("stream closed")]
     Closed(#[from] quinn::ClosedStream),
+    /// The frame was refused: oversized (on its prefix, before the body is read), malformed,
+    /// with trailing bytes, or not encodable.
     #[error(transparent)]
     Frame(#[from] FrameError),
 }

@@ -16,12 +16,33 @@ pub const KEY_FILE: &str = "identity.key";
 /// Why the identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// Reading the key file or its permissions, creating the data directory, or writing a
+    /// new key file failed.
     #[error("cannot read or write the identity in {path}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// The key file's path, as shown.
+        path: String,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// The key file is not a keypair in libp2p's protobuf encoding (or a new key could not
+    /// be encoded); the file is left as it is.
     #[error("{path} is not a valid identity key: {reason}")]
-    Corrupt { path: String, reason: String },
+    Corrupt {
+        /// The key file's path, as shown.
+        path: String,
+        /// libp2p's reason.
+        reason: String,
+    },
+    /// The key file allows its group or others some access (Unix only); the key in it is
+    /// not used.
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
-    Permissions { path: String, mode: u32 },
+    Permissions {
+        /// The key file's path, as shown.
+        path: String,
+        /// The file's permission bits (the low nine).
+        mode: u32,
+    },
 }
 
 /// Loads the node's keypair from `data_dir`, creating the directory and a fresh Ed25519 key

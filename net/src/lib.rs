@@ -20,6 +20,7 @@
 //! - [`sync`]: taking a lock that a panic poisoned, in one place and with the reason.
 //! - [`chain`]: an error with its causes, each once, for log lines and reasons kept as text.
 
+#![warn(missing_docs)]
 #![warn(unreachable_pub)]
 
 pub mod baseline;

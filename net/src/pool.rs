@@ -19,6 +19,8 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// An empty pool that dials through `endpoint`, each dial (handshake included) within
+    /// `connect_timeout`.
     pub fn new(endpoint: MeshEndpoint, connect_timeout: Duration) -> Self {
         Self { endpoint, connect_timeout, conns: tokio::sync::Mutex::new(HashMap::new()) }
     }

@@ -43,6 +43,8 @@ impl Bucket {
 pub struct TokenBucket(Mutex<Bucket>);
 
 impl TokenBucket {
+    /// A full bucket of `rate` bytes per second (at least 1), saving up at most a quarter of a
+    /// second's worth (at least 1 byte).
     pub fn new(rate: u64) -> Self {
         // A quarter of a second of burst: smooth enough, and a 1 MiB chunk at 4 MB/s or more
         // goes out without waiting.

@@ -10,7 +10,9 @@ use std::str::FromStr;
 /// What is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessKind {
+    /// A node: an appliance or the origin (`fillmesh node`).
     Node,
+    /// A tracker (`fillmesh tracker`).
     Tracker,
 }
 
@@ -26,10 +28,14 @@ impl ProcessKind {
 /// A ready line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready {
+    /// What kind of process is ready.
     pub kind: ProcessKind,
     /// The process's PeerId, as text.
     pub peer: String,
+    /// Where its QUIC endpoint listens (mesh, and `h3` for a node's players).
     pub mesh: SocketAddr,
+    /// Where its HTTP server listens: always for a tracker, for a node only when it was
+    /// given one.
     pub http: Option<SocketAddr>,
 }
 

@@ -30,6 +30,8 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
+    /// A router with no handler yet: a connection is closed with [`close::PROTOCOL`] unless
+    /// a handler is routed for its ALPN.
     pub fn new() -> Self {
         Self::default()
     }

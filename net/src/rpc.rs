@@ -19,10 +19,14 @@ use crate::frame::{read_frame, write_frame, WireError};
 /// reason (an untrusted node's close reason, say) as the last cause.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// No stream could be opened: the connection is gone (closed by either side, or lost).
     #[error("cannot open a stream")]
     Open(#[from] ConnectionError),
+    /// Writing the request or reading the response failed, or the response frame was
+    /// refused.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// Opening the stream took longer than the exchange's timeout; carries the timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 }

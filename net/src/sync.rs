@@ -18,6 +18,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 
 /// `Mutex::lock` that takes the lock also when a panic poisoned it (see the module).
 pub trait LockExt<T: ?Sized> {
+    /// Waits for the lock and takes it, poisoned or not.
     fn locked(&self) -> MutexGuard<'_, T>;
 }
 
@@ -30,7 +31,9 @@ impl<T: ?Sized> LockExt<T> for Mutex<T> {
 /// `RwLock::read` and `RwLock::write` that take the lock also when a panic poisoned it (see
 /// the module).
 pub trait RwLockExt<T: ?Sized> {
+    /// Waits for shared access and takes it, poisoned or not.
     fn read_locked(&self) -> RwLockReadGuard<'_, T>;
+    /// Waits for exclusive access and takes it, poisoned or not.
     fn write_locked(&self) -> RwLockWriteGuard<'_, T>;
 }
 

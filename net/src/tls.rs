@@ -30,8 +30,11 @@ pub const SERVER_NAME: &str = "fillmesh.invalid";
 /// Why TLS material could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The node's libp2p certificate could not be generated, or the operator's certificate
+    /// or key (PEM) could not be read or holds no certificate; carries the reason.
     #[error("cannot generate the node's certificate: {0}")]
     Certificate(String),
+    /// rustls refused a key (an unsupported key type, say) or a configuration.
     #[error("TLS configuration")]
     Config(#[from] rustls::Error),
 }
@@ -52,6 +55,9 @@ pub struct TlsIdentity {
 }
 
 impl TlsIdentity {
+    /// The identity of `keypair`: a libp2p certificate for a fresh certificate key (a new one
+    /// each call) that `keypair` signs, shown to peers and, until
+    /// [`TlsIdentity::with_player_certificate`], to players.
     pub fn new(keypair: &Keypair) -> Result<Self, TlsError> {
         let provider = provider();
         let (cert, key) =
@@ -83,6 +89,7 @@ impl TlsIdentity {
         self.player_key.cert.first().and_then(spki_sha256)
     }
 
+    /// The PeerId of the keypair: what the certificate proves to peers.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
     }

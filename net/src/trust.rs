@@ -21,18 +21,23 @@ use crate::sync::RwLockExt;
 pub struct Trust(Arc<RwLock<HashSet<PeerId>>>);
 
 impl Trust {
+    /// A list that trusts exactly `peers`, until more are added.
     pub fn new(peers: impl IntoIterator<Item = PeerId>) -> Self {
         Self(Arc::new(RwLock::new(peers.into_iter().collect())))
     }
+    /// Whether `peer` is trusted now.
     pub fn allows(&self, peer: &PeerId) -> bool {
         self.0.read_locked().contains(peer)
     }
+    /// Trusts `peer` from now on, in every clone of this list. Nothing is ever removed.
     pub fn add(&self, peer: PeerId) {
         self.0.write_locked().insert(peer);
     }
+    /// How many peers are trusted.
     pub fn len(&self) -> usize {
         self.0.read_locked().len()
     }
+    /// Whether no peer is trusted: then the gate lets no connection through.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

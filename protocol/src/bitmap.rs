@@ -24,14 +24,30 @@ const MAX_BITMAP_BYTES: usize = (Manifest::MAX_CHUNKS / 8) as usize;
 /// Why bytes from the wire are not a bitmap.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BitmapError {
+    /// The bytes are not one bit per chunk, rounded up to whole bytes.
     #[error("a bitmap of {len} chunks needs {expected} bytes, got {actual}")]
-    Length { len: u32, expected: usize, actual: usize },
+    Length {
+        /// Chunks the bitmap claims to cover.
+        len: u32,
+        /// Bytes that many chunks take: `len / 8`, rounded up.
+        expected: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// A bit past the last chunk is set in the last byte; carries the chunk count.
     #[error("a bitmap of {0} chunks has bits set past its end")]
     TrailingBits(u32),
+    /// More chunks than [`Manifest::MAX_CHUNKS`]; carries the chunk count claimed.
     #[error("a bitmap of {0} chunks exceeds the limit of {max} chunks", max = Manifest::MAX_CHUNKS)]
     TooLong(u32),
+    /// A run given to [`ChunkBitmap::insert_runs`] ends past the last chunk.
     #[error("a run of chunks ends at {end}, past the title's {len} chunks")]
-    RunPastEnd { end: u32, len: u32 },
+    RunPastEnd {
+        /// The run's end (exclusive).
+        end: u32,
+        /// The bitmap's chunk count.
+        len: u32,
+    },
 }
 
 impl TryFrom<RawBitmap> for ChunkBitmap {
@@ -78,18 +94,24 @@ impl ChunkBitmap {
         Ok(Self { len, bits })
     }
 
+    /// The chunks the set ranges over (the title's chunk count), present or not.
     pub fn len(&self) -> u32 {
         self.len
     }
 
+    /// Whether the set ranges over no chunks (a title of no bytes); whether any chunk is
+    /// present is [`ChunkBitmap::count`]'s to say.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The bits, chunk `i` at bit `i % 8` of byte `i / 8`: what [`ChunkBitmap::from_parts`]
+    /// takes back.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bits
     }
 
+    /// Whether chunk `index` is present; false past the end.
     pub fn contains(&self, index: u32) -> bool {
         index < self.len && self.bits[(index / 8) as usize] & (1 << (index % 8)) != 0
     }
@@ -103,6 +125,7 @@ impl ChunkBitmap {
         true
     }
 
+    /// Removes `index`; past the end, changes nothing.
     pub fn remove(&mut self, index: u32) {
         if index < self.len {
             self.bits[(index / 8) as usize] &= !(1 << (index % 8));
@@ -114,6 +137,7 @@ impl ChunkBitmap {
         self.bits.iter().map(|b| b.count_ones()).sum()
     }
 
+    /// Whether every chunk is present (so also when the set ranges over none).
     pub fn is_full(&self) -> bool {
         self.count() == self.len
     }

@@ -14,10 +14,13 @@ pub struct ChunkSize(u32);
 /// Why a number is not a chunk size.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkSizeError {
+    /// The number is not a power of two (zero included).
     #[error("chunk size {0} is not a power of two")]
     NotPowerOfTwo(u64),
+    /// A power of two below [`ChunkSize::MIN`].
     #[error("chunk size {0} is below the minimum of {min} bytes (BLAKE3's chunk)", min = ChunkSize::MIN.get())]
     TooSmall(u64),
+    /// A power of two above [`ChunkSize::MAX`].
     #[error("chunk size {0} is above the maximum of {max} bytes", max = ChunkSize::MAX.get())]
     TooLarge(u64),
 }
@@ -30,6 +33,7 @@ impl ChunkSize {
     /// 1 MiB: a verification costs about 0.2 ms and a 10 GiB title has 10,240 chunks.
     pub const DEFAULT: ChunkSize = ChunkSize(1 << 20);
 
+    /// `bytes` as a chunk size: a power of two from [`ChunkSize::MIN`] to [`ChunkSize::MAX`].
     pub fn new(bytes: u64) -> Result<Self, ChunkSizeError> {
         if !bytes.is_power_of_two() {
             Err(ChunkSizeError::NotPowerOfTwo(bytes))
@@ -42,10 +46,12 @@ impl ChunkSize {
         }
     }
 
+    /// The size in bytes, as the wire and the manifest carry it.
     pub const fn get(self) -> u32 {
         self.0
     }
 
+    /// The size in bytes, widened for offset arithmetic.
     pub const fn bytes(self) -> u64 {
         self.0 as u64
     }

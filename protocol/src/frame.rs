@@ -19,14 +19,42 @@ pub trait Message: Serialize + DeserializeOwned {
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The body is longer than the type's [`Message::MAX_BODY`]: on reading, seen on the
+    /// length prefix before any body byte is read; on encoding, before anything is sent.
     #[error("{name} frame of {len} bytes exceeds its limit of {max} bytes")]
-    TooLarge { name: &'static str, len: u64, max: usize },
+    TooLarge {
+        /// The type's [`Message::NAME`].
+        name: &'static str,
+        /// Body bytes the prefix claims, or the encoded body has.
+        len: u64,
+        /// The type's [`Message::MAX_BODY`].
+        max: usize,
+    },
+    /// The body is not a postcard encoding of the type, or a field in it breaks its bound or
+    /// its check (a list over its maximum, a manifest of the wrong shape, an invalid id).
     #[error("malformed {name} frame")]
-    Malformed { name: &'static str, source: postcard::Error },
+    Malformed {
+        /// The type's [`Message::NAME`].
+        name: &'static str,
+        /// postcard's reason, which carries the failed check's.
+        source: postcard::Error,
+    },
+    /// The body holds a whole message and more bytes after it: a frame holds exactly one.
     #[error("{name} frame has {extra} unexpected bytes after the message")]
-    Trailing { name: &'static str, extra: usize },
+    Trailing {
+        /// The type's [`Message::NAME`].
+        name: &'static str,
+        /// Bytes left over after the message.
+        extra: usize,
+    },
+    /// postcard could not serialise the message being sent.
     #[error("could not encode {name}")]
-    Encode { name: &'static str, source: postcard::Error },
+    Encode {
+        /// The type's [`Message::NAME`].
+        name: &'static str,
+        /// postcard's reason.
+        source: postcard::Error,
+    },
 }
 
 /// Encodes `msg` as prefix + body. Refuses to produce a frame the other side would refuse.

@@ -3,6 +3,7 @@
 //! node believes about content it checks here against the title id alone. Also: the units sizes,
 //! rates and durations are written in ([`units`]).
 
+#![warn(missing_docs)]
 #![warn(unreachable_pub)]
 
 pub mod bitmap;

@@ -24,25 +24,72 @@ pub type ChainingValue = [u8; 32];
 /// Why a manifest or a chunk does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// The chaining values do not merge to the title id: the manifest is not that title's.
     #[error("the manifest's chunk hashes merge to {computed}, not to the title id {expected}")]
-    RootMismatch { expected: TitleId, computed: TitleId },
+    RootMismatch {
+        /// The title id the manifest was checked against.
+        expected: TitleId,
+        /// The root its chaining values merge to.
+        computed: TitleId,
+    },
+    /// The chunk index is past the title's last chunk.
     #[error("chunk {index} does not exist: the title has {chunks} chunks")]
-    NoSuchChunk { index: u32, chunks: u32 },
+    NoSuchChunk {
+        /// The index asked for.
+        index: u32,
+        /// The title's chunk count.
+        chunks: u32,
+    },
+    /// The data is not as long as the chunk: every chunk is the chunk size long but the last,
+    /// which may be shorter.
     #[error("chunk {index} should be {expected} bytes long, got {actual}")]
-    ChunkLength { index: u32, expected: u64, actual: u64 },
+    ChunkLength {
+        /// The chunk.
+        index: u32,
+        /// The chunk's length in bytes by the manifest.
+        expected: u64,
+        /// Bytes given.
+        actual: u64,
+    },
+    /// The data's chaining value is not the manifest's for that chunk: the bytes are not the
+    /// title's.
     #[error("chunk {index} does not match its hash in the manifest")]
-    ChunkHash { index: u32 },
+    ChunkHash {
+        /// The chunk.
+        index: u32,
+    },
 }
 
 /// Why a manifest could not be built or accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The number of chaining values is not the number of chunks the length and the chunk
+    /// size make.
     #[error(
         "a title of {len} bytes has {expected} chunks of {chunk_size} bytes, but the manifest lists {actual}"
     )]
-    ChunkCount { len: u64, chunk_size: ChunkSize, expected: u64, actual: usize },
+    ChunkCount {
+        /// The title's length in bytes, as the manifest states it.
+        len: u64,
+        /// The manifest's chunk size.
+        chunk_size: ChunkSize,
+        /// Chunks a title of that length has.
+        expected: u64,
+        /// Chaining values listed.
+        actual: usize,
+    },
+    /// The title would have more than [`Manifest::MAX_CHUNKS`] chunks at this chunk size.
     #[error("a title of {len} bytes would have {chunks} chunks of {chunk_size} bytes, more than the limit of {max}: use a larger chunk size", max = Manifest::MAX_CHUNKS)]
-    TooManyChunks { len: u64, chunk_size: ChunkSize, chunks: u64 },
+    TooManyChunks {
+        /// The title's length in bytes; for a [`ManifestBuilder`], the bytes fed so far, the
+        /// refused update's included.
+        len: u64,
+        /// The chunk size asked for.
+        chunk_size: ChunkSize,
+        /// Chunks that length takes.
+        chunks: u64,
+    },
+    /// Reading the title failed ([`Manifest::from_reader`]).
     #[error("reading the title failed")]
     Io(#[from] io::Error),
 }
@@ -127,23 +174,29 @@ impl Manifest {
         Ok(builder.finish())
     }
 
+    /// The title's length in bytes. Only the last chunk binds it to the title id: see the
+    /// module.
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// Whether the title has no bytes (and so no chunks).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The length of every chunk but the last, which may be shorter.
     pub fn chunk_size(&self) -> ChunkSize {
         self.chunk_size
     }
 
+    /// The title's chunk count, at most [`Manifest::MAX_CHUNKS`].
     pub fn chunk_count(&self) -> u32 {
         // Bounded by MAX_CHUNKS in `new`.
         self.cvs.len() as u32
     }
 
+    /// One chaining value per chunk, in chunk order.
     pub fn chaining_values(&self) -> &[ChainingValue] {
         &self.cvs
     }
@@ -219,6 +272,7 @@ pub struct ManifestBuilder {
 }
 
 impl ManifestBuilder {
+    /// A builder for a title cut into chunks of `chunk_size`, fed nothing yet.
     pub fn new(chunk_size: ChunkSize) -> Self {
         Self { chunk_size, len: 0, cvs: Vec::new(), current: blake3::Hasher::new(), current_len: 0 }
     }
@@ -246,6 +300,7 @@ impl ManifestBuilder {
         Ok(())
     }
 
+    /// The manifest of every byte fed, and the title id (its root).
     pub fn finish(mut self) -> (TitleId, Manifest) {
         if self.len > 0 {
             let cv = finalize_chunk(&self.current, self.cvs.is_empty());

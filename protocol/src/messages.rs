@@ -62,17 +62,27 @@ pub const MAX_TRACKERS: usize = 64;
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
+    /// Fills titles from the parents its tracker assigns and serves them to other
+    /// appliances and to players.
     Appliance,
+    /// Publishes titles and holds each whole: the fill source of last resort.
     Origin,
+    /// Coordinates registrations, fill plans and steering (says so in its [`Hello`]).
     Tracker,
+    /// A one-shot tool. No node says it today: `fillmesh fetch` says `Appliance`.
     Tool,
 }
 
 /// The first exchange on a connection: each side says who it is and which version it speaks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
+    /// The [`PROTOCOL_VERSION`] the sender speaks; a receiver of another version answers
+    /// [`ErrorCode::VersionMismatch`].
     pub version: u16,
+    /// What the sender is.
     pub role: Role,
+    /// The sender's build, `fillmesh/` and its version, for logs; at most [`MAX_LABEL`]
+    /// bytes, and nothing acts on it.
     #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
     pub agent: String,
 }
@@ -93,13 +103,20 @@ impl Hello {
 pub enum ErrorCode {
     /// The chunk is not held (verified) here: ask someone else.
     NotHeld,
+    /// The title is not known here (no manifest for it).
     UnknownTitle,
+    /// The request could not be decoded, or its content was refused (a report of a chunk
+    /// past the title's end, a manifest that does not hash to its title): the message says
+    /// which.
     BadRequest,
     /// Too many requests in flight: retry later.
     Busy,
     /// The peer is not trusted for this request.
     Unauthorized,
+    /// The sender's [`Hello`] named a protocol version the receiver does not speak.
     VersionMismatch,
+    /// The receiver failed on its own side (a chunk it could not read from its disk, a
+    /// catalog it could not persist): not the request's fault.
     Internal,
     /// The tracker does not know the sender (it restarted or forgot it): register again.
     NotRegistered,
@@ -108,7 +125,9 @@ pub enum ErrorCode {
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
+    /// What went wrong, for the receiver to act on.
     pub code: ErrorCode,
+    /// The detail, for people and logs: at most [`MAX_TEXT`] bytes, and nothing acts on it.
     #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
     pub message: String,
 }
@@ -129,12 +148,22 @@ impl ErrorReply {
 /// A request between mesh nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MeshRequest {
+    /// The sender's version and role: answered with the receiver's own `Hello`, or
+    /// `VersionMismatch`.
     Hello(Hello),
+    /// The manifest of `title`: answered `Manifest` (which the asker verifies against the
+    /// title id) or `UnknownTitle`.
     Manifest {
+        /// The title asked about.
         title: TitleId,
     },
+    /// The bytes of one chunk: answered with a `Chunk` header and the raw bytes after it, or
+    /// `NotHeld` (not held here verified, or found damaged on disk), `UnknownTitle` or
+    /// `Busy`.
     Chunk {
+        /// The title asked about.
         title: TitleId,
+        /// The chunk's index, from 0.
         index: u32,
     },
     /// Which chunks of this title do you hold? Answered `Held` (or `UnknownTitle`). No node
@@ -142,6 +171,7 @@ pub enum MeshRequest {
     /// first answer is the same `Held`. Every node's mesh server answers it, and the fault
     /// tests (`tests/tests/faults.rs`) use it as a one-shot probe of an appliance's trust gate.
     Held {
+        /// The title asked about.
         title: TitleId,
     },
     /// Subscribes to the holdings of `title` on this stream: the answer is the held bitmap
@@ -149,6 +179,7 @@ pub enum MeshRequest {
     /// the child can tell a quiet parent from a dead one), until either side ends the stream.
     /// A parent with too many children answers `Busy`.
     Subscribe {
+        /// The title whose holdings are wanted.
         title: TitleId,
     },
 }
@@ -161,28 +192,44 @@ impl Message for MeshRequest {
 /// Announces the raw bytes of one chunk that follow the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkHeader {
+    /// The title the chunk belongs to; the receiver refuses a header for another one.
     pub title: TitleId,
+    /// The chunk's index; the receiver refuses a header for another one.
     pub index: u32,
+    /// The raw bytes that follow. The receiver reads as many as its own verified manifest
+    /// says the chunk has, and refuses a header that says otherwise.
     pub len: u32,
 }
 
 /// An answer between mesh nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MeshResponse {
+    /// The receiver's own `Hello`: it speaks the sender's version.
     Hello(Hello),
+    /// The manifest asked for, which says nothing until it is verified against `title`.
     Manifest {
+        /// The title asked about.
         title: TitleId,
+        /// Its manifest, as the answering node holds it.
         manifest: Manifest,
     },
+    /// The chunk asked for: its header, then its raw bytes on the same stream.
     Chunk(ChunkHeader),
+    /// The chunks of `title` held here verified: the answer to `Held`, and the first message
+    /// of a subscription (sent again on it when the subscriber fell behind).
     Held {
+        /// The title asked about.
         title: TitleId,
+        /// One bit per chunk of the title.
         held: ChunkBitmap,
     },
+    /// The request failed; the code says why.
     Error(ErrorReply),
     /// Chunks of `title` the parent has gained since its last message on the subscription.
     Have {
+        /// The subscription's title.
         title: TitleId,
+        /// The chunks gained, at most [`MAX_HAVES`]; empty in a keepalive.
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_HAVES>")]
         chunks: Vec<u32>,
     },
@@ -196,17 +243,27 @@ impl Message for MeshResponse {
 /// What an appliance (or the origin) tells the tracker about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
+    /// [`Role::Appliance`] or [`Role::Origin`]: an origin registration makes the sender the
+    /// fleet's origin.
     pub role: Role,
     /// Where other nodes reach its mesh endpoint.
     pub mesh_addr: SocketAddr,
+    /// The site it is in, at most [`MAX_LABEL`] bytes: appliances of one site are each
+    /// other's nearest parents ([`SourceClass::SameSite`]).
     #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
     pub site: String,
+    /// The region it is in, at most [`MAX_LABEL`] bytes: a parent in another region is
+    /// [`SourceClass::CrossRegion`], asked only for the chunks a plan imports.
     #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
     pub region: String,
     /// Client prefixes it serves, for steering.
     #[serde(deserialize_with = "bounded::vec::<_, _, MAX_PREFIXES>")]
     pub prefixes: Vec<IpPrefix>,
+    /// The upload it states, in bytes per second: its upload slots and its share of fill
+    /// layouts follow it. 0 counts as the tracker's minimum number of slots.
     pub upload_bps: u64,
+    /// Bytes of disk it may fill with titles: the tracker plans fills up to a watermark of
+    /// it and evicts titles beyond.
     pub disk_bytes: u64,
     /// SHA-256 of the certificate's SPKI it presents to players, so they can pin it.
     pub cert_sha256: Option<[u8; 32]>,
@@ -215,10 +272,17 @@ pub struct Registration {
 /// Periodic liveness and load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
+    /// Whether the node counts itself fit to serve (nodes send `true`); the tracker steers
+    /// to and plans with healthy nodes only.
     pub healthy: bool,
+    /// Chunk requests it is serving now; with `player_sessions`, the load steering ranks
+    /// appliances by.
     pub uploads_in_flight: u32,
+    /// Upload in use, in bytes per second. Nodes send 0, and the tracker does not read it.
     pub upload_bps_used: u64,
+    /// Player connections it serves now.
     pub player_sessions: u32,
+    /// Bytes of titles it holds. The tracker does not read it.
     pub disk_used: u64,
 }
 
@@ -226,13 +290,20 @@ pub struct Heartbeat {
 /// Ordered nearest (cheapest) first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SourceClass {
+    /// An appliance of the same site.
     SameSite,
+    /// An appliance of the same region, at another site.
     SameRegion,
+    /// An appliance of another region: asked only for the chunks a plan imports, until the
+    /// plan is stale.
     CrossRegion,
+    /// The origin: asked only for the chunks a plan gives it, until the plan is stale.
     Origin,
 }
 
 impl SourceClass {
+    /// Every class, nearest first: the order of per-class byte counts such as
+    /// [`TrackerRequest::FillSummary`]'s `bytes`.
     pub const ALL: [SourceClass; 4] =
         [SourceClass::SameSite, SourceClass::SameRegion, SourceClass::CrossRegion, SourceClass::Origin];
 
@@ -252,8 +323,11 @@ impl SourceClass {
 pub enum FailureKind {
     /// The bytes did not match the manifest: the source lied or its disk is bad.
     Corrupt,
+    /// The source did not answer in time.
     Timeout,
+    /// The source refused the request (busy, say) or reset it.
     Refused,
+    /// The source answered [`ErrorCode::NotHeld`] for the chunk.
     NotHeld,
 }
 
@@ -261,15 +335,23 @@ pub enum FailureKind {
 /// from (same site, same region, cross-region, origin) rests on these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fetched {
+    /// The chunk's index.
     pub chunk: u32,
+    /// The node it came from.
     pub source: NodeId,
 }
 
 /// A request to the tracker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrackerRequest {
+    /// The sender's version and role: answered with the tracker's `Hello`, or
+    /// `VersionMismatch`.
     Hello(Hello),
+    /// Registers the sender (again, after a restart of either side) as it describes itself:
+    /// answered `Registered`.
     Register(Registration),
+    /// Liveness and load: answered with the tracker's `Epoch`, or `NotRegistered` when the
+    /// tracker does not know the sender.
     Heartbeat(Heartbeat),
     /// Every chunk of `title` the sender holds verified (a whole bitmap, so a report that is
     /// lost or repeated does no harm), and the chunks fetched since the last report. Nodes
@@ -279,15 +361,26 @@ pub enum TrackerRequest {
     /// `fetched` empty: what a fill fetched goes in [`TrackerRequest::FillSummary`]. Only the
     /// simulator's `per-chunk` strategy fills `fetched`, through the core, not the wire.
     ReportHeld {
+        /// The title reported on.
         title: TitleId,
+        /// Every chunk of it the sender holds verified.
         held: ChunkBitmap,
+        /// Chunks fetched since the last report and from whom, at most [`MAX_FETCHED`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_FETCHED>")]
         fetched: Vec<Fetched>,
     },
+    /// A transfer of `chunk` of `title` from `source` failed as `kind`: answered `Ack`, or
+    /// `BadRequest` when refused (an unknown title, a chunk past its end, a corrupt chunk
+    /// from a node that never registered). The tracker forgets the transfer, and a `Corrupt`
+    /// report counts the sender towards marking `source` bad. Nodes send only `Corrupt`.
     ReportFailure {
+        /// The title of the failed transfer.
         title: TitleId,
+        /// The chunk's index.
         chunk: u32,
+        /// The node the transfer was from.
         source: NodeId,
+        /// How it failed.
         kind: FailureKind,
     },
     /// Steering between the trackers of a fleet: a tracker asked `GET /steer` for a title it
@@ -295,16 +388,25 @@ pub enum TrackerRequest {
     /// etcd", steering anywhere). Appliances and origins never send it; players steer over
     /// HTTP.
     Steer {
+        /// The title the player asked to be steered for.
         title: TitleId,
+        /// The player's address as the asking tracker has it: the one given, else the one seen.
         client_ip: IpAddr,
     },
+    /// Every title the tracker knows: answered `Catalog`.
     Catalog,
     /// The nodes the tracker vouches for: an appliance serves mesh requests from these.
     Members,
+    /// Adds a title to the catalog (the origin, for each title it ingests): answered
+    /// `Ack`, `BadRequest` when the manifest does not hash to `title`, or `Internal` when the
+    /// catalog could not be persisted.
     Publish {
+        /// The title id, which the manifest must merge to.
         title: TitleId,
+        /// A name for people (the catalog, the status page), at most [`MAX_TEXT`] bytes.
         #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
         name: String,
+        /// The title's manifest.
         manifest: Manifest,
     },
     /// The titles this appliance is to fill, each with its plan (answered `Fills`). Asked
@@ -314,9 +416,12 @@ pub enum TrackerRequest {
     /// and bytes stored from each [`SourceClass`], in [`SourceClass::ALL`] order. Answered
     /// with the tracker's epoch.
     FillSummary {
+        /// The title being filled.
         title: TitleId,
+        /// The chunks gained, as runs ([`crate::bitmap::runs`]), at most [`MAX_GAINED`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_GAINED>")]
         gained: Vec<std::ops::Range<u32>>,
+        /// Bytes stored from each class of parent, in [`SourceClass::ALL`] order.
         bytes: [u64; 4],
     },
     /// The live trackers of the fleet (answered `Trackers`): a title's owner is the one of
@@ -332,8 +437,11 @@ impl Message for TrackerRequest {
 /// A node to fetch from, in an [`Assignment`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
+    /// The source's id.
     pub node: NodeId,
+    /// Its mesh endpoint, from its registration.
     pub addr: SocketAddr,
+    /// What it is: an appliance, or the origin.
     pub role: Role,
 }
 
@@ -342,8 +450,11 @@ pub struct Source {
 /// `per-chunk` strategy drives). No longer on the wire: no node runs that planner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
+    /// The title to fetch from.
     pub title: TitleId,
+    /// The chunk's index.
     pub chunk: u32,
+    /// Where to fetch it, in the order to try them; at most [`MAX_SOURCES`].
     #[serde(deserialize_with = "bounded::vec::<_, _, MAX_SOURCES>")]
     pub sources: Vec<Source>,
 }
@@ -351,8 +462,11 @@ pub struct Assignment {
 /// A node an appliance fills from, and where it is from that appliance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Parent {
+    /// The parent's id: the PeerId its certificate must prove when dialled.
     pub node: NodeId,
+    /// Its mesh endpoint, from its registration.
     pub addr: SocketAddr,
+    /// Where it is from the filling appliance, which decides what it may be asked for.
     pub class: SourceClass,
 }
 
@@ -364,25 +478,37 @@ pub struct Parent {
 /// (membership, health, bad marks): `epoch` names the layout it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FillPlan {
+    /// The title to fill.
     pub title: TitleId,
+    /// The parents to subscribe to, nearest first, the origin last; at most [`MAX_PARENTS`].
     #[serde(deserialize_with = "bounded::vec::<_, _, MAX_PARENTS>")]
     pub parents: Vec<Parent>,
+    /// The chunks this appliance takes from the origin, as ranges; at most [`MAX_RANGES`].
     #[serde(deserialize_with = "bounded::vec::<_, _, MAX_RANGES>")]
     pub origin: Vec<std::ops::Range<u32>>,
+    /// The chunks it may take from parents in other regions, as ranges; at most
+    /// [`MAX_RANGES`].
     #[serde(deserialize_with = "bounded::vec::<_, _, MAX_RANGES>")]
     pub import: Vec<std::ops::Range<u32>>,
+    /// The tracker's layout epoch the plan comes from.
     pub epoch: u64,
 }
 
 /// An appliance a player may stream from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SteerTarget {
+    /// The appliance.
     pub node: NodeId,
+    /// `https://ADDR/titles/ID`, at most [`MAX_TEXT`] bytes.
     #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
     pub url: String,
+    /// SHA-256 of the SubjectPublicKeyInfo of the certificate it presents to players, from
+    /// its registration; `None` when it gave none.
     pub cert_sha256: Option<[u8; 32]>,
+    /// The site it registered in.
     #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
     pub site: String,
+    /// The region it registered in.
     #[serde(deserialize_with = "bounded::string::<_, MAX_LABEL>")]
     pub region: String,
 }
@@ -390,45 +516,65 @@ pub struct SteerTarget {
 /// A title the tracker knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogEntry {
+    /// The title's id.
     pub title: TitleId,
+    /// The name it was published under, at most [`MAX_TEXT`] bytes.
     #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
     pub name: String,
+    /// The title's length in bytes.
     pub len: u64,
+    /// The title's chunk size.
     pub chunk_size: ChunkSize,
 }
 
 /// An answer from the tracker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrackerResponse {
+    /// The tracker's own `Hello`: it speaks the sender's version.
     Hello(Hello),
+    /// The sender is registered.
     Registered {
+        /// Milliseconds between the heartbeats the tracker expects; nodes keep it within
+        /// 100 ms to 60 s.
         heartbeat_interval_ms: u32,
     },
+    /// The report or the publication was taken.
     Ack,
+    /// Where a player should stream a title from (the answer to a tracker's `Steer`).
     Steer {
+        /// Appliances to stream from, best first; at most [`MAX_TARGETS`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TARGETS>")]
         targets: Vec<SteerTarget>,
         /// Why the list is empty or short.
         #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
         reason: String,
     },
+    /// The titles the tracker knows.
     Catalog {
+        /// One entry per title, at most [`MAX_CATALOG`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_CATALOG>")]
         titles: Vec<CatalogEntry>,
     },
+    /// The nodes the tracker vouches for.
     Members {
+        /// Every registered node not gone and not marked bad, healthy or not; at most
+        /// [`MAX_MEMBERS`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_MEMBERS>")]
         nodes: Vec<NodeId>,
     },
+    /// The request failed; the code says why.
     Error(ErrorReply),
     /// The fills of an appliance: a plan per title it is to fill (and does not hold whole),
     /// the titles to delete first to make room (the tracker no longer counts this appliance
     /// as holding them), and the epoch they come from.
     Fills {
+        /// One plan per title to fill, at most [`MAX_FILLS`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_FILLS>")]
         plans: Vec<FillPlan>,
+        /// Titles to delete before filling, at most [`MAX_EVICT`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_EVICT>")]
         evict: Vec<TitleId>,
+        /// The tracker's epoch the plans come from.
         epoch: u64,
     },
     /// The answer to a heartbeat or a summary: the tracker's epoch. When it moves (the fleet,
@@ -437,6 +583,7 @@ pub enum TrackerResponse {
     /// The live trackers' PeerIds, sorted; empty from a tracker without a fleet (no etcd),
     /// which owns every title.
     Trackers {
+        /// The live trackers, at most [`MAX_TRACKERS`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TRACKERS>")]
         live: Vec<NodeId>,
     },

@@ -16,8 +16,11 @@ pub struct NodeId(String);
 /// Why a string is not a node id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeIdError {
+    /// Empty, or longer than [`NodeId::MAX_LEN`]; carries the length in bytes.
     #[error("a node id is 1 to {max} base58 characters, got {0}", max = NodeId::MAX_LEN)]
     Length(usize),
+    /// The first character outside base58's alphabet (ASCII letters and digits but `0`,
+    /// `O`, `I` and `l`).
     #[error("a node id is base58; {0:?} is not a base58 character")]
     Character(char),
 }
@@ -26,6 +29,7 @@ impl NodeId {
     /// Ed25519 PeerIds are 52 characters; 64 leaves room without inviting abuse.
     pub const MAX_LEN: usize = 64;
 
+    /// The base58 text, as checked, sent and logged.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -81,8 +85,18 @@ pub struct IpPrefix {
 /// Why a prefix is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrefixError {
+    /// The length is more bits than the address has.
     #[error("prefix length {len} is too long for {addr} (at most {max})")]
-    Length { addr: IpAddr, len: u8, max: u8 },
+    Length {
+        /// The address as given.
+        addr: IpAddr,
+        /// The length as given, in bits.
+        len: u8,
+        /// The address's bits: 32 for IPv4, 128 for IPv6.
+        max: u8,
+    },
+    /// The text is not `ADDRESS/LENGTH` with an IP address and a decimal length; carries at
+    /// most the text's first 64 characters.
     #[error("{0:?} is not a prefix: expected ADDRESS/LENGTH such as 127.0.1.0/24")]
     Syntax(String),
 }
@@ -101,18 +115,22 @@ impl IpPrefix {
         Ok(Self { addr, len })
     }
 
+    /// The network address, its host bits cleared.
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
 
+    /// The prefix length in bits: at most 32 for IPv4, 128 for IPv6.
     pub fn len(&self) -> u8 {
         self.len
     }
 
+    /// Whether the length is 0: a prefix that contains every address of its family.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Whether `ip` is in this prefix; an address of the other family never is.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => u32::from(ip) & mask32(self.len) == u32::from(net),

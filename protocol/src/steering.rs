@@ -24,10 +24,13 @@ pub struct SteerAnswer {
 /// One appliance a player may stream from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SteerEntry {
+    /// The appliance's PeerId, base58 text: what a [`PlayerReport`] names it by.
     pub peer_id: String,
     /// `https://ADDR/titles/ID`, served over HTTPS on TCP and HTTP/3 on the same port.
     pub url: String,
+    /// The site the appliance registered in.
     pub site: String,
+    /// The region the appliance registered in.
     pub region: String,
     /// SHA-256 of the SubjectPublicKeyInfo of the certificate the appliance presents to
     /// players, 64 lowercase hex digits, for pinning.
@@ -72,6 +75,7 @@ pub struct PlayerReport {
     pub title: String,
     /// The appliance, as the steering answer named it.
     pub peer_id: String,
+    /// The chunk's index, from 0 (the tracker checks it against the title's chunk count).
     pub chunk: u32,
 }
 
@@ -80,10 +84,14 @@ pub struct PlayerReport {
 /// answer to the player.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlayerReportError {
+    /// The body is longer than [`PlayerReport::MAX_BYTES`]; carries its length. (The
+    /// tracker's HTTP server refuses such a body itself, before it is parsed.)
     #[error("a report is at most {max} bytes, got {0}", max = PlayerReport::MAX_BYTES)]
     TooLong(usize),
+    /// `title` is not a title id.
     #[error("title: {0}")]
     Title(TitleIdError),
+    /// `peer_id` is not a node id.
     #[error("peer_id: {0}")]
     PeerId(NodeIdError),
 }
@@ -92,6 +100,8 @@ impl PlayerReport {
     /// The largest report body accepted (a well-formed one is under 200 bytes).
     pub const MAX_BYTES: usize = 1024;
 
+    /// The report that chunk `chunk` of `title`, from the appliance `peer_id`, failed
+    /// verification.
     pub fn new(title: &TitleId, peer_id: &str, chunk: u32) -> Self {
         Self { title: title.to_string(), peer_id: peer_id.to_owned(), chunk }
     }

@@ -13,17 +13,26 @@ pub struct TitleId([u8; 32]);
 /// Why a string is not a title id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TitleIdError {
+    /// The text is not 64 single-byte characters long; carries its length in characters.
     #[error("a title id is 64 lowercase hex digits, got {0} characters")]
     Length(usize),
+    /// A character is not a lowercase hex digit (uppercase ones included).
     #[error("a title id is 64 lowercase hex digits, found {found:?} at position {position}")]
-    Digit { position: usize, found: char },
+    Digit {
+        /// Where the first such character is, in characters from 0.
+        position: usize,
+        /// That character.
+        found: char,
+    },
 }
 
 impl TitleId {
+    /// The id whose hash is `bytes`, taken as given (nothing is hashed or checked).
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
+    /// The 32 bytes of the hash.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -18,8 +18,11 @@ use std::time::Duration;
 /// What a text was meant to be, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantity {
+    /// A byte count ([`parse_size`]).
     Size,
+    /// Bytes per second ([`parse_rate`]).
     Rate,
+    /// A length of time ([`parse_duration`]).
     Duration,
 }
 
@@ -54,12 +57,34 @@ impl fmt::Display for Quantity {
 /// Why a text is not a size, a rate or a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnitError {
+    /// The text does not start with a number (digits, `_` and at most one `.`, after
+    /// leading spaces): it is empty, starts with a sign or a letter, or has a second `.`.
     #[error("{input:?} is not a {quantity} such as {}", quantity.examples())]
-    Number { input: String, quantity: Quantity },
+    Number {
+        /// The text as given.
+        input: String,
+        /// What it was meant to be.
+        quantity: Quantity,
+    },
+    /// The number is followed by a unit the quantity does not have.
     #[error("{input:?}: unknown unit {unit:?} for a {quantity} (use {})", quantity.units())]
-    Unit { input: String, unit: String, quantity: Quantity },
+    Unit {
+        /// The text as given.
+        input: String,
+        /// Everything after the number, trimmed.
+        unit: String,
+        /// What it was meant to be.
+        quantity: Quantity,
+    },
+    /// The value does not fit: a size over `u64::MAX` bytes, a number or a rate too large
+    /// for a finite `f64`, a duration longer than `Duration` holds.
     #[error("{input:?} is out of range for a {quantity}")]
-    Range { input: String, quantity: Quantity },
+    Range {
+        /// The text as given.
+        input: String,
+        /// What it was meant to be.
+        quantity: Quantity,
+    },
 }
 
 /// Parses a size into bytes, rounded to the nearest byte (`1.5KiB` is 1536, `0.0005KB` is 1).

@@ -26,6 +26,8 @@
 //!   subscription (and reports a corrupt parent to the tracker at once).
 //! - A chunk is taken by one parent at a time; it is given back when the request fails.
 
+#![warn(missing_docs)]
+
 mod bits;
 
 use std::collections::HashMap;
@@ -95,18 +97,38 @@ pub enum Next {
 /// Why a parent was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Dropped {
+    /// A request to it ended [`Outcome::Corrupt`].
     #[error("sent a chunk that failed verification")]
     Corrupt,
+    /// It answered [`Outcome::NotHeld`] [`Config::not_held_limit`] times for chunks it
+    /// advertised.
     #[error("advertised chunks it did not serve")]
     Lied,
+    /// It sent a HAVE for a chunk index past the title's end; carries the index.
     #[error("sent a HAVE for chunk {0}, past the title's end")]
     OutOfRange(u32),
+    /// It sent more HAVEs over its subscription than the title has chunks.
     #[error("sent more HAVEs than the title has chunks")]
     Flooded,
+    /// Its held bitmap is not as long as the title.
     #[error("sent a held bitmap of {got} chunks for a title of {expected}")]
-    BitmapLength { got: u32, expected: u32 },
+    BitmapLength {
+        /// Chunks its bitmap covers.
+        got: u32,
+        /// Chunks the title has.
+        expected: u32,
+    },
+    /// It sent keepalives (empty HAVEs) faster than the driver allows; the driver sees it
+    /// and says so with [`Swarm::reject`].
     #[error("sent {sent} keepalives in {secs} s")]
-    Keepalives { sent: u64, secs: u64 },
+    Keepalives {
+        /// Keepalives received on the subscription so far.
+        sent: u64,
+        /// Whole seconds since the subscription's first answer.
+        secs: u64,
+    },
+    /// Its connection or subscription ended, or it answered busy ([`Swarm::remove_parent`],
+    /// or a request to it ended [`Outcome::Lost`]).
     #[error("its connection or subscription ended")]
     Gone,
 }
@@ -114,8 +136,12 @@ pub enum Dropped {
 /// What one parent did, for the driver's logs and reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
+    /// Chunks it delivered that verified and were stored.
     pub chunks: u64,
+    /// The bytes of those chunks.
     pub bytes: u64,
+    /// Requests to it that ended [`Outcome::NotHeld`], [`Outcome::Refused`],
+    /// [`Outcome::Timeout`] or [`Outcome::Lost`] (a corrupt chunk drops it instead).
     pub failures: u64,
 }
 
@@ -397,10 +423,12 @@ impl Swarm {
         self.held_count == self.chunks
     }
 
+    /// Whether chunk `c` is held here (it was, or a request for it ended stored).
     pub fn holds(&self, c: u32) -> bool {
         self.sets.contains(HELD, c)
     }
 
+    /// Chunks held here, out of the title's.
     pub fn held_count(&self) -> u32 {
         self.held_count
     }
@@ -421,18 +449,22 @@ impl Swarm {
         self.bytes
     }
 
+    /// What parent `p` has done so far.
     pub fn tally(&self, p: usize) -> &Tally {
         &self.parents[p].tally
     }
 
+    /// Why parent `p` was dropped; `None` while it may still be asked.
     pub fn dropped(&self, p: usize) -> Option<Dropped> {
         self.parents[p].dropped
     }
 
+    /// Where parent `p` is from this appliance, as [`Swarm::add_parent`] was told.
     pub fn class(&self, p: usize) -> SourceClass {
         self.parents[p].class
     }
 
+    /// Parents added so far, dropped ones included: parent indices run from 0 to this.
     pub fn parent_count(&self) -> usize {
         self.parents.len()
     }
