@@ -9,12 +9,17 @@ use crate::scenario::Scenario;
 pub struct Bounds {
     /// max(F/u_s, F/d_min, N·F/(u_s + Σu_i)).
     pub kumar_ross_s: f64,
-    /// The three terms of the Kumar-Ross bound.
+    /// The Kumar-Ross bound's first term, F/u_s: the origin uploads the title at least once.
     pub origin_term_s: f64,
+    /// Its second term, F/d_min: the slowest appliance downloads the whole title (0 for an
+    /// empty fleet).
     pub download_term_s: f64,
+    /// Its third term, N·F/(u_s + Σu_i): N copies leave the origin's and the appliances'
+    /// uploads together.
     pub upload_term_s: f64,
-    /// The largest site or region cut-set bound (0 without uplinks), and which cut.
+    /// The largest site or region cut-set bound (0 without uplinks).
     pub cut_set_s: f64,
+    /// The cut that gives `cut_set_s`, as `site s3` or `region r1`; `None` without uplinks.
     pub cut_set_at: Option<String>,
     /// max(kumar_ross_s, cut_set_s): what strategies are measured against.
     pub bound_s: f64,
@@ -24,8 +29,12 @@ pub struct Bounds {
 /// and site index), so the bounds use the very fleet that was simulated.
 #[derive(Debug, Clone)]
 pub struct Fleet {
+    /// Per appliance (0-based, the origin not included): its class's upload, bytes per second.
     pub upload_bps: Vec<f64>,
+    /// Per appliance: its class's download, bytes per second.
     pub download_bps: Vec<f64>,
+    /// Per appliance: its site's index, below `Scenario::sites()`; the region is the site
+    /// index divided by `sites_per_region`.
     pub site: Vec<usize>,
 }
 

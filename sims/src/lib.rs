@@ -5,6 +5,8 @@
 //! strategies, on a flow-level max-min fair network model, and measures each against the
 //! Kumar-Ross and cut-set bounds.
 
+#![warn(missing_docs)]
+
 pub mod bounds;
 pub mod job;
 pub mod net;

@@ -92,16 +92,22 @@ pub struct Net {
     pub check_capacity: bool,
     /// Also compare every resolve with a from-scratch solve (tests, small topologies).
     pub check_global: bool,
-    /// Largest local set solved so far, and how many resolves fell back to a global solve.
+    /// Largest set of resources solved at once so far (a global solve counts every resource
+    /// that carries a flow).
     pub max_local: usize,
+    /// Solves that fell back to a global one: the local set grew past `LOCAL_LIMIT` (4,096)
+    /// resources.
     pub global_solves: u64,
 }
 
 impl Net {
+    /// A network with no resources and no flows.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds a resource of `bytes_per_sec` (a negative capacity counts as 0) and returns its
+    /// id: ids count up from 0 and are never reused.
     pub fn add_resource(&mut self, bytes_per_sec: f64) -> ResId {
         let id = self.cap.len() as ResId;
         self.cap.push(bytes_per_sec.max(0.0));
@@ -114,10 +120,12 @@ impl Net {
         id
     }
 
+    /// Resource `r`'s capacity, bytes per second.
     pub fn capacity(&self, r: ResId) -> f64 {
         self.cap[r as usize]
     }
 
+    /// Resources added so far (one past the largest id).
     pub fn resources(&self) -> usize {
         self.cap.len()
     }
@@ -176,10 +184,13 @@ impl Net {
         left
     }
 
+    /// Flow `id`'s rate in bytes per second as the last [`Net::resolve`] set it: 0 before its
+    /// first resolve and after [`Net::stop`].
     pub fn rate(&self, id: FlowId) -> f64 {
         self.flows[id as usize].rate
     }
 
+    /// The tag the caller gave flow `id` in [`Net::start`] (the simulator's transfer index).
     pub fn tag(&self, id: FlowId) -> u64 {
         self.flows[id as usize].tag
     }

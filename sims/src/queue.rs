@@ -12,6 +12,8 @@ const ARITY: usize = 4;
 
 const NONE: u32 = u32::MAX;
 
+/// The pending completions of transfers, earliest first by (time in ns, sequence number): at
+/// most one per transfer (transfer indices are dense, from 0), moved in place when it changes.
 #[derive(Debug, Default)]
 pub struct CompletionQueue {
     heap: Vec<Entry>,
@@ -25,10 +27,12 @@ impl CompletionQueue {
         self.heap.first().copied()
     }
 
+    /// Transfers with a pending completion.
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
+    /// Whether no transfer has a pending completion.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

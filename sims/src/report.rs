@@ -12,12 +12,16 @@ use crate::sim::{Outcome, Sample, CLASS_KEYS};
 /// Min, mean and max of a capacity over the fleet.
 #[derive(Debug, Clone, Serialize)]
 pub struct Spread {
+    /// The smallest value (infinity when there are none).
     pub min: f64,
+    /// The arithmetic mean (0 when there are none).
     pub mean: f64,
+    /// The largest value (minus infinity when there are none).
     pub max: f64,
 }
 
 impl Spread {
+    /// The spread of `v`, one value per appliance.
     pub fn of(v: &[f64]) -> Self {
         let n = v.len().max(1) as f64;
         Self {
@@ -31,28 +35,51 @@ impl Spread {
 /// One strategy's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct StrategyReport {
+    /// The strategy's name, as `--strategy` takes it ([`Strategy::name`]).
+    ///
+    /// [`Strategy::name`]: crate::sim::Strategy::name
     pub strategy: String,
     /// Seconds from publishing; `null` when no appliance completed.
     pub completion_p50_s: Option<f64>,
+    /// The 99th percentile (nearest rank) of the completed appliances' times, seconds from
+    /// publishing; `null` when no appliance completed.
     pub completion_p99_s: Option<f64>,
     /// `null` unless every appliance completed.
     pub completion_max_s: Option<f64>,
+    /// The scenario's lower bound, [`Bounds::bound_s`], the same for every strategy.
     pub bound_s: f64,
+    /// `completion_max_s / bound_s`, at least 1 (nothing beats the bound); `null` unless every
+    /// appliance completed.
     pub ratio_to_bound: Option<f64>,
+    /// Bytes of completed chunk transfers from the origin (`bytes_by_class["origin"]`).
     pub origin_bytes: u64,
+    /// `origin_bytes` in title sizes: 1.0 is the origin sending the title once.
     pub origin_bytes_per_title: f64,
     /// Keys "same_site", "same_region", "cross_region", "origin".
     pub bytes_by_class: BTreeMap<String, u64>,
+    /// Appliances that came to hold the whole title.
     pub completed: usize,
+    /// Appliances in the fleet, the origin not counted.
     pub appliances: usize,
+    /// Bytes delivered by transfers that failures then cut off (delivered for nothing).
     pub wasted_bytes: u64,
+    /// Players the flash crowds brought, one streaming session each.
     pub players: usize,
+    /// Players steered to an appliance; the rest streamed from the origin.
     pub players_from_appliances: usize,
+    /// Players whose session finished within 1% of its duration (full bitrate throughout).
     pub players_smooth: usize,
+    /// Events the engine handled, each of them in `trace_hash`.
     pub events: u64,
+    /// BLAKE3 of the run's event trace, hex: the same scenario, seed and strategy give the
+    /// same hash on every machine.
     pub trace_hash: String,
+    /// Wall-clock seconds the run took on this machine (not simulated time).
     pub wall_s: f64,
+    /// `events / wall_s`: the engine's speed on this machine.
     pub events_per_s: f64,
+    /// Plans asked of the tracker: `Tracker::plan` calls (per-chunk) or fill plans
+    /// (fillmesh); 0 for origin and tiered.
     pub plan_calls: u64,
     /// Every message to or from the tracker over the chunks transferred.
     pub tracker_messages_per_chunk: f64,
@@ -65,38 +92,63 @@ pub struct StrategyReport {
 /// fill. Heartbeats are not simulated (one a second per appliance, filling or not).
 #[derive(Debug, Clone, Serialize)]
 pub struct TrackerMix {
+    /// The rates' divisor: seconds of fill summed over the appliances that completed, each
+    /// from publishing to its completion.
     pub fill_appliance_s: f64,
+    /// Fill summaries sent (chunks gained as runs, bytes by class), one a second while an
+    /// appliance fills.
     pub summaries_per_s: f64,
     /// Chunk runs in a summary, on average.
     pub runs_per_summary: f64,
+    /// Chunks stored (fill transfers completed): no tracker message, the scale of the others.
     pub chunks_per_s: f64,
     /// Fill plans asked (`Fills`), each a request and an answer.
     pub plans_per_s: f64,
+    /// Reports of a parent lost while a fetch from it was in flight.
     pub failure_reports_per_s: f64,
+    /// Answers to a summary that told of a new layout epoch (each followed by a fill plan).
     pub epoch_notices_per_s: f64,
 }
 
 /// The JSON report. Rates are in bytes per second, as `Registration::upload_bps` is.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Appliances in the fleet, the origin not counted.
     pub appliances: usize,
+    /// Regions of the topology.
     pub regions: usize,
+    /// Sites in each region.
     pub sites_per_region: usize,
+    /// The title's size in bytes.
     pub title_bytes: u64,
+    /// The chunk size in bytes (a power of two).
     pub chunk_bytes: u64,
+    /// The origin's upload.
     pub origin_upload_bps: f64,
+    /// The scenario's appliance classes, as given (shares not normalised).
     pub appliance_classes: Vec<Class>,
+    /// The appliances' uploads as placed (drawn from the classes with the seed).
     pub appliance_upload_bps: Spread,
+    /// The appliances' downloads as placed.
     pub appliance_download_bps: Spread,
+    /// Each site's uplink, each direction; `null` when sites are not limited.
     pub site_uplink_bps: Option<f64>,
+    /// Each region's uplink, each direction; `null` when regions are not limited.
     pub region_uplink_bps: Option<f64>,
+    /// Request-to-first-byte delay in seconds, keyed "same_site", "same_region",
+    /// "cross_region", "origin".
     pub latency_s: BTreeMap<String, f64>,
+    /// The scenario's seed, of every random choice in the run.
     pub seed: u64,
+    /// Always "bytes per second": the unit of every rate in the report, for its readers.
     pub rate_unit: &'static str,
     /// BLAKE3 over the strategies' own trace hashes, in the order run.
     pub trace_hash: String,
+    /// The scenario's lower bounds, against which `ratio_to_bound` is measured.
     pub bounds: Bounds,
+    /// One entry per strategy, in the order run.
     pub strategies: Vec<StrategyReport>,
+    /// Per strategy, the completion times (seconds from publishing, sorted): the plot's curves.
     #[serde(skip)]
     pub curves: Vec<(String, Vec<f64>)>,
     /// Per strategy, the fleet's state over time (`--samples`).
@@ -141,6 +193,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 }
 
 impl StrategyReport {
+    /// One strategy's figures from its outcome, with the scenario's bound (`bound_s`) and the
+    /// wall-clock seconds the run took (`wall_s`).
     pub fn new(o: &Outcome, sc: &Scenario, bound_s: f64, wall_s: f64) -> Self {
         let max = (o.completed == o.appliances).then(|| o.completion_s.last().copied()).flatten();
         let bytes_by_class =
@@ -184,6 +238,10 @@ impl StrategyReport {
 }
 
 impl Report {
+    /// The terminal table: the scenario and its bound, one row per strategy (completion times,
+    /// ratio to the bound, origin bytes per title, bytes by class in multiples of the title,
+    /// tracker messages per chunk), then each strategy's tracker mix and, where there were
+    /// any, its incomplete appliances, bytes lost to failures and players.
     pub fn table(&self) -> String {
         let mut s = String::new();
         let f = self.title_bytes as f64;

@@ -15,6 +15,7 @@ pub struct Class {
     pub share: f64,
     /// Bytes per second.
     pub upload_bps: f64,
+    /// Bytes per second; must be positive.
     pub download_bps: f64,
 }
 
@@ -25,6 +26,8 @@ pub struct Failure {
     pub at_s: f64,
     /// Appliance indices (0-based); when empty, `count` appliances picked with the seed.
     pub ids: Vec<usize>,
+    /// How many distinct appliances to pick with the seed when `ids` is empty (ignored
+    /// otherwise); at most the fleet.
     pub count: usize,
     /// Back up this many seconds later (with the chunks they had); never when `None`.
     pub recover_after_s: Option<f64>,
@@ -33,26 +36,37 @@ pub struct Failure {
 /// Players arriving at once, steered to appliances holding the title.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Crowd {
+    /// Seconds after the start (not after publishing) when the players arrive.
     pub at_s: f64,
+    /// Players arriving, each in a site drawn with the seed.
     pub players: usize,
     /// Bytes per second each player streams at.
     pub bitrate_bps: f64,
+    /// Seconds each player streams: a session is `bitrate_bps × duration_s` bytes.
     pub duration_s: f64,
 }
 
 /// A fully resolved scenario.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scenario {
+    /// Appliances in the fleet, the origin not counted; at least 1.
     pub appliances: usize,
+    /// Regions; at least 1.
     pub regions: usize,
+    /// Sites in each region; at least 1. Appliance `i` sits in site `i mod sites()`.
     pub sites_per_region: usize,
+    /// The title's size in bytes; at least 1.
     pub title_bytes: u64,
+    /// The chunk size in bytes: a power of two that `ChunkSize::new` accepts, with at most
+    /// `Manifest::MAX_CHUNKS` chunks in the title.
     pub chunk_bytes: u64,
     /// Bytes per second.
     pub origin_upload_bps: f64,
+    /// The appliances' capacity classes, each appliance's drawn with the seed; not empty.
     pub classes: Vec<Class>,
-    /// Per-site and per-region uplink capacity (each direction), bytes per second.
+    /// Each site's uplink capacity (each direction), bytes per second; `None` is unlimited.
     pub site_uplink_bps: Option<f64>,
+    /// Each region's uplink capacity (each direction), bytes per second; `None` is unlimited.
     pub region_uplink_bps: Option<f64>,
     /// Request-to-first-byte delay per source class (same site, same region, cross-region,
     /// origin), in seconds.
@@ -80,8 +94,12 @@ pub struct Scenario {
     /// scenario are link rates. `fillmesh testbed` measures it (bytes its links sent / chunk
     /// bytes delivered). 0 models a link that carries chunk bytes alone.
     pub wire_overhead: f64,
+    /// Appliances going down (and maybe back up), in the order given.
     pub failures: Vec<Failure>,
+    /// Flash crowds of players, in the order given.
     pub crowds: Vec<Crowd>,
+    /// Seed of every random choice: placement in classes, failed appliances, players' sites,
+    /// the planner's ties and each appliance's swarm.
     pub seed: u64,
 }
 
@@ -113,10 +131,12 @@ impl Default for Scenario {
 }
 
 impl Scenario {
+    /// Sites in all: `regions × sites_per_region`.
     pub fn sites(&self) -> usize {
         self.regions * self.sites_per_region
     }
 
+    /// Chunks in the title, the last one possibly short.
     pub fn chunks(&self) -> u64 {
         self.title_bytes.div_ceil(self.chunk_bytes)
     }
@@ -157,6 +177,8 @@ impl Scenario {
         Self::from_toml(&text).with_context(|| format!("scenario {}", path.display()))
     }
 
+    /// Reads a TOML scenario from `text` on top of the defaults; unknown keys are refused. Does
+    /// not validate: see [`Scenario::validate`].
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         let file: File = toml::from_str(text)?;
         file.apply(Self::default())

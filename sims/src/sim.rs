@@ -25,6 +25,7 @@ use crate::queue::CompletionQueue;
 use crate::rng::Rng;
 use crate::scenario::Scenario;
 
+/// Nanoseconds per second: the engine's clock counts integer nanoseconds.
 pub const NS: u64 = 1_000_000_000;
 /// Fillmesh: how often an appliance sends the tracker its summary while it fills.
 const REPORT_EVERY: u64 = NS;
@@ -53,7 +54,13 @@ pub enum Strategy {
 pub enum StrategyError {
     /// A name a strategy had before it was renamed.
     #[error("`{old}` is now called `{new}`")]
-    Renamed { old: &'static str, new: &'static str },
+    Renamed {
+        /// The old name, as given.
+        old: &'static str,
+        /// The strategy's name now.
+        new: &'static str,
+    },
+    /// A name no strategy has or had.
     #[error("unknown strategy `{0}`: one of origin, tiered, per-chunk, fillmesh")]
     Unknown(String),
 }
@@ -67,6 +74,7 @@ impl Strategy {
     /// the node runs and took the project's name from the per-chunk planner.
     const RENAMED: [(&'static str, Strategy); 1] = [("swarm", Strategy::Fillmesh)];
 
+    /// The strategy's name in `--strategy`, the reports and the plot's legend.
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Origin => "origin",
@@ -97,6 +105,7 @@ enum Class {
     Origin = 3,
 }
 
+/// The source classes' names in the reports, indexed like `Outcome::bytes_by_class`.
 pub const CLASS_KEYS: [&str; 4] = ["same_site", "same_region", "cross_region", "origin"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -196,42 +205,55 @@ struct Transfer {
 /// What one strategy's run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// The strategy run.
     pub strategy: Strategy,
     /// Seconds from publishing to each appliance's last chunk, for those that completed.
     pub completion_s: Vec<f64>,
+    /// Appliances that came to hold the whole title: `completion_s.len()`.
     pub completed: usize,
+    /// Appliances in the fleet, the origin not counted.
     pub appliances: usize,
     /// Bytes of completed chunk transfers by class (same site, same region, cross, origin).
     pub bytes_by_class: [u64; 4],
     /// Bytes delivered by transfers cut off by failures.
     pub wasted_bytes: u64,
+    /// Events handled (stale ones, of a transfer slot reused since, not counted).
     pub events: u64,
+    /// BLAKE3 of every handled event (time, sequence number, kind, and a started transfer's
+    /// source, receiver and chunk), hex.
     pub trace_hash: String,
     /// Simulated seconds until the last event.
     pub sim_end_s: f64,
+    /// Plans asked of the tracker: `Tracker::plan` calls (per-chunk) or fill plans
+    /// (fillmesh); 0 for origin and tiered.
     pub plan_calls: u64,
+    /// Players the flash crowds brought.
     pub players: usize,
+    /// Players steered to an appliance; the rest streamed from the origin.
     pub players_from_appliances: usize,
     /// Players whose session ran at full bitrate (finished within 1% of its duration).
     pub players_smooth: usize,
     /// The tracker's own byte accounting (per-chunk and fillmesh), keyed like `bytes_by_class`.
     pub tracker_bytes_by_class: Option<[u64; 4]>,
-    /// Largest set of resources re-solved at once, and the number of global re-solves.
+    /// Largest set of resources re-solved at once ([`Net::max_local`]).
     pub max_local_solve: usize,
+    /// Re-solves that fell back to a global one ([`Net::global_solves`]).
     pub global_solves: u64,
     /// Completed transfers whose flow had more than a byte left, or overdelivered (must be 0).
     pub conservation_errors: u64,
     /// Samples of the fleet's state, when asked for (`Options::sample_every_s`).
     pub samples: Vec<Sample>,
-    /// Messages to or from the tracker (each request and each answer counts), and fill
-    /// transfers completed.
+    /// Messages to or from the tracker (each request and each answer counts).
     pub tracker_messages: u64,
+    /// Fill transfers (chunks) completed.
     pub chunks_transferred: u64,
-    /// Fillmesh: the tracker messages by kind: summaries sent, the chunk runs they carried in
-    /// all, failure reports (a parent lost), and answers that carried a new epoch.
+    /// Fillmesh: summaries sent to the tracker.
     pub summaries: u64,
+    /// Fillmesh: chunk runs the summaries carried, in all.
     pub summary_runs: u64,
+    /// Fillmesh: failure reports, each for a parent lost while a fetch from it was in flight.
     pub failure_reports: u64,
+    /// Fillmesh: answers to a summary that carried a new layout epoch.
     pub epoch_notices: u64,
 }
 
@@ -251,6 +273,7 @@ pub struct Options {
 /// The fleet at one instant: where upload capacity goes unused.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
+    /// Seconds from publishing (0 for samples taken before it).
     pub t_s: f64,
     /// Appliances' upload in use, as a fraction of their total upload capacity.
     pub upload_used: f64,
@@ -262,9 +285,12 @@ pub struct Sample {
     pub empty: usize,
     /// Fill transfers whose bytes flow, and those still waiting out their request latency.
     pub flowing: usize,
+    /// Fill transfers whose flow has not started yet: in their request latency, or queued for
+    /// a slot at the origin or a tiered master.
     pub requested: usize,
     /// Incomplete appliances with fewer fetches in flight than they may have.
     pub short: usize,
+    /// Appliances complete so far.
     pub completed: usize,
 }
 

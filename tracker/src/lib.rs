@@ -3,6 +3,7 @@
 //! [`core`] is the pure, deterministic planner (registry, catalog, held maps, fill plans,
 //! steering) that the simulator drives too; `server` is its QUIC/HTTP shell.
 
+#![warn(missing_docs)]
 #![warn(unreachable_pub)]
 
 pub mod core;

@@ -21,6 +21,7 @@ pub use fillmesh_protocol::ownership::{owner, weight};
 /// A tracker of the fleet, as its record in etcd names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TrackerInfo {
+    /// Its node id: what title ownership is hashed against.
     pub peer_id: NodeId,
     /// Its mesh (QUIC) address.
     pub addr: SocketAddr,
@@ -31,8 +32,11 @@ pub struct TrackerInfo {
 /// One tracker in `fillmesh status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TrackerStatus {
+    /// Its node id.
     pub peer_id: String,
+    /// Its mesh (QUIC) address.
     pub addr: String,
+    /// Its HTTP address.
     pub http: String,
     /// Holds a lease now (last seen in etcd); a tracker once seen and gone stays listed.
     pub live: bool,

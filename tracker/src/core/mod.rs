@@ -43,6 +43,8 @@ pub enum Policy {
 /// Timings and limits of the tracker.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// How often nodes are to heartbeat, told them in the answer to their registration. The
+    /// core itself only measures silence, against `unhealthy_after_ms` and `gone_after_ms`.
     pub heartbeat_interval_ms: u64,
     /// No heartbeat for this long: not a source, not steered to.
     pub unhealthy_after_ms: u64,
@@ -50,12 +52,17 @@ pub struct Config {
     pub gone_after_ms: u64,
     /// An in-flight assignment not completed by then expires.
     pub assignment_ttl_ms: u64,
+    /// Per-chunk assignments an appliance may have in flight at once: [`Tracker::plan`] hands
+    /// out at most this many less those it has.
     pub max_inflight_per_appliance: usize,
     /// Spreads origin chunks over many appliances (and so regions).
     pub max_origin_inflight_per_appliance: usize,
     /// Upload bytes/s per upload slot.
     pub slot_bps: u64,
+    /// Fewest upload slots a node gets before `spare_slots`, whatever upload it states.
     pub min_slots: u32,
+    /// Most upload slots an appliance gets before `spare_slots` (below `min_slots` counts as
+    /// `min_slots`).
     pub max_slots: u32,
     /// The origin's cap instead of `max_slots`.
     pub max_origin_slots: u32,
@@ -78,7 +85,10 @@ pub struct Config {
     /// refilled in full) at every other steer; with it, at most once per this interval.
     /// Titles never steered to can be evicted at once (a fresh publish is not demand).
     pub evict_min_idle_ms: Millis,
+    /// How appliances fill: [`Policy::OriginOnly`] gives each the whole title from the origin.
     pub policy: Policy,
+    /// Seed of the hashes that break every tie: the same seed and the same events give the
+    /// same decisions.
     pub seed: u64,
 }
 
@@ -116,12 +126,18 @@ impl Default for Config {
 /// Why the tracker refused a call.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum CoreError {
+    /// The node calling (or reporting) is not registered, or was forgotten as gone.
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+    /// The title was never published to this tracker.
     #[error("unknown title {0}")]
     UnknownTitle(TitleId),
+    /// A publish named a title already published with another manifest.
     #[error("title {0} is already published with a different manifest")]
     ManifestConflict(TitleId),
+    /// A report that does not fit the title or the fleet: a held map of the wrong length, a
+    /// chunk or run past the title's end, or a corrupt chunk blamed on a node never
+    /// registered (by a player: on anything but a registered appliance).
     #[error("bad report: {0}")]
     BadReport(String),
 }
@@ -153,6 +169,9 @@ impl ByteClass {
 /// Where a player should stream from, best first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Steering {
+    /// At most `MAX_TARGETS` nodes, best first: healthy appliances holding some of the title
+    /// (near whole holders, near partial ones, far whole ones, far partial ones), then the
+    /// origin if it is healthy; empty for an unknown title.
     pub targets: Vec<NodeId>,
     /// Why the list is empty or does not start with an appliance near the client holding the
     /// whole title; empty when it does.
@@ -164,26 +183,39 @@ pub struct Steering {
 /// Everything `fillmesh status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
+    /// Every registered, not yet gone appliance and origin, in node id order.
     pub appliances: Vec<ApplianceStatus>,
+    /// Every published title, in publish order.
     pub titles: Vec<TitleStatus>,
     /// The fleet's trackers (empty for a tracker without etcd).
     pub trackers: Vec<TrackerStatus>,
 }
 
+/// One node in `fillmesh status`: an appliance or the origin.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApplianceStatus {
+    /// Its node id.
     pub peer_id: String,
+    /// The mesh (QUIC) address it registered.
     pub addr: String,
     /// "appliance" or "origin".
     pub role: String,
+    /// The site it registered in.
     pub site: String,
+    /// The region it registered in.
     pub region: String,
+    /// Heard from within `unhealthy_after_ms`, connected, and its last heartbeat said healthy.
     pub healthy: bool,
+    /// Reported corrupt by a quorum: never a source or steered to again by this tracker.
     pub bad: bool,
     /// Distinct nodes that reported a corrupt chunk from it (counted up to the quorum).
     pub corrupt_reports: u32,
+    /// Bytes of the chunks it holds, over every title.
     pub held_bytes: u64,
+    /// In-flight per-chunk assignments naming it as first source.
     pub uploads_in_flight: u32,
+    /// Per-chunk assignments it may serve at once, from its stated upload (see
+    /// [`Config::slot_bps`]).
     pub upload_slots: u32,
     /// Player connections it reported in its last heartbeat.
     pub player_sessions: u32,
@@ -191,15 +223,22 @@ pub struct ApplianceStatus {
     pub held_chunks: BTreeMap<String, u32>,
 }
 
+/// One title in `fillmesh status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TitleStatus {
+    /// Its title id.
     pub id: String,
+    /// The name it was published under.
     pub name: String,
+    /// Its size in bytes, from the manifest.
     pub size: u64,
+    /// Its chunk count, from the manifest.
     pub chunks: u32,
     /// Appliances (role Appliance) holding every chunk.
     pub complete_appliances: u32,
+    /// Bytes appliances reported storing from the origin.
     pub origin_bytes: u64,
+    /// Bytes appliances reported storing from other appliances, of every class.
     pub peer_bytes: u64,
     /// Keys "same_site", "same_region", "cross_region", "origin".
     pub bytes_by_class: BTreeMap<String, u64>,
@@ -212,6 +251,8 @@ pub struct TitleStatus {
 /// One plan for an appliance: chunks to fetch, and titles to delete first to make room.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// Chunks to fetch and their sources: at most the `max` asked for and the appliance's
+    /// in-flight allowance, each in flight until `assignment_ttl_ms` from the plan.
     pub assignments: Vec<Assignment>,
     /// At most [`MAX_EVICT`](fillmesh_protocol::messages::MAX_EVICT); the tracker already counts the appliance as not holding them.
     pub evict: Vec<TitleId>,
@@ -232,27 +273,116 @@ pub struct Fills {
 /// One input of the tracker, for replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    Register { node: NodeId, registration: Registration },
-    Heartbeat { node: NodeId, heartbeat: Heartbeat },
-    Lost { node: NodeId },
+    /// A call of [`Tracker::register`].
+    Register {
+        /// The node (re-)registering.
+        node: NodeId,
+        /// What it registers as.
+        registration: Registration,
+    },
+    /// A call of [`Tracker::heartbeat`].
+    Heartbeat {
+        /// The node heard from.
+        node: NodeId,
+        /// Its state as it reports it.
+        heartbeat: Heartbeat,
+    },
+    /// A call of [`Tracker::lost`].
+    Lost {
+        /// The node whose connection dropped.
+        node: NodeId,
+    },
+    /// A call of [`Tracker::tick`].
     Tick,
-    Publish { title: TitleId, name: String, manifest: Manifest },
-    ReportHeld { node: NodeId, title: TitleId, held: ChunkBitmap, fetched: Vec<Fetched> },
-    ReportFailure { reporter: NodeId, title: TitleId, chunk: u32, source: NodeId, kind: FailureKind },
-    PlayerCorrupt { player: IpAddr, title: TitleId, chunk: u32, source: NodeId },
-    Plan { node: NodeId, max: usize },
-    Steer { title: TitleId, client: IpAddr },
-    Fills { node: NodeId },
-    ReportFill { node: NodeId, title: TitleId, gained: Vec<std::ops::Range<u32>>, bytes: [u64; 4] },
+    /// A call of [`Tracker::publish`].
+    Publish {
+        /// The title's id.
+        title: TitleId,
+        /// The name it is published under.
+        name: String,
+        /// Its manifest, trusted to belong to `title`.
+        manifest: Manifest,
+    },
+    /// A call of [`Tracker::report_held`].
+    ReportHeld {
+        /// The node reporting.
+        node: NodeId,
+        /// The title reported on.
+        title: TitleId,
+        /// Every chunk of the title the node holds; one bit per chunk.
+        held: ChunkBitmap,
+        /// The source of each chunk fetched since its last report.
+        fetched: Vec<Fetched>,
+    },
+    /// A call of [`Tracker::report_failure`].
+    ReportFailure {
+        /// The node whose fetch failed.
+        reporter: NodeId,
+        /// The title fetched.
+        title: TitleId,
+        /// The chunk fetched; below the title's chunk count.
+        chunk: u32,
+        /// The node it was fetched from.
+        source: NodeId,
+        /// How it failed.
+        kind: FailureKind,
+    },
+    /// A call of [`Tracker::report_player_corrupt`].
+    PlayerCorrupt {
+        /// The address the player's report came from.
+        player: IpAddr,
+        /// The title played.
+        title: TitleId,
+        /// The chunk that failed verification; below the title's chunk count.
+        chunk: u32,
+        /// The appliance that served it.
+        source: NodeId,
+    },
+    /// A call of [`Tracker::plan`].
+    Plan {
+        /// The appliance asking for work.
+        node: NodeId,
+        /// Most assignments it wants.
+        max: usize,
+    },
+    /// A call of [`Tracker::steer`].
+    Steer {
+        /// The title the player wants.
+        title: TitleId,
+        /// The player's address.
+        client: IpAddr,
+    },
+    /// A call of [`Tracker::fills`].
+    Fills {
+        /// The appliance asking what to fill.
+        node: NodeId,
+    },
+    /// A call of [`Tracker::report_fill`].
+    ReportFill {
+        /// The appliance summarising its fill.
+        node: NodeId,
+        /// The title it fills.
+        title: TitleId,
+        /// Chunks gained since its last answered summary, as runs; within the title.
+        gained: Vec<std::ops::Range<u32>>,
+        /// Bytes stored meanwhile per source class (same site, same region, cross-region,
+        /// origin).
+        bytes: [u64; 4],
+    },
 }
 
 /// One output of the tracker, for replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Decision {
+    /// The event was taken and has no answer beyond success.
     Done,
+    /// The call was refused: the [`CoreError`]'s message.
     Error(String),
+    /// The answer to [`Event::Plan`].
     Plan(Plan),
+    /// The answer to [`Event::Steer`].
     Steer(Steering),
+    /// The answer to [`Event::Fills`].
     Fills(Fills),
 }
 
@@ -278,6 +408,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker with no nodes, titles or fleet, run by `config`.
     pub fn new(config: Config) -> Self {
         Self {
             config,
@@ -289,6 +420,7 @@ impl Tracker {
         }
     }
 
+    /// The timings and limits it was made with.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -302,6 +434,10 @@ impl Tracker {
         self.registry.register(&self.config, &mut self.catalog, now, idx, registration);
     }
 
+    /// Node `node` was heard from at `now`: alive and connected again, healthy unless
+    /// `heartbeat` says otherwise; its player sessions and uploads rank it for steering, and
+    /// the players steered to it since its last heartbeat are no longer counted apart.
+    /// [`CoreError::UnknownNode`] unless it is registered and not gone.
     pub fn heartbeat(&mut self, now: Millis, node: &NodeId, heartbeat: Heartbeat) -> Result<(), CoreError> {
         self.advance(now);
         let idx = self.registry.live_index(node)?;
@@ -533,6 +669,7 @@ impl Tracker {
         self.catalog.entries()
     }
 
+    /// The manifest `title` was published with, if it was.
     pub fn manifest(&self, title: &TitleId) -> Option<&Manifest> {
         self.catalog.manifest(title)
     }
@@ -542,6 +679,7 @@ impl Tracker {
         self.registry.registration(node)
     }
 
+    /// Everything `fillmesh status` prints, health judged as of `now`.
     pub fn status(&self, now: Millis) -> Status {
         status::status(&self.config, &self.registry, &self.catalog, &self.fleet, now)
     }

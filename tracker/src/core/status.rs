@@ -15,40 +15,124 @@ use super::{ApplianceStatus, ByteClass, Config, Millis, Status, TitleStatus};
 /// events were.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Inconsistency {
+    /// A node forgotten as gone is still flagged as a free source.
     #[error("gone node {0} is free")]
     GoneNodeFree(NodeId),
+    /// A node's kept eligibility (a healthy, non-bad appliance, counted in the per-chunk
+    /// counts) is not what its state as of `now` makes it.
     #[error("node {node} eligible {eligible} but should be {}", !eligible)]
-    Eligibility { node: NodeId, eligible: bool },
+    Eligibility {
+        /// The node.
+        node: NodeId,
+        /// Its eligibility as kept.
+        eligible: bool,
+    },
+    /// A node's free-source flag, or its place in the set of free sources, is not "eligible
+    /// with an upload slot to spare".
     #[error("node {0} free flag wrong")]
     FreeFlag(NodeId),
+    /// An in-flight assignment has no entry in the expiry queue, so it would never expire.
     #[error("no expiry for {node} {title} {chunk}")]
-    NoExpiry { node: NodeId, title: u32, chunk: u32 },
+    NoExpiry {
+        /// The appliance fetching.
+        node: NodeId,
+        /// The title, by its index in the catalog (publish order).
+        title: u32,
+        /// The chunk.
+        chunk: u32,
+    },
+    /// A node's kept count of fetches in flight from the origin differs from its in-flight
+    /// assignments'.
     #[error("node {node} origin in flight {kept} != {counted}")]
-    OriginInflight { node: NodeId, kept: u32, counted: u32 },
+    OriginInflight {
+        /// The appliance fetching.
+        node: NodeId,
+        /// The count as kept.
+        kept: u32,
+        /// The count made again from its assignments.
+        counted: u32,
+    },
+    /// A title's per-chunk holder counts (by catalog index) differ from the eligible nodes'
+    /// held maps.
     #[error("holder counts of title {0} differ")]
     HolderCounts(usize),
+    /// A title's per-chunk in-flight counts (by catalog index) differ from the eligible nodes'
+    /// in-flight assignments.
     #[error("in-flight counts of title {0} differ")]
     InflightCounts(usize),
+    /// A node's kept load (in-flight assignments naming it first source) differs from the
+    /// assignments.
     #[error("node {node} load {kept} != {counted}")]
-    Load { node: NodeId, kept: u32, counted: u32 },
+    Load {
+        /// The source.
+        node: NodeId,
+        /// Its load as kept.
+        kept: u32,
+        /// Its load counted again from every node's assignments.
+        counted: u32,
+    },
+    /// The expiry queue holds entries that no in-flight assignment has.
     #[error("stray expiries")]
     StrayExpiries,
+    /// The catalog's kept total of title bytes differs from the sum of its manifests.
     #[error("catalog bytes {kept} != {counted}")]
-    CatalogBytes { kept: u64, counted: u64 },
+    CatalogBytes {
+        /// The total as kept.
+        kept: u64,
+        /// The manifests' lengths summed again.
+        counted: u64,
+    },
+    /// A node's corrupt reporters repeat one, name no node, exceed the quorum, or disagree
+    /// with its bad mark (bad exactly when the quorum is reached).
     /// `reporters` is the list as the registry keeps it, for the reader.
     #[error("node {node}: corrupt reporters {reporters}, bad {bad}")]
-    CorruptReporters { node: NodeId, reporters: String, bad: bool },
+    CorruptReporters {
+        /// The node reported.
+        node: NodeId,
+        /// Its reporters (nodes by slot index, players by address), formatted.
+        reporters: String,
+        /// Whether it is marked bad.
+        bad: bool,
+    },
+    /// A node's exclusions repeat one, name no node or are more than `MAX_EXCLUDED` (64).
     #[error("node {node}: excluded {excluded:?}")]
-    Excluded { node: NodeId, excluded: Vec<u32> },
+    Excluded {
+        /// The node that excludes.
+        node: NodeId,
+        /// Its exclusions as kept, by slot index.
+        excluded: Vec<u32>,
+    },
+    /// A node that reported another corrupt does not exclude it, though its exclusions have
+    /// room.
     #[error("{reporter} reported {accused} corrupt but does not exclude it")]
-    NotExcluded { reporter: NodeId, accused: NodeId },
+    NotExcluded {
+        /// The node that reported.
+        reporter: NodeId,
+        /// The node it reported.
+        accused: NodeId,
+    },
+    /// A site or region holder list is kept empty instead of being removed.
     #[error("empty holder list kept for title {title} chunk {chunk}")]
-    EmptyHolderList { title: u32, chunk: u32 },
+    EmptyHolderList {
+        /// The title, by its index in the catalog (publish order).
+        title: u32,
+        /// The chunk.
+        chunk: u32,
+    },
+    /// A node is listed as a chunk's holder under a site or region that is not its own.
     #[error("{node} listed for chunk {chunk} under another place")]
-    MisplacedHolder { node: NodeId, chunk: u32 },
+    MisplacedHolder {
+        /// The node listed.
+        node: NodeId,
+        /// The chunk.
+        chunk: u32,
+    },
+    /// A title's holder lists, where it keeps them, do not list exactly the live nodes holding
+    /// each chunk.
     /// Which lists: "holder", "site holder" or "region holder".
     #[error("{0} lists differ from the held maps")]
     HolderLists(&'static str),
+    /// The free sources by site, or by region, do not add up to the free sources overall.
     #[error("free sets disagree")]
     FreeSets,
 }

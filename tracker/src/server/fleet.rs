@@ -54,25 +54,40 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// watch).
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// At start, connecting to etcd or the first read under the prefix failed.
     #[error("cannot reach etcd at {endpoints}")]
-    Unreachable { endpoints: String, source: etcd_client::Error },
+    Unreachable {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// The etcd client's error.
+        source: etcd_client::Error,
+    },
+    /// A request to etcd failed once connected: a put, the lease, the read or the watch.
     #[error("etcd")]
     Etcd(#[from] etcd_client::Error),
+    /// A title's catalog record encodes to more than `MAX_VALUE` (1 MiB), the most this
+    /// tracker writes to etcd: the title and the record's size in bytes. Nothing was sent.
     #[error("the catalog record of {0} is {1} bytes, more than etcd takes ({MAX_VALUE})")]
     TooLarge(TitleId, usize),
+    /// A title's catalog record could not be encoded (postcard). Nothing was sent.
     #[error("encoding the catalog record")]
     EncodeCatalog(#[source] postcard::Error),
+    /// This tracker's own record could not be encoded (JSON).
     #[error("encoding the tracker record")]
     EncodeTracker(#[source] serde_json::Error),
+    /// The keepalive answers said the lease is gone (a TTL of 0), or their stream ended.
     #[error("the lease expired")]
     LeaseExpired,
+    /// A keepalive could not be sent within `REQUEST_TIMEOUT` (3 s).
     #[error("the keepalive was not sent within {REQUEST_TIMEOUT:?}")]
     KeepaliveNotSent,
+    /// No keepalive answer came within the lease's length plus 3 s.
     #[error("no keepalive answer")]
     NoKeepaliveAnswer,
+    /// etcd ended the watch's stream.
     #[error("the watch was closed by etcd")]
     WatchClosed,
-    /// With etcd's reason.
+    /// etcd canceled the watch. With etcd's reason.
     #[error("the watch was canceled: {0}")]
     WatchCanceled(String),
 }
@@ -111,6 +126,8 @@ enum Malformed {
 /// Where the fleet's store is.
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
+    /// etcd's client URLs, e.g. `http://127.0.0.1:2379`; with none, connecting fails
+    /// ([`FleetError::Unreachable`]).
     pub endpoints: Vec<String>,
     /// Key prefix, e.g. `/fillmesh/`.
     pub prefix: String,

@@ -42,15 +42,25 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Everything the tracker needs to start.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
+    /// The tracker's directory: its identity key (created on first start) and its sled
+    /// index (`tracker-index`: the catalog and the registry).
     pub data: PathBuf,
+    /// UDP address of the mesh API (QUIC); port 0 picks one, which the ready line prints.
     pub listen: SocketAddr,
+    /// TCP address of the HTTP API (`/steer`, `/status`, `/metrics`); port 0 picks one.
     pub http: SocketAddr,
+    /// PeerIds allowed to connect to the mesh API; with etcd, also added to the fleet's
+    /// trust list at start.
     pub trust: Vec<PeerId>,
+    /// [`Config::policy`].
     pub policy: Policy,
+    /// [`Config::seed`].
     pub seed: u64,
     /// See the fields of the same names in [`Config`].
     pub corrupt_quorum: usize,
+    /// [`Config::evict_watermark_pct`].
     pub evict_watermark_pct: u8,
+    /// [`Config::evict_min_idle_ms`].
     pub evict_min_idle_ms: u64,
     /// The fleet's store: with it, the catalog, the trust list and the tracker membership
     /// live in etcd and titles are owned by one live tracker each; without it (the default)
