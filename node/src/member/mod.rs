@@ -47,12 +47,22 @@ const HEARTBEAT_FIGURES_EVERY: u32 = 10;
 pub struct MemberConfig {
     /// Every tracker of the fleet: mesh address and PeerId (one for a lone tracker).
     pub trackers: Vec<(SocketAddr, PeerId)>,
+    /// Appliance or origin, as registered: only an appliance asks for fills, only the origin
+    /// publishes the titles it holds whole.
     pub role: Role,
+    /// The node's bound mesh address (not the one asked for: port 0 is resolved), registered
+    /// so that parents and players can be sent to it.
     pub mesh_addr: SocketAddr,
+    /// The site the node stands in, registered for steering and planning.
     pub site: String,
+    /// The region of its site, registered for steering and planning.
     pub region: String,
+    /// The client prefixes this node serves, registered for steering.
     pub prefixes: Vec<IpPrefix>,
+    /// The upload the node registers, in bytes per second: its upload cap, or 1 GB/s
+    /// when it has none.
     pub upload_bps: u64,
+    /// The disk the node registers, in bytes: its store's quota.
     pub disk_bytes: u64,
     /// Chunk requests in flight at once over all parents of a fill.
     pub parallel: usize,
@@ -80,14 +90,26 @@ pub enum TrackerError {
     /// The tracker's answer could not be decoded.
     #[error("the tracker's answer is malformed")]
     Malformed(#[source] CallError),
+    /// The tracker answered `NotRegistered`: it has no registration of this node (it
+    /// restarted, or let the registration lapse); the session ends and the next registers.
     #[error("the tracker does not know this node")]
     NotRegistered,
     /// The tracker refused the request.
     #[error("the tracker refused: {code:?}: {message}")]
-    Refused { code: ErrorCode, message: String },
+    Refused {
+        /// The tracker's reason, as a code (any but `NotRegistered`).
+        code: ErrorCode,
+        /// The tracker's explanation.
+        message: String,
+    },
     /// The tracker answered something else than what was asked (another protocol version).
     #[error("unexpected answer to {asked}: {answer:?}")]
-    Unexpected { asked: &'static str, answer: Box<TrackerResponse> },
+    Unexpected {
+        /// The request the answer came to (`hello`, `register`, `fills`, ...).
+        asked: &'static str,
+        /// The answer as decoded.
+        answer: Box<TrackerResponse>,
+    },
     /// No tracker to ask.
     #[error("no tracker")]
     NoTracker,
@@ -148,7 +170,10 @@ impl TrackerLink {
 /// only when players and appliances can find the title.
 #[derive(Debug)]
 pub struct ToPublish {
+    /// The title ingested, held whole in the store.
     pub title: TitleId,
+    /// Answered once a tracker has taken the title and its held map; the upload waits on it
+    /// to answer `201`.
     pub done: tokio::sync::oneshot::Sender<()>,
 }
 
