@@ -22,22 +22,39 @@ use crate::store::Store;
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// The data directory: the node's identity key, the store (index and data files) and,
+    /// on the origin, the staging files of uploads.
     pub data: PathBuf,
+    /// The mesh address: QUIC on UDP, and players' HTTPS on TCP at the same port number.
+    /// Port 0 lets the kernel pick one whose TCP twin is free.
     pub listen: SocketAddr,
+    /// Run as the origin: register as one, publish the titles held whole, and serve the
+    /// ingest API on `http`, which it then requires.
     pub origin: bool,
     /// HTTP: `/metrics` and `/health` on every node, the ingest API on the origin.
     pub http: Option<SocketAddr>,
+    /// The PeerIds allowed mesh requests from the start; members the tracker vouches for are
+    /// trusted as they are learned. Players are not affected.
     pub trust: Vec<PeerId>,
+    /// Bytes per second sent at most, over peers and players together (uncapped when
+    /// `None`); registered with the tracker as the node's upload (1 GB/s when `None`).
     pub upload_rate: Option<u64>,
+    /// Limits of the mesh server.
     pub serve: ServeLimits,
+    /// Limits of the QUIC endpoint's connections: streams per peer, idle timeout, stream
+    /// window.
     pub transport: TransportLimits,
     /// A certificate chain and key (PEM files) to present to players instead of the node's own.
     pub player_cert: Option<(PathBuf, PathBuf)>,
     /// The trackers to work under (none: a node on its own; several: one fleet).
     pub trackers: Vec<(SocketAddr, PeerId)>,
+    /// The site this node stands in, registered with the trackers.
     pub site: String,
+    /// The region of its site, registered with the trackers.
     pub region: String,
+    /// The client prefixes this node serves, registered with the trackers for steering.
     pub prefixes: Vec<fillmesh_protocol::IpPrefix>,
+    /// The store's quota in bytes of held chunks, also registered as the node's disk.
     pub disk_bytes: u64,
     /// The background scrub's pace; `None` turns it off.
     pub scrub: Option<ScrubConfig>,
@@ -55,7 +72,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 
 /// What a node serves peers and players from.
 pub struct Sources {
+    /// What the mesh server answers trusted peers from.
     pub mesh: Arc<dyn ChunkSource>,
+    /// What the player servers (HTTP/3 and HTTPS) answer players from.
     pub players: Arc<dyn ChunkSource>,
 }
 

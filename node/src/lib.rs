@@ -11,6 +11,7 @@
 //! - [`metrics`]: the node's Prometheus registry.
 
 #![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
 pub mod daemon;
 pub mod fill;

@@ -21,11 +21,13 @@ use crate::store::{Store, TitleInfo};
 pub struct FillMetrics {
     /// Chunks received that verified, and bytes of them.
     pub chunks_verified: Counter,
+    /// The bytes of those chunks (counted, not registered: `/metrics` does not show it).
     pub bytes_verified: Counter,
     /// Chunks received that did not verify (rejected, never stored).
     pub chunks_rejected: Counter,
     /// Titles deleted because the tracker's planner evicted them, and the bytes that freed.
     pub titles_evicted: Counter,
+    /// The bytes of held chunks those deletions freed.
     pub bytes_evicted: Counter,
 }
 

@@ -54,21 +54,72 @@ impl CachedAnswer {
 /// Why a cache file was not written or not used.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    /// Creating the directory, or opening, reading, writing, syncing or renaming the file
+    /// failed (a file that does not exist is not an error: [`SteerCache::load`] answers
+    /// `None`).
     #[error("{}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The title's cache file (also when it was its directory that could not be made).
+        path: PathBuf,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
+    /// The file on disk, or the answer about to be written, is larger than
+    /// [`MAX_FILE_BYTES`]; a file is refused before it is read.
     #[error("{} is larger than {MAX_FILE_BYTES} bytes, more than any steering answer", path.display())]
-    TooLarge { path: PathBuf },
+    TooLarge {
+        /// The title's cache file.
+        path: PathBuf,
+    },
+    /// The file does not parse as a [`CachedAnswer`] (or, on writing, the answer could not
+    /// be put as JSON).
     #[error("{} is not a cached steering answer", path.display())]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        /// The title's cache file.
+        path: PathBuf,
+        /// Where and why the JSON did not parse.
+        source: serde_json::Error,
+    },
+    /// The answer names a title other than the one whose file it is: held in the file when
+    /// loading, or given to [`SteerCache::store`] for another title.
     #[error("{} holds the answer for title {found}, not for its name", path.display())]
-    OtherTitle { path: PathBuf, found: String },
+    OtherTitle {
+        /// The title's cache file.
+        path: PathBuf,
+        /// The title the answer names, as written in it.
+        found: String,
+    },
+    /// The file was cached from a tracker other than the one asked of (the first the player
+    /// was given; URLs compared without trailing `/`): its pins are not that tracker's word.
     #[error("{} was cached from the tracker at {found}, not from this one", path.display())]
-    OtherTracker { path: PathBuf, found: String },
+    OtherTracker {
+        /// The title's cache file.
+        path: PathBuf,
+        /// The tracker URL the file was cached from.
+        found: String,
+    },
+    /// The answer is older than the cache's maximum age.
     #[error("{} was cached at {at}, {} ago, longer than the {} allowed (--steer-cache-max-age)",
         path.display(), human(*age), human(*max))]
-    Expired { path: PathBuf, at: String, age: Duration, max: Duration },
+    Expired {
+        /// The title's cache file.
+        path: PathBuf,
+        /// When the answer was cached, as `YYYY-MM-DD HH:MM:SS UTC`.
+        at: String,
+        /// How old the answer was when it was loaded.
+        age: Duration,
+        /// The cache's maximum age, which `age` exceeds.
+        max: Duration,
+    },
+    /// The answer is dated more than five minutes ahead of this machine's clock, more than
+    /// clocks that disagree a little explain.
     #[error("{} is dated {at}, ahead of this machine's clock", path.display())]
-    FromTheFuture { path: PathBuf, at: String },
+    FromTheFuture {
+        /// The title's cache file.
+        path: PathBuf,
+        /// When the file says the answer was cached, as `YYYY-MM-DD HH:MM:SS UTC`.
+        at: String,
+    },
 }
 
 /// A directory of cached steering answers, and the age past which one is not used.
@@ -79,10 +130,13 @@ pub struct SteerCache {
 }
 
 impl SteerCache {
+    /// A cache in `dir`, which is created when the first answer is kept; answers older than
+    /// `max_age` are refused when loaded.
     pub fn new(dir: PathBuf, max_age: Duration) -> Self {
         Self { dir, max_age }
     }
 
+    /// The directory the answers are kept in, one `<title id>.json` each.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

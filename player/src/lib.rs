@@ -23,6 +23,7 @@
 //! - `sink`: where the verified bytes go.
 
 #![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
 pub mod cache;
 mod session;
@@ -57,11 +58,18 @@ type Target = fillmesh_protocol::steering::SteerEntry;
 pub struct PlayOptions {
     /// The trackers' HTTP URLs, tried in turn (several: trackers of one fleet).
     pub tracker_http: Vec<String>,
+    /// The address the trackers steer for, sent as `client_ip`; `None` lets each tracker
+    /// steer for the address it sees the request come from.
     pub client_ip: Option<IpAddr>,
+    /// Where the verified title is written: a regular file (created or truncated, synced at
+    /// the end), `-` for standard output, or a pipe or device written as it is; `None`
+    /// verifies and counts the bytes without writing them anywhere.
     pub out: Option<PathBuf>,
-    /// Chunk requests in flight.
+    /// Chunk requests in flight, at most; the window opens from one and doubles with each
+    /// chunk that arrives up to this (zero counts as one).
     pub window: usize,
-    /// An appliance that delivers nothing for this long is dropped.
+    /// An appliance that delivers nothing for this long is dropped; also how long the player
+    /// keeps asking for a chunk that every target left answers 503 for before it fails.
     pub stall: Duration,
     /// Consume at most this many bytes per second, as a player at a bitrate does.
     pub rate: Option<u64>,
@@ -74,9 +82,16 @@ pub struct PlayOptions {
 /// What a play did.
 #[derive(Debug, Clone)]
 pub struct PlaySummary {
+    /// The title played, as asked.
     pub title: TitleId,
+    /// Verified bytes delivered in order: the title's whole length, since a summary is only
+    /// returned for a play that completed.
     pub bytes: u64,
+    /// From the start of the play (before steering) to the first verified chunk delivered
+    /// in order.
     pub time_to_first_byte: Duration,
+    /// From the start of the play (before steering) to the last chunk delivered and the
+    /// output synced.
     pub total: Duration,
     /// (peer id, site, region, bytes) per appliance that sent chunks, in the order first used.
     pub appliances: Vec<(String, String, String, u64)>,

@@ -27,13 +27,21 @@ pub enum SteerError {
     /// No answer: the connection was refused or broke, or the tracker took too long.
     #[error("cannot reach the tracker at {base}")]
     Unreachable {
+        /// The tracker's base URL, without a trailing `/`.
         base: String,
+        /// The connection, timeout or read error.
         #[source]
         source: reqwest::Error,
     },
     /// An HTTP error status: a refusal (4xx), or the tracker failing (5xx).
     #[error("steering failed ({status}): {body}")]
-    Status { status: reqwest::StatusCode, body: String },
+    Status {
+        /// The status the tracker answered.
+        status: reqwest::StatusCode,
+        /// The body of the answer, trimmed: the tracker's reason, in its words.
+        body: String,
+    },
+    /// A success status whose body does not parse as a steering answer.
     #[error("the tracker's steering answer is not JSON")]
     Malformed(#[source] serde_json::Error),
 }

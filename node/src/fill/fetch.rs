@@ -26,7 +26,9 @@ use crate::store::{ChunkWriter, Commit, OutFile, Store, StoreError};
 /// A node to fetch from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Source {
+    /// Its mesh (QUIC) address.
     pub addr: SocketAddr,
+    /// The PeerId it must prove on connecting; a node that proves another is not used.
     pub peer: PeerId,
 }
 
@@ -94,6 +96,7 @@ pub struct FetchOptions {
     pub per_source: usize,
     /// Time allowed for one request, chunk bytes included.
     pub request_timeout: Duration,
+    /// Time allowed for dialling a source, its TLS handshake included.
     pub connect_timeout: Duration,
     /// Attempts of one chunk at one source before that source is not asked for it again.
     pub attempts_per_source: u32,
@@ -102,6 +105,7 @@ pub struct FetchOptions {
     pub stall: Duration,
     /// Where verified and rejected chunks are counted.
     pub metrics: Arc<FillMetrics>,
+    /// Told of the fill's start and of each chunk stored; `None` for a fetch nobody watches.
     pub observer: Option<Arc<dyn Observer>>,
 }
 
@@ -135,8 +139,12 @@ impl Default for FetchOptions {
 /// What one source did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
+    /// Chunks it sent that verified and were stored.
     pub chunks: u64,
+    /// The bytes of those chunks.
     pub bytes: u64,
+    /// Requests to it that failed: the manifest or a chunk not held, refused, timed out, or
+    /// lost with the connection (a chunk that failed verification counts in `corrupt`).
     pub failures: u64,
     /// Chunks or manifests from it that failed verification.
     pub corrupt: u64,
@@ -155,33 +163,58 @@ impl Tally {
 /// What one source did, by source.
 #[derive(Debug, Clone)]
 pub struct SourceReport {
+    /// The source, as given to [`fetch_title`].
     pub source: Source,
+    /// What it did.
     pub tally: Tally,
 }
 
 /// What a fetch did.
 #[derive(Debug, Clone)]
 pub struct FetchReport {
+    /// The title fetched.
     pub title: TitleId,
+    /// The title's chunk count, from its manifest.
     pub chunks: u32,
     /// Chunks already held when the fetch started.
     pub already_held: u32,
     /// Chunks fetched and stored by this fetch, in completion order.
     pub fetched: Vec<u32>,
+    /// The bytes of the chunks this fetch stored, summed over the sources.
     pub bytes: u64,
+    /// From the call to the end of the fill: connecting and the manifest included.
     pub elapsed: Duration,
+    /// One per source given, in the order given.
     pub sources: Vec<SourceReport>,
 }
 
 /// Why a fetch did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// No source could be dialled and greeted (a node of another protocol version counts as
+    /// unreachable); the text holds each source's reason, joined by `; `.
     #[error("no source could be reached: {0}")]
     NoSource(String),
+    /// The destination did not know the title and no usable source gave a manifest that
+    /// verifies against its id; the text holds each source's reason, joined by `; `.
     #[error("no source gave a manifest that verifies against {0}: {1}")]
     NoManifest(TitleId, String),
+    /// The fill ended with chunks missing: every source was dropped or gone, or none gave or
+    /// announced anything for [`FetchOptions::stall`]. A store keeps what was stored, for a
+    /// later fetch to resume from.
     #[error("{missing} chunks of {title} could not be fetched from any source (first: {first})")]
-    Incomplete { title: TitleId, missing: usize, first: u32, report: Box<FetchReport> },
+    Incomplete {
+        /// The title fetched.
+        title: TitleId,
+        /// How many of its chunks the destination still lacks.
+        missing: usize,
+        /// The lowest index missing.
+        first: u32,
+        /// What the fetch did, as a completed fetch reports it.
+        report: Box<FetchReport>,
+    },
+    /// The destination failed: adopting the manifest, starting its writer, or storing a
+    /// chunk (a full disk or quota included).
     #[error(transparent)]
     Store(#[from] StoreError),
 }

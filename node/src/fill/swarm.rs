@@ -71,16 +71,26 @@ pub(crate) enum TrackerError {
     /// The tracker's answer could not be decoded.
     #[error("the tracker's answer is malformed")]
     Malformed(#[source] fillmesh_net::CallError),
-    /// The tracker has no registration for this node (it restarted or forgot it): register
-    /// again.
+    /// The tracker answered `NotRegistered`: it has no registration of this node (it
+    /// restarted, or let the registration lapse); the session ends and the next registers.
     #[error("the tracker does not know this node")]
     NotRegistered,
     /// The tracker refused the request.
     #[error("the tracker refused: {code:?}: {message}")]
-    Refused { code: ErrorCode, message: String },
+    Refused {
+        /// The tracker's reason, as a code (any but `NotRegistered`).
+        code: ErrorCode,
+        /// The tracker's explanation.
+        message: String,
+    },
     /// The tracker answered something else than what was asked (another protocol version).
     #[error("unexpected answer to {asked}: {answer:?}")]
-    Unexpected { asked: &'static str, answer: Box<TrackerResponse> },
+    Unexpected {
+        /// The request the answer came to (`hello`, `register`, `fills`, ...).
+        asked: &'static str,
+        /// The answer as decoded.
+        answer: Box<TrackerResponse>,
+    },
     /// No tracker to ask.
     #[error("no tracker")]
     NoTracker,

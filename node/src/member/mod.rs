@@ -47,12 +47,22 @@ const HEARTBEAT_FIGURES_EVERY: u32 = 10;
 pub struct MemberConfig {
     /// Every tracker of the fleet: mesh address and PeerId (one for a lone tracker).
     pub trackers: Vec<(SocketAddr, PeerId)>,
+    /// Appliance or origin, as registered: only an appliance asks for fills, only the origin
+    /// publishes the titles it holds whole.
     pub role: Role,
+    /// The node's bound mesh address (not the one asked for: port 0 is resolved), registered
+    /// so that parents and players can be sent to it.
     pub mesh_addr: SocketAddr,
+    /// The site the node stands in, registered for steering and planning.
     pub site: String,
+    /// The region of its site, registered for steering and planning.
     pub region: String,
+    /// The client prefixes this node serves, registered for steering.
     pub prefixes: Vec<IpPrefix>,
+    /// The upload the node registers, in bytes per second: its upload cap, or 1 GB/s
+    /// when it has none.
     pub upload_bps: u64,
+    /// The disk the node registers, in bytes: its store's quota.
     pub disk_bytes: u64,
     /// Chunk requests in flight at once over all parents of a fill.
     pub parallel: usize,
@@ -121,7 +131,10 @@ impl TrackerLink {
 /// only when players and appliances can find the title.
 #[derive(Debug)]
 pub struct ToPublish {
+    /// The title ingested, held whole in the store.
     pub title: TitleId,
+    /// Answered once a tracker has taken the title and its held map; the upload waits on it
+    /// to answer `201`.
     pub done: tokio::sync::oneshot::Sender<()>,
 }
 

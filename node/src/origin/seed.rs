@@ -11,20 +11,54 @@ use super::ingest::TITLE_HEADER;
 /// Why a seed failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
+    /// The file could not be inspected, opened or read (to hash it, or to send it).
     #[error("{path}")]
-    File { path: String, source: std::io::Error },
+    File {
+        /// The file, as given.
+        path: String,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
+    /// The path names a directory, a device, a pipe or the like (given as shown).
     #[error("{0} is not a regular file")]
     NotAFile(String),
+    /// The chunk size asked for is not one a title may have; checked before the file is
+    /// touched.
     #[error(transparent)]
     ChunkSize(#[from] fillmesh_protocol::ChunkSizeError),
+    /// Asking the origin whether it holds the title failed: no connection within 10 s, or
+    /// the exchange broke off.
     #[error("cannot reach the origin at {base}")]
-    Unreachable { base: String, source: reqwest::Error },
+    Unreachable {
+        /// The origin's URL, without a trailing `/`.
+        base: String,
+        /// The client's error.
+        source: reqwest::Error,
+    },
+    /// The upload broke off before the origin answered it.
     #[error("uploading to {base}")]
-    Upload { base: String, source: reqwest::Error },
+    Upload {
+        /// The origin's URL, without a trailing `/`.
+        base: String,
+        /// The client's error.
+        source: reqwest::Error,
+    },
+    /// The origin answered the upload with an error status: 409 when the bytes did not
+    /// hash to the id (the file changed while it was read, or damage in transit), 413 for a
+    /// title larger than a manifest can describe, 503 with too many uploads at once, 507
+    /// when it could not store them, 400 for a request it would not take.
     #[error("the origin refused the title ({status}): {body}")]
-    Refused { status: reqwest::StatusCode, body: String },
+    Refused {
+        /// The status the origin answered.
+        status: reqwest::StatusCode,
+        /// The body of the answer, trimmed: the origin's reason.
+        body: String,
+    },
+    /// The origin took the bytes, but the file's length or modification time is no longer
+    /// what it was before it was hashed: what was sent may not be the file as it is now.
     #[error("{0} changed while it was being seeded; seed it again once it is stable")]
     Changed(String),
+    /// The blocking task hashing the file panicked or was cancelled.
     #[error("the hashing task failed")]
     Task(#[source] tokio::task::JoinError),
 }

@@ -55,10 +55,13 @@ impl Default for ServeLimits {
 /// Counters of what this node served.
 #[derive(Debug, Default)]
 pub struct ServeStats {
+    /// Chunks sent whole to peers.
     pub chunks: Counter,
+    /// The bytes of those chunks.
     pub bytes: Counter,
     /// Shared with the trust gate, which counts the connections it refuses.
     pub refused_untrusted: Counter,
+    /// Requests that did not decode as a mesh request (answered `BadRequest`).
     pub bad_requests: Counter,
 }
 
@@ -90,6 +93,8 @@ pub struct Server {
     subscriptions: Arc<Semaphore>,
     upload: Option<Arc<TokenBucket>>,
     role: Role,
+    /// What this server sent and refused; shared with every clone, registered in the node's
+    /// registry by the daemon.
     pub stats: Arc<ServeStats>,
 }
 
@@ -100,6 +105,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// A server of `source` to the peers in `trust`, within `limits`, sending chunks at most
+    /// `upload_rate` bytes per second over all peers and the players that share its bucket
+    /// (uncapped when `None`), and answering hellos as `role`.
     pub fn new(
         source: Arc<dyn ChunkSource>,
         trust: Trust,

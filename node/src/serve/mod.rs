@@ -21,7 +21,11 @@ pub use players::{PlayerLimits, PlayerMetrics, PlayerServer};
 /// What a node serves from. The store is the real one; tests put doubles here (a peer that
 /// lies), which is why serving goes through a trait rather than a runtime switch.
 pub trait ChunkSource: Send + Sync + 'static {
+    /// The manifest of `title`, if the source knows the title (whether or not it holds any
+    /// of its chunks); served to peers and players as it is.
     fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>>;
+    /// Which chunks of `title` are held (a copy of the whole bitmap); `None` for an unknown
+    /// title. Subscriptions start from it.
     fn held(&self, title: &TitleId) -> Option<ChunkBitmap>;
     /// Whether every chunk of `chunks` is held (false for an unknown title). The player
     /// server asks this for every request; a source that can answer without copying the

@@ -43,32 +43,99 @@ pub use writer::{ChunkWriter, Commit};
 /// Why a store operation failed. Every variant leaves the index as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A file operation failed for want of space: the filesystem is full (`ENOSPC`) or the
+    /// user's disk quota is reached (`EDQUOT`).
     #[error("the disk is full while writing {what}")]
-    DiskFull { what: String },
+    DiskFull {
+        /// What was being written or created: a path, or `chunk N of TITLE`.
+        what: String,
+    },
+    /// Any other I/O error, on the store's own files or on an export's destination.
     #[error("I/O error on {what}")]
-    Io { what: String, source: io::Error },
+    Io {
+        /// What the operation was on: a path, or `chunk N of TITLE`.
+        what: String,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The sled index failed to open, read, write or flush; opening also fails so while
+    /// another process has the store open.
     #[error("index error")]
     Index(#[from] sled::Error),
+    /// An entry of the index does not decode (a title record, a bitmap of the wrong length
+    /// for its manifest, a key that is not a title id), or one could not be made (a record
+    /// that does not encode, a bitmap for a chunk count past the largest).
     #[error("the index is corrupt for {what}: {reason}")]
-    CorruptIndex { what: String, reason: String },
+    CorruptIndex {
+        /// The entry: a title id, `bitmap` or `title key`.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store has no record of the title: never added, or removed since.
     #[error("unknown title {0}")]
     UnknownTitle(TitleId),
+    /// The chunk is not held (never filled, or dropped since), or is past the title's end.
     #[error("chunk {index} of {title} is not held")]
-    NotHeld { title: TitleId, index: u32 },
+    NotHeld {
+        /// The title asked for.
+        title: TitleId,
+        /// The chunk asked for.
+        index: u32,
+    },
+    /// The chunk was held, but its bytes read from disk failed verification: the store has
+    /// dropped it, unless it was stored afresh during the read (it is no longer held, and
+    /// its title is queued for [`Store::take_damaged`]). An [`OutFile`] says so of a chunk
+    /// that fails on its read back, and keeps it marked written.
     #[error("chunk {index} of {title} failed verification on disk and was dropped")]
-    CorruptOnDisk { title: TitleId, index: u32 },
+    CorruptOnDisk {
+        /// The title of the damaged chunk.
+        title: TitleId,
+        /// The damaged chunk.
+        index: u32,
+    },
+    /// The manifest given for a title does not verify against the title's id; nothing is
+    /// recorded.
     #[error("the manifest does not match title {title}")]
-    BadManifest { title: TitleId, source: VerifyError },
+    BadManifest {
+        /// The title the manifest was given for.
+        title: TitleId,
+        /// Why it does not verify.
+        source: VerifyError,
+    },
+    /// The title is known already with another manifest; an [`OutFile`] also answers this
+    /// when asked to adopt a second title.
     #[error("title {title} is already known with a different manifest")]
-    ManifestConflict { title: TitleId },
+    ManifestConflict {
+        /// The title being added.
+        title: TitleId,
+    },
+    /// An export, or an [`OutFile`]'s persist, of a title not every chunk of which is held.
     #[error("title {0} is not complete")]
     Incomplete(TitleId),
+    /// Storing a chunk would take the held bytes past the quota of [`Store::set_quota`]: no
+    /// chunk of its batch is stored, and what is held stays held and served.
     #[error(
         "the disk quota of {quota} bytes is reached ({held} bytes held): chunk {index} of {title} not stored"
     )]
-    QuotaExceeded { title: TitleId, index: u32, held: u64, quota: u64 },
+    QuotaExceeded {
+        /// The title of the first chunk that did not fit.
+        title: TitleId,
+        /// The first chunk that did not fit.
+        index: u32,
+        /// The bytes held, with those of the chunks before it in its batch.
+        held: u64,
+        /// The quota, in bytes.
+        quota: u64,
+    },
+    /// Another chunk of the same write batch failed, so this one was not stored either; the
+    /// text is that chunk's error, with its causes (the first chunk of the batch carries the
+    /// error itself).
     #[error("another chunk in the same write batch failed: {0}")]
     BatchFailed(String),
+    /// The writer thread has stopped, so a chunk could not be handed to it or its outcome
+    /// never came back; an [`OutFile`] also answers this when given chunks, or asked for one,
+    /// before it adopted a title.
     #[error("the store's writer has stopped")]
     WriterGone,
 }
@@ -95,6 +162,9 @@ pub struct VerifiedChunk {
 }
 
 impl VerifiedChunk {
+    /// Checks `bytes` as chunk `index` of `title` against `manifest` (the chunk's length and
+    /// hash there). `manifest` must be `title`'s, verified against its id: this does not
+    /// check that.
     pub fn verify(
         title: TitleId,
         manifest: &Manifest,
@@ -105,10 +175,12 @@ impl VerifiedChunk {
         Ok(Self { title, index, bytes })
     }
 
+    /// The chunk's index in its title.
     pub fn index(&self) -> u32 {
         self.index
     }
 
+    /// The chunk's bytes, as verified.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
@@ -185,13 +257,19 @@ pub enum Scrubbed {
 /// Summary of one title in the store.
 #[derive(Debug, Clone)]
 pub struct TitleInfo {
+    /// The title's id, the store's key for it.
     pub title: TitleId,
+    /// The name it was added under: the upload's name on the origin, the tracker's catalog
+    /// name for a fill; empty when none was known (a fetch, or a title the catalog lacked).
     pub name: String,
+    /// Its manifest, verified against the id when the title was added.
     pub manifest: Arc<Manifest>,
+    /// The chunks held when the summary was taken (a copy).
     pub held: ChunkBitmap,
 }
 
 impl TitleInfo {
+    /// The bytes of the chunks in [`TitleInfo::held`].
     pub fn held_bytes(&self) -> u64 {
         held_bytes(&self.held, &self.manifest)
     }
@@ -287,6 +365,8 @@ impl Store {
         self.titles.locked()
     }
 
+    /// The directory the store was opened in (the node's data directory), which holds its
+    /// `index` and `data` directories.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -439,10 +519,13 @@ impl Store {
         Ok(())
     }
 
+    /// The manifest of `title`, if the store knows the title, whether or not it holds any of
+    /// its chunks.
     pub fn manifest(&self, title: &TitleId) -> Option<Arc<Manifest>> {
         self.lock().get(title).map(|s| s.manifest.clone())
     }
 
+    /// A summary of `title`, if the store knows the title.
     pub fn info(&self, title: &TitleId) -> Option<TitleInfo> {
         self.lock().get(title).map(|s| TitleInfo {
             title: *title,
@@ -452,6 +535,7 @@ impl Store {
         })
     }
 
+    /// A copy of the bitmap of `title`'s held chunks, if the store knows the title.
     pub fn held(&self, title: &TitleId) -> Option<ChunkBitmap> {
         self.lock().get(title).map(|s| s.held.clone())
     }

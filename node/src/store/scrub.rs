@@ -30,9 +30,11 @@ pub struct ScrubConfig {
 }
 
 impl ScrubConfig {
-    /// The default pace of `fillmesh node`: 16 MB/s (a 1 TiB appliance in about 19 hours),
-    /// a pass at most every hour.
+    /// The default pace of `fillmesh node` (`--scrub-rate`): 16 MB/s (a 1 TiB appliance in
+    /// about 19 hours).
     pub const DEFAULT_RATE: u64 = 16_000_000;
+    /// The default interval of `fillmesh node` (`--scrub-interval-secs`): a pass at most
+    /// every hour.
     pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 }
 
