@@ -11,7 +11,7 @@
 //! verification is also reported to the tracker (`POST /report`), which counts this player
 //! toward the appliance's corrupt-chunk quorum.
 //!
-//! Each steering answer with targets is kept (see [`super::steer_cache`]); when the tracker
+//! Each steering answer with targets is kept (see [`cache`]); when the tracker
 //! cannot be reached (no connection, a timeout, a 5xx), the player plays from the answer kept
 //! for the title, if it is recent enough, and says so on standard error. A tracker that
 //! answers, even with no targets ("unknown title"), is believed: the cache is not used.
