@@ -152,7 +152,7 @@ fn each_cause_of_a_failed_command_is_said_once() {
         (&["play", &title, "--tracker-http", &closed, "--steer-cache", cache], "Connection refused"),
         (&["status", "--tracker-http", &closed], "Connection refused"),
         (&["play", "not-a-title", "--tracker-http", &closed, "--steer-cache", cache], "a title id is"),
-        (&["seed", file, "--origin", &closed, "--chunk-size", "lots"], "unknown unit"),
+        (&["seed", file, "--origin", &closed, "--chunk-size", "lots"], "\"lots\" is not a size"),
     ];
     for (args, cause) in cases {
         let (status, stderr) = run_bounded(args, std::time::Duration::from_secs(30));
