@@ -1,4 +1,4 @@
-//! `fillmesh seed`: hands a file to a running origin (see [`fillmesh_node::origin::seed`]) and prints
+//! `fillmesh seed`: hands a file to a running origin (see [`fillmesh_node::origin::seed()`]) and prints
 //! the title id.
 
 use std::path::PathBuf;

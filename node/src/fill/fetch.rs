@@ -1,6 +1,6 @@
 //! `fillmesh fetch`'s fill: connects to every source given, gets the manifest (from the
 //! destination or the first source whose manifest verifies), then runs the one fill of a title
-//! among parents ([`super::swarm`], what appliances run under their tracker) with every source
+//! among parents (`super::swarm`, what appliances run under their tracker) with every source
 //! a parent of the same rank, several chunks in flight each, and reports what each source did.
 //! The destination is the store (resumable) or the output file itself ([`OutFile`]).
 

@@ -1,5 +1,5 @@
 //! The origin's two sides of `fillmesh seed`: the ingest API it serves ([`ingest`]) and the
-//! client that hands it a file ([`seed`]).
+//! client that hands it a file ([`seed()`]).
 
 pub mod ingest;
 pub mod seed;

@@ -1,6 +1,6 @@
 //! Players over HTTPS on TCP (HTTP/1.1 and HTTP/2, rustls), on the same port number as the
 //! node's QUIC endpoint: browsers start here and move to HTTP/3 when `Alt-Svc` says so. Every
-//! request is answered by [`PlayerServer::answer`], as on HTTP/3: same routes, ranges,
+//! request is answered by `PlayerServer::answer`, as on HTTP/3: same routes, ranges,
 //! statuses and headers.
 
 use std::convert::Infallible;

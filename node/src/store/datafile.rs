@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 /// every logical block size Linux block devices use (512 B and 4 KiB).
 pub(super) const DIRECT_ALIGN: usize = 4096;
 
-/// An empty buffer with room for `len` bytes whose first byte is [`DIRECT_ALIGN`]-aligned,
+/// An empty buffer with room for `len` bytes whose first byte is `DIRECT_ALIGN`-aligned,
 /// so a chunk received into it can be written directly. Appending up to `len` bytes never
 /// moves it.
 pub fn chunk_buffer(len: usize) -> BytesMut {

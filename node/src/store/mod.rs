@@ -13,7 +13,7 @@
 //! it stops counting as held), counted, logged once, and the titles that lost a chunk are
 //! handed to whoever reports to the tracker ([`Store::take_damaged`]), so that it is filled
 //! again. The verified bytes of a chunk read to serve part of it are kept in memory for
-//! [`RECENT_TTL`] (see [`recent`]), so repeated small reads of one chunk cost one read and one
+//! [`RECENT_TTL`] (see `recent`), so repeated small reads of one chunk cost one read and one
 //! hash.
 //! [`Store::scrub_chunk`] verifies a held chunk from the disk itself, for the scrub.
 
