@@ -18,7 +18,7 @@ pub enum WireError {
     #[error("stream write failed")]
     Write(#[from] quinn::WriteError),
     /// The stream was finished or reset already when it was to be finished
-    /// ([`crate::rpc::reply`]).
+    /// (by `rpc::reply`, the layer above).
     #[error("stream closed")]
     Closed(#[from] quinn::ClosedStream),
     /// The frame was refused: oversized (on its prefix, before the body is read), malformed,
