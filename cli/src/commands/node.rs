@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use fillmesh_net::{identity, say, TransportLimits};
+use fillmesh_net::TransportLimits;
 use fillmesh_protocol::units;
 use libp2p_identity::PeerId;
 
@@ -89,9 +89,7 @@ pub struct NodeArgs {
 /// Runs the node (or prints its PeerId) until Ctrl-C or SIGTERM.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.print_id {
-        let key = identity::load_or_create(&args.data)?;
-        say!("{}", identity::peer_id(&key));
-        return Ok(());
+        return super::print_peer_id(&args.data);
     }
     let config = NodeConfig {
         data: args.data,

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use fillmesh_net::{identity, say};
 use fillmesh_tracker::core::Policy;
 use fillmesh_tracker::server::{self as tracker_server, TrackerConfig};
 use libp2p_identity::PeerId;
@@ -68,9 +67,7 @@ pub struct TrackerArgs {
 /// Runs the tracker (or prints its PeerId) until Ctrl-C or SIGTERM.
 pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
     if args.print_id {
-        let key = identity::load_or_create(&args.data)?;
-        say!("{}", identity::peer_id(&key));
-        return Ok(());
+        return super::print_peer_id(&args.data);
     }
     let mut trust = args.trust;
     if let Some(file) = &args.trust_file {
