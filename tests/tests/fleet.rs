@@ -13,11 +13,11 @@
 
 use std::time::{Duration, Instant};
 
+use fillmesh_protocol::ownership::owner;
 use fillmesh_protocol::{NodeId, TitleId};
 use fillmesh_tests::fleet::{Etcd, Fleet, LEASE_SECS, PREFIX};
 use fillmesh_tests::mesh::status_at;
 use fillmesh_tests::{file_id, fillmesh, http, metric, test_bytes, wait_for, NodeProcess};
-use fillmesh_tracker::core::fleet::owner;
 
 /// 48 chunks; the origin at 8 MB/s sends one copy in about 6 s.
 const TITLE_LEN: usize = 48 << 20;

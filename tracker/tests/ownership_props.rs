@@ -11,8 +11,9 @@ use common::{manifest, node, registration, title};
 use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::ChunkBitmap;
 
+use fillmesh_protocol::ownership::owner;
 use fillmesh_protocol::{NodeId, TitleId};
-use fillmesh_tracker::core::fleet::{owner, TrackerInfo};
+use fillmesh_tracker::core::fleet::TrackerInfo;
 use fillmesh_tracker::core::{Config, Tracker};
 use proptest::prelude::*;
 

@@ -1,10 +1,7 @@
 //! Several trackers, one fleet: which live tracker coordinates (owns) each title.
 //!
-//! Ownership is rendezvous (highest-random-weight) hashing: every tracker and every
-//! appliance computes, from the same set of live tracker ids, the same owner for a title,
-//! with nothing to agree on beyond that set (which etcd holds). When a tracker leaves, only
-//! its own titles move, each to the tracker with the next highest weight; when it comes back
-//! it takes exactly those back.
+//! The rule is [`fillmesh_protocol::ownership`] (rendezvous hashing over the live trackers'
+//! ids, which appliances compute too); this module keeps the live set it is applied to.
 //!
 //! The set arrives from the server's etcd shell
 //! ([`Tracker::set_fleet`](super::Tracker::set_fleet)); without it (one tracker, no etcd) the
@@ -16,7 +13,7 @@ use std::net::SocketAddr;
 use fillmesh_protocol::{NodeId, TitleId};
 use serde::Serialize;
 
-pub use fillmesh_protocol::ownership::{owner, weight};
+use fillmesh_protocol::ownership::owner;
 
 /// A tracker of the fleet, as its record in etcd names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

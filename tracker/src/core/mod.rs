@@ -7,7 +7,6 @@
 
 mod catalog;
 pub mod fleet;
-mod hash;
 mod parents;
 mod planner;
 mod registry;
@@ -17,6 +16,9 @@ mod steering;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+// The only randomness the core has: the protocol crate's keyed mix, shared with the fleet's
+// ownership rule, which appliances compute too.
+use fillmesh_protocol::hash;
 use fillmesh_protocol::messages::{
     Assignment, CatalogEntry, FailureKind, Fetched, FillPlan, Heartbeat, Registration, Role,
 };
