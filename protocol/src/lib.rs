@@ -14,7 +14,9 @@ pub mod hash;
 pub mod manifest;
 pub mod messages;
 pub mod ownership;
+pub mod package;
 pub mod peer;
+pub mod shape;
 pub mod steering;
 pub mod title;
 pub mod units;
@@ -22,8 +24,10 @@ pub mod units;
 pub use bitmap::{BitmapError, ChunkBitmap};
 pub use chunk::{ChunkSize, ChunkSizeError};
 pub use frame::{FrameError, Message};
-pub use manifest::{ChainingValue, Manifest, ManifestBuilder, ManifestError, VerifyError};
+pub use manifest::{ChainingValue, Manifest, ManifestBuilder, ManifestError, PackageBuilder, VerifyError};
+pub use package::{ListingError, PackageFile, PathError};
 pub use peer::{IpPrefix, NodeId, NodeIdError, PrefixError};
+pub use shape::{Shape, ShapeError};
 pub use title::{TitleId, TitleIdError};
 
 /// The ALPN of the mesh protocol. The number is the protocol's major version: a node never

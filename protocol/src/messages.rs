@@ -22,8 +22,12 @@ use crate::title::TitleId;
 /// Bumped on any incompatible change; the ALPN carries the major version too.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// Bytes a manifest may take on the wire: its chaining values plus a little framing.
-const MANIFEST_BYTES: usize = Manifest::MAX_CHUNKS as usize * 32 + 64;
+/// Bytes a manifest may take on the wire: its chaining values, a package's files (each path,
+/// no longer than its listing line, plus a 32-byte id and a length), and a little framing.
+const MANIFEST_BYTES: usize = Manifest::MAX_CHUNKS as usize * 32
+    + crate::package::MAX_LISTING_BYTES
+    + crate::package::MAX_FILES * 16
+    + 64;
 
 /// Longest free-text field (names, error messages, URLs).
 pub const MAX_TEXT: usize = 256;
