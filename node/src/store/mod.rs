@@ -346,10 +346,10 @@ impl Store {
             DataFile::open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(false))
                 .map_err(|e| StoreError::io(what(), e))?;
         let len = file.file_len().map_err(|e| StoreError::io(what(), e))?;
-        if existed && len == manifest.len() {
+        if existed && len == manifest.data_len() {
             return Ok((file, held));
         }
-        file.set_len(manifest.len()).map_err(|e| StoreError::io(what(), e))?;
+        file.set_len(manifest.data_len()).map_err(|e| StoreError::io(what(), e))?;
         let held = empty_bitmap(manifest.chunk_count())?;
         if existed {
             tracing::warn!(%title, "data file had the wrong length; its chunks will be fetched again");
@@ -411,7 +411,7 @@ impl Store {
         let file =
             DataFile::open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(true))
                 .map_err(|e| StoreError::io(path.display().to_string(), e))?;
-        file.set_len(manifest.len()).map_err(|e| StoreError::io(path.display().to_string(), e))?;
+        file.set_len(manifest.data_len()).map_err(|e| StoreError::io(path.display().to_string(), e))?;
         self.write_record(&title, name, &manifest, &held)?;
         titles.insert(title, TitleState::new(name.to_owned(), manifest, held, file));
         Ok(())

@@ -94,7 +94,7 @@ impl OutFile {
             };
         }
         self.file
-            .set_len(manifest.len())
+            .set_len(manifest.data_len())
             .map_err(|e| StoreError::io(format!("sizing a file in {} for {title}", self.dir.display()), e))?;
         let held = empty_bitmap(manifest.chunk_count())?;
         *adopted = Some(Adopted { title, manifest: Arc::new(manifest.clone()), held });
