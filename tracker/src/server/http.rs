@@ -1,7 +1,8 @@
 //! The HTTP API for players and operators: `/steer` (where a player goes), `/report` (a
 //! player's word that an appliance sent a chunk that failed verification), `/status` (what
 //! `fillmesh status` prints), `/metrics` (the tracker's registry) and `/health`; and two pages
-//! for people: `/` (the fleet, live) and `/watch/<title id>` (a browser player).
+//! for people: `/` (the fleet, live) and `/watch/<title id>` (a browser player), with what
+//! they load: `/page.css`, and hls.js with its licence under `/assets/`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -34,6 +35,11 @@ pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/", get(|| async { page_html(FLEET_PAGE) }))
         .route("/watch/{id}", get(watch))
         .route("/page.css", get(|| async { ([("content-type", "text/css; charset=utf-8")], PAGE_CSS) }))
+        .route("/assets/hls.min.js", get(|| async { asset("text/javascript; charset=utf-8", HLS_JS) }))
+        .route(
+            "/assets/hls.js.LICENSE.txt",
+            get(|| async { asset("text/plain; charset=utf-8", HLS_JS_LICENSE) }),
+        )
         .with_state(shared)
 }
 
@@ -44,6 +50,26 @@ const FLEET_PAGE: &str = include_str!("pages/fleet.html");
 const WATCH_PAGE: &str = include_str!("pages/watch.html");
 /// What both pages look like in common.
 const PAGE_CSS: &str = include_str!("pages/page.css");
+/// hls.js (1.7.4, Apache-2.0, `tracker/assets/hls.js/README.md` says where it comes from), which
+/// the watch page loads to play a package where the browser has no HLS player of its own.
+const HLS_JS: &[u8] = include_bytes!("../../assets/hls.js/hls.min.js");
+/// hls.js's licence: its own notice, then the Apache License 2.0 it names, in full.
+const HLS_JS_LICENSE: &str = concat!(
+    include_str!("../../assets/hls.js/LICENSE"),
+    "\n",
+    include_str!("../../assets/hls.js/LICENSE-2.0.txt")
+);
+
+/// A file the pages load. It changes only with the tracker's binary, so browsers may keep it a
+/// day (an upgraded tracker's hls.js is taken up within a day).
+fn asset(content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
+    let headers = [
+        ("content-type", content_type),
+        ("cache-control", "public, max-age=86400"),
+        ("x-content-type-options", "nosniff"),
+    ];
+    (headers, body.into()).into_response()
+}
 
 fn page_html(page: &'static str) -> Response {
     ([("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")], page).into_response()
