@@ -20,10 +20,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use base64::Engine;
+use fillmesh_tests::media::{ladder, Ladder};
 use fillmesh_tests::mesh::{Mesh, Title};
-use fillmesh_tests::{wait_for, ChildGuard};
+use fillmesh_tests::{fillmesh, wait_for, ChildGuard};
 use serde_json::{json, Value};
+
+/// One browser and its mesh at a time: two Chromiums playing at once on a machine of two
+/// cores would starve each other's playback.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+fn one_browser() -> std::sync::MutexGuard<'static, ()> {
+    ONE_BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A WebDriver session on a chromedriver this test started; both end when it is dropped.
 struct Browser {
@@ -308,6 +320,7 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
         );
         return;
     }
+    let _one = one_browser();
     let work = tempfile::tempdir().unwrap();
     // 90 s at 6 Mb/s: more than Chromium buffers ahead, so a seek far ahead needs new ranges.
     let clip = make_clip(work.path(), 90);
@@ -406,4 +419,233 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
         "Chromium's first QUIC connection to {authority}: {first:?}; media requests over it: {}",
         netlog.requests_over_quic(&first_url)
     );
+}
+
+/// What the watch page did so far: its `window.fillmesh`, the video's position and buffered
+/// ranges, hls.js's level when it plays with it, and every package URL the page fetched (the
+/// Performance API's resource entries: the listing, playlists, init segments and segments,
+/// whichever player fetched them).
+const WATCH_STATE: &str = "const v = document.getElementById('video'); const f = window.fillmesh;
+    const buffered = [];
+    for (let i = 0; i < v.buffered.length; i++) buffered.push([v.buffered.start(i), v.buffered.end(i)]);
+    return { t: v.currentTime, player: f.player, master: f.master, package: f.package, index: f.index,
+             sources: f.sources, errors: f.errors, targets: f.targets.map(t => t.url), buffered,
+             level: f.hls ? f.hls.currentLevel : null,
+             hls_version: window.Hls ? window.Hls.version : null,
+             licence: (document.querySelector('#player a') || {}).href || null,
+             fetched: performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/titles/')) };";
+
+/// The package id by the issue's recipe, with standard tools only.
+fn b3sum_recipe(dir: &Path) -> String {
+    assert!(which("b3sum").is_some(), "b3sum is not installed (apt-get install b3sum)");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' b3sum | b3sum")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+/// `GET path` over HTTP/1.1 from the tracker: status, the head's lines (lowercase) and the body.
+fn get_raw(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head, raw[split + 4..].to_vec())
+}
+
+/// The renditions whose segments the page fetched.
+fn variants_fetched(ladder: &Ladder, state: &Value) -> BTreeSet<String> {
+    state["fetched"]
+        .as_array()
+        .map(|urls| {
+            urls.iter()
+                .filter_map(Value::as_str)
+                .filter(|u| u.ends_with(".m4s"))
+                .filter_map(|u| ladder.variant_of(u).map(|v| v.dir.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One visit to `/watch/<package>` (with `?player=` when `player` names one): it plays past
+/// 10 s with `expected` as its player, fetches segments of at least two renditions (for
+/// hls.js a level switch is forced if its own choice never left the first; the browser's own
+/// player cannot be told, so its renditions are reported), seeks to 20 s and plays on, and
+/// when the appliance it plays from is killed, moves to another appliance and plays on from a
+/// position it has not buffered. Returns the peer id of the appliance killed.
+fn watch_package(
+    browser: &Browser,
+    mesh: &mut Mesh,
+    ladder: &Ladder,
+    player: Option<&str>,
+    expected: &str,
+) -> String {
+    let tracker = mesh.tracker_url();
+    let query = player.map(|p| format!("?player={p}")).unwrap_or_default();
+    browser.go(&format!("{tracker}/watch/{}{query}", mesh.title));
+    let state = || browser.js(WATCH_STATE);
+    let base = format!("/titles/{}/", mesh.title);
+
+    // Plays past 10 s, from the master playlist, with the player expected.
+    let played = wait_for(Duration::from_secs(60), || {
+        let v = state();
+        (v["t"].as_f64()? > 10.0).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{expected}: never played past 10 s: {}", state()));
+    assert_eq!(played["player"], expected, "{played}");
+    assert_eq!(played["package"], true, "{played}");
+    assert_eq!(played["master"].as_str(), Some(ladder.master.as_str()), "{played}");
+    let targets: Vec<&str> = played["targets"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(!targets.is_empty() && targets.iter().all(|u| u.ends_with(&base)), "{played}");
+    if expected == "hls.js" {
+        // The tracker's own copy, with its licence linked from the page.
+        assert_eq!(played["hls_version"], "1.7.4", "{played}");
+        assert!(
+            played["licence"].as_str().is_some_and(|l| l.ends_with("/assets/hls.js.LICENSE.txt")),
+            "{played}"
+        );
+    }
+
+    // Segments of at least two renditions: hls.js climbs from the first on its own over
+    // loopback (v0 then v2, seen here); if it has not, a switch is asked for.
+    let mut variants = variants_fetched(ladder, &played);
+    if expected == "hls.js" && variants.len() < 2 {
+        let other = ladder.variants.iter().position(|v| !variants.contains(&v.dir)).unwrap();
+        eprintln!("hls.js fetched only {variants:?} by itself: switching to level {other}");
+        browser.js(&format!("window.fillmesh.hls.currentLevel = {other}; return null;"));
+        variants = wait_for(Duration::from_secs(30), || {
+            let v = variants_fetched(ladder, &state());
+            (v.len() >= 2).then_some(v)
+        })
+        .unwrap_or_else(|| panic!("no segment of level {other} after a switch: {}", state()));
+    }
+    eprintln!("{expected}: renditions fetched by 10 s: {variants:?}");
+    if expected == "hls.js" {
+        assert!(variants.len() >= 2, "{variants:?}");
+    }
+
+    // Seek to 20 s; it plays on from there.
+    browser.js("document.getElementById('video').currentTime = 20; return null;");
+    let sought = wait_for(Duration::from_secs(30), || {
+        let v = state();
+        let t = v["t"].as_f64()?;
+        (t > 22.0 && t < 60.0).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{expected}: did not play on after a seek to 20 s: {}", state()));
+
+    // Kill the appliance it plays from, then seek to where nothing is buffered: the next
+    // segments must come from another appliance.
+    let index = sought["index"].as_u64().unwrap() as usize;
+    let from = sought["targets"][index].as_str().unwrap().to_owned();
+    let (_, serving) = mesh
+        .appliances
+        .iter_mut()
+        .find(|(_, p)| from.starts_with(&format!("https://{}/", p.mesh)))
+        .unwrap_or_else(|| panic!("{from} is not an appliance of the mesh"));
+    serving.child.kill();
+    let killed = serving.peer.clone();
+    let sources_before = sought["sources"].as_array().unwrap().len();
+    let to = 75.0;
+    let buffered = state()["buffered"].clone();
+    let in_buffer =
+        buffered.as_array().unwrap().iter().any(|r| r[0].as_f64() <= Some(to) && r[1].as_f64() >= Some(to));
+    assert!(
+        !in_buffer,
+        "{expected}: {to} s is buffered already ({buffered}): the seek would need no appliance"
+    );
+    browser.js(&format!("document.getElementById('video').currentTime = {to}; return null;"));
+    let moved = wait_for(Duration::from_secs(90), || {
+        let v = state();
+        let sources = v["sources"].as_array()?;
+        let now = sources.last()?.as_str()?;
+        (sources.len() > sources_before && now != killed && v["t"].as_f64()? > to + 2.0).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{expected}: did not move on from {killed} and play on: {}", state()));
+    let now = moved["sources"].as_array().unwrap().last().unwrap().as_str().unwrap().to_owned();
+    assert!(mesh.appliances.iter().any(|(_, p)| p.peer == now), "moved to {now}, not an appliance: {moved}");
+
+    // Everything it fetched for the title came from the mesh, under the package's base.
+    let fetched: Vec<&str> = moved["fetched"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(fetched.iter().all(|u| u.starts_with("https://127.0.0.1") && u.contains(&base)), "{fetched:?}");
+    eprintln!(
+        "{expected}: {} package requests, renditions {:?}, moved from {killed} to {now} after {}",
+        fetched.len(),
+        variants_fetched(ladder, &moved),
+        moved["errors"]
+    );
+    killed
+}
+
+#[test]
+fn chromium_plays_a_package_ladder_natively_and_with_hls_js_seeks_and_fails_over() {
+    if which("chromium").is_none() || which("chromedriver").is_none() {
+        eprintln!(
+            "SKIPPED: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    }
+    let _one = one_browser();
+    let work = tempfile::tempdir().unwrap();
+    // 90 s: a seek to 75 s after 22 s of play is past what either player buffers ahead (the
+    // page keeps hls.js to 30 s; Chromium's own keeps 10-12 s), so it needs new segments.
+    let ladder = ladder(&work.path().join("ladder"), 90);
+
+    // The package id is the b3sum recipe's, and `fillmesh id` prints it.
+    let recipe = b3sum_recipe(&ladder.dir);
+    let out = fillmesh().arg("id").arg(&ladder.dir).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).get(..64), Some(recipe.as_str()), "{out:?}");
+
+    // Three appliances: each visit below kills the one it plays from, and still has another.
+    let (spki, crt, key) = operator_certificate(work.path());
+    let (crt, key) = (crt.display().to_string(), key.display().to_string());
+    let mut mesh = Mesh::start_full(
+        "mesh",
+        "64MB",
+        3,
+        Title::File(ladder.dir.clone()),
+        0,
+        &["--tls-cert", &crt, "--tls-key", &key],
+    );
+    assert_eq!(mesh.title, recipe, "the id fillmesh seed printed");
+    mesh.wait_complete(Duration::from_secs(120));
+
+    // The tracker serves the hls.js it was built with, and its licence.
+    let http = mesh.tracker.http.clone().unwrap();
+    let (status, head, body) = get_raw(&http, "/assets/hls.min.js");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(head.contains("cache-control: public, max-age="), "{head}");
+    let vendored = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracker/assets/hls.js/hls.min.js");
+    assert!(body == std::fs::read(vendored).unwrap(), "/assets/hls.min.js is not the vendored file");
+    let (status, head, body) = get_raw(&http, "/assets/hls.js.LICENSE.txt");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    let licence = String::from_utf8(body).unwrap();
+    assert!(licence.contains("Dailymotion") && licence.contains("TERMS AND CONDITIONS FOR USE"), "{licence}");
+
+    let hosts: Vec<&str> = mesh.appliances.iter().map(|(_, a)| a.mesh.rsplit_once(':').unwrap().0).collect();
+    let browser = Browser::start(&spki, &hosts).unwrap();
+    // With no `?player=`, the page plays with the browser's own HLS player where it has one
+    // (Chromium 156 says "maybe"), else with hls.js.
+    browser.go(&format!("{}/health", mesh.tracker_url()));
+    let native =
+        browser.js("return document.createElement('video').canPlayType('application/vnd.apple.mpegurl');");
+    let default = if native.as_str().is_some_and(|s| !s.is_empty()) { "native" } else { "hls.js" };
+    eprintln!("canPlayType(application/vnd.apple.mpegurl) = {native}: the page's own choice is {default}");
+    let first = watch_package(&browser, &mut mesh, &ladder, None, default);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("watch-package.png");
+    browser.screenshot(&shot);
+    eprintln!("watch page screenshot: {}", shot.display());
+    let second = watch_package(&browser, &mut mesh, &ladder, Some("hls.js"), "hls.js");
+    assert_ne!(first, second);
 }
