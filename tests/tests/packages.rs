@@ -1,6 +1,7 @@
 //! Packages end to end: a directory published as one title whose id anyone can recompute with
 //! `b3sum`, filled through the mesh as one unit and fetched back as the same directory; and
 //! every kind of bad package refused with nothing stored.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
