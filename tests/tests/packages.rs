@@ -150,13 +150,16 @@ fn seed(origin: &NodeProcess, dir: &Path) -> std::process::Output {
     fillmesh().arg("seed").arg(dir).args(["--origin", &url]).output().unwrap()
 }
 
+/// Makes one kind of bad package in a directory.
+type Make = dyn Fn(&Path);
+
 #[test]
 fn bad_packages_are_refused_with_the_reason_and_nothing_is_stored() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("origin");
     let origin = origin(&data);
 
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Box<Make>, &str)> = vec![
         (
             "a symbolic link",
             Box::new(|d: &Path| std::os::unix::fs::symlink("/etc/hostname", d.join("link.m3u8")).unwrap()),
