@@ -296,6 +296,13 @@ fn a_file_not_held_yet_is_503_while_a_held_one_is_served() {
         let (r, _) = ask(&f.server, Method::GET, &url, None).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(header(&r, "retry-after"), "1");
+        // HEAD: the same status, and no body (one after a HEAD's head breaks HTTP/2 streams).
+        let (r, body) = ask(&f.server, Method::HEAD, &url, None).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, Some(Vec::new()));
+        let (r, body) = ask(&f.server, Method::HEAD, &format!("/titles/{}/../x", f.title), None).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body, Some(Vec::new()));
         // Its first chunk is held: a range inside it is served.
         let (r, body) = ask(&f.server, Method::GET, &url, Some("bytes=10-99")).await;
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);

@@ -394,8 +394,21 @@ impl PlayerServer {
     }
 
     /// The answer to one request, whatever carried it (HTTP/3 or HTTPS on TCP): the response
-    /// head, with `Alt-Svc` and CORS headers, and what its body is made of.
+    /// head, with `Alt-Svc` and CORS headers, and what its body is made of. The answer to a
+    /// `HEAD` has no body, whatever its status: over HTTP/2 a body after the head of a `HEAD`
+    /// answer broke the stream (curl: error 92, no status).
     pub(crate) async fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        received: Instant,
+    ) -> (Response<()>, Body) {
+        let (head, body) = self.route(method, path, headers, received).await;
+        (head, if method == Method::HEAD { Body::Empty } else { body })
+    }
+
+    async fn route(
         &self,
         method: &Method,
         path: &str,
