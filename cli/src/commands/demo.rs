@@ -27,8 +27,12 @@ pub struct DemoArgs {
     #[arg(long, value_parser = units::parse_size, default_value = "128MiB")]
     pub size: u64,
     /// Use this file as the title instead of a generated one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dir")]
     pub file: Option<PathBuf>,
+    /// Use this directory as the title: a package (an HLS ladder, say: see README.md), filled
+    /// as one title and played by the adaptive player.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// The origin's upload cap (bytes per second), so the mesh has something to prove.
     #[arg(long, value_parser = units::parse_size, default_value = "100MB")]
     pub upload_rate: u64,
@@ -46,7 +50,7 @@ impl From<DemoArgs> for DemoOptions {
         DemoOptions {
             appliances: args.appliances,
             size: args.size,
-            file: args.file,
+            file: args.file.or(args.dir),
             origin_upload_rate: args.upload_rate,
             keep: args.keep,
             stay: args.stay,
@@ -59,6 +63,7 @@ impl From<DemoArgs> for DemoOptions {
 pub struct DemoOptions {
     pub appliances: usize,
     pub size: u64,
+    /// The title: a file, or a directory (a package); generated when `None`.
     pub file: Option<PathBuf>,
     pub origin_upload_rate: u64,
     pub keep: Option<PathBuf>,
@@ -256,7 +261,14 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         .await?
         .trim()
         .to_owned();
-    let size = std::fs::metadata(&file)?.len();
+    let package = file.is_dir();
+    let size = if package {
+        let files = fillmesh_node::origin::package::scan(&file)?;
+        say!("a package of {} files", files.len());
+        files.iter().map(|f| f.len).sum()
+    } else {
+        std::fs::metadata(&file)?.len()
+    };
     say!("seeded {} ({}) as {title}", file.display(), mib(size));
 
     // Fill, with a bar per appliance.
@@ -324,8 +336,12 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         &logs.join("play.log"),
     )
     .await?;
-    let played_id = super::id::title_id_of_file(&played_file)?;
-    anyhow::ensure!(played_id.to_string() == title, "the played file does not hash to the title id");
+    // A package's player writes the rendition it played (init and segments), each byte
+    // verified against the package as it arrived; a file's player writes the title itself.
+    if !package {
+        let played_id = super::id::title_id_of_file(&played_file)?;
+        anyhow::ensure!(played_id.to_string() == title, "the played file does not hash to the title id");
+    }
 
     // The report.
     let origin_bytes = title_status["origin_bytes"].as_u64().unwrap_or(0);
@@ -351,7 +367,11 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     for line in played.lines() {
         say!("player           {line}");
     }
-    say!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
+    if package {
+        say!("verified         every chunk by every appliance and every byte the player played");
+    } else {
+        say!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
+    }
     if opts.stay {
         say!("total            {:.1} s; the mesh stays up until Ctrl-C", started.elapsed().as_secs_f64());
         say!("fleet            {tracker_http}/");
