@@ -26,7 +26,10 @@ pub(crate) struct NotHeld(pub(crate) u32);
 
 /// Fetches and verifies the manifest from `session`.
 pub(crate) async fn manifest(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
-    let limit = Manifest::MAX_CHUNKS * 32 + 1024;
+    // Chaining values, and a package's files: each file's entry (its path, 32 bytes of id, a
+    // length of at most 10 and a path length of 2) is shorter than its listing line (the path,
+    // 64 hex digits and 3 bytes), so the listing's bound bounds them.
+    let limit = Manifest::MAX_CHUNKS * 32 + fillmesh_protocol::package::MAX_LISTING_BYTES as u64 + 1024;
     let (status, _, body) = session.get(&format!("/manifests/{title}"), None, limit).await?;
     anyhow::ensure!(status == http::StatusCode::OK, "manifest request answered {status}");
     let manifest: Manifest = postcard::from_bytes(&body).context("malformed manifest")?;

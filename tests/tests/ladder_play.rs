@@ -3,6 +3,8 @@
 //! the player reads the multivariant playlist, starts on the lowest variant and climbs by the
 //! throughput it measures (on loopback, far above every variant), verifies every byte, and
 //! writes the rendition it played; ffprobe reads it. `--variant N` plays one variant only.
+//! Paced slower than the second variant needs, it stays on the lowest and fails over per
+//! request when the appliance serving it is killed.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::Path;
@@ -116,7 +118,7 @@ fn the_player_climbs_the_ladder_verifies_every_byte_and_writes_a_rendition_ffpro
 }
 
 #[test]
-fn a_pinned_variant_plays_only_that_variant_into_a_file_ffmpeg_decodes_whole() {
+fn a_pinned_variant_or_playlist_plays_only_that_rendition_into_a_file_ffmpeg_decodes_whole() {
     let (mesh, ladder, _media) = mesh_with_ladder();
     let out_file = mesh.dir.path().join("variant-2.mp4");
     let out = mesh.play("127.0.11.7", &out_file, &["--variant", "2"]);
@@ -141,9 +143,68 @@ fn a_pinned_variant_plays_only_that_variant_into_a_file_ffmpeg_decodes_whole() {
     let errors = media::decode_errors(&out_file);
     assert!(errors.trim().is_empty(), "ffmpeg could not decode it all: {errors}");
 
+    // A media playlist named with --playlist is played as the only variant.
+    let out_file = mesh.dir.path().join("playlist-1.mp4");
+    let out = mesh.play("127.0.11.7", &out_file, &["--playlist", &Ladder::playlist(1)]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!(
+        "ladder {}: 1 variant(s), {} segments",
+        Ladder::playlist(1),
+        ladder.segments
+    )));
+    assert!(std::fs::read(&out_file).unwrap() == rendition(&ladder, &vec![1; ladder.segments]));
+
     // A variant the ladder does not have is refused, naming what it has.
     let out = mesh.play("127.0.11.7", &mesh.dir.path().join("none.mp4"), &["--variant", "3"]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     assert!(stderr.contains("--variant 3: the ladder has 3 variant(s), 0 to 2"), "{stderr}");
+}
+
+#[test]
+fn over_a_slow_link_the_player_stays_low_and_fails_over_per_request_when_its_appliance_dies() {
+    let (mut mesh, ladder, _media) = mesh_with_ladder();
+    let out_file = mesh.dir.path().join("slow.mp4");
+    // Paced at 60 kB/s (with a quarter of a second of burst), a segment of the lowest variant
+    // (about 130 kB) takes at least 1.8 s: at most about 550 kb/s measured, of which 0.7 fits
+    // no variant but the lowest (the next needs 886 kb/s). The play takes about 9 s: time to
+    // kill the appliance serving it, the one whose heartbeat reports the player's session.
+    let mut player = mesh
+        .play_command("127.0.11.7", &out_file)
+        .args(["--rate", "60kB"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serving = fillmesh_tests::wait_for(Duration::from_secs(10), || {
+        let s = fillmesh_tests::mesh::status(&mesh.tracker)?;
+        let a =
+            s["appliances"].as_array()?.iter().find(|a| a["player_sessions"].as_u64() == Some(1))?.clone();
+        Some(a["peer_id"].as_str()?.to_owned())
+    })
+    .expect("no heartbeat reported the player's session");
+    mesh.appliances.iter_mut().find(|(_, p)| p.peer == serving).unwrap().1.child.kill();
+    let out = fillmesh_tests::wait_for(Duration::from_secs(90), || player.try_wait().unwrap().map(|_| ()))
+        .map(|_| player.wait_with_output().unwrap())
+        .expect("the player did not finish");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("switches: 0"), "{stdout}");
+    let variants: Vec<&str> = stdout.lines().filter(|l| l.starts_with("variant ")).collect();
+    assert_eq!(variants.len(), 1, "{stdout}");
+    assert!(variants[0].starts_with("variant 0 "), "{stdout}");
+    // The appliance failed over from is the one killed; the other one sent the rest.
+    assert!(!stdout.contains("failovers: 0"), "{stdout}");
+    assert!(stderr.lines().any(|l| l.contains("failing over") && l.contains(&serving)), "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("appliance "))
+            .any(|l| !l.starts_with(&serving) && !l.ends_with(": 0 bytes")),
+        "{stdout}"
+    );
+    // Every byte as the ladder has it, whichever appliance sent it.
+    let written = std::fs::read(&out_file).unwrap();
+    assert!(written == rendition(&ladder, &vec![0; ladder.segments]), "not variant 0's init and segments");
 }
