@@ -7,14 +7,16 @@
 //! On a switch it plays the new variant's init segment, then its segments from the media time
 //! reached. Every file is fetched by path (`/titles/<id>/<path>`) in chunk-sized ranges, each
 //! chunk from the nearest target that holds it, verified against the manifest before a byte
-//! of it is used: playlists as much as segments.
+//! of it is used: playlists as much as segments. The time a segment takes counts the pacing
+//! of [`crate::PlayOptions::rate`], so a paced player adapts as it would over a link of that
+//! rate.
 //!
 //! What goes to the output (`--out`) is the played rendition as a player's decoder is fed it
 //! (Media Source Extensions' SourceBuffer): an init segment, its segments, and on a switch the
 //! new init segment and the new variant's segments. Played from one variant it is a plain
 //! fragmented MP4. With switches it holds several `moov` boxes: MSE takes each as a new
 //! configuration, but ffmpeg (and ffprobe) keep the first and skip the others ("Found
-//! duplicated MOOV Atom. Skipped it"), measured with ffmpeg 7.1: the duration reads right,
+//! duplicated MOOV Atom. Skipped it"), measured with Debian's ffmpeg 5.1: the duration reads right,
 //! the stream's resolution is the first variant's, and frames after a switch to another
 //! resolution do not decode in ffmpeg. Pin a variant (`--variant N`) for a file every tool
 //! plays.

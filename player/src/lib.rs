@@ -81,7 +81,8 @@ pub struct PlayOptions {
     /// An appliance that delivers nothing for this long is dropped; also how long the player
     /// keeps asking for a chunk that every target left answers 503 for before it fails.
     pub stall: Duration,
-    /// Consume at most this many bytes per second, as a player at a bitrate does.
+    /// Consume at most this many bytes per second, as a player at a bitrate does (for a
+    /// package, the throughput the variant is chosen by counts this pacing).
     pub rate: Option<u64>,
     /// The local address to reach the tracker and the appliances from (any, if `None`).
     pub bind: Option<IpAddr>,

@@ -18,13 +18,36 @@ fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// A mesh of two appliances holding a 16 s ladder in 4 s segments, filled.
-fn mesh_with_ladder() -> (Mesh, Ladder, tempfile::TempDir) {
+/// A mesh of two appliances holding a 16 s ladder in 4 s segments, filled; the package id.
+/// With `chunk_size`, the ladder is seeded in chunks of that size (beside a small first title),
+/// so that a segment spans several chunks.
+fn mesh_with_ladder(chunk_size: Option<&str>) -> (Mesh, Ladder, String, tempfile::TempDir) {
     let media_dir = tempfile::tempdir().unwrap();
     let ladder = media::ladder(&media_dir.path().join("ladder"));
-    let mesh = Mesh::start_full("mesh", "64MB", 2, Title::File(ladder.dir.clone()), 0, &[]);
-    mesh.wait_complete(Duration::from_secs(120));
-    (mesh, ladder, media_dir)
+    let Some(chunk_size) = chunk_size else {
+        let mesh = Mesh::start_full("mesh", "64MB", 2, Title::File(ladder.dir.clone()), 0, &[]);
+        mesh.wait_complete(Duration::from_secs(120));
+        let id = mesh.title.clone();
+        return (mesh, ladder, id, media_dir);
+    };
+    let mesh = Mesh::start("mesh", "64MB", 2, 4096);
+    let origin = format!("http://{}", mesh.origin.http.as_deref().unwrap());
+    let out = fillmesh_tests::fillmesh()
+        .arg("seed")
+        .arg(&ladder.dir)
+        .args(["--origin", &origin, "--chunk-size", chunk_size])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    fillmesh_tests::wait_for(Duration::from_secs(120), || {
+        let t = fillmesh_tests::mesh::title_status(&mesh.tracker, &id)?;
+        (t["complete_appliances"].as_u64()? >= 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!("the ladder did not fill: {:?}", fillmesh_tests::mesh::title_status(&mesh.tracker, &id))
+    });
+    (mesh, ladder, id, media_dir)
 }
 
 /// The variant each segment was played from, in play order, by the report's switch lines
@@ -83,12 +106,12 @@ fn assert_duration(file: &Path, ladder: &Ladder) {
 
 #[test]
 fn the_player_climbs_the_ladder_verifies_every_byte_and_writes_a_rendition_ffprobe_reads() {
-    let (mesh, ladder, _media) = mesh_with_ladder();
+    let (mesh, ladder, id, _media) = mesh_with_ladder(None);
     let out_file = mesh.dir.path().join("played.mp4");
     let out = mesh.play("127.0.11.7", &out_file, &[]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains(&format!("played {}: ", mesh.title)), "{stdout}");
+    assert!(stdout.contains(&format!("played {id}: ")), "{stdout}");
     assert!(stdout.contains("every byte verified"), "{stdout}");
     let segments = ladder.segments;
     assert!(
@@ -113,13 +136,13 @@ fn the_player_climbs_the_ladder_verifies_every_byte_and_writes_a_rendition_ffpro
     // each variant played, then its segments.
     let written = std::fs::read(&out_file).unwrap();
     assert!(written == rendition(&ladder, &played), "the played rendition differs from {played:?}\n{stdout}");
-    assert!(stdout.contains(&format!("played {}: {} bytes", mesh.title, written.len())), "{stdout}");
+    assert!(stdout.contains(&format!("played {id}: {} bytes", written.len())), "{stdout}");
     assert_duration(&out_file, &ladder);
 }
 
 #[test]
 fn a_pinned_variant_or_playlist_plays_only_that_rendition_into_a_file_ffmpeg_decodes_whole() {
-    let (mesh, ladder, _media) = mesh_with_ladder();
+    let (mesh, ladder, _id, _media) = mesh_with_ladder(None);
     let out_file = mesh.dir.path().join("variant-2.mp4");
     let out = mesh.play("127.0.11.7", &out_file, &["--variant", "2"]);
     let (stdout, stderr) = text(&out);
@@ -164,14 +187,16 @@ fn a_pinned_variant_or_playlist_plays_only_that_rendition_into_a_file_ffmpeg_dec
 
 #[test]
 fn over_a_slow_link_the_player_stays_low_and_fails_over_per_request_when_its_appliance_dies() {
-    let (mut mesh, ladder, _media) = mesh_with_ladder();
+    // In chunks of 16 KiB: a segment of the lowest variant spans eight or nine of them, read
+    // with a window of requests in flight and cut from them.
+    let (mut mesh, ladder, id, _media) = mesh_with_ladder(Some("16KiB"));
     let out_file = mesh.dir.path().join("slow.mp4");
     // Paced at 60 kB/s (with a quarter of a second of burst), a segment of the lowest variant
     // (about 130 kB) takes at least 1.8 s: at most about 550 kb/s measured, of which 0.7 fits
     // no variant but the lowest (the next needs 886 kb/s). The play takes about 9 s: time to
     // kill the appliance serving it, the one whose heartbeat reports the player's session.
     let mut player = mesh
-        .play_command("127.0.11.7", &out_file)
+        .play_title_command(&id, "127.0.11.7", &out_file)
         .args(["--rate", "60kB"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
