@@ -4,6 +4,7 @@
 
 pub mod doubles;
 pub mod fleet;
+pub mod media;
 pub mod mesh;
 
 use std::fs::File;
