@@ -16,16 +16,25 @@
 //! for the title, if it is recent enough, and says so on standard error. A tracker that
 //! answers, even with no targets ("unknown title"), is believed: the cache is not used.
 //!
+//! A package (a title of many files) is played as an HLS ladder, adaptively: see [`ladder`];
+//! its playlists are read by [`hls`] and the variant chosen by [`abr`].
+//!
 //! - `steer`: asking the trackers where to play from, in turn; reporting bad chunks.
 //! - [`cache`]: the steering answers kept on disk, to play from when no tracker answers.
 //! - `session`: one appliance's HTTP/3 session.
 //! - `targets`: the steering list as the player works it: failover, 503 misses, verification.
 //! - `sink`: where the verified bytes go.
+//! - [`ladder`]: playing a package: the multivariant playlist, variants, switches.
+//! - [`hls`]: reading HLS playlists, strictly and within bounds.
+//! - [`abr`]: which variant next, by the throughput measured.
 
 #![warn(unreachable_pub)]
 #![warn(missing_docs)]
 
+pub mod abr;
 pub mod cache;
+pub mod hls;
+pub mod ladder;
 mod session;
 mod sink;
 mod steer;
@@ -44,6 +53,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::warn;
 
 pub use cache::SteerCache;
+pub use ladder::LadderSummary;
 pub use sink::is_stdout;
 use sink::Sink;
 pub use steer::SteerError;
@@ -71,12 +81,19 @@ pub struct PlayOptions {
     /// An appliance that delivers nothing for this long is dropped; also how long the player
     /// keeps asking for a chunk that every target left answers 503 for before it fails.
     pub stall: Duration,
-    /// Consume at most this many bytes per second, as a player at a bitrate does.
+    /// Consume at most this many bytes per second, as a player at a bitrate does (for a
+    /// package, the throughput the variant is chosen by counts this pacing).
     pub rate: Option<u64>,
     /// The local address to reach the tracker and the appliances from (any, if `None`).
     pub bind: Option<IpAddr>,
     /// Where steering answers are kept, to play from when the tracker cannot be reached.
     pub steer_cache: Option<SteerCache>,
+    /// A package: play only this variant of the ladder (0 is the lowest bandwidth) instead of
+    /// adapting. Refused for a one-file title.
+    pub variant: Option<usize>,
+    /// A package: play this playlist (a path in the package) instead of the one found (see
+    /// [`ladder::master_playlist`]). Refused for a one-file title.
+    pub playlist: Option<String>,
 }
 
 /// What a play did.
@@ -84,21 +101,40 @@ pub struct PlayOptions {
 pub struct PlaySummary {
     /// The title played, as asked.
     pub title: TitleId,
-    /// Verified bytes delivered in order: the title's whole length, since a summary is only
-    /// returned for a play that completed.
+    /// Verified bytes delivered in order: a one-file title's whole length, since a summary is
+    /// only returned for a play that completed; for a package, the played rendition's (init
+    /// segments and segments; not the playlists).
     pub bytes: u64,
-    /// From the start of the play (before steering) to the first verified chunk delivered
+    /// From the start of the play (before steering) to the first verified bytes delivered
     /// in order.
     pub time_to_first_byte: Duration,
     /// From the start of the play (before steering) to the last chunk delivered and the
     /// output synced.
     pub total: Duration,
-    /// (peer id, site, region, bytes) per appliance that sent chunks, in the order first used.
+    /// (peer id, site, region, bytes) per appliance that sent chunks, in the order first used
+    /// (for a package: every verified chunk, playlists included).
     pub appliances: Vec<(String, String, String, u64)>,
     /// Targets dropped for an error, a stall or a bad chunk.
     pub failovers: u32,
     /// Chunk requests answered 503 (not held there yet) and asked of the next target.
     pub misses: u32,
+    /// For a package: the ladder played, its variants and switches; `None` for one file.
+    pub ladder: Option<LadderSummary>,
+}
+
+impl PlaySummary {
+    /// Counts `bytes` verified from `target`.
+    fn account(&mut self, target: &Target, bytes: u64) {
+        match self.appliances.iter_mut().find(|a| a.0 == target.peer_id) {
+            Some(a) => a.3 += bytes,
+            None => self.appliances.push((
+                target.peer_id.clone(),
+                target.site.clone(),
+                target.region.clone(),
+                bytes,
+            )),
+        }
+    }
 }
 
 /// Plays `title` to completion or fails with the reason the last appliance gave.
@@ -135,19 +171,33 @@ async fn play_from(
         appliances: Vec::new(),
         failovers: 0,
         misses: 0,
+        ladder: None,
     };
     let targets = Targets::new(list, opts, title, started);
     let mut next_write = 0u32;
     let result = async {
         let manifest = targets.manifest().await?;
         tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "manifest verified");
+        if manifest.is_package() {
+            return ladder::play(&targets, &manifest, bucket.as_ref(), &mut out, &mut summary, started).await;
+        }
+        anyhow::ensure!(
+            opts.variant.is_none() && opts.playlist.is_none(),
+            "{title} is one file, not a package: --variant and --playlist are for packages"
+        );
         stream(&targets, &manifest, bucket.as_ref(), &mut next_write, &mut out, &mut summary, started).await
     }
     .await;
     targets.close();
     summary.failovers = targets.failovers.get();
     summary.misses = targets.misses.get();
-    result.with_context(|| format!("could not deliver {title} verified ({next_write} chunks written)"))?;
+    result.with_context(|| match &summary.ladder {
+        Some(l) => format!(
+            "could not deliver {title} verified ({} segments written, {} bytes)",
+            l.segments, summary.bytes
+        ),
+        None => format!("could not deliver {title} verified ({next_write} chunks written)"),
+    })?;
     if let Some(sink) = out.as_mut() {
         sink.finish().await?;
     }
@@ -193,16 +243,7 @@ async fn stream(
                 summary.time_to_first_byte = started.elapsed();
             }
             summary.bytes += bytes.len() as u64;
-            let target = &targets.list[k];
-            match summary.appliances.iter_mut().find(|a| a.0 == target.peer_id) {
-                Some(a) => a.3 += bytes.len() as u64,
-                None => summary.appliances.push((
-                    target.peer_id.clone(),
-                    target.site.clone(),
-                    target.region.clone(),
-                    bytes.len() as u64,
-                )),
-            }
+            summary.account(&targets.list[k], bytes.len() as u64);
             *next_write += 1;
         }
     }

@@ -26,7 +26,10 @@ pub(crate) struct NotHeld(pub(crate) u32);
 
 /// Fetches and verifies the manifest from `session`.
 pub(crate) async fn manifest(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
-    let limit = Manifest::MAX_CHUNKS * 32 + 1024;
+    // Chaining values, and a package's files: each file's entry (its path, 32 bytes of id, a
+    // length of at most 10 and a path length of 2) is shorter than its listing line (the path,
+    // 64 hex digits and 3 bytes), so the listing's bound bounds them.
+    let limit = Manifest::MAX_CHUNKS * 32 + fillmesh_protocol::package::MAX_LISTING_BYTES as u64 + 1024;
     let (status, _, body) = session.get(&format!("/manifests/{title}"), None, limit).await?;
     anyhow::ensure!(status == http::StatusCode::OK, "manifest request answered {status}");
     let manifest: Manifest = postcard::from_bytes(&body).context("malformed manifest")?;
@@ -34,22 +37,61 @@ pub(crate) async fn manifest(session: &Session, title: &TitleId) -> anyhow::Resu
     Ok(manifest)
 }
 
-/// Fetches chunk `index` and verifies it.
-pub(crate) async fn chunk(
-    session: &Session,
-    title: TitleId,
-    manifest: &Manifest,
-    index: u32,
-) -> anyhow::Result<Bytes> {
-    let start = manifest.chunk_offset(index);
-    let len = manifest.chunk_len(index).context("chunk out of range")?;
-    let (status, headers, body) =
-        session.get(&format!("/titles/{title}"), Some((start, start + len - 1)), len).await?;
+/// One chunk as a request asks for it: where (the title, or a package's file, by path), which
+/// bytes of that resource, and which chunk of the manifest verifies them.
+#[derive(Debug, Clone)]
+pub(crate) struct Piece {
+    /// The chunk's index in the manifest (for a package, counted across its files).
+    pub(crate) index: u32,
+    /// The request's path: `/titles/<id>` or `/titles/<id>/<file path, escaped>`.
+    pub(crate) path: String,
+    /// The chunk's first byte in the resource.
+    pub(crate) start: u64,
+    /// The chunk's length.
+    pub(crate) len: u64,
+    /// The resource's length, as `Content-Range` must state it.
+    pub(crate) total: u64,
+}
+
+impl Piece {
+    /// Chunk `index` of a one-file title.
+    pub(crate) fn of_title(title: &TitleId, manifest: &Manifest, index: u32) -> anyhow::Result<Self> {
+        let len = manifest.chunk_len(index).context("chunk out of range")?;
+        Ok(Piece {
+            index,
+            path: format!("/titles/{title}"),
+            start: manifest.chunk_offset(index),
+            len,
+            total: manifest.len(),
+        })
+    }
+
+    /// Chunk `j` of file `k` of a package (its bytes `j * chunk size ..`).
+    pub(crate) fn of_file(title: &TitleId, manifest: &Manifest, k: usize, j: u32) -> anyhow::Result<Self> {
+        let file = manifest.files().and_then(|f| f.get(k)).context("no such file")?;
+        let chunks = manifest.file_chunks(k);
+        let index = chunks.start.checked_add(j).filter(|i| *i < chunks.end).context("chunk out of range")?;
+        let len = manifest.chunk_len(index).context("chunk out of range")?;
+        Ok(Piece {
+            index,
+            path: format!("/titles/{title}/{}", crate::hls::percent_encode_path(&file.path)),
+            start: u64::from(j) * manifest.chunk_size().bytes(),
+            len,
+            total: file.len,
+        })
+    }
+}
+
+/// Fetches `piece` and verifies it.
+pub(crate) async fn chunk(session: &Session, manifest: &Manifest, piece: &Piece) -> anyhow::Result<Bytes> {
+    let Piece { index, start, len, total, .. } = *piece;
+    let end = start + len - 1;
+    let (status, headers, body) = session.get(&piece.path, Some((start, end)), len).await?;
     if status == http::StatusCode::SERVICE_UNAVAILABLE {
         return Err(NotHeld(index).into());
     }
     anyhow::ensure!(status == http::StatusCode::PARTIAL_CONTENT, "chunk {index}: answered {status}");
-    let expected = format!("bytes {}-{}/{}", start, start + len - 1, manifest.len());
+    let expected = format!("bytes {start}-{end}/{total}");
     anyhow::ensure!(
         headers.get("content-range").and_then(|v| v.to_str().ok()) == Some(expected.as_str()),
         "chunk {index}: wrong Content-Range"
@@ -95,6 +137,11 @@ impl<'a> Targets<'a> {
         }
     }
 
+    /// The title played.
+    pub(crate) fn title(&self) -> &TitleId {
+        &self.title
+    }
+
     /// Drops target `k` for good (once), for `error`.
     fn drop_target(&self, k: usize, error: anyhow::Error) {
         if !self.dropped[k].replace(true) {
@@ -137,16 +184,22 @@ impl<'a> Targets<'a> {
         Err(self.error())
     }
 
-    /// Chunk `index`, verified, and the target that sent it. Targets that answer 503 are
-    /// passed over for this chunk only; when every target left answered 503, it waits a
-    /// little and asks again, for at most the stall time.
+    /// Chunk `index` of a one-file title, verified, and the target that sent it (see
+    /// [`Targets::piece`]).
     pub(crate) async fn chunk(&self, manifest: &Manifest, index: u32) -> anyhow::Result<(usize, Bytes)> {
+        self.piece(manifest, &Piece::of_title(&self.title, manifest, index)?).await
+    }
+
+    /// `piece`, verified, and the target that sent it. Targets that answer 503 are passed
+    /// over for this chunk only; when every target left answered 503, it waits a little and
+    /// asks again, for at most the stall time.
+    pub(crate) async fn piece(&self, manifest: &Manifest, piece: &Piece) -> anyhow::Result<(usize, Bytes)> {
+        let index = piece.index;
         let give_up = Instant::now() + self.opts.stall;
         loop {
             for k in 0..self.list.len() {
                 let Some(session) = self.session(k).await else { continue };
-                let got =
-                    tokio::time::timeout(self.opts.stall, chunk(session, self.title, manifest, index)).await;
+                let got = tokio::time::timeout(self.opts.stall, chunk(session, manifest, piece)).await;
                 match got {
                     Ok(Ok(bytes)) => return Ok((k, bytes)),
                     Ok(Err(e)) if e.is::<NotHeld>() => {

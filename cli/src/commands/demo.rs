@@ -43,6 +43,9 @@ pub struct DemoArgs {
     /// a browser player for the title) until Ctrl-C.
     #[arg(long)]
     pub stay: bool,
+    /// Stop after the fill and its report (no player): for timing fills alone.
+    #[arg(long)]
+    pub no_play: bool,
 }
 
 impl From<DemoArgs> for DemoOptions {
@@ -54,6 +57,7 @@ impl From<DemoArgs> for DemoOptions {
             origin_upload_rate: args.upload_rate,
             keep: args.keep,
             stay: args.stay,
+            play: !args.no_play,
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct DemoOptions {
     pub keep: Option<PathBuf>,
     /// Keep the mesh up after the report until Ctrl-C.
     pub stay: bool,
+    /// Play the title after the fill.
+    pub play: bool,
 }
 
 /// A started child: killed when dropped.
@@ -317,28 +323,32 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
 
     // Play from a client address in the first site.
     let played_file = dir.join("played.mp4");
-    let played = run_tool(
-        &exe,
-        &[
-            "play",
-            &title,
-            "--tracker-http",
-            &tracker_http,
-            "--client-ip",
-            "127.1.0.42",
-            "--out",
-            &s(&played_file),
-            // The demo's mesh is gone after it: its steering answer is kept with it, not in
-            // the home directory.
-            "--steer-cache",
-            &s(&dir.join("steer-cache")),
-        ],
-        &logs.join("play.log"),
-    )
-    .await?;
+    let played = if !opts.play {
+        String::new()
+    } else {
+        run_tool(
+            &exe,
+            &[
+                "play",
+                &title,
+                "--tracker-http",
+                &tracker_http,
+                "--client-ip",
+                "127.1.0.42",
+                "--out",
+                &s(&played_file),
+                // The demo's mesh is gone after it: its steering answer is kept with it, not in
+                // the home directory.
+                "--steer-cache",
+                &s(&dir.join("steer-cache")),
+            ],
+            &logs.join("play.log"),
+        )
+        .await?
+    };
     // A package's player writes the rendition it played (init and segments), each byte
     // verified against the package as it arrived; a file's player writes the title itself.
-    if !package {
+    if opts.play && !package {
         let played_id = super::id::title_id_of_file(&played_file)?;
         anyhow::ensure!(played_id.to_string() == title, "the played file does not hash to the title id");
     }
@@ -367,7 +377,9 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     for line in played.lines() {
         say!("player           {line}");
     }
-    if package {
+    if !opts.play {
+        say!("verified         every chunk by every appliance (no player: --no-play)");
+    } else if package {
         say!("verified         every chunk by every appliance and every byte the player played");
     } else {
         say!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");

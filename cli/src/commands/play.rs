@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use fillmesh_player::{play, PlayOptions, SteerCache};
+use fillmesh_player::abr::{Reason, SAFETY};
+use fillmesh_player::{play, LadderSummary, PlayOptions, SteerCache};
 use fillmesh_protocol::{units, TitleId};
 use tracing::debug;
 
@@ -23,16 +24,32 @@ pub struct PlayArgs {
     #[arg(long)]
     pub client_ip: Option<std::net::IpAddr>,
     /// Write the verified title here: a file (replaced), `-` (standard output; the summary
-    /// then goes to standard error), a pipe or a device such as /dev/null.
+    /// then goes to standard error), a pipe or a device such as /dev/null. For a package,
+    /// the played rendition as a player's decoder is fed it: the init segment, then the
+    /// segments in order, and on each switch the new variant's init segment before its
+    /// segments (a fragmented MP4). ffmpeg and ffprobe read its duration right but keep the
+    /// first init segment's codec settings (they skip a second `moov`), so frames after a
+    /// switch to another resolution do not decode in them; with --variant N the file is one
+    /// rendition that every tool plays.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A package: play only this variant (0 is the lowest bandwidth; the report lists them)
+    /// instead of adapting to the throughput measured.
+    #[arg(long, value_name = "N")]
+    pub variant: Option<usize>,
+    /// A package: play this playlist (its path in the package) instead of the top-level
+    /// .m3u8 found (master, index, main or playlist first).
+    #[arg(long, value_name = "PATH")]
+    pub playlist: Option<String>,
     /// Chunk requests in flight (the read-ahead window).
     #[arg(long, default_value_t = 4)]
     pub window: usize,
     /// Seconds without progress before failing over.
     #[arg(long, default_value_t = 5)]
     pub stall_secs: u64,
-    /// Consume at most this many bytes per second, as a player at a bitrate (e.g. 8MB).
+    /// Consume at most this many bytes per second, as a player at a bitrate (e.g. 8MB). A
+    /// package's variant is chosen by the throughput measured with this pacing in it: a way to
+    /// play as over a slower link.
     #[arg(long, value_parser = units::parse_size)]
     pub rate: Option<u64>,
     /// The local address to connect from (to the tracker and the appliances), on a host
@@ -71,6 +88,8 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
         rate: args.rate,
         bind: args.bind,
         steer_cache: steer_cache(args.steer_cache, args.steer_cache_max_age),
+        variant: args.variant,
+        playlist: args.playlist,
     };
     // With the title on standard output, the summary goes to standard error.
     let on_stderr = opts.out.as_deref().is_some_and(is_stdout);
@@ -93,7 +112,51 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
     for (peer, site, region, bytes) in &s.appliances {
         report(on_stderr, format_args!("appliance {peer} (site {site}, region {region}): {bytes} bytes"));
     }
+    if let Some(ladder) = &s.ladder {
+        report_ladder(on_stderr, ladder);
+    }
     report(on_stderr, format_args!("failovers: {}", s.failovers));
     report(on_stderr, format_args!("content misses (503, asked further down the list): {}", s.misses));
     Ok(())
+}
+
+/// The ladder part of the report: the variants played and each switch.
+fn report_ladder(on_stderr: bool, l: &LadderSummary) {
+    report(
+        on_stderr,
+        format_args!(
+            "ladder {}: {} variant(s), {} segments played, {:.3} s of media",
+            l.playlist,
+            l.variants.len(),
+            l.segments,
+            l.duration
+        ),
+    );
+    for v in l.played() {
+        let resolution = v.resolution.map(|(w, h)| format!("{w}x{h}")).unwrap_or_else(|| "-".into());
+        report(
+            on_stderr,
+            format_args!(
+                "variant {} ({}): bandwidth {} b/s, resolution {resolution}, {} segments, {} bytes",
+                v.index, v.playlist, v.bandwidth, v.segments, v.bytes
+            ),
+        );
+    }
+    let bandwidth = |v: usize| l.variants.get(v).map_or(0, |v| v.bandwidth);
+    for w in &l.switches {
+        let why = match w.reason {
+            Reason::Up => {
+                format!("up: {SAFETY} of the throughput fits variant {}'s {} b/s", w.to, bandwidth(w.to))
+            }
+            Reason::Down => format!("down: below variant {}'s {} b/s", w.from, bandwidth(w.from)),
+        };
+        report(
+            on_stderr,
+            format_args!(
+                "switch at segment {} ({:.3} s): variant {} -> {}, throughput {:.0} b/s ({why})",
+                w.at_segment, w.at_time, w.from, w.to, w.throughput
+            ),
+        );
+    }
+    report(on_stderr, format_args!("switches: {}", l.switches.len()));
 }

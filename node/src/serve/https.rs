@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, Instrument};
 
-use super::players::{PlayerServer, Truncated};
+use super::players::{request_span, PlayerServer, Truncated};
 
 /// TCP connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
@@ -77,9 +77,14 @@ impl PlayerServer {
     /// by a damaged chunk is an error that aborts the response (a truncated body).
     async fn http(self, request: hyper::Request<Incoming>) -> hyper::Response<axum::body::Body> {
         let (parts, _body) = request.into_parts();
-        let (head, body) = self.answer(&parts.method, parts.uri.path(), &parts.headers, Instant::now()).await;
+        let span = request_span(&parts.method, parts.uri.path());
+        let (head, body) = self
+            .answer(&parts.method, parts.uri.path(), &parts.headers, Instant::now())
+            .instrument(span.clone())
+            .await;
+        // hyper polls the body outside this future: the pieces carry the span themselves.
         let stream =
-            self.pieces(body).map(|piece| piece.map_err(|Truncated| std::io::Error::other(Truncated)));
+            self.pieces(body, span).map(|piece| piece.map_err(|Truncated| std::io::Error::other(Truncated)));
         head.map(|()| axum::body::Body::from_stream(stream))
     }
 }

@@ -12,6 +12,9 @@ use crate::store::{Store, StoreError};
 
 pub mod https;
 pub mod mesh;
+#[cfg(test)]
+mod package_tests;
+mod path;
 pub mod players;
 mod range;
 

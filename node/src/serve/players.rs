@@ -6,13 +6,28 @@
 //! whose first chunk the store finds damaged as it reads (and drops), is answered 503 with
 //! `Retry-After`. Bytes go from disk to the stream one chunk at a time
 //! through the node's upload bucket, never buffered whole.
+//!
+//! A package is served by path, so that the relative URLs of its playlists resolve inside it:
+//! - `GET`/`HEAD /titles/<package id>/<path>`: the file at `path` (percent-escapes decoded
+//!   once), as a one-file title's bytes are served (ranges, 503 until held, verified on
+//!   read), with the file's own id as `ETag` and a `Content-Type` by its extension
+//!   ([`fillmesh_protocol::package::content_type`]). Its bytes are read from the title's data
+//!   file, where file k starts at chunk `file_chunks(k).start`: the path is only ever looked
+//!   up in the manifest, never opened. A path no package may hold (`..`, `.`, empty
+//!   components, a backslash, a control character, absolute) or not in the listing: 404; an
+//!   escape that does not decode (a bad `%XX`, not UTF-8): 400.
+//! - `GET`/`HEAD /titles/<package id>/` and `/titles/<package id>` (no slash: the same answer,
+//!   not a redirect, so a client that follows none still gets it): the listing, what `b3sum`
+//!   prints for the files, `text/plain; charset=utf-8`, `ETag` the package id (the
+//!   listing's BLAKE3).
+//! - `/titles/<one-file title id>/<anything>`: 404.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fillmesh_net::Chain;
-use fillmesh_protocol::TitleId;
+use fillmesh_protocol::{package, Manifest, TitleId};
 use futures_util::StreamExt;
 use h3::server::RequestStream;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -27,6 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, Instrument};
 
+use super::path;
 use super::range::{self, RangeRequest};
 use super::ChunkSource;
 use crate::store::StoreError;
@@ -42,8 +58,9 @@ pub(crate) enum Body {
     Title(TitleBody),
 }
 
-/// Bytes `start..=end` of a title, in `chunks`, all held when the answer was made; the first
-/// already read and verified. Holds its request slot until the body ends.
+/// Bytes `start..=end` of a title's data file (chunk i at i * chunk size), in `chunks`, all
+/// held when the answer was made; the first already read and verified. Holds its request
+/// slot until the body ends.
 #[derive(Debug)]
 pub(crate) struct TitleBody {
     title: TitleId,
@@ -52,7 +69,7 @@ pub(crate) struct TitleBody {
     end: u64,
     chunk_size: u64,
     first: Option<Bytes>,
-    /// The title's length.
+    /// Where the file served ends in the data file (a one-file title's length).
     len: u64,
     /// The read of the next chunk, started while this one is sent.
     ahead: Option<JoinHandle<Result<Bytes, StoreError>>>,
@@ -66,18 +83,40 @@ impl TitleBody {
     }
 }
 
-/// Whether bytes `start..=end` of a title of `len` bytes in chunks of `cs` cover only part of
-/// chunk `index` (the other parts are then likely asked for soon).
+/// Whether bytes `start..=end` of a file ending at byte `len` of its data file, in chunks of
+/// `cs`, cover only part of chunk `index` (the other parts are then likely asked for soon).
 fn in_part(index: u32, start: u64, end: u64, cs: u64, len: u64) -> bool {
     let first = u64::from(index) * cs;
     let last = (first + cs).min(len).saturating_sub(1);
     start > first || end < last
 }
 
+/// What a request for a title's bytes names: a one-file title, or a file of a package.
+#[derive(Debug)]
+struct Target {
+    title: TitleId,
+    etag: String,
+    content_type: &'static str,
+    /// Where the file's first byte sits in the title's data file.
+    base: u64,
+    /// The file's length.
+    len: u64,
+}
+
 /// A body cut short: a chunk after the first was found damaged on disk (and dropped).
 #[derive(Debug, thiserror::Error)]
 #[error("a chunk failed verification on read; the body is cut short")]
 pub(crate) struct Truncated;
+
+/// The span of one player request, naming its method and path (at most 4 KiB of it: a
+/// path inside a package is bounded far below that, see [`path::MAX_RAW_PATH`]).
+pub(crate) fn request_span(method: &Method, path: &str) -> tracing::Span {
+    let mut end = path.len().min(4096);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    tracing::debug_span!("request", %method, path = &path[..end])
+}
 
 /// What players got, registered in the node's registry.
 #[derive(Debug)]
@@ -93,6 +132,8 @@ pub struct PlayerMetrics {
     /// Requests for content it holds but could not serve (overloaded).
     pub health_misses: Counter,
     misses: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Requests inside a package (`/titles/<package id>/...`), by what they were.
+    package: Family<[(&'static str, &'static str); 1], Counter>,
     /// Player connections open now (HTTP/3 and HTTPS on TCP): what heartbeats report.
     pub sessions: Gauge,
 }
@@ -126,9 +167,23 @@ impl Default for PlayerMetrics {
             content_misses: misses.get_or_create_owned(&[("kind", "content")]),
             health_misses: misses.get_or_create_owned(&[("kind", "health")]),
             misses,
+            package: Family::default(),
             sessions: Gauge::default(),
         }
     }
+}
+
+/// What a request inside a package was, for [`PlayerMetrics`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PackageRequest {
+    /// A file of the package.
+    File,
+    /// The listing.
+    Listing,
+    /// A path not in the listing (or any path under a one-file title).
+    NotFound,
+    /// A path no package may hold (`..`, a backslash, absolute, ...) or that does not decode.
+    Refused,
 }
 
 impl PlayerMetrics {
@@ -136,6 +191,16 @@ impl PlayerMetrics {
     pub(crate) fn session(&self) -> SessionGuard {
         self.sessions.inc();
         SessionGuard(self.sessions.clone())
+    }
+
+    pub(crate) fn package_request(&self, kind: PackageRequest) {
+        let kind = match kind {
+            PackageRequest::File => "file",
+            PackageRequest::Listing => "listing",
+            PackageRequest::NotFound => "not_found",
+            PackageRequest::Refused => "refused",
+        };
+        self.package.get_or_create(&[("kind", kind)]).inc();
     }
 
     pub(crate) fn count(&self, status: StatusCode) {
@@ -150,6 +215,12 @@ impl PlayerMetrics {
             "fillmesh_cache_misses",
             "Player requests not served: content (not held) or health (held, overloaded)",
             self.misses.clone(),
+        );
+        registry.register(
+            "fillmesh_player_package_requests",
+            "Player requests inside a package: file, listing, not_found (not in the listing), \
+             refused (a path no package may hold)",
+            self.package.clone(),
         );
         registry.register(
             "fillmesh_player_sessions",
@@ -266,7 +337,8 @@ impl PlayerServer {
                             return;
                         }
                     };
-                    server.request(request, stream).await;
+                    let span = request_span(request.method(), request.uri().path());
+                    server.request(request, stream).instrument(span).await;
                 }
                 .instrument(tracing::debug_span!("player", %remote)),
             );
@@ -308,7 +380,7 @@ impl PlayerServer {
         body: Body,
     ) -> Result<(), h3::error::StreamError> {
         stream.send_response(head).await?;
-        let mut pieces = std::pin::pin!(self.clone().pieces(body));
+        let mut pieces = std::pin::pin!(self.clone().pieces(body, tracing::Span::current()));
         while let Some(piece) = pieces.next().await {
             match piece {
                 Ok(bytes) => stream.send_data(bytes).await?,
@@ -322,8 +394,21 @@ impl PlayerServer {
     }
 
     /// The answer to one request, whatever carried it (HTTP/3 or HTTPS on TCP): the response
-    /// head, with `Alt-Svc` and CORS headers, and what its body is made of.
+    /// head, with `Alt-Svc` and CORS headers, and what its body is made of. The answer to a
+    /// `HEAD` has no body, whatever its status: over HTTP/2 a body after the head of a `HEAD`
+    /// answer broke the stream (curl: error 92, no status).
     pub(crate) async fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        received: Instant,
+    ) -> (Response<()>, Body) {
+        let (head, body) = self.route(method, path, headers, received).await;
+        (head, if method == Method::HEAD { Body::Empty } else { body })
+    }
+
+    async fn route(
         &self,
         method: &Method,
         path: &str,
@@ -346,10 +431,16 @@ impl PlayerServer {
             self.metrics.health_misses.inc();
             return self.simple(StatusCode::SERVICE_UNAVAILABLE, "busy\n", &[("retry-after", "1")]);
         };
-        match (method, path.split('/').collect::<Vec<_>>().as_slice()) {
-            (m, ["", "titles", id]) if m == Method::GET || m == Method::HEAD => {
-                self.title(method, headers, id, received, slot).await
+        if let Some(rest) = path.strip_prefix("/titles/") {
+            if method == Method::GET || method == Method::HEAD {
+                let (id, file) = match rest.split_once('/') {
+                    Some((id, file)) => (id, Some(file)),
+                    None => (rest, None),
+                };
+                return self.title(method, headers, id, file, received, slot).await;
             }
+        }
+        match (method, path.split('/').collect::<Vec<_>>().as_slice()) {
             (&Method::GET, ["", "manifests", id]) => self.manifest(id),
             (&Method::GET, ["", "metrics"]) => {
                 let (headers, body) = fillmesh_net::metrics::page(&self.registry);
@@ -402,11 +493,14 @@ impl PlayerServer {
         (response, Body::Full(Bytes::from(body)))
     }
 
+    /// `GET`/`HEAD /titles/<id>` (`file` is `None`) or `/titles/<id>/<file>`: a one-file
+    /// title's bytes, a package's listing, or a file of a package by its path.
     async fn title(
         &self,
         method: &Method,
         headers: &HeaderMap,
         id: &str,
+        file: Option<&str>,
         received: Instant,
         slot: OwnedSemaphorePermit,
     ) -> (Response<()>, Body) {
@@ -416,13 +510,131 @@ impl PlayerServer {
             self.metrics.content_misses.inc();
             return self.simple(StatusCode::NOT_FOUND, "unknown title\n", &[]);
         };
-        let len = manifest.len();
+        let target = match (manifest.is_package(), file) {
+            (false, None) => Target {
+                title,
+                etag: format!("\"{title}\""),
+                content_type: self
+                    .source
+                    .name(&title)
+                    .and_then(|n| mime_guess::from_path(n).first_raw())
+                    .unwrap_or("application/octet-stream"),
+                base: 0,
+                len: manifest.len(),
+            },
+            (false, Some(_)) => {
+                self.metrics.package_request(PackageRequest::NotFound);
+                return self.simple(StatusCode::NOT_FOUND, "a one-file title has no paths\n", &[]);
+            }
+            // The listing, with or without the slash: its BLAKE3 is the package id, so the id
+            // is its ETag as a one-file title's is.
+            (true, None | Some("")) => {
+                self.metrics.package_request(PackageRequest::Listing);
+                let listing = manifest.listing().unwrap_or_default();
+                return self.full(method, headers, Bytes::from(listing), "text/plain; charset=utf-8", &title);
+            }
+            (true, Some(raw)) => match self.package_file(&manifest, title, raw) {
+                Ok(target) => target,
+                Err(refusal) => return refusal,
+            },
+        };
+        self.range(method, headers, target, &manifest, received, slot).await
+    }
+
+    /// The file of a package that a request's path (still escaped) names, or the answer that
+    /// refuses it: 404 for a path no package may hold (`..`, a backslash, an absolute path,
+    /// ... after decoding) or one not in the listing, 400 for a path that does not decode.
+    #[allow(clippy::result_large_err)] // the refusal is the answer itself, made once per request
+    fn package_file(
+        &self,
+        manifest: &Manifest,
+        title: TitleId,
+        raw: &str,
+    ) -> Result<Target, (Response<()>, Body)> {
+        let decoded = match path::decode(raw) {
+            Ok(decoded) => decoded,
+            Err(e @ path::DecodeError::TooLong(_)) => {
+                self.metrics.package_request(PackageRequest::Refused);
+                return Err(self.simple(StatusCode::NOT_FOUND, &format!("not found: {e}\n"), &[]));
+            }
+            Err(e) => {
+                self.metrics.package_request(PackageRequest::Refused);
+                return Err(self.simple(StatusCode::BAD_REQUEST, &format!("bad path: {e}\n"), &[]));
+            }
+        };
+        if let Err(e) = package::check_path(&decoded) {
+            self.metrics.package_request(PackageRequest::Refused);
+            debug!(%title, "refused a path inside a package: {e}");
+            return Err(self.simple(StatusCode::NOT_FOUND, &format!("not found: {e}\n"), &[]));
+        }
+        let Some((k, file)) = manifest.file(&decoded) else {
+            self.metrics.package_request(PackageRequest::NotFound);
+            return Err(self.simple(StatusCode::NOT_FOUND, "no such file in the package\n", &[]));
+        };
+        self.metrics.package_request(PackageRequest::File);
+        Ok(Target {
+            title,
+            etag: format!("\"{}\"", file.id),
+            content_type: package::content_type(&file.path),
+            base: manifest.chunk_offset(manifest.file_chunks(k).start),
+            len: file.len,
+        })
+    }
+
+    /// An in-memory representation (a package's listing), with ranges as a title's bytes.
+    fn full(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        bytes: Bytes,
+        content_type: &str,
+        title: &TitleId,
+    ) -> (Response<()>, Body) {
+        let len = bytes.len() as u64;
         let etag = format!("\"{title}\"");
-        let content_type = self
-            .source
-            .name(&title)
-            .and_then(|n| mime_guess::from_path(n).first_raw())
-            .unwrap_or("application/octet-stream");
+        let header = headers.get("range").and_then(|v| v.to_str().ok());
+        let (status, start, end) = match range::parse(header, len) {
+            RangeRequest::Full => (StatusCode::OK, 0, len),
+            RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end + 1),
+            RangeRequest::Unsatisfiable => {
+                let range = format!("bytes */{len}");
+                return self.simple(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "",
+                    &[("content-range", &range), ("etag", &etag)],
+                );
+            }
+        };
+        let mut response = self
+            .head(status)
+            .header("content-length", end - start)
+            .header("content-type", content_type)
+            .header("etag", &etag)
+            .header("accept-ranges", "bytes")
+            .header("cache-control", "public, max-age=31536000, immutable");
+        if status == StatusCode::PARTIAL_CONTENT {
+            response = response.header("content-range", format!("bytes {start}-{}/{len}", end - 1));
+        }
+        let body = if method == Method::HEAD || start == end {
+            Body::Empty
+        } else {
+            Body::Full(bytes.slice(start as usize..end as usize))
+        };
+        (response.body(()).unwrap_or_default(), body)
+    }
+
+    /// A byte range of a one-file title or of a file in a package, from the title's chunks:
+    /// 503 if not held whole here, the first chunk read and verified before the head.
+    async fn range(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        target: Target,
+        manifest: &Manifest,
+        received: Instant,
+        slot: OwnedSemaphorePermit,
+    ) -> (Response<()>, Body) {
+        let Target { title, etag, content_type, base, len } = target;
         let header = headers.get("range").and_then(|v| v.to_str().ok());
         let (status, start, end) = match range::parse(header, len) {
             RangeRequest::Full if len == 0 => (StatusCode::OK, 0, 0),
@@ -439,7 +651,10 @@ impl PlayerServer {
         };
         let body_len = if len == 0 { 0 } else { end - start + 1 };
         let cs = manifest.chunk_size().bytes();
-        let chunks = if body_len == 0 { 0..0 } else { (start / cs) as u32..(end / cs) as u32 + 1 };
+        // Where the range lies in the title's data file (chunk i at i * chunk size): a
+        // package's file k starts at its first chunk, so at `base`.
+        let (data_start, data_end, data_len) = (base + start, base + end, base + len);
+        let chunks = if body_len == 0 { 0..0 } else { (data_start / cs) as u32..(data_end / cs) as u32 + 1 };
         if !self.source.holds(&title, chunks.clone()) {
             self.metrics.content_misses.inc();
             return self.simple(
@@ -452,7 +667,8 @@ impl PlayerServer {
         // damaged is dropped by the read and the range answered as not held.
         let mut first = None;
         if method == Method::GET && !chunks.is_empty() {
-            match self.read(title, chunks.start, in_part(chunks.start, start, end, cs, len)).await {
+            let part = in_part(chunks.start, data_start, data_end, cs, data_len);
+            match self.read(title, chunks.start, part).await {
                 Some(bytes) => first = Some(bytes),
                 None => {
                     self.metrics.content_misses.inc();
@@ -480,11 +696,11 @@ impl PlayerServer {
             Body::Title(TitleBody {
                 title,
                 chunks,
-                start,
-                end,
+                start: data_start,
+                end: data_end,
                 chunk_size: cs,
                 first,
-                len,
+                len: data_len,
                 ahead: None,
                 received,
                 _slot: slot,
@@ -495,47 +711,56 @@ impl PlayerServer {
 
     /// The bytes of a body, piece by piece: a title's chunks are read (and verified) one at a
     /// time through the upload bucket. The first chunk found damaged (and dropped by its read)
-    /// ends the body with [`Truncated`].
+    /// ends the body with [`Truncated`]. Each piece is made inside `span` (the request's).
     pub(crate) fn pieces(
         self,
         body: Body,
+        span: tracing::Span,
     ) -> impl futures_util::Stream<Item = Result<Bytes, Truncated>> + Send {
-        futures_util::stream::unfold((self, Some(body)), |(server, body)| async move {
-            match body? {
-                Body::Empty => None,
-                Body::Full(bytes) => Some((Ok(bytes), (server, None))),
-                Body::Title(mut t) => {
-                    let index = t.chunks.next()?;
-                    let read = match (t.first.take(), t.ahead.take()) {
-                        (Some(bytes), _) => Some(bytes),
-                        (None, Some(reading)) => Self::finish_read(t.title, index, reading).await,
-                        (None, None) => server.read(t.title, index, t.in_part(index)).await,
-                    };
-                    let Some(bytes) = read else {
-                        return Some((Err(Truncated), (server, None)));
-                    };
-                    // The next chunk is read and verified while this one is sent: otherwise
-                    // the stream waits for each read and its hash (about 0.25 ms per MiB of
-                    // BLAKE3 here, far more for a read that reaches the disk) before it can
-                    // send on.
-                    if !t.chunks.is_empty() {
-                        t.ahead = Some(server.start_read(t.title, t.chunks.start, t.in_part(t.chunks.start)));
-                    }
-                    let offset = u64::from(index) * t.chunk_size;
-                    let from = t.start.saturating_sub(offset) as usize;
-                    let to = ((t.end + 1 - offset) as usize).min(bytes.len());
-                    let piece = bytes.slice(from.min(to)..to);
-                    if let Some(bucket) = &server.upload {
-                        bucket.take(piece.len() as u64).await;
-                    }
-                    server.metrics.bytes.inc_by(piece.len() as u64);
-                    if offset <= t.start {
-                        server.metrics.ttfb.observe(t.received.elapsed().as_secs_f64());
-                    }
-                    Some((Ok(piece), (server, Some(Body::Title(t)))))
-                }
-            }
+        futures_util::stream::unfold((self, Some(body)), move |(server, body)| {
+            Self::piece(server, body).instrument(span.clone())
         })
+    }
+
+    /// The next piece of [`Self::pieces`], with what is left of the body.
+    async fn piece(
+        server: Self,
+        body: Option<Body>,
+    ) -> Option<(Result<Bytes, Truncated>, (Self, Option<Body>))> {
+        match body? {
+            Body::Empty => None,
+            Body::Full(bytes) => Some((Ok(bytes), (server, None))),
+            Body::Title(mut t) => {
+                let index = t.chunks.next()?;
+                let read = match (t.first.take(), t.ahead.take()) {
+                    (Some(bytes), _) => Some(bytes),
+                    (None, Some(reading)) => Self::finish_read(t.title, index, reading).await,
+                    (None, None) => server.read(t.title, index, t.in_part(index)).await,
+                };
+                let Some(bytes) = read else {
+                    return Some((Err(Truncated), (server, None)));
+                };
+                // The next chunk is read and verified while this one is sent: otherwise
+                // the stream waits for each read and its hash (about 0.25 ms per MiB of
+                // BLAKE3 here, far more for a read that reaches the disk) before it can
+                // send on.
+                if !t.chunks.is_empty() {
+                    t.ahead = Some(server.start_read(t.title, t.chunks.start, t.in_part(t.chunks.start)));
+                }
+                let offset = u64::from(index) * t.chunk_size;
+                let from = t.start.saturating_sub(offset) as usize;
+                let to = ((t.end + 1 - offset) as usize).min(bytes.len());
+                let piece = bytes.slice(from.min(to)..to);
+                if let Some(bucket) = &server.upload {
+                    bucket.take(piece.len() as u64).await;
+                }
+                server.metrics.bytes.inc_by(piece.len() as u64);
+                if offset <= t.start {
+                    server.metrics.ttfb.observe(t.received.elapsed().as_secs_f64());
+                }
+                Some((Ok(piece), (server, Some(Body::Title(t)))))
+            }
+        }
     }
 
     /// A held chunk's bytes, verified; `None` if it cannot be read or failed verification
@@ -547,12 +772,16 @@ impl PlayerServer {
     /// Starts reading (and verifying) a held chunk on the blocking pool.
     fn start_read(&self, title: TitleId, index: u32, part: bool) -> JoinHandle<Result<Bytes, StoreError>> {
         let source = self.source.clone();
+        // In the request's span, so that what the store logs (damage found) names the request.
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
-            if part {
-                source.read_chunk_part(&title, index)
-            } else {
-                source.read_chunk(&title, index)
-            }
+            span.in_scope(|| {
+                if part {
+                    source.read_chunk_part(&title, index)
+                } else {
+                    source.read_chunk(&title, index)
+                }
+            })
         })
     }
 
