@@ -25,6 +25,10 @@
 //!   it advertised drop the parent; what it advertised stops counting. The driver closes its
 //!   subscription (and reports a corrupt parent to the tracker at once).
 //! - A chunk is taken by one parent at a time; it is given back when the request fails.
+//! - **Playback first** ([`Swarm::set_first`]): for a package, the chunks a player needs to
+//!   start (playlists, init segments, the first segments of each rendition, lowest bitrate
+//!   first) are asked for in that order before any rarest-first pick, under the same rules of
+//!   who may be asked.
 
 #![warn(missing_docs)]
 
@@ -199,6 +203,10 @@ pub struct Swarm {
     rng: u64,
     gained: Vec<u32>,
     bytes: [u64; 4],
+    /// Chunks to pick before the rarest, in order ([`Self::set_first`]).
+    first: Vec<u32>,
+    /// Every chunk of `first` before this index is held.
+    first_done: usize,
 }
 
 impl Swarm {
@@ -224,7 +232,17 @@ impl Swarm {
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             gained: Vec::new(),
             bytes: [0; 4],
+            first: Vec::new(),
+            first_done: 0,
         }
+    }
+
+    /// Chunks to ask for before any other, in this order (a package's start of playback);
+    /// indices past the title's end are ignored. Each pick weighs at most [`Config::window`]
+    /// of them that are not held yet.
+    pub fn set_first(&mut self, chunks: &[u32]) {
+        self.first = chunks.iter().copied().filter(|&c| c < self.chunks).collect();
+        self.first_done = 0;
     }
 
     /// The chunks this appliance takes from the origin and those it may bring in from other
@@ -550,6 +568,9 @@ impl Swarm {
     /// The rarest chunk among the first [`Config::window`] that `p` may be asked for, in a
     /// scan starting at a random word.
     fn pick(&mut self, p: usize) -> Option<u32> {
+        if let Some(c) = self.pick_first(p) {
+            return Some(c);
+        }
         let words = self.sets.word_count();
         if words == 0 {
             return None;
@@ -583,6 +604,26 @@ impl Swarm {
             }
         }
         best.map(|(_, c)| c)
+    }
+}
+
+impl Swarm {
+    /// The first chunk of [`Self::set_first`]'s list, among the next [`Config::window`] not
+    /// held, that `p` may be asked for now.
+    fn pick_first(&mut self, p: usize) -> Option<u32> {
+        while self.first.get(self.first_done).is_some_and(|&c| self.holds(c)) {
+            self.first_done += 1;
+        }
+        let window = self.config.window as usize;
+        self.first[self.first_done..].iter().copied().take(window).find(|&c| {
+            let w = (c / 64) as usize;
+            let bit = 1u64 << (c % 64);
+            let candidate = !self.sets.word(HELD, w)
+                & !self.sets.word(TAKEN, w)
+                & self.sets.word(PARENTS + p, w)
+                & self.allowed(p, w);
+            candidate & bit != 0 && self.attempts_left(c, p) && !self.left_to_nearer(c, p)
+        })
     }
 }
 

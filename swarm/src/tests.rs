@@ -145,12 +145,15 @@ proptest! {
         held in proptest::collection::vec(any::<bool>(), 200),
         order in proptest::collection::vec(any::<u8>(), 1..64),
         seed in any::<u64>(),
+        first in proptest::collection::vec(0..220u32, 0..20),
     ) {
         let parents: Vec<Sim> = parents.into_iter().map(|mut p| { p.holds.truncate(chunks as usize); p }).collect();
         let held = bitmap(chunks, (0..chunks).filter(|&c| held[c as usize]));
         let mut s = Swarm::new(Config::default(), &held, seed);
         let (origin, import) = plan(chunks, &parents);
         s.set_plan(&origin, &import);
+        // A start-of-playback list (some past the end) changes the order, never the rules.
+        s.set_first(&first);
         let mut ids = Vec::new();
         for sim in &parents {
             let p = s.add_parent(sim.class, sim.depth);
@@ -439,4 +442,36 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn the_start_of_playback_is_asked_for_first_in_order() {
+    let chunks = 200;
+    let held = ChunkBitmap::new(chunks).unwrap();
+    let mut s = Swarm::new(Config { depth: 1, inflight: 16, ..Config::default() }, &held, 7);
+    s.set_first(&[150, 3, 999, 77]);
+    let a = s.add_parent(SourceClass::SameSite, 1);
+    s.advertise(a, &bitmap(chunks, 0..chunks)).unwrap();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let Next::Chunk(c) = s.next(a) else { panic!("nothing to ask for") };
+        order.push(c);
+        s.received(a, c);
+        s.finish(a, c, Outcome::Stored(1024));
+    }
+    assert_eq!(order, [150, 3, 77], "the first chunks in the order given, past the end ignored");
+    // Then rarest first as before: anything not yet held.
+    let Next::Chunk(c) = s.next(a) else { panic!("nothing to ask for") };
+    assert!(![150, 3, 77].contains(&c));
+}
+
+#[test]
+fn a_first_chunk_a_parent_lacks_waits_for_one_that_has_it() {
+    let chunks = 64;
+    let held = ChunkBitmap::new(chunks).unwrap();
+    let mut s = Swarm::new(Config::default(), &held, 1);
+    s.set_first(&[5]);
+    let a = s.add_parent(SourceClass::SameSite, 1);
+    s.advertise(a, &bitmap(chunks, [9])).unwrap();
+    assert_eq!(s.next(a), Next::Chunk(9), "a parent without the first chunk is asked for what it has");
 }

@@ -27,8 +27,12 @@ pub struct DemoArgs {
     #[arg(long, value_parser = units::parse_size, default_value = "128MiB")]
     pub size: u64,
     /// Use this file as the title instead of a generated one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dir")]
     pub file: Option<PathBuf>,
+    /// Use this directory as the title: a package (an HLS ladder, say: see README.md), filled
+    /// as one title and played by the adaptive player.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// The origin's upload cap (bytes per second), so the mesh has something to prove.
     #[arg(long, value_parser = units::parse_size, default_value = "100MB")]
     pub upload_rate: u64,
@@ -39,6 +43,9 @@ pub struct DemoArgs {
     /// a browser player for the title) until Ctrl-C.
     #[arg(long)]
     pub stay: bool,
+    /// Stop after the fill and its report (no player): for timing fills alone.
+    #[arg(long)]
+    pub no_play: bool,
 }
 
 impl From<DemoArgs> for DemoOptions {
@@ -46,10 +53,11 @@ impl From<DemoArgs> for DemoOptions {
         DemoOptions {
             appliances: args.appliances,
             size: args.size,
-            file: args.file,
+            file: args.file.or(args.dir),
             origin_upload_rate: args.upload_rate,
             keep: args.keep,
             stay: args.stay,
+            play: !args.no_play,
         }
     }
 }
@@ -59,11 +67,14 @@ impl From<DemoArgs> for DemoOptions {
 pub struct DemoOptions {
     pub appliances: usize,
     pub size: u64,
+    /// The title: a file, or a directory (a package); generated when `None`.
     pub file: Option<PathBuf>,
     pub origin_upload_rate: u64,
     pub keep: Option<PathBuf>,
     /// Keep the mesh up after the report until Ctrl-C.
     pub stay: bool,
+    /// Play the title after the fill.
+    pub play: bool,
 }
 
 /// A started child: killed when dropped.
@@ -256,7 +267,14 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         .await?
         .trim()
         .to_owned();
-    let size = std::fs::metadata(&file)?.len();
+    let package = file.is_dir();
+    let size = if package {
+        let files = fillmesh_node::origin::package::scan(&file)?;
+        say!("a package of {} files", files.len());
+        files.iter().map(|f| f.len).sum()
+    } else {
+        std::fs::metadata(&file)?.len()
+    };
     say!("seeded {} ({}) as {title}", file.display(), mib(size));
 
     // Fill, with a bar per appliance.
@@ -305,27 +323,35 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
 
     // Play from a client address in the first site.
     let played_file = dir.join("played.mp4");
-    let played = run_tool(
-        &exe,
-        &[
-            "play",
-            &title,
-            "--tracker-http",
-            &tracker_http,
-            "--client-ip",
-            "127.1.0.42",
-            "--out",
-            &s(&played_file),
-            // The demo's mesh is gone after it: its steering answer is kept with it, not in
-            // the home directory.
-            "--steer-cache",
-            &s(&dir.join("steer-cache")),
-        ],
-        &logs.join("play.log"),
-    )
-    .await?;
-    let played_id = super::id::title_id_of_file(&played_file)?;
-    anyhow::ensure!(played_id.to_string() == title, "the played file does not hash to the title id");
+    let played = if !opts.play {
+        String::new()
+    } else {
+        run_tool(
+            &exe,
+            &[
+                "play",
+                &title,
+                "--tracker-http",
+                &tracker_http,
+                "--client-ip",
+                "127.1.0.42",
+                "--out",
+                &s(&played_file),
+                // The demo's mesh is gone after it: its steering answer is kept with it, not in
+                // the home directory.
+                "--steer-cache",
+                &s(&dir.join("steer-cache")),
+            ],
+            &logs.join("play.log"),
+        )
+        .await?
+    };
+    // A package's player writes the rendition it played (init and segments), each byte
+    // verified against the package as it arrived; a file's player writes the title itself.
+    if opts.play && !package {
+        let played_id = super::id::title_id_of_file(&played_file)?;
+        anyhow::ensure!(played_id.to_string() == title, "the played file does not hash to the title id");
+    }
 
     // The report.
     let origin_bytes = title_status["origin_bytes"].as_u64().unwrap_or(0);
@@ -351,7 +377,13 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     for line in played.lines() {
         say!("player           {line}");
     }
-    say!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
+    if !opts.play {
+        say!("verified         every chunk by every appliance (no player: --no-play)");
+    } else if package {
+        say!("verified         every chunk by every appliance and every byte the player played");
+    } else {
+        say!("verified         every chunk by every appliance and by the player; played file BLAKE3 = title id");
+    }
     if opts.stay {
         say!("total            {:.1} s; the mesh stays up until Ctrl-C", started.elapsed().as_secs_f64());
         say!("fleet            {tracker_http}/");

@@ -1,4 +1,5 @@
-//! `fillmesh fetch`: one title, verified, from named nodes, written to a file.
+//! `fillmesh fetch`: one title, verified, from named nodes, written to a file; a package is
+//! written as its directory, each file once.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -30,7 +31,9 @@ pub struct FetchArgs {
     #[arg(long = "peer", value_name = "PEERID", required = true)]
     pub peer: Vec<PeerId>,
     /// Where to write the verified title: a file (replaced only once every chunk is verified),
-    /// `-` (standard output; the report then goes to standard error), a pipe or a device.
+    /// `-` (standard output; the report then goes to standard error), a pipe or a device. For
+    /// a package: a directory not there yet (or empty), named into place once every file is
+    /// written.
     #[arg(long)]
     pub out: PathBuf,
     /// Keep identity and chunks here (resumable); otherwise both are temporary.
@@ -51,6 +54,8 @@ enum Output {
     File(PathBuf),
     /// Standard output, a pipe or a device: written into, in order, as chunks arrive.
     Stream(PathBuf),
+    /// An empty directory: only a package can go there.
+    Dir(PathBuf),
 }
 
 impl Output {
@@ -59,11 +64,65 @@ impl Output {
             return Ok(Output::Stream(out.to_path_buf()));
         }
         match std::fs::metadata(out) {
-            Ok(m) if m.is_dir() => anyhow::bail!("--out {} is a directory; name a file in it", out.display()),
+            Ok(m) if m.is_dir() => {
+                let empty = std::fs::read_dir(out)
+                    .with_context(|| format!("--out {}", out.display()))?
+                    .next()
+                    .is_none();
+                anyhow::ensure!(
+                    empty,
+                    "--out {} is a directory that is not empty; name a file (or, for a package, a new directory)",
+                    out.display()
+                );
+                Ok(Output::Dir(out.to_path_buf()))
+            }
             Ok(m) if !m.is_file() => Ok(Output::Stream(out.to_path_buf())),
             _ => Ok(Output::File(out.to_path_buf())),
         }
     }
+}
+
+/// Writes a package's files under `out` (a directory not there yet, or empty): into a sibling
+/// `<out>.fillmesh-part` directory first, each file synced, then renamed into place, so nothing
+/// named `out` holds a partial package. `read` gives each chunk verified.
+async fn write_package(
+    manifest: Arc<Manifest>,
+    read: impl Fn(u32) -> Result<Bytes, StoreError> + Send + 'static,
+    out: PathBuf,
+) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let files = manifest.files().context("not a package")?;
+        let part = PathBuf::from(format!("{}.fillmesh-part", out.display()));
+        if part.exists() {
+            std::fs::remove_dir_all(&part)
+                .with_context(|| format!("removing the leftover {}", part.display()))?;
+        }
+        for (k, f) in files.iter().enumerate() {
+            // Paths were checked against the package rules when the manifest was accepted:
+            // relative, no `..`, so every file lands inside `part`.
+            let path = part.join(&f.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let mut file =
+                std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            for i in manifest.file_chunks(k) {
+                let bytes = read(i).with_context(|| format!("reading chunk {i} back for {}", f.path))?;
+                file.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
+            }
+            file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+        }
+        if out.is_dir() {
+            std::fs::remove_dir(&out).with_context(|| format!("replacing the empty {}", out.display()))?;
+        }
+        std::fs::rename(&part, &out).with_context(|| format!("naming {} into place", out.display()))?;
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent).and_then(|d| d.sync_all()).ok();
+        }
+        tracing::info!(out = %out.display(), files = files.len(), "package written");
+        Ok(())
+    })
+    .await?
 }
 
 /// Fetches, verifies, writes `--out`, and prints what each source did.
@@ -95,6 +154,33 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         bar: &bar,
     };
     let result = match (&args.data, output) {
+        // A package's files go into their directory, read back verified from wherever the
+        // chunks landed.
+        (Some(dir), Output::Dir(out)) => {
+            async {
+                let store = open_store(dir).await?;
+                let report = fetch.run(store.clone(), None).await;
+                bar.finish_and_clear();
+                let report = report?;
+                let title = args.title;
+                let manifest = store.manifest(&title).context("the store lost the title's manifest")?;
+                write_package(manifest, move |i| store.read_chunk(&title, i), out).await?;
+                Ok(report)
+            }
+            .await
+        }
+        (None, Output::Dir(out)) => {
+            async {
+                let file = Arc::new(OutFile::create_in(&std::env::temp_dir())?);
+                let report = fetch.run(file.clone(), None).await;
+                bar.finish_and_clear();
+                let report = report?;
+                let (manifest, _) = file.adopted(&args.title).context("the fetch adopted no manifest")?;
+                write_package(manifest, move |i| file.read_chunk(i), out).await?;
+                Ok(report)
+            }
+            .await
+        }
         // The store is the source of truth (resumable); `--out` is linked to its data file
         // where the filesystem allows (see `Store::export`).
         (Some(dir), Output::File(out)) => {
@@ -103,8 +189,12 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
                 let report = fetch.run(store.clone(), None).await;
                 bar.finish_and_clear();
                 let report = report?;
-                let shown = out.display().to_string();
                 let title = args.title;
+                if let Some(m) = store.manifest(&title).filter(|m| m.is_package()) {
+                    write_package(m, move |i| store.read_chunk(&title, i), out).await?;
+                    return Ok(report);
+                }
+                let shown = out.display().to_string();
                 match tokio::task::spawn_blocking(move || store.export(&title, &out)).await?? {
                     Exported::Linked => {
                         tracing::info!(out = %shown, "linked into place: the title is on disk once")
@@ -141,6 +231,10 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
                 let report = fetch.run(file.clone(), None).await;
                 bar.finish_and_clear();
                 let report = report?;
+                if let Some((m, _)) = file.adopted(&args.title).filter(|(m, _)| m.is_package()) {
+                    write_package(m, move |i| file.read_chunk(i), out).await?;
+                    return Ok(report);
+                }
                 let shown = out.display().to_string();
                 tokio::task::spawn_blocking(move || file.persist(&out)).await??;
                 tracing::info!(out = %shown, "written in place: the title is on disk once");
@@ -255,7 +349,7 @@ impl Fetch<'_> {
 
 /// What the stream writer is told.
 enum Event {
-    Started { chunks: u32, held: ChunkBitmap },
+    Started { chunks: u32, held: ChunkBitmap, package: bool },
     Stored(u32),
 }
 
@@ -279,7 +373,11 @@ impl Observer for Watch {
         self.bar.set_length(manifest.len());
         self.bar.set_position(held.iter().filter_map(|i| manifest.chunk_len(i)).sum());
         self.bar.reset_eta();
-        self.send(Event::Started { chunks: manifest.chunk_count(), held: held.clone() });
+        self.send(Event::Started {
+            chunks: manifest.chunk_count(),
+            held: held.clone(),
+            package: manifest.is_package(),
+        });
     }
     fn stored(&self, index: u32, bytes: u64) {
         self.bar.inc(bytes);
@@ -341,7 +439,10 @@ fn stream_in_order(
             }
         }
         match events.recv() {
-            Ok(Event::Started { chunks: n, held }) => (have, chunks) = (Some(held), n),
+            Ok(Event::Started { package: true, .. }) => anyhow::bail!(
+                "the title is a package (a directory of files): --out must name a new or empty directory, not {shown}"
+            ),
+            Ok(Event::Started { chunks: n, held, .. }) => (have, chunks) = (Some(held), n),
             Ok(Event::Stored(i)) => {
                 if let Some(have) = &mut have {
                     have.insert(i);

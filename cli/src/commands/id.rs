@@ -1,5 +1,8 @@
-//! `fillmesh id FILE`: a title id as `b3sum` prints it, so operators can check ids with a
-//! standard tool.
+//! `fillmesh id FILE|DIR`: a title id as `b3sum` prints it, so operators can check ids with a
+//! standard tool. A directory is a package: its id is the BLAKE3 of its listing, the text
+//! `b3sum` prints for its files sorted by path (`--listing FILE` writes that text), so
+//! `cd DIR && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' b3sum | b3sum`
+//! prints the same id.
 
 use std::fs::File;
 use std::io;
@@ -7,6 +10,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use fillmesh_net::say;
+use fillmesh_node::origin::package;
 use fillmesh_protocol::TitleId;
 
 /// Hashes the file at `path` in constant memory.
@@ -26,19 +30,51 @@ pub fn b3sum_line(id: &TitleId, path: &str) -> String {
     }
 }
 
-/// `fillmesh id FILE...`.
+/// `fillmesh id FILE|DIR...`.
 #[derive(Debug, clap::Args)]
 pub struct IdArgs {
+    /// Files (each a one-file title) or directories (each a package).
     #[arg(required = true)]
     pub files: Vec<std::path::PathBuf>,
+    /// Write the package's listing (what `b3sum` prints for its files; `b3sum --check` takes
+    /// it) to this file, `-` for standard output. Only with a single directory.
+    #[arg(long, value_name = "FILE")]
+    pub listing: Option<std::path::PathBuf>,
 }
 
-/// Prints one `b3sum` line per file; fails if any file could not be read.
+/// The package id of the directory at `dir`, and its listing.
+pub fn package_id_of_dir(dir: &Path) -> anyhow::Result<(TitleId, String)> {
+    let files = package::scan(dir)?;
+    let (_, listing, id) = package::hash(&files)?;
+    Ok((id, listing))
+}
+
+/// Prints one `b3sum` line per file or package; fails if any could not be read.
 pub fn run(args: IdArgs) -> anyhow::Result<()> {
     let mut failed = 0usize;
     let files = &args.files;
+    if let Some(out) = &args.listing {
+        let [dir] = files.as_slice() else {
+            anyhow::bail!("--listing takes exactly one directory, got {} paths", files.len());
+        };
+        anyhow::ensure!(dir.is_dir(), "--listing: {} is not a directory", dir.display());
+        let (id, listing) = package_id_of_dir(dir).with_context(|| format!("{}", dir.display()))?;
+        if out.as_os_str() == "-" {
+            print!("{listing}");
+        } else {
+            std::fs::write(out, &listing)
+                .with_context(|| format!("writing the listing to {}", out.display()))?;
+            say!("{}", b3sum_line(&id, &dir.to_string_lossy()));
+        }
+        return Ok(());
+    }
     for path in files {
-        match title_id_of_file(path).with_context(|| format!("{}", path.display())) {
+        let id = if path.is_dir() {
+            package_id_of_dir(path).map(|(id, _)| id)
+        } else {
+            title_id_of_file(path).map_err(anyhow::Error::from)
+        };
+        match id.with_context(|| format!("{}", path.display())) {
             Ok(id) => say!("{}", b3sum_line(&id, &path.to_string_lossy())),
             Err(e) => {
                 eprintln!("fillmesh: {e:#}");

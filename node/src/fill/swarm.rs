@@ -235,10 +235,13 @@ pub(crate) async fn fill<O: Owner>(
     owner: Arc<O>,
     control: Option<mpsc::Receiver<Control>>,
 ) -> Ended {
+    let mut swarm = Swarm::new(local.swarm, held, seed);
+    // A package's start of playback (playlists, inits, first segments) before the rest.
+    swarm.set_first(&manifest.startup_chunks());
     let mut fill = Fill {
         title: plan.title,
         manifest,
-        swarm: Swarm::new(local.swarm, held, seed),
+        swarm,
         parents: Vec::new(),
         local,
         owner,

@@ -7,6 +7,12 @@
 //! into a staging file and adopts them only if they hash to the announced id. The seeding
 //! client hashed the file before sending, so a file that changed while it was read arrives
 //! with a different hash and is refused (409): nothing is stored.
+//!
+//! A package (`fillmesh seed DIR`) goes the same way with `&package=true`, its body framed as
+//! `<listing bytes>\n<listing>` then, for each file in listing order, `<file bytes>\n<bytes>`
+//! (decimal lengths). The origin checks that the listing hashes to the announced id before it
+//! takes any file byte, hashes each file as it arrives and lays it at a chunk boundary in the
+//! staging data file; a file whose bytes do not hash to its listing line is refused (409).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,10 +25,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use fillmesh_net::Chain;
-use fillmesh_protocol::{ChunkSize, Manifest, ManifestBuilder, TitleId};
-use futures_util::StreamExt;
+use fillmesh_protocol::package::{self, MAX_LISTING_BYTES};
+use fillmesh_protocol::{ChunkSize, Manifest, ManifestBuilder, PackageBuilder, TitleId};
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -83,6 +90,9 @@ async fn status(State(ingest): State<Ingest>, Path(id): Path<String>) -> Respons
 struct UploadParams {
     name: Option<String>,
     chunk_size: Option<u64>,
+    /// The body is a package (a listing and its files), not one file's bytes.
+    #[serde(default)]
+    package: bool,
 }
 
 async fn upload(
@@ -118,7 +128,12 @@ async fn upload(
     let Ok(_slot) = ingest.slots.clone().try_acquire_owned() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "too many uploads in progress; retry later");
     };
-    match receive(&ingest.store, body, chunk_size).await {
+    let received = if params.package {
+        receive_package(&ingest.store, body, chunk_size, &expected).await
+    } else {
+        receive(&ingest.store, body, chunk_size).await
+    };
+    match received {
         Ok((staging, id, manifest)) => {
             if id != expected {
                 let _ = tokio::fs::remove_file(&staging).await;
@@ -209,6 +224,113 @@ async fn receive(
             Err(e)
         }
     }
+}
+
+/// Streams a package's body (see the module) into a staging data file while building its
+/// manifest, refusing it as soon as something is not what the listing says.
+async fn receive_package(
+    store: &Store,
+    body: Body,
+    chunk_size: ChunkSize,
+    expected: &TitleId,
+) -> Result<(PathBuf, TitleId, Manifest), (StatusCode, String)> {
+    let dir = store.dir().join("staging");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    let path = dir.join(format!("upload-{}-{}.part", std::process::id(), unique()));
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let mut reader = tokio::io::BufReader::new(tokio_util::io::StreamReader::new(stream));
+    let result = async {
+        let listing_len = read_len(&mut reader, "the listing").await?;
+        if listing_len > MAX_LISTING_BYTES as u64 {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a listing of {listing_len} bytes, more than the limit of {MAX_LISTING_BYTES}"),
+            ));
+        }
+        let mut listing = vec![0u8; listing_len as usize];
+        reader.read_exact(&mut listing).await.map_err(interrupted)?;
+        let listing = String::from_utf8(listing)
+            .map_err(|_| (StatusCode::BAD_REQUEST, "the listing is not UTF-8".to_owned()))?;
+        let lines = package::parse_listing(&listing, Some(expected)).map_err(|e| {
+            let status = match e {
+                package::ListingError::Mismatch { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, format!("the listing: {e}; nothing was stored"))
+        })?;
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+        let mut builder = PackageBuilder::new(chunk_size);
+        let mut buf = vec![0u8; 1 << 20];
+        for (want, name) in &lines {
+            let len = read_len(&mut reader, name).await?;
+            builder.start_file(name).map_err(|e| (StatusCode::BAD_REQUEST, Chain(&e).to_string()))?;
+            file.seek(std::io::SeekFrom::Start(builder.data_offset()))
+                .await
+                .map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+            let mut left = len;
+            while left > 0 {
+                let take = left.min(buf.len() as u64) as usize;
+                let n = reader.read(&mut buf[..take]).await.map_err(interrupted)?;
+                if n == 0 {
+                    return Err((StatusCode::BAD_REQUEST, format!("upload interrupted in {name:?}")));
+                }
+                builder
+                    .update(&buf[..n])
+                    .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, Chain(&e).to_string()))?;
+                file.write_all(&buf[..n])
+                    .await
+                    .map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, format!("writing the upload: {e}")))?;
+                left -= n as u64;
+            }
+            let (got, _) = builder.finish_file().map_err(|e| (StatusCode::BAD_REQUEST, Chain(&e).to_string()))?;
+            if got != *want {
+                return Err((
+                    StatusCode::CONFLICT,
+                    format!("{name:?} hashes to {got}, not {want} as the listing says: the file changed while it was read, or was damaged in transit; nothing was stored"),
+                ));
+            }
+        }
+        let mut rest = [0u8; 1];
+        if reader.read(&mut rest).await.map_err(interrupted)? != 0 {
+            return Err((StatusCode::BAD_REQUEST, "bytes after the last file of the listing".to_owned()));
+        }
+        let (id, manifest) = builder.finish().map_err(|e| (StatusCode::BAD_REQUEST, Chain(&e).to_string()))?;
+        file.set_len(manifest.data_len()).await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+        file.flush().await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+        Ok((id, manifest))
+    }
+    .await;
+    match result {
+        Ok((id, manifest)) => Ok((path, id, manifest)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(e)
+        }
+    }
+}
+
+fn interrupted(e: std::io::Error) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))
+}
+
+/// Reads a decimal length and its newline (at most 20 digits), the frame of a package's body.
+async fn read_len(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    what: &str,
+) -> Result<u64, (StatusCode, String)> {
+    let mut line = Vec::with_capacity(21);
+    let mut limited = reader.take(21);
+    limited.read_until(b'\n', &mut line).await.map_err(interrupted)?;
+    let text = line.strip_suffix(b"\n").and_then(|t| std::str::from_utf8(t).ok());
+    text.and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("a package body: expected the length of {what:?}")))
+}
+
+/// Writes the frame of a package body's part: its length and a newline (see the module).
+pub fn frame_len(len: u64) -> bytes::Bytes {
+    bytes::Bytes::from(format!("{len}\n"))
 }
 
 fn unique() -> u64 {

@@ -2,6 +2,7 @@
 //! client that hands it a file ([`seed()`]).
 
 pub mod ingest;
+pub mod package;
 pub mod seed;
 
 pub use ingest::{router, TITLE_HEADER};
