@@ -503,7 +503,9 @@ pub struct FillPlan {
 pub struct SteerTarget {
     /// The appliance.
     pub node: NodeId,
-    /// `https://ADDR/titles/ID`, at most [`MAX_TEXT`] bytes.
+    /// `https://ADDR/titles/ID` for a one-file title; for a package its base URL,
+    /// `https://ADDR/titles/ID/` (see [`SteerEntry::url`](crate::steering::SteerEntry::url)).
+    /// At most [`MAX_TEXT`] bytes.
     #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
     pub url: String,
     /// SHA-256 of the SubjectPublicKeyInfo of the certificate it presents to players, from

@@ -243,8 +243,10 @@ enum Role {
     Playlist,
     /// An initialisation segment.
     Init,
-    /// A media segment (or any other file).
+    /// A media segment.
     Media,
+    /// Anything else (a poster, notes): no part of starting playback.
+    Other,
 }
 
 fn role(path: &str) -> Role {
@@ -254,8 +256,13 @@ fn role(path: &str) -> Role {
         Role::Playlist
     } else if name.contains("init") {
         Role::Init
-    } else {
+    } else if matches!(
+        ext,
+        "m4s" | "mp4" | "m4v" | "m4a" | "ts" | "aac" | "mp3" | "vtt" | "webm" | "cmfv" | "cmfa" | "cmft"
+    ) {
         Role::Media
+    } else {
+        Role::Other
     }
 }
 
@@ -304,6 +311,7 @@ pub fn startup_files<'a>(files: impl IntoIterator<Item = (&'a str, u64)>) -> Vec
                 r.0 = r.0.saturating_add(len);
                 r.1.push((n, i));
             }
+            Role::Other => {}
         }
     }
     let mut renditions: Vec<(u64, Vec<(u64, usize)>)> = renditions.into_values().collect();
@@ -382,6 +390,7 @@ mod tests {
             ("v1/seg_001.m4s", 10),
             ("v1/seg_002.m4s", 10),
             ("v1/stream.m3u8", 300),
+            ("a-poster.jpg", 90_000),
         ];
         let order = startup_files(files.iter().map(|&(p, l)| (p, l)));
         let names: Vec<&str> = order.iter().map(|&i| files[i].0).collect();

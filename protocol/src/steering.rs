@@ -26,7 +26,12 @@ pub struct SteerAnswer {
 pub struct SteerEntry {
     /// The appliance's PeerId, base58 text: what a [`PlayerReport`] names it by.
     pub peer_id: String,
-    /// `https://ADDR/titles/ID`, served over HTTPS on TCP and HTTP/3 on the same port.
+    /// Where the title is served, over HTTPS on TCP and HTTP/3 on the same port. For a
+    /// one-file title, the title itself: `https://ADDR/titles/ID`. For a package, its base
+    /// URL with a trailing slash, `https://ADDR/titles/ID/`: a file of the package is the
+    /// base joined with its path (`https://ADDR/titles/ID/v1/index.m3u8`), so the relative
+    /// URLs inside a playlist or manifest resolve inside the package, and the base itself
+    /// answers the package's listing.
     pub url: String,
     /// The site the appliance registered in.
     pub site: String,

@@ -25,6 +25,8 @@ pub struct SimArgs {
     pub title_size: Option<u64>,
     /// Chunk size, a power of two, e.g. 1MiB, 16MiB.
     pub chunk_size: Option<u64>,
+    /// The title as a package of this many files of equal size (1: a one-file title).
+    pub files: Option<usize>,
     /// Seed of every random choice (placement, failures, players, planner ties).
     pub seed: Option<u64>,
     /// Which strategies to run, in this order: [`Strategy::ALL`] by default.
@@ -69,6 +71,9 @@ impl SimArgs {
         if let Some(v) = self.chunk_size {
             sc.chunk_bytes = v;
         }
+        if let Some(v) = self.files {
+            sc.files = v;
+        }
         if let Some(v) = self.seed {
             sc.seed = v;
         }
@@ -101,6 +106,7 @@ impl Default for SimArgs {
             appliances: None,
             title_size: None,
             chunk_size: None,
+            files: None,
             seed: None,
             strategies: Strategy::ALL.to_vec(),
             out: None,
@@ -160,6 +166,8 @@ pub fn simulate(sc: &Scenario, strategies: &[Strategy], opts: &Options, progress
         sites_per_region: sc.sites_per_region,
         title_bytes: sc.title_bytes,
         chunk_bytes: sc.chunk_bytes,
+        files: sc.files,
+        chunks: sc.chunks(),
         origin_upload_bps: sc.origin_upload_bps,
         appliance_classes: sc.classes.clone(),
         appliance_upload_bps: Spread::of(&fleet.upload_bps),

@@ -123,6 +123,10 @@ pub struct Report {
     pub title_bytes: u64,
     /// The chunk size in bytes (a power of two).
     pub chunk_bytes: u64,
+    /// The title's files: 1 for a one-file title, more for a package.
+    pub files: usize,
+    /// The title's chunks (a package's files each end in a chunk of their own).
+    pub chunks: u64,
     /// The origin's upload.
     pub origin_upload_bps: f64,
     /// The scenario's appliance classes, as given (shares not normalised).
@@ -247,12 +251,17 @@ impl Report {
         let f = self.title_bytes as f64;
         let _ = writeln!(
             s,
-            "{} appliances ({} regions x {} sites), title {}, chunks {}, origin {}, bound {:.2} s \
+            "{} appliances ({} regions x {} sites), title {}{}, chunks {}, origin {}, bound {:.2} s \
              (Kumar-Ross {:.2} s{})",
             self.appliances,
             self.regions,
             self.sites_per_region,
             fillmesh_protocol::units::fmt_size(self.title_bytes),
+            if self.files > 1 {
+                format!(" in {} files ({} chunks)", self.files, self.chunks)
+            } else {
+                String::new()
+            },
             fillmesh_protocol::units::fmt_size(self.chunk_bytes),
             fillmesh_protocol::units::fmt_rate(self.origin_upload_bps),
             self.bounds.bound_s,

@@ -7,6 +7,7 @@ use anyhow::{bail, ensure, Context};
 use serde::{Deserialize, Serialize};
 
 use fillmesh_protocol::units::{parse_rate, parse_size};
+use fillmesh_protocol::{ChunkSize, Shape};
 
 /// A class of appliances: a share of the fleet with one upload and download capacity.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +61,11 @@ pub struct Scenario {
     /// The chunk size in bytes: a power of two that `ChunkSize::new` accepts, with at most
     /// `Manifest::MAX_CHUNKS` chunks in the title.
     pub chunk_bytes: u64,
+    /// The title's files: 1 for a one-file title; more, a package of that many files of equal
+    /// size (the first `title_bytes mod files` one byte longer) summing to `title_bytes`,
+    /// each starting on a chunk boundary, so each file ends in a chunk of its own. At most
+    /// `package::MAX_FILES`, and at most `title_bytes` (every file at least one byte).
+    pub files: usize,
     /// Bytes per second.
     pub origin_upload_bps: f64,
     /// The appliances' capacity classes, each appliance's drawn with the seed; not empty.
@@ -111,6 +117,7 @@ impl Default for Scenario {
             sites_per_region: 4,
             title_bytes: 1 << 30,
             chunk_bytes: 1 << 20,
+            files: 1,
             origin_upload_bps: 1.25e9,
             classes: vec![Class { share: 1.0, upload_bps: 125e6, download_bps: 250e6 }],
             site_uplink_bps: None,
@@ -136,9 +143,29 @@ impl Scenario {
         self.regions * self.sites_per_region
     }
 
-    /// Chunks in the title, the last one possibly short.
+    /// Chunks in the title, the last one of each file possibly short.
     pub fn chunks(&self) -> u64 {
-        self.title_bytes.div_ceil(self.chunk_bytes)
+        let files = self.files.max(1) as u64;
+        let (q, r) = (self.title_bytes / files, self.title_bytes % files);
+        let per = |len: u64| len.div_ceil(self.chunk_bytes.max(1));
+        r * per(q + 1) + (files - r) * per(q)
+    }
+
+    /// Each file's length: `files` lengths of `title_bytes / files`, the first
+    /// `title_bytes mod files` one byte longer.
+    pub fn file_lens(&self) -> Vec<u64> {
+        let files = self.files.max(1) as u64;
+        let (q, r) = (self.title_bytes / files, self.title_bytes % files);
+        (0..files).map(|k| q + u64::from(k < r)).collect()
+    }
+
+    /// The title's shape as the tracker gets it: a one-file title, or a package of `files`
+    /// files.
+    pub fn shape(&self) -> anyhow::Result<Shape> {
+        let cs = ChunkSize::new(self.chunk_bytes)
+            .map_err(|e| anyhow::anyhow!("chunk size {}: {e}", self.chunk_bytes))?;
+        Shape::new(cs, self.files > 1, self.file_lens())
+            .map_err(|e| anyhow::anyhow!("the title's shape: {e}"))
     }
 
     /// Rejects what cannot be simulated.
@@ -149,11 +176,24 @@ impl Scenario {
         fillmesh_protocol::ChunkSize::new(self.chunk_bytes)
             .map_err(|e| anyhow::anyhow!("chunk size {}: {e}", self.chunk_bytes))?;
         ensure!(
+            (1..=fillmesh_protocol::package::MAX_FILES).contains(&self.files),
+            "{} files: a title has 1 to {}",
+            self.files,
+            fillmesh_protocol::package::MAX_FILES
+        );
+        ensure!(
+            self.title_bytes >= self.files as u64,
+            "{} files in {} bytes: every file needs at least one byte",
+            self.files,
+            self.title_bytes
+        );
+        ensure!(
             self.chunks() <= fillmesh_protocol::Manifest::MAX_CHUNKS,
             "{} chunks: a manifest holds at most {}",
             self.chunks(),
             fillmesh_protocol::Manifest::MAX_CHUNKS
         );
+        self.shape()?;
         ensure!(self.origin_upload_bps > 0.0, "the origin needs upload capacity");
         ensure!(!self.classes.is_empty(), "no appliance class");
         for c in &self.classes {
@@ -193,6 +233,7 @@ struct File {
     sites_per_region: Option<usize>,
     title_size: Option<String>,
     chunk_size: Option<String>,
+    files: Option<usize>,
     origin_upload: Option<String>,
     site_uplink: Option<String>,
     region_uplink: Option<String>,
@@ -274,6 +315,9 @@ impl File {
         }
         if let Some(v) = &self.chunk_size {
             s.chunk_bytes = parse_size(v)?;
+        }
+        if let Some(v) = self.files {
+            s.files = v;
         }
         if let Some(v) = &self.origin_upload {
             s.origin_upload_bps = parse_rate(v)?;
@@ -409,5 +453,28 @@ mod tests {
         assert_eq!(s.crowds[0].bitrate_bps, 1e6);
         s.validate().unwrap_or_else(|e| panic!("{e:#}"));
         assert!(Scenario::from_toml("appliancez = 3").is_err());
+    }
+
+    #[test]
+    fn a_package_is_files_of_equal_size_summing_to_the_title() {
+        let s = Scenario::from_toml("title_size = \"1GiB\"\nfiles = 5000").unwrap();
+        s.validate().unwrap();
+        let lens = s.file_lens();
+        assert_eq!((lens.len(), lens.iter().sum::<u64>()), (5000, 1 << 30));
+        assert_eq!((lens[0], lens[4999]), (214_749, 214_748));
+        let shape = s.shape().unwrap();
+        assert!(shape.is_package());
+        assert_eq!((s.chunks(), u64::from(shape.chunk_count()), shape.len()), (5000, 5000, 1 << 30));
+        // Files over a chunk long end in a short chunk each.
+        let s = Scenario { title_bytes: 10 * (1 << 20) + 3, files: 4, ..Scenario::default() };
+        assert_eq!(s.chunks(), u64::from(s.shape().unwrap().chunk_count()));
+        assert_eq!(s.chunks(), 12);
+        // One file is a one-file title.
+        assert!(!Scenario::default().shape().unwrap().is_package());
+        assert_eq!(Scenario::default().chunks(), 1024);
+        // Every file needs a byte; a title has at most MAX_FILES files.
+        assert!(Scenario { title_bytes: 10, files: 11, ..Scenario::default() }.validate().is_err());
+        assert!(Scenario { files: 100_001, ..Scenario::default() }.validate().is_err());
+        assert!(Scenario { files: 0, ..Scenario::default() }.validate().is_err());
     }
 }

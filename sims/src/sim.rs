@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use fillmesh_protocol::bitmap::runs;
 use fillmesh_protocol::messages::SourceClass;
 use fillmesh_protocol::messages::{Assignment, FailureKind, Fetched, Registration, Role};
-use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
+use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, Shape, TitleId};
 use fillmesh_swarm::{Config as SwarmConfig, Next as SwarmNext, Outcome as SwarmOutcome, Swarm};
 use fillmesh_tracker::core::{Config, Tracker};
 use serde::Serialize;
@@ -338,6 +338,9 @@ struct Sim<'a> {
     transfers: Vec<Transfer>,
     free_transfers: Vec<u32>,
     chunks: u32,
+    /// The title's chunk size and file lengths, as the tracker gets them: a package's files
+    /// each end in a chunk of their own, so its chunks are not all the chunk size.
+    shape: Shape,
     /// Per region: the fill master (tiered) and children waiting for it.
     masters: Vec<u32>,
     waiting: Vec<Vec<u32>>,
@@ -417,7 +420,9 @@ impl<'a> Sim<'a> {
         let mut net = Net::new();
         net.check_capacity = opts.check_capacity;
         net.check_global = opts.check_global;
-        let chunks = sc.chunks() as u32;
+        // A validated scenario's shape.
+        let shape = sc.shape().unwrap_or_else(|e| panic!("{e:#}"));
+        let chunks = shape.chunk_count();
         let empty = ChunkBitmap::new(chunks).unwrap_or_else(|e| panic!("{e}"));
         let slot_rule = |bps: f64| {
             let c = Config::default();
@@ -531,6 +536,7 @@ impl<'a> Sim<'a> {
             transfers: Vec::new(),
             free_transfers: Vec::new(),
             chunks,
+            shape,
             waiting: vec![Vec::new(); sc.regions],
             masters,
             site_out,
@@ -754,11 +760,8 @@ impl<'a> Sim<'a> {
         }
         self.nodes[0].held_count = chunks;
         if let Some(t) = self.tracker.as_mut() {
-            let cs = ChunkSize::new(self.sc.chunk_bytes).unwrap_or_else(|e| panic!("{e}"));
-            let manifest = Manifest::new(self.sc.title_bytes, cs, vec![[0u8; 32]; chunks as usize])
-                .unwrap_or_else(|e| panic!("{e}"));
             let now = self.now / 1_000_000;
-            t.publish(now, self.title, "sim".into(), &manifest).unwrap_or_else(|e| panic!("{e}"));
+            t.publish(now, self.title, "sim".into(), &self.shape).unwrap_or_else(|e| panic!("{e}"));
             let full = ChunkBitmap::full(chunks).unwrap_or_else(|e| panic!("{e}"));
             t.report_held(now, &self.ids[0], self.title, full, &[]).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -786,8 +789,7 @@ impl<'a> Sim<'a> {
     }
 
     fn chunk_len(&self, c: u32) -> u64 {
-        let off = u64::from(c) * self.sc.chunk_bytes;
-        self.sc.chunk_bytes.min(self.sc.title_bytes - off)
+        self.shape.chunk_len(c).unwrap_or(0)
     }
 
     /// Appliance `n` has free fetch slots: give it work, by its strategy.

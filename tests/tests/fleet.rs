@@ -9,6 +9,8 @@
 //! - etcd killed with SIGKILL and restarted mid-fill: the trackers say so in `/metrics`,
 //!   the fill completes, no catalog entry is lost; a malformed value under the prefix is
 //!   skipped.
+//! - A title of more than 100,000 chunks, whose manifest is more than one etcd value holds,
+//!   publishes with two trackers (etcd keeps its name and shape) and fills an appliance.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::time::{Duration, Instant};
@@ -333,6 +335,11 @@ fn etcd_killed_and_restarted_loses_no_title_and_the_fill_completes() {
 
 /// Whether etcd holds `key` (its JSON gateway).
 fn etcd_has(etcd: &Etcd, key: &str) -> bool {
+    etcd_get(etcd, key).is_some()
+}
+
+/// The value etcd holds under `key` (its JSON gateway), if any.
+fn etcd_get(etcd: &Etcd, key: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let body = format!(r#"{{"key":"{}"}}"#, b64.encode(key));
@@ -344,7 +351,13 @@ fn etcd_has(etcd: &Etcd, key: &str) -> bool {
         &[("content-type", "application/json")],
         body.as_bytes(),
     );
-    code == 200 && answer.contains("\"kvs\"")
+    if code != 200 {
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_str(&answer).ok()?;
+    // The gateway leaves an empty value out.
+    let value = answer["kvs"].as_array()?.first()?.get("value").and_then(|v| v.as_str()).unwrap_or("");
+    b64.decode(value).ok()
 }
 
 #[test]
@@ -382,5 +395,46 @@ fn a_tracker_cut_off_from_etcd_steps_down_and_the_others_take_its_titles() {
     eprintln!(
         "a tracker cut off from etcd stepped down {:.1} s after the cut (lease {LEASE_SECS} s)",
         both.as_secs_f64()
+    );
+}
+
+/// 100 MiB at 1 KiB chunks: 102,400 chunks, a manifest of 3.2 MiB of chunk hashes, which no
+/// etcd value holds (the trackers write at most 1 MiB, etcd takes 1.5 MiB).
+const LARGE_LEN: usize = 100 << 20;
+
+#[test]
+fn a_title_of_more_than_100000_chunks_publishes_and_fills_under_etcd() {
+    let Some(fleet) = Fleet::start(2, 1, "1GB") else { return };
+    wait_all_live(&fleet, &[0, 1], 2);
+    let file = fleet.dir.path().join("large.mp4");
+    std::fs::write(&file, test_bytes(LARGE_LEN, 77)).unwrap();
+    let started = Instant::now();
+    let url = format!("http://{}", fleet.origin.http.as_deref().unwrap());
+    let out =
+        fillmesh().arg("seed").arg(&file).args(["--origin", &url, "--chunk-size", "1KiB"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let title = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(title, file_id(&file));
+    let seeded = started.elapsed();
+    // Both trackers have it, at 102,400 chunks.
+    wait_for(Duration::from_secs(30), || {
+        (0..2)
+            .all(|t| fleet.title_status(t, &title).is_some_and(|s| s["chunks"] == 102_400 && s["files"] == 1))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not both trackers know the title: {:?}", fleet.title_status(0, &title)));
+    // etcd holds a name and a shape (a chunk size and one length), never the chunk hashes.
+    let record = etcd_get(&fleet.etcd, &format!("{PREFIX}titles/{title}")).expect("the catalog record");
+    assert!(record.len() < 64, "{} bytes in etcd for the title", record.len());
+    assert!(record.windows(9).any(|w| w == b"large.mp4"), "the record names the title");
+
+    fleet.wait_filled(&title, Duration::from_secs(240));
+    let filled = started.elapsed();
+    eprintln!(
+        "102,400 chunks of 1 KiB: seeded in {:.1} s, filled (one appliance from the origin) {:.1} s after \
+         the seed began; {} bytes in etcd for the title",
+        seeded.as_secs_f64(),
+        filled.as_secs_f64(),
+        record.len()
     );
 }

@@ -257,3 +257,61 @@ fn bad_packages_are_refused_with_the_reason_and_nothing_is_stored() {
     assert_eq!(code, 201, "{text}");
     assert_eq!(stored(&data), (1, 0));
 }
+
+/// HEAD of `path` under `base` over HTTPS on TCP: the status.
+fn head(base: &str, path: &str) -> u16 {
+    let out = Command::new("curl")
+        .args(["-sk", "--http1.1", "-I", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .arg(format!("{base}{path}"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// The start of playback first: an appliance filling a ladder from a slow origin serves the
+/// master playlist, the lowest variant's playlist, its init segment and its first segment
+/// while it holds only a small part of the package (the rest comes rarest first after).
+#[test]
+fn an_appliance_fills_the_start_of_playback_first() {
+    use fillmesh_tests::media::{self, Ladder};
+    let media_dir = tempfile::tempdir().unwrap();
+    let ladder = media::ladder_with(&media_dir.path().join("ladder"), 48, 4);
+    // A large file that sorts before everything (as the data file lays it out first): in
+    // index order it would come first; it is no part of starting playback.
+    let ladder_bytes: u64 =
+        std::fs::read_dir(ladder.dir.join("v2")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    std::fs::write(ladder.dir.join("a-poster.jpg"), test_bytes(ladder_bytes as usize, 9)).unwrap();
+    let files: Vec<(String, u64)> = {
+        let out = fillmesh().arg("id").arg(&ladder.dir).arg("--listing").arg("-").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let path = l[66..].to_owned();
+                let len = std::fs::metadata(ladder.dir.join(&path)).unwrap().len();
+                (path, len)
+            })
+            .collect()
+    };
+    let total: u64 = files.iter().map(|(_, l)| l).sum();
+    // An origin slow enough that the fill takes many seconds: the order shows.
+    let rate = (total / 20).max(50_000).to_string();
+    let mesh = Mesh::start_full("mesh", &rate, 1, Title::File(ladder.dir.clone()), 0, &[]);
+    let (_, appliance) = &mesh.appliances[0];
+    let base = format!("https://{}/titles/{}/", appliance.mesh, mesh.title);
+    let start = [Ladder::MASTER.to_owned(), Ladder::playlist(0), Ladder::init(0), Ladder::segment(0, 0)];
+    fillmesh_tests::wait_for(Duration::from_secs(120), || {
+        start.iter().all(|p| head(&base, p) == 200).then_some(())
+    })
+    .expect("the appliance never served the start of playback");
+    let held: u64 = files.iter().filter(|(p, _)| head(&base, p) == 200).map(|(_, l)| l).sum();
+    let fraction = held as f64 / total as f64;
+    println!(
+        "start of playback served while holding {held} of {total} bytes ({:.1}%), {} files, origin at {rate} B/s",
+        100.0 * fraction,
+        files.len()
+    );
+    assert!(fraction < 0.10, "the start of playback came only after {:.0}% of the package", 100.0 * fraction);
+    mesh.wait_complete(Duration::from_secs(180));
+}

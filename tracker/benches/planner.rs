@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use fillmesh_protocol::messages::{Fetched, Heartbeat, Registration, Role};
-use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
+use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, NodeId, Shape, TitleId};
 use fillmesh_tracker::core::{Config, Tracker};
 
 const REGIONS: usize = 10;
@@ -67,9 +67,9 @@ fn main() {
         );
     }
     let cs = ChunkSize::DEFAULT;
-    let manifest = Manifest::new(u64::from(CHUNKS) * cs.bytes(), cs, vec![[1; 32]; CHUNKS as usize]).unwrap();
+    let shape = Shape::file(u64::from(CHUNKS) * cs.bytes(), cs).unwrap();
     let title = TitleId::from_bytes([9; 32]);
-    tracker.publish(now, title, "bench".into(), &manifest).unwrap();
+    tracker.publish(now, title, "bench".into(), &shape).unwrap();
     tracker.report_held(now, &origin, title, ChunkBitmap::full(CHUNKS).unwrap(), &[]).unwrap();
 
     let setup = Instant::now();

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{manifest, node, registration, title};
+use common::{node, registration, shape, title};
 use fillmesh_protocol::messages::Role;
 use fillmesh_protocol::ChunkBitmap;
 
@@ -146,7 +146,7 @@ proptest! {
             for &(i, r) in fleet.iter() {
                 core.register(0, node(i), registration(Role::Appliance, i, r, i, 100_000_000, u64::MAX));
             }
-            core.publish(0, t, "x".into(), &manifest(chunks, 0)).unwrap();
+            core.publish(0, t, "x".into(), &shape(chunks, 0)).unwrap();
             core.report_held(0, &node(100), t, ChunkBitmap::full(chunks).unwrap(), &[]).unwrap();
             trackers.push(core);
         }

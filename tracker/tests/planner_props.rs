@@ -7,8 +7,8 @@ mod common;
 use std::net::IpAddr;
 
 use common::{
-    check_corrupt_status, check_fills, check_plan, check_steer, heartbeat, manifest, node, registration,
-    title, Model,
+    check_corrupt_status, check_fills, check_plan, check_steer, heartbeat, node, package, registration,
+    shape, title, Model,
 };
 use fillmesh_protocol::messages::{FailureKind, Fetched, Role};
 use fillmesh_protocol::{ChunkBitmap, NodeId};
@@ -117,14 +117,16 @@ impl Run {
 
     fn publish_event(&self, t: usize, conflicting: bool) -> Event {
         let (chunks, tail) = self.s.titles[t];
-        let m = if conflicting { manifest(chunks + 1, tail) } else { manifest(chunks, tail) };
-        Event::Publish { title: title(t), name: format!("title {t}"), manifest: m }
+        // Every other title a package of as many chunks, short chunks inside.
+        let make = if t % 2 == 1 { package } else { shape };
+        let shape = if conflicting { make(chunks + 1, tail) } else { make(chunks, tail) };
+        Event::Publish { title: title(t), name: format!("title {t}"), shape }
     }
 
-    /// Publishes title `t` (with a conflicting manifest if so asked); a title published for
+    /// Publishes title `t` (with a conflicting shape if so asked); a title published for
     /// the first time is then held whole by the origin.
     fn publish(&mut self, t: usize, conflicting: bool) -> Result<(), String> {
-        let new = !self.model.manifests.contains_key(&title(t));
+        let new = !self.model.shapes.contains_key(&title(t));
         self.step(self.publish_event(t, conflicting && !new))?;
         if new {
             let full = ChunkBitmap::full(self.s.titles[t].0).unwrap();

@@ -5,9 +5,9 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{check_plan, check_steer, heartbeat, manifest, node, registration, title, Model};
+use common::{check_plan, check_steer, heartbeat, node, registration, shape, title, Model};
 use fillmesh_protocol::messages::{FailureKind, Fetched, Role};
-use fillmesh_protocol::{ChunkBitmap, NodeId, TitleId};
+use fillmesh_protocol::{ChunkBitmap, NodeId, Shape, TitleId};
 use fillmesh_tracker::core::{Config, Decision, Event, Millis, Policy, Tracker};
 
 /// A recorded session: a fleet joins, two titles are published, appliances plan, fetch
@@ -35,10 +35,10 @@ fn recording() -> Vec<(Millis, Event)> {
         let reg = registration(Role::Appliance, i, i % 3, i % 2, 12_500_000 * (i as u64 % 4 + 1), u64::MAX);
         push(now, Event::Register { node: ids[i].clone(), registration: reg }, &mut tracker);
     }
-    let titles = [(title(0), manifest(48, 100)), (title(1), manifest(20, 0))];
+    let titles = [(title(0), shape(48, 100)), (title(1), common::package(20, 0))];
     let mut held: Vec<Vec<ChunkBitmap>> = Vec::new();
     for (t, m) in &titles {
-        push(now, Event::Publish { title: *t, name: "t".into(), manifest: m.clone() }, &mut tracker);
+        push(now, Event::Publish { title: *t, name: "t".into(), shape: m.clone() }, &mut tracker);
         let full = ChunkBitmap::full(m.chunk_count()).unwrap();
         push(
             now,
@@ -156,8 +156,8 @@ fn the_same_events_give_byte_identical_decisions() {
 }
 
 /// One origin and eight appliances in two regions of two sites each fill a title by
-/// completing every assignment at once.
-fn fill(policy: Policy) -> (Tracker, TitleId) {
+/// completing every assignment at once; a title of 64 chunks `shape` makes.
+fn fill(policy: Policy, shape: Shape) -> (Tracker, TitleId) {
     let config = Config { policy, ..Config::default() };
     let mut tracker = Tracker::new(config);
     let mut now = 0;
@@ -168,7 +168,8 @@ fn fill(policy: Policy) -> (Tracker, TitleId) {
         let reg = registration(Role::Appliance, i + 1, i / 4, (i / 2) % 2, 50_000_000, 1 << 30);
         tracker.register(now, id.clone(), reg);
     }
-    let (t, m) = (title(0), manifest(64, 300));
+    let (t, m) = (title(0), shape);
+    assert_eq!(m.chunk_count(), 64);
     tracker.publish(now, t, "film".into(), &m).unwrap();
     tracker.report_held(now, &origin, t, ChunkBitmap::full(64).unwrap(), &[]).unwrap();
     let mut held: Vec<ChunkBitmap> = ids.iter().map(|_| ChunkBitmap::new(64).unwrap()).collect();
@@ -196,10 +197,10 @@ fn fill(policy: Policy) -> (Tracker, TitleId) {
 
 #[test]
 fn a_mesh_fill_takes_each_chunk_from_the_origin_once() {
-    let (mut tracker, t) = fill(Policy::Mesh);
+    let (mut tracker, t) = fill(Policy::Mesh, common::shape(64, 300));
     let status = tracker.status(0);
     let title = &status.titles[0];
-    let size = tracker.manifest(&t).unwrap().len();
+    let size = tracker.shape(&t).unwrap().len();
     assert_eq!(title.complete_appliances, 8);
     assert_eq!(title.origin_bytes, size);
     assert_eq!(title.peer_bytes, 7 * size);
@@ -214,9 +215,28 @@ fn a_mesh_fill_takes_each_chunk_from_the_origin_once() {
 
 #[test]
 fn an_origin_only_fill_takes_everything_from_the_origin() {
-    let (tracker, t) = fill(Policy::OriginOnly);
+    let (tracker, t) = fill(Policy::OriginOnly, common::shape(64, 300));
     let title = &tracker.status(0).titles[0];
-    let size = tracker.manifest(&t).unwrap().len();
+    let size = tracker.shape(&t).unwrap().len();
     assert_eq!(title.origin_bytes, 8 * size);
     assert_eq!(title.peer_bytes, 0);
+}
+
+/// A package's bytes are its files' (short chunks inside it counted at their length), and a
+/// fill of it is one fill as for a file: each chunk taken from the origin once.
+#[test]
+fn a_package_fills_and_counts_as_a_file_does() {
+    let package = common::package(64, 300);
+    assert_eq!(package.file_count(), 3);
+    let size = package.len();
+    assert_eq!(size, 64 * 1024 - 3 * 300);
+    let (tracker, t) = fill(Policy::Mesh, package);
+    let title = &tracker.status(0).titles[0];
+    assert_eq!((title.files, title.package, title.size), (3, true, size));
+    assert_eq!(title.complete_appliances, 8);
+    assert_eq!(title.origin_bytes, size);
+    assert_eq!(title.peer_bytes, 7 * size);
+    let held: u64 = tracker.status(0).appliances.iter().map(|a| a.held_bytes).sum();
+    assert_eq!(held, 9 * size, "eight appliances and the origin");
+    assert!(tracker.shape(&t).unwrap().is_package());
 }

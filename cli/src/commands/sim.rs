@@ -22,6 +22,11 @@ pub struct SimCommand {
     /// Chunk size, a power of two, e.g. 1MiB, 16MiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     chunk_size: Option<u64>,
+    /// The title as a package of N files of equal size summing to the title size (each
+    /// ending in a chunk of its own), as an HLS or DASH ladder is; 1, the default, is a
+    /// one-file title.
+    #[arg(long, value_name = "N")]
+    files: Option<usize>,
     /// Seed of every random choice (placement, failures, players, planner ties).
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
@@ -83,6 +88,7 @@ impl From<SimCommand> for SimArgs {
             appliances: c.appliances,
             title_size: c.title_size,
             chunk_size: c.chunk_size,
+            files: c.files,
             seed: c.seed,
             strategies: c.strategy.0,
             out: c.out,
@@ -130,6 +136,8 @@ mod tests {
             ["origin", "tiered", "per-chunk", "fillmesh"]
         );
         assert_eq!((args.appliances, args.title_size), (Some(64), Some(64 << 20)));
+        assert_eq!(args.files, None);
+        assert_eq!(parse(&["--files", "5000"]).unwrap().files, Some(5000));
     }
 
     #[test]

@@ -192,6 +192,30 @@ struct TitleRecord {
     manifest: Manifest,
 }
 
+/// A record as stores wrote it before packages: the manifest had no `files` field (postcard
+/// writes fields in order with no tags, so such a record is the new one without its last
+/// byte, and reads as the new form only up to a missing field).
+#[derive(Serialize, Deserialize)]
+struct LegacyTitleRecord {
+    name: String,
+    len: u64,
+    chunk_size: fillmesh_protocol::ChunkSize,
+    cvs: Vec<fillmesh_protocol::ChainingValue>,
+}
+
+impl TitleRecord {
+    /// The record in `value`, in today's form or the one before packages.
+    fn decode(value: &[u8]) -> Result<Self, String> {
+        let new = match postcard::from_bytes::<TitleRecord>(value) {
+            Ok(record) => return Ok(record),
+            Err(e) => e,
+        };
+        let old: LegacyTitleRecord = postcard::from_bytes(value).map_err(|_| new.to_string())?;
+        let manifest = Manifest::new(old.len, old.chunk_size, old.cvs).map_err(|e| e.to_string())?;
+        Ok(TitleRecord { name: old.name, manifest })
+    }
+}
+
 #[derive(Debug)]
 struct TitleState {
     name: String,
@@ -314,8 +338,8 @@ impl Store {
         for entry in self.records.iter() {
             let (key, value) = entry?;
             let title = title_from_key(&key)?;
-            let record: TitleRecord = postcard::from_bytes(&value)
-                .map_err(|e| StoreError::CorruptIndex { what: title.to_string(), reason: e.to_string() })?;
+            let record = TitleRecord::decode(&value)
+                .map_err(|reason| StoreError::CorruptIndex { what: title.to_string(), reason })?;
             let chunks = record.manifest.chunk_count();
             let held = match self.bitmaps.get(key)? {
                 Some(bits) => ChunkBitmap::from_parts(chunks, bits.to_vec()).map_err(|e: BitmapError| {
@@ -943,6 +967,30 @@ mod tests {
         let mut buf = chunk_buffer(end - start);
         buf.extend_from_slice(&data[start..end]);
         VerifiedChunk::verify(id, m, i, buf.freeze()).unwrap()
+    }
+
+    #[test]
+    fn a_store_written_before_packages_opens_with_its_chunks() {
+        let (dir, id, m, data) = setup(3 * 4096 + 100);
+        {
+            let store = reopen(dir.path());
+            store.add_title(id, "old", m.clone()).unwrap();
+            assert!(store.put_chunk(&chunk(&m, id, &data, 1)).unwrap());
+            // Rewrite the record as a store of the previous version wrote it.
+            let old = LegacyTitleRecord {
+                name: "old".into(),
+                len: m.len(),
+                chunk_size: m.chunk_size(),
+                cvs: m.chaining_values().to_vec(),
+            };
+            store.records.insert(id.as_bytes(), postcard::to_allocvec(&old).unwrap()).unwrap();
+            store.db.flush().unwrap();
+            assert!(postcard::from_bytes::<TitleRecord>(&postcard::to_allocvec(&old).unwrap()).is_err());
+        }
+        let store = reopen(dir.path());
+        assert_eq!(*store.manifest(&id).unwrap(), m);
+        assert_eq!(store.held(&id).unwrap().iter().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(&store.read_chunk(&id, 1).unwrap()[..], &data[4096..8192]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fillmesh_protocol::messages::{CatalogEntry, Fetched, MAX_EVICT};
-use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
+use fillmesh_protocol::{ChunkBitmap, Shape, TitleId};
 
 use super::registry::{Live, Registry};
 use super::{hash, Config, CoreError, Millis};
@@ -26,7 +26,8 @@ pub(crate) struct TitleState {
     pub id: TitleId,
     pub hash: u64,
     pub name: String,
-    pub manifest: Manifest,
+    /// Chunk size and file lengths: all the tracker keeps of a title (no hashes).
+    pub shape: Shape,
     /// Per chunk: eligible appliances (healthy, non-bad) holding it.
     pub holders: Vec<u32>,
     /// Per chunk: fetches of it in flight to eligible appliances.
@@ -188,8 +189,8 @@ impl Catalog {
         self.bytes
     }
 
-    pub(super) fn manifest(&self, title: &TitleId) -> Option<&Manifest> {
-        self.index(title).map(|t| &self.titles[t as usize].manifest)
+    pub(super) fn shape(&self, title: &TitleId) -> Option<&Shape> {
+        self.index(title).map(|t| &self.titles[t as usize].shape)
     }
 
     /// The catalog in publish order.
@@ -199,8 +200,8 @@ impl Catalog {
             .map(|t| CatalogEntry {
                 title: t.id,
                 name: t.name.clone(),
-                len: t.manifest.len(),
-                chunk_size: t.manifest.chunk_size(),
+                len: t.shape.len(),
+                chunk_size: t.shape.chunk_size(),
             })
             .collect()
     }
@@ -273,22 +274,22 @@ impl Catalog {
         now: Millis,
         title: TitleId,
         name: String,
-        manifest: &Manifest,
+        shape: &Shape,
     ) -> Result<(), CoreError> {
         if let Some(&t) = self.index.get(&title) {
-            return if self.titles[t as usize].manifest == *manifest {
+            return if self.titles[t as usize].shape == *shape {
                 Ok(())
             } else {
-                Err(CoreError::ManifestConflict(title))
+                Err(CoreError::ShapeConflict(title))
             };
         }
         let t = u32::try_from(self.titles.len()).unwrap_or(u32::MAX);
-        let chunks = manifest.chunk_count() as usize;
+        let chunks = shape.chunk_count() as usize;
         self.titles.push(TitleState {
             id: title,
             hash: hash::bytes(seed, title.as_bytes()),
             name,
-            manifest: manifest.clone(),
+            shape: shape.clone(),
             holders: vec![0; chunks],
             inflight: vec![0; chunks],
             lists: None,
@@ -298,7 +299,7 @@ impl Catalog {
             last_steered: None,
         });
         self.index.insert(title, t);
-        self.bytes = self.bytes.saturating_add(manifest.len());
+        self.bytes = self.bytes.saturating_add(shape.len());
         Ok(())
     }
 
@@ -313,7 +314,7 @@ impl Catalog {
         held: ChunkBitmap,
         fetched: &[Fetched],
     ) -> Result<(), CoreError> {
-        let chunks = self.titles[t as usize].manifest.chunk_count();
+        let chunks = self.titles[t as usize].shape.chunk_count();
         if held.len() != chunks {
             return Err(CoreError::BadReport(format!(
                 "a held map of {} chunks for a title of {chunks}",
@@ -399,7 +400,7 @@ impl Catalog {
         for c in inflight {
             registry.drop_inflight(self, idx, t, c);
         }
-        if let Ok(empty) = ChunkBitmap::new(self.titles[t as usize].manifest.chunk_count()) {
+        if let Ok(empty) = ChunkBitmap::new(self.titles[t as usize].shape.chunk_count()) {
             // Cannot fail: the map has the title's own length.
             let _ = self.report_held(registry, idx, t, empty, &[]);
         }
@@ -418,7 +419,7 @@ impl Catalog {
         t: u32,
         fetched: &[Fetched],
     ) -> Result<(), CoreError> {
-        let chunks = self.titles[t as usize].manifest.chunk_count();
+        let chunks = self.titles[t as usize].shape.chunk_count();
         for f in fetched {
             let held = registry.slots[idx as usize].live.as_ref().is_some_and(|l| l.holds(t, f.chunk));
             let Some(src) = registry.index_of(&f.source) else { continue };
@@ -437,7 +438,7 @@ impl Catalog {
             }
             accounted.insert(f.chunk);
             let title = &mut self.titles[t as usize];
-            let len = title.manifest.chunk_len(f.chunk).unwrap_or(0);
+            let len = title.shape.chunk_len(f.chunk).unwrap_or(0);
             title.bytes[class as usize] += len;
         }
         Ok(())
@@ -476,7 +477,7 @@ impl Catalog {
         watermark: u64,
         evicted: usize,
     ) -> Option<Vec<u32>> {
-        let len = |u: u32| self.titles[u as usize].manifest.len();
+        let len = |u: u32| self.titles[u as usize].shape.len();
         let mut touched: Vec<u32> =
             live.held.iter().filter(|&(&u, map)| u != t && map.count() > 0).map(|(&u, _)| u).collect();
         touched.extend(live.inflight.keys().map(|&(u, _)| u).filter(|&u| u != t));

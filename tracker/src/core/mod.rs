@@ -22,7 +22,7 @@ use fillmesh_protocol::hash;
 use fillmesh_protocol::messages::{
     Assignment, CatalogEntry, FailureKind, Fetched, FillPlan, Heartbeat, Registration, Role,
 };
-use fillmesh_protocol::{ChunkBitmap, Manifest, NodeId, TitleId};
+use fillmesh_protocol::{ChunkBitmap, NodeId, Shape, TitleId};
 use serde::{Deserialize, Serialize};
 
 use catalog::Catalog;
@@ -134,9 +134,10 @@ pub enum CoreError {
     /// The title was never published to this tracker.
     #[error("unknown title {0}")]
     UnknownTitle(TitleId),
-    /// A publish named a title already published with another manifest.
-    #[error("title {0} is already published with a different manifest")]
-    ManifestConflict(TitleId),
+    /// A publish named a title already published with another shape (chunk size, package
+    /// flag or file lengths).
+    #[error("title {0} is already published with a different shape (chunk size or file lengths)")]
+    ShapeConflict(TitleId),
     /// A report that does not fit the title or the fleet: a held map of the wrong length, a
     /// chunk or run past the title's end, or a corrupt chunk blamed on a node never
     /// registered (by a player: on anything but a registered appliance).
@@ -232,10 +233,14 @@ pub struct TitleStatus {
     pub id: String,
     /// The name it was published under.
     pub name: String,
-    /// Its size in bytes, from the manifest.
+    /// Its size in bytes (a package's files' together).
     pub size: u64,
-    /// Its chunk count, from the manifest.
+    /// Its chunk count.
     pub chunks: u32,
+    /// Its files: 1 for a one-file title.
+    pub files: u32,
+    /// Whether it is a package (served by path under `/titles/<id>/`).
+    pub package: bool,
     /// Appliances (role Appliance) holding every chunk.
     pub complete_appliances: u32,
     /// Bytes appliances reported storing from the origin.
@@ -302,8 +307,8 @@ pub enum Event {
         title: TitleId,
         /// The name it is published under.
         name: String,
-        /// Its manifest, trusted to belong to `title`.
-        manifest: Manifest,
+        /// Its shape (chunk size and file lengths), from a manifest checked against `title`.
+        shape: Shape,
     },
     /// A call of [`Tracker::report_held`].
     ReportHeld {
@@ -470,18 +475,19 @@ impl Tracker {
         self.registry.poll_timeout()
     }
 
-    /// Adds a title (idempotent for the same manifest). The core trusts that `manifest`
-    /// belongs to `title`: the server checks `manifest.verify(&title)` first, which the
-    /// simulator, with its synthetic manifests, cannot.
+    /// Adds a title (idempotent for the same shape). The core keeps only the title's shape,
+    /// never its hashes, and trusts that `shape` is `title`'s: the server checks the manifest
+    /// it is given with `manifest.verify(&title)` and publishes `manifest.shape()`; the
+    /// simulator publishes synthetic shapes.
     pub fn publish(
         &mut self,
         now: Millis,
         title: TitleId,
         name: String,
-        manifest: &Manifest,
+        shape: &Shape,
     ) -> Result<(), CoreError> {
         self.advance(now);
-        self.catalog.publish(self.config.seed, now, title, name, manifest)
+        self.catalog.publish(self.config.seed, now, title, name, shape)
     }
 
     /// A node's whole held bitmap for a title (replacing the previous one), and the source of
@@ -518,7 +524,7 @@ impl Tracker {
         self.advance(now);
         let idx = self.registry.live_index(node)?;
         let t = self.catalog.title_idx(&title)?;
-        let chunks = self.catalog.title(t).manifest.chunk_count();
+        let chunks = self.catalog.title(t).shape.chunk_count();
         let mut held = match self.registry.slots[idx as usize].live.as_ref().and_then(|l| l.held.get(&t)) {
             Some(h) => h.clone(),
             None => ChunkBitmap::new(chunks).map_err(|e| CoreError::BadReport(e.to_string()))?,
@@ -547,7 +553,7 @@ impl Tracker {
         self.advance(now);
         let idx = self.registry.live_index(reporter)?;
         let t = self.catalog.title_idx(&title)?;
-        let chunks = self.catalog.title(t).manifest.chunk_count();
+        let chunks = self.catalog.title(t).shape.chunk_count();
         if chunk >= chunks {
             return Err(CoreError::BadReport(format!("chunk {chunk} of a title of {chunks} chunks")));
         }
@@ -581,7 +587,7 @@ impl Tracker {
     ) -> Result<(), CoreError> {
         self.advance(now);
         let t = self.catalog.title_idx(&title)?;
-        let chunks = self.catalog.title(t).manifest.chunk_count();
+        let chunks = self.catalog.title(t).shape.chunk_count();
         if chunk >= chunks {
             return Err(CoreError::BadReport(format!("chunk {chunk} of a title of {chunks} chunks")));
         }
@@ -671,9 +677,9 @@ impl Tracker {
         self.catalog.entries()
     }
 
-    /// The manifest `title` was published with, if it was.
-    pub fn manifest(&self, title: &TitleId) -> Option<&Manifest> {
-        self.catalog.manifest(title)
+    /// The shape `title` was published with, if it was.
+    pub fn shape(&self, title: &TitleId) -> Option<&Shape> {
+        self.catalog.shape(title)
     }
 
     /// The registration of a live (not gone) node.
@@ -757,9 +763,7 @@ impl Tracker {
                 self.tick(now);
                 Decision::Done
             }
-            Event::Publish { title, name, manifest } => {
-                done(self.publish(now, *title, name.clone(), manifest))
-            }
+            Event::Publish { title, name, shape } => done(self.publish(now, *title, name.clone(), shape)),
             Event::ReportHeld { node, title, held, fetched } => {
                 done(self.report_held(now, node, *title, held.clone(), fetched))
             }
@@ -817,9 +821,8 @@ mod tests {
         }
     }
 
-    fn manifest(chunks: u32) -> Manifest {
-        let cs = ChunkSize::new(1024).unwrap();
-        Manifest::new(u64::from(chunks) * 1024, cs, vec![[0; 32]; chunks as usize]).unwrap()
+    fn shape(chunks: u32) -> Shape {
+        Shape::file(u64::from(chunks) * 1024, ChunkSize::new(1024).unwrap()).unwrap()
     }
 
     #[test]
@@ -846,7 +849,7 @@ mod tests {
             t.register(0, id(n), reg(Role::Appliance, 0));
         }
         t.register(0, id("F"), far);
-        t.publish(0, title, "x".into(), &manifest(8)).unwrap();
+        t.publish(0, title, "x".into(), &shape(8)).unwrap();
         t.report_held(0, &id("Q"), title, ChunkBitmap::full(8).unwrap(), &[]).unwrap();
         let client = "10.1.2.3".parse().unwrap();
         let steering = t.steer(0, &title, client);
@@ -879,7 +882,7 @@ mod tests {
         for n in ["A", "B"] {
             t.register(0, id(n), reg(Role::Appliance, 0));
         }
-        t.publish(0, title, "x".into(), &manifest(2)).unwrap();
+        t.publish(0, title, "x".into(), &shape(2)).unwrap();
         for n in ["A", "B"] {
             t.report_held(0, &id(n), title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
         }
@@ -904,9 +907,9 @@ mod tests {
     fn publishing_is_idempotent_and_conflicts_are_refused() {
         let mut t = Tracker::new(Config::default());
         let title = TitleId::from_bytes([1; 32]);
-        t.publish(0, title, "a".into(), &manifest(3)).unwrap();
-        t.publish(0, title, "b".into(), &manifest(3)).unwrap();
-        assert_eq!(t.publish(0, title, "a".into(), &manifest(4)), Err(CoreError::ManifestConflict(title)));
+        t.publish(0, title, "a".into(), &shape(3)).unwrap();
+        t.publish(0, title, "b".into(), &shape(3)).unwrap();
+        assert_eq!(t.publish(0, title, "a".into(), &shape(4)), Err(CoreError::ShapeConflict(title)));
         assert_eq!(t.catalog().len(), 1);
         assert_eq!(t.catalog()[0].name, "a");
     }
@@ -916,7 +919,7 @@ mod tests {
         let mut t = Tracker::new(Config::default());
         let (a, title) = (id("A"), TitleId::from_bytes([1; 32]));
         t.register(0, a.clone(), reg(Role::Appliance, 0));
-        t.publish(0, title, "x".into(), &manifest(2)).unwrap();
+        t.publish(0, title, "x".into(), &shape(2)).unwrap();
         t.report_held(0, &a, title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
         let client = "10.1.2.3".parse().unwrap();
         assert_eq!(t.steer(0, &title, client).targets, vec![a.clone()]);
@@ -951,7 +954,7 @@ mod tests {
     fn no_deadline_while_nothing_waits() {
         let mut t = Tracker::new(Config::default());
         assert_eq!(t.poll_timeout(), None);
-        t.publish(0, TitleId::from_bytes([1; 32]), "x".into(), &manifest(2)).unwrap();
+        t.publish(0, TitleId::from_bytes([1; 32]), "x".into(), &shape(2)).unwrap();
         assert_eq!(t.poll_timeout(), None);
     }
 
@@ -1000,7 +1003,7 @@ mod tests {
             t.register(0, n.clone(), reg(Role::Appliance, 0));
         }
         let title = TitleId::from_bytes([1; 32]);
-        t.publish(0, title, "x".into(), &manifest(2)).unwrap();
+        t.publish(0, title, "x".into(), &shape(2)).unwrap();
         t.report_held(0, &nodes[1], title, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
         (t, nodes, title)
     }
@@ -1142,7 +1145,7 @@ mod tests {
         let (mut t, [a, b, c, d], title) = b_holds_the_title(Config::default());
         // C and D make A bad (its chunks of a second title lied to them).
         let second = TitleId::from_bytes([2; 32]);
-        t.publish(0, second, "y".into(), &manifest(2)).unwrap();
+        t.publish(0, second, "y".into(), &shape(2)).unwrap();
         t.report_held(0, &a, second, ChunkBitmap::full(2).unwrap(), &[]).unwrap();
         for reporter in [&c, &d] {
             t.report_failure(0, reporter, second, 0, &a, FailureKind::Corrupt).unwrap();
@@ -1227,7 +1230,7 @@ mod tests {
         t.register(0, o.clone(), reg(Role::Origin, u64::MAX));
         t.register(0, a.clone(), reg(Role::Appliance, 0));
         t.register(0, b.clone(), reg(Role::Appliance, 0));
-        t.publish(0, title, "x".into(), &manifest(4)).unwrap();
+        t.publish(0, title, "x".into(), &shape(4)).unwrap();
         // Until the origin says it holds the title, nobody can serve it.
         assert!(t.plan(0, &a, 8).unwrap().assignments.is_empty());
         t.report_held(0, &o, title, ChunkBitmap::full(4).unwrap(), &[]).unwrap();
@@ -1259,9 +1262,9 @@ mod tests {
         );
         t.register(0, nodes[2].clone(), reg(Role::Appliance, 0));
         let (old, new) = (TitleId::from_bytes([1; 32]), TitleId::from_bytes([2; 32]));
-        t.publish(0, old, "old".into(), &manifest(16)).unwrap();
+        t.publish(0, old, "old".into(), &shape(16)).unwrap();
         t.report_held(0, &nodes[1], old, ChunkBitmap::full(16).unwrap(), &[]).unwrap();
-        t.publish(10, new, "new".into(), &manifest(16)).unwrap();
+        t.publish(10, new, "new".into(), &shape(16)).unwrap();
         for title in [old, new] {
             t.report_held(10, &nodes[0], title, ChunkBitmap::full(16).unwrap(), &[]).unwrap();
         }
@@ -1324,7 +1327,7 @@ mod tests {
         // so the room is weighed (and the third does not fit beside them).
         let (mut t, [q, a, _], old, new) = a_full_disk(40);
         let big = TitleId::from_bytes([3; 32]);
-        t.publish(10, big, "big".into(), &manifest(24)).unwrap();
+        t.publish(10, big, "big".into(), &shape(24)).unwrap();
         t.report_held(10, &q, big, ChunkBitmap::full(24).unwrap(), &[]).unwrap();
         let plan = t.plan(10, &a, 8).unwrap();
         assert!(plan.evict.is_empty());

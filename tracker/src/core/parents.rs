@@ -158,7 +158,7 @@ impl Layouts {
             if !fleet.owns(&title.id) {
                 continue;
             }
-            if title.complete.contains(&a) || title.manifest.len() > watermark {
+            if title.complete.contains(&a) || title.shape.len() > watermark {
                 continue;
             }
             if tight && fills.evict.contains(&title.id) {
@@ -218,7 +218,7 @@ impl Layouts {
                 ))
             });
         if config.policy == Policy::OriginOnly {
-            let n = catalog.title(t).manifest.chunk_count();
+            let n = catalog.title(t).shape.chunk_count();
             return FillPlan {
                 title,
                 parents: origin_parent.into_iter().map(|(_, p)| p).collect(),
@@ -279,7 +279,7 @@ impl Layout {
     /// Title `t`'s layout over the registry's eligible appliances, as of its layout epoch.
     fn compute(config: &Config, registry: &Registry, catalog: &Catalog, t: u32) -> Self {
         let title_hash = catalog.title(t).hash;
-        let n = catalog.title(t).manifest.chunk_count();
+        let n = catalog.title(t).shape.chunk_count();
         // Regions in name order, not in the order this tracker first heard of them: every
         // tracker of a fleet lays a title out alike, so a title that changes owner keeps its
         // origin slices (no chunk taken from the origin twice).
@@ -465,7 +465,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use fillmesh_protocol::messages::{Registration, Role};
-    use fillmesh_protocol::{ChunkSize, Manifest, NodeId, TitleId};
+    use fillmesh_protocol::{ChunkSize, NodeId, Shape, TitleId};
     use proptest::prelude::*;
 
     use super::*;
@@ -506,8 +506,8 @@ mod tests {
         t.register(0, origin.clone(), reg(Role::Origin, 0, 0, 10_000_000_000, 9999));
         let title = TitleId::from_bytes([7; 32]);
         let cs = ChunkSize::new(1024).unwrap();
-        let manifest = Manifest::new(u64::from(chunks) * 1024, cs, vec![[0; 32]; chunks as usize]).unwrap();
-        t.publish(0, title, "t".into(), &manifest).unwrap();
+        let shape = Shape::file(u64::from(chunks) * 1024, cs).unwrap();
+        t.publish(0, title, "t".into(), &shape).unwrap();
         (t, ids, origin, title)
     }
 

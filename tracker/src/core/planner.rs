@@ -76,7 +76,7 @@ impl Planner<'_> {
                 break;
             }
             let title = self.catalog.title(t);
-            if title.manifest.len() > watermark {
+            if title.shape.len() > watermark {
                 continue;
             }
             // Titles evicted by this plan are not filled again by it.
@@ -101,7 +101,7 @@ impl Planner<'_> {
             // its own (it moves with time): a plan costs about the window, not the title,
             // and different appliances look at different chunks. Only when the window
             // yields too little is the next, larger one looked at.
-            let chunks = title.manifest.chunk_count();
+            let chunks = title.shape.chunk_count();
             if chunks == 0 {
                 continue;
             }
@@ -163,7 +163,7 @@ impl Planner<'_> {
         let title = self.catalog.title(t);
         let Some(live) = self.registry.slots[a as usize].live.as_ref() else { return };
         let base = hash::mix(self.registry.slots[a as usize].hash, title.hash);
-        let chunks = title.manifest.chunk_count();
+        let chunks = title.shape.chunk_count();
         let held = live.held.get(&t).map(|m| m.as_bytes());
         while *scanned < chunks && keys.len() < want {
             let c = (first + *scanned) % chunks;

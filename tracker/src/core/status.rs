@@ -74,12 +74,12 @@ pub enum Inconsistency {
     /// The expiry queue holds entries that no in-flight assignment has.
     #[error("stray expiries")]
     StrayExpiries,
-    /// The catalog's kept total of title bytes differs from the sum of its manifests.
+    /// The catalog's kept total of title bytes differs from the sum of its titles' lengths.
     #[error("catalog bytes {kept} != {counted}")]
     CatalogBytes {
         /// The total as kept.
         kept: u64,
-        /// The manifests' lengths summed again.
+        /// The titles' lengths summed again.
         counted: u64,
     },
     /// A node's corrupt reporters repeat one, name no node, exceed the quorum, or disagree
@@ -158,7 +158,7 @@ pub(super) fn status(
             .held
             .iter()
             .map(|(&t, map)| {
-                let m = &catalog.title(t).manifest;
+                let m = &catalog.title(t).shape;
                 map.iter().map(|c| m.chunk_len(c).unwrap_or(0)).sum::<u64>()
             })
             .sum();
@@ -200,8 +200,10 @@ pub(super) fn status(
             TitleStatus {
                 id: t.id.to_string(),
                 name: t.name.clone(),
-                size: t.manifest.len(),
-                chunks: t.manifest.chunk_count(),
+                size: t.shape.len(),
+                chunks: t.shape.chunk_count(),
+                files: u32::try_from(t.shape.file_count()).unwrap_or(u32::MAX),
+                package: t.shape.is_package(),
                 complete_appliances: u32::try_from(complete).unwrap_or(u32::MAX),
                 origin_bytes: origin,
                 peer_bytes: t.bytes.iter().sum::<u64>() - origin,
@@ -303,7 +305,7 @@ pub(super) fn validate(
     if expiries != registry.expiries.len() {
         return Err(Inconsistency::StrayExpiries);
     }
-    let bytes = catalog.titles().iter().fold(0u64, |sum, t| sum.saturating_add(t.manifest.len()));
+    let bytes = catalog.titles().iter().fold(0u64, |sum, t| sum.saturating_add(t.shape.len()));
     if bytes != catalog.bytes() {
         return Err(Inconsistency::CatalogBytes { kept: catalog.bytes(), counted: bytes });
     }

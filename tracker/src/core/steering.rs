@@ -57,7 +57,7 @@ pub(super) fn steer(
         Some((_, p)) => (Some(registry.slots[p as usize].site), Some(registry.slots[p as usize].region)),
         None => (None, None),
     };
-    let chunks = catalog.title(t).manifest.chunk_count();
+    let chunks = catalog.title(t).shape.chunk_count();
     // (tier, group, depth, chunks missing, load, id, node), sorted ascending.
     let mut ranked: Vec<(u8, u8, u8, u32, u64, &str, u32)> = (0..registry.slots.len() as u32)
         .filter(|&n| registry.eligible_at(config, n, now))

@@ -1,7 +1,10 @@
 //! Several trackers, one fleet: the catalog, the trust list and the tracker membership in
 //! etcd, under one key prefix (so that two fleets can share a cluster):
 //!
-//! - `P/titles/<title id>`: a title's name and manifest (postcard), written on publish.
+//! - `P/titles/<title id>`: a title's name and shape (postcard: chunk size and file lengths,
+//!   never its chunk hashes), written on publish. Manifests travel over the mesh, between
+//!   appliances, each verified against the title id; an earlier version's record (name and
+//!   manifest) is still read, its manifest checked against the id and kept as its shape.
 //! - `P/trust/<peer id>`: a PeerId allowed to register (each tracker adds its `--trust`).
 //! - `P/trackers/<peer id>`: a tracker's record (JSON: `peer_id`, `addr`, `http`) under its
 //!   lease, kept alive while it runs; a tracker whose lease expires is out.
@@ -22,19 +25,24 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use fillmesh_net::{identity, Chain};
 use fillmesh_protocol::messages::{TrackerRequest, TrackerResponse, MAX_TEXT};
-use fillmesh_protocol::{NodeId, NodeIdError, TitleId, TitleIdError, VerifyError};
+use fillmesh_protocol::{NodeId, NodeIdError, TitleId, TitleIdError};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::persist::CatalogRecord;
+use super::persist::{CatalogRecord, RecordError};
 use super::Shared;
 use crate::core::fleet::MAX_TRACKERS;
 use crate::core::TrackerInfo;
 
-/// The longest value read under the prefix (etcd's own request limit is 1.5 MiB): a catalog
-/// record (a manifest of 32,768 chunks, 32 GiB at 1 MiB chunks, and a name) fits.
+/// The longest value written or read under the prefix (etcd's own request limit is 1.5 MiB).
+/// A catalog record is a name and a shape, whatever the title's chunk count (up to
+/// `Manifest::MAX_CHUNKS`, 262,144): a varint per file length for at most 100,000 files
+/// (`package::MAX_FILES`), and a name of at most `MAX_TEXT` bytes. The most the bounds allow
+/// is 454,314 bytes (the test `the_largest_catalog_record_fits`), so every title's record
+/// fits. Earlier versions kept the manifest here, 32 bytes a chunk, which refused a title of
+/// more than 32,767 chunks (a 32 GiB file at 1 MiB chunks).
 pub(super) const MAX_VALUE: usize = 1 << 20;
 /// The longest tracker record.
 const MAX_TRACKER_RECORD: usize = 1024;
@@ -111,12 +119,10 @@ enum Malformed {
     TrackerId(#[source] NodeIdError),
     #[error("{len} bytes, more than {max}")]
     TooLong { len: usize, max: usize },
-    #[error("the catalog record")]
-    CatalogRecord(#[source] postcard::Error),
     #[error("the name is too long")]
     NameTooLong,
-    #[error("the manifest")]
-    Manifest(#[source] VerifyError),
+    #[error("the catalog record")]
+    Record(#[source] RecordError),
     #[error("the tracker record")]
     TrackerRecord(#[source] serde_json::Error),
     #[error("the record names {0}")]
@@ -228,11 +234,10 @@ impl Fleet {
                 if value.len() > MAX_VALUE {
                     return Err(Malformed::TooLong { len: value.len(), max: MAX_VALUE });
                 }
-                let record: CatalogRecord = postcard::from_bytes(value).map_err(Malformed::CatalogRecord)?;
+                let record = CatalogRecord::decode(&title, value).map_err(Malformed::Record)?;
                 if record.name.len() > MAX_TEXT {
                     return Err(Malformed::NameTooLong);
                 }
-                record.manifest.verify(&title).map_err(Malformed::Manifest)?;
                 Ok(Entry::Title(title, record))
             }
             "trust" => Ok(Entry::Trust(name.parse().map_err(Malformed::PeerId)?)),
@@ -266,9 +271,9 @@ impl View {
         match fleet.parse(key, value) {
             Ok(Entry::Title(title, record)) => {
                 let now = shared.now();
-                let known = shared.core().manifest(&title).is_some();
+                let known = shared.core().shape(&title).is_some();
                 if !known {
-                    match shared.core().publish(now, title, record.name, &record.manifest) {
+                    match shared.core().publish(now, title, record.name, &record.shape) {
                         Ok(()) => info!(%title, "title learnt from the fleet's catalog"),
                         Err(e) => warn!(%title, "catalog entry not taken: {}", Chain(&e)),
                     }
@@ -495,7 +500,28 @@ async fn try_session(
 
 #[cfg(test)]
 mod tests {
+    use fillmesh_protocol::{ChunkSize, Manifest, Shape};
+
     use super::*;
+
+    /// The largest catalog record the bounds allow fits one etcd value. Its shape's file
+    /// lengths are varints: a file of 2^28 bytes or more takes 5 bytes and 4 chunks of the
+    /// largest size (64 MiB), a file of 2^21 to 2^26 bytes 4 bytes and one chunk, anything
+    /// longer than 5 bytes needs 512 chunks. So the most bytes are as many 5-byte files as the
+    /// chunk limit leaves room for, the rest 4-byte ones, with the longest name.
+    #[test]
+    fn the_largest_catalog_record_fits() {
+        let files = fillmesh_protocol::package::MAX_FILES as u64;
+        let five = (Manifest::MAX_CHUNKS - files) / 3;
+        let mut lens = vec![1u64 << 28; five as usize];
+        lens.resize(files as usize, 1 << 21);
+        let shape = Shape::new(ChunkSize::MAX, true, lens).unwrap();
+        assert_eq!(shape.chunk_count() as u64, files - five + 4 * five);
+        let record = CatalogRecord { name: "n".repeat(MAX_TEXT), shape };
+        let bytes = postcard::to_allocvec(&record).unwrap();
+        assert_eq!(bytes.len(), 454_314, "the figure in MAX_VALUE's doc");
+        assert!(bytes.len() <= MAX_VALUE);
+    }
 
     /// The binary prints the error `run` returns with its causes (anyhow's `{:#}`), the log
     /// prints one with `chain`: a cause that its wrapper's own text repeated showed twice.

@@ -153,9 +153,12 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             if manifest.verify(&title).is_err() {
                 return error(ErrorCode::BadRequest, format!("the manifest does not hash to {title}"));
             }
-            let result = shared.core().publish(now, title, name.clone(), &manifest);
+            // The tracker keeps the shape alone: appliances get manifests from one another
+            // over the mesh and verify them against the id themselves.
+            let shape = manifest.shape();
+            let result = shared.core().publish(now, title, name.clone(), &shape);
             if result.is_ok() {
-                if let Err(e) = persist_title(shared, title, CatalogRecord { name, manifest }).await {
+                if let Err(e) = persist_title(shared, title, CatalogRecord { name, shape }).await {
                     warn!(%title, "cannot persist the catalog: {}", Chain(&e));
                     return error(ErrorCode::Internal, format!("cannot persist the catalog: {}", Chain(&e)));
                 }
@@ -187,4 +190,95 @@ async fn persist_title(shared: &Shared, title: TitleId, record: CatalogRecord) -
     let bytes = postcard::to_allocvec(&record)?;
     let index = &shared.index;
     Ok(index.put(&index.catalog, title.as_bytes().to_vec(), bytes).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use fillmesh_protocol::messages::{Registration, Role};
+    use fillmesh_protocol::{ChunkBitmap, ChunkSize, Manifest, PackageBuilder};
+
+    use super::*;
+    use crate::core::{Config, Tracker};
+
+    fn register(role: Role, port: u16) -> TrackerRequest {
+        TrackerRequest::Register(Registration {
+            role,
+            mesh_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            site: "s".into(),
+            region: "r".into(),
+            prefixes: vec!["10.0.0.0/8".parse().unwrap()],
+            upload_bps: 100_000_000,
+            disk_bytes: u64::MAX,
+            cert_sha256: None,
+        })
+    }
+
+    fn ladder() -> (TitleId, Manifest) {
+        let mut b = PackageBuilder::new(ChunkSize::new(1024).unwrap());
+        let files =
+            [("index.m3u8", 120), ("v0/index.m3u8", 300), ("v0/init.mp4", 900), ("v0/seg1.m4s", 5000)];
+        for (path, len) in files {
+            b.start_file(path).unwrap();
+            b.update(&vec![len as u8; len]).unwrap();
+            b.finish_file().unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    /// A package published over the mesh (its manifest checked against the id, its shape
+    /// kept) is steered to by its base URL, trailing slash and all, so that a playlist's
+    /// relative URLs resolve inside it; a one-file title by its own URL, as before. The
+    /// index keeps the package's shape.
+    #[tokio::test]
+    async fn a_package_is_steered_to_by_its_base_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::for_test(dir.path());
+        let (origin, appliance): (NodeId, NodeId) = ("origin".parse().unwrap(), "edge".parse().unwrap());
+        let ack = |r: TrackerResponse| assert!(!matches!(r, TrackerResponse::Error(_)), "{r:?}");
+        ack(handle(&shared, &origin, 1, register(Role::Origin, 4433)).await);
+        ack(handle(&shared, &appliance, 2, register(Role::Appliance, 4434)).await);
+
+        let (package, manifest) = ladder();
+        let (file, file_manifest) = Manifest::from_bytes(&[5; 3000], ChunkSize::new(1024).unwrap()).unwrap();
+        // A manifest that is not the id's is refused, as before.
+        let wrong = TrackerRequest::Publish { title: file, name: "x".into(), manifest: manifest.clone() };
+        assert!(matches!(handle(&shared, &origin, 1, wrong).await, TrackerResponse::Error(_)));
+        for (title, manifest) in [(package, manifest.clone()), (file, file_manifest)] {
+            let chunks = manifest.chunk_count();
+            ack(handle(&shared, &origin, 1, TrackerRequest::Publish { title, name: "t".into(), manifest })
+                .await);
+            let held = ChunkBitmap::full(chunks).unwrap();
+            let report = TrackerRequest::ReportHeld { title, held, fetched: Vec::new() };
+            ack(handle(&shared, &appliance, 2, report).await);
+        }
+        assert_eq!(shared.core().shape(&package), Some(&manifest.shape()));
+
+        let client = IpAddr::from([10, 0, 0, 9]);
+        let (targets, _) = shared.steer(&package, client);
+        let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                format!("https://127.0.0.1:4434/titles/{package}/"),
+                format!("https://127.0.0.1:4433/titles/{package}/")
+            ],
+            "the appliance, then the origin"
+        );
+        let (targets, _) = shared.steer(&file, client);
+        let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                format!("https://127.0.0.1:4434/titles/{file}"),
+                format!("https://127.0.0.1:4433/titles/{file}")
+            ]
+        );
+
+        let mut restored = Tracker::new(Config::default());
+        shared.index.restore(&mut restored, 0).unwrap();
+        assert_eq!(restored.shape(&package), Some(&manifest.shape()));
+        assert!(restored.shape(&package).unwrap().is_package());
+    }
 }

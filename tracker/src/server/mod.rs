@@ -108,6 +108,26 @@ struct Shared {
 }
 
 impl Shared {
+    /// A tracker's shared state with the default configuration, its index in `data`, no
+    /// fleet and nobody trusted: the mesh handler and steering without the network.
+    #[cfg(test)]
+    fn for_test(data: &Path) -> Self {
+        Shared {
+            core: Mutex::new(Tracker::new(Config::default())),
+            started: Instant::now(),
+            index: persist::Index::open(data).expect("the index"),
+            trust: Trust::new([]),
+            connections: Mutex::new(BTreeMap::new()),
+            refused: Counter::default(),
+            content_misses: Counter::default(),
+            wake: Notify::new(),
+            fleet: None,
+            etcd_up: Gauge::default(),
+            peers: None,
+            warm_until: Mutex::new(None),
+        }
+    }
+
     fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -123,6 +143,9 @@ impl Shared {
         if steering.content_miss {
             self.content_misses.inc();
         }
+        // A package's URL is its base, with the trailing slash: a playlist's relative URLs
+        // resolve inside the package (`https://ADDR/titles/ID/` + `v0/index.m3u8`).
+        let slash = if core.shape(title).is_some_and(|s| s.is_package()) { "/" } else { "" };
         let targets = steering
             .targets
             .iter()
@@ -130,7 +153,7 @@ impl Shared {
                 let reg = core.registration(node)?;
                 Some(SteerTarget {
                     node: node.clone(),
-                    url: format!("https://{}/titles/{title}", reg.mesh_addr),
+                    url: format!("https://{}/titles/{title}{slash}", reg.mesh_addr),
                     cert_sha256: reg.cert_sha256,
                     site: reg.site.clone(),
                     region: reg.region.clone(),

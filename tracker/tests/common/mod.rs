@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use fillmesh_protocol::messages::{FailureKind, Heartbeat, Registration, Role, MAX_EVICT};
 use fillmesh_protocol::messages::{SourceClass, MAX_FILLS};
-use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, Manifest, NodeId, TitleId};
+use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, NodeId, Shape, TitleId};
 use fillmesh_tracker::core::{Config, Event, Fills, Millis, Plan, Policy, Steering, Tracker};
 
 const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
@@ -29,12 +29,28 @@ pub fn title(i: usize) -> TitleId {
     TitleId::from_bytes([i as u8 + 1; 32])
 }
 
-/// A synthetic manifest (the core never verifies it): `chunks` chunks of 1 KiB, the last one
-/// `tail` bytes short.
-pub fn manifest(chunks: u32, tail: u64) -> Manifest {
-    let cs = ChunkSize::new(1024).unwrap();
+/// A one-file title's shape: `chunks` chunks of 1 KiB, the last one `tail` bytes short.
+pub fn shape(chunks: u32, tail: u64) -> Shape {
     let len = if chunks == 0 { 0 } else { u64::from(chunks) * 1024 - tail.min(1023) };
-    Manifest::new(len, cs, vec![[7; 32]; chunks as usize]).unwrap()
+    Shape::file(len, ChunkSize::new(1024).unwrap()).unwrap()
+}
+
+/// A package's shape of `chunks` chunks of 1 KiB in up to three files (one empty file for
+/// none), each file's last chunk `tail` bytes short: as many chunks as [`shape`] gives, with a
+/// short chunk in the middle of the title.
+pub fn package(chunks: u32, tail: u64) -> Shape {
+    let files = chunks.clamp(1, 3);
+    let lens = (0..files)
+        .map(|k| {
+            let c = chunks / files + u32::from(k < chunks % files);
+            if c == 0 {
+                0
+            } else {
+                u64::from(c) * 1024 - tail.min(1023)
+            }
+        })
+        .collect();
+    Shape::new(ChunkSize::new(1024).unwrap(), true, lens).unwrap()
 }
 
 pub fn registration(
@@ -79,7 +95,7 @@ pub struct Model {
     /// Reporter -> every source it reported corrupt (the tracker keeps only the latest 64;
     /// the tests' fleets are smaller than that).
     pub excluded: BTreeMap<NodeId, BTreeSet<NodeId>>,
-    pub manifests: BTreeMap<TitleId, Manifest>,
+    pub shapes: BTreeMap<TitleId, Shape>,
     /// Per title: publish time, raised by every steering request for it.
     pub wanted: BTreeMap<TitleId, Millis>,
     /// Every node that ever registered (the only ones a corrupt report may name).
@@ -197,8 +213,8 @@ impl Model {
                     n.lost = true;
                 }
             }
-            Event::Publish { title, manifest, .. } => {
-                self.manifests.entry(*title).or_insert_with(|| manifest.clone());
+            Event::Publish { title, shape, .. } => {
+                self.shapes.entry(*title).or_insert_with(|| shape.clone());
                 self.wanted.entry(*title).or_insert(now);
             }
             Event::Steer { title, .. } => {
@@ -209,7 +225,7 @@ impl Model {
                 }
             }
             Event::ReportHeld { node, title, held, fetched } => {
-                let ok = self.manifests.get(title).is_some_and(|m| {
+                let ok = self.shapes.get(title).is_some_and(|m| {
                     m.chunk_count() == held.len() && fetched.iter().all(|f| f.chunk < m.chunk_count())
                 });
                 if let (true, Some(n)) = (ok, self.nodes.get_mut(node)) {
@@ -218,7 +234,7 @@ impl Model {
             }
             Event::ReportFailure { reporter, title, chunk, source, kind } => {
                 let ok = self.nodes.contains_key(reporter)
-                    && self.manifests.get(title).is_some_and(|m| *chunk < m.chunk_count());
+                    && self.shapes.get(title).is_some_and(|m| *chunk < m.chunk_count());
                 if ok && *kind == FailureKind::Corrupt && self.known.contains(source) {
                     self.excluded.entry(reporter.clone()).or_default().insert(source.clone());
                     let believed = !self.bad.contains(reporter);
@@ -233,7 +249,7 @@ impl Model {
             }
             Event::PlayerCorrupt { player, title, chunk, source } => {
                 let ok = self.roles.get(source) == Some(&Role::Appliance)
-                    && self.manifests.get(title).is_some_and(|m| *chunk < m.chunk_count());
+                    && self.shapes.get(title).is_some_and(|m| *chunk < m.chunk_count());
                 if ok {
                     let reporters = self.corrupt.entry(source.clone()).or_default();
                     reporters.insert(Reporter::player(*player));
@@ -243,7 +259,7 @@ impl Model {
                 }
             }
             Event::ReportFill { node, title, gained, .. } => {
-                let chunks = self.manifests.get(title).map(|m| m.chunk_count());
+                let chunks = self.shapes.get(title).map(|m| m.chunk_count());
                 if let (Some(chunks), Some(n)) = (chunks, self.nodes.get_mut(node)) {
                     if gained.iter().all(|r| r.end <= chunks) {
                         let held = n.held.entry(*title).or_insert_with(|| ChunkBitmap::new(chunks).unwrap());
@@ -407,7 +423,7 @@ pub fn check_evictions(
         return if plan.evict.is_empty() { Ok(()) } else { Err("eviction for an unknown node".into()) };
     };
     let watermark = model.watermark(config, a);
-    let catalog = model.manifests.values().fold(0u64, |s, m| s.saturating_add(m.len()));
+    let catalog = model.shapes.values().fold(0u64, |s, m| s.saturating_add(m.len()));
     if !plan.evict.is_empty() && catalog <= watermark {
         return Err(format!("{a} evicted {:?} although the whole catalog fits", plan.evict));
     }
@@ -443,7 +459,7 @@ pub fn check_evictions(
         return Ok(());
     }
     let committed = model
-        .manifests
+        .shapes
         .iter()
         .filter(|(t, _)| {
             (held(t) && !plan.evict.contains(t)) || after.iter().any(|(n, tt, ..)| n == a && tt == *t)
@@ -484,7 +500,7 @@ pub fn check_fills(
     let mut titles = BTreeSet::new();
     for plan in &fills.plans {
         let t = &plan.title;
-        let Some(m) = model.manifests.get(t) else { return Err(format!("a plan for unpublished {t}")) };
+        let Some(m) = model.shapes.get(t) else { return Err(format!("a plan for unpublished {t}")) };
         if !titles.insert(*t) {
             return Err(format!("two plans for {t}"));
         }
@@ -522,15 +538,14 @@ pub fn check_fills(
         return Ok(());
     }
     let committed = model
-        .manifests
+        .shapes
         .iter()
         .filter(|(t, _)| {
             (me.held.get(*t).is_some_and(|m| m.count() > 0) && !fills.evict.contains(t))
                 || titles.contains(*t)
         })
         .fold(0u64, |s, (_, m)| s.saturating_add(m.len()));
-    if committed > watermark
-        && model.manifests.values().fold(0u64, |s, m| s.saturating_add(m.len())) > watermark
+    if committed > watermark && model.shapes.values().fold(0u64, |s, m| s.saturating_add(m.len())) > watermark
     {
         return Err(format!("{a} fills to {committed} bytes over its watermark {watermark}: {fills:?}"));
     }
@@ -598,7 +613,7 @@ pub fn check_steer(
             return Err("a partial holder or the origin first, not counted as a content miss".into());
         }
     }
-    if steering.targets.len() < fillmesh_protocol::messages::MAX_TARGETS && model.manifests.contains_key(t) {
+    if steering.targets.len() < fillmesh_protocol::messages::MAX_TARGETS && model.shapes.contains_key(t) {
         let left_out = model.nodes.iter().any(|(n, node)| {
             model.eligible(config, now, n)
                 && node.held.get(t).is_some_and(|m| m.count() > 0)
@@ -610,7 +625,7 @@ pub fn check_steer(
     }
     if let Some(o) = &model.origin {
         let ready = !model.bad.contains(o) && model.healthy(config, now, o);
-        if ready && model.manifests.contains_key(t) && steering.targets.last() != Some(o) {
+        if ready && model.shapes.contains_key(t) && steering.targets.last() != Some(o) {
             return Err("a healthy origin not last on the list".into());
         }
     }
