@@ -1268,10 +1268,12 @@ impl<'a> Sim<'a> {
         let plan = tracker
             .fill_plan(now, &self.ids[n as usize], &self.title)
             .unwrap_or_else(|e| panic!("fill plan for {}: {e}", self.ids[n as usize]));
+        // As the node does: small chunks (a package's) get more requests in flight.
+        let config = SwarmConfig { inflight: self.sc.max_inflight as u32, ..SwarmConfig::default() }
+            .for_chunks(self.shape.len() / u64::from(self.shape.chunk_count().max(1)));
         let node = &mut self.nodes[n as usize];
         node.plan_epoch = plan.epoch;
         let swarm = node.swarm.get_or_insert_with(|| {
-            let config = SwarmConfig { inflight: self.sc.max_inflight as u32, ..SwarmConfig::default() };
             Swarm::new(config, &node.held, self.sc.seed ^ u64::from(n).wrapping_mul(0x9e37_79b9))
         });
         swarm.set_plan(&plan.origin, &plan.import);
@@ -1297,7 +1299,7 @@ impl<'a> Sim<'a> {
             }
             let node = &mut self.nodes[n as usize];
             let Some(swarm) = node.swarm.as_mut() else { return };
-            let p = swarm.add_parent(class, SwarmConfig::default().depth);
+            let p = swarm.add_parent(class, config.depth);
             node.parents.push(parent);
             subscribe.push((parent, p));
         }

@@ -68,6 +68,28 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The chunk size the depths above were measured at.
+    pub const MEASURED_CHUNK: u64 = 1 << 20;
+
+    /// The most this scales the depths by.
+    pub const MAX_SCALE: u64 = 16;
+
+    /// This configuration for a title whose chunks are `avg_chunk` bytes on average: below
+    /// [`Self::MEASURED_CHUNK`], the per-parent depth and the in-flight cap are scaled up so
+    /// about as many bytes are in flight as with 1 MiB chunks (at most [`Self::MAX_SCALE`]x).
+    /// Why: a request costs a round trip and a commit whatever its size, so a package of 5,000
+    /// segments of 210 KB at one request per parent moved a fifth of the bytes per round trip.
+    pub fn for_chunks(self, avg_chunk: u64) -> Self {
+        let scale = (Self::MEASURED_CHUNK / avg_chunk.max(1)).clamp(1, Self::MAX_SCALE) as u32;
+        Self {
+            depth: self.depth.saturating_mul(scale),
+            inflight: self.inflight.saturating_mul(scale),
+            ..self
+        }
+    }
+}
+
 /// How one request to a parent ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -475,3 +475,15 @@ fn a_first_chunk_a_parent_lacks_waits_for_one_that_has_it() {
     s.advertise(a, &bitmap(chunks, [9])).unwrap();
     assert_eq!(s.next(a), Next::Chunk(9), "a parent without the first chunk is asked for what it has");
 }
+
+#[test]
+fn small_chunks_get_more_requests_in_flight_for_the_same_bytes() {
+    let c = Config::default();
+    assert_eq!(c.for_chunks(1 << 20), c, "1 MiB chunks: as measured");
+    assert_eq!(c.for_chunks(4 << 20), c, "larger chunks: never fewer");
+    let small = c.for_chunks(210_000);
+    assert_eq!((small.depth, small.inflight), (c.depth * 4, c.inflight * 4));
+    let tiny = c.for_chunks(1024);
+    assert_eq!((tiny.depth, tiny.inflight), (c.depth * 16, c.inflight * 16), "capped");
+    assert_eq!(c.for_chunks(0), tiny);
+}

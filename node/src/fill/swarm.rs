@@ -235,13 +235,16 @@ pub(crate) async fn fill<O: Owner>(
     owner: Arc<O>,
     control: Option<mpsc::Receiver<Control>>,
 ) -> Ended {
-    let mut swarm = Swarm::new(local.swarm, held, seed);
+    // Small chunks (a package's segments): more requests in flight for the same bytes.
+    let config = local.swarm.for_chunks(manifest.len() / u64::from(manifest.chunk_count().max(1)));
+    let mut swarm = Swarm::new(config, held, seed);
     // A package's start of playback (playlists, inits, first segments) before the rest.
     swarm.set_first(&manifest.startup_chunks());
     let mut fill = Fill {
         title: plan.title,
         manifest,
         swarm,
+        depth: config.depth,
         parents: Vec::new(),
         local,
         owner,
@@ -401,6 +404,8 @@ struct Fill<O> {
     title: TitleId,
     manifest: Arc<Manifest>,
     swarm: Swarm,
+    /// Requests in flight per parent ([`SwarmConfig::for_chunks`] of this title's chunks).
+    depth: u32,
     /// By the swarm's parent index.
     parents: Vec<ParentState>,
     local: Arc<Local>,
@@ -440,7 +445,7 @@ impl<O: Owner> Fill<O> {
             if known {
                 continue;
             }
-            let p = self.swarm.add_parent(q.class, self.local.swarm.depth);
+            let p = self.swarm.add_parent(q.class, self.depth);
             let peer = identity::peer_of(&q.node);
             let mut state = ParentState {
                 node: q.node,
