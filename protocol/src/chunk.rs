@@ -25,6 +25,11 @@ pub enum ChunkSizeError {
     TooLarge(u64),
 }
 
+/// Chunks a title may have: 262,144, 8 MiB of chaining values, a 256 GiB title at the default
+/// chunk size. It bounds every manifest and shape a node will parse or hold
+/// ([`crate::Manifest::MAX_CHUNKS`] is the same number).
+pub const MAX_CHUNKS: u64 = 1 << 18;
+
 impl ChunkSize {
     /// BLAKE3's own chunk: the smallest piece with a chaining value of its own.
     pub const MIN: ChunkSize = ChunkSize(blake3::CHUNK_LEN as u32);

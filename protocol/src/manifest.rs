@@ -196,7 +196,7 @@ impl std::fmt::Debug for Manifest {
 impl Manifest {
     /// 262,144 chunks: 8 MiB of chaining values, a 256 GiB title at the default chunk size.
     /// It bounds every manifest a node will parse or hold.
-    pub const MAX_CHUNKS: u64 = 1 << 18;
+    pub const MAX_CHUNKS: u64 = crate::chunk::MAX_CHUNKS;
 
     /// Accepts a manifest whose shape is consistent (the right number of chaining values for
     /// its length and chunk size). It says nothing about content: see [`Manifest::verify`].

@@ -504,7 +504,7 @@ pub struct SteerTarget {
     /// The appliance.
     pub node: NodeId,
     /// `https://ADDR/titles/ID` for a one-file title; for a package its base URL,
-    /// `https://ADDR/titles/ID/` (see [`SteerEntry::url`](crate::steering::SteerEntry::url)).
+    /// `https://ADDR/titles/ID/` (as the steering document's `SteerEntry::url` says).
     /// At most [`MAX_TEXT`] bytes.
     #[serde(deserialize_with = "bounded::string::<_, MAX_TEXT>")]
     pub url: String,

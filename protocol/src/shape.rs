@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkSize;
-use crate::manifest::Manifest;
+use crate::chunk::MAX_CHUNKS;
 use crate::package::MAX_FILES;
 
 /// Why a shape is refused.
@@ -22,8 +22,8 @@ pub enum ShapeError {
         /// Lengths given.
         files: usize,
     },
-    /// More chunks than [`Manifest::MAX_CHUNKS`].
-    #[error("{chunks} chunks, more than the limit of {max}", max = Manifest::MAX_CHUNKS)]
+    /// More chunks than [`MAX_CHUNKS`].
+    #[error("{chunks} chunks, more than the limit of {MAX_CHUNKS}")]
     TooManyChunks {
         /// Chunks the lengths make (as far as they were counted).
         chunks: u64,
@@ -76,7 +76,7 @@ impl Shape {
             starts.push(chunks as u32);
             chunks += chunk_size.chunks_for(l);
             len = len.saturating_add(l);
-            if chunks > Manifest::MAX_CHUNKS {
+            if chunks > MAX_CHUNKS {
                 return Err(ShapeError::TooManyChunks { chunks });
             }
         }
@@ -149,7 +149,7 @@ mod tests {
         assert!(matches!(Shape::new(cs, false, vec![1, 2]), Err(ShapeError::Files { .. })));
         assert!(matches!(Shape::new(cs, true, vec![]), Err(ShapeError::Files { .. })));
         assert!(matches!(
-            Shape::file(Manifest::MAX_CHUNKS * 1024 + 1, cs),
+            Shape::file(MAX_CHUNKS * 1024 + 1, cs),
             Err(ShapeError::TooManyChunks { .. })
         ));
     }
