@@ -148,9 +148,6 @@ mod tests {
         let cs = ChunkSize::new(1024).unwrap();
         assert!(matches!(Shape::new(cs, false, vec![1, 2]), Err(ShapeError::Files { .. })));
         assert!(matches!(Shape::new(cs, true, vec![]), Err(ShapeError::Files { .. })));
-        assert!(matches!(
-            Shape::file(MAX_CHUNKS * 1024 + 1, cs),
-            Err(ShapeError::TooManyChunks { .. })
-        ));
+        assert!(matches!(Shape::file(MAX_CHUNKS * 1024 + 1, cs), Err(ShapeError::TooManyChunks { .. })));
     }
 }

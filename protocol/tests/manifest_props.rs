@@ -7,18 +7,8 @@ use std::io::Read;
 use fillmesh_protocol::{ChainingValue, ChunkSize, Manifest, TitleId};
 use proptest::prelude::*;
 
-/// Deterministic pseudo-random bytes: proptest picks the seed, the bytes come cheap.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
+mod common;
+use common::bytes;
 
 /// A chunk size (1 KiB .. 1 MiB) and a length around the interesting boundaries, at most ~4 MiB.
 fn shape() -> impl Strategy<Value = (ChunkSize, usize)> {

@@ -8,17 +8,8 @@ use fillmesh_protocol::package::{self, parse_listing};
 use fillmesh_protocol::{ChunkSize, Manifest, PackageBuilder, TitleId, VerifyError};
 use proptest::prelude::*;
 
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
+mod common;
+use common::bytes;
 
 /// 1 to 12 files of 0 to ~5 chunks each, at 1 KiB or 4 KiB chunks, with distinct sorted paths.
 fn package() -> impl Strategy<Value = (ChunkSize, Vec<(String, Vec<u8>)>)> {

@@ -103,33 +103,25 @@ fn a_package_is_named_as_b3sum_would_filled_as_one_title_and_fetched_back_whole(
     // Fetched back from an appliance as the same directory, each file once.
     let (_, appliance) = &mesh.appliances[1];
     let out_dir = mesh.dir.path().join("fetched");
-    let out = fillmesh()
-        .args(["fetch", &id, "--from", &appliance.mesh, "--peer", &appliance.peer, "--out"])
-        .arg(&out_dir)
-        .arg("--identity")
-        .arg(fetcher.path())
-        .output()
-        .unwrap();
+    let fetch = |out: &Path| {
+        fillmesh()
+            .args(["fetch", &id, "--from", &appliance.mesh, "--peer", &appliance.peer, "--out"])
+            .arg(out)
+            .arg("--identity")
+            .arg(fetcher.path())
+            .output()
+            .unwrap()
+    };
+    let out = fetch(&out_dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(tree(&out_dir) == tree(src.path()), "the fetched directory differs from the source");
     assert!(!out_dir.with_extension("fillmesh-part").exists(), "no partial directory is left");
 
     // A package cannot go to standard output, and an existing non-empty directory is kept.
-    let out = fillmesh()
-        .args(["fetch", &id, "--from", &appliance.mesh, "--peer", &appliance.peer, "--out", "-"])
-        .arg("--identity")
-        .arg(fetcher.path())
-        .output()
-        .unwrap();
+    let out = fetch(Path::new("-"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a package"), "{out:?}");
-    let out = fillmesh()
-        .args(["fetch", &id, "--from", &appliance.mesh, "--peer", &appliance.peer, "--out"])
-        .arg(&out_dir)
-        .arg("--identity")
-        .arg(fetcher.path())
-        .output()
-        .unwrap();
+    let out = fetch(&out_dir);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "{out:?}");
 }

@@ -196,9 +196,7 @@ async fn receive(
     body: Body,
     chunk_size: ChunkSize,
 ) -> Result<(PathBuf, TitleId, Manifest), (StatusCode, String)> {
-    let dir = store.dir().join("staging");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
-    let path = dir.join(format!("upload-{}-{}.part", std::process::id(), unique()));
+    let path = staging_path(store).await?;
     let result = async {
         let mut file = tokio::fs::File::create(&path)
             .await
@@ -217,13 +215,7 @@ async fn receive(
         Ok((id, manifest))
     }
     .await;
-    match result {
-        Ok((id, manifest)) => Ok((path, id, manifest)),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            Err(e)
-        }
-    }
+    keep_or_remove(path, result).await
 }
 
 /// Streams a package's body (see the module) into a staging data file while building its
@@ -234,9 +226,7 @@ async fn receive_package(
     chunk_size: ChunkSize,
     expected: &TitleId,
 ) -> Result<(PathBuf, TitleId, Manifest), (StatusCode, String)> {
-    let dir = store.dir().join("staging");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
-    let path = dir.join(format!("upload-{}-{}.part", std::process::id(), unique()));
+    let path = staging_path(store).await?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = tokio::io::BufReader::new(tokio_util::io::StreamReader::new(stream));
     let result = async {
@@ -302,6 +292,21 @@ async fn receive_package(
         Ok((id, manifest))
     }
     .await;
+    keep_or_remove(path, result).await
+}
+
+/// A new staging file's path in the store's staging directory (created if need be).
+async fn staging_path(store: &Store) -> Result<PathBuf, (StatusCode, String)> {
+    let dir = store.dir().join("staging");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| (StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+    Ok(dir.join(format!("upload-{}-{}.part", std::process::id(), unique())))
+}
+
+/// The staged upload with its staging file, or the error with the staging file removed.
+async fn keep_or_remove(
+    path: PathBuf,
+    result: Result<(TitleId, Manifest), (StatusCode, String)>,
+) -> Result<(PathBuf, TitleId, Manifest), (StatusCode, String)> {
     match result {
         Ok((id, manifest)) => Ok((path, id, manifest)),
         Err(e) => {

@@ -8,6 +8,19 @@ use fillmesh_protocol::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+/// Deterministic pseudo-random bytes: proptest picks the seed, the bytes come cheap.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
 pub fn title() -> impl Strategy<Value = TitleId> {
     any::<[u8; 32]>().prop_map(TitleId::from_bytes)
 }
