@@ -292,7 +292,7 @@ fn rendition_key(path: &str) -> (String, u64) {
 const START_SEGMENTS: usize = 2;
 
 /// The files a player needs to start, in the order it needs them: every playlist and manifest,
-/// then every init segment, then the first [`START_SEGMENTS`] media segments of each rendition,
+/// then every init segment, then the first two media segments of each rendition,
 /// renditions in increasing total size (a proxy for bitrate: lowest first, where players
 /// start). Indices into `files`, which is a package's file list (each path with its length).
 pub fn startup_files<'a>(files: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<usize> {
