@@ -153,37 +153,16 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         per_source: args.per_source,
         bar: &bar,
     };
+    // An existing (empty) directory takes only a package; a new path takes either.
+    let into_dir = matches!(output, Output::Dir(_));
+    let one_file_into_dir = |out: &Path| {
+        anyhow::anyhow!("--out {} is a directory and {} is one file: name a file", out.display(), args.title)
+    };
     let result = match (&args.data, output) {
-        // A package's files go into their directory, read back verified from wherever the
-        // chunks landed.
-        (Some(dir), Output::Dir(out)) => {
-            async {
-                let store = open_store(dir).await?;
-                let report = fetch.run(store.clone(), None).await;
-                bar.finish_and_clear();
-                let report = report?;
-                let title = args.title;
-                let manifest = store.manifest(&title).context("the store lost the title's manifest")?;
-                write_package(manifest, move |i| store.read_chunk(&title, i), out).await?;
-                Ok(report)
-            }
-            .await
-        }
-        (None, Output::Dir(out)) => {
-            async {
-                let file = Arc::new(OutFile::create_in(&std::env::temp_dir())?);
-                let report = fetch.run(file.clone(), None).await;
-                bar.finish_and_clear();
-                let report = report?;
-                let (manifest, _) = file.adopted(&args.title).context("the fetch adopted no manifest")?;
-                write_package(manifest, move |i| file.read_chunk(i), out).await?;
-                Ok(report)
-            }
-            .await
-        }
         // The store is the source of truth (resumable); `--out` is linked to its data file
-        // where the filesystem allows (see `Store::export`).
-        (Some(dir), Output::File(out)) => {
+        // where the filesystem allows (see `Store::export`). A package's files go into their
+        // directory, read back verified.
+        (Some(dir), Output::File(out) | Output::Dir(out)) => {
             async {
                 let store = open_store(dir).await?;
                 let report = fetch.run(store.clone(), None).await;
@@ -193,6 +172,9 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
                 if let Some(m) = store.manifest(&title).filter(|m| m.is_package()) {
                     write_package(m, move |i| store.read_chunk(&title, i), out).await?;
                     return Ok(report);
+                }
+                if into_dir {
+                    return Err(one_file_into_dir(&out).into());
                 }
                 let shown = out.display().to_string();
                 match tokio::task::spawn_blocking(move || store.export(&title, &out)).await?? {
@@ -220,8 +202,9 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
             }
             .await
         }
-        // No store: the chunks land in the output file itself, named into place when whole.
-        (None, Output::File(out)) => {
+        // No store: the chunks land in the output file itself, named into place when whole
+        // (a package's files are written from it into their directory).
+        (None, Output::File(out) | Output::Dir(out)) => {
             async {
                 let dir = match out.parent() {
                     Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -234,6 +217,9 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
                 if let Some((m, _)) = file.adopted(&args.title).filter(|(m, _)| m.is_package()) {
                     write_package(m, move |i| file.read_chunk(i), out).await?;
                     return Ok(report);
+                }
+                if into_dir {
+                    return Err(one_file_into_dir(&out).into());
                 }
                 let shown = out.display().to_string();
                 tokio::task::spawn_blocking(move || file.persist(&out)).await??;
