@@ -469,6 +469,12 @@ impl PlayerServer {
         head
     }
 
+    /// 416 for a range past the end of `len` bytes.
+    fn unsatisfiable(&self, len: u64, etag: &str) -> (Response<()>, Body) {
+        let range = format!("bytes */{len}");
+        self.simple(StatusCode::RANGE_NOT_SATISFIABLE, "", &[("content-range", &range), ("etag", etag)])
+    }
+
     fn simple(&self, status: StatusCode, body: &str, headers: &[(&str, &str)]) -> (Response<()>, Body) {
         let mut response = self.head(status).header("content-length", body.len());
         for (k, v) in headers {
@@ -596,14 +602,7 @@ impl PlayerServer {
         let (status, start, end) = match range::parse(header, len) {
             RangeRequest::Full => (StatusCode::OK, 0, len),
             RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end + 1),
-            RangeRequest::Unsatisfiable => {
-                let range = format!("bytes */{len}");
-                return self.simple(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "",
-                    &[("content-range", &range), ("etag", &etag)],
-                );
-            }
+            RangeRequest::Unsatisfiable => return self.unsatisfiable(len, &etag),
         };
         let mut response = self
             .head(status)
@@ -640,14 +639,7 @@ impl PlayerServer {
             RangeRequest::Full if len == 0 => (StatusCode::OK, 0, 0),
             RangeRequest::Full => (StatusCode::OK, 0, len - 1),
             RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-            RangeRequest::Unsatisfiable => {
-                let range = format!("bytes */{len}");
-                return self.simple(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "",
-                    &[("content-range", &range), ("etag", &etag)],
-                );
-            }
+            RangeRequest::Unsatisfiable => return self.unsatisfiable(len, &etag),
         };
         let body_len = if len == 0 { 0 } else { end - start + 1 };
         let cs = manifest.chunk_size().bytes();
