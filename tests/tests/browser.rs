@@ -275,6 +275,17 @@ fn call(driver: &str, method: &str, path: &str, body: &Value) -> Value {
     value
 }
 
+/// Whether Chromium or chromedriver is missing (said once on standard error: the test skips).
+fn browser_missing() -> bool {
+    let missing = which("chromium").is_none() || which("chromedriver").is_none();
+    if missing {
+        eprintln!(
+            "SKIPPED: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+    }
+    missing
+}
+
 fn which(name: &str) -> Option<String> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -314,10 +325,7 @@ fn operator_certificate(dir: &Path) -> ([u8; 32], PathBuf, PathBuf) {
 
 #[test]
 fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_fleet() {
-    if which("chromium").is_none() || which("chromedriver").is_none() {
-        eprintln!(
-            "SKIPPED: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-        );
+    if browser_missing() {
         return;
     }
     let _one = one_browser();
@@ -585,10 +593,7 @@ fn watch_package(browser: &Browser, mesh: &mut Mesh, player: Option<&str>, expec
 
 #[test]
 fn chromium_plays_a_package_ladder_natively_and_with_hls_js_seeks_and_fails_over() {
-    if which("chromium").is_none() || which("chromedriver").is_none() {
-        eprintln!(
-            "SKIPPED: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-        );
+    if browser_missing() {
         return;
     }
     let _one = one_browser();
