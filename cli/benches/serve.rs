@@ -194,6 +194,8 @@ fn main() -> anyhow::Result<()> {
                 client_ip: "127.0.0.1".into(),
                 targets: vec![n.entry.clone()],
                 reason: String::new(),
+                token: None,
+                token_expires: None,
             };
             (n.name.to_owned(), answer)
         })

@@ -34,6 +34,8 @@ enum Command {
     Fetch(cli::fetch::FetchArgs),
     /// Run the tracker: mesh API over QUIC, steering, status and metrics over HTTP.
     Tracker(cli::tracker::TrackerArgs),
+    /// List, add (rotate) or retire the playback keys trackers sign players' tokens with.
+    Keys(cli::keys::KeysArgs),
     /// Stream a title over HTTP/3 from the appliance the tracker steers to, verifying every
     /// chunk, failing over down the steering list; prints a summary.
     Play(cli::play::PlayArgs),
@@ -78,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => runtime()?.block_on(cli::seed::run(args)),
         Command::Fetch(args) => runtime()?.block_on(cli::fetch::run(args)),
         Command::Tracker(args) => cli::tracker::run(args),
+        Command::Keys(args) => runtime()?.block_on(cli::keys::run(args)),
         Command::Status { tracker_http } => runtime()?.block_on(cli::status::run(&tracker_http)),
         Command::Play(args) => runtime()?.block_on(cli::play::run(args)),
         Command::Sim(args) => cli::sim::run(args),

@@ -319,6 +319,8 @@ mod tests {
                 })
                 .collect(),
             reason: String::new(),
+            token: None,
+            token_expires: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod peer;
 pub mod shape;
 pub mod steering;
 pub mod title;
+pub mod token;
 pub mod units;
 
 pub use bitmap::{BitmapError, ChunkBitmap};

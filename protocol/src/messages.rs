@@ -431,6 +431,10 @@ pub enum TrackerRequest {
     /// The live trackers of the fleet (answered `Trackers`): a title's owner is the one of
     /// highest rendezvous weight among them ([`crate::ownership::owner`]).
     Trackers,
+    /// The public keys players' tokens are checked with, and whether tokens are required
+    /// (answered `PlaybackKeys`). An appliance asks when it registers and whenever the
+    /// tracker's epoch moves (a change of keys moves it).
+    PlaybackKeys,
 }
 
 impl Message for TrackerRequest {
@@ -592,6 +596,15 @@ pub enum TrackerResponse {
         /// The live trackers, at most [`MAX_TRACKERS`].
         #[serde(deserialize_with = "bounded::vec::<_, _, MAX_TRACKERS>")]
         live: Vec<NodeId>,
+    },
+    /// The answer to `PlaybackKeys`.
+    PlaybackKeys {
+        /// Whether appliances serve players only with a valid token (false: an open fleet).
+        required: bool,
+        /// The public keys tokens are accepted from, at most [`crate::token::MAX_KEYS`]:
+        /// never a signing key.
+        #[serde(deserialize_with = "bounded::vec::<_, _, { crate::token::MAX_KEYS }>")]
+        keys: Vec<crate::token::PublicKey>,
     },
 }
 

@@ -19,6 +19,14 @@ pub struct SteerAnswer {
     pub targets: Vec<SteerEntry>,
     /// Why the list is empty or short.
     pub reason: String,
+    /// The playback token every target's URL carries (`/p/<token>/titles/...`), when the
+    /// fleet requires tokens: good on any appliance of the list, for this title, until
+    /// `token_expires`. A player asks again for a fresh one when an appliance answers 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// When `token` expires, in Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires: Option<u64>,
 }
 
 /// One appliance a player may stream from.
@@ -26,7 +34,9 @@ pub struct SteerAnswer {
 pub struct SteerEntry {
     /// The appliance's PeerId, base58 text: what a [`PlayerReport`] names it by.
     pub peer_id: String,
-    /// Where the title is served, over HTTPS on TCP and HTTP/3 on the same port. For a
+    /// Where the title is served, over HTTPS on TCP and HTTP/3 on the same port. With
+    /// playback tokens the path starts with the token, `https://ADDR/p/TOKEN/titles/ID`, and
+    /// every path below is asked with that start. For a
     /// one-file title, the title itself: `https://ADDR/titles/ID`. For a package, its base
     /// URL with a trailing slash, `https://ADDR/titles/ID/`: a file of the package is the
     /// base joined with its path (`https://ADDR/titles/ID/v1/index.m3u8`), so the relative
@@ -71,8 +81,9 @@ impl From<SteerTarget> for SteerEntry {
 
 /// A player's report to the tracker (`POST /report`, JSON): the appliance `peer_id` sent
 /// chunk `chunk` of `title` and it failed verification. The tracker counts the player as one
-/// reporter toward the appliance's corrupt-chunk quorum; who the player is, the tracker
-/// takes from the connection, never from the document.
+/// reporter toward the appliance's corrupt-chunk quorum: with playback tokens, by its
+/// `token` (one token is one reporter, however many addresses it comes from); without, by
+/// the address of the connection, never by anything else in the document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlayerReport {
@@ -82,6 +93,10 @@ pub struct PlayerReport {
     pub peer_id: String,
     /// The chunk's index, from 0 (the tracker checks it against the title's chunk count).
     pub chunk: u32,
+    /// The playback token the player was steered with, for a fleet that requires tokens
+    /// (the tracker checks it is valid for `title`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Why a player's report is refused before the tracker looks at it. A field's own error is
@@ -99,6 +114,9 @@ pub enum PlayerReportError {
     /// `peer_id` is not a node id.
     #[error("peer_id: {0}")]
     PeerId(NodeIdError),
+    /// `token` is longer than any token ([`crate::token::MAX_TOKEN_TEXT`]).
+    #[error("token: longer than {} characters", crate::token::MAX_TOKEN_TEXT)]
+    Token,
 }
 
 impl PlayerReport {
@@ -106,9 +124,9 @@ impl PlayerReport {
     pub const MAX_BYTES: usize = 1024;
 
     /// The report that chunk `chunk` of `title`, from the appliance `peer_id`, failed
-    /// verification.
-    pub fn new(title: &TitleId, peer_id: &str, chunk: u32) -> Self {
-        Self { title: title.to_string(), peer_id: peer_id.to_owned(), chunk }
+    /// verification, from a player steered with `token` (if any).
+    pub fn new(title: &TitleId, peer_id: &str, chunk: u32, token: Option<String>) -> Self {
+        Self { title: title.to_string(), peer_id: peer_id.to_owned(), chunk, token }
     }
 
     /// The report's fields, each checked for shape (whether the title and the appliance exist
@@ -116,6 +134,9 @@ impl PlayerReport {
     pub fn check(&self) -> Result<(TitleId, NodeId, u32), PlayerReportError> {
         let title = self.title.parse().map_err(PlayerReportError::Title)?;
         let peer_id = self.peer_id.parse().map_err(PlayerReportError::PeerId)?;
+        if self.token.as_ref().is_some_and(|t| t.len() > crate::token::MAX_TOKEN_TEXT) {
+            return Err(PlayerReportError::Token);
+        }
         Ok((title, peer_id, self.chunk))
     }
 }
@@ -161,12 +182,12 @@ mod tests {
             junk_peer in "\\PC{0,80}",
         ) {
             let title = TitleId::from_bytes(title);
-            let report = PlayerReport::new(&title, &peer, chunk);
+            let report = PlayerReport::new(&title, &peer, chunk, Some("t".repeat(crate::token::MAX_TOKEN_TEXT)));
             let json = serde_json::to_vec(&report).unwrap();
             prop_assert!(json.len() <= PlayerReport::MAX_BYTES);
             let back: PlayerReport = serde_json::from_slice(&json).unwrap();
             prop_assert_eq!(back.check(), Ok((title, peer.parse().unwrap(), chunk)));
-            let junk = PlayerReport { title: junk_title.clone(), peer_id: junk_peer.clone(), chunk };
+            let junk = PlayerReport { title: junk_title.clone(), peer_id: junk_peer.clone(), chunk, token: None };
             match junk.check() {
                 Ok((t, p, c)) => {
                     prop_assert_eq!(t.to_string(), junk_title);

@@ -12,7 +12,7 @@ use common::{
 };
 use fillmesh_protocol::messages::{FailureKind, Fetched, Role};
 use fillmesh_protocol::{ChunkBitmap, NodeId};
-use fillmesh_tracker::core::{Config, Decision, Event, Millis, Policy, Tracker};
+use fillmesh_tracker::core::{Config, Decision, Event, Millis, PlayerId, Policy, Tracker};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
@@ -319,9 +319,13 @@ impl Run {
             .find(|(n, tt, _, s)| *n == reporter && *tt == title(t) && *s == source)
             .map_or((b % u64::from(self.s.titles[t].0)) as u32, |x| x.2);
         // Now and then a player's report instead, from one of three addresses (two of them in
-        // one IPv6 /64, so one reporter), beside the appliances' reports on the same sources.
+        // one IPv6 /64, so one reporter) or by one of two tokens, beside the appliances'
+        // reports on the same sources.
         if b % 4 == 0 {
-            let player = ["192.0.2.1", "2001:db8::1", "2001:db8::2"][(c % 3) as usize].parse().unwrap();
+            let player = match c % 5 {
+                3 | 4 => PlayerId::Token([c as u8 % 2; 16]),
+                k => PlayerId::Address(["192.0.2.1", "2001:db8::1", "2001:db8::2"][k as usize].parse().unwrap()),
+            };
             return Event::PlayerCorrupt { player, title: title(t), chunk, source };
         }
         Event::ReportFailure { reporter, title: title(t), chunk, source, kind: FailureKind::Corrupt }

@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod fetch;
 pub mod id;
+pub mod keys;
 pub mod node;
 pub mod play;
 pub mod seed;

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use fillmesh_tracker::core::Policy;
-use fillmesh_tracker::server::{self as tracker_server, TrackerConfig};
+use std::time::Duration;
+
+use anyhow::Context;
+use fillmesh_tracker::server::{self as tracker_server, TokenBind, TokenConfig, TrackerConfig};
 use libp2p_identity::PeerId;
 
 use super::shutdown_signal;
@@ -62,6 +65,23 @@ pub struct TrackerArgs {
     /// needs etcd's `--election-timeout 500` or less.
     #[arg(long, default_value_t = 5, requires = "etcd", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub etcd_lease_secs: u64,
+    /// An open fleet: appliances serve any player, with no playback token. By default
+    /// steering hands each player a token signed by the tracker, and appliances refuse
+    /// (403) requests without a valid one.
+    #[arg(long)]
+    pub no_tokens: bool,
+    /// Seconds a playback token lasts from steering (a player asks again on expiry).
+    #[arg(long, default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub token_ttl: u64,
+    /// Which client address tokens are bound to (its /24 or /48): `given` (the client_ip of
+    /// the steering request, when given), `seen` (that, else the address the tracker sees)
+    /// or `off`.
+    #[arg(long, default_value = "given")]
+    pub token_bind: String,
+    /// A file holding the key `/steer` then requires (`Authorization: Bearer KEY`): only the
+    /// operator's front end asks for viewers. Off by default.
+    #[arg(long)]
+    pub steer_key_file: Option<PathBuf>,
 }
 
 /// Runs the tracker (or prints its PeerId) until Ctrl-C or SIGTERM.
@@ -89,6 +109,29 @@ pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
         evict_watermark_pct: args.evict_watermark,
         evict_min_idle_ms: args.evict_min_idle_secs * 1000,
         etcd: etcd_config(args.etcd, args.etcd_prefix, args.etcd_lease_secs)?,
+        tokens: TokenConfig {
+            required: !args.no_tokens,
+            ttl: Duration::from_secs(args.token_ttl),
+            bind: match args.token_bind.as_str() {
+                "given" => TokenBind::Given,
+                "seen" => TokenBind::Seen,
+                "off" => TokenBind::Off,
+                other => anyhow::bail!("--token-bind {other:?}: use given, seen or off"),
+            },
+        },
+        steer_key: match &args.steer_key_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let key = text.trim().to_owned();
+                anyhow::ensure!(
+                    (16..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()),
+                    "{}: the steering key is 16 to 256 printable characters on one line",
+                    path.display()
+                );
+                Some(key)
+            }
+        },
     };
     // One thread: every request takes the core's one lock anyway, and a multi-threaded
     // runtime only adds wake-ups across threads.

@@ -277,6 +277,22 @@ pub struct Fills {
     pub epoch: u64,
 }
 
+/// Who a player is, for counting its reports: its playback token's id (a fleet with tokens),
+/// or the address its report came from (an open fleet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlayerId {
+    /// The random id of the token the player was steered with.
+    Token([u8; 16]),
+    /// The address the report came from.
+    Address(IpAddr),
+}
+
+impl From<IpAddr> for PlayerId {
+    fn from(addr: IpAddr) -> Self {
+        PlayerId::Address(addr)
+    }
+}
+
 /// One input of the tracker, for replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -336,8 +352,8 @@ pub enum Event {
     },
     /// A call of [`Tracker::report_player_corrupt`].
     PlayerCorrupt {
-        /// The address the player's report came from.
-        player: IpAddr,
+        /// The player: its token's id, or the address its report came from.
+        player: PlayerId,
         /// The title played.
         title: TitleId,
         /// The chunk that failed verification; below the title's chunk count.
@@ -570,17 +586,18 @@ impl Tracker {
         Ok(())
     }
 
-    /// A player at address `player` received chunk `chunk` of `title` from the appliance
-    /// `source` and it failed verification. It counts toward `source`'s quorum as one more
-    /// distinct reporter, exactly as a corrupt-chunk report between appliances does; players
-    /// are told apart by the address their report came from (an IPv6 address by its /64), so
-    /// one player reporting again and again counts once. The title must be published, the
-    /// chunk within it, and `source` a registered appliance (players are never steered to
-    /// the origin): anything else is refused and changes nothing.
+    /// A player `player` received chunk `chunk` of `title` from the appliance `source` and it
+    /// failed verification. It counts toward `source`'s quorum as one more distinct reporter,
+    /// exactly as a corrupt-chunk report between appliances does; players are told apart by
+    /// their playback token's id where the fleet hands out tokens (one token is one reporter,
+    /// from whatever address), else by the address their report came from (an IPv6 address
+    /// by its /64), so one player reporting again and again counts once. The title must be
+    /// published, the chunk within it, and `source` a registered appliance (players are never
+    /// steered to the origin): anything else is refused and changes nothing.
     pub fn report_player_corrupt(
         &mut self,
         now: Millis,
-        player: IpAddr,
+        player: impl Into<PlayerId>,
         title: TitleId,
         chunk: u32,
         source: &NodeId,
@@ -602,7 +619,7 @@ impl Tracker {
             }
             _ => return Err(CoreError::BadReport(format!("{source} is no appliance this tracker knows"))),
         };
-        let reporter = registry::Reporter::player(player);
+        let reporter = registry::Reporter::player(player.into());
         self.registry.count_corrupt(&self.config, &mut self.catalog, now, reporter, idx);
         Ok(())
     }

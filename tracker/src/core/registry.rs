@@ -16,19 +16,25 @@ use super::{hash, ByteClass, Config, CoreError, Millis};
 /// can cost the tracker no more than this per node.
 pub(crate) const MAX_EXCLUDED: usize = 64;
 
-/// Who reported a corrupt chunk from a node: another node (by slot), or a player, known by
-/// the address its report came from ([`Reporter::player`]).
+/// Who reported a corrupt chunk from a node: another node (by slot), a player known by the
+/// address its report came from ([`Reporter::player`]), or a player known by its playback
+/// token's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Reporter {
     Node(u32),
     Player(IpAddr),
+    Token([u8; 16]),
 }
 
 impl Reporter {
-    /// A player at `addr`: an IPv4 address as it is, an IPv6 address by its /64 (a host
-    /// usually has a whole /64, so its addresses count as one reporter), an IPv4-mapped
-    /// IPv6 address as the IPv4 address it maps.
-    pub(crate) fn player(addr: IpAddr) -> Self {
+    /// A player: by its token's id, or at `addr`: an IPv4 address as it is, an IPv6 address
+    /// by its /64 (a host usually has a whole /64, so its addresses count as one reporter),
+    /// an IPv4-mapped IPv6 address as the IPv4 address it maps.
+    pub(crate) fn player(player: super::PlayerId) -> Self {
+        let addr = match player {
+            super::PlayerId::Token(id) => return Reporter::Token(id),
+            super::PlayerId::Address(addr) => addr,
+        };
         Reporter::Player(match addr {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),

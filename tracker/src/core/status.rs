@@ -340,7 +340,7 @@ fn validate_corrupt_reports(config: &Config, registry: &Registry) -> Result<(), 
             .iter()
             .filter_map(|r| match r {
                 Reporter::Node(n) => Some(*n),
-                Reporter::Player(_) => None,
+                Reporter::Player(_) | Reporter::Token(_) => None,
             })
             .collect();
         if distinct.len() != reporters.len()

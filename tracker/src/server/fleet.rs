@@ -8,6 +8,9 @@
 //! - `P/trust/<peer id>`: a PeerId allowed to register (each tracker adds its `--trust`).
 //! - `P/trackers/<peer id>`: a tracker's record (JSON: `peer_id`, `addr`, `http`) under its
 //!   lease, kept alive while it runs; a tracker whose lease expires is out.
+//! - `P/keys/<key id>`: a playback key (JSON: `id`, `seed`, `created`, `accepted_until`), the
+//!   fleet's signing keys for players' tokens (`super::keys`): any tracker signs, every
+//!   appliance accepts.
 //!
 //! This shell feeds the core what it reads (titles published, the live trackers) the way the
 //! sled index does at start; the core never sees etcd. Everything read is input: its size is
@@ -31,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::keys::{KeyRecord, KeysError};
 use super::persist::{CatalogRecord, RecordError};
 use super::Shared;
 use crate::core::fleet::MAX_TRACKERS;
@@ -117,6 +121,8 @@ enum Malformed {
     PeerId(#[source] libp2p_identity::ParseError),
     #[error("tracker id")]
     TrackerId(#[source] NodeIdError),
+    #[error("playback key")]
+    Key(#[source] KeysError),
     #[error("{len} bytes, more than {max}")]
     TooLong { len: usize, max: usize },
     #[error("the name is too long")]
@@ -155,6 +161,7 @@ enum Entry {
     Title(TitleId, CatalogRecord),
     Trust(PeerId),
     Tracker(TrackerInfo),
+    Key(KeyRecord),
 }
 
 /// The etcd client and what this tracker writes.
@@ -214,6 +221,13 @@ impl Fleet {
         Ok(())
     }
 
+    /// Writes a playback key to the fleet's key set.
+    pub(super) async fn put_key(&self, record: &KeyRecord) -> Result<(), FleetError> {
+        let value = serde_json::to_vec(record).map_err(FleetError::EncodeTracker)?;
+        self.client.clone().put(self.key("keys", &record.id), value, None).await?;
+        Ok(())
+    }
+
     /// Adds PeerIds to the fleet's trust list.
     pub(super) async fn trust(&self, peers: &[PeerId]) -> Result<(), FleetError> {
         let mut client = self.client.clone();
@@ -253,6 +267,13 @@ impl Fleet {
                 let peer_id: NodeId = name.parse().map_err(Malformed::TrackerId)?;
                 Ok(Entry::Tracker(TrackerInfo { peer_id, addr: record.addr, http: record.http }))
             }
+            "keys" => {
+                let record = KeyRecord::decode(value).map_err(Malformed::Key)?;
+                if record.id != name {
+                    return Err(Malformed::Key(KeysError::Malformed(name.to_owned(), "another key's record".into())));
+                }
+                Ok(Entry::Key(record))
+            }
             other => Err(Malformed::UnknownKind(other.to_owned())),
         }
     }
@@ -263,6 +284,10 @@ impl Fleet {
 #[derive(Default)]
 struct View {
     trackers: BTreeMap<Vec<u8>, TrackerInfo>,
+    /// The playback keys, by etcd key: the whole set, given to the signer at each apply.
+    keys: BTreeMap<Vec<u8>, KeyRecord>,
+    /// A key was put or deleted since the last apply.
+    keys_moved: bool,
 }
 
 impl View {
@@ -291,6 +316,14 @@ impl View {
                     warn!("more than {MAX_TRACKERS} trackers in the fleet: one ignored");
                 }
             }
+            Ok(Entry::Key(record)) => {
+                if self.keys.len() < fillmesh_protocol::token::MAX_KEYS || self.keys.contains_key(key) {
+                    self.keys.insert(key.to_vec(), record);
+                    self.keys_moved = true;
+                } else {
+                    warn!("more than {} playback keys in the fleet: one ignored", fillmesh_protocol::token::MAX_KEYS);
+                }
+            }
             Err(e) => {
                 warn!(key = %String::from_utf8_lossy(&key[..key.len().min(200)]), "skipped a malformed entry in etcd: {}", Chain(&e))
             }
@@ -299,10 +332,16 @@ impl View {
 
     fn delete(&mut self, key: &[u8]) {
         self.trackers.remove(key);
+        if self.keys.remove(key).is_some() {
+            self.keys_moved = true;
+        }
     }
 
-    /// Tells the core the live set as read.
-    fn apply(&self, fleet: &Fleet, shared: &Shared) {
+    /// Tells the core the live set as read, and the signer the keys.
+    fn apply(&mut self, fleet: &Fleet, shared: &Shared) {
+        if std::mem::take(&mut self.keys_moved) {
+            shared.tokens.set(self.keys.values().cloned().collect());
+        }
         let live: Vec<TrackerInfo> = self.trackers.values().cloned().collect();
         let before = shared.core().live_trackers();
         shared.core().set_fleet(fleet.me.peer_id.clone(), live);
@@ -439,7 +478,8 @@ async fn try_session(
     let value = serde_json::to_vec(&record).map_err(FleetError::EncodeTracker)?;
     let key = fleet.key("trackers", fleet.me.peer_id.as_str());
     let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;
-    let mut view = View::default();
+    // A full read gives the whole key set (keys deleted while etcd was away included).
+    let mut view = View { keys_moved: true, ..View::default() };
     let revision = read_prefix(fleet, shared, &mut view).await?;
     view.apply(fleet, shared);
     if let Some(read) = read.take() {

@@ -9,20 +9,23 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use fillmesh_net::metrics::{encode_family, page};
 use fillmesh_protocol::steering::{PlayerReport, SteerAnswer, SteerEntry};
-use fillmesh_protocol::TitleId;
+use fillmesh_protocol::token::{canonical, Refusal};
+use fillmesh_protocol::{IpPrefix, TitleId};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use super::Shared;
+use super::keys::unix_now;
+use super::{Shared, TokenBind, BIND_V4, BIND_V6};
+use crate::core::PlayerId;
 
 pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
     let metrics = Arc::new(registry(shared.clone()));
@@ -155,59 +158,122 @@ struct SteerParams {
     client_ip: Option<String>,
 }
 
+/// Whether `given` is `expected`, in time that does not depend on where they differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// `url` with the token as the first segment of its path: `https://ADDR/titles/ID` becomes
+/// `https://ADDR/p/TOKEN/titles/ID`, so every URL a playlist resolves against it carries it.
+fn with_token(url: &str, token: &str) -> String {
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let path = url[authority..].find('/').map_or(url.len(), |i| authority + i);
+    format!("{}/p/{token}{}", &url[..path], &url[path..])
+}
+
 async fn steer(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(params): Query<SteerParams>,
 ) -> Response {
+    if let Some(key) = &shared.steer_key {
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), key.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Bearer")],
+                "steering needs the operator's key: Authorization: Bearer KEY\n",
+            )
+                .into_response();
+        }
+    }
     let title: TitleId = match params.title.parse() {
         Ok(t) => t,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("title: {e}\n")).into_response(),
     };
-    let client = match params.client_ip.as_deref().map(str::parse::<IpAddr>) {
-        None => remote.ip(),
-        Some(Ok(ip)) => ip,
+    let given = match params.client_ip.as_deref().map(str::parse::<IpAddr>) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
         Some(Err(_)) => return (StatusCode::BAD_REQUEST, "client_ip is not an IP address\n").into_response(),
     };
+    let client = given.unwrap_or(remote.ip());
     let (targets, reason) = shared.steer_any(&title, client).await;
     shared.wake.notify_one();
-    let targets = targets.into_iter().map(SteerEntry::from).collect();
+    let bound = match shared.bind {
+        TokenBind::Off => None,
+        TokenBind::Given => given,
+        TokenBind::Seen => Some(client),
+    };
+    let prefix = bound.map(canonical).and_then(|ip| IpPrefix::new(ip, if ip.is_ipv4() { BIND_V4 } else { BIND_V6 }).ok());
+    let issued = if targets.is_empty() { None } else { shared.tokens.issue(title, prefix) };
+    let targets = targets
+        .into_iter()
+        .map(|t| {
+            let mut entry = SteerEntry::from(t);
+            if let Some(issued) = &issued {
+                entry.url = with_token(&entry.url, &issued.token);
+            }
+            entry
+        })
+        .collect();
+    let (token, token_expires) = issued.map_or((None, None), |i| (Some(i.token), Some(i.expires)));
     // Any page may ask: the watch page of one tracker asks the others of its fleet when its
     // own cannot answer.
     (
         [("access-control-allow-origin", "*")],
-        Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason }),
+        Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason, token, token_expires }),
     )
         .into_response()
 }
 
 /// `POST /report` with a [`PlayerReport`]: counted toward the appliance's corrupt-chunk quorum
-/// with the player known by the address of this connection. 204 when counted; 400 (with the
-/// reason) for a malformed report or one naming a chunk, an appliance or a title the tracker
-/// does not know, 413 past [`PlayerReport::MAX_BYTES`]; a refused report changes nothing.
+/// with the player known by its token (tokens on: a token is one reporter) or by the address
+/// of this connection (an open fleet). 204 when counted; 400 (with the reason) for a
+/// malformed report or one naming a chunk, an appliance or a title the tracker does not know,
+/// 403 (with the token's refusal, one word) when tokens are on and the report's token is
+/// missing or not good for its title, 413 past [`PlayerReport::MAX_BYTES`]; a refused report
+/// changes nothing.
 async fn report(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Response {
     let refused = |why: String| (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
-    let (title, source, chunk) = match Json::<PlayerReport>::from_bytes(&body) {
+    let (report, (title, source, chunk)) = match Json::<PlayerReport>::from_bytes(&body) {
         Err(e) => return refused(e.body_text()),
         Ok(Json(report)) => match report.check() {
-            Ok(fields) => fields,
+            Ok(fields) => (report, fields),
             Err(e) => return refused(e.to_string()),
         },
     };
-    let player = remote.ip();
+    let player = if shared.tokens.required {
+        let claims = match report.token.as_deref() {
+            None => Err(Refusal::Missing),
+            Some(token) => shared.tokens.key_set().verify(token, unix_now()),
+        };
+        match claims {
+            Ok(claims) if claims.title == title => PlayerId::Token(claims.token_id),
+            Ok(_) => return forbidden(Refusal::Title),
+            Err(why) => return forbidden(why),
+        }
+    } else {
+        PlayerId::Address(remote.ip())
+    };
     let counted = shared.core().report_player_corrupt(shared.now(), player, title, chunk, &source);
     shared.wake.notify_one();
     match counted {
         Ok(()) => {
-            tracing::info!(%player, appliance = %source, %title, chunk, "a player reported a chunk that failed verification");
+            tracing::info!(player = ?player, appliance = %source, %title, chunk, "a player reported a chunk that failed verification");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
+}
+
+/// A report refused for its token: 403 and the reason's word.
+fn forbidden(why: Refusal) -> Response {
+    (StatusCode::FORBIDDEN, format!("{}\n", why.as_str())).into_response()
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {

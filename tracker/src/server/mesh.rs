@@ -101,7 +101,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             // the guard its scrutinee holds).
             let mut core = shared.core();
             match core.heartbeat(now, node, hb) {
-                Ok(()) => TrackerResponse::Epoch(core.epoch()),
+                Ok(()) => TrackerResponse::Epoch(core.epoch() + shared.tokens.version()),
                 // The tracker restarted or forgot the node: it must register again.
                 Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
             }
@@ -129,14 +129,18 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
                 for title in &fills.evict {
                     info!(appliance = %node, %title, "evicted to make room for a more recently wanted title");
                 }
-                TrackerResponse::Fills { plans: fills.plans, evict: fills.evict, epoch: fills.epoch }
+                TrackerResponse::Fills {
+                    plans: fills.plans,
+                    evict: fills.evict,
+                    epoch: fills.epoch + shared.tokens.version(),
+                }
             }
             Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
         },
         TrackerRequest::FillSummary { title, gained, bytes } => {
             let mut core = shared.core();
             match core.report_fill(now, node, title, &gained, bytes) {
-                Ok(()) => TrackerResponse::Epoch(core.epoch()),
+                Ok(()) => TrackerResponse::Epoch(core.epoch() + shared.tokens.version()),
                 Err(e @ crate::core::CoreError::UnknownNode(_)) => {
                     error(ErrorCode::NotRegistered, e.to_string())
                 }
@@ -167,6 +171,10 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             done(result)
         }
         TrackerRequest::Trackers => TrackerResponse::Trackers { live: shared.core().live_trackers() },
+        // Public halves only: an appliance can check tokens and cannot mint them.
+        TrackerRequest::PlaybackKeys => {
+            TrackerResponse::PlaybackKeys { required: shared.tokens.required, keys: shared.tokens.public() }
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 mod fleet;
 mod http;
+pub mod keys;
 mod mesh;
 mod persist;
 
@@ -66,7 +67,51 @@ pub struct TrackerConfig {
     /// live in etcd and titles are owned by one live tracker each; without it (the default)
     /// this tracker alone keeps them in sled.
     pub etcd: Option<EtcdConfig>,
+    /// Playback tokens: whether appliances require them, how long they last, what they bind.
+    pub tokens: TokenConfig,
+    /// A key `/steer` requires (`Authorization: Bearer KEY`): the operator's own front end
+    /// asks for viewers. `None` (the default): anyone may ask.
+    pub steer_key: Option<String>,
 }
+
+/// Playback tokens, as the tracker hands them out ([`fillmesh_protocol::token`]).
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Appliances serve players only with a token steering signed (the default); off, the
+    /// fleet is open: anyone who reaches an appliance may play any title it holds.
+    pub required: bool,
+    /// How long a token lasts from steering (12 h by default).
+    pub ttl: Duration,
+    /// Which client address a token is bound to (by its prefix).
+    pub bind: TokenBind,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self { required: true, ttl: Duration::from_secs(12 * 3600), bind: TokenBind::Given }
+    }
+}
+
+/// Which client address steering binds a token to: the token is then good only for clients
+/// in its /24 (IPv4) or /48 (IPv6), [`BIND_V4`] and [`BIND_V6`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenBind {
+    /// The `client_ip` of the steering request, when given: the operator's front end that
+    /// asks for a viewer knows the viewer's address. Tokens steered for the address the
+    /// tracker sees are not bound (a player may reach the tracker and the appliances by
+    /// different addresses, IPv4 and IPv6 say).
+    Given,
+    /// The `client_ip` given, else the address the tracker sees.
+    Seen,
+    /// Never bound.
+    Off,
+}
+
+/// The prefix length an IPv4 client's token is bound to: a /24, so a player whose address
+/// changes within its provider's pool keeps playing.
+pub const BIND_V4: u8 = 24;
+/// The prefix length an IPv6 client's token is bound to.
+pub const BIND_V6: u8 = 48;
 
 /// Reads a trust file: one PeerId per line; blank lines and `#` comments are ignored.
 pub fn read_trust_file(path: &Path) -> anyhow::Result<Vec<PeerId>> {
@@ -105,6 +150,12 @@ struct Shared {
     /// Until then (at most), a restarted tracker of a fleet is not yet live: see
     /// [`Shared::warm`]. Set once the registry is restored.
     warm_until: Mutex<Option<Instant>>,
+    /// Playback tokens: the keys and whether they are required.
+    tokens: keys::Tokens,
+    /// How steering binds tokens to clients.
+    bind: TokenBind,
+    /// What `/steer` requires, if anything.
+    steer_key: Option<String>,
 }
 
 impl Shared {
@@ -125,6 +176,9 @@ impl Shared {
             etcd_up: Gauge::default(),
             peers: None,
             warm_until: Mutex::new(None),
+            tokens: keys::Tokens::new(false, Duration::from_secs(60)),
+            bind: TokenBind::Given,
+            steer_key: None,
         }
     }
 
@@ -315,7 +369,20 @@ pub async fn run(
         warm_until: Mutex::new(None),
         fleet: fleet.clone(),
         etcd_up: Gauge::default(),
+        tokens: keys::Tokens::new(config.tokens.required, config.tokens.ttl),
+        bind: config.tokens.bind,
+        steer_key: config.steer_key.clone(),
     });
+    if fleet.is_none() {
+        // A lone tracker's keys are in its data directory; the first made at its first start.
+        shared.tokens.set(keys::read_file(&config.data)?);
+        if config.tokens.required && !shared.tokens.has_keys() {
+            let record = keys::KeyRecord::new(&fillmesh_protocol::token::SigningKey::generate()?, keys::unix_now());
+            keys::write_file(&config.data, std::slice::from_ref(&record))?;
+            info!(key = %record.id, "made the first playback key");
+            shared.tokens.set(vec![record]);
+        }
+    }
     let (titles, nodes) = shared.index.restore(&mut shared.core(), shared.now())?;
     *shared.warm_until.locked() = Some(if nodes > 0 { Instant::now() + WARM_UP } else { Instant::now() });
     if let Some(fleet) = fleet {
@@ -328,6 +395,19 @@ pub async fn run(
             let me = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
             shared.core().set_fleet(me.peer_id.clone(), vec![me]);
         }
+        if config.tokens.required && !shared.tokens.has_keys() {
+            // The fleet's first key, made by the first tracker to find none (two trackers
+            // starting at once may each make one: both are accepted, the newer signs).
+            let record = keys::KeyRecord::new(&fillmesh_protocol::token::SigningKey::generate()?, keys::unix_now());
+            match &shared.fleet {
+                Some(fleet) => match fleet.put_key(&record).await {
+                    Ok(()) => info!(key = %record.id, "made the fleet's first playback key"),
+                    Err(e) => warn!("cannot write the fleet's first playback key: {}", Chain(&e)),
+                },
+                None => unreachable!("a fleet was just joined"),
+            }
+            shared.tokens.upsert(&record.id.clone(), Some(record));
+        }
     }
 
     let app = http::router(shared.clone());
@@ -336,6 +416,7 @@ pub async fn run(
     });
     let mesh = tokio::spawn(mesh::router(shared.clone()).run(endpoint.clone()));
     let ticker = tokio::spawn(tick(shared.clone()));
+    let reloader = tokio::spawn(reload_keys(shared.clone(), config.data.clone()));
     info!(%peer, %mesh_addr, %http_addr, titles, nodes, trusted = config.trust.len(), "tracker ready");
     let ready =
         Ready { kind: ProcessKind::Tracker, peer: peer.to_string(), mesh: mesh_addr, http: Some(http_addr) };
@@ -347,12 +428,31 @@ pub async fn run(
         fleet.leave().await;
     }
     endpoint.close();
-    for task in [mesh, ticker] {
+    for task in [mesh, ticker, reloader] {
         task.abort();
     }
     http.abort();
     shared.index.flush()?;
     Ok(())
+}
+
+/// Reads a lone tracker's key file again when it changes, and drops keys past their end,
+/// every [`keys::RELOAD`].
+async fn reload_keys(shared: Arc<Shared>, data: PathBuf) {
+    let mut every = tokio::time::interval(keys::RELOAD);
+    loop {
+        every.tick().await;
+        let before = shared.tokens.version();
+        if shared.fleet.is_some() {
+            shared.tokens.drop_lapsed();
+        } else {
+            shared.tokens.refresh_file(&data);
+        }
+        if shared.tokens.version() != before {
+            // The epoch appliances see moved: they ask for the keys again.
+            shared.wake.notify_one();
+        }
+    }
 }
 
 /// Ticks the core when its next deadline ([`Tracker::poll_timeout`]) is due, or after a

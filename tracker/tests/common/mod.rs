@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use fillmesh_protocol::messages::{FailureKind, Heartbeat, Registration, Role, MAX_EVICT};
 use fillmesh_protocol::messages::{SourceClass, MAX_FILLS};
 use fillmesh_protocol::{ChunkBitmap, ChunkSize, IpPrefix, NodeId, Shape, TitleId};
-use fillmesh_tracker::core::{Config, Event, Fills, Millis, Plan, Policy, Steering, Tracker};
+use fillmesh_tracker::core::{Config, Event, Fills, Millis, Plan, PlayerId, Policy, Steering, Tracker};
 
 const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 
@@ -116,11 +116,17 @@ pub enum Reporter {
     Node(NodeId),
     /// A player by its address: IPv4 whole (IPv4-mapped IPv6 as IPv4), IPv6 by its /64.
     Player(std::net::IpAddr),
+    /// A player by its playback token's id.
+    Token([u8; 16]),
 }
 
 impl Reporter {
-    pub fn player(addr: std::net::IpAddr) -> Self {
+    pub fn player(player: PlayerId) -> Self {
         use std::net::IpAddr;
+        let addr = match player {
+            PlayerId::Token(id) => return Reporter::Token(id),
+            PlayerId::Address(addr) => addr,
+        };
         Reporter::Player(match addr {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
