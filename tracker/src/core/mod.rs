@@ -1098,14 +1098,28 @@ mod tests {
         never_offered_again(&mut t, &b, &d, title);
     }
 
+    /// With tokens, a token is one reporter whatever address it reports from, and two tokens
+    /// from one address are two.
+    #[test]
+    fn players_count_by_token_when_they_have_one() {
+        let (mut t, [_, b, _, d], title) = b_holds_the_title(Config::default());
+        for _ in 0..3 {
+            t.report_player_corrupt(0, PlayerId::Token([1; 16]), title, 0, &b).unwrap();
+        }
+        assert_eq!(corrupt_reports(&t, "B"), (1, false));
+        t.report_player_corrupt(0, PlayerId::Token([2; 16]), title, 0, &b).unwrap();
+        assert_eq!(corrupt_reports(&t, "B"), (2, true));
+        never_offered_again(&mut t, &b, &d, title);
+    }
+
     #[test]
     fn two_players_at_distinct_addresses_mark_an_appliance_bad() {
         let (mut t, [_, b, _, d], title) = b_holds_the_title(Config::default());
-        t.report_player_corrupt(0, "192.0.2.7".parse().unwrap(), title, 0, &b).unwrap();
+        t.report_player_corrupt(0, "192.0.2.7".parse::<IpAddr>().unwrap(), title, 0, &b).unwrap();
         // The same IPv4 address mapped into IPv6 is the same player.
-        t.report_player_corrupt(0, "::ffff:192.0.2.7".parse().unwrap(), title, 0, &b).unwrap();
+        t.report_player_corrupt(0, "::ffff:192.0.2.7".parse::<IpAddr>().unwrap(), title, 0, &b).unwrap();
         assert_eq!(corrupt_reports(&t, "B"), (1, false));
-        t.report_player_corrupt(0, "192.0.2.8".parse().unwrap(), title, 0, &b).unwrap();
+        t.report_player_corrupt(0, "192.0.2.8".parse::<IpAddr>().unwrap(), title, 0, &b).unwrap();
         assert_eq!(corrupt_reports(&t, "B"), (2, true));
         never_offered_again(&mut t, &b, &d, title);
     }
