@@ -371,3 +371,17 @@ async fn manifest_from(session: &Session, title: &TitleId, base: &str) -> anyhow
         .await
         .context("timed out")?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::base_of;
+
+    #[test]
+    fn requests_start_with_the_path_before_titles() {
+        assert_eq!(base_of("https://127.0.0.11:4433/p/AbC-_9/titles/x/"), "/p/AbC-_9");
+        assert_eq!(base_of("https://127.0.0.11:4433/p/AbC-_9/titles/x"), "/p/AbC-_9");
+        assert_eq!(base_of("https://127.0.0.11:4433/titles/x"), "");
+        assert_eq!(base_of("https://[::1]:4433/titles/x/"), "");
+        assert_eq!(base_of("not a url"), "");
+    }
+}

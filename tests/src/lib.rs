@@ -2,6 +2,7 @@
 //! starting nodes as real processes, and stopping every process a test started, even when
 //! the test fails.
 
+pub mod clients;
 pub mod doubles;
 pub mod fleet;
 pub mod media;

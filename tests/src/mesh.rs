@@ -105,6 +105,19 @@ impl Mesh {
         spares: usize,
         node_args: &[&str],
     ) -> Self {
+        Self::start_tracked(policy, origin_rate, appliances, title, spares, node_args, &[])
+    }
+
+    /// As [`Mesh::start_full`], with `tracker_extra` given to the tracker.
+    pub fn start_tracked(
+        policy: &str,
+        origin_rate: &str,
+        appliances: usize,
+        title: Title,
+        spares: usize,
+        node_args: &[&str],
+        tracker_extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let origin_dir = dir.path().join("origin");
         let appliance_dirs: Vec<PathBuf> =
@@ -124,7 +137,10 @@ impl Mesh {
             trust_file.display().to_string(),
             "--policy".into(),
             policy.into(),
-        ];
+        ]
+        .into_iter()
+        .chain(tracker_extra.iter().map(|a| a.to_string()))
+        .collect();
         let tracker = NodeProcess::start_tracker(
             &dir.path().join("tracker"),
             &tracker_args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -285,6 +301,21 @@ impl Mesh {
     /// The tracker's HTTP URL.
     pub fn tracker_url(&self) -> String {
         format!("http://{}", self.tracker.http.as_deref().expect("tracker http"))
+    }
+
+    /// The steering answer for `title`, for the address the tracker sees.
+    pub fn steer_title(&self, title: &str) -> Value {
+        let path = format!("/steer?title={title}");
+        let (code, body) = http(self.tracker.http.as_deref().expect("tracker http"), "GET", &path, &[], b"");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("steering JSON")
+    }
+
+    /// A playback token steering signs for `title`, as the start of a path: `/p/<token>`.
+    pub fn token_path(&self, title: &str) -> String {
+        let answer = self.steer_title(title);
+        let token = answer["token"].as_str().unwrap_or_else(|| panic!("no token in {answer}"));
+        format!("/p/{token}")
     }
 
     /// The steering answer for a client address.

@@ -65,7 +65,7 @@ fn damage_on_disk_is_never_served_and_the_chunk_is_dropped_refilled_and_counted(
     let mesh = Mesh::start("mesh", "64MB", 2, TITLE_LEN);
     mesh.wait_complete(Duration::from_secs(120));
     let (data_dir, appliance) = &mesh.appliances[0];
-    let base = format!("https://{}", appliance.mesh);
+    let base = format!("https://{}{}", appliance.mesh, mesh.token_path(&mesh.title));
     let bytes = std::fs::read(&mesh.file).unwrap();
     let (start, end) = (3 * MIB + 1000, 3 * MIB + 50_000);
     let want = sha256_hex(&bytes[start as usize..=end as usize]);

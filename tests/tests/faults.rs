@@ -205,7 +205,12 @@ for method, path, headers in [("POST", "/titles/" + title, {}), ("DELETE", "/tit
 print(" ".join(map(str, codes)))
 "#;
     let out = std::process::Command::new("python3")
-        .args(["-c", script, &format!("https://{}", appliance.mesh), &mesh.title])
+        .args([
+            "-c",
+            script,
+            &format!("https://{}{}", appliance.mesh, mesh.token_path(&mesh.title)),
+            &mesh.title,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

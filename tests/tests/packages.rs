@@ -291,7 +291,7 @@ fn an_appliance_fills_the_start_of_playback_first() {
     let rate = (total / 20).max(50_000).to_string();
     let mesh = Mesh::start_full("mesh", &rate, 1, Title::File(ladder.dir.clone()), 0, &[]);
     let (_, appliance) = &mesh.appliances[0];
-    let base = format!("https://{}/titles/{}/", appliance.mesh, mesh.title);
+    let base = format!("https://{}{}/titles/{}/", appliance.mesh, mesh.token_path(&mesh.title), mesh.title);
     let start = [Ladder::MASTER.to_owned(), Ladder::playlist(0), Ladder::init(0), Ladder::segment(0, 0)];
     fillmesh_tests::wait_for(Duration::from_secs(120), || {
         start.iter().all(|p| head(&base, p) == 200).then_some(())

@@ -177,7 +177,8 @@ print(json.dumps(out))
 /// the script printed.
 fn range_cases(mesh: &Mesh, version: &str) -> serde_json::Value {
     let (_, appliance) = &mesh.appliances[0];
-    let base = format!("https://{}", appliance.mesh);
+    // Under the token steering signs (tokens are on under a tracker).
+    let base = format!("https://{}{}", appliance.mesh, mesh.token_path(&mesh.title));
     let chunk = 1usize << 20;
     let out = Command::new("python3")
         .args(["-c", NIQUESTS, &base, &mesh.title, &chunk.to_string(), version])
@@ -209,7 +210,10 @@ fn range_cases(mesh: &Mesh, version: &str) -> serde_json::Value {
         assert_eq!(v["status"], status, "{name}: {v}");
         assert_eq!(v["alt_svc"], alt_svc.as_str(), "{name}: {v}");
         assert_eq!(v["cors"], "*", "{name}: {v}");
-        assert_eq!(v["expose"], "content-range, content-length, etag, accept-ranges", "{name}: {v}");
+        assert_eq!(
+            v["expose"], "content-range, content-length, etag, accept-ranges, x-fillmesh-refused",
+            "{name}: {v}"
+        );
         if let Some(range) = range {
             assert_eq!(v["range"], range.as_str(), "{name}: {v}");
         }
@@ -232,7 +236,9 @@ fn range_cases(mesh: &Mesh, version: &str) -> serde_json::Value {
     check("unsatisfiable", 416, Some(format!("bytes */{len}")), None);
     // A malformed Range is ignored (RFC 9110 §14.2): the whole title, 200.
     check("malformed", 200, None, Some(&data));
-    check("unknown", 404, None, None);
+    // Another title than the token's: refused for the token before the title is looked up.
+    check("unknown", 403, None, None);
+    assert_eq!(r["unknown"]["body"], sha(b"title\n").as_str(), "{}", r["unknown"]);
     check("head", 200, None, None);
     assert_eq!(r["head"]["length"], len.to_string().as_str());
     assert_eq!(r["head"]["size"], 0);
@@ -259,7 +265,11 @@ fn a_standard_http3_client_gets_ranges_with_the_right_status_headers_and_bytes()
         "fillmesh_player_requests_total{status=\"206\"} 5",
         "fillmesh_player_requests_total{status=\"416\"} 1",
         "fillmesh_player_ttfb_seconds_count 6",
-        "fillmesh_cache_misses_total{kind=\"content\"} 1",
+        // The unknown title: refused for the token (another title's) before it is looked up.
+        "fillmesh_player_refused_total{reason=\"title\"} 1",
+        // Nine requests with one token: its signature checked once, the verdict cached after.
+        "fillmesh_player_token_checks_total{kind=\"signature\"} 1",
+        "fillmesh_player_token_checks_total{kind=\"cached\"} 8",
         &format!("fillmesh_fill_chunks_held{{title=\"{}\"}} {}", mesh.title, len.div_ceil(chunk)),
     ] {
         assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
@@ -321,21 +331,27 @@ fn a_players_verification_report_reaches_the_tracker_and_a_second_reporter_marks
         (a["corrupt_reports"].as_u64().unwrap(), a["bad"].as_bool().unwrap())
     };
     let out_file = mesh.dir.path().join("played.mp4");
-    // Two plays from one address (127.0.0.1): one reporter.
-    for _ in 0..2 {
-        let out = play(&mesh, "127.0.50.9", &out_file, &[]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        assert!(stderr.contains("reported the chunk that failed verification"), "{stderr}");
-        assert_eq!(file_id(&out_file), mesh.title);
-    }
+    // A play reports the chunk with its playback token: one reporter.
+    let out = play(&mesh, "127.0.50.9", &out_file, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("reported the chunk that failed verification"), "{stderr}");
+    assert_eq!(file_id(&out_file), mesh.title);
     assert_eq!(reports(), (1, false));
-    // A report that does not hold together is refused with its reason and changes nothing.
+    // A report that does not hold together is refused with its reason and changes nothing
+    // (each with a valid token: a report without one is refused for that, `tokens.rs`).
     let tracker_http = mesh.tracker.http.clone().unwrap();
+    let token = mesh.token_path(&mesh.title).trim_start_matches("/p/").to_owned();
     for (body, reason) in [
-        (format!(r#"{{"title":"{}","peer_id":"{}","chunk":8}}"#, mesh.title, liar_id), "chunk 8"),
         (
-            format!(r#"{{"title":"{}","peer_id":"{}","chunk":0}}"#, mesh.title, mesh.origin.peer),
+            format!(r#"{{"title":"{}","peer_id":"{}","chunk":8,"token":"{token}"}}"#, mesh.title, liar_id),
+            "chunk 8",
+        ),
+        (
+            format!(
+                r#"{{"title":"{}","peer_id":"{}","chunk":0,"token":"{token}"}}"#,
+                mesh.title, mesh.origin.peer
+            ),
             "no appliance",
         ),
         (format!(r#"{{"title":"nope","peer_id":"{liar_id}","chunk":0}}"#), "title"),
@@ -353,8 +369,9 @@ fn a_players_verification_report_reaches_the_tracker_and_a_second_reporter_marks
     );
     assert_eq!(fillmesh_tests::http(&tracker_http, "POST", "/report", &[], long.as_bytes()).0, 413);
     assert_eq!(reports(), (1, false));
-    // A second player, from another address: the quorum. The liar is steered to no more.
-    let out = play(&mesh, "127.0.50.9", &out_file, &["--bind", "127.0.0.2"]);
+    // A second play, with a token of its own (from the same address: a player is its token,
+    // not its address): the quorum. The liar is steered to no more.
+    let out = play(&mesh, "127.0.50.9", &out_file, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(reports(), (2, true));
     let steering = mesh.steer("127.0.50.9");

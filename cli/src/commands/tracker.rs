@@ -73,10 +73,11 @@ pub struct TrackerArgs {
     /// Seconds a playback token lasts from steering (a player asks again on expiry).
     #[arg(long, default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
     pub token_ttl: u64,
-    /// Which client address tokens are bound to (its /24 or /48): `given` (the client_ip of
-    /// the steering request, when given), `seen` (that, else the address the tracker sees)
-    /// or `off`.
-    #[arg(long, default_value = "given")]
+    /// Which client address tokens are bound to (its /24 or /48): `off` (the default: a
+    /// player may reach the tracker and the appliances from different addresses), `given`
+    /// (the client_ip of the steering request, when given: the operator's front end asks for
+    /// the viewer it sees) or `seen` (that, else the address the tracker sees).
+    #[arg(long, default_value = "off")]
     pub token_bind: String,
     /// A file holding the key `/steer` then requires (`Authorization: Bearer KEY`): only the
     /// operator's front end asks for viewers. Off by default.

@@ -294,3 +294,25 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     // others of its fleet.
     ([("access-control-allow-origin", "*")], Json(status)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_goes_first_in_the_path() {
+        assert_eq!(
+            with_token("https://127.0.0.11:4433/titles/x/", "T0k-_"),
+            "https://127.0.0.11:4433/p/T0k-_/titles/x/"
+        );
+        assert_eq!(with_token("https://[::1]:4433/titles/x", "T"), "https://[::1]:4433/p/T/titles/x");
+    }
+
+    #[test]
+    fn a_steering_key_matches_only_itself() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same_secret(b"", b"0123456789abcdef"));
+    }
+}

@@ -88,7 +88,7 @@ pub struct TokenConfig {
 
 impl Default for TokenConfig {
     fn default() -> Self {
-        Self { required: true, ttl: Duration::from_secs(12 * 3600), bind: TokenBind::Given }
+        Self { required: true, ttl: Duration::from_secs(12 * 3600), bind: TokenBind::Off }
     }
 }
 
@@ -103,7 +103,9 @@ pub enum TokenBind {
     Given,
     /// The `client_ip` given, else the address the tracker sees.
     Seen,
-    /// Never bound.
+    /// Never bound (the default: a player behind a NAT pool, or reaching the tracker over IPv6
+    /// and the appliances over IPv4, would be refused; the token's expiry and title bound
+    /// what a leaked token opens).
     Off,
 }
 
@@ -177,7 +179,7 @@ impl Shared {
             peers: None,
             warm_until: Mutex::new(None),
             tokens: keys::Tokens::new(false, Duration::from_secs(60)),
-            bind: TokenBind::Given,
+            bind: TokenBind::Off,
             steer_key: None,
         }
     }
