@@ -259,6 +259,25 @@ impl<'a> Targets<'a> {
         }
     }
 
+    /// Whether `error` is a refusal of the token that a fresh one may cure: then the token is
+    /// renewed (at most [`MAX_RENEWALS_PER_REQUEST`] times per request, counted in
+    /// `renewals`) and the request is to be asked again.
+    async fn renewed(
+        &self,
+        error: &anyhow::Error,
+        generation: u32,
+        renewals: &mut u32,
+    ) -> anyhow::Result<bool> {
+        match error.downcast_ref::<Forbidden>() {
+            Some(why) if *renewals < MAX_RENEWALS_PER_REQUEST => {
+                *renewals += 1;
+                self.renew(generation, why).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// The verified manifest, from the first target that gives one.
     pub(crate) async fn manifest(&self) -> anyhow::Result<Manifest> {
         let mut renewals = 0;
@@ -271,16 +290,11 @@ impl<'a> Targets<'a> {
             let (generation, base) = (self.generation.get(), self.base.borrow().clone());
             match manifest_from(session, &self.title, &base).await {
                 Ok(m) => return Ok(m),
-                Err(e) => match e.downcast_ref::<Forbidden>() {
-                    Some(why) if renewals < MAX_RENEWALS_PER_REQUEST => {
-                        renewals += 1;
-                        self.renew(generation, why).await?;
-                    }
-                    _ => {
-                        self.drop_target(k, e.context("no manifest"));
-                        k += 1;
-                    }
-                },
+                Err(e) if self.renewed(&e, generation, &mut renewals).await? => {}
+                Err(e) => {
+                    self.drop_target(k, e.context("no manifest"));
+                    k += 1;
+                }
             }
         }
         Err(self.error())
@@ -309,13 +323,9 @@ impl<'a> Targets<'a> {
                 let (generation, base) = (self.generation.get(), self.base.borrow().clone());
                 let got = tokio::time::timeout(self.opts.stall, chunk(session, manifest, piece, &base)).await;
                 if let Ok(Err(e)) = &got {
-                    if let Some(why) = e.downcast_ref::<Forbidden>() {
-                        if renewals < MAX_RENEWALS_PER_REQUEST {
-                            // The same target again, with a fresh token.
-                            renewals += 1;
-                            self.renew(generation, why).await?;
-                            continue;
-                        }
+                    if self.renewed(e, generation, &mut renewals).await? {
+                        // The same target again, with a fresh token.
+                        continue;
                     }
                 }
                 k += 1;

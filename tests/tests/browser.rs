@@ -437,6 +437,7 @@ const WATCH_STATE: &str = "const v = document.getElementById('video'); const f =
     const buffered = [];
     for (let i = 0; i < v.buffered.length; i++) buffered.push([v.buffered.start(i), v.buffered.end(i)]);
     return { t: v.currentTime, player: f.player, master: f.master, package: f.package, index: f.index,
+             renewals: f.renewals,
              sources: f.sources, errors: f.errors, targets: f.targets.map(t => t.url), buffered,
              level: f.hls ? f.hls.currentLevel : null,
              hls_version: window.Hls ? window.Hls.version : null,
@@ -512,6 +513,8 @@ fn watch_package(browser: &Browser, mesh: &mut Mesh, player: Option<&str>, expec
     assert_eq!(played["master"].as_str(), Some(Ladder::MASTER), "{played}");
     let targets: Vec<&str> = played["targets"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(!targets.is_empty() && targets.iter().all(|u| u.ends_with(&base)), "{played}");
+    // Tokens are on: every target's URL starts its path with the token steering signed.
+    assert!(targets.iter().all(|u| u.contains("/p/")), "{played}");
     if expected == "hls.js" {
         // The tracker's own copy, with its licence linked from the page.
         assert_eq!(played["hls_version"], "1.7.4", "{played}");
@@ -579,9 +582,11 @@ fn watch_package(browser: &Browser, mesh: &mut Mesh, player: Option<&str>, expec
     let now = moved["sources"].as_array().unwrap().last().unwrap().as_str().unwrap().to_owned();
     assert!(mesh.appliances.iter().any(|(_, p)| p.peer == now), "moved to {now}, not an appliance: {moved}");
 
-    // Everything it fetched for the title came from the mesh, under the package's base.
+    // Everything it fetched for the title came from the mesh, under the package's base, each
+    // request with the token in its path: the playlists' relative URLs carried it.
     let fetched: Vec<&str> = moved["fetched"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(fetched.iter().all(|u| u.starts_with("https://127.0.0.1") && u.contains(&base)), "{fetched:?}");
+    assert!(fetched.iter().all(|u| u.contains("/p/")), "{fetched:?}");
     eprintln!(
         "{expected}: {} package requests, renditions {:?}, moved from {killed} to {now} after {}",
         fetched.len(),
@@ -651,4 +656,44 @@ fn chromium_plays_a_package_ladder_natively_and_with_hls_js_seeks_and_fails_over
     eprintln!("watch page screenshot: {}", shot.display());
     let second = watch_package(&browser, &mut mesh, Some("hls.js"), "hls.js");
     assert_ne!(first, second);
+    watch_across_a_key_change(&browser, &mesh);
+}
+
+/// One more visit, with hls.js: it plays past 5 s, then the tracker's key is replaced and the
+/// old one lapses at once (`fillmesh keys add --keep 0`), so the appliance refuses the page's
+/// token (`key`); the page asks steering for a fresh one and plays on from where it was.
+fn watch_across_a_key_change(browser: &Browser, mesh: &Mesh) {
+    browser.go(&format!("{}/watch/{}?player=hls.js", mesh.tracker_url(), mesh.title));
+    let state = || browser.js(WATCH_STATE);
+    let playing = wait_for(Duration::from_secs(60), || {
+        let v = state();
+        (v["t"].as_f64()? > 5.0).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never played past 5 s: {}", state()));
+    let token =
+        |v: &Value| v["targets"][0].as_str().unwrap_or_default().split("/p/").nth(1).map(str::to_owned);
+    let before = token(&playing).expect("a token in the target's URL");
+    let out = fillmesh()
+        .args(["keys", "add", "--keep", "0", "--data"])
+        .arg(mesh.dir.path().join("tracker"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Once the appliance refuses the old token (it learns the keys with the tracker's next
+    // epoch), seek past what is buffered: the next segments are asked with it, refused.
+    let url = playing["targets"][playing["index"].as_u64().unwrap() as usize].as_str().unwrap().to_owned();
+    let refused = wait_for(Duration::from_secs(30), || {
+        let a = fillmesh_tests::clients::curl(&url, "--http2", "GET", "", None);
+        (a.status == 403).then_some(a)
+    })
+    .unwrap_or_else(|| panic!("{url} still plays with the lapsed key's token"));
+    assert_eq!(refused.text(), "key\n");
+    browser.js("document.getElementById('video').currentTime = 60; return null;");
+    let renewed = wait_for(Duration::from_secs(60), || {
+        let v = state();
+        (v["renewals"].as_u64()? >= 1 && v["t"].as_f64()? > 62.0).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("did not renew its token and play on: {}", state()));
+    assert_ne!(token(&renewed).unwrap(), before, "{renewed}");
+    eprintln!("renewed the playback token {} time(s), errors {}", renewed["renewals"], renewed["errors"]);
 }
