@@ -336,3 +336,24 @@ fn steering_may_require_the_operators_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("16 to 256 printable characters"), "{out:?}");
 }
+
+#[test]
+fn an_open_fleet_serves_anyone() {
+    let mesh = Mesh::start_tracked("mesh", "50MB", 1, Title::Sample(2 * MIB), 0, &[], &["--no-tokens"]);
+    mesh.wait_complete(Duration::from_secs(60));
+    let answer = mesh.steer_title(&mesh.title);
+    assert!(answer.get("token").is_none(), "{answer}");
+    let url = answer["targets"][0]["url"].as_str().unwrap();
+    assert!(!url.contains("/p/"), "{url}");
+    let base = format!("https://{}", mesh.appliances[0].1.mesh);
+    let bytes = std::fs::read(&mesh.file).unwrap();
+    // The appliance learns from the tracker that tokens are off (it fails closed until then).
+    let got = wait_for(Duration::from_secs(20), || {
+        let a = curl(&base, "--http2", "GET", &format!("/titles/{}", mesh.title), Some("bytes=0-1048575"));
+        (a.status == 206).then_some(a)
+    })
+    .expect("an open fleet's appliance serves without a token");
+    assert_eq!(got.body, bytes[..MIB]);
+    // No key was made: there is nothing to sign with.
+    assert!(!mesh.dir.path().join("tracker/playback-keys.json").exists());
+}
