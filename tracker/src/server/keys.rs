@@ -14,7 +14,7 @@
 //! - `fillmesh keys retire ID` removes a key at once: its tokens are refused (`key`) as soon as
 //!   appliances hear of it (the tracker's epoch moves; they ask again).
 //!
-//! The running tracker reads the file again when it changes (within [`RELOAD`]); appliances
+//! The running tracker reads the file again when it changes (within 2 s); appliances
 //! learn the public halves over the mesh (`TrackerRequest::PlaybackKeys`) and never see a
 //! seed.
 
@@ -425,7 +425,7 @@ pub fn describe(records: &[KeyRecord], now: u64) -> Vec<String> {
 /// Where `fillmesh keys` finds the keys: a lone tracker's data directory, or a fleet's etcd.
 #[derive(Debug, Clone)]
 pub enum KeyStore {
-    /// The data directory of a lone tracker (it reads the file again within [`RELOAD`]).
+    /// The data directory of a lone tracker (it reads the file again within 2 s).
     Dir(PathBuf),
     /// The fleet's etcd (every tracker watches it).
     Etcd {
