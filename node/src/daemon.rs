@@ -15,7 +15,7 @@ use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Tr
 
 use crate::member::MemberConfig;
 use crate::metrics::FillMetrics;
-use crate::serve::{ChunkSource, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server};
+use crate::serve::{ChunkSource, Gate, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server};
 use crate::store::scrub::{self, ScrubConfig, ScrubStatus};
 use crate::store::Store;
 
@@ -144,13 +144,22 @@ pub async fn run_with(
     let fill_metrics = Arc::new(FillMetrics::default());
     let player_metrics = Arc::new(PlayerMetrics::default());
     let scrub_status = Arc::new(ScrubStatus::default());
-    let registry = Arc::new(crate::metrics::registry(
+    // Playback tokens: required under trackers (until they say otherwise), checked with the
+    // public keys they hand out; a node on its own serves anyone.
+    let gate = Arc::new(if config.trackers.is_empty() {
+        Gate::open()
+    } else {
+        Gate::under_trackers(config.trackers.len(), &config.data)
+    });
+    let mut registry = crate::metrics::registry(
         store.clone(),
         &server.stats,
         &fill_metrics,
         &player_metrics,
         scrub_status.clone(),
-    ));
+    );
+    gate.register(&mut registry);
+    let registry = Arc::new(registry);
     // Players share the mesh's upload bucket: one cap for everything this node sends.
     let player_sessions = player_metrics.sessions.clone();
     let players = PlayerServer::new(
@@ -160,7 +169,8 @@ pub async fn run_with(
         player_metrics,
         registry.clone(),
     )
-    .advertise_h3(mesh_addr.port());
+    .advertise_h3(mesh_addr.port())
+    .with_gate(gate.clone());
     let https = tokio::spawn(crate::serve::https::serve(players.clone(), player_tcp, player_tcp_tls));
     let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
@@ -199,6 +209,7 @@ pub async fn run_with(
             stale_origin_rate: config.stale_origin_rate,
             cert_sha256,
             player_sessions,
+            gate,
         };
         tokio::spawn(crate::member::run(
             member,

@@ -11,6 +11,10 @@
 //! verification is also reported to the tracker (`POST /report`), which counts this player
 //! toward the appliance's corrupt-chunk quorum.
 //!
+//! With playback tokens, steering's URLs carry a token in their path (`/p/<token>/titles/..`)
+//! and every request is asked under it. An appliance that refuses it (403: it expired, say)
+//! costs one more steering request for a fresh token, and the play goes on from where it was.
+//!
 //! Each steering answer with targets is kept (see [`cache`]); when the tracker
 //! cannot be reached (no connection, a timeout, a 5xx), the player plays from the answer kept
 //! for the title, if it is recent enough, and says so on standard error. A tracker that
@@ -120,6 +124,10 @@ pub struct PlaySummary {
     pub misses: u32,
     /// For a package: the ladder played, its variants and switches; `None` for one file.
     pub ladder: Option<LadderSummary>,
+    /// Times steering was asked again for a fresh playback token (an appliance refused the
+    /// one the play had: it expired, say). One per refusal, however many requests were in
+    /// flight.
+    pub resteers: u32,
 }
 
 impl PlaySummary {
@@ -172,6 +180,7 @@ async fn play_from(
         failovers: 0,
         misses: 0,
         ladder: None,
+        resteers: 0,
     };
     let targets = Targets::new(list, opts, title, started);
     let mut next_write = 0u32;
@@ -191,6 +200,7 @@ async fn play_from(
     targets.close();
     summary.failovers = targets.failovers.get();
     summary.misses = targets.misses.get();
+    summary.resteers = targets.resteers.get();
     result.with_context(|| match &summary.ladder {
         Some(l) => format!(
             "could not deliver {title} verified ({} segments written, {} bytes)",

@@ -173,8 +173,14 @@ pub(crate) async fn steer(title: &TitleId, opts: &PlayOptions) -> anyhow::Result
 
 /// Tells the tracker that `target` sent chunk `index` of `title` and it failed verification.
 /// The play goes on whatever the answer: a report that fails is logged, not fatal.
-pub(crate) async fn report_unverified(opts: &PlayOptions, title: &TitleId, target: &Target, index: u32) {
-    let report = PlayerReport::new(title, &target.peer_id, index, None);
+pub(crate) async fn report_unverified(
+    opts: &PlayOptions,
+    title: &TitleId,
+    target: &Target,
+    index: u32,
+    token: Option<String>,
+) {
+    let report = PlayerReport::new(title, &target.peer_id, index, token);
     let sent = async {
         // Any tracker of the fleet counts it; the first here.
         let base = opts.first_tracker();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use fillmesh_protocol::{Manifest, TitleId};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::session::Session;
 use crate::steer::report_unverified;
@@ -24,13 +24,45 @@ pub(crate) struct Unverified(pub(crate) u32);
 #[error("chunk {0} not held there (503)")]
 pub(crate) struct NotHeld(pub(crate) u32);
 
-/// Fetches and verifies the manifest from `session`.
-pub(crate) async fn manifest(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
+/// The appliance refused the request for its playback token (403): the one word it gave
+/// (`expired`, `missing`, ...). Not the appliance's fault: the player asks steering for a
+/// fresh token and asks again.
+#[derive(Debug, thiserror::Error)]
+#[error("refused for its playback token ({0})")]
+pub(crate) struct Forbidden(pub(crate) String);
+
+impl Forbidden {
+    /// The refusal of a 403 answer: the appliance's header, else its body's first word.
+    fn of(headers: &http::HeaderMap, body: &[u8]) -> Self {
+        let word = headers
+            .get("x-fillmesh-refused")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(32)]).trim().to_owned());
+        Forbidden(word)
+    }
+}
+
+/// The start of the path every request to the appliances takes: the part of a steering URL's
+/// path before `/titles/`, `/p/<token>` with playback tokens, empty without.
+pub(crate) fn base_of(url: &str) -> String {
+    let path = url.parse::<http::Uri>().map(|u| u.path().to_owned()).unwrap_or_default();
+    match path.find("/titles/") {
+        Some(at) => path[..at].to_owned(),
+        None => String::new(),
+    }
+}
+
+/// Fetches and verifies the manifest from `session`, asking under `base` (see [`base_of`]).
+pub(crate) async fn manifest(session: &Session, title: &TitleId, base: &str) -> anyhow::Result<Manifest> {
     // Chaining values, and a package's files: each file's entry (its path, 32 bytes of id, a
     // length of at most 10 and a path length of 2) is shorter than its listing line (the path,
     // 64 hex digits and 3 bytes), so the listing's bound bounds them.
     let limit = Manifest::MAX_CHUNKS * 32 + fillmesh_protocol::package::MAX_LISTING_BYTES as u64 + 1024;
-    let (status, _, body) = session.get(&format!("/manifests/{title}"), None, limit).await?;
+    let (status, headers, body) = session.get(&format!("{base}/manifests/{title}"), None, limit).await?;
+    if status == http::StatusCode::FORBIDDEN {
+        return Err(Forbidden::of(&headers, &body).into());
+    }
     anyhow::ensure!(status == http::StatusCode::OK, "manifest request answered {status}");
     let manifest: Manifest = postcard::from_bytes(&body).context("malformed manifest")?;
     manifest.verify(title)?;
@@ -82,13 +114,22 @@ impl Piece {
     }
 }
 
-/// Fetches `piece` and verifies it.
-pub(crate) async fn chunk(session: &Session, manifest: &Manifest, piece: &Piece) -> anyhow::Result<Bytes> {
+/// Fetches `piece` under `base` and verifies it.
+pub(crate) async fn chunk(
+    session: &Session,
+    manifest: &Manifest,
+    piece: &Piece,
+    base: &str,
+) -> anyhow::Result<Bytes> {
     let Piece { index, start, len, total, .. } = *piece;
     let end = start + len - 1;
-    let (status, headers, body) = session.get(&piece.path, Some((start, end)), len).await?;
+    let (status, headers, body) =
+        session.get(&format!("{base}{}", piece.path), Some((start, end)), len).await?;
     if status == http::StatusCode::SERVICE_UNAVAILABLE {
         return Err(NotHeld(index).into());
+    }
+    if status == http::StatusCode::FORBIDDEN {
+        return Err(Forbidden::of(&headers, &body).into());
     }
     anyhow::ensure!(status == http::StatusCode::PARTIAL_CONTENT, "chunk {index}: answered {status}");
     let expected = format!("bytes {start}-{end}/{total}");
@@ -119,10 +160,27 @@ pub(crate) struct Targets<'a> {
     pub(crate) failovers: std::cell::Cell<u32>,
     pub(crate) misses: std::cell::Cell<u32>,
     last_error: std::cell::RefCell<Option<anyhow::Error>>,
+    /// Where every request's path starts (the playback token, see [`base_of`]); renewed by
+    /// steering again when an appliance refuses the token.
+    base: std::cell::RefCell<String>,
+    /// Moves with each renewal: a refusal of a request sent under an older base needs no
+    /// renewal of its own.
+    generation: std::cell::Cell<u32>,
+    /// One renewal at a time: the requests in flight when a token expires all get 403, and
+    /// cost one steering request between them.
+    renewing: tokio::sync::Mutex<()>,
+    /// Times steering was asked again for a fresh token.
+    pub(crate) resteers: std::cell::Cell<u32>,
 }
+
+/// How many times one request may be refused for its token (and the token renewed) before
+/// the appliance is dropped: a token steering just signed that is refused again is not going
+/// to be admitted (another fleet's appliance, keys not yet known there).
+const MAX_RENEWALS_PER_REQUEST: u32 = 2;
 
 impl<'a> Targets<'a> {
     pub(crate) fn new(list: Vec<Target>, opts: &'a PlayOptions, title: TitleId, started: Instant) -> Self {
+        let base = list.first().map(|t| base_of(&t.url)).unwrap_or_default();
         Self {
             sessions: list.iter().map(|_| tokio::sync::OnceCell::new()).collect(),
             dropped: list.iter().map(|_| std::cell::Cell::new(false)).collect(),
@@ -134,7 +192,36 @@ impl<'a> Targets<'a> {
             failovers: std::cell::Cell::new(0),
             misses: std::cell::Cell::new(0),
             last_error: std::cell::RefCell::new(None),
+            base: std::cell::RefCell::new(base),
+            generation: std::cell::Cell::new(0),
+            renewing: tokio::sync::Mutex::new(()),
+            resteers: std::cell::Cell::new(0),
         }
+    }
+
+    /// The playback token requests carry now, if any (what reports name the player by).
+    pub(crate) fn token(&self) -> Option<String> {
+        self.base.borrow().strip_prefix("/p/").map(str::to_owned)
+    }
+
+    /// A fresh token, from steering again, unless one was fetched since `generation` (by the
+    /// request that was refused first).
+    async fn renew(&self, generation: u32, why: &Forbidden) -> anyhow::Result<()> {
+        let _one = self.renewing.lock().await;
+        if self.generation.get() != generation {
+            return Ok(());
+        }
+        info!(reason = %why.0, "an appliance refused the playback token: asking steering for a fresh one");
+        let steered =
+            crate::steer::steer(&self.title, self.opts).await.context("renewing the playback token")?;
+        if let Some(caching) = steered.caching {
+            let _ = caching.await;
+        }
+        let base = steered.targets.first().map(|t| base_of(&t.url)).unwrap_or_default();
+        *self.base.borrow_mut() = base;
+        self.generation.set(generation + 1);
+        self.resteers.set(self.resteers.get() + 1);
+        Ok(())
     }
 
     /// The title played.
@@ -174,11 +261,26 @@ impl<'a> Targets<'a> {
 
     /// The verified manifest, from the first target that gives one.
     pub(crate) async fn manifest(&self) -> anyhow::Result<Manifest> {
-        for k in 0..self.list.len() {
-            let Some(session) = self.session(k).await else { continue };
-            match manifest_from(session, &self.title).await {
+        let mut renewals = 0;
+        let mut k = 0;
+        while k < self.list.len() {
+            let Some(session) = self.session(k).await else {
+                k += 1;
+                continue;
+            };
+            let (generation, base) = (self.generation.get(), self.base.borrow().clone());
+            match manifest_from(session, &self.title, &base).await {
                 Ok(m) => return Ok(m),
-                Err(e) => self.drop_target(k, e.context("no manifest")),
+                Err(e) => match e.downcast_ref::<Forbidden>() {
+                    Some(why) if renewals < MAX_RENEWALS_PER_REQUEST => {
+                        renewals += 1;
+                        self.renew(generation, why).await?;
+                    }
+                    _ => {
+                        self.drop_target(k, e.context("no manifest"));
+                        k += 1;
+                    }
+                },
             }
         }
         Err(self.error())
@@ -196,24 +298,48 @@ impl<'a> Targets<'a> {
     pub(crate) async fn piece(&self, manifest: &Manifest, piece: &Piece) -> anyhow::Result<(usize, Bytes)> {
         let index = piece.index;
         let give_up = Instant::now() + self.opts.stall;
+        let mut renewals = 0;
         loop {
-            for k in 0..self.list.len() {
-                let Some(session) = self.session(k).await else { continue };
-                let got = tokio::time::timeout(self.opts.stall, chunk(session, manifest, piece)).await;
+            let mut k = 0;
+            while k < self.list.len() {
+                let Some(session) = self.session(k).await else {
+                    k += 1;
+                    continue;
+                };
+                let (generation, base) = (self.generation.get(), self.base.borrow().clone());
+                let got = tokio::time::timeout(self.opts.stall, chunk(session, manifest, piece, &base)).await;
+                if let Ok(Err(e)) = &got {
+                    if let Some(why) = e.downcast_ref::<Forbidden>() {
+                        if renewals < MAX_RENEWALS_PER_REQUEST {
+                            // The same target again, with a fresh token.
+                            renewals += 1;
+                            self.renew(generation, why).await?;
+                            continue;
+                        }
+                    }
+                }
+                k += 1;
                 match got {
-                    Ok(Ok(bytes)) => return Ok((k, bytes)),
+                    Ok(Ok(bytes)) => return Ok((k - 1, bytes)),
                     Ok(Err(e)) if e.is::<NotHeld>() => {
-                        debug!(appliance = %self.list[k].peer_id, chunk = index, "not held there: next target");
+                        debug!(appliance = %self.list[k - 1].peer_id, chunk = index, "not held there: next target");
                         self.misses.set(self.misses.get() + 1);
                     }
                     Ok(Err(e)) => {
                         if let Some(Unverified(index)) = e.downcast_ref::<Unverified>() {
-                            report_unverified(self.opts, &self.title, &self.list[k], *index).await;
+                            report_unverified(
+                                self.opts,
+                                &self.title,
+                                &self.list[k - 1],
+                                *index,
+                                self.token(),
+                            )
+                            .await;
                         }
-                        self.drop_target(k, e);
+                        self.drop_target(k - 1, e);
                     }
                     Err(_) => self.drop_target(
-                        k,
+                        k - 1,
                         anyhow::anyhow!("stalled: nothing arrived for {:?}", self.opts.stall),
                     ),
                 }
@@ -240,6 +366,8 @@ impl<'a> Targets<'a> {
     }
 }
 
-async fn manifest_from(session: &Session, title: &TitleId) -> anyhow::Result<Manifest> {
-    tokio::time::timeout(Duration::from_secs(10), manifest(session, title)).await.context("timed out")?
+async fn manifest_from(session: &Session, title: &TitleId, base: &str) -> anyhow::Result<Manifest> {
+    tokio::time::timeout(Duration::from_secs(10), manifest(session, title, base))
+        .await
+        .context("timed out")?
 }

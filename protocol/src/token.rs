@@ -144,8 +144,14 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, for metrics that show each from the start.
-    pub const ALL: [Refusal; 6] =
-        [Refusal::Missing, Refusal::Expired, Refusal::Signature, Refusal::Title, Refusal::Prefix, Refusal::Key];
+    pub const ALL: [Refusal; 6] = [
+        Refusal::Missing,
+        Refusal::Expired,
+        Refusal::Signature,
+        Refusal::Title,
+        Refusal::Prefix,
+        Refusal::Key,
+    ];
 
     /// The reason's word (what the 403's body and the metric's label say).
     pub fn as_str(self) -> &'static str {
@@ -382,7 +388,9 @@ impl KeySet {
     pub fn verify_decoded(&self, decoded: &Decoded) -> Result<Claims, Refusal> {
         let key = self.keys.iter().find(|k| k.id == decoded.claims.key).ok_or(Refusal::Key)?;
         let (signed, signature) = decoded.signed();
-        UnparsedPublicKey::new(&ED25519, &key.key).verify(signed, signature).map_err(|_| Refusal::Signature)?;
+        UnparsedPublicKey::new(&ED25519, &key.key)
+            .verify(signed, signature)
+            .map_err(|_| Refusal::Signature)?;
         Ok(decoded.claims)
     }
 }

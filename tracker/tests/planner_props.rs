@@ -324,7 +324,9 @@ impl Run {
         if b % 4 == 0 {
             let player = match c % 5 {
                 3 | 4 => PlayerId::Token([c as u8 % 2; 16]),
-                k => PlayerId::Address(["192.0.2.1", "2001:db8::1", "2001:db8::2"][k as usize].parse().unwrap()),
+                k => PlayerId::Address(
+                    ["192.0.2.1", "2001:db8::1", "2001:db8::2"][k as usize].parse().unwrap(),
+                ),
             };
             return Event::PlayerCorrupt { player, title: title(t), chunk, source };
         }

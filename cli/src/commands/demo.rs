@@ -321,7 +321,8 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         bar.finish();
     }
 
-    // Play from a client address in the first site.
+    // Play from a client address in the first site: steered for it, and from it (the token
+    // steering signs is bound to its /24).
     let played_file = dir.join("played.mp4");
     let played = if !opts.play {
         String::new()
@@ -334,6 +335,8 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
                 "--tracker-http",
                 &tracker_http,
                 "--client-ip",
+                "127.1.0.42",
+                "--bind",
                 "127.1.0.42",
                 "--out",
                 &s(&played_file),

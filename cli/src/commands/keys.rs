@@ -57,7 +57,10 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     match args.action {
         KeysAction::List => {
             let records = store.read().await?;
-            anyhow::ensure!(!records.is_empty(), "no playback keys yet: a tracker makes the first when it starts");
+            anyhow::ensure!(
+                !records.is_empty(),
+                "no playback keys yet: a tracker makes the first when it starts"
+            );
             for line in keys::describe(&records, keys::unix_now()) {
                 fillmesh_net::say!("{line}");
             }

@@ -122,7 +122,8 @@ pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
         steer_key: match &args.steer_key_file {
             None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 let key = text.trim().to_owned();
                 anyhow::ensure!(
                     (16..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()),

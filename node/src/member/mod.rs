@@ -34,7 +34,7 @@ use fillmesh_net::{identity, rpc, Chain, MeshEndpoint, Pool};
 
 use crate::fill::swarm::{self, TrackerError};
 use crate::metrics::FillMetrics;
-use crate::serve::Server;
+use crate::serve::{Gate, Server};
 use crate::store::{ChunkWriter, Store};
 use fillmesh_net::rate::TokenBucket;
 
@@ -74,6 +74,9 @@ pub struct MemberConfig {
     pub cert_sha256: Option<[u8; 32]>,
     /// Player connections open now, reported in every heartbeat (steering ranks by it).
     pub player_sessions: prometheus_client::metrics::gauge::Gauge,
+    /// The player servers' playback tokens: told the keys and whether tokens are required
+    /// by each tracker.
+    pub gate: Arc<Gate>,
 }
 
 /// The tracker, reached through the node's connection pool (one connection, dialled on
@@ -298,7 +301,7 @@ async fn session(
         }
         report(link, info.title, &store, Vec::new()).await?;
     }
-    refresh_members(link, &server).await?;
+    refresh_members(link, &server, &config.gate).await?;
     // Every title was just reported: those this tracker owns now are known there.
     let mut owned = owned_titles(link, &store).await?;
     if config.role == Role::Appliance {
@@ -344,7 +347,7 @@ async fn session(
                     // after every heartbeat it was more than the tracker could send (`cargo
                     // bench -p fillmesh-tests --bench load`).
                     if members_epoch != Some(epoch) {
-                        refresh_members(link, &server).await?;
+                        refresh_members(link, &server, &config.gate).await?;
                         rehome(link, &store, &mut owned).await?;
                         members_epoch = Some(epoch);
                     }
@@ -355,7 +358,7 @@ async fn session(
             // The epoch moved (seen in a summary's answer: the heartbeat may be 10 s away) or
             // a fill wants a plan.
             () = link.want_fills.notified(), if config.role == Role::Appliance => {
-                refresh_members(link, &server).await?;
+                refresh_members(link, &server, &config.gate).await?;
                 rehome(link, &store, &mut owned).await?;
                 fills(link, state).await?;
             }
@@ -567,13 +570,27 @@ async fn evict_title(
     Ok(())
 }
 
-async fn refresh_members(link: &TrackerLink, server: &Server) -> Result<(), TrackerError> {
+/// Asks the tracker for the members it vouches for (trusted from now on) and for the
+/// playback keys (the player servers check tokens with them): both change only when its epoch
+/// moves.
+async fn refresh_members(link: &TrackerLink, server: &Server, gate: &Gate) -> Result<(), TrackerError> {
     if let TrackerResponse::Members { nodes } = link.request(&TrackerRequest::Members).await? {
         for node in nodes {
             if let Some(peer) = identity::peer_of(&node) {
                 server.trust().add(peer);
             }
         }
+    }
+    match link.request(&TrackerRequest::PlaybackKeys).await {
+        Ok(TrackerResponse::PlaybackKeys { required, keys }) => gate.learn(link.by, required, keys),
+        Ok(other) => {
+            return Err(TrackerError::Unexpected { asked: "playback keys", answer: Box::new(other) })
+        }
+        // A tracker of an earlier build, which hands out no tokens: an open fleet.
+        Err(TrackerError::Refused { code: ErrorCode::BadRequest, .. }) => {
+            gate.learn(link.by, false, Vec::new())
+        }
+        Err(e) => return Err(e),
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ pub async fn serve(
                 };
                 let service = hyper::service::service_fn(move |request| {
                     let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.http(request).await) }
+                    async move { Ok::<_, Infallible>(server.http(request, remote.ip()).await) }
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
@@ -75,11 +75,15 @@ pub async fn serve(
 impl PlayerServer {
     /// One HTTPS request: the same answer as on HTTP/3, its body streamed; a body cut short
     /// by a damaged chunk is an error that aborts the response (a truncated body).
-    async fn http(self, request: hyper::Request<Incoming>) -> hyper::Response<axum::body::Body> {
+    async fn http(
+        self,
+        request: hyper::Request<Incoming>,
+        client: std::net::IpAddr,
+    ) -> hyper::Response<axum::body::Body> {
         let (parts, _body) = request.into_parts();
         let span = request_span(&parts.method, parts.uri.path());
         let (head, body) = self
-            .answer(&parts.method, parts.uri.path(), &parts.headers, Instant::now())
+            .answer(&parts.method, parts.uri.path(), &parts.headers, client, Instant::now())
             .instrument(span.clone())
             .await;
         // hyper polls the body outside this future: the pieces carry the span themselves.

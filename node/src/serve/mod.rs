@@ -10,6 +10,7 @@ use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
 
 use crate::store::{Store, StoreError};
 
+pub mod gate;
 pub mod https;
 pub mod mesh;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod path;
 pub mod players;
 mod range;
 
+pub use gate::Gate;
 pub use mesh::{ServeLimits, ServeStats, Server};
 pub use players::{PlayerLimits, PlayerMetrics, PlayerServer};
 

@@ -110,7 +110,7 @@ async fn ask(
     if let Some(range) = range {
         headers.insert("range", HeaderValue::from_str(range).unwrap());
     }
-    let (head, body) = server.answer(&method, path, &headers, Instant::now()).await;
+    let (head, body) = server.answer(&method, path, &headers, [127, 0, 0, 1].into(), Instant::now()).await;
     let mut pieces = std::pin::pin!(server.clone().pieces(body, tracing::Span::none()));
     let mut out = Vec::new();
     while let Some(piece) = pieces.next().await {

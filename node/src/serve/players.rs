@@ -22,6 +22,7 @@
 //!   listing's BLAKE3).
 //! - `/titles/<one-file title id>/<anything>`: 404.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, Instrument};
 
+use super::gate::Gate;
 use super::path;
 use super::range::{self, RangeRequest};
 use super::ChunkSource;
@@ -262,6 +264,8 @@ pub struct PlayerServer {
     registry: Arc<Registry>,
     /// `Alt-Svc` on every answer: HTTP/3 on this port.
     alt_svc: Option<HeaderValue>,
+    /// Which requests for titles are served (playback tokens).
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for PlayerServer {
@@ -288,7 +292,14 @@ impl PlayerServer {
             metrics,
             registry,
             alt_svc: None,
+            gate: Arc::new(Gate::open()),
         }
+    }
+
+    /// Serves titles only to the requests `gate` admits (by default, to anyone).
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     pub(crate) fn metrics(&self) -> &PlayerMetrics {
@@ -338,14 +349,14 @@ impl PlayerServer {
                         }
                     };
                     let span = request_span(request.method(), request.uri().path());
-                    server.request(request, stream).instrument(span).await;
+                    server.request(request, stream, remote.ip()).instrument(span).await;
                 }
                 .instrument(tracing::debug_span!("player", %remote)),
             );
         }
     }
 
-    async fn request(&self, request: Request<()>, mut stream: Stream) {
+    async fn request(&self, request: Request<()>, mut stream: Stream, client: IpAddr) {
         let received = Instant::now();
         // Read the (empty) request body to its end first: a request stream dropped before its
         // FIN was read makes quinn send STOP_SENDING(0), which the client sees as a reset of
@@ -362,7 +373,7 @@ impl PlayerServer {
         })
         .await;
         let (head, body) = if matches!(drained, Ok(true)) {
-            self.answer(request.method(), request.uri().path(), request.headers(), received).await
+            self.answer(request.method(), request.uri().path(), request.headers(), client, received).await
         } else {
             self.simple(StatusCode::PAYLOAD_TOO_LARGE, "requests carry no body\n", &[])
         };
@@ -402,9 +413,10 @@ impl PlayerServer {
         method: &Method,
         path: &str,
         headers: &HeaderMap,
+        client: IpAddr,
         received: Instant,
     ) -> (Response<()>, Body) {
-        let (head, body) = self.route(method, path, headers, received).await;
+        let (head, body) = self.route(method, path, headers, client, received).await;
         (head, if method == Method::HEAD { Body::Empty } else { body })
     }
 
@@ -413,8 +425,17 @@ impl PlayerServer {
         method: &Method,
         path: &str,
         headers: &HeaderMap,
+        client: IpAddr,
         received: Instant,
     ) -> (Response<()>, Body) {
+        // `/p/<token>/...`: the token steering signed, then the path as without one.
+        let (token, path) = match path.strip_prefix("/p/") {
+            Some(rest) => {
+                let end = rest.find('/').unwrap_or(rest.len());
+                (Some(&rest[..end]), &rest[end..])
+            }
+            None => (None, path),
+        };
         if method == Method::OPTIONS {
             // A CORS preflight: a web player on another origin may send `Range`.
             return self.simple(
@@ -426,6 +447,23 @@ impl PlayerServer {
                     ("access-control-max-age", "86400"),
                 ],
             );
+        }
+        // A title's bytes, its listing or its manifest: only for a token good for the title
+        // (when tokens are required), checked before anything else is looked at.
+        let title_id = path
+            .strip_prefix("/titles/")
+            .or_else(|| path.strip_prefix("/manifests/"))
+            .map(|rest| &rest[..rest.find('/').unwrap_or(rest.len())]);
+        if let Some(Ok(title)) = title_id.map(str::parse::<TitleId>) {
+            if let Err(why) = self.gate.check(token, &title, client) {
+                let word = why.as_str();
+                debug!(%title, reason = word, "refused: playback token");
+                return self.simple(
+                    StatusCode::FORBIDDEN,
+                    &format!("{word}\n"),
+                    &[("x-fillmesh-refused", word), ("cache-control", "no-store")],
+                );
+            }
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             self.metrics.health_misses.inc();
@@ -459,10 +497,10 @@ impl PlayerServer {
     /// port) and CORS (any origin may read, `Range` and friends exposed).
     fn head(&self, status: StatusCode) -> http::response::Builder {
         self.metrics.count(status);
-        let mut head = Response::builder()
-            .status(status)
-            .header("access-control-allow-origin", "*")
-            .header("access-control-expose-headers", "content-range, content-length, etag, accept-ranges");
+        let mut head = Response::builder().status(status).header("access-control-allow-origin", "*").header(
+            "access-control-expose-headers",
+            "content-range, content-length, etag, accept-ranges, x-fillmesh-refused",
+        );
         if let Some(alt_svc) = &self.alt_svc {
             head = head.header("alt-svc", alt_svc);
         }

@@ -270,7 +270,10 @@ impl Fleet {
             "keys" => {
                 let record = KeyRecord::decode(value).map_err(Malformed::Key)?;
                 if record.id != name {
-                    return Err(Malformed::Key(KeysError::Malformed(name.to_owned(), "another key's record".into())));
+                    return Err(Malformed::Key(KeysError::Malformed(
+                        name.to_owned(),
+                        "another key's record".into(),
+                    )));
                 }
                 Ok(Entry::Key(record))
             }
@@ -321,7 +324,10 @@ impl View {
                     self.keys.insert(key.to_vec(), record);
                     self.keys_moved = true;
                 } else {
-                    warn!("more than {} playback keys in the fleet: one ignored", fillmesh_protocol::token::MAX_KEYS);
+                    warn!(
+                        "more than {} playback keys in the fleet: one ignored",
+                        fillmesh_protocol::token::MAX_KEYS
+                    );
                 }
             }
             Err(e) => {

@@ -178,7 +178,10 @@ async fn steer(
     Query(params): Query<SteerParams>,
 ) -> Response {
     if let Some(key) = &shared.steer_key {
-        let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| same_secret(g.as_bytes(), key.as_bytes())) {
             return (
                 StatusCode::UNAUTHORIZED,
@@ -205,7 +208,9 @@ async fn steer(
         TokenBind::Given => given,
         TokenBind::Seen => Some(client),
     };
-    let prefix = bound.map(canonical).and_then(|ip| IpPrefix::new(ip, if ip.is_ipv4() { BIND_V4 } else { BIND_V6 }).ok());
+    let prefix = bound
+        .map(canonical)
+        .and_then(|ip| IpPrefix::new(ip, if ip.is_ipv4() { BIND_V4 } else { BIND_V6 }).ok());
     let issued = if targets.is_empty() { None } else { shared.tokens.issue(title, prefix) };
     let targets = targets
         .into_iter()
@@ -222,7 +227,14 @@ async fn steer(
     // own cannot answer.
     (
         [("access-control-allow-origin", "*")],
-        Json(SteerAnswer { title: title.to_string(), client_ip: client.to_string(), targets, reason, token, token_expires }),
+        Json(SteerAnswer {
+            title: title.to_string(),
+            client_ip: client.to_string(),
+            targets,
+            reason,
+            token,
+            token_expires,
+        }),
     )
         .into_response()
 }

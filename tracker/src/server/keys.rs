@@ -323,8 +323,8 @@ pub fn read_file(dir: &Path) -> Result<Vec<KeyRecord>, KeysError> {
     if text.len() as u64 > MAX_RECORD_BYTES {
         return Err(KeysError::Malformed(path.display().to_string(), "longer than 64 KiB".into()));
     }
-    let file: KeyFile =
-        serde_json::from_str(&text).map_err(|e| KeysError::Malformed(path.display().to_string(), e.to_string()))?;
+    let file: KeyFile = serde_json::from_str(&text)
+        .map_err(|e| KeysError::Malformed(path.display().to_string(), e.to_string()))?;
     Ok(file.keys)
 }
 
@@ -365,7 +365,11 @@ pub enum KeyOp {
 
 /// Applies `op` to `records` as of Unix second `now`: the records to keep, and a line for the
 /// operator. Keys past their end are dropped on the way.
-pub fn apply(op: &KeyOp, mut records: Vec<KeyRecord>, now: u64) -> Result<(Vec<KeyRecord>, String), KeysError> {
+pub fn apply(
+    op: &KeyOp,
+    mut records: Vec<KeyRecord>,
+    now: u64,
+) -> Result<(Vec<KeyRecord>, String), KeysError> {
     records.retain(|r| r.accepted_until.is_none_or(|u| u >= now));
     match op {
         KeyOp::Add { keep } => {
@@ -451,7 +455,10 @@ impl KeyStore {
             KeyStore::Etcd { endpoints, prefix } => {
                 let mut client = etcd_client::Client::connect(endpoints, None).await?;
                 let answer = client
-                    .get(format!("{prefix}keys/"), Some(etcd_client::GetOptions::new().with_prefix().with_limit(MAX_KEYS as i64 * 4)))
+                    .get(
+                        format!("{prefix}keys/"),
+                        Some(etcd_client::GetOptions::new().with_prefix().with_limit(MAX_KEYS as i64 * 4)),
+                    )
                     .await?;
                 answer.kvs().iter().map(|kv| Ok(KeyRecord::decode(kv.value())?)).collect()
             }
@@ -500,7 +507,10 @@ mod tests {
         assert_eq!(later.public.keys().len(), 1);
         assert_eq!(later.public.keys()[0].id.to_string(), second);
         // The signer cannot be retired while it is the only one; the kept one can.
-        assert!(matches!(apply(&KeyOp::Retire(second.clone()), records.clone(), 2000), Err(KeysError::LastKey(_))));
+        assert!(matches!(
+            apply(&KeyOp::Retire(second.clone()), records.clone(), 2000),
+            Err(KeysError::LastKey(_))
+        ));
         let (left, _) = apply(&KeyOp::Retire(first), records.clone(), 2000).unwrap();
         assert_eq!(left.len(), 1);
         assert!(matches!(apply(&KeyOp::Retire("0".repeat(16)), records, 2000), Err(KeysError::NoSuchKey(_))));
