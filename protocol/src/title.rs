@@ -67,9 +67,9 @@ impl fmt::Display for TitleId {
 /// The 64 lowercase hex digits of 32 bytes (a title id, a certificate's SHA-256), made in one
 /// piece. A steering answer writes a title id four times and a pin per target: written a
 /// byte at a time (`write!("{b:02x}")`, and an allocation per byte for the pins) they took
-/// about 9 µs of the 21 µs an answer with 3 targets cost the tracker. `tools/bench-steer.sh`
-/// (medians of 3 rounds): tokens off from 44,000-50,000 answers per tracker CPU-second to
-/// 71,000-83,000, tokens on from 26,000-28,000 to 32,000-36,000.
+/// about 11 µs of the 24 µs an answer with 3 targets cost the tracker. `tools/bench-steer.sh`
+/// (medians of 3-5 rounds, machine otherwise idle): tokens off from 42,000 answers per
+/// tracker CPU-second to 77,000, tokens on from 24,500 to 34,000.
 pub(crate) fn hex32(bytes: &[u8; 32]) -> Hex64 {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
