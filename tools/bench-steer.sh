@@ -183,7 +183,8 @@ for variant in plain client_ip; do
     done
 done
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# The median; of an even count, the mean of the two middle values.
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo
 printf '%-9s %14s %14s %18s %18s %8s %8s\n' query 'on answers/s' 'off answers/s' 'on answers/cpu_s' 'off answers/cpu_s' 'ratio' 'rounds'
 for variant in plain client_ip; do
@@ -196,7 +197,7 @@ for variant in plain client_ip; do
     read -r -a offs <<<"${PER_CPU[$variant.off]}"
     per_round=""
     for i in "${!ons[@]}"; do per_round+="$(echo "scale=4; ${ons[$i]} / ${offs[$i]}" | bc) "; done
-    printf '%-9s %14.0f %14.0f %18d %18d %8.3f %8.3f\n' "$variant" "$on_rate" "$off_rate" "$on_per" "$off_per" \
+    printf '%-9s %14.0f %14.0f %18.0f %18.0f %8.3f %8.3f\n' "$variant" "$on_rate" "$off_rate" "$on_per" "$off_per" \
         "$(echo "scale=4; $on_per / $off_per" | bc)" "$(median <<<"$per_round")"
 done
 echo "ratio: answers per tracker CPU-second, tokens on / off (medians); rounds: median of each round's on/off ratio. Target >= 0.8"

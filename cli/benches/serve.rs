@@ -93,9 +93,16 @@ struct Node {
     entry: SteerEntry,
 }
 
+/// The median; of an even count, the mean of the two middle values (the upper one alone, as
+/// this took before, leans toward whichever side is ahead).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 0 {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
 }
 
 /// A free UDP port on 127.0.0.1 (bound and released: a bench, not a test).
