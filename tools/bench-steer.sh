@@ -111,7 +111,7 @@ mesh() {
     exit 1
 }
 
-mesh on 10
+mesh on 10 --token-bind given
 mesh off 30 --no-tokens
 
 # utime+stime of PID in seconds.
