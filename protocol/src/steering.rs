@@ -74,7 +74,7 @@ impl From<SteerTarget> for SteerEntry {
             url: t.url,
             site: t.site,
             region: t.region,
-            cert_sha256: t.cert_sha256.map(|c| c.iter().map(|b| format!("{b:02x}")).collect()),
+            cert_sha256: t.cert_sha256.map(|c| crate::title::hex32(&c).as_str().to_owned()),
         }
     }
 }
