@@ -359,3 +359,54 @@ fn a_damaged_byte_of_a_file_in_a_package_is_never_served() {
         assert_eq!(g.store.damaged_chunks(), 1);
     });
 }
+
+/// With tokens required, every path of a package (listing, files, manifest) needs a token for
+/// it, however the path is written; the token goes first in the path, and the relative paths
+/// below it are served as without one. Paths that name no title (metrics) need none.
+#[test]
+fn with_tokens_every_path_of_a_package_needs_its_token_and_nothing_else_does() {
+    use fillmesh_protocol::token::SigningKey;
+    let f = fixture(|_| true);
+    let key = SigningKey::generate().unwrap();
+    let gate = Arc::new(super::Gate::under_trackers(1, f.dir.path()));
+    gate.learn(0, true, vec![key.public()]);
+    let server = f.server.clone().with_gate(gate);
+    let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;
+    let token = key.sign(f.title, later, None).unwrap();
+    let single_token = key.sign(f.single, later, None).unwrap();
+    runtime().block_on(async {
+        let t = f.title;
+        let paths = [
+            format!("/titles/{t}/"),
+            format!("/titles/{t}"),
+            format!("/titles/{t}/v0/seg_1.m4s"),
+            format!("/titles/{t}/v0/../../x"),
+            format!("/manifests/{t}"),
+        ];
+        for path in &paths {
+            for (start, word) in
+                [("", "missing"), ("/p/x", "signature"), (&*format!("/p/{single_token}"), "title")]
+            {
+                let (r, body) = ask(&server, Method::GET, &format!("{start}{path}"), None).await;
+                assert_eq!(r.status(), StatusCode::FORBIDDEN, "{start}{path}");
+                assert_eq!(header(&r, "x-fillmesh-refused"), word, "{start}{path}");
+                assert_eq!(body.unwrap(), format!("{word}\n").as_bytes(), "{start}{path}");
+            }
+        }
+        let under = |p: &str| format!("/p/{token}{p}");
+        let (r, body) = ask(&server, Method::GET, &under(&paths[0]), None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(String::from_utf8(body.unwrap()).unwrap(), f.manifest.listing().unwrap());
+        let (r, body) = ask(&server, Method::GET, &under(&paths[2]), None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let (_, seg) = f.files.iter().find(|(p, _)| *p == "v0/seg_1.m4s").unwrap();
+        assert_eq!(body.unwrap(), *seg);
+        // A path no package may hold is refused as without a token: 404.
+        assert_eq!(
+            ask(&server, Method::GET, &under(&paths[3]), None).await.0.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(ask(&server, Method::GET, &under(&paths[4]), None).await.0.status(), StatusCode::OK);
+        assert_eq!(ask(&server, Method::GET, "/metrics", None).await.0.status(), StatusCode::OK);
+    });
+}

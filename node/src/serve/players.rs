@@ -21,6 +21,11 @@
 //!   prints for the files, `text/plain; charset=utf-8`, `ETag` the package id (the
 //!   listing's BLAKE3).
 //! - `/titles/<one-file title id>/<anything>`: 404.
+//!
+//! With playback tokens (a node under trackers that require them, see [`super::gate`]), every
+//! request for a title's bytes, listing or manifest carries the token steering signed as the
+//! first segment of its path, `/p/<token>/titles/...` and `/p/<token>/manifests/<id>`, and is
+//! answered 403 with one word (and no content) unless the token is good for that title.
 
 use std::net::IpAddr;
 use std::sync::Arc;
