@@ -111,6 +111,8 @@ fn garbage_on_every_port_gets_errors_and_changes_nothing() {
     let mut mesh = Mesh::start_with_spares("mesh", "64MB", 1, 3 << 20, 1);
     mesh.wait_complete(Duration::from_secs(60));
     let (_, appliance) = &mesh.appliances[0];
+    // The token first: steering marks the title wanted, which the status shows.
+    let token = mesh.token_path(&mesh.title);
     let before = status(&mesh.tracker).unwrap();
 
     // Random datagrams at both UDP ports.
@@ -205,12 +207,7 @@ for method, path, headers in [("POST", "/titles/" + title, {}), ("DELETE", "/tit
 print(" ".join(map(str, codes)))
 "#;
     let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &format!("https://{}{}", appliance.mesh, mesh.token_path(&mesh.title)),
-            &mesh.title,
-        ])
+        .args(["-c", script, &format!("https://{}{token}", appliance.mesh), &mesh.title])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
