@@ -202,6 +202,8 @@ fn a_new_key_signs_and_the_old_one_plays_until_it_is_retired() {
     })
     .expect("the retired key's tokens are refused");
     assert_eq!(refused.text(), "key\n");
+    // Over every transport, for the title and its manifest.
+    assert_refused(&ask(&base, &old, &title), "key", "a retired key");
     assert_eq!(plays(&new).status, 206);
     // The last key that signs cannot be retired.
     let out = fillmesh().args(["keys", "retire", &second, "--data"]).arg(&tracker).output().unwrap();
