@@ -4,8 +4,12 @@
 //! bounded by the manifest's chunk length.
 //!
 //! Every variant is sent by some node (appliance, origin, tracker or `fillmesh fetch`) except
-//! where its doc says otherwise. The wire has no compatibility promise yet: a variant's number
-//! is its position, so removing one renumbers the ones after it.
+//! where its doc says otherwise. A variant's number is its position, so removing or inserting
+//! one renumbers the ones after it. Version 1 is pinned by golden frames, one per variant
+//! (`protocol/tests/golden.rs`, `tests/golden/v1.frames`): a change to the wire fails them
+//! unless it bumps [`PROTOCOL_VERSION`], and a build of version N keeps a decoder for N-1 so
+//! that it accepts peers and trackers one version behind (the rule; version 1 is the first).
+//! New variants go at the end of their enum, which keeps every earlier frame.
 
 use std::net::{IpAddr, SocketAddr};
 
