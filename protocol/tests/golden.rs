@@ -10,6 +10,7 @@
 //! Every message is named by an exhaustive `match` (no wildcard arm), so a new variant does not
 //! compile here until it has a name, and [`every_variant_has_a_golden_frame`] checks that the
 //! instances below cover every name.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -195,8 +196,8 @@ fn tracker_responses() -> Vec<TrackerResponse> {
                         class: SourceClass::Origin,
                     },
                 ],
-                origin: vec![0..2],
-                import: vec![2..3],
+                origin: vec![0..2, 5..6],
+                import: vec![2..3, 7..8],
                 epoch: 41,
             }],
             evict: vec![title(12)],
