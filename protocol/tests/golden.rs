@@ -351,6 +351,10 @@ fn decodes_to<M: Message + PartialEq + std::fmt::Debug>(
 /// by this build's own types; a version 2 reads `v1.frames` with the decoder it keeps for 1.
 #[test]
 fn every_kept_version_decodes() {
+    if std::env::var_os("FILLMESH_BLESS").is_some() {
+        // The file is being written by the test beside this one: read it in the next run.
+        return;
+    }
     for entry in std::fs::read_dir(GOLDEN).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();
         for (name, bytes) in kept(&file) {
