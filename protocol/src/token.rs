@@ -242,6 +242,12 @@ impl Claims {
     }
 }
 
+/// The Unix second now, by this machine's clock: what expiries are written in and checked
+/// against (signers and checkers alike; keep clocks in NTP).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// An IPv4 address mapped into IPv6 as the IPv4 address it is (a dual-stack socket reports
 /// IPv4 clients so).
 pub fn canonical(ip: IpAddr) -> IpAddr {

@@ -8,21 +8,17 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use fillmesh_protocol::token::{Decoded, SigningKey};
+use fillmesh_protocol::token::{unix_now as now, Decoded, SigningKey};
 use fillmesh_protocol::{IpPrefix, TitleId};
 use fillmesh_tests::clients::{curl, every_transport, Answer};
 use fillmesh_tests::mesh::{Mesh, Title};
 use fillmesh_tests::{fillmesh, http, metric, test_bytes, wait_for};
 
 const MIB: usize = 1 << 20;
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
 
 /// The tracker's keys as its key file keeps them: (id, signing key, accepted until).
 fn tracker_keys(mesh: &Mesh) -> Vec<(String, SigningKey, Option<u64>)> {

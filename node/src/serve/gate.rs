@@ -22,12 +22,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use fillmesh_net::sync::LockExt;
-use fillmesh_protocol::token::{Claims, Decoded, KeyId, KeySet, PublicKey, Refusal, MAX_KEYS};
+use fillmesh_protocol::token::{unix_now, Claims, Decoded, KeyId, KeySet, PublicKey, Refusal, MAX_KEYS};
 use fillmesh_protocol::TitleId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -126,10 +125,6 @@ impl Default for GateMetrics {
 struct KeptKey {
     id: String,
     key: String,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Gate {

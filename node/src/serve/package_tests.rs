@@ -371,7 +371,7 @@ fn with_tokens_every_path_of_a_package_needs_its_token_and_nothing_else_does() {
     let gate = Arc::new(super::Gate::under_trackers(1, f.dir.path()));
     gate.learn(0, true, vec![key.public()]);
     let server = f.server.clone().with_gate(gate);
-    let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;
+    let later = fillmesh_protocol::token::unix_now() + 60;
     let token = key.sign(f.title, later, None).unwrap();
     let single_token = key.sign(f.single, later, None).unwrap();
     runtime().block_on(async {

@@ -39,10 +39,7 @@ const MAX_RECORD_BYTES: u64 = 64 << 10;
 /// default life.
 pub const DEFAULT_KEEP: Duration = Duration::from_secs(12 * 3600);
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub use fillmesh_protocol::token::unix_now;
 
 /// One key as kept (in the file, or as an etcd value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
