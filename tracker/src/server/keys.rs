@@ -97,6 +97,11 @@ impl KeyRecord {
         }
     }
 
+    /// A new random key's record, made at `created`.
+    pub fn generate(created: u64) -> Result<Self, KeysError> {
+        Ok(Self::new(&SigningKey::generate()?, created))
+    }
+
     /// The key, checked against its id.
     pub fn key(&self) -> Result<SigningKey, KeysError> {
         let bad = |why: &str| KeysError::Malformed(format!("key {}", self.id), why.to_owned());
@@ -373,12 +378,11 @@ pub fn apply(
             if records.len() >= MAX_KEYS {
                 return Err(KeysError::Full);
             }
-            let key = SigningKey::generate()?;
             let until = now.saturating_add(keep.as_secs());
             for r in records.iter_mut().filter(|r| r.accepted_until.is_none()) {
                 r.accepted_until = Some(until);
             }
-            let record = KeyRecord::new(&key, now);
+            let record = KeyRecord::generate(now)?;
             let line = format!(
                 "added {}: it signs from now on; older keys are accepted until {until} (Unix seconds)",
                 record.id

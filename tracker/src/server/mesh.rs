@@ -66,6 +66,12 @@ async fn connection(conn: Connection, peer: PeerId, shared: Arc<Shared>, id: usi
     }
 }
 
+/// The epoch nodes see: the core's, moved also by a change of the playback keys (so that
+/// appliances ask for them again).
+fn epoch(shared: &Shared, core: &crate::core::Tracker) -> u64 {
+    core.epoch() + shared.tokens.version()
+}
+
 fn error(code: ErrorCode, message: String) -> TrackerResponse {
     TrackerResponse::Error(ErrorReply::new(code, message))
 }
@@ -101,7 +107,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
             // the guard its scrutinee holds).
             let mut core = shared.core();
             match core.heartbeat(now, node, hb) {
-                Ok(()) => TrackerResponse::Epoch(core.epoch() + shared.tokens.version()),
+                Ok(()) => TrackerResponse::Epoch(epoch(shared, &core)),
                 // The tracker restarted or forgot the node: it must register again.
                 Err(e) => error(ErrorCode::NotRegistered, e.to_string()),
             }
@@ -140,7 +146,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
         TrackerRequest::FillSummary { title, gained, bytes } => {
             let mut core = shared.core();
             match core.report_fill(now, node, title, &gained, bytes) {
-                Ok(()) => TrackerResponse::Epoch(core.epoch() + shared.tokens.version()),
+                Ok(()) => TrackerResponse::Epoch(epoch(shared, &core)),
                 Err(e @ crate::core::CoreError::UnknownNode(_)) => {
                     error(ErrorCode::NotRegistered, e.to_string())
                 }

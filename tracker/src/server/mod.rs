@@ -379,8 +379,7 @@ pub async fn run(
         // A lone tracker's keys are in its data directory; the first made at its first start.
         shared.tokens.set(keys::read_file(&config.data)?);
         if config.tokens.required && !shared.tokens.has_keys() {
-            let record =
-                keys::KeyRecord::new(&fillmesh_protocol::token::SigningKey::generate()?, keys::unix_now());
+            let record = keys::KeyRecord::generate(keys::unix_now())?;
             keys::write_file(&config.data, std::slice::from_ref(&record))?;
             info!(key = %record.id, "made the first playback key");
             shared.tokens.set(vec![record]);
@@ -401,8 +400,7 @@ pub async fn run(
         if config.tokens.required && !shared.tokens.has_keys() {
             // The fleet's first key, made by the first tracker to find none (two trackers
             // starting at once may each make one: both are accepted, the newer signs).
-            let record =
-                keys::KeyRecord::new(&fillmesh_protocol::token::SigningKey::generate()?, keys::unix_now());
+            let record = keys::KeyRecord::generate(keys::unix_now())?;
             if let Some(fleet) = &shared.fleet {
                 match fleet.put_key(&record).await {
                     Ok(()) => info!(key = %record.id, "made the fleet's first playback key"),
