@@ -38,25 +38,105 @@ impl Bucket {
     }
 }
 
-/// A bucket shared between tasks.
+/// A bucket shared between tasks, whose rate can be changed while it is in use (a reload),
+/// or lifted altogether.
 #[derive(Debug)]
-pub struct TokenBucket(Mutex<Bucket>);
+pub struct TokenBucket(Mutex<Option<Bucket>>);
+
+/// The burst a bucket of `rate` saves up: a quarter of a second's worth (at least 1 byte).
+/// A quarter of a second is smooth enough, and a 1 MiB chunk at 4 MB/s or more goes out
+/// without waiting.
+fn burst_of(rate: u64) -> u64 {
+    rate / 4
+}
 
 impl TokenBucket {
     /// A full bucket of `rate` bytes per second (at least 1), saving up at most a quarter of a
     /// second's worth (at least 1 byte).
     pub fn new(rate: u64) -> Self {
-        // A quarter of a second of burst: smooth enough, and a 1 MiB chunk at 4 MB/s or more
-        // goes out without waiting.
-        Self(Mutex::new(Bucket::new(rate, rate / 4, Instant::now())))
+        Self(Mutex::new(Some(Bucket::new(rate, burst_of(rate), Instant::now()))))
+    }
+
+    /// A bucket that lets everything through at once, until [`TokenBucket::set_rate`] caps it.
+    pub fn uncapped() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// A bucket of `rate` bytes per second, or uncapped with `None`.
+    pub fn with_rate(rate: Option<u64>) -> Self {
+        rate.map_or_else(Self::uncapped, Self::new)
+    }
+
+    /// Changes the rate from now on (`None`: uncapped). What was reserved stays reserved; a
+    /// new rate starts with a full burst of its own.
+    pub fn set_rate(&self, rate: Option<u64>) {
+        let mut bucket = self.0.locked();
+        *bucket = match (bucket.take(), rate) {
+            (_, None) => None,
+            (Some(mut b), Some(r)) => {
+                let r = r.max(1) as f64;
+                b.burst = burst_of(r as u64).max(1) as f64;
+                b.tokens = b.tokens.min(b.burst);
+                b.rate = r;
+                Some(b)
+            }
+            (None, Some(r)) => Some(Bucket::new(r, burst_of(r), Instant::now())),
+        };
+    }
+
+    /// The rate in bytes per second, `None` when uncapped.
+    pub fn rate(&self) -> Option<u64> {
+        self.0.locked().as_ref().map(|b| b.rate as u64)
     }
 
     /// Waits until `n` bytes may be sent.
     pub async fn take(&self, n: u64) {
-        let wait = self.0.locked().reserve(n, Instant::now());
+        let wait = self.0.locked().as_mut().map_or(Duration::ZERO, |b| b.reserve(n, Instant::now()));
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Waits until `n` bytes may be sent, behind every [`TokenBucket::take`]: it reserves only
+    /// once the bucket is out of debt, so that senders using `take` (players) never wait
+    /// behind these (fill to peers) for longer than one of these reservations, which callers
+    /// keep small (see [`TokenBucket::LOW_PIECE`]). Gives up waiting after 10 s and reserves
+    /// anyway, so a flood of `take`s slows these down without starving them forever.
+    pub async fn take_low(&self, n: u64) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        // Bounded: each pass sleeps for the debt it saw, and the loop ends at `give_up`.
+        loop {
+            let now = Instant::now();
+            // (reserved, wait): the lock is never held across a sleep.
+            let (reserved, wait) = {
+                let mut guard = self.0.locked();
+                let Some(b) = guard.as_mut() else { return };
+                let debt = b.debt(now);
+                if debt.is_zero() || now >= give_up {
+                    (true, b.reserve(n, now))
+                } else {
+                    (false, debt)
+                }
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if reserved {
+                return;
+            }
+        }
+    }
+
+    /// The most a sender using [`TokenBucket::take_low`] should reserve at once: 64 KiB. A
+    /// player's request arriving behind one waits at most its time at the cap (6.5 ms at
+    /// 10 MB/s), not a whole 1 MiB chunk's (105 ms).
+    pub const LOW_PIECE: usize = 64 * 1024;
+}
+
+impl Bucket {
+    /// How long until the bucket is out of debt (zero when it is not in debt).
+    fn debt(&mut self, now: Instant) -> Duration {
+        self.reserve(0, now)
     }
 }
 
@@ -87,5 +167,42 @@ mod tests {
         }
         let secs = (now - t0).as_secs_f64();
         assert!((secs - 10.0).abs() < 0.01, "{secs}");
+    }
+
+    #[test]
+    fn the_rate_changes_live_and_can_be_lifted() {
+        let bucket = TokenBucket::new(1000);
+        assert_eq!(bucket.rate(), Some(1000));
+        bucket.set_rate(Some(4000));
+        assert_eq!(bucket.rate(), Some(4000));
+        bucket.set_rate(None);
+        assert_eq!(bucket.rate(), None);
+        let lifted = TokenBucket::uncapped();
+        lifted.set_rate(Some(10));
+        assert_eq!(lifted.rate(), Some(10));
+    }
+
+    /// A low-priority reservation waits until the players' debt is paid, including debt a
+    /// player ran up while it was waiting. (A lower bound only: sleeps never end early.)
+    #[tokio::test]
+    async fn low_priority_waits_while_high_priority_keeps_the_bucket_in_debt() {
+        let bucket = std::sync::Arc::new(TokenBucket::new(10_000));
+        // The burst (2,500 bytes) and 200 ms of debt, taken by a player.
+        let start = std::time::Instant::now();
+        let first = {
+            let bucket = bucket.clone();
+            tokio::spawn(async move { bucket.take(4_500).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let low = {
+            let bucket = bucket.clone();
+            tokio::spawn(async move { bucket.take_low(100).await })
+        };
+        // Another player's request meanwhile: 100 ms more debt, which the fill waits out too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        bucket.take(1_000).await;
+        low.await.unwrap();
+        first.await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(290), "{:?}", start.elapsed());
     }
 }

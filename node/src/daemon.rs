@@ -13,11 +13,13 @@ use tracing::{debug, info};
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
 
+use crate::classes::{FillLive, RateCaps};
 use crate::member::MemberConfig;
 use crate::metrics::FillMetrics;
 use crate::serve::{ChunkSource, Gate, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server};
 use crate::store::scrub::{self, ScrubConfig, ScrubStatus};
 use crate::store::Store;
+use crate::window::FillWindows;
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -62,6 +64,27 @@ pub struct NodeConfig {
     pub plan_stale_after: Duration,
     /// ... at this many bytes per second at most.
     pub stale_origin_rate: u64,
+    /// Caps of chunk bytes sent to peers, fetched by fills, and sent to players, each under
+    /// `upload_rate` for what is sent (see [`crate::classes`]).
+    pub fill_upload_rate: Option<u64>,
+    /// See `fill_upload_rate`.
+    pub fill_download_rate: Option<u64>,
+    /// See `fill_upload_rate`.
+    pub serve_rate: Option<u64>,
+    /// When this node takes fill traffic (local time; see [`crate::window`]).
+    pub fill_window: FillWindows,
+}
+
+impl NodeConfig {
+    /// The rate caps of the configuration.
+    pub fn rate_caps(&self) -> RateCaps {
+        RateCaps {
+            upload: self.upload_rate,
+            fill_upload: self.fill_upload_rate,
+            fill_download: self.fill_download_rate,
+            serve: self.serve_rate,
+        }
+    }
 }
 
 /// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
@@ -133,13 +156,16 @@ pub async fn run_with(
     let role = if config.origin { Role::Origin } else { Role::Appliance };
     store.set_quota(config.disk_bytes);
     let sources = sources(store.clone());
+    // The rate buckets and the fill window, which a reload may change.
+    let fill_live = FillLive::new(&config.rate_caps(), config.fill_window.clone());
     let server = Server::new(
         sources.mesh,
         Trust::new(config.trust.iter().copied()),
         config.serve.clone(),
         config.upload_rate,
         role,
-    );
+    )
+    .with_rates(fill_live.rates.clone());
     // One registry for the whole node, shown at `/metrics` on HTTP and on HTTP/3.
     let fill_metrics = Arc::new(FillMetrics::default());
     let player_metrics = Arc::new(PlayerMetrics::default());
@@ -160,12 +186,12 @@ pub async fn run_with(
     );
     gate.register(&mut registry);
     let registry = Arc::new(registry);
-    // Players share the mesh's upload bucket: one cap for everything this node sends.
+    // Players and peers share the total cap, players first (`classes`).
     let player_sessions = player_metrics.sessions.clone();
     let players = PlayerServer::new(
         sources.players,
         PlayerLimits::default(),
-        server.upload(),
+        fill_live.rates.clone(),
         player_metrics,
         registry.clone(),
     )
@@ -202,7 +228,7 @@ pub async fn run_with(
             site: config.site.clone(),
             region: config.region.clone(),
             prefixes: config.prefixes.clone(),
-            upload_bps: config.upload_rate.unwrap_or(1_000_000_000),
+            upload_bps: config.rate_caps().stated_upload(),
             disk_bytes: config.disk_bytes,
             parallel: 8,
             plan_stale_after: config.plan_stale_after,
@@ -210,6 +236,8 @@ pub async fn run_with(
             cert_sha256,
             player_sessions,
             gate,
+            rates: fill_live.rates.clone(),
+            windows: fill_live.windows.subscribe(),
         };
         tokio::spawn(crate::member::run(
             member,
@@ -222,7 +250,7 @@ pub async fn run_with(
     });
     let scrubbing = config.scrub.map(|pace| tokio::spawn(scrub::run(store.clone(), pace, scrub_status)));
     let titles = store.titles();
-    info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
+    info!(%peer, %mesh_addr, ?role, titles = titles.len(), fill_window = %config.fill_window, "node ready");
     say!("{ready}");
 
     shutdown.await;

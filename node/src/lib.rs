@@ -9,10 +9,13 @@
 //! - [`member`]: life under a tracker: register, heartbeat, fill by its plans, evict.
 //! - [`daemon`]: `fillmesh node`, which puts the roles together on one endpoint.
 //! - [`metrics`]: the node's Prometheus registry.
+//! - [`window`]: fill windows (local hours of fill traffic); [`classes`]: rate classes
+//!   (players, fill upload, fill download, total) and what of them a reload changes.
 
 #![warn(unreachable_pub)]
 #![warn(missing_docs)]
 
+pub mod classes;
 pub mod daemon;
 pub mod fill;
 pub mod member;
@@ -20,3 +23,4 @@ pub mod metrics;
 pub mod origin;
 pub mod serve;
 pub mod store;
+pub mod window;

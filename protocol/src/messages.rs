@@ -66,6 +66,12 @@ pub const MAX_GAINED: usize = 1024;
 pub const MAX_EVICT: usize = 16;
 /// Most trackers in one fleet's answer.
 pub const MAX_TRACKERS: usize = 64;
+/// Most ranges in one appliance's fill window ([`TrackerRequest::FillWindow`]): a local range
+/// can become two in UTC no more than any range wraps, so this is twice what an operator may
+/// write.
+pub const MAX_WINDOW_RANGES: usize = 16;
+/// Minutes in a day: [`DayRange`]'s bounds are below it.
+pub const MINUTES_PER_DAY: u16 = 24 * 60;
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -439,6 +445,75 @@ pub enum TrackerRequest {
     /// (answered `PlaybackKeys`). An appliance asks when it registers and whenever the
     /// tracker's epoch moves (a change of keys moves it).
     PlaybackKeys,
+    /// The appliance's fill window, sent after each `Register` and whenever it changes (a
+    /// reload, or the local clock's offset from UTC after a daylight-saving change): outside
+    /// it the tracker plans it no fill of a non-urgent title and names it nobody's parent for
+    /// one. Answered `Ack`, or `BadRequest` for a range out of bounds or empty. A tracker of
+    /// an earlier build refuses the variant (`BadRequest`): the appliance carries on, filling
+    /// whenever planned.
+    FillWindow {
+        /// The ranges in UTC, at most [`MAX_WINDOW_RANGES`]; none: always open.
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_WINDOW_RANGES>")]
+        ranges: Vec<DayRange>,
+    },
+    /// Marks a published title urgent (the origin, after `Publish`, for `fillmesh seed
+    /// --urgent`): it is planned to every appliance at once, whatever their fill windows.
+    /// Answered `Ack`, `BadRequest` for a title not in the catalog, or `Internal` when the
+    /// mark could not be persisted.
+    Urgent {
+        /// The title, already published.
+        title: TitleId,
+    },
+}
+
+/// A range of minutes of the day, in UTC: from `start` (included) to `end` (excluded), across
+/// midnight when `end` is not after `start` (22:00-06:00 is `1320..360`). Both are below
+/// [`MINUTES_PER_DAY`] and differ: a whole day is no window at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DayRange {
+    /// The first minute in the range, from 00:00.
+    pub start: u16,
+    /// The first minute after it.
+    pub end: u16,
+}
+
+impl DayRange {
+    /// Whether the bounds are within the day and differ.
+    pub fn is_valid(&self) -> bool {
+        self.start < MINUTES_PER_DAY && self.end < MINUTES_PER_DAY && self.start != self.end
+    }
+
+    /// Whether minute `minute` of the day (below [`MINUTES_PER_DAY`]) is in the range.
+    pub fn contains(&self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+
+    /// The range moved `by` minutes later (earlier when negative), around the clock: a local
+    /// range to UTC is `shifted(-offset)`.
+    pub fn shifted(&self, by: i32) -> Self {
+        let day = i32::from(MINUTES_PER_DAY);
+        let at = |m: u16| (i32::from(m) + by).rem_euclid(day) as u16;
+        Self { start: at(self.start), end: at(self.end) }
+    }
+
+    /// Minutes in the range.
+    pub fn len(&self) -> u16 {
+        (self.end + MINUTES_PER_DAY - self.start) % MINUTES_PER_DAY
+    }
+
+    /// Whether the range is empty (never true of a valid one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether a window of `ranges` is open at `minute` of the day: always with no ranges.
+pub fn window_open(ranges: &[DayRange], minute: u16) -> bool {
+    ranges.is_empty() || ranges.iter().any(|r| r.contains(minute))
 }
 
 impl Message for TrackerRequest {

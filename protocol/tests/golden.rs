@@ -135,6 +135,10 @@ fn tracker_requests() -> Vec<TrackerRequest> {
         TrackerRequest::FillSummary { title: title(9), gained: vec![0..4, 10..11], bytes: [1, 2, 3, 4] },
         TrackerRequest::Trackers,
         TrackerRequest::PlaybackKeys,
+        TrackerRequest::FillWindow {
+            ranges: vec![DayRange { start: 120, end: 840 }, DayRange { start: 1320, end: 360 }],
+        },
+        TrackerRequest::Urgent { title: title(12) },
     ]
 }
 
@@ -153,6 +157,8 @@ fn tracker_name(m: &TrackerRequest) -> &'static str {
         TrackerRequest::FillSummary { .. } => "TrackerRequest::FillSummary",
         TrackerRequest::Trackers => "TrackerRequest::Trackers",
         TrackerRequest::PlaybackKeys => "TrackerRequest::PlaybackKeys",
+        TrackerRequest::FillWindow { .. } => "TrackerRequest::FillWindow",
+        TrackerRequest::Urgent { .. } => "TrackerRequest::Urgent",
     }
 }
 
@@ -229,7 +235,7 @@ fn tracker_response_name(m: &TrackerResponse) -> &'static str {
 }
 
 /// Every variant's name, in the order of the enums' declarations: what the instances must cover.
-const NAMES: [&str; 35] = [
+const NAMES: [&str; 37] = [
     "MeshRequest::Hello",
     "MeshRequest::Manifest",
     "MeshRequest::Chunk",
@@ -254,6 +260,8 @@ const NAMES: [&str; 35] = [
     "TrackerRequest::FillSummary",
     "TrackerRequest::Trackers",
     "TrackerRequest::PlaybackKeys",
+    "TrackerRequest::FillWindow",
+    "TrackerRequest::Urgent",
     "TrackerResponse::Hello",
     "TrackerResponse::Registered",
     "TrackerResponse::Ack",

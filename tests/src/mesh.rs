@@ -295,6 +295,10 @@ impl Mesh {
             scrub: None,
             plan_stale_after: std::time::Duration::from_secs(60),
             stale_origin_rate: 10_000_000,
+            fill_upload_rate: None,
+            fill_download_rate: None,
+            serve_rate: None,
+            fill_window: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use super::{runtime, shutdown_signal};
 use fillmesh_node::daemon::{self, NodeConfig};
 use fillmesh_node::serve::ServeLimits;
 use fillmesh_node::store::scrub::ScrubConfig;
+use fillmesh_node::window::{FillWindows, LocalRange};
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -33,9 +34,26 @@ pub struct NodeArgs {
     /// A PeerId allowed to make mesh requests (repeatable).
     #[arg(long = "trust", value_name = "PEERID")]
     pub trust: Vec<PeerId>,
-    /// Upload rate cap shared by all peers, e.g. 50MB (bytes per second).
+    /// Cap on everything sent, peers and players together, e.g. 50MB (bytes per second);
+    /// under it players go first (see --serve-rate, --fill-upload-rate).
     #[arg(long, value_parser = units::parse_size)]
     pub upload_rate: Option<u64>,
+    /// Cap on chunk bytes sent to peers filling from this node, e.g. 150MB (bytes per
+    /// second), within --upload-rate and behind the players; registered as the node's upload.
+    #[arg(long, value_parser = units::parse_size)]
+    pub fill_upload_rate: Option<u64>,
+    /// Cap on chunk bytes this node's fills fetch, e.g. 150MB (bytes per second).
+    #[arg(long, value_parser = units::parse_size)]
+    pub fill_download_rate: Option<u64>,
+    /// Cap on bytes sent to players, e.g. 1GB (bytes per second), within --upload-rate.
+    #[arg(long, value_parser = units::parse_size)]
+    pub serve_rate: Option<u64>,
+    /// A range of the host's local day in which this node takes fill traffic, HH:MM-HH:MM
+    /// (e.g. 02:00-14:00; 22:00-06:00 wraps midnight); repeatable, at most 8, none: always.
+    /// Outside them it neither fills nor fills others, except titles seeded --urgent, and
+    /// serves players as always.
+    #[arg(long = "fill-window", value_name = "HH:MM-HH:MM")]
+    pub fill_window: Vec<LocalRange>,
     /// Mesh requests served at once by this node.
     #[arg(long, default_value_t = 64)]
     pub max_requests: usize,
@@ -115,6 +133,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         }),
         plan_stale_after: args.plan_stale_after,
         stale_origin_rate: args.stale_origin_rate,
+        fill_upload_rate: args.fill_upload_rate,
+        fill_download_rate: args.fill_download_rate,
+        serve_rate: args.serve_rate,
+        fill_window: FillWindows::new(args.fill_window)?,
     };
     anyhow::ensure!(
         args.tracker.len() == args.tracker_id.len(),

@@ -7,7 +7,7 @@ use clap::Args;
 use fillmesh_net::say;
 use fillmesh_protocol::units;
 
-use fillmesh_node::origin::{seed, Seeded};
+use fillmesh_node::origin::{seed_with, Seeded};
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
@@ -21,14 +21,23 @@ pub struct SeedArgs {
     /// Chunk size, a power of two from 1KiB to 64MiB.
     #[arg(long, value_parser = units::parse_size, default_value = "1MiB")]
     pub chunk_size: u64,
+    /// Publish the title urgent: appliances fill it at once, whatever their fill windows
+    /// (`fillmesh node --fill-window`). A title the origin holds already is marked urgent
+    /// without sending it again.
+    #[arg(long)]
+    pub urgent: bool,
 }
 
 /// Seeds, then prints the title id (and says on stderr when nothing had to be sent, or when
 /// the tracker has not confirmed the title yet).
 pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
-    match seed(&args.file, &args.origin, args.name, args.chunk_size).await? {
+    match seed_with(&args.file, &args.origin, args.name, args.chunk_size, args.urgent).await? {
         Seeded::AlreadyHeld(id) => {
-            eprintln!("already seeded");
+            if args.urgent {
+                eprintln!("already seeded; marked urgent");
+            } else {
+                eprintln!("already seeded");
+            }
             say!("{id}");
         }
         Seeded::Sent(id) => say!("{id}"),

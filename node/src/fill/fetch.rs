@@ -289,6 +289,7 @@ pub async fn fetch_title<D: Destination>(
         write_slots: Arc::new(Semaphore::new(into.write_slots().max(1))),
         stall: Some(opts.stall),
         stale_origin: None,
+        rates: Arc::new(crate::classes::Rates::uncapped()),
     });
     let owner = Arc::new(Fetching { observer: opts.observer.clone(), fetched: Mutex::default() });
     let plan = FillPlan { title, parents, origin: Vec::new(), import: Vec::new(), epoch: 0 };

@@ -155,6 +155,8 @@ pub(crate) struct Local {
     /// its turn in this bucket (shared by all fills): a long tracker outage must not turn
     /// into an origin storm.
     pub(crate) stale_origin: Option<Arc<TokenBucket>>,
+    /// Every chunk a fill fetches waits its turn here: the node's fill download cap.
+    pub(crate) rates: Arc<crate::classes::Rates>,
 }
 
 /// What the owner tells a running fill.
@@ -827,6 +829,7 @@ async fn fetch(
         if let Some(bucket) = &pace {
             bucket.take(expected).await;
         }
+        local.rates.fill_download(expected).await;
         let failed = |e: ClientError| (outcome(&e), Chain(&e).to_string(), None);
         let conn = local.pool.get(addr, peer).await.map_err(|e| failed(ClientError::Unreachable(e)))?;
         let bytes = tokio::time::timeout(timeout, request_chunk(&conn, title, c, expected, timeout))

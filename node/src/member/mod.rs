@@ -32,10 +32,12 @@ use tracing::{debug, info, warn, Instrument};
 use fillmesh_net::sync::LockExt;
 use fillmesh_net::{identity, rpc, Chain, MeshEndpoint, Pool};
 
+use crate::classes::Rates;
 use crate::fill::swarm::{self, TrackerError};
 use crate::metrics::FillMetrics;
 use crate::serve::{Gate, Server};
 use crate::store::{ChunkWriter, Store};
+use crate::window::FillWindows;
 use fillmesh_net::rate::TokenBucket;
 
 /// While fill summaries stand in for heartbeats, a heartbeat still goes every this many
@@ -77,6 +79,11 @@ pub struct MemberConfig {
     /// The player servers' playback tokens: told the keys and whether tokens are required
     /// by each tracker.
     pub gate: Arc<Gate>,
+    /// The node's rate buckets: fills fetch within the fill download cap.
+    pub rates: Arc<Rates>,
+    /// The fill window (local time), sent to each tracker after registering and again
+    /// whenever it changes (a reload, or the host's offset from UTC).
+    pub windows: tokio::sync::watch::Receiver<FillWindows>,
 }
 
 /// The tracker, reached through the node's connection pool (one connection, dialled on
@@ -136,6 +143,9 @@ impl TrackerLink {
 pub struct ToPublish {
     /// The title ingested, held whole in the store.
     pub title: TitleId,
+    /// Published urgent (`fillmesh seed --urgent`): the tracker plans it whatever the fill
+    /// windows.
+    pub urgent: bool,
     /// Answered once a tracker has taken the title and its held map; the upload waits on it
     /// to answer `201`.
     pub done: tokio::sync::oneshot::Sender<()>,
@@ -174,6 +184,7 @@ pub async fn run(
         // An appliance's fill can always be sent new plans: it waits for them.
         stall: None,
         stale_origin: Some(Arc::new(TokenBucket::new(config.stale_origin_rate.max(1)))),
+        rates: config.rates.clone(),
     });
     let links: Vec<Arc<TrackerLink>> = config
         .trackers
@@ -287,6 +298,9 @@ async fn session(
     };
     info!(tracker = %link.addr, "registered with the tracker");
     *last_contact = tokio::time::Instant::now();
+    let mut windows = config.windows.clone();
+    let window = windows.borrow_and_update().clone();
+    let mut window_sent = send_window(link, &window).await?;
     if *escalated {
         info!("the tracker is back: fills follow its plans again");
         state.fills().escalate(link.by, false);
@@ -323,6 +337,11 @@ async fn session(
                 // HEARTBEAT_FIGURES_EVERY intervals. Why: a filling appliance sends a summary
                 // a second, and a heartbeat besides doubled what the tracker handles (the
                 // load bench: 0.31 CPU s/s at 2,000 appliances with both, see README).
+                // The host's offset from UTC moved (daylight saving): the window in UTC did.
+                let window = windows.borrow().clone();
+                if window_sent.as_ref().is_some_and(|sent| *sent != window.utc_now()) {
+                    window_sent = send_window(link, &window).await?;
+                }
                 let summarised = link
                     .summary_answered
                     .locked()
@@ -355,6 +374,12 @@ async fn session(
                 *last_contact = tokio::time::Instant::now();
             }
             _ = refill.tick(), if config.role == Role::Appliance => fills(link, state).await?,
+            // A reload changed the fill window.
+            Ok(()) = windows.changed() => {
+                let window = windows.borrow_and_update().clone();
+                info!(window = %window, "fill window changed");
+                window_sent = send_window(link, &window).await?;
+            }
             // The epoch moved (seen in a summary's answer: the heartbeat may be 10 s away) or
             // a fill wants a plan.
             () = link.want_fills.notified(), if config.role == Role::Appliance => {
@@ -362,8 +387,11 @@ async fn session(
                 rehome(link, &store, &mut owned).await?;
                 fills(link, state).await?;
             }
-            Some(ToPublish { title, done }) = async { state.published.lock().await.recv().await } => {
+            Some(ToPublish { title, urgent, done }) = async { state.published.lock().await.recv().await } => {
                 publish(link, &store, title).await?;
+                if urgent {
+                    mark_urgent(link, title).await?;
+                }
                 report(link, title, &store, Vec::new()).await?;
                 let _ = done.send(());
             }
@@ -512,6 +540,47 @@ impl swarm::Tracker for Route {
         for link in &self.links {
             link.want_fills.notify_one();
         }
+    }
+}
+
+/// Sends the fill window (in UTC by the host's offset now) to the tracker; what was sent, or
+/// `None` from a tracker of an earlier build, which refuses the request (it plans fills
+/// whenever, and is not asked again this session).
+async fn send_window(
+    link: &TrackerLink,
+    windows: &FillWindows,
+) -> Result<Option<Vec<fillmesh_protocol::messages::DayRange>>, TrackerError> {
+    let ranges = windows.utc_now();
+    match link.request(&TrackerRequest::FillWindow { ranges: ranges.clone() }).await {
+        Ok(_) => {
+            debug!(window = %windows, "fill window sent");
+            Ok(Some(ranges))
+        }
+        Err(TrackerError::Refused { code: ErrorCode::BadRequest, message }) if windows.is_always() => {
+            debug!("the tracker takes no fill window ({message}); none is set here");
+            Ok(None)
+        }
+        Err(TrackerError::Refused { code: ErrorCode::BadRequest, message }) => {
+            warn!(window = %windows, "the tracker refused the fill window ({message}): an earlier build plans fills at any hour");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks a published title urgent at the tracker; a tracker of an earlier build refuses the
+/// request, which is said and otherwise ignored (the title is published, not urgent).
+async fn mark_urgent(link: &TrackerLink, title: TitleId) -> Result<(), TrackerError> {
+    match link.request(&TrackerRequest::Urgent { title }).await {
+        Ok(_) => {
+            info!(%title, "marked urgent at the tracker");
+            Ok(())
+        }
+        Err(TrackerError::Refused { code: ErrorCode::BadRequest, message }) => {
+            warn!(%title, "the tracker did not take the urgent mark ({message}): published, not urgent");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -8,6 +8,10 @@
 //! client hashed the file before sending, so a file that changed while it was read arrives
 //! with a different hash and is refused (409): nothing is stored.
 //!
+//! `&urgent=true` (`fillmesh seed --urgent`) publishes the title urgent: appliances fill it at
+//! once, whatever their fill windows. `POST /titles/<id>/urgent` marks a title the origin
+//! already holds whole (a second seed with `--urgent` sends no bytes), answered as an upload.
+//!
 //! A package (`fillmesh seed DIR`) goes the same way with `&package=true`, its body framed as
 //! `<listing bytes>\n<listing>` then, for each file in listing order, `<file bytes>\n<bytes>`
 //! (decimal lengths). The origin checks that the listing hashes to the announced id before it
@@ -54,6 +58,7 @@ pub fn router(store: Arc<Store>, published: tokio::sync::mpsc::UnboundedSender<T
     Router::new()
         .route("/titles", axum::routing::post(upload))
         .route("/titles/{id}", get(status))
+        .route("/titles/{id}/urgent", axum::routing::post(urgent))
         .with_state(state)
 }
 
@@ -93,6 +98,23 @@ struct UploadParams {
     /// The body is a package (a listing and its files), not one file's bytes.
     #[serde(default)]
     package: bool,
+    /// Publish the title urgent (`fillmesh seed --urgent`).
+    #[serde(default)]
+    urgent: bool,
+}
+
+/// `POST /titles/<id>/urgent`: publishes a title held whole here as urgent (answered as an
+/// upload is: 201 once the tracker has it, 202 if not yet), 404 for one not held whole.
+async fn urgent(State(ingest): State<Ingest>, Path(id): Path<String>) -> Response {
+    let title: TitleId = match id.parse() {
+        Ok(t) => t,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{id}: {e}")),
+    };
+    if !ingest.store.held(&title).is_some_and(|h| h.is_full()) {
+        return text(StatusCode::NOT_FOUND, format!("{title} is not held whole here: seed it first"));
+    }
+    info!(%title, "marked urgent");
+    publish(&ingest, title, true).await
 }
 
 async fn upload(
@@ -123,6 +145,9 @@ async fn upload(
         name = expected.to_string();
     }
     if ingest.store.held(&expected).is_some_and(|h| h.is_full()) {
+        if params.urgent {
+            return publish(&ingest, expected, true).await;
+        }
         return text(StatusCode::OK, expected.to_string());
     }
     let Ok(_slot) = ingest.slots.clone().try_acquire_owned() else {
@@ -155,8 +180,8 @@ async fn upload(
             .await;
             match adopted {
                 Ok(Ok(())) => {
-                    info!(title = %id, len, "title seeded");
-                    publish(&ingest, id).await
+                    info!(title = %id, len, urgent = params.urgent, "title seeded");
+                    publish(&ingest, id, params.urgent).await
                 }
                 Ok(Err(e)) => text(StatusCode::INSUFFICIENT_STORAGE, Chain(&e).to_string()),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -173,10 +198,11 @@ const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 /// Hands a stored title to the tracker link and answers the upload: `201` once the tracker
 /// has it (or when this origin has no tracker), `202` if the tracker has not confirmed it
-/// within [`PUBLISH_WAIT`]. The first line of either body is the title id.
-async fn publish(ingest: &Ingest, id: TitleId) -> Response {
+/// within [`PUBLISH_WAIT`]. The first line of either body is the title id. `urgent` marks it
+/// urgent at the tracker too.
+async fn publish(ingest: &Ingest, id: TitleId, urgent: bool) -> Response {
     let (done, published) = tokio::sync::oneshot::channel();
-    if ingest.published.send(ToPublish { title: id, done }).is_err() {
+    if ingest.published.send(ToPublish { title: id, urgent, done }).is_err() {
         // No tracker link: a standalone origin, with nobody to tell.
         return text(StatusCode::CREATED, id.to_string());
     }

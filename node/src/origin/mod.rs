@@ -6,4 +6,4 @@ pub mod package;
 pub mod seed;
 
 pub use ingest::{router, TITLE_HEADER};
-pub use seed::{seed, SeedError, Seeded};
+pub use seed::{seed, seed_with, SeedError, Seeded};

@@ -97,12 +97,25 @@ pub async fn seed(
     name: Option<String>,
     chunk_size: u64,
 ) -> Result<Seeded, SeedError> {
+    seed_with(file, origin, name, chunk_size, false).await
+}
+
+/// [`seed()`], and with `urgent` the title is published urgent: appliances fill it at once,
+/// whatever their fill windows. A title the origin already holds is marked urgent without
+/// sending its bytes again.
+pub async fn seed_with(
+    file: &Path,
+    origin: &str,
+    name: Option<String>,
+    chunk_size: u64,
+    urgent: bool,
+) -> Result<Seeded, SeedError> {
     ChunkSize::new(chunk_size)?;
     let shown = file.display().to_string();
     let file_err = |source| SeedError::File { path: shown.clone(), source };
     let before = std::fs::metadata(file).map_err(file_err)?;
     if before.is_dir() {
-        return seed_package(file, origin, name, chunk_size).await;
+        return seed_package(file, origin, name, chunk_size, urgent).await;
     }
     if !before.is_file() {
         return Err(SeedError::NotAFile(shown));
@@ -115,15 +128,16 @@ pub async fn seed(
             .map_err(file_err)?;
     let base = origin.trim_end_matches('/').to_owned();
     let Some(client) = probe(&base, &id).await? else {
-        return Ok(Seeded::AlreadyHeld(id));
+        return already_held(&base, id, urgent).await;
     };
     let name = name
         .unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let urgent = if urgent { "true" } else { "false" };
     let reader = tokio::fs::File::open(file).await.map_err(file_err)?;
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20));
     let response = client
         .post(format!("{base}/titles"))
-        .query(&[("name", name.as_str()), ("chunk_size", &chunk_size.to_string())])
+        .query(&[("name", name.as_str()), ("chunk_size", &chunk_size.to_string()), ("urgent", urgent)])
         .header(TITLE_HEADER, id.to_string())
         .header(reqwest::header::CONTENT_LENGTH, before.len())
         .body(body)
@@ -136,6 +150,20 @@ pub async fn seed(
         return Err(SeedError::Changed(shown));
     }
     Ok(sent(status, id))
+}
+
+/// The origin holds `id` whole already: nothing to send, but with `urgent` it is marked so
+/// (`POST /titles/<id>/urgent`).
+async fn already_held(base: &str, id: TitleId, urgent: bool) -> Result<Seeded, SeedError> {
+    if !urgent {
+        return Ok(Seeded::AlreadyHeld(id));
+    }
+    let unreachable = |source| SeedError::Unreachable { base: base.to_owned(), source };
+    let client =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().map_err(unreachable)?;
+    let response = client.post(format!("{base}/titles/{id}/urgent")).send().await.map_err(unreachable)?;
+    answered(response).await?;
+    Ok(Seeded::AlreadyHeld(id))
 }
 
 /// Asks the origin whether it holds `id` whole: `None` if it does, else a client to upload
@@ -172,6 +200,7 @@ async fn seed_package(
     origin: &str,
     name: Option<String>,
     chunk_size: u64,
+    urgent: bool,
 ) -> Result<Seeded, SeedError> {
     let shown = dir.display().to_string();
     let package_err = |source| SeedError::Package { dir: shown.clone(), source };
@@ -186,7 +215,7 @@ async fn seed_package(
     .map_err(package_err)?;
     let base = origin.trim_end_matches('/').to_owned();
     let Some(client) = probe(&base, &id).await? else {
-        return Ok(Seeded::AlreadyHeld(id));
+        return already_held(&base, id, urgent).await;
     };
     let name = name.unwrap_or_else(|| {
         std::fs::canonicalize(dir)
@@ -214,7 +243,12 @@ async fn seed_package(
     let body = reqwest::Body::wrap_stream(head.chain(parts));
     let response = client
         .post(format!("{base}/titles"))
-        .query(&[("name", name.as_str()), ("chunk_size", &chunk_size.to_string()), ("package", "true")])
+        .query(&[
+            ("name", name.as_str()),
+            ("chunk_size", &chunk_size.to_string()),
+            ("package", "true"),
+            ("urgent", if urgent { "true" } else { "false" }),
+        ])
         .header(TITLE_HEADER, id.to_string())
         .header(reqwest::header::CONTENT_LENGTH, total)
         .body(body)

@@ -21,8 +21,8 @@ use fillmesh_net::{close, rpc, trust, Chain, MeshEndpoint, Router, Trust};
 use fillmesh_protocol::ALPN;
 
 use super::ChunkSource;
+use crate::classes::{RateCaps, Rates};
 use crate::store::StoreError;
-use fillmesh_net::rate::TokenBucket;
 
 /// Serving limits.
 #[derive(Debug, Clone)]
@@ -91,7 +91,8 @@ pub struct Server {
     limits: ServeLimits,
     slots: Arc<Semaphore>,
     subscriptions: Arc<Semaphore>,
-    upload: Option<Arc<TokenBucket>>,
+    /// The node's rate buckets: chunks to peers are fill upload (behind the players).
+    rates: Arc<Rates>,
     role: Role,
     /// What this server sent and refused; shared with every clone, registered in the node's
     /// registry by the daemon.
@@ -121,15 +122,22 @@ impl Server {
             slots: Arc::new(Semaphore::new(limits.max_requests)),
             subscriptions: Arc::new(Semaphore::new(limits.max_subscriptions)),
             limits,
-            upload: upload_rate.map(|r| Arc::new(TokenBucket::new(r))),
+            rates: Arc::new(Rates::new(&RateCaps { upload: upload_rate, ..RateCaps::default() })),
             role,
             stats: Arc::default(),
         }
     }
 
-    /// The upload bucket, for the player server to share.
-    pub fn upload(&self) -> Option<Arc<TokenBucket>> {
-        self.upload.clone()
+    /// The same server sending by `rates` (the daemon's rate classes) instead of its own
+    /// total cap.
+    pub fn with_rates(mut self, rates: Arc<Rates>) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// The rate buckets, for the player server to share.
+    pub fn rates(&self) -> Arc<Rates> {
+        self.rates.clone()
     }
 
     /// Requests being served right now.
@@ -324,9 +332,7 @@ impl Server {
                 return self.reply(send, error(ErrorCode::Internal, "cannot read chunk".into())).await;
             }
         };
-        if let Some(bucket) = &self.upload {
-            bucket.take(bytes.len() as u64).await;
-        }
+        self.rates.fill_upload(bytes.len() as u64).await;
         let header = MeshResponse::Chunk(ChunkHeader { title, index, len: bytes.len() as u32 });
         write_frame(send, &header, io).await?;
         // The body gets time in proportion to its size, at no less than 1 MB/s. Handing quinn

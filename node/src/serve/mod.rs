@@ -1,6 +1,6 @@
 //! Giving chunks: the mesh server ([`mesh`], trusted peers, ALPN `fillmesh/1`) and the player
 //! server ([`players`], HTTP/3, ALPN `h3`, and [`https`], the same answers over HTTPS on TCP), both reading from a [`ChunkSource`] and sharing
-//! one upload bucket. The daemon routes each ALPN to its server on one endpoint.
+//! the node's rate buckets (`classes`). The daemon routes each ALPN to its server on one endpoint.
 
 use std::ops::Range;
 use std::sync::Arc;

@@ -92,7 +92,7 @@ fn fixture(held: impl Fn(u32) -> bool) -> Fixture {
     let server = PlayerServer::new(
         store.clone(),
         PlayerLimits::default(),
-        None,
+        Arc::new(crate::classes::Rates::uncapped()),
         Arc::new(PlayerMetrics::default()),
         Arc::new(Registry::default()),
     );

@@ -5,7 +5,7 @@
 //! as on its HTTP port). Only verified chunks leave the node: a range not yet held whole, or
 //! whose first chunk the store finds damaged as it reads (and drops), is answered 503 with
 //! `Retry-After`. Bytes go from disk to the stream one chunk at a time
-//! through the node's upload bucket, never buffered whole.
+//! through the node's rate buckets (players' class, first in the total), never buffered whole.
 //!
 //! A package is served by path, so that the relative URLs of its playlists resolve inside it:
 //! - `GET`/`HEAD /titles/<package id>/<path>`: the file at `path` (percent-escapes decoded
@@ -52,8 +52,8 @@ use super::gate::Gate;
 use super::path;
 use super::range::{self, RangeRequest};
 use super::ChunkSource;
+use crate::classes::Rates;
 use crate::store::StoreError;
-use fillmesh_net::rate::TokenBucket;
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
@@ -263,7 +263,8 @@ pub struct PlayerServer {
     source: Arc<dyn ChunkSource>,
     slots: Arc<Semaphore>,
     limits: PlayerLimits,
-    upload: Option<Arc<TokenBucket>>,
+    /// The node's rate buckets: bytes to players are the serve class (first in the total).
+    rates: Arc<Rates>,
     metrics: Arc<PlayerMetrics>,
     /// The node's registry, which `GET /metrics` shows whole.
     registry: Arc<Registry>,
@@ -281,11 +282,11 @@ impl std::fmt::Debug for PlayerServer {
 
 impl PlayerServer {
     /// A player server counting into `metrics`, which `registry` (the node's, shown at
-    /// `GET /metrics`) holds.
+    /// `GET /metrics`) holds, sending within `rates`' serve and total caps.
     pub fn new(
         source: Arc<dyn ChunkSource>,
         limits: PlayerLimits,
-        upload: Option<Arc<TokenBucket>>,
+        rates: Arc<Rates>,
         metrics: Arc<PlayerMetrics>,
         registry: Arc<Registry>,
     ) -> Self {
@@ -293,7 +294,7 @@ impl PlayerServer {
             source,
             slots: Arc::new(Semaphore::new(limits.max_requests)),
             limits,
-            upload,
+            rates,
             metrics,
             registry,
             alt_svc: None,
@@ -745,7 +746,7 @@ impl PlayerServer {
     }
 
     /// The bytes of a body, piece by piece: a title's chunks are read (and verified) one at a
-    /// time through the upload bucket. The first chunk found damaged (and dropped by its read)
+    /// time through the rate buckets. The first chunk found damaged (and dropped by its read)
     /// ends the body with [`Truncated`]. Each piece is made inside `span` (the request's).
     pub(crate) fn pieces(
         self,
@@ -786,9 +787,7 @@ impl PlayerServer {
                 let from = t.start.saturating_sub(offset) as usize;
                 let to = ((t.end + 1 - offset) as usize).min(bytes.len());
                 let piece = bytes.slice(from.min(to)..to);
-                if let Some(bucket) = &server.upload {
-                    bucket.take(piece.len() as u64).await;
-                }
+                server.rates.player(piece.len() as u64).await;
                 server.metrics.bytes.inc_by(piece.len() as u64);
                 if offset <= t.start {
                     server.metrics.ttfb.observe(t.received.elapsed().as_secs_f64());

@@ -50,6 +50,8 @@ pub(crate) struct TitleState {
     pub last_wanted: Millis,
     /// When a player was last steered to it, if ever (see `Config::evict_min_idle_ms`).
     pub last_steered: Option<Millis>,
+    /// Published urgent (`fillmesh seed --urgent`): planned whatever the fill windows.
+    pub urgent: bool,
 }
 
 /// Holder lists per (place, chunk): for each chunk, the places with a holder of it, sorted,
@@ -184,6 +186,12 @@ impl Catalog {
         self.index(title).ok_or(CoreError::UnknownTitle(*title))
     }
 
+    /// Marks title `t` urgent; true when it was not.
+    pub(super) fn set_urgent(&mut self, t: u32) -> bool {
+        let title = &mut self.titles[t as usize];
+        !std::mem::replace(&mut title.urgent, true)
+    }
+
     /// Bytes of every title published.
     pub(super) fn bytes(&self) -> u64 {
         self.bytes
@@ -297,6 +305,7 @@ impl Catalog {
             bytes: [0; 4],
             last_wanted: now,
             last_steered: None,
+            urgent: false,
         });
         self.index.insert(title, t);
         self.bytes = self.bytes.saturating_add(shape.len());

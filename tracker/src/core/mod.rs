@@ -12,6 +12,7 @@ mod planner;
 mod registry;
 mod status;
 mod steering;
+mod window;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -20,7 +21,7 @@ use std::net::IpAddr;
 // ownership rule, which appliances compute too.
 use fillmesh_protocol::hash;
 use fillmesh_protocol::messages::{
-    Assignment, CatalogEntry, FailureKind, Fetched, FillPlan, Heartbeat, Registration, Role,
+    Assignment, CatalogEntry, DayRange, FailureKind, Fetched, FillPlan, Heartbeat, Registration, Role,
 };
 use fillmesh_protocol::{ChunkBitmap, NodeId, Shape, TitleId};
 use serde::{Deserialize, Serialize};
@@ -392,6 +393,23 @@ pub enum Event {
         /// origin).
         bytes: [u64; 4],
     },
+    /// A call of [`Tracker::set_fill_window`].
+    FillWindow {
+        /// The appliance stating its window.
+        node: NodeId,
+        /// Its ranges in UTC; none: always open.
+        ranges: Vec<DayRange>,
+    },
+    /// A call of [`Tracker::wall_clock`].
+    WallClock {
+        /// The minute of the day in UTC.
+        minute: u16,
+    },
+    /// A call of [`Tracker::mark_urgent`].
+    Urgent {
+        /// The title marked urgent.
+        title: TitleId,
+    },
 }
 
 /// One output of the tracker, for replay.
@@ -428,6 +446,8 @@ pub struct Tracker {
     layouts: parents::Layouts,
     /// The trackers of the fleet, for title ownership.
     fleet: fleet::Fleet,
+    /// The appliances' fill windows, and which are closed now.
+    windows: window::Windows,
 }
 
 impl Tracker {
@@ -440,6 +460,7 @@ impl Tracker {
             scratch: planner::PlanScratch::default(),
             layouts: parents::Layouts::default(),
             fleet: fleet::Fleet::default(),
+            windows: window::Windows::default(),
         }
     }
 
@@ -652,7 +673,7 @@ impl Tracker {
         self.advance(now);
         let a = self.registry.live_index(node)?;
         let t = self.catalog.title_idx(title)?;
-        Ok(self.layouts.plan_of(&self.config, &self.registry, &self.catalog, a, t))
+        Ok(self.layouts.plan_of(&self.config, &self.registry, &self.catalog, &self.windows, a, t))
     }
 
     /// What appliance `node` fills now: a plan for each title it is to hold and does not hold
@@ -661,7 +682,73 @@ impl Tracker {
     pub fn fills(&mut self, now: Millis, node: &NodeId) -> Result<Fills, CoreError> {
         self.advance(now);
         let a = self.registry.live_index(node)?;
-        Ok(self.layouts.fills(&self.config, &mut self.registry, &mut self.catalog, &self.fleet, now, a))
+        Ok(self.layouts.fills(
+            &self.config,
+            &mut self.registry,
+            &mut self.catalog,
+            &self.fleet,
+            &self.windows,
+            now,
+            a,
+        ))
+    }
+
+    /// Appliance `node`'s fill window is `ranges` (minutes of the day in UTC; none: always
+    /// open) from now on: outside it, it is planned no fill of a title that is not urgent and
+    /// is nobody's parent for one. Moves the epoch when that changes whether it is open.
+    /// Refused, changing nothing, for an unknown node, more than
+    /// [`MAX_WINDOW_RANGES`](fillmesh_protocol::messages::MAX_WINDOW_RANGES) ranges, or a
+    /// range out of the day or empty.
+    pub fn set_fill_window(
+        &mut self,
+        now: Millis,
+        node: &NodeId,
+        ranges: Vec<DayRange>,
+    ) -> Result<(), CoreError> {
+        self.advance(now);
+        let idx = self.registry.live_index(node)?;
+        if self.windows.set(idx, ranges)? {
+            self.registry.layout_epoch += 1;
+        }
+        Ok(())
+    }
+
+    /// The fill window `node` stated (none: always open).
+    pub fn fill_window(&self, node: &NodeId) -> &[DayRange] {
+        self.registry.index_of(node).map_or(&[], |idx| self.windows.ranges(idx))
+    }
+
+    /// Whether `node` takes fill of titles that are not urgent now (by its window and the
+    /// last [`Tracker::wall_clock`]).
+    pub fn fill_window_open(&self, node: &NodeId) -> bool {
+        self.registry.index_of(node).is_none_or(|idx| self.windows.open(idx))
+    }
+
+    /// The minute of the day in UTC is `minute`: the shell tells it as the wall clock turns
+    /// (the core reads no clock), and every window opens or closes by it. Moves the epoch when
+    /// a window opened or closed, so that appliances ask for their fills again.
+    pub fn wall_clock(&mut self, now: Millis, minute: u16) {
+        self.advance(now);
+        if self.windows.clock(minute) {
+            self.registry.layout_epoch += 1;
+        }
+    }
+
+    /// Marks a published title urgent: planned to every appliance whatever its fill window
+    /// (and from any parent). [`CoreError::UnknownTitle`] unless it is published; marking it
+    /// again changes nothing.
+    pub fn mark_urgent(&mut self, now: Millis, title: &TitleId) -> Result<(), CoreError> {
+        self.advance(now);
+        let t = self.catalog.title_idx(title)?;
+        if self.catalog.set_urgent(t) {
+            self.registry.layout_epoch += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether `title` was marked urgent.
+    pub fn is_urgent(&self, title: &TitleId) -> bool {
+        self.catalog.title_idx(title).is_ok_and(|t| self.catalog.title(t).urgent)
     }
 
     /// Moves whenever an appliance's fills or the member list may have changed: a layout's
@@ -802,6 +889,12 @@ impl Tracker {
             Event::ReportFill { node, title, gained, bytes } => {
                 done(self.report_fill(now, node, *title, gained, *bytes))
             }
+            Event::FillWindow { node, ranges } => done(self.set_fill_window(now, node, ranges.clone())),
+            Event::WallClock { minute } => {
+                self.wall_clock(now, *minute);
+                Decision::Done
+            }
+            Event::Urgent { title } => done(self.mark_urgent(now, title)),
         }
     }
 

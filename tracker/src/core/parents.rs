@@ -32,6 +32,7 @@ use super::catalog::Catalog;
 use super::fleet::Fleet;
 use super::planner::watermark;
 use super::registry::{Registry, Slot};
+use super::window::Windows;
 use super::{hash, Config, Fills, Millis, Policy};
 
 /// Parents in the appliance's own site, at most.
@@ -126,12 +127,14 @@ impl Layouts {
     /// steered to). A title larger than the watermark, owned by another live tracker of the
     /// `fleet`, or with no parent to fill from yet, is left out. The origin and other roles
     /// fill nothing.
+    #[allow(clippy::too_many_arguments)] // the parts of the tracker it reads, each by name
     pub(super) fn fills(
         &mut self,
         config: &Config,
         registry: &mut Registry,
         catalog: &mut Catalog,
         fleet: &Fleet,
+        windows: &Windows,
         now: Millis,
         a: u32,
     ) -> Fills {
@@ -164,6 +167,10 @@ impl Layouts {
             if tight && fills.evict.contains(&title.id) {
                 continue;
             }
+            // Outside its fill window an appliance fills urgent titles only.
+            if !title.urgent && !windows.open(a) {
+                continue;
+            }
             let victims = if tight {
                 let Some(live) = registry.slots[a as usize].live.as_ref() else { continue };
                 match catalog.victims(config, live, now, t, watermark, fills.evict.len()) {
@@ -173,7 +180,7 @@ impl Layouts {
             } else {
                 Vec::new()
             };
-            let plan = self.plan_of(config, registry, catalog, a, t);
+            let plan = self.plan_of(config, registry, catalog, windows, a, t);
             // Only a title that can be filled evicts: one with nobody to fill from would free
             // room it does not take.
             if plan.parents.is_empty() {
@@ -193,17 +200,23 @@ impl Layouts {
 
     /// Appliance `a`'s plan for title `t` (the layout computed for the current epoch if it
     /// was not yet). Under [`Policy::OriginOnly`] the origin is its only parent, for every
-    /// chunk.
+    /// chunk. A title that is not urgent has no parent (not even the origin) for an
+    /// appliance outside its fill window, and its layout names only appliances inside theirs.
     pub(super) fn plan_of(
         &mut self,
         config: &Config,
         registry: &Registry,
         catalog: &Catalog,
+        windows: &Windows,
         a: u32,
         t: u32,
     ) -> FillPlan {
         let slots = &registry.slots;
         let title = catalog.title(t).id;
+        if !catalog.title(t).urgent && !windows.open(a) {
+            let epoch = registry.layout_epoch;
+            return FillPlan { title, parents: Vec::new(), origin: Vec::new(), import: Vec::new(), epoch };
+        }
         let excluded = &slots[a as usize].excluded;
         let origin_parent =
             registry.origin.filter(|&o| !slots[o as usize].bad && !excluded.contains(&o)).and_then(|o| {
@@ -228,7 +241,7 @@ impl Layouts {
             };
         }
         if self.by_title.get(&t).is_none_or(|l| l.epoch != registry.layout_epoch) {
-            let layout = Layout::compute(config, registry, catalog, t);
+            let layout = Layout::compute(config, registry, catalog, windows, t);
             self.by_title.insert(t, layout);
         }
         let entry = self.by_title.get(&t).and_then(|l| l.entries.get(&a)).cloned().unwrap_or_default();
@@ -276,9 +289,12 @@ fn stated_upload(config: &Config, slot: &Slot) -> u64 {
 }
 
 impl Layout {
-    /// Title `t`'s layout over the registry's eligible appliances, as of its layout epoch.
-    fn compute(config: &Config, registry: &Registry, catalog: &Catalog, t: u32) -> Self {
+    /// Title `t`'s layout over the registry's eligible appliances (those inside their fill
+    /// windows, unless the title is urgent), as of its layout epoch (which windows opening or
+    /// closing move).
+    fn compute(config: &Config, registry: &Registry, catalog: &Catalog, windows: &Windows, t: u32) -> Self {
         let title_hash = catalog.title(t).hash;
+        let urgent = catalog.title(t).urgent;
         let n = catalog.title(t).shape.chunk_count();
         // Regions in name order, not in the order this tracker first heard of them: every
         // tracker of a fleet lays a title out alike, so a title that changes owner keeps its
@@ -292,6 +308,7 @@ impl Layout {
         // Eligible appliances by region, each region in the title's own hash order.
         let mut members: Vec<(u32, u64, u32)> = (0..registry.slots.len() as u32)
             .filter(|&i| registry.slots[i as usize].live.as_ref().is_some_and(|l| l.eligible))
+            .filter(|&i| urgent || windows.open(i))
             .map(|i| {
                 let s = &registry.slots[i as usize];
                 (rank.get(s.region as usize).copied().unwrap_or(u32::MAX), hash::mix(s.hash, title_hash), i)

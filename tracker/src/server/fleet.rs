@@ -162,6 +162,9 @@ enum Entry {
     Trust(PeerId),
     Tracker(TrackerInfo),
     Key(KeyRecord),
+    /// A title published urgent (`urgent/<title>`, an empty value): trackers of earlier
+    /// builds skip the kind as unknown.
+    Urgent(TitleId),
 }
 
 /// The etcd client and what this tracker writes.
@@ -221,6 +224,12 @@ impl Fleet {
         Ok(())
     }
 
+    /// Marks a title urgent in the fleet (after its catalog record); answered once etcd has it.
+    pub(super) async fn mark_urgent(&self, title: TitleId) -> Result<(), FleetError> {
+        self.client.clone().put(self.key("urgent", &title.to_string()), Vec::new(), None).await?;
+        Ok(())
+    }
+
     /// Writes a playback key to the fleet's key set.
     pub(super) async fn put_key(&self, record: &KeyRecord) -> Result<(), FleetError> {
         let value = serde_json::to_vec(record).map_err(FleetError::EncodeTracker)?;
@@ -255,6 +264,7 @@ impl Fleet {
                 Ok(Entry::Title(title, record))
             }
             "trust" => Ok(Entry::Trust(name.parse().map_err(Malformed::PeerId)?)),
+            "urgent" => Ok(Entry::Urgent(name.parse().map_err(Malformed::TitleId)?)),
             "trackers" => {
                 if value.len() > MAX_TRACKER_RECORD {
                     return Err(Malformed::TooLong { len: value.len(), max: MAX_TRACKER_RECORD });
@@ -308,6 +318,18 @@ impl View {
                 }
             }
             Ok(Entry::Trust(peer)) => shared.trust.add(peer),
+            Ok(Entry::Urgent(title)) => {
+                // Read after the title's record (`titles/` sorts before `urgent/`, and the
+                // origin writes the mark after publishing).
+                let now = shared.now();
+                let fresh = !shared.core().is_urgent(&title);
+                if fresh {
+                    match shared.core().mark_urgent(now, &title) {
+                        Ok(()) => info!(%title, "title marked urgent in the fleet's catalog"),
+                        Err(e) => warn!(%title, "urgent mark not taken: {}", Chain(&e)),
+                    }
+                }
+            }
             Ok(Entry::Tracker(info)) => {
                 if let Some(peer) = identity::peer_of(&info.peer_id) {
                     // Trackers ask one another (steering for a title another one owns).

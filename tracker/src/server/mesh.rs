@@ -181,7 +181,51 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
         TrackerRequest::PlaybackKeys => {
             TrackerResponse::PlaybackKeys { required: shared.tokens.required, keys: shared.tokens.public() }
         }
+        TrackerRequest::FillWindow { ranges } => {
+            let described = describe(&ranges);
+            match shared.core().set_fill_window(now, node, ranges) {
+                Ok(()) => {
+                    info!(%node, window = %described, "fill window (UTC)");
+                    TrackerResponse::Ack
+                }
+                Err(e @ CoreError::UnknownNode(_)) => error(ErrorCode::NotRegistered, e.to_string()),
+                Err(e) => error(ErrorCode::BadRequest, e.to_string()),
+            }
+        }
+        TrackerRequest::Urgent { title } => {
+            let result = shared.core().mark_urgent(now, &title);
+            if result.is_ok() {
+                if let Err(e) = persist_urgent(shared, title).await {
+                    warn!(%title, "cannot persist the urgent mark: {}", Chain(&e));
+                    return error(
+                        ErrorCode::Internal,
+                        format!("cannot persist the urgent mark: {}", Chain(&e)),
+                    );
+                }
+                info!(%title, "title marked urgent: planned whatever the fill windows");
+            }
+            done(result)
+        }
     }
+}
+
+/// A fill window for the log: `HH:MM-HH:MM` ranges in UTC, or `always`.
+fn describe(ranges: &[fillmesh_protocol::messages::DayRange]) -> String {
+    if ranges.is_empty() {
+        return "always".into();
+    }
+    let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+    ranges.iter().map(|r| format!("{}-{}", hm(r.start), hm(r.end))).collect::<Vec<_>>().join(",")
+}
+
+/// Writes an urgent mark where the catalog lives: the fleet's etcd, or this tracker's sled
+/// index.
+async fn persist_urgent(shared: &Shared, title: TitleId) -> Result<(), PersistError> {
+    if let Some(fleet) = &shared.fleet {
+        return Ok(fleet.mark_urgent(title).await?);
+    }
+    let index = &shared.index;
+    Ok(index.put(&index.urgent, title.as_bytes().to_vec(), Vec::new()).await?)
 }
 
 /// Why a published title was not written where the catalog lives.

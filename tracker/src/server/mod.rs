@@ -21,7 +21,7 @@ use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::sync::LockExt;
 use fillmesh_net::{identity, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
-use fillmesh_protocol::messages::{ErrorCode, SteerTarget, TrackerRequest, TrackerResponse};
+use fillmesh_protocol::messages::{ErrorCode, SteerTarget, TrackerRequest, TrackerResponse, MINUTES_PER_DAY};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
 use prometheus_client::metrics::counter::Counter;
@@ -417,6 +417,7 @@ pub async fn run(
     });
     let mesh = tokio::spawn(mesh::router(shared.clone()).run(endpoint.clone()));
     let ticker = tokio::spawn(tick(shared.clone()));
+    let clock = tokio::spawn(wall_clock(shared.clone()));
     let reloader = tokio::spawn(reload_keys(shared.clone(), config.data.clone()));
     info!(%peer, %mesh_addr, %http_addr, titles, nodes, trusted = config.trust.len(), "tracker ready");
     let ready =
@@ -429,7 +430,7 @@ pub async fn run(
         fleet.leave().await;
     }
     endpoint.close();
-    for task in [mesh, ticker, reloader] {
+    for task in [mesh, ticker, clock, reloader] {
         task.abort();
     }
     http.abort();
@@ -453,6 +454,31 @@ async fn reload_keys(shared: Arc<Shared>, data: PathBuf) {
             // The epoch appliances see moved: they ask for the keys again.
             shared.wake.notify_one();
         }
+    }
+}
+
+/// Tells the core the minute of the day in UTC (fill windows open and close by it) now, and
+/// again just after each minute turns. The one place the wall clock is read: the core takes
+/// the minute as an event.
+async fn wall_clock(shared: Arc<Shared>) {
+    loop {
+        let since_epoch =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let minute = ((since_epoch.as_secs() / 60) % u64::from(MINUTES_PER_DAY)) as u16;
+        let now = shared.now();
+        let moved = {
+            let mut core = shared.core();
+            let before = core.epoch();
+            core.wall_clock(now, minute);
+            before != core.epoch()
+        };
+        if moved {
+            info!(minute, "fill windows opened or closed");
+        }
+        // Just past the next minute's start (a clock stepped back or forward is caught up at
+        // the next turn, at most a minute later).
+        let into = Duration::from_millis((since_epoch.as_millis() % 60_000) as u64);
+        tokio::time::sleep(Duration::from_secs(60).saturating_sub(into) + Duration::from_millis(20)).await;
     }
 }
 

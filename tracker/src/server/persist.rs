@@ -102,6 +102,8 @@ pub(super) struct Index {
     db: sled::Db,
     pub(super) catalog: sled::Tree,
     pub(super) registry: sled::Tree,
+    /// Titles published urgent: the title id, an empty value.
+    pub(super) urgent: sled::Tree,
 }
 
 impl Index {
@@ -115,7 +117,8 @@ impl Index {
             .with_context(|| format!("opening the tracker's index in {}", data.display()))?;
         let catalog = db.open_tree("catalog")?;
         let registry = db.open_tree("registry")?;
-        Ok(Self { db, catalog, registry })
+        let urgent = db.open_tree("urgent")?;
+        Ok(Self { db, catalog, registry, urgent })
     }
 
     /// Loads the persisted catalog and registry into the core, returning how many titles
@@ -130,6 +133,11 @@ impl Index {
                 .with_context(|| format!("corrupt catalog record of {title}"))?;
             core.publish(now, title, record.name, &record.shape)?;
             titles += 1;
+        }
+        for entry in self.urgent.iter() {
+            let (key, _) = entry?;
+            let title = TitleId::from_bytes(key.as_ref().try_into().context("urgent key is not a title id")?);
+            core.mark_urgent(now, &title).with_context(|| format!("urgent mark of {title}"))?;
         }
         let mut nodes = 0;
         for entry in self.registry.iter() {

@@ -277,7 +277,14 @@ impl Model {
                     }
                 }
             }
-            Event::Tick | Event::Plan { .. } | Event::Fills { .. } => {}
+            // Fill windows and urgent titles: these scenarios state no window and mark nothing
+            // urgent (their rules are tested in the core's `window` module).
+            Event::Tick
+            | Event::Plan { .. }
+            | Event::Fills { .. }
+            | Event::FillWindow { .. }
+            | Event::WallClock { .. }
+            | Event::Urgent { .. } => {}
         }
     }
 
