@@ -225,6 +225,11 @@ pub struct ApplianceStatus {
     pub player_sessions: u32,
     /// Chunks held, per title id (titles it holds none of are left out).
     pub held_chunks: BTreeMap<String, u32>,
+    /// The fill window it stated, `HH:MM-HH:MM` ranges in UTC (none: always).
+    pub fill_window: Vec<String>,
+    /// Whether it takes fill of titles that are not urgent now (by its window and the
+    /// tracker's wall clock).
+    pub fill_window_open: bool,
 }
 
 /// One title in `fillmesh status`.
@@ -254,6 +259,8 @@ pub struct TitleStatus {
     pub last_wanted_ms: Millis,
     /// The PeerId of the tracker that coordinates it (`None` for a tracker without etcd).
     pub owner: Option<String>,
+    /// Published urgent: planned to every appliance whatever its fill window.
+    pub urgent: bool,
 }
 
 /// One plan for an appliance: chunks to fetch, and titles to delete first to make room.
@@ -793,7 +800,7 @@ impl Tracker {
 
     /// Everything `fillmesh status` prints, health judged as of `now`.
     pub fn status(&self, now: Millis) -> Status {
-        status::status(&self.config, &self.registry, &self.catalog, &self.fleet, now)
+        status::status(&self.config, &self.registry, &self.catalog, &self.fleet, &self.windows, now)
     }
 
     /// The fleet as the shell knows it: this tracker's id and the live trackers (itself

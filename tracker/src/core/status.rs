@@ -8,6 +8,7 @@ use fillmesh_protocol::{NodeId, TitleId};
 use super::catalog::Catalog;
 use super::fleet::Fleet;
 use super::registry::{Registry, Reporter, MAX_EXCLUDED};
+use super::window::Windows;
 use super::{ApplianceStatus, ByteClass, Config, Millis, Status, TitleStatus};
 
 /// Where a count the tracker keeps up to date event by event differs from the same count
@@ -137,12 +138,18 @@ pub enum Inconsistency {
     FreeSets,
 }
 
+/// `HH:MM` of a minute of the day.
+fn hm(minute: u16) -> String {
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
 /// Everything `fillmesh status` prints, as of `now`.
 pub(super) fn status(
     config: &Config,
     registry: &Registry,
     catalog: &Catalog,
     fleet: &Fleet,
+    windows: &Windows,
     now: Millis,
 ) -> Status {
     let mut appliances = Vec::new();
@@ -180,6 +187,12 @@ pub(super) fn status(
                 .iter()
                 .map(|(&t, map)| (catalog.title(t).id.to_string(), map.count()))
                 .collect(),
+            fill_window: windows
+                .ranges(idx)
+                .iter()
+                .map(|r| format!("{}-{}", hm(r.start), hm(r.end)))
+                .collect(),
+            fill_window_open: windows.open(idx),
         });
     }
     let titles = catalog
@@ -210,6 +223,7 @@ pub(super) fn status(
                 bytes_by_class: by_class,
                 last_wanted_ms: t.last_wanted,
                 owner: fleet.owner(&t.id).map(|o| o.to_string()),
+                urgent: t.urgent,
             }
         })
         .collect();
