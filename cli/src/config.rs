@@ -122,15 +122,16 @@ impl ConfigFile {
         if size > MAX_FILE_BYTES {
             return Err(problem(None, format!("{size} bytes; a config file is at most {MAX_FILE_BYTES}")));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| problem(None, format!("cannot read it: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| problem(None, format!("cannot read it: {e}")))?;
         Self::parse(path, &text)
     }
 
     /// Parses `text` as the contents of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<Problem>> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-        let table: BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>> =
-            toml::from_str(text).map_err(|e| {
+        let table: BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>> = toml::from_str(text)
+            .map_err(|e| {
                 // toml's message starts with its own "TOML parse error at line N" and a
                 // drawing of the line: keep the reason, the line goes in front.
                 let message = e.message().trim().to_owned();
@@ -240,7 +241,8 @@ impl ConfigFile {
             [] => self.problem(None, message),
             [one] => self.problem(Some(one.line), message),
             many => {
-                let at: Vec<String> = many.iter().map(|e| format!("`{}` at line {}", e.key, e.line)).collect();
+                let at: Vec<String> =
+                    many.iter().map(|e| format!("`{}` at line {}", e.key, e.line)).collect();
                 self.problem(None, format!("{message} (set in the file: {})", at.join(", ")))
             }
         }
@@ -251,7 +253,8 @@ impl ConfigFile {
 fn parse_one(arg: &Arg, text: &str) -> Result<(), clap::Error> {
     let id = arg.get_id().clone();
     let long = arg.get_long().unwrap_or(id.as_str()).to_owned();
-    let mut alone = Arg::new(id).long(long.clone()).action(ArgAction::Set).value_parser(arg.get_value_parser().clone());
+    let mut alone =
+        Arg::new(id).long(long.clone()).action(ArgAction::Set).value_parser(arg.get_value_parser().clone());
     if let Some(delimiter) = arg.get_value_delimiter() {
         alone = alone.value_delimiter(delimiter).action(ArgAction::Append);
     }
@@ -323,14 +326,18 @@ pub struct Resolved<A> {
 pub fn resolve<A: Settings>(name: &'static str, tail: &[OsString]) -> Result<Resolved<A>, ConfigError> {
     let cmd = command::<A>(name);
     let argv = |middle: &[OsString]| -> Vec<OsString> {
-        std::iter::once(OsString::from(name)).chain(middle.iter().cloned()).chain(tail.iter().cloned()).collect()
+        std::iter::once(OsString::from(name))
+            .chain(middle.iter().cloned())
+            .chain(tail.iter().cloned())
+            .collect()
     };
     // A first look, errors ignored (the file may hold required keys): where the file is and
     // which keys the command line and the environment set.
     let first = cmd.clone().ignore_errors(true).try_get_matches_from(argv(&[]))?;
     let path = first.get_one::<PathBuf>("config").cloned();
-    let overridden =
-        |key: &str| matches!(first.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+    let overridden = |key: &str| {
+        matches!(first.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+    };
     let (file, extra, from_file) = match &path {
         None => (None, Vec::new(), Vec::new()),
         Some(path) => {
@@ -362,11 +369,15 @@ impl<A: Settings> Resolved<A> {
     /// The effective settings as a config file: every key with its value and, in a comment,
     /// where it came from. It reads back as the same settings.
     pub fn print(&self) -> String {
-        let mut out = String::from("# The effective configuration: command line over environment over file over defaults.\n");
+        let mut out = String::from(
+            "# The effective configuration: command line over environment over file over defaults.\n",
+        );
         for arg in self.cmd.get_arguments() {
             let Some(key) = key_of(arg) else { continue };
             let source = match self.matches.value_source(key) {
-                Some(ValueSource::CommandLine) if self.from_file.iter().any(|k| k == key) => "file".to_owned(),
+                Some(ValueSource::CommandLine) if self.from_file.iter().any(|k| k == key) => {
+                    "file".to_owned()
+                }
                 Some(ValueSource::CommandLine) => "command line".to_owned(),
                 Some(ValueSource::EnvVariable) => format!("environment {}", env_name(key)),
                 Some(ValueSource::DefaultValue) => "default".to_owned(),
@@ -434,7 +445,10 @@ fn clap_message(e: &clap::Error) -> String {
                     format!("`{}`", long.replace('-', "_"))
                 })
                 .collect();
-            return format!("missing key {} (it has no default, or another key set needs it)", keys.join(", "));
+            return format!(
+                "missing key {} (it has no default, or another key set needs it)",
+                keys.join(", ")
+            );
         }
     }
     clap_reason(e)

@@ -18,7 +18,9 @@ use crate::member::MemberConfig;
 use crate::metrics::FillMetrics;
 use fillmesh_net::rate::TokenBucket;
 
-use crate::serve::{ChunkSource, Drain, Gate, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server};
+use crate::serve::{
+    ChunkSource, Drain, Gate, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server,
+};
 use crate::store::scrub::{self, ScrubConfig, ScrubStatus};
 use crate::store::Store;
 
@@ -88,8 +90,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 /// [`run`], driven by `controls`: reloads as they come, and a drain on [`Control::Stop`]
 /// (or when the sender is dropped).
 pub async fn run_controlled(config: NodeConfig, controls: mpsc::Receiver<Control>) -> anyhow::Result<()> {
-    serve(config, std::future::pending(), Some(controls), |store| Sources { mesh: store.clone(), players: store })
-        .await
+    serve(config, std::future::pending(), Some(controls), |store| Sources {
+        mesh: store.clone(),
+        players: store,
+    })
+    .await
 }
 
 /// What a node serves peers and players from.
@@ -165,13 +170,7 @@ async fn serve(
     store.set_quota(config.disk_bytes);
     let sources = sources(store.clone());
     let trust = Trust::new(config.trust.iter().copied());
-    let server = Server::new(
-        sources.mesh,
-        trust.clone(),
-        config.serve.clone(),
-        config.upload_rate,
-        role,
-    );
+    let server = Server::new(sources.mesh, trust.clone(), config.serve.clone(), config.upload_rate, role);
     // One registry for the whole node, shown at `/metrics` on HTTP and on HTTP/3.
     let fill_metrics = Arc::new(FillMetrics::default());
     let player_metrics = Arc::new(PlayerMetrics::default());
@@ -333,7 +332,11 @@ async fn drained(
     trackers: usize,
 ) {
     let started = tokio::time::Instant::now();
-    info!(in_flight = drain.in_flight(), bound_secs = bound.as_secs(), "draining: telling the trackers, turning new players away");
+    info!(
+        in_flight = drain.in_flight(),
+        bound_secs = bound.as_secs(),
+        "draining: telling the trackers, turning new players away"
+    );
     draining.send_replace(true);
     drain.start();
     // New QUIC connections (players' and peers') are refused at once from now on, so a
@@ -347,7 +350,9 @@ async fn drained(
     let left = bound.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, drain.idle()).await {
         Ok(()) => info!(secs = started.elapsed().as_secs_f32(), "drained: no response in flight"),
-        Err(_) => warn!(in_flight = drain.in_flight(), "drain bound reached: exiting with responses in flight"),
+        Err(_) => {
+            warn!(in_flight = drain.in_flight(), "drain bound reached: exiting with responses in flight")
+        }
     }
 }
 
@@ -374,12 +379,18 @@ impl Live {
                     bucket.set_rate(rate);
                     info!(from = ?old.upload_rate, to = rate, "reload: upload rate changed");
                 }
-                _ => warn!(from = ?old.upload_rate, to = ?new.upload_rate, "reload: upload_rate between capped and uncapped needs a restart (a capped rate can change live)"),
+                _ => {
+                    warn!(from = ?old.upload_rate, to = ?new.upload_rate, "reload: upload_rate between capped and uncapped needs a restart (a capped rate can change live)")
+                }
             }
         }
         if new.disk_bytes != old.disk_bytes {
             store.set_quota(new.disk_bytes);
-            info!(from = old.disk_bytes, to = new.disk_bytes, "reload: disk quota changed (the trackers hear it at the next registration)");
+            info!(
+                from = old.disk_bytes,
+                to = new.disk_bytes,
+                "reload: disk quota changed (the trackers hear it at the next registration)"
+            );
         }
         if new.scrub != old.scrub {
             info!(scrub = ?new.scrub, "reload: scrub settings changed");
@@ -407,7 +418,10 @@ impl Live {
         ];
         for (key, changed) in fixed {
             if changed {
-                warn!(key, "reload: {key} cannot change while the node runs; restart it to apply the new value");
+                warn!(
+                    key,
+                    "reload: {key} cannot change while the node runs; restart it to apply the new value"
+                );
             }
         }
         let upload_applied = self.upload.is_some() && new.upload_rate.is_some();
@@ -416,7 +430,7 @@ impl Live {
             trust: new.trust.clone(),
             upload_rate: keep_upload,
             disk_bytes: new.disk_bytes,
-            scrub: new.scrub.clone(),
+            scrub: new.scrub,
             drain: new.drain,
             ..old.clone()
         };

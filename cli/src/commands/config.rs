@@ -36,7 +36,10 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let role = match r#for.as_deref() {
         Some(role) => role.to_owned(),
         None => match ConfigFile::read(&file) {
-            Ok(parsed) if config::unknown_keys::<TrackerArgs>(&parsed) < config::unknown_keys::<NodeArgs>(&parsed) => {
+            Ok(parsed)
+                if config::unknown_keys::<TrackerArgs>(&parsed)
+                    < config::unknown_keys::<NodeArgs>(&parsed) =>
+            {
                 "tracker".to_owned()
             }
             _ => "node".to_owned(),
@@ -49,7 +52,10 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     };
     match checked {
         Ok(keys) => {
-            fillmesh_net::say!("{}: a valid `fillmesh {role}` configuration ({keys} keys set)", file.display());
+            fillmesh_net::say!(
+                "{}: a valid `fillmesh {role}` configuration ({keys} keys set)",
+                file.display()
+            );
             Ok(())
         }
         Err(problems) => {

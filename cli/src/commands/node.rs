@@ -13,9 +13,9 @@ use std::ffi::OsString;
 use super::runtime;
 use crate::config::{self, ConfigError, Settings};
 use fillmesh_node::daemon::{self, Control, NodeConfig};
-use tokio::sync::mpsc::Sender;
 use fillmesh_node::serve::ServeLimits;
 use fillmesh_node::store::scrub::ScrubConfig;
+use tokio::sync::mpsc::Sender;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -124,7 +124,8 @@ impl Settings for NodeArgs {
             }
         }
         if self.serve_prefix.len() > MAX_PREFIXES {
-            problems.push(format!("at most {MAX_PREFIXES} --serve-prefix ({} given)", self.serve_prefix.len()));
+            problems
+                .push(format!("at most {MAX_PREFIXES} --serve-prefix ({} given)", self.serve_prefix.len()));
         }
         match self.http {
             None if self.origin => {
@@ -178,7 +179,9 @@ impl Settings for NodeArgs {
 
 /// Whether two addresses would take the same TCP port on this host.
 pub(crate) fn same_tcp_port(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Runs the node (or prints its PeerId or its settings) until SIGTERM or Ctrl-C, which drain
