@@ -170,6 +170,17 @@ fn config_check_names_every_kind_of_problem_with_its_line() {
 }
 
 #[test]
+fn the_example_config_files_pass_config_check() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
+    for (name, role) in [("appliance.toml", "node"), ("origin.toml", "node"), ("tracker.toml", "tracker")] {
+        let out = fillmesh().args(["config", "check"]).arg(examples.join(name)).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains(&format!("a valid `fillmesh {role}` configuration")), "{name}: {said}");
+    }
+}
+
+#[test]
 fn sighup_changes_the_trust_list_and_the_upload_rate_of_a_running_node() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("title.bin");
@@ -342,7 +353,7 @@ fn a_rolling_restart_under_twenty_players_costs_no_player_an_error() {
 
     // Every player finishes, every byte verified, no error.
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut failovers = 0;
+    let (mut failovers, mut revivals) = (0, 0);
     for (p, (child, out, report)) in players.iter_mut().enumerate() {
         let status = wait_for(deadline.saturating_duration_since(Instant::now()), || {
             child.0.try_wait().ok().flatten()
@@ -352,13 +363,19 @@ fn a_rolling_restart_under_twenty_players_costs_no_player_an_error() {
         let errors = std::fs::read_to_string(report.with_extension("log")).unwrap_or_default();
         assert!(status.success(), "player {p}: {status:?}\n{said}\n{errors}");
         assert_eq!(file_id(out), mesh.title, "player {p}");
-        failovers += said
-            .lines()
-            .find_map(|l| l.strip_prefix("failovers: "))
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .unwrap();
+        let count = |prefix: &str| {
+            said.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .unwrap()
+        };
+        failovers += count("failovers: ");
+        revivals += count("revivals (steered again with every appliance dropped): ");
     }
-    println!("{PLAYERS} players through a rolling restart of {APPLIANCES} appliances: {failovers} failovers, no error");
+    println!(
+        "{PLAYERS} players through a rolling restart of {APPLIANCES} appliances: {failovers} failovers, \
+         {revivals} revivals, no error"
+    );
 
     // No chunk was filled twice: the restarted appliances held everything and fetched nothing.
     for (i, appliance) in appliances.iter().enumerate() {
