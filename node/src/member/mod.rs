@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use fillmesh_protocol::messages::{
     accepts_version, ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest,
-    TrackerResponse, PROTOCOL_VERSION,
+    TrackerResponse,
 };
 use fillmesh_protocol::ownership;
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, TitleId};
