@@ -267,6 +267,50 @@ fn sighup_changes_the_trust_list_and_the_upload_rate_of_a_running_node() {
     assert!(origin.log().contains("drained"), "{}", origin.log());
 }
 
+#[test]
+fn sighup_changes_a_lone_trackers_trust_list_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let appliance = dir.path().join("appliance");
+    let appliance_id = print_id(&appliance);
+    let config = dir.path().join("tracker.toml");
+    let settings = |trust: &str| {
+        format!(
+            "data = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\ntrust = [{trust}]\n",
+            dir.path().join("tracker")
+        )
+    };
+    write(&config, &settings(""));
+    let mut tracker = NodeProcess::start_config("tracker", &config, &dir.path().join("tracker.log"), &[]);
+    let node = NodeProcess::start(
+        &appliance,
+        &["--listen", "127.0.0.1:0", "--tracker", &tracker.mesh, "--tracker-id", &tracker.peer],
+    );
+    let registered = |tracker: &NodeProcess| {
+        status(tracker)?["appliances"]
+            .as_array()?
+            .iter()
+            .any(|a| a["peer_id"] == appliance_id.as_str())
+            .then_some(())
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || tracker.log().contains("refusing untrusted").then_some(()))
+            .is_some(),
+        "{}",
+        tracker.log()
+    );
+    assert!(registered(&tracker).is_none());
+
+    write(&config, &settings(&format!("\"{appliance_id}\"")));
+    tracker.child.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(30), || registered(&tracker)).is_some(),
+        "the appliance did not register after the reload\n{}\n{}",
+        tracker.log(),
+        node.log()
+    );
+    assert!(tracker.log().contains("reload: trust list changed"), "{}", tracker.log());
+}
+
 /// Appliances in the rolling restart, and players on them.
 const APPLIANCES: usize = 8;
 const PLAYERS: usize = 20;
