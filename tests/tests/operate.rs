@@ -280,7 +280,7 @@ fn sighup_changes_a_lone_trackers_trust_list_live() {
         )
     };
     write(&config, &settings(""));
-    let mut tracker = NodeProcess::start_config("tracker", &config, &dir.path().join("tracker.log"), &[]);
+    let tracker = NodeProcess::start_config("tracker", &config, &dir.path().join("tracker.log"), &[]);
     let node = NodeProcess::start(
         &appliance,
         &["--listen", "127.0.0.1:0", "--tracker", &tracker.mesh, "--tracker-id", &tracker.peer],
