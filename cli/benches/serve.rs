@@ -286,6 +286,7 @@ fn main() -> anyhow::Result<()> {
             fill_download_rate: None,
             serve_rate: None,
             fill_window: Default::default(),
+            drain: std::time::Duration::from_secs(30),
         };
         // A copy of the title (so it sits in the page cache), adopted by the store.
         let staging = dir.path().join(format!("{name}.staging"));

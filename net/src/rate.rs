@@ -22,6 +22,15 @@ impl Bucket {
         Self { rate: rate.max(1) as f64, burst, tokens: burst, last: now }
     }
 
+    /// A new rate from `now` on (the burst scaled with it): allowance saved up so far is kept,
+    /// up to the new burst, and a debt is paid at the new rate.
+    pub(crate) fn set_rate(&mut self, rate: u64, burst: u64, now: Instant) {
+        let _ = self.reserve(0, now);
+        self.rate = rate.max(1) as f64;
+        self.burst = burst.max(1) as f64;
+        self.tokens = self.tokens.min(self.burst);
+    }
+
     /// Takes `n` bytes of allowance and says how long the caller must wait before sending
     /// them. Requests larger than the burst go into debt rather than starving, so a chunk
     /// larger than the burst still goes out at the configured rate.
@@ -67,20 +76,19 @@ impl TokenBucket {
         rate.map_or_else(Self::uncapped, Self::new)
     }
 
-    /// Changes the rate from now on (`None`: uncapped). What was reserved stays reserved; a
-    /// new rate starts with a full burst of its own.
+    /// Changes the rate from now on (an operator's reload; `None`: uncapped), keeping what is
+    /// saved up to the new burst of a quarter of a second; a debt is paid at the new rate. A
+    /// bucket capped anew starts full.
     pub fn set_rate(&self, rate: Option<u64>) {
         let mut bucket = self.0.locked();
+        let now = Instant::now();
         *bucket = match (bucket.take(), rate) {
             (_, None) => None,
             (Some(mut b), Some(r)) => {
-                let r = r.max(1) as f64;
-                b.burst = burst_of(r as u64).max(1) as f64;
-                b.tokens = b.tokens.min(b.burst);
-                b.rate = r;
+                b.set_rate(r, burst_of(r), now);
                 Some(b)
             }
-            (None, Some(r)) => Some(Bucket::new(r, burst_of(r), Instant::now())),
+            (None, Some(r)) => Some(Bucket::new(r, burst_of(r), now)),
         };
     }
 
@@ -155,6 +163,20 @@ mod tests {
         assert_eq!(b.reserve(0, t0 + Duration::from_secs(1)), Duration::ZERO);
         assert_eq!(b.reserve(100, t0 + Duration::from_secs(10)), Duration::ZERO);
         assert_eq!(b.reserve(100, t0 + Duration::from_secs(10)), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_new_rate_paces_from_the_moment_it_is_set() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(1000, 0, t0);
+        assert_eq!(b.reserve(1000, t0), Duration::from_secs(1));
+        // Ten times the rate: the debt left is paid ten times faster, and so is what follows.
+        b.set_rate(10_000, 0, t0);
+        assert_eq!(b.reserve(0, t0), Duration::from_millis(100));
+        assert_eq!(b.reserve(10_000, t0 + Duration::from_millis(100)), Duration::from_secs(1));
+        // And back down: a tenth of the pace.
+        b.set_rate(1000, 0, t0 + Duration::from_millis(1100));
+        assert_eq!(b.reserve(1000, t0 + Duration::from_millis(1100)), Duration::from_secs(1));
     }
 
     #[test]

@@ -136,12 +136,21 @@ impl FillLive {
     /// Takes new caps and a new fill window (a reload): the caps at once, the window sent to
     /// every tracker. Says what changed, for the log (empty: nothing).
     pub fn apply(&self, caps: &RateCaps, windows: FillWindows) -> Vec<String> {
-        let mut changed = Vec::new();
         let before = self.rates.caps();
-        if before != *caps {
-            self.rates.set(caps);
-            changed.push(format!("rates {before:?} -> {caps:?}"));
-        }
+        self.rates.set(caps);
+        let mut changed: Vec<String> = [
+            ("upload", before.upload, caps.upload),
+            ("fill upload", before.fill_upload, caps.fill_upload),
+            ("fill download", before.fill_download, caps.fill_download),
+            ("serve", before.serve, caps.serve),
+        ]
+        .into_iter()
+        .filter(|(_, from, to)| from != to)
+        .map(|(class, from, to)| {
+            let shown = |r: Option<u64>| r.map_or_else(|| "uncapped".to_owned(), |r| format!("{r} B/s"));
+            format!("{class} rate changed ({} -> {})", shown(from), shown(to))
+        })
+        .collect();
         let window = windows.to_string();
         if self.windows.send_if_modified(|w| {
             let moved = *w != windows;
@@ -169,7 +178,9 @@ mod tests {
         let window = FillWindows::parse(&["02:00-14:00"]).unwrap();
         let mut seen = live.windows.subscribe();
         let new = RateCaps { serve: Some(7), fill_download: Some(9), ..caps };
-        assert_eq!(live.apply(&new, window.clone()).len(), 2);
+        let said = live.apply(&new, window.clone());
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert_eq!(said[0], "fill download rate changed (uncapped -> 9 B/s)");
         assert_eq!(live.rates.caps(), new);
         assert!(seen.has_changed().unwrap());
         assert_eq!(*seen.borrow_and_update(), window);

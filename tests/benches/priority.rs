@@ -132,9 +132,8 @@ fn main() {
     let (mut loaded, mut loaded_hs) = ttfbs(&player_url, n);
     let (bytes1, secs) = (served(&a_http), t0.elapsed().as_secs_f64());
     let rate = (bytes1 - bytes0) / secs;
-    let filled_meanwhile = title_status(&tracker, &title)
-        .and_then(|t| t["complete_appliances"].as_u64())
-        .unwrap_or(0);
+    let filled_meanwhile =
+        title_status(&tracker, &title).and_then(|t| t["complete_appliances"].as_u64()).unwrap_or(0);
 
     println!(
         "{n} range requests (first 64 KiB, HTTPS/TCP, a new connection each) to appliance A of a 256 MiB title; ms"
@@ -146,7 +145,12 @@ fn main() {
         ("fill at cap: TLS handshake done", &mut loaded_hs),
         ("fill at cap: first byte", &mut loaded),
     ] {
-        println!("{name:<34} {:>8.2} {:>8.2} {:>8.2}", percentile(v, 0.5), percentile(v, 0.9), percentile(v, 1.0));
+        println!(
+            "{name:<34} {:>8.2} {:>8.2} {:>8.2}",
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            percentile(v, 1.0)
+        );
     }
     println!(
         "A's fill upload during the loaded requests: {:.1} MB/s over {secs:.1} s (cap {CAP}: {:.0}% of it); appliances complete at the end: {filled_meanwhile} of 3",

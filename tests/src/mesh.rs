@@ -299,6 +299,7 @@ impl Mesh {
             fill_download_rate: None,
             serve_rate: None,
             fill_window: Default::default(),
+            drain: std::time::Duration::from_secs(30),
         }
     }
 
