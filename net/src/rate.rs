@@ -13,13 +13,16 @@ pub(crate) struct Bucket {
     burst: f64,
     tokens: f64,
     last: Instant,
+    /// Of the debt (tokens below zero), what low-priority reservations ran up
+    /// ([`TokenBucket::take_low`]): high-priority ones do not wait for it. Paid last.
+    low_debt: f64,
 }
 
 impl Bucket {
     /// `rate` bytes per second, with at most `burst` bytes saved up.
     pub(crate) fn new(rate: u64, burst: u64, now: Instant) -> Self {
         let burst = burst.max(1) as f64;
-        Self { rate: rate.max(1) as f64, burst, tokens: burst, last: now }
+        Self { rate: rate.max(1) as f64, burst, tokens: burst, last: now, low_debt: 0.0 }
     }
 
     /// A new rate from `now` on (the burst scaled with it): allowance saved up so far is kept,
@@ -34,16 +37,39 @@ impl Bucket {
     /// Takes `n` bytes of allowance and says how long the caller must wait before sending
     /// them. Requests larger than the burst go into debt rather than starving, so a chunk
     /// larger than the burst still goes out at the configured rate.
+    ///
+    /// The wait is for the debt of high-priority reservations alone: what low-priority ones
+    /// ran up ([`Bucket::reserve_low`]) is paid after it.
     pub(crate) fn reserve(&mut self, n: u64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= n as f64;
+        let own = self.tokens + self.low_debt;
+        if own >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-own / self.rate)
+        }
+    }
+
+    /// A low-priority reservation of `n` bytes: taken only when the bucket is out of debt
+    /// (true), else how long until it is.
+    pub(crate) fn reserve_low(&mut self, n: u64, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens < 0.0 {
+            return Err(Duration::from_secs_f64(-self.tokens / self.rate));
+        }
+        self.tokens -= n as f64;
+        self.low_debt = (-self.tokens).max(0.0);
+        Ok(())
+    }
+
+    /// Adds the allowance earned since the last call, up to the burst; debt is paid
+    /// high-priority first.
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.tokens -= n as f64;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
-        }
+        self.low_debt = self.low_debt.min((-self.tokens).max(0.0));
     }
 }
 
@@ -106,46 +132,36 @@ impl TokenBucket {
     }
 
     /// Waits until `n` bytes may be sent, behind every [`TokenBucket::take`]: it reserves only
-    /// once the bucket is out of debt, so that senders using `take` (players) never wait
-    /// behind these (fill to peers) for longer than one of these reservations, which callers
-    /// keep small (see [`TokenBucket::LOW_PIECE`]). Gives up waiting after 10 s and reserves
-    /// anyway, so a flood of `take`s slows these down without starving them forever.
+    /// once the bucket is out of debt, and what it runs into debt is not waited for by the
+    /// senders using `take` (players), which go first; these (fill to peers) wait for all of
+    /// it. Callers keep `n` small (see [`TokenBucket::LOW_PIECE`]) so that the cap holds over
+    /// short spans too. Gives up waiting after 10 s and reserves anyway, so a flood of `take`s
+    /// slows these down without starving them forever.
     pub async fn take_low(&self, n: u64) {
         let give_up = Instant::now() + Duration::from_secs(10);
         // Bounded: each pass sleeps for the debt it saw, and the loop ends at `give_up`.
         loop {
             let now = Instant::now();
-            // (reserved, wait): the lock is never held across a sleep.
-            let (reserved, wait) = {
+            // The lock is never held across a sleep.
+            let wait = {
                 let mut guard = self.0.locked();
                 let Some(b) = guard.as_mut() else { return };
-                let debt = b.debt(now);
-                if debt.is_zero() || now >= give_up {
-                    (true, b.reserve(n, now))
-                } else {
-                    (false, debt)
+                match b.reserve_low(n, now) {
+                    Ok(()) => return,
+                    Err(_) if now >= give_up => {
+                        let _ = b.reserve(n, now);
+                        return;
+                    }
+                    Err(wait) => wait,
                 }
             };
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            if reserved {
-                return;
-            }
+            tokio::time::sleep(wait).await;
         }
     }
 
-    /// The most a sender using [`TokenBucket::take_low`] should reserve at once: 64 KiB. A
-    /// player's request arriving behind one waits at most its time at the cap (6.5 ms at
-    /// 10 MB/s), not a whole 1 MiB chunk's (105 ms).
+    /// The most a sender using [`TokenBucket::take_low`] should reserve at once: 64 KiB, so
+    /// that the debt it runs up (which players do not wait for) is 2.2 ms of a 30 MB/s cap.
     pub const LOW_PIECE: usize = 64 * 1024;
-}
-
-impl Bucket {
-    /// How long until the bucket is out of debt (zero when it is not in debt).
-    fn debt(&mut self, now: Instant) -> Duration {
-        self.reserve(0, now)
-    }
 }
 
 #[cfg(test)]
@@ -202,6 +218,21 @@ mod tests {
         let lifted = TokenBucket::uncapped();
         lifted.set_rate(Some(10));
         assert_eq!(lifted.rate(), Some(10));
+    }
+
+    #[test]
+    fn a_high_priority_reservation_does_not_wait_for_low_priority_debt() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(1000, 100, t0);
+        assert_eq!(b.reserve_low(300, t0), Ok(()));
+        // 200 bytes of debt, the fill's: a player's 100 bytes wait for their own 100 only.
+        assert_eq!(b.reserve(100, t0), Duration::from_millis(100));
+        // The fill waits for all of it (300 bytes: 0.3 s), the player's paid first.
+        assert_eq!(b.reserve_low(1, t0), Err(Duration::from_millis(300)));
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(b.reserve(0, later), Duration::ZERO, "the player's debt is paid first");
+        assert_eq!(b.reserve_low(1, later), Err(Duration::from_millis(200)));
+        assert_eq!(b.reserve_low(1, t0 + Duration::from_millis(300)), Ok(()));
     }
 
     /// A low-priority reservation waits until the players' debt is paid, including debt a

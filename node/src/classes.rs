@@ -7,9 +7,9 @@
 //!
 //! A byte to a player passes its class's cap and then the total; a byte to a peer passes its
 //! class's cap and then the total *behind* the players: it is reserved only once the total
-//! bucket is out of debt, in pieces of [`TokenBucket::LOW_PIECE`], so under contention the
-//! players' bytes go first and a player's request never waits behind more than one piece of
-//! fill. Every cap can change while the node runs ([`Rates::set`], for a reload), and
+//! bucket is out of debt, in pieces of [`TokenBucket::LOW_PIECE`], and the players never wait
+//! for the debt such a piece runs up (it is paid after theirs), so under contention the
+//! players' bytes go first while fill takes what they leave of the total. Every cap can change while the node runs ([`Rates::set`], for a reload), and
 //! [`FillLive`] keeps the handles a reload sets: the caps and the fill window.
 
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //! fleet: no tokens), an origin and appliance A as real processes; A fills a 256 MiB title,
 //! then REQUESTS range requests for its first 64 KiB over HTTPS on TCP (curl, a new TLS
 //! connection each, as a player starting) give the idle figures. Then two more appliances of
-//! A's site join and fill the title from A, which sends them fill at its caps
+//! A's site (started before the title, with a fill window closed until a reload opens it, so
+//! that A trusts them by then) fill the title from A, which sends them fill at its caps
 //! (`--fill-upload-rate 30MB`, and `--upload-rate 30MB` for everything it sends, so the total
 //! cap is saturated by fill and only the players-first rule keeps players from queueing
 //! behind it), and the same requests give the loaded figures. A's fill upload over the loaded
@@ -14,7 +15,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fillmesh_tests::mesh::title_status;
 use fillmesh_tests::{fillmesh, http, metric, print_id, test_bytes, wait_for, NodeProcess};
@@ -54,6 +55,16 @@ fn served(http_addr: &str) -> f64 {
 }
 
 fn appliance(data: &Path, i: usize, tracker: &NodeProcess, extra: &[&str]) -> NodeProcess {
+    appliance_env(data, i, tracker, extra, &[])
+}
+
+fn appliance_env(
+    data: &Path,
+    i: usize,
+    tracker: &NodeProcess,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> NodeProcess {
     let listen = format!("127.0.0.{}:0", 11 + i);
     let mut args = vec![
         "--listen",
@@ -70,7 +81,7 @@ fn appliance(data: &Path, i: usize, tracker: &NodeProcess, extra: &[&str]) -> No
         "r0",
     ];
     args.extend_from_slice(extra);
-    NodeProcess::start(data, &args)
+    NodeProcess::start_env(data, &args, env)
 }
 
 fn main() {
@@ -103,6 +114,15 @@ fn main() {
         ],
     );
     let a = appliance(&dirs[0], 0, &tracker, &["--fill-upload-rate", CAP, "--upload-rate", CAP]);
+    // B and C: a fill window (UTC) twelve hours from now, in their config file.
+    let hour = (SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() / 3600 + 12) % 24;
+    let closed = dir.path().join("closed.toml");
+    std::fs::write(&closed, format!("fill_window = [\"{hour:02}:00-{:02}:00\"]\n", (hour + 1) % 24))
+        .expect("config");
+    let config = closed.display().to_string();
+    let utc = [("TZ", "UTC")];
+    let b = appliance_env(&dirs[1], 1, &tracker, &["--config", &config], &utc);
+    let c = appliance_env(&dirs[2], 2, &tracker, &["--config", &config], &utc);
     let file = dir.path().join("feature.mp4");
     std::fs::write(&file, test_bytes(TITLE, 42)).expect("title file");
     let url = format!("http://{}", origin.http.as_deref().expect("origin http"));
@@ -115,6 +135,11 @@ fn main() {
         })
     };
     complete(1).expect("appliance A did not fill");
+    assert_eq!(
+        title_status(&tracker, &title).and_then(|t| t["complete_appliances"].as_u64()),
+        Some(1),
+        "B or C filled outside its window"
+    );
     let player_url = format!("https://{}/titles/{title}", a.mesh);
     let a_http = a.http.clone().expect("A's http");
 
@@ -122,12 +147,19 @@ fn main() {
     ttfbs(&player_url, 3);
     let (mut idle, mut idle_hs) = ttfbs(&player_url, n);
 
-    // Two more appliances of A's site fill the title from A.
+    // Two more appliances of A's site fill the title from A: their window opens (a reload).
     let before = served(&a_http);
-    let b = appliance(&dirs[1], 1, &tracker, &[]);
-    let c = appliance(&dirs[2], 2, &tracker, &[]);
-    wait_for(Duration::from_secs(60), || (served(&a_http) - before > 16e6).then_some(()))
-        .expect("A did not start uploading fill");
+    std::fs::write(&closed, "fill_window = []\n").expect("config");
+    for node in [&b, &c] {
+        let hup = Command::new("kill").args(["-HUP", &node.child.0.id().to_string()]).status();
+        assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
+    }
+    wait_for(Duration::from_secs(60), || (served(&a_http) - before > 16e6).then_some(())).unwrap_or_else(
+        || {
+            let tail = |log: String| log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            panic!("A did not start uploading fill\nA:\n{}\nB:\n{}", tail(a.log()), tail(b.log()))
+        },
+    );
     let (bytes0, t0) = (served(&a_http), Instant::now());
     let (mut loaded, mut loaded_hs) = ttfbs(&player_url, n);
     let (bytes1, secs) = (served(&a_http), t0.elapsed().as_secs_f64());
