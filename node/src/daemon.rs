@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fillmesh_protocol::messages::Role;
 use libp2p_identity::PeerId;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
@@ -31,7 +31,9 @@ pub struct NodeConfig {
     /// Run as the origin: register as one, publish the titles held whole, and serve the
     /// ingest API on `http`, which it then requires.
     pub origin: bool,
-    /// HTTP: `/metrics` and `/health` on every node, the ingest API on the origin.
+    /// The node's operator surface over HTTP: `/metrics` and `/health` on every node, the
+    /// ingest API on the origin. Players never see it (they use the mesh port); a
+    /// non-loopback address is logged as a warning.
     pub http: Option<SocketAddr>,
     /// The PeerIds allowed mesh requests from the start; members the tracker vouches for are
     /// trusted as they are learned. Players are not affected.
@@ -140,7 +142,8 @@ pub async fn run_with(
         config.upload_rate,
         role,
     );
-    // One registry for the whole node, shown at `/metrics` on HTTP and on HTTP/3.
+    // One registry for the whole node, shown at `/metrics` on its operator listener (`--http`)
+    // only: never on the players' HTTP/3 and HTTPS.
     let fill_metrics = Arc::new(FillMetrics::default());
     let player_metrics = Arc::new(PlayerMetrics::default());
     let scrub_status = Arc::new(ScrubStatus::default());
@@ -162,27 +165,29 @@ pub async fn run_with(
     let registry = Arc::new(registry);
     // Players share the mesh's upload bucket: one cap for everything this node sends.
     let player_sessions = player_metrics.sessions.clone();
-    let players = PlayerServer::new(
-        sources.players,
-        PlayerLimits::default(),
-        server.upload(),
-        player_metrics,
-        registry.clone(),
-    )
-    .advertise_h3(mesh_addr.port())
-    .with_gate(gate.clone());
+    let players =
+        PlayerServer::new(sources.players, PlayerLimits::default(), server.upload(), player_metrics)
+            .advertise_h3(mesh_addr.port())
+            .with_gate(gate.clone());
     let https = tokio::spawn(crate::serve::https::serve(players.clone(), player_tcp, player_tcp_tls));
     let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
-    let mut ready = Ready { kind: ProcessKind::Node, peer: peer.to_string(), mesh: mesh_addr, http: None };
+    let mut ready =
+        Ready { kind: ProcessKind::Node, peer: peer.to_string(), mesh: mesh_addr, http: None, admin: None };
     let http = match config.http {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let http_addr = listener.local_addr()?;
+            if !http_addr.ip().is_loopback() {
+                warn!(
+                    %http_addr,
+                    "--http is the node's operator surface (/metrics, /health and, on the origin, the ingest API `fillmesh seed` writes to) and has no authentication: keep it on loopback or a management network that players cannot reach"
+                );
+            }
             ready.http = Some(http_addr);
             // Every node: /metrics and /health. The origin: its ingest API too.
             let mut app = crate::metrics::route(registry.clone());

@@ -82,7 +82,10 @@ pub struct NodeProcess {
     pub child: ChildGuard,
     pub peer: String,
     pub mesh: String,
+    /// A node's `--http` (its operator surface), a tracker's viewer listener.
     pub http: Option<String>,
+    /// A tracker's operator listener (`--admin-http`: `/status`, `/metrics`).
+    pub admin: Option<String>,
     pub stderr: PathBuf,
 }
 
@@ -92,9 +95,15 @@ impl NodeProcess {
         Self::start_kind("node", data, args, &[])
     }
 
-    /// Starts `fillmesh tracker --data DATA ARGS...` and waits for its ready line.
+    /// Starts `fillmesh tracker --data DATA ARGS...` and waits for its ready line. Without
+    /// `--admin-http` in `args`, the operators' listener takes a free port on 127.0.0.1 (its
+    /// default port would clash between tests run at once).
     pub fn start_tracker(data: &Path, args: &[&str]) -> Self {
-        Self::start_kind("tracker", data, args, &[])
+        let mut args = args.to_vec();
+        if !args.iter().any(|a| a.starts_with("--admin-http")) {
+            args.extend(["--admin-http", "127.0.0.1:0"]);
+        }
+        Self::start_kind("tracker", data, &args, &[])
     }
 
     /// [`NodeProcess::start`] with extra environment (e.g. `FILLMESH_LOG`).
@@ -135,8 +144,18 @@ impl NodeProcess {
             peer: ready.peer,
             mesh: ready.mesh.to_string(),
             http: ready.http.map(|a| a.to_string()),
+            admin: ready.admin.map(|a| a.to_string()),
             stderr,
         }
+    }
+
+    /// The `/metrics` page of the process's operator listener: a tracker's `--admin-http`, a
+    /// node's `--http` (which it must have been given).
+    pub fn metrics(&self) -> String {
+        let at = self.admin.as_deref().or(self.http.as_deref()).expect("an operator listener");
+        let (code, page) = http(at, "GET", "/metrics", &[], b"");
+        assert_eq!(code, 200, "/metrics at {at}: {page}");
+        page
     }
 
     pub fn log(&self) -> String {

@@ -339,7 +339,8 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
     mesh.wait_complete(Duration::from_secs(120));
     let hosts: Vec<&str> = mesh.appliances.iter().map(|(_, a)| a.mesh.rsplit_once(':').unwrap().0).collect();
     let mut browser = Browser::start(&spki, &hosts).unwrap();
-    let tracker = format!("http://{}", mesh.tracker.http.clone().unwrap());
+    // The fleet page is on the tracker's operator listener.
+    let tracker = mesh.tracker_admin_url();
 
     // The fleet page lists every node and the title complete on each appliance.
     browser.go(&format!("{tracker}/"));

@@ -21,9 +21,15 @@ pub struct TrackerArgs {
     /// Mesh (QUIC) address appliances connect to.
     #[arg(long, default_value = "127.0.0.1:4400")]
     pub listen: SocketAddr,
-    /// HTTP address for players and operators (/steer, /status, /metrics).
+    /// HTTP address for viewers: /steer, /report, /watch/<title> (the viewer surface, open
+    /// to players). Operator views are never served here (404).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub http: SocketAddr,
+    /// HTTP address for operators: /status (every appliance's address, load and holdings),
+    /// /metrics and the fleet page at /. No authentication: keep it on loopback (the default)
+    /// or a management network; a non-loopback address is logged as a warning.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub admin_http: SocketAddr,
     /// Print the tracker's PeerId (creating the identity if needed) and exit.
     #[arg(long)]
     pub print_id: bool,
@@ -103,6 +109,7 @@ pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
         data: args.data,
         listen: args.listen,
         http: args.http,
+        admin_http: args.admin_http,
         trust,
         policy,
         seed: args.seed,
