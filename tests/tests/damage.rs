@@ -25,8 +25,8 @@ fn damage(data_dir: &Path, title: &str, offset: u64) {
 
 /// A client that does not verify (Python's niquests over HTTP/3 only) asks for one range
 /// once, then again every 200 ms for at most `deadline` seconds, reading the appliance's
-/// `/metrics` (on its operator listener, plain HTTP) after each answer, until the appliance has counted a damaged chunk, holds every
-/// chunk again and served the range right after that. Prints every answer's status and
+/// `/metrics` (on its operator listener, plain HTTP) after each answer, until the appliance
+/// has counted a damaged chunk, holds every chunk again and served the range right after that. Prints every answer's status and
 /// whether its bytes were the title's, and how it ended.
 const REREAD: &str = r#"
 import hashlib, json, re, sys, time, warnings

@@ -3,9 +3,9 @@
 //! `GET`/`HEAD /titles/<id>` with single-range support, `GET /manifests/<id>` (the postcard
 //! manifest, so a player can verify what it gets), and nothing else: this is the viewers'
 //! surface, so the node's operator views (`/metrics`, `/health`, the origin's ingest) are only
-//! on its `--http` listener, and any other path here is 404. Only verified chunks leave the node: a range not yet held whole, or
-//! whose first chunk the store finds damaged as it reads (and drops), is answered 503 with
-//! `Retry-After`. Bytes go from disk to the stream one chunk at a time
+//! on its `--http` listener, and any other path here is 404. Only verified chunks leave the
+//! node: a range not yet held whole, or whose first chunk the store finds damaged as it reads
+//! (and drops), is answered 503 with `Retry-After`. Bytes go from disk to the stream one chunk at a time
 //! through the node's upload bucket, never buffered whole.
 //!
 //! A package is served by path, so that the relative URLs of its playlists resolve inside it:
