@@ -108,3 +108,24 @@ fn the_flags_say_which_surface_is_which() {
     assert!(help.contains("The node's operator HTTP address"), "{help}");
     assert!(help.contains("Players use the mesh port, which serves none of this"), "{help}");
 }
+
+/// Viewers and operators on one address is refused before anything listens, by `config check`
+/// and at start.
+#[test]
+fn one_address_for_viewers_and_operators_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tracker.toml");
+    let data = dir.path().join("t");
+    std::fs::write(
+        &file,
+        format!("data = {:?}\nhttp = \"127.0.0.1:8555\"\nadmin_http = \"127.0.0.1:8555\"\n", data.display()),
+    )
+    .unwrap();
+    let out = fillmesh().args(["config", "check"]).arg(&file).output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("--admin-http and --http are both 127.0.0.1:8555"), "{said}");
+    let out = fillmesh().args(["tracker", "--config"]).arg(&file).output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a listener of their own"), "{out:?}");
+}

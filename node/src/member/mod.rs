@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_protocol::messages::{
-    ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
-    PROTOCOL_VERSION,
+    accepts_version, ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest,
+    TrackerResponse,
 };
 use fillmesh_protocol::ownership;
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, TitleId};
@@ -77,6 +77,11 @@ pub struct MemberConfig {
     /// The player servers' playback tokens: told the keys and whether tokens are required
     /// by each tracker.
     pub gate: Arc<Gate>,
+    /// Turns true when the node starts draining: each tracker is told at once (an unhealthy
+    /// heartbeat: steering stops naming the node), and no more fills are asked for.
+    pub draining: tokio::sync::watch::Receiver<bool>,
+    /// Counts the trackers told of the drain, for the node to wait on (bounded).
+    pub told_draining: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// The tracker, reached through the node's connection pool (one connection, dialled on
@@ -264,7 +269,7 @@ async fn session(
     // Versions first: a tracker of another protocol version is said so plainly (and the
     // session is retried), not met later as undecodable answers.
     match link.request(&TrackerRequest::Hello(Hello::ours(config.role))).await? {
-        TrackerResponse::Hello(hello) if hello.version == PROTOCOL_VERSION => {
+        TrackerResponse::Hello(hello) if accepts_version(hello.version) => {
             debug!(agent = %hello.agent, "the tracker speaks our version");
         }
         other => return Err(TrackerError::Unexpected { asked: "hello", answer: Box::new(other) }),
@@ -315,8 +320,27 @@ async fn session(
     refill.tick().await;
     let mut members_epoch = None;
     let mut last_heartbeat = tokio::time::Instant::now();
+    let mut draining = config.draining.clone();
+    let mut told = false;
     loop {
+        if *draining.borrow_and_update() && !told {
+            // Said once per session (a session that starts while draining says it first).
+            let hb = Heartbeat {
+                healthy: false,
+                uploads_in_flight: server.in_flight(),
+                upload_bps_used: 0,
+                player_sessions: u32::try_from(config.player_sessions.get()).unwrap_or(0),
+                disk_used: store.titles().iter().map(|t| t.held_bytes()).sum(),
+            };
+            link.request(&TrackerRequest::Heartbeat(hb)).await?;
+            info!("told the tracker this node is draining");
+            config.told_draining.send_modify(|n| *n += 1);
+            told = true;
+        }
+        let asking = config.role == Role::Appliance && !told;
         tokio::select! {
+            // The drain starting: told at the top of the loop.
+            Ok(()) = draining.changed(), if !told => continue,
             _ = heartbeat.tick() => {
                 // A summary answered within the interval told the tracker this node is alive;
                 // the heartbeat's figures (uploads, players, disk) still go every
@@ -333,7 +357,7 @@ async fn session(
                 }
                 last_heartbeat = tokio::time::Instant::now();
                 let hb = Heartbeat {
-                    healthy: true,
+                    healthy: !told,
                     uploads_in_flight: server.in_flight(),
                     upload_bps_used: 0,
                     player_sessions: u32::try_from(config.player_sessions.get()).unwrap_or(0),
@@ -354,10 +378,10 @@ async fn session(
                 }
                 *last_contact = tokio::time::Instant::now();
             }
-            _ = refill.tick(), if config.role == Role::Appliance => fills(link, state).await?,
+            _ = refill.tick(), if asking => fills(link, state).await?,
             // The epoch moved (seen in a summary's answer: the heartbeat may be 10 s away) or
             // a fill wants a plan.
-            () = link.want_fills.notified(), if config.role == Role::Appliance => {
+            () = link.want_fills.notified(), if asking => {
                 refresh_members(link, &server, &config.gate).await?;
                 rehome(link, &store, &mut owned).await?;
                 fills(link, state).await?;
