@@ -89,6 +89,13 @@ fn a_tracker_whose_etcd_cannot_be_reached_says_which_endpoint() {
 fn three_trackers_fill_through_the_owners_kill_and_return() {
     let Some(mut fleet) = Fleet::start(3, 8, "8MB") else { return };
     wait_all_live(&fleet, &[0, 1, 2], 3);
+    // What the watch page falls back to: every live tracker's viewer address, on the viewers'
+    // listener, and no operator address.
+    let (code, listed) = http(&fleet.trackers[1].http, "GET", "/trackers", &[], b"");
+    assert_eq!(code, 200, "{listed}");
+    for t in &fleet.trackers {
+        assert!(listed.contains(&t.http) && !listed.contains(&t.admin), "{listed}");
+    }
     let file = fleet.dir.path().join("feature.mp4");
     std::fs::write(&file, test_bytes(TITLE_LEN, 42)).unwrap();
     let title = fleet.seed(&file);
