@@ -96,6 +96,22 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     for t in &fleet.trackers {
         assert!(listed.contains(&t.http) && !listed.contains(&t.admin), "{listed}");
     }
+    // The fleet page of one tracker (on its admin listener) may read another's status; a page
+    // from anywhere else may not.
+    for (origin, allowed) in
+        [(format!("http://{}", fleet.trackers[0].admin), true), ("http://x.example".into(), false)]
+    {
+        let (code, head, _) = fillmesh_tests::http_with_head(
+            &fleet.trackers[1].admin,
+            "GET",
+            "/status",
+            &[("origin", &origin)],
+            b"",
+        );
+        assert_eq!(code, 200);
+        let allow = format!("access-control-allow-origin: {origin}");
+        assert_eq!(head.to_ascii_lowercase().contains(&allow), allowed, "{origin}: {head}");
+    }
     let file = fleet.dir.path().join("feature.mp4");
     std::fs::write(&file, test_bytes(TITLE_LEN, 42)).unwrap();
     let title = fleet.seed(&file);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fillmesh_tests::clients::every_transport;
 use fillmesh_tests::mesh::Mesh;
-use fillmesh_tests::{fillmesh, http};
+use fillmesh_tests::{fillmesh, http, http_with_head};
 
 const MIB: usize = 1 << 20;
 
@@ -37,6 +37,12 @@ fn operator_views_are_served_on_the_operator_listeners_and_refused_on_the_viewer
     assert_eq!(code, 200);
     assert!(page.contains("/status"), "the fleet page polls /status: {page}");
     assert_eq!(http(&admin, "GET", "/health", &[], b"").0, 200);
+    // No page from elsewhere may read the status in an operator's browser (only another
+    // tracker's fleet page, see tests/tests/fleet.rs).
+    let (code, head, _) =
+        http_with_head(&admin, "GET", "/status", &[("origin", "http://pages.example")], b"");
+    assert_eq!(code, 200);
+    assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
 
     // The viewers' listener: every operator path 404, with nothing of what they show.
     for path in ["/status", "/status/", "/metrics", "/", "/status?x=1", "/STATUS"] {

@@ -331,11 +331,25 @@ async fn trackers(State(shared): State<Arc<Shared>>) -> Response {
     ([("access-control-allow-origin", "*")], Json(serde_json::json!({ "trackers": live }))).into_response()
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let status = shared.core().status(shared.now());
-    // Any page may read it: the fleet page of one tracker reads the owners' figures from the
-    // others of its fleet.
-    ([("access-control-allow-origin", "*")], Json(status)).into_response()
+    // Only the fleet page of another tracker of the fleet (served from that tracker's admin
+    // listener) may read it from a page: it merges the owners' figures. Any other page an
+    // operator's browser opens must not, though the browser reaches this loopback listener.
+    let origin = headers.get("origin").and_then(|o| o.to_str().ok()).filter(|origin| {
+        let core = shared.core();
+        core.live_trackers()
+            .iter()
+            .filter_map(|t| core.tracker_info(t)?.admin)
+            .any(|admin| *origin == format!("http://{admin}"))
+    });
+    match origin {
+        Some(origin) => {
+            let allow = [("access-control-allow-origin", origin.to_owned()), ("vary", "origin".to_owned())];
+            (allow, Json(status)).into_response()
+        }
+        None => ([("vary", "origin")], Json(status)).into_response(),
+    }
 }
 
 #[cfg(test)]
