@@ -11,7 +11,7 @@ use libp2p_identity::PeerId;
 use tracing::{debug, info};
 
 use fillmesh_net::ready::{ProcessKind, Ready};
-use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
+use fillmesh_net::{identity, notify, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
 
 use crate::member::MemberConfig;
 use crate::metrics::FillMetrics;
@@ -91,6 +91,7 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()>,
     sources: impl FnOnce(Arc<Store>) -> Sources,
 ) -> anyhow::Result<()> {
+    let _watchdog = notify::watchdog();
     let key = identity::load_or_create(&config.data)?;
     let mut tls = TlsIdentity::new(&key)?;
     if let Some((cert, key)) = &config.player_cert {
@@ -194,6 +195,7 @@ pub async fn run_with(
         None if config.origin => anyhow::bail!("--origin needs --http ADDR for `fillmesh seed` to reach it"),
         None => None,
     };
+    let (registered, on_registered) = tokio::sync::watch::channel(false);
     let member = (!config.trackers.is_empty()).then(|| {
         let member = MemberConfig {
             trackers: config.trackers.clone(),
@@ -210,6 +212,7 @@ pub async fn run_with(
             cert_sha256,
             player_sessions,
             gate,
+            registered,
         };
         tokio::spawn(crate::member::run(
             member,
@@ -224,8 +227,14 @@ pub async fn run_with(
     let titles = store.titles();
     info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
     say!("{ready}");
+    notify::ready_once_registered(
+        !config.trackers.is_empty(),
+        on_registered,
+        format!("serving on {mesh_addr}"),
+    );
 
     shutdown.await;
+    notify::stopping("shutting down");
     info!("shutting down");
     endpoint.close();
     if let Some(h) = http {

@@ -77,6 +77,9 @@ pub struct MemberConfig {
     /// The player servers' playback tokens: told the keys and whether tokens are required
     /// by each tracker.
     pub gate: Arc<Gate>,
+    /// Turned true at the first registration with any tracker (the node's readiness for
+    /// its service manager, `fillmesh_net::notify`).
+    pub registered: tokio::sync::watch::Sender<bool>,
 }
 
 /// The tracker, reached through the node's connection pool (one connection, dialled on
@@ -286,6 +289,7 @@ async fn session(
         other => return Err(TrackerError::Unexpected { asked: "register", answer: Box::new(other) }),
     };
     info!(tracker = %link.addr, "registered with the tracker");
+    config.registered.send_replace(true);
     *last_contact = tokio::time::Instant::now();
     if *escalated {
         info!("the tracker is back: fills follow its plans again");

@@ -20,7 +20,9 @@ use crate::core::{Config, Policy, Tracker, TrackerInfo};
 use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{identity, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
+use fillmesh_net::{
+    identity, notify, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust,
+};
 use fillmesh_protocol::messages::{ErrorCode, SteerTarget, TrackerRequest, TrackerResponse};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
@@ -326,6 +328,7 @@ pub async fn run(
     config: TrackerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let _watchdog = notify::watchdog();
     let key = identity::load_or_create(&config.data)?;
     let tls = TlsIdentity::new(&key)?;
     let peer = tls.peer_id();
@@ -422,8 +425,10 @@ pub async fn run(
     let ready =
         Ready { kind: ProcessKind::Tracker, peer: peer.to_string(), mesh: mesh_addr, http: Some(http_addr) };
     say!("{ready}");
+    notify::ready(&format!("serving on {mesh_addr}, http {http_addr}"));
 
     shutdown.await;
+    notify::stopping("shutting down");
     info!("shutting down");
     if let Some(fleet) = &shared.fleet {
         fleet.leave().await;
