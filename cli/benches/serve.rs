@@ -282,6 +282,7 @@ fn main() -> anyhow::Result<()> {
             scrub: None,
             plan_stale_after: std::time::Duration::from_secs(60),
             stale_origin_rate: 10_000_000,
+            drain: std::time::Duration::from_secs(30),
         };
         // A copy of the title (so it sits in the page cache), adopted by the store.
         let staging = dir.path().join(format!("{name}.staging"));

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 mod commands;
+mod config;
 mod testbed;
 
 use commands::{self as cli, runtime};
@@ -34,6 +35,8 @@ enum Command {
     Fetch(cli::fetch::FetchArgs),
     /// Run the tracker: mesh API over QUIC, steering, status and metrics over HTTP.
     Tracker(cli::tracker::TrackerArgs),
+    /// Check a config file of `fillmesh node` or `fillmesh tracker` without starting anything.
+    Config(cli::config::ConfigArgs),
     /// List, add (rotate) or retire the playback keys trackers sign players' tokens with.
     Keys(cli::keys::KeysArgs),
     /// Stream a title over HTTP/3 from the appliance the tracker steers to, verifying every
@@ -55,7 +58,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `node` and `tracker` take their settings from the command line, the environment and a
+    // config file together (`config::resolve`); clap alone sees only the command line.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let layered = match argv.get(1).and_then(|a| a.to_str()) {
+        Some("node") => Some(Layered::Node),
+        Some("tracker") => Some(Layered::Tracker),
+        _ => None,
+    };
+    let cli = if layered.is_none() { Some(Cli::parse()) } else { None };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FILLMESH_LOG")
@@ -64,7 +75,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    match run(cli) {
+    let tail = argv.get(2..).unwrap_or_default().to_vec();
+    let outcome = match (layered, cli) {
+        (Some(Layered::Node), _) => cli::node::run(tail),
+        (Some(Layered::Tracker), _) => cli::tracker::run(tail),
+        (None, Some(cli)) => run(cli),
+        (None, None) => Ok(()),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fillmesh: {e:#}");
@@ -73,13 +91,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The commands whose settings are layered.
+#[derive(Clone, Copy)]
+enum Layered {
+    Node,
+    Tracker,
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Id(args) => cli::id::run(args),
-        Command::Node(args) => cli::node::run(*args),
+        // Only reached when clap found them elsewhere than first (`main` dispatches them).
+        Command::Node(_) | Command::Tracker(_) => {
+            anyhow::bail!("give the command first: `fillmesh node ...` or `fillmesh tracker ...`")
+        }
         Command::Seed(args) => runtime()?.block_on(cli::seed::run(args)),
         Command::Fetch(args) => runtime()?.block_on(cli::fetch::run(args)),
-        Command::Tracker(args) => cli::tracker::run(args),
+        Command::Config(args) => cli::config::run(args),
         Command::Keys(args) => runtime()?.block_on(cli::keys::run(args)),
         Command::Status { tracker_http } => runtime()?.block_on(cli::status::run(&tracker_http)),
         Command::Play(args) => runtime()?.block_on(cli::play::run(args)),

@@ -25,6 +25,15 @@ impl Bucket {
     /// Takes `n` bytes of allowance and says how long the caller must wait before sending
     /// them. Requests larger than the burst go into debt rather than starving, so a chunk
     /// larger than the burst still goes out at the configured rate.
+    /// A new rate from `now` on (the burst scaled with it): allowance saved up so far is kept,
+    /// up to the new burst, and a debt is paid at the new rate.
+    pub(crate) fn set_rate(&mut self, rate: u64, burst: u64, now: Instant) {
+        let _ = self.reserve(0, now);
+        self.rate = rate.max(1) as f64;
+        self.burst = burst.max(1) as f64;
+        self.tokens = self.tokens.min(self.burst);
+    }
+
     pub(crate) fn reserve(&mut self, n: u64, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
@@ -51,6 +60,17 @@ impl TokenBucket {
         Self(Mutex::new(Bucket::new(rate, rate / 4, Instant::now())))
     }
 
+    /// Changes the rate from now on (an operator's reload), keeping what is saved up to the
+    /// new burst of a quarter of a second.
+    pub fn set_rate(&self, rate: u64) {
+        self.0.locked().set_rate(rate, rate / 4, Instant::now());
+    }
+
+    /// The rate in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.0.locked().rate as u64
+    }
+
     /// Waits until `n` bytes may be sent.
     pub async fn take(&self, n: u64) {
         let wait = self.0.locked().reserve(n, Instant::now());
@@ -75,6 +95,20 @@ mod tests {
         assert_eq!(b.reserve(0, t0 + Duration::from_secs(1)), Duration::ZERO);
         assert_eq!(b.reserve(100, t0 + Duration::from_secs(10)), Duration::ZERO);
         assert_eq!(b.reserve(100, t0 + Duration::from_secs(10)), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_new_rate_paces_from_the_moment_it_is_set() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(1000, 0, t0);
+        assert_eq!(b.reserve(1000, t0), Duration::from_secs(1));
+        // Ten times the rate: the debt left is paid ten times faster, and so is what follows.
+        b.set_rate(10_000, 0, t0);
+        assert_eq!(b.reserve(0, t0), Duration::from_millis(100));
+        assert_eq!(b.reserve(10_000, t0 + Duration::from_millis(100)), Duration::from_secs(1));
+        // And back down: a tenth of the pace.
+        b.set_rate(1000, 0, t0 + Duration::from_millis(1100));
+        assert_eq!(b.reserve(1000, t0 + Duration::from_millis(1100)), Duration::from_secs(1));
     }
 
     #[test]

@@ -15,27 +15,48 @@ use tracing::{debug, warn};
 use crate::endpoint::{close, remote_peer};
 use crate::sync::RwLockExt;
 
-/// The peers a node trusts. Shared and mutable, so that a tracker can vouch for members later
-/// without a restart.
+/// The peers a node trusts: those its operator lists and those a tracker vouched for since.
+/// Shared and mutable, so that a tracker can vouch for members later and the operator can
+/// change the list, both without a restart.
 #[derive(Debug, Clone, Default)]
-pub struct Trust(Arc<RwLock<HashSet<PeerId>>>);
+pub struct Trust(Arc<RwLock<Peers>>);
+
+#[derive(Debug, Default)]
+struct Peers {
+    listed: HashSet<PeerId>,
+    vouched: HashSet<PeerId>,
+}
 
 impl Trust {
     /// A list that trusts exactly `peers`, until more are added.
     pub fn new(peers: impl IntoIterator<Item = PeerId>) -> Self {
-        Self(Arc::new(RwLock::new(peers.into_iter().collect())))
+        Self(Arc::new(RwLock::new(Peers { listed: peers.into_iter().collect(), vouched: HashSet::new() })))
     }
     /// Whether `peer` is trusted now.
     pub fn allows(&self, peer: &PeerId) -> bool {
-        self.0.read_locked().contains(peer)
+        let peers = self.0.read_locked();
+        peers.listed.contains(peer) || peers.vouched.contains(peer)
     }
-    /// Trusts `peer` from now on, in every clone of this list. Nothing is ever removed.
+    /// Trusts `peer` from now on, in every clone of this list (a peer a tracker vouched for:
+    /// never removed).
     pub fn add(&self, peer: PeerId) {
-        self.0.write_locked().insert(peer);
+        self.0.write_locked().vouched.insert(peer);
+    }
+    /// Replaces the operator's list (not the peers vouched for) with `peers`, in every clone;
+    /// returns how many were added to it and how many removed from it. Connections already
+    /// open stay; a removed peer's next connection is refused.
+    pub fn relist(&self, peers: impl IntoIterator<Item = PeerId>) -> (usize, usize) {
+        let new: HashSet<PeerId> = peers.into_iter().collect();
+        let mut all = self.0.write_locked();
+        let added = new.difference(&all.listed).count();
+        let removed = all.listed.difference(&new).count();
+        all.listed = new;
+        (added, removed)
     }
     /// How many peers are trusted.
     pub fn len(&self) -> usize {
-        self.0.read_locked().len()
+        let peers = self.0.read_locked();
+        peers.listed.union(&peers.vouched).count()
     }
     /// Whether no peer is trusted: then the gate lets no connection through.
     pub fn is_empty(&self) -> bool {

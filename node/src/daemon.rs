@@ -8,14 +8,19 @@ use std::time::Duration;
 use anyhow::Context;
 use fillmesh_protocol::messages::Role;
 use libp2p_identity::PeerId;
-use tracing::{debug, info};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
 
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::{identity, notify, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
 
 use crate::member::MemberConfig;
 use crate::metrics::FillMetrics;
-use crate::serve::{ChunkSource, Gate, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server};
+use fillmesh_net::rate::TokenBucket;
+
+use crate::serve::{
+    ChunkSource, Drain, Gate, PlayerLimits, PlayerMetrics, PlayerServer, ServeLimits, Server,
+};
 use crate::store::scrub::{self, ScrubConfig, ScrubStatus};
 use crate::store::Store;
 
@@ -62,12 +67,34 @@ pub struct NodeConfig {
     pub plan_stale_after: Duration,
     /// ... at this many bytes per second at most.
     pub stale_origin_rate: u64,
+    /// On [`Control::Stop`]: how long responses in flight may take to finish.
+    pub drain: Duration,
+}
+
+/// What the binary asks of a running node (its signals).
+#[derive(Debug)]
+pub enum Control {
+    /// SIGHUP: apply the settings that can change while the node runs (trust list, upload
+    /// rate, disk quota, scrub, drain bound) and name in the log those that need a restart.
+    Reload(Box<NodeConfig>),
+    /// SIGTERM: drain, then exit. A second one while draining: exit at once.
+    Stop,
 }
 
 /// Runs the node until `shutdown` resolves. Prints one line when ready, which scripts and
 /// tests wait for: `fillmesh node <peer id> mesh <addr>[ http <addr>]`.
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     run_with(config, shutdown, |store| Sources { mesh: store.clone(), players: store }).await
+}
+
+/// [`run`], driven by `controls`: reloads as they come, and a drain on [`Control::Stop`]
+/// (or when the sender is dropped).
+pub async fn run_controlled(config: NodeConfig, controls: mpsc::Receiver<Control>) -> anyhow::Result<()> {
+    serve(config, std::future::pending(), Some(controls), |store| Sources {
+        mesh: store.clone(),
+        players: store,
+    })
+    .await
 }
 
 /// What a node serves peers and players from.
@@ -89,6 +116,15 @@ impl std::fmt::Debug for Sources {
 pub async fn run_with(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
+    sources: impl FnOnce(Arc<Store>) -> Sources,
+) -> anyhow::Result<()> {
+    serve(config, shutdown, None, sources).await
+}
+
+async fn serve(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut controls: Option<mpsc::Receiver<Control>>,
     sources: impl FnOnce(Arc<Store>) -> Sources,
 ) -> anyhow::Result<()> {
     let _watchdog = notify::watchdog();
@@ -134,13 +170,8 @@ pub async fn run_with(
     let role = if config.origin { Role::Origin } else { Role::Appliance };
     store.set_quota(config.disk_bytes);
     let sources = sources(store.clone());
-    let server = Server::new(
-        sources.mesh,
-        Trust::new(config.trust.iter().copied()),
-        config.serve.clone(),
-        config.upload_rate,
-        role,
-    );
+    let trust = Trust::new(config.trust.iter().copied());
+    let server = Server::new(sources.mesh, trust.clone(), config.serve.clone(), config.upload_rate, role);
     // One registry for the whole node, shown at `/metrics` on HTTP and on HTTP/3.
     let fill_metrics = Arc::new(FillMetrics::default());
     let player_metrics = Arc::new(PlayerMetrics::default());
@@ -163,6 +194,7 @@ pub async fn run_with(
     let registry = Arc::new(registry);
     // Players share the mesh's upload bucket: one cap for everything this node sends.
     let player_sessions = player_metrics.sessions.clone();
+    let drain = Arc::new(Drain::default());
     let players = PlayerServer::new(
         sources.players,
         PlayerLimits::default(),
@@ -171,7 +203,8 @@ pub async fn run_with(
         registry.clone(),
     )
     .advertise_h3(mesh_addr.port())
-    .with_gate(gate.clone());
+    .with_gate(gate.clone())
+    .with_drain(drain.clone());
     let https = tokio::spawn(crate::serve::https::serve(players.clone(), player_tcp, player_tcp_tls));
     let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
@@ -195,7 +228,8 @@ pub async fn run_with(
         None if config.origin => anyhow::bail!("--origin needs --http ADDR for `fillmesh seed` to reach it"),
         None => None,
     };
-    let (registered, on_registered) = tokio::sync::watch::channel(false);
+    let (draining, told) = (watch::Sender::new(false), Arc::new(watch::Sender::new(0usize)));
+    let (registered, on_registered) = watch::channel(false);
     let member = (!config.trackers.is_empty()).then(|| {
         let member = MemberConfig {
             trackers: config.trackers.clone(),
@@ -212,6 +246,8 @@ pub async fn run_with(
             cert_sha256,
             player_sessions,
             gate,
+            draining: draining.subscribe(),
+            told_draining: told.clone(),
             registered,
         };
         tokio::spawn(crate::member::run(
@@ -223,17 +259,59 @@ pub async fn run_with(
             published_rx,
         ))
     });
-    let scrubbing = config.scrub.map(|pace| tokio::spawn(scrub::run(store.clone(), pace, scrub_status)));
+    let scrub_task = |pace: Option<ScrubConfig>| {
+        pace.map(|pace| tokio::spawn(scrub::run(store.clone(), pace, scrub_status.clone())))
+    };
+    let mut live = Live { scrubbing: scrub_task(config.scrub), config, trust, upload: server.upload() };
     let titles = store.titles();
     info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
     say!("{ready}");
-    notify::ready_once_registered(
-        !config.trackers.is_empty(),
-        on_registered,
-        format!("serving on {mesh_addr}"),
-    );
+    notify::ready_once_registered(member.is_some(), on_registered, format!("serving on {mesh_addr}"));
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    // Bounded by the process's life: one turn per signal.
+    loop {
+        let control = async {
+            match controls.as_mut() {
+                Some(c) => c.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break,
+            control = control => match control {
+                Some(Control::Reload(new)) => {
+                    let scrub_changed = new.scrub != live.config.scrub;
+                    live.apply(*new, &store);
+                    if scrub_changed {
+                        // A pass starts again from the first title at the new pace.
+                        if let Some(task) = live.scrubbing.take() {
+                            task.abort();
+                        }
+                        live.scrubbing = scrub_task(live.config.scrub);
+                    }
+                }
+                Some(Control::Stop) | None => {
+                    notify::stopping("draining");
+                    let bound = live.config.drain;
+                    let second = async {
+                        match controls.as_mut() {
+                            Some(c) => { let _ = c.recv().await; }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = drained(&drain, &draining, &told, &endpoint, bound, live.config.trackers.len()) => {}
+                        () = second => warn!("stopped again while draining: exiting now"),
+                    }
+                    if let Err(e) = store.flush() {
+                        warn!("flushing the index: {e}");
+                    }
+                    break;
+                }
+            },
+        }
+    }
     notify::stopping("shutting down");
     info!("shutting down");
     endpoint.close();
@@ -241,10 +319,127 @@ pub async fn run_with(
         h.abort();
     }
     https.abort();
-    for task in [member, scrubbing].into_iter().flatten() {
+    for task in [member, live.scrubbing.take()].into_iter().flatten() {
         task.abort();
     }
     serving.abort();
     endpoint.inner().wait_idle().await;
     Ok(())
+}
+
+/// The drain: the trackers told (steering stops naming this node), new connections and
+/// requests turned away, then the responses in flight finished, within `bound`.
+async fn drained(
+    drain: &Drain,
+    draining: &watch::Sender<bool>,
+    told: &Arc<watch::Sender<usize>>,
+    endpoint: &MeshEndpoint,
+    bound: Duration,
+    trackers: usize,
+) {
+    let started = tokio::time::Instant::now();
+    info!(
+        in_flight = drain.in_flight(),
+        bound_secs = bound.as_secs(),
+        "draining: telling the trackers, turning new players away"
+    );
+    draining.send_replace(true);
+    drain.start();
+    // New QUIC connections (players' and peers') are refused at once from now on, so a
+    // player is sent on rather than left to time out; those open finish what they asked.
+    endpoint.inner().set_server_config(None);
+    let mut told_rx = told.subscribe();
+    let all_told = told_rx.wait_for(|n| *n >= trackers);
+    // A tracker away does not hold the drain up for long: it stops steering here anyway once
+    // the node's connection drops.
+    let _ = tokio::time::timeout(bound.min(Duration::from_secs(3)), all_told).await;
+    let left = bound.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, drain.idle()).await {
+        Ok(()) => info!(secs = started.elapsed().as_secs_f32(), "drained: no response in flight"),
+        Err(_) => {
+            warn!(in_flight = drain.in_flight(), "drain bound reached: exiting with responses in flight")
+        }
+    }
+}
+
+/// The settings a running node applies on a reload, and the handles that apply them.
+struct Live {
+    config: NodeConfig,
+    trust: Trust,
+    upload: Option<Arc<TokenBucket>>,
+    scrubbing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    /// Applies what can change while the node runs; logs each change and each setting that
+    /// differs but needs a restart.
+    fn apply(&mut self, new: NodeConfig, store: &Store) {
+        let old = &self.config;
+        if new.trust != old.trust {
+            let (added, removed) = self.trust.relist(new.trust.iter().copied());
+            info!(added, removed, "reload: trust list changed");
+        }
+        if new.upload_rate != old.upload_rate {
+            match (&self.upload, new.upload_rate) {
+                (Some(bucket), Some(rate)) => {
+                    bucket.set_rate(rate);
+                    info!(from = ?old.upload_rate, to = rate, "reload: upload rate changed");
+                }
+                _ => {
+                    warn!(from = ?old.upload_rate, to = ?new.upload_rate, "reload: upload_rate between capped and uncapped needs a restart (a capped rate can change live)")
+                }
+            }
+        }
+        if new.disk_bytes != old.disk_bytes {
+            store.set_quota(new.disk_bytes);
+            info!(
+                from = old.disk_bytes,
+                to = new.disk_bytes,
+                "reload: disk quota changed (the trackers hear it at the next registration)"
+            );
+        }
+        if new.scrub != old.scrub {
+            info!(scrub = ?new.scrub, "reload: scrub settings changed");
+        }
+        if new.drain != old.drain {
+            info!(secs = new.drain.as_secs(), "reload: drain bound changed");
+        }
+        let fixed = [
+            ("data", new.data != old.data),
+            ("listen", new.listen != old.listen),
+            ("origin", new.origin != old.origin),
+            ("http", new.http != old.http),
+            ("tls_cert/tls_key", new.player_cert != old.player_cert),
+            ("tracker/tracker_id", new.trackers != old.trackers),
+            ("site", new.site != old.site),
+            ("region", new.region != old.region),
+            ("serve_prefix", new.prefixes != old.prefixes),
+            ("max_requests", new.serve.max_requests != old.serve.max_requests),
+            (
+                "max_streams_per_peer",
+                new.transport.max_streams_per_connection != old.transport.max_streams_per_connection,
+            ),
+            ("plan_stale_after", new.plan_stale_after != old.plan_stale_after),
+            ("stale_origin_rate", new.stale_origin_rate != old.stale_origin_rate),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                warn!(
+                    key,
+                    "reload: {key} cannot change while the node runs; restart it to apply the new value"
+                );
+            }
+        }
+        let upload_applied = self.upload.is_some() && new.upload_rate.is_some();
+        let keep_upload = if upload_applied { new.upload_rate } else { old.upload_rate };
+        let restart_only = NodeConfig {
+            trust: new.trust.clone(),
+            upload_rate: keep_upload,
+            disk_bytes: new.disk_bytes,
+            scrub: new.scrub,
+            drain: new.drain,
+            ..old.clone()
+        };
+        self.config = restart_only;
+    }
 }

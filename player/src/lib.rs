@@ -128,6 +128,9 @@ pub struct PlaySummary {
     /// one the play had: it expired, say). One per refusal, however many requests were in
     /// flight.
     pub resteers: u32,
+    /// Times every appliance of the list was dropped and steering named some again (an
+    /// appliance restarted meanwhile).
+    pub revivals: u32,
 }
 
 impl PlaySummary {
@@ -181,6 +184,7 @@ async fn play_from(
         misses: 0,
         ladder: None,
         resteers: 0,
+        revivals: 0,
     };
     let targets = Targets::new(list, opts, title, started);
     let mut next_write = 0u32;
@@ -201,6 +205,7 @@ async fn play_from(
     summary.failovers = targets.failovers.get();
     summary.misses = targets.misses.get();
     summary.resteers = targets.resteers.get();
+    summary.revivals = targets.revivals.get();
     result.with_context(|| match &summary.ladder {
         Some(l) => format!(
             "could not deliver {title} verified ({} segments written, {} bytes)",

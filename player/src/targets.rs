@@ -149,8 +149,12 @@ pub(crate) async fn chunk(
 /// so the player comes back to the nearest target with the next chunk.
 pub(crate) struct Targets<'a> {
     pub(crate) list: Vec<Target>,
-    sessions: Vec<tokio::sync::OnceCell<Session>>,
+    /// Each target's session, opened on first use; replaced when a dropped target is revived
+    /// (see [`Targets::revive`]).
+    sessions: Vec<std::cell::RefCell<std::rc::Rc<tokio::sync::OnceCell<Session>>>>,
     dropped: Vec<std::cell::Cell<bool>>,
+    /// Times every target was dropped and steering named some of them again.
+    pub(crate) revivals: std::cell::Cell<u32>,
     pub(crate) opts: &'a PlayOptions,
     title: TitleId,
     /// When the play started: the phases' marks in the debug log count from it.
@@ -178,11 +182,16 @@ pub(crate) struct Targets<'a> {
 /// to be admitted (another fleet's appliance, keys not yet known there).
 const MAX_RENEWALS_PER_REQUEST: u32 = 2;
 
+/// How many times a play may find every target dropped and steer again: a rolling restart of
+/// a site's appliances takes each away in turn, and a long play may meet all of them.
+const MAX_REVIVALS: u32 = 8;
+
 impl<'a> Targets<'a> {
     pub(crate) fn new(list: Vec<Target>, opts: &'a PlayOptions, title: TitleId, started: Instant) -> Self {
         let base = list.first().map(|t| base_of(&t.url)).unwrap_or_default();
         Self {
-            sessions: list.iter().map(|_| tokio::sync::OnceCell::new()).collect(),
+            sessions: list.iter().map(|_| Default::default()).collect(),
+            revivals: std::cell::Cell::new(0),
             dropped: list.iter().map(|_| std::cell::Cell::new(false)).collect(),
             list,
             opts,
@@ -238,19 +247,54 @@ impl<'a> Targets<'a> {
         *self.last_error.borrow_mut() = Some(error);
     }
 
+    /// When every target is dropped: steering is asked again and the targets it names are
+    /// tried again, each with a new session (an appliance restarted since, or one that
+    /// drained while this player used it). At most [`MAX_REVIVALS`] times a play; whether
+    /// any target is back.
+    async fn revive(&self) -> anyhow::Result<bool> {
+        if self.revivals.get() >= MAX_REVIVALS {
+            return Ok(false);
+        }
+        self.revivals.set(self.revivals.get() + 1);
+        let _one = self.renewing.lock().await;
+        if !self.dropped.iter().all(|d| d.get()) {
+            // Another request revived them meanwhile.
+            return Ok(true);
+        }
+        let steered = crate::steer::steer(&self.title, self.opts).await.context("steering again")?;
+        if let Some(caching) = steered.caching {
+            let _ = caching.await;
+        }
+        let mut back = 0;
+        for (k, target) in self.list.iter().enumerate() {
+            if steered.targets.iter().any(|t| t.peer_id == target.peer_id) {
+                *self.sessions[k].borrow_mut() = Default::default();
+                self.dropped[k].set(false);
+                back += 1;
+            }
+        }
+        if let Some(first) = steered.targets.first() {
+            *self.base.borrow_mut() = base_of(&first.url);
+            self.generation.set(self.generation.get() + 1);
+        }
+        info!(back, "every appliance was dropped: steering named {back} of them again");
+        Ok(back > 0)
+    }
+
     /// The session of target `k`, opened on first use; `None` (and the target dropped) if it
     /// cannot be reached.
-    async fn session(&self, k: usize) -> Option<&Session> {
+    async fn session(&self, k: usize) -> Option<std::rc::Rc<tokio::sync::OnceCell<Session>>> {
         if self.dropped[k].get() {
             return None;
         }
-        match self.sessions[k].get_or_try_init(|| Session::open(&self.list[k], self.opts.bind)).await {
-            Ok(s) => {
+        let cell = self.sessions[k].borrow().clone();
+        match cell.get_or_try_init(|| Session::open(&self.list[k], self.opts.bind)).await {
+            Ok(_) => {
                 // The ttfb benchmark reads this phase's mark (the first `connected`).
                 if !self.logged_connect.replace(true) {
                     debug!(ms = self.started.elapsed().as_secs_f64() * 1e3, appliance = %self.list[k].peer_id, "connected");
                 }
-                Some(s)
+                Some(cell)
             }
             Err(e) => {
                 self.drop_target(k, e.context("cannot connect"));
@@ -283,7 +327,14 @@ impl<'a> Targets<'a> {
         let mut renewals = 0;
         let mut k = 0;
         while k < self.list.len() {
-            let Some(session) = self.session(k).await else {
+            let Some(cell) = self.session(k).await else {
+                k += 1;
+                if k == self.list.len() && self.revive().await? {
+                    k = 0;
+                }
+                continue;
+            };
+            let Some(session) = cell.get() else {
                 k += 1;
                 continue;
             };
@@ -316,7 +367,11 @@ impl<'a> Targets<'a> {
         loop {
             let mut k = 0;
             while k < self.list.len() {
-                let Some(session) = self.session(k).await else {
+                let Some(cell) = self.session(k).await else {
+                    k += 1;
+                    continue;
+                };
+                let Some(session) = cell.get() else {
                     k += 1;
                     continue;
                 };
@@ -354,7 +409,7 @@ impl<'a> Targets<'a> {
                     ),
                 }
             }
-            if self.dropped.iter().all(|d| d.get()) {
+            if self.dropped.iter().all(|d| d.get()) && !self.revive().await? {
                 return Err(self.error());
             }
             anyhow::ensure!(Instant::now() < give_up, "no target holds chunk {index}");
@@ -370,7 +425,9 @@ impl<'a> Targets<'a> {
     }
 
     pub(crate) fn close(&self) {
-        for s in self.sessions.iter().filter_map(|c| c.get()) {
+        for cell in &self.sessions {
+            let cell = cell.borrow().clone();
+            let Some(s) = cell.get() else { continue };
             s.endpoint.close(0u32.into(), b"done");
         }
     }

@@ -62,6 +62,21 @@ impl ChildGuard {
     }
 }
 
+impl ChildGuard {
+    /// Sends `signal` (SIGTERM: stop as a supervisor does; SIGHUP: reload).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal the process");
+    }
+
+    /// SIGTERM, then waits at most `limit` for the process to exit: its status, or `None` if
+    /// it is still running (then it is killed when the guard drops).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        wait_for(limit, || self.0.try_wait().ok().flatten())
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
@@ -107,13 +122,24 @@ impl NodeProcess {
         Self::start_kind("node", data, args, env)
     }
 
+    /// Starts `fillmesh KIND --config CONFIG` (its log appended to `stderr`) and waits for
+    /// its ready line: a node or a tracker as a service manager runs it.
+    pub fn start_config(kind: &str, config: &Path, stderr: &Path, env: &[(&str, &str)]) -> Self {
+        let config = config.to_string_lossy();
+        Self::launch(kind, &["--config", &config], stderr.to_path_buf(), env)
+    }
+
     fn start_kind(kind: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let stderr = data.with_extension("stderr.log");
+        let data = data.to_string_lossy();
+        let all: Vec<&str> = ["--data", &*data].into_iter().chain(args.iter().copied()).collect();
+        Self::launch(kind, &all, stderr, env)
+    }
+
+    fn launch(kind: &str, args: &[&str], stderr: PathBuf, env: &[(&str, &str)]) -> Self {
         let log = File::options().create(true).append(true).open(&stderr).expect("stderr log");
         let child = fillmesh()
             .arg(kind)
-            .arg("--data")
-            .arg(data)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

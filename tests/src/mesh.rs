@@ -295,6 +295,7 @@ impl Mesh {
             scrub: None,
             plan_stale_after: std::time::Duration::from_secs(60),
             stale_origin_rate: 10_000_000,
+            drain: std::time::Duration::from_secs(30),
         }
     }
 

@@ -183,6 +183,15 @@ fn the_package_holds_the_binary_units_configs_and_makes_the_user() {
     }
     let version = run(Command::new(t.join("usr/bin/fillmesh")).arg("--version"), "the package's binary");
     assert!(version.status.success() && text(&version.stdout).starts_with("fillmesh "), "{version:?}");
+    // The configs it ships are valid for the commands their units run.
+    for kind in ["node", "tracker"] {
+        let conf = t.join(format!("etc/fillmesh/{kind}.toml"));
+        let checked = run(
+            Command::new(t.join("usr/bin/fillmesh")).args(["config", "check", "--for", kind]).arg(&conf),
+            "the package's binary",
+        );
+        assert!(checked.status.success(), "{kind}.toml: {}{}", text(&checked.stdout), text(&checked.stderr));
+    }
     let sysusers = run(
         Command::new("systemd-sysusers").arg(format!("--root={}", t.display())).arg("fillmesh.conf"),
         "systemd",

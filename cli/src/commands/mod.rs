@@ -2,6 +2,7 @@
 //! `main.rs` only parses and dispatches. The player client itself is `fillmesh_player`;
 //! `play` here is its arguments and its report.
 
+pub mod config;
 pub mod demo;
 pub mod fetch;
 pub mod id;

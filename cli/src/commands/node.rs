@@ -8,13 +8,25 @@ use fillmesh_net::TransportLimits;
 use fillmesh_protocol::units;
 use libp2p_identity::PeerId;
 
-use super::{runtime, shutdown_signal};
-use fillmesh_node::daemon::{self, NodeConfig};
+use std::ffi::OsString;
+
+use super::runtime;
+use crate::config::{self, ConfigError, Settings};
+use fillmesh_node::daemon::{self, Control, NodeConfig};
 use fillmesh_node::serve::ServeLimits;
 use fillmesh_node::store::scrub::ScrubConfig;
+use tokio::sync::mpsc::Sender;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
+    /// A TOML file of settings: every flag is a key of the same name in snake case
+    /// (`upload_rate = "50MB"`). The command line, then FILLMESH_<KEY> variables, win over it;
+    /// SIGHUP reads it again.
+    #[arg(long, env = "FILLMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file, each with where it came from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Data directory: identity, index and chunk files.
     #[arg(long)]
     pub data: PathBuf,
@@ -84,60 +96,146 @@ pub struct NodeArgs {
     /// Bytes per second this appliance asks of the origin at most while its plan is stale.
     #[arg(long, value_parser = units::parse_size, default_value = "10MB")]
     pub stale_origin_rate: u64,
+    /// On SIGTERM: seconds the node keeps serving the responses in flight, after telling its
+    /// trackers and refusing new players, before it exits.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_secs: u64,
 }
 
-/// Runs the node (or prints its PeerId) until Ctrl-C or SIGTERM.
-pub fn run(args: NodeArgs) -> anyhow::Result<()> {
-    if args.print_id {
-        return super::print_peer_id(&args.data);
+impl Settings for NodeArgs {
+    type Config = NodeConfig;
+
+    fn config(self) -> Result<NodeConfig, Vec<String>> {
+        use fillmesh_protocol::messages::{MAX_LABEL, MAX_PREFIXES, MAX_TRACKERS};
+        let mut problems = Vec::new();
+        if self.tracker.len() != self.tracker_id.len() {
+            problems.push(format!(
+                "give one --tracker-id per --tracker, in the same order ({} and {})",
+                self.tracker.len(),
+                self.tracker_id.len()
+            ));
+        }
+        if self.tracker.len() > MAX_TRACKERS {
+            problems.push(format!("at most {MAX_TRACKERS} --tracker ({} given)", self.tracker.len()));
+        }
+        for (what, label) in [("site", &self.site), ("region", &self.region)] {
+            if label.is_empty() || label.len() > MAX_LABEL {
+                problems.push(format!("--{what} must be 1 to {MAX_LABEL} bytes"));
+            }
+        }
+        if self.serve_prefix.len() > MAX_PREFIXES {
+            problems
+                .push(format!("at most {MAX_PREFIXES} --serve-prefix ({} given)", self.serve_prefix.len()));
+        }
+        match self.http {
+            None if self.origin => {
+                problems.push("--origin needs --http ADDR for `fillmesh seed` to reach it".to_owned())
+            }
+            Some(http) if same_tcp_port(http, self.listen) => problems.push(format!(
+                "--http {http} and --listen {} take the same TCP port (players' HTTPS listens on \
+                 --listen's port)",
+                self.listen
+            )),
+            _ => {}
+        }
+        for (flag, path) in [("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key)] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::File::open(path) {
+                    problems.push(format!("--{flag} {}: {e}", path.display()));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(NodeConfig {
+            data: self.data,
+            listen: self.listen,
+            origin: self.origin,
+            http: self.http,
+            trust: self.trust,
+            upload_rate: self.upload_rate,
+            serve: ServeLimits { max_requests: self.max_requests.max(1), ..ServeLimits::default() },
+            transport: TransportLimits {
+                max_streams_per_connection: self.max_streams_per_peer.max(1),
+                ..TransportLimits::default()
+            },
+            player_cert: self.tls_cert.zip(self.tls_key),
+            trackers: self.tracker.iter().copied().zip(self.tracker_id.iter().copied()).collect(),
+            site: self.site,
+            region: self.region,
+            prefixes: self.serve_prefix,
+            disk_bytes: self.disk_quota,
+            scrub: (self.scrub_rate > 0).then(|| ScrubConfig {
+                rate: self.scrub_rate,
+                interval: std::time::Duration::from_secs(self.scrub_interval_secs),
+            }),
+            plan_stale_after: self.plan_stale_after,
+            stale_origin_rate: self.stale_origin_rate,
+            drain: std::time::Duration::from_secs(self.drain_secs),
+        })
     }
-    let config = NodeConfig {
-        data: args.data,
-        listen: args.listen,
-        origin: args.origin,
-        http: args.http,
-        trust: args.trust,
-        upload_rate: args.upload_rate,
-        serve: ServeLimits { max_requests: args.max_requests.max(1), ..ServeLimits::default() },
-        transport: TransportLimits {
-            max_streams_per_connection: args.max_streams_per_peer.max(1),
-            ..TransportLimits::default()
-        },
-        player_cert: args.tls_cert.zip(args.tls_key),
-        trackers: args.tracker.iter().copied().zip(args.tracker_id.iter().copied()).collect(),
-        site: args.site,
-        region: args.region,
-        prefixes: args.serve_prefix,
-        disk_bytes: args.disk_quota,
-        scrub: (args.scrub_rate > 0).then(|| ScrubConfig {
-            rate: args.scrub_rate,
-            interval: std::time::Duration::from_secs(args.scrub_interval_secs),
-        }),
-        plan_stale_after: args.plan_stale_after,
-        stale_origin_rate: args.stale_origin_rate,
+}
+
+/// Whether two addresses would take the same TCP port on this host.
+pub(crate) fn same_tcp_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Runs the node (or prints its PeerId or its settings) until SIGTERM or Ctrl-C, which drain
+/// it; SIGHUP reads the settings again and applies what can change while it runs.
+pub fn run(tail: Vec<OsString>) -> anyhow::Result<()> {
+    let resolved = match config::resolve::<NodeArgs>("node", &tail) {
+        Err(ConfigError::Clap(e)) => e.exit(),
+        other => other?,
     };
-    anyhow::ensure!(
-        args.tracker.len() == args.tracker_id.len(),
-        "give one --tracker-id per --tracker, in the same order ({} and {})",
-        args.tracker.len(),
-        args.tracker_id.len()
-    );
-    anyhow::ensure!(
-        args.tracker.len() <= fillmesh_protocol::messages::MAX_TRACKERS,
-        "at most {} trackers",
-        fillmesh_protocol::messages::MAX_TRACKERS
-    );
-    for (what, label) in [("site", &config.site), ("region", &config.region)] {
-        anyhow::ensure!(
-            !label.is_empty() && label.len() <= fillmesh_protocol::messages::MAX_LABEL,
-            "--{what} must be 1 to {} bytes",
-            fillmesh_protocol::messages::MAX_LABEL
-        );
+    if resolved.args.print_id {
+        return super::print_peer_id(&resolved.args.data);
     }
-    anyhow::ensure!(
-        config.prefixes.len() <= fillmesh_protocol::messages::MAX_PREFIXES,
-        "at most {} --serve-prefix",
-        fillmesh_protocol::messages::MAX_PREFIXES
-    );
-    runtime()?.block_on(daemon::run(config, shutdown_signal()))
+    if resolved.args.print_config {
+        print!("{}", resolved.print());
+        return Ok(());
+    }
+    let config = resolved.config()?;
+    runtime()?.block_on(async move {
+        let (control, controls) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(signals(control, move || config::resolve::<NodeArgs>("node", &tail)?.config()));
+        daemon::run_controlled(config, controls).await
+    })
+}
+
+/// Turns signals into controls: SIGHUP reads the settings again (`reread`) and hands them
+/// over, or logs why not and changes nothing; SIGTERM and Ctrl-C stop (drain; a second one
+/// exits at once).
+async fn signals(control: Sender<Control>, reread: impl Fn() -> Result<NodeConfig, ConfigError>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut hup, mut term) = match (signal(SignalKind::hangup()), signal(SignalKind::terminate())) {
+        (Ok(hup), Ok(term)) => (hup, term),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for signals: {e}");
+            return;
+        }
+    };
+    // Bounded by the process's life: one turn per signal.
+    loop {
+        let sent = tokio::select! {
+            _ = hup.recv() => match reread() {
+                Ok(config) => {
+                    tracing::info!("SIGHUP: settings read again");
+                    control.send(Control::Reload(Box::new(config))).await
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: settings not applied, the node goes on as it was:\n{e}");
+                    Ok(())
+                }
+            },
+            _ = term.recv() => control.send(Control::Stop).await,
+            _ = tokio::signal::ctrl_c() => control.send(Control::Stop).await,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
 }

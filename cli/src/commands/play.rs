@@ -118,6 +118,7 @@ pub async fn run(args: PlayArgs) -> anyhow::Result<()> {
     report(on_stderr, format_args!("failovers: {}", s.failovers));
     report(on_stderr, format_args!("content misses (503, asked further down the list): {}", s.misses));
     report(on_stderr, format_args!("token renewals (steered again after a 403): {}", s.resteers));
+    report(on_stderr, format_args!("revivals (steered again with every appliance dropped): {}", s.revivals));
     Ok(())
 }
 

@@ -11,10 +11,20 @@ use anyhow::Context;
 use fillmesh_tracker::server::{self as tracker_server, TokenBind, TokenConfig, TrackerConfig};
 use libp2p_identity::PeerId;
 
+use std::ffi::OsString;
+
 use super::shutdown_signal;
+use crate::config::{self, ConfigError, Settings};
 
 #[derive(Debug, Args)]
 pub struct TrackerArgs {
+    /// A TOML file of settings: every flag is a key of the same name in snake case
+    /// (`token_ttl = 3600`). The command line, then FILLMESH_<KEY> variables, win over it.
+    #[arg(long, env = "FILLMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file, each with where it came from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Data directory: identity, catalog and registry.
     #[arg(long)]
     pub data: PathBuf,
@@ -85,60 +95,110 @@ pub struct TrackerArgs {
     pub steer_key_file: Option<PathBuf>,
 }
 
-/// Runs the tracker (or prints its PeerId) until Ctrl-C or SIGTERM.
-pub fn run(args: TrackerArgs) -> anyhow::Result<()> {
-    if args.print_id {
-        return super::print_peer_id(&args.data);
-    }
-    let mut trust = args.trust;
-    if let Some(file) = &args.trust_file {
-        trust.extend(tracker_server::read_trust_file(file)?);
-    }
-    let policy = match args.policy.as_str() {
-        "mesh" => Policy::Mesh,
-        "origin-only" => Policy::OriginOnly,
-        other => anyhow::bail!("--policy {other:?}: use mesh or origin-only"),
-    };
-    let config = TrackerConfig {
-        data: args.data,
-        listen: args.listen,
-        http: args.http,
-        trust,
-        policy,
-        seed: args.seed,
-        corrupt_quorum: args.corrupt_quorum.into(),
-        evict_watermark_pct: args.evict_watermark,
-        evict_min_idle_ms: args.evict_min_idle_secs * 1000,
-        etcd: etcd_config(args.etcd, args.etcd_prefix, args.etcd_lease_secs)?,
-        tokens: TokenConfig {
-            required: !args.no_tokens,
-            ttl: Duration::from_secs(args.token_ttl),
-            bind: match args.token_bind.as_str() {
-                "given" => TokenBind::Given,
-                "seen" => TokenBind::Seen,
-                "off" => TokenBind::Off,
-                other => anyhow::bail!("--token-bind {other:?}: use given, seen or off"),
-            },
-        },
-        steer_key: match &args.steer_key_file {
-            None => None,
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                let key = text.trim().to_owned();
-                anyhow::ensure!(
-                    (16..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()),
-                    "{}: the steering key is 16 to 256 printable characters on one line",
-                    path.display()
-                );
-                Some(key)
+impl Settings for TrackerArgs {
+    type Config = TrackerConfig;
+
+    fn config(self) -> Result<TrackerConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut trust = self.trust;
+        if let Some(file) = &self.trust_file {
+            match tracker_server::read_trust_file(file) {
+                Ok(peers) => trust.extend(peers),
+                Err(e) => problems.push(format!("--trust-file {}: {e:#}", file.display())),
             }
-        },
+        }
+        let policy = match self.policy.as_str() {
+            "mesh" => Policy::Mesh,
+            "origin-only" => Policy::OriginOnly,
+            other => {
+                problems.push(format!("--policy {other:?}: use mesh or origin-only"));
+                Policy::Mesh
+            }
+        };
+        let bind = match self.token_bind.as_str() {
+            "given" => TokenBind::Given,
+            "seen" => TokenBind::Seen,
+            "off" => TokenBind::Off,
+            other => {
+                problems.push(format!("--token-bind {other:?}: use given, seen or off"));
+                TokenBind::Off
+            }
+        };
+        let steer_key = self.steer_key_file.as_ref().and_then(|path| match steer_key(path) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                problems.push(format!("--steer-key-file {e:#}"));
+                None
+            }
+        });
+        if self.no_tokens && self.token_bind != "off" {
+            problems.push("--token-bind binds tokens, and --no-tokens turns them off: give one".to_owned());
+        }
+        let etcd = etcd_config(self.etcd, self.etcd_prefix, self.etcd_lease_secs).unwrap_or_else(|e| {
+            problems.push(format!("{e:#}"));
+            None
+        });
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(TrackerConfig {
+            data: self.data,
+            listen: self.listen,
+            http: self.http,
+            trust,
+            policy,
+            seed: self.seed,
+            corrupt_quorum: self.corrupt_quorum.into(),
+            evict_watermark_pct: self.evict_watermark,
+            evict_min_idle_ms: self.evict_min_idle_secs * 1000,
+            etcd,
+            tokens: TokenConfig { required: !self.no_tokens, ttl: Duration::from_secs(self.token_ttl), bind },
+            steer_key,
+        })
+    }
+}
+
+/// The steering key in `path`: 16 to 256 printable characters on one line.
+fn steer_key(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let key = text.trim().to_owned();
+    anyhow::ensure!(
+        (16..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()),
+        "{}: the steering key is 16 to 256 printable characters on one line",
+        path.display()
+    );
+    Ok(key)
+}
+
+/// Runs the tracker (or prints its PeerId or its settings) until Ctrl-C or SIGTERM.
+pub fn run(tail: Vec<OsString>) -> anyhow::Result<()> {
+    let resolved = match config::resolve::<TrackerArgs>("tracker", &tail) {
+        Err(ConfigError::Clap(e)) => e.exit(),
+        other => other?,
     };
+    if resolved.args.print_id {
+        return super::print_peer_id(&resolved.args.data);
+    }
+    if resolved.args.print_config {
+        print!("{}", resolved.print());
+        return Ok(());
+    }
+    let config = resolved.config()?;
     // One thread: every request takes the core's one lock anyway, and a multi-threaded
     // runtime only adds wake-ups across threads.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(tracker_server::run(config, shutdown_signal()))
+    runtime.block_on(async move {
+        // SIGHUP (a unit's `reload`) must not end the tracker, as its default action would:
+        // its settings change with a restart (the catalog and keys outlive it).
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!("SIGHUP: a tracker's settings change with a restart; nothing changed");
+                }
+            });
+        }
+        tracker_server::run(config, shutdown_signal()).await
+    })
 }
 
 /// The fleet's etcd from the flags: `None` without endpoints. The prefix ends with `/`, so

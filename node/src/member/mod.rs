@@ -80,6 +80,11 @@ pub struct MemberConfig {
     /// Turned true at the first registration with any tracker (the node's readiness for
     /// its service manager, `fillmesh_net::notify`).
     pub registered: tokio::sync::watch::Sender<bool>,
+    /// Turns true when the node starts draining: each tracker is told at once (an unhealthy
+    /// heartbeat: steering stops naming the node), and no more fills are asked for.
+    pub draining: tokio::sync::watch::Receiver<bool>,
+    /// Counts the trackers told of the drain, for the node to wait on (bounded).
+    pub told_draining: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// The tracker, reached through the node's connection pool (one connection, dialled on
@@ -319,8 +324,27 @@ async fn session(
     refill.tick().await;
     let mut members_epoch = None;
     let mut last_heartbeat = tokio::time::Instant::now();
+    let mut draining = config.draining.clone();
+    let mut told = false;
     loop {
+        if *draining.borrow_and_update() && !told {
+            // Said once per session (a session that starts while draining says it first).
+            let hb = Heartbeat {
+                healthy: false,
+                uploads_in_flight: server.in_flight(),
+                upload_bps_used: 0,
+                player_sessions: u32::try_from(config.player_sessions.get()).unwrap_or(0),
+                disk_used: store.titles().iter().map(|t| t.held_bytes()).sum(),
+            };
+            link.request(&TrackerRequest::Heartbeat(hb)).await?;
+            info!("told the tracker this node is draining");
+            config.told_draining.send_modify(|n| *n += 1);
+            told = true;
+        }
+        let asking = config.role == Role::Appliance && !told;
         tokio::select! {
+            // The drain starting: told at the top of the loop.
+            Ok(()) = draining.changed(), if !told => continue,
             _ = heartbeat.tick() => {
                 // A summary answered within the interval told the tracker this node is alive;
                 // the heartbeat's figures (uploads, players, disk) still go every
@@ -337,7 +361,7 @@ async fn session(
                 }
                 last_heartbeat = tokio::time::Instant::now();
                 let hb = Heartbeat {
-                    healthy: true,
+                    healthy: !told,
                     uploads_in_flight: server.in_flight(),
                     upload_bps_used: 0,
                     player_sessions: u32::try_from(config.player_sessions.get()).unwrap_or(0),
@@ -358,10 +382,10 @@ async fn session(
                 }
                 *last_contact = tokio::time::Instant::now();
             }
-            _ = refill.tick(), if config.role == Role::Appliance => fills(link, state).await?,
+            _ = refill.tick(), if asking => fills(link, state).await?,
             // The epoch moved (seen in a summary's answer: the heartbeat may be 10 s away) or
             // a fill wants a plan.
-            () = link.want_fills.notified(), if config.role == Role::Appliance => {
+            () = link.want_fills.notified(), if asking => {
                 refresh_members(link, &server, &config.gate).await?;
                 rehome(link, &store, &mut owned).await?;
                 fills(link, state).await?;

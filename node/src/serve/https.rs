@@ -81,14 +81,18 @@ impl PlayerServer {
         client: std::net::IpAddr,
     ) -> hyper::Response<axum::body::Body> {
         let (parts, _body) = request.into_parts();
+        // Counted until hyper has sent the last byte of the body (or dropped it).
+        let in_flight = self.in_flight();
         let span = request_span(&parts.method, parts.uri.path());
         let (head, body) = self
             .answer(&parts.method, parts.uri.path(), &parts.headers, client, Instant::now())
             .instrument(span.clone())
             .await;
         // hyper polls the body outside this future: the pieces carry the span themselves.
-        let stream =
-            self.pieces(body, span).map(|piece| piece.map_err(|Truncated| std::io::Error::other(Truncated)));
+        let stream = self.pieces(body, span).map(move |piece| {
+            let _ = &in_flight;
+            piece.map_err(|Truncated| std::io::Error::other(Truncated))
+        });
         head.map(|()| axum::body::Body::from_stream(stream))
     }
 }

@@ -21,7 +21,7 @@ mod range;
 
 pub use gate::Gate;
 pub use mesh::{ServeLimits, ServeStats, Server};
-pub use players::{PlayerLimits, PlayerMetrics, PlayerServer};
+pub use players::{Drain, PlayerLimits, PlayerMetrics, PlayerServer};
 
 /// What a node serves from. The store is the real one; tests put doubles here (a peer that
 /// lies), which is why serving goes through a trait rather than a runtime switch.

@@ -257,6 +257,65 @@ impl Default for PlayerLimits {
     }
 }
 
+/// A node's drain, seen by its player servers: once started, new connections and requests
+/// are turned away (503, so a player asks its next appliance) while the responses in flight
+/// finish, and the node waits for them ([`Drain::idle`]) up to its bound.
+#[derive(Debug, Default)]
+pub struct Drain {
+    draining: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Drain {
+    /// Turns new players away from now on.
+    pub fn start(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Responses being sent now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Returns once no response is in flight.
+    pub async fn idle(&self) {
+        // Bounded by the responses in flight, each of which ends (the caller bounds the wait).
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts a response in flight until the guard is dropped.
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+}
+
+/// One response in flight (see [`Drain`]).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Drain>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// The HTTP/3 side of an appliance.
 #[derive(Clone)]
 pub struct PlayerServer {
@@ -271,6 +330,8 @@ pub struct PlayerServer {
     alt_svc: Option<HeaderValue>,
     /// Which requests for titles are served (playback tokens).
     gate: Arc<Gate>,
+    /// The node's drain: new requests turned away, those in flight counted.
+    drain: Arc<Drain>,
 }
 
 impl std::fmt::Debug for PlayerServer {
@@ -298,7 +359,20 @@ impl PlayerServer {
             registry,
             alt_svc: None,
             gate: Arc::new(Gate::open()),
+            drain: Arc::new(Drain::default()),
         }
+    }
+
+    /// Follows `drain`: turns players away once it starts, and counts responses in flight
+    /// in it.
+    pub fn with_drain(mut self, drain: Arc<Drain>) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Counts one response in flight in the node's drain until the guard is dropped.
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.drain.enter()
     }
 
     /// Serves titles only to the requests `gate` admits (by default, to anyone).
@@ -362,6 +436,7 @@ impl PlayerServer {
     }
 
     async fn request(&self, request: Request<()>, mut stream: Stream, client: IpAddr) {
+        let _in_flight = self.in_flight();
         let received = Instant::now();
         // Read the (empty) request body to its end first: a request stream dropped before its
         // FIN was read makes quinn send STOP_SENDING(0), which the client sees as a reset of
@@ -441,6 +516,15 @@ impl PlayerServer {
             }
             None => (None, path),
         };
+        if self.drain.is_draining() {
+            // The node is going away: the player asks its next appliance (a 503 is "not
+            // here", never an error to it) and comes back after the restart.
+            return self.simple(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining\n",
+                &[("retry-after", "5"), ("cache-control", "no-store")],
+            );
+        }
         if method == Method::OPTIONS {
             // A CORS preflight: a web player on another origin may send `Range`.
             return self.simple(

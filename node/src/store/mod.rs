@@ -395,6 +395,13 @@ impl Store {
         &self.dir
     }
 
+    /// Flushes the index: every change is flushed where it is made already, so this only
+    /// makes sure of it before the process exits (a drained node's last step).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Limits the bytes of held chunks; chunks past it are refused with
     /// [`StoreError::QuotaExceeded`] and what is held stays served.
     pub fn set_quota(&self, bytes: u64) {
