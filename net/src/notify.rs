@@ -5,8 +5,8 @@
 //! `WatchdogSec=`.
 //!
 //! Without `NOTIFY_SOCKET` in the environment (not started by systemd) every call here does
-//! nothing; a failed send is logged once at debug level and otherwise ignored, as a process
-//! that serves should not stop over its supervisor's socket.
+//! nothing; a failed send is logged at debug level and otherwise ignored, as a process that
+//! serves should not stop over its supervisor's socket.
 
 use std::time::Duration;
 
@@ -47,6 +47,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// blocking call on each thread), and systemd then restarts the process. `None` (and no
 /// task) when no watchdog is asked for. Must be called within a tokio runtime.
 pub fn watchdog() -> Option<Watchdog> {
+    std::env::var_os("NOTIFY_SOCKET")?;
     let every = watchdog_interval()?;
     let task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
