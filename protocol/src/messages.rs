@@ -26,6 +26,18 @@ use crate::title::TitleId;
 /// Bumped on any incompatible change; the ALPN carries the major version too.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The oldest version this build accepts from peers and trackers: one behind its own (the
+/// N-1 rule), and never below 1, the first. A rolling upgrade of a fleet one version at a time
+/// then never has two nodes that cannot talk.
+pub const OLDEST_ACCEPTED_VERSION: u16 = if PROTOCOL_VERSION > 1 { PROTOCOL_VERSION - 1 } else { 1 };
+
+/// Whether this build talks with a peer or tracker whose [`Hello`] names `version`: its own
+/// and the one before (see [`OLDEST_ACCEPTED_VERSION`]); a newer one is refused with
+/// [`ErrorCode::VersionMismatch`] (the newer side accepts this one instead).
+pub fn accepts_version(version: u16) -> bool {
+    (OLDEST_ACCEPTED_VERSION..=PROTOCOL_VERSION).contains(&version)
+}
+
 /// Bytes a manifest may take on the wire: its chaining values, a package's files (each path,
 /// no longer than its listing line, plus a 32-byte id and a length), and a little framing.
 const MANIFEST_BYTES: usize = Manifest::MAX_CHUNKS as usize * 32
@@ -84,8 +96,8 @@ pub enum Role {
 /// The first exchange on a connection: each side says who it is and which version it speaks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
-    /// The [`PROTOCOL_VERSION`] the sender speaks; a receiver of another version answers
-    /// [`ErrorCode::VersionMismatch`].
+    /// The [`PROTOCOL_VERSION`] the sender speaks; a receiver that does not accept it (see
+    /// [`accepts_version`]) answers [`ErrorCode::VersionMismatch`].
     pub version: u16,
     /// What the sender is.
     pub role: Role,

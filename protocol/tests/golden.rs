@@ -366,3 +366,21 @@ fn every_kept_version_decodes() {
         }
     }
 }
+
+/// The N-1 rule: a build accepts its own version and the one before, and keeps the golden
+/// frames of each (so that their decoding is tested here); nothing newer, nothing before 1.
+#[test]
+fn every_accepted_version_keeps_its_golden_frames() {
+    assert!(accepts_version(PROTOCOL_VERSION));
+    assert!(!accepts_version(PROTOCOL_VERSION + 1));
+    assert!(!accepts_version(0));
+    assert_eq!(accepts_version(PROTOCOL_VERSION - 1), PROTOCOL_VERSION > 1);
+    for version in OLDEST_ACCEPTED_VERSION..=PROTOCOL_VERSION {
+        let file = format!("{GOLDEN}/v{version}.frames");
+        assert!(
+            std::path::Path::new(&file).exists(),
+            "version {version} is accepted: its golden frames must stay in {file}"
+        );
+        assert!(!kept(&format!("v{version}.frames")).is_empty(), "{file} is empty");
+    }
+}

@@ -170,6 +170,17 @@ fn config_check_names_every_kind_of_problem_with_its_line() {
 }
 
 #[test]
+fn the_example_config_files_pass_config_check() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
+    for (name, role) in [("appliance.toml", "node"), ("origin.toml", "node"), ("tracker.toml", "tracker")] {
+        let out = fillmesh().args(["config", "check"]).arg(examples.join(name)).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains(&format!("a valid `fillmesh {role}` configuration")), "{name}: {said}");
+    }
+}
+
+#[test]
 fn sighup_changes_the_trust_list_and_the_upload_rate_of_a_running_node() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("title.bin");
@@ -254,6 +265,50 @@ fn sighup_changes_the_trust_list_and_the_upload_rate_of_a_running_node() {
     let exited = origin.child.terminate(Duration::from_secs(60)).expect("the origin exits on SIGTERM");
     assert!(exited.success(), "{exited:?}\n{}", origin.log());
     assert!(origin.log().contains("drained"), "{}", origin.log());
+}
+
+#[test]
+fn sighup_changes_a_lone_trackers_trust_list_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let appliance = dir.path().join("appliance");
+    let appliance_id = print_id(&appliance);
+    let config = dir.path().join("tracker.toml");
+    let settings = |trust: &str| {
+        format!(
+            "data = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\ntrust = [{trust}]\n",
+            dir.path().join("tracker")
+        )
+    };
+    write(&config, &settings(""));
+    let tracker = NodeProcess::start_config("tracker", &config, &dir.path().join("tracker.log"), &[]);
+    let node = NodeProcess::start(
+        &appliance,
+        &["--listen", "127.0.0.1:0", "--tracker", &tracker.mesh, "--tracker-id", &tracker.peer],
+    );
+    let registered = |tracker: &NodeProcess| {
+        status(tracker)?["appliances"]
+            .as_array()?
+            .iter()
+            .any(|a| a["peer_id"] == appliance_id.as_str())
+            .then_some(())
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || tracker.log().contains("refusing untrusted").then_some(()))
+            .is_some(),
+        "{}",
+        tracker.log()
+    );
+    assert!(registered(&tracker).is_none());
+
+    write(&config, &settings(&format!("\"{appliance_id}\"")));
+    tracker.child.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(30), || registered(&tracker)).is_some(),
+        "the appliance did not register after the reload\n{}\n{}",
+        tracker.log(),
+        node.log()
+    );
+    assert!(tracker.log().contains("reload: trust list changed"), "{}", tracker.log());
 }
 
 /// Appliances in the rolling restart, and players on them.
@@ -342,7 +397,7 @@ fn a_rolling_restart_under_twenty_players_costs_no_player_an_error() {
 
     // Every player finishes, every byte verified, no error.
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut failovers = 0;
+    let (mut failovers, mut revivals) = (0, 0);
     for (p, (child, out, report)) in players.iter_mut().enumerate() {
         let status = wait_for(deadline.saturating_duration_since(Instant::now()), || {
             child.0.try_wait().ok().flatten()
@@ -352,13 +407,19 @@ fn a_rolling_restart_under_twenty_players_costs_no_player_an_error() {
         let errors = std::fs::read_to_string(report.with_extension("log")).unwrap_or_default();
         assert!(status.success(), "player {p}: {status:?}\n{said}\n{errors}");
         assert_eq!(file_id(out), mesh.title, "player {p}");
-        failovers += said
-            .lines()
-            .find_map(|l| l.strip_prefix("failovers: "))
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .unwrap();
+        let count = |prefix: &str| {
+            said.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .unwrap()
+        };
+        failovers += count("failovers: ");
+        revivals += count("revivals (steered again with every appliance dropped): ");
     }
-    println!("{PLAYERS} players through a rolling restart of {APPLIANCES} appliances: {failovers} failovers, no error");
+    println!(
+        "{PLAYERS} players through a rolling restart of {APPLIANCES} appliances: {failovers} failovers, \
+         {revivals} revivals, no error"
+    );
 
     // No chunk was filled twice: the restarted appliances held everything and fetched nothing.
     for (i, appliance) in appliances.iter().enumerate() {

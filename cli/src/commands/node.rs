@@ -214,8 +214,11 @@ async fn signals(control: Sender<Control>, reread: impl Fn() -> Result<NodeConfi
     let (mut hup, mut term) = match (signal(SignalKind::hangup()), signal(SignalKind::terminate())) {
         (Ok(hup), Ok(term)) => (hup, term),
         (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot listen for signals: {e}");
-            return;
+            // The node runs on (the sender kept: dropping it would stop the node), without
+            // reloads or a drain.
+            tracing::error!("cannot listen for signals, so no reload and no drain: {e}");
+            let _keep = control;
+            return std::future::pending().await;
         }
     };
     // Bounded by the process's life: one turn per signal.

@@ -188,16 +188,27 @@ pub fn run(tail: Vec<OsString>) -> anyhow::Result<()> {
     // runtime only adds wake-ups across threads.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        // SIGHUP (a unit's `reload`) must not end the tracker, as its default action would:
-        // its settings change with a restart (the catalog and keys outlive it).
+        // SIGHUP (a unit's `reload`) reads the settings again: the trust list changes live.
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             tokio::spawn(async move {
+                // Bounded by the process's life: one turn per signal.
                 while hup.recv().await.is_some() {
-                    tracing::warn!("SIGHUP: a tracker's settings change with a restart; nothing changed");
+                    match config::resolve::<TrackerArgs>("tracker", &tail).and_then(|r| r.config()) {
+                        Ok(config) => {
+                            tracing::info!("SIGHUP: settings read again");
+                            if reload.send(config).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::error!(
+                            "SIGHUP: settings not applied, the tracker goes on as it was:\n{e}"
+                        ),
+                    }
                 }
             });
         }
-        tracker_server::run(config, shutdown_signal()).await
+        tracker_server::run_with_reloads(config, shutdown_signal(), reloads).await
     })
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fillmesh_net::rpc::{self, CallError};
 use fillmesh_net::TransportError;
-use fillmesh_protocol::messages::{ErrorCode, Hello, MeshRequest, MeshResponse, Role, PROTOCOL_VERSION};
+use fillmesh_protocol::messages::{
+    accepts_version, ErrorCode, Hello, MeshRequest, MeshResponse, Role, PROTOCOL_VERSION,
+};
 use fillmesh_protocol::{Manifest, TitleId, VerifyError};
 use quinn::Connection;
 
@@ -150,7 +152,7 @@ pub(crate) async fn request_manifest(
 /// Says hello as `role` and checks that the peer speaks our protocol version.
 pub(crate) async fn hello(conn: &Connection, role: Role, timeout: Duration) -> Result<Hello, ClientError> {
     match rpc::call(conn, &MeshRequest::Hello(Hello::ours(role)), timeout).await? {
-        MeshResponse::Hello(h) if h.version == PROTOCOL_VERSION => Ok(h),
+        MeshResponse::Hello(h) if accepts_version(h.version) => Ok(h),
         MeshResponse::Hello(h) => Err(ClientError::Version(h.version)),
         MeshResponse::Error(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
         other => Err(ClientError::Unexpected { asked: "a hello", got: kind(&other) }),

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_protocol::messages::{
-    ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest, TrackerResponse,
-    PROTOCOL_VERSION,
+    accepts_version, ErrorCode, Fetched, Heartbeat, Hello, Registration, Role, TrackerRequest,
+    TrackerResponse,
 };
 use fillmesh_protocol::ownership;
 use fillmesh_protocol::{ChunkBitmap, IpPrefix, NodeId, TitleId};
@@ -272,7 +272,7 @@ async fn session(
     // Versions first: a tracker of another protocol version is said so plainly (and the
     // session is retried), not met later as undecodable answers.
     match link.request(&TrackerRequest::Hello(Hello::ours(config.role))).await? {
-        TrackerResponse::Hello(hello) if hello.version == PROTOCOL_VERSION => {
+        TrackerResponse::Hello(hello) if accepts_version(hello.version) => {
             debug!(agent = %hello.agent, "the tracker speaks our version");
         }
         other => return Err(TrackerError::Unexpected { asked: "hello", answer: Box::new(other) }),

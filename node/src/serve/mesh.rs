@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fillmesh_protocol::messages::{
-    ChunkHeader, ErrorCode, ErrorReply, Hello, MeshRequest, MeshResponse, Role, PROTOCOL_VERSION,
+    accepts_version, ChunkHeader, ErrorCode, ErrorReply, Hello, MeshRequest, MeshResponse, Role,
+    PROTOCOL_VERSION,
 };
 use fillmesh_protocol::TitleId;
 use libp2p_identity::PeerId;
@@ -210,7 +211,7 @@ impl Server {
     async fn answer(&self, send: &mut SendStream, request: MeshRequest) -> Result<(), WireError> {
         let io = self.limits.io_timeout;
         let response = match request {
-            MeshRequest::Hello(hello) if hello.version != PROTOCOL_VERSION => error(
+            MeshRequest::Hello(hello) if !accepts_version(hello.version) => error(
                 ErrorCode::VersionMismatch,
                 format!("this node speaks version {PROTOCOL_VERSION}, not {}", hello.version),
             ),

@@ -136,7 +136,7 @@ enum Malformed {
 }
 
 /// Where the fleet's store is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// etcd's client URLs, e.g. `http://127.0.0.1:2379`; with none, connecting fails
     /// ([`FleetError::Unreachable`]).

@@ -9,7 +9,7 @@ use fillmesh_net::frame::read_frame;
 use fillmesh_net::sync::LockExt;
 use fillmesh_net::{close, identity, rpc, trust, Chain, Router};
 use fillmesh_protocol::messages::{
-    ErrorCode, ErrorReply, Hello, TrackerRequest, TrackerResponse, PROTOCOL_VERSION,
+    accepts_version, ErrorCode, ErrorReply, Hello, TrackerRequest, TrackerResponse, PROTOCOL_VERSION,
 };
 use fillmesh_protocol::{NodeId, TitleId, ALPN};
 use libp2p_identity::PeerId;
@@ -83,7 +83,7 @@ async fn handle(shared: &Shared, node: &NodeId, conn_id: usize, request: Tracker
         Err(e) => error(ErrorCode::BadRequest, e.to_string()),
     };
     match request {
-        TrackerRequest::Hello(hello) if hello.version != PROTOCOL_VERSION => {
+        TrackerRequest::Hello(hello) if !accepts_version(hello.version) => {
             error(ErrorCode::VersionMismatch, format!("this tracker speaks version {PROTOCOL_VERSION}"))
         }
         TrackerRequest::Hello(_) => {

@@ -77,7 +77,7 @@ pub struct TrackerConfig {
 }
 
 /// Playback tokens, as the tracker hands them out ([`fillmesh_protocol::token`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenConfig {
     /// Appliances serve players only with a token steering signed (the default); off, the
     /// fleet is open: anyone who reaches an appliance may play any title it holds.
@@ -328,6 +328,17 @@ pub async fn run(
     config: TrackerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let (_keep, reloads) = tokio::sync::mpsc::channel(1);
+    run_with_reloads(config, shutdown, reloads).await
+}
+
+/// [`run`], applying each configuration `reloads` hands over (SIGHUP): the trust list
+/// changes live; what cannot is named in the log.
+pub async fn run_with_reloads(
+    config: TrackerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    reloads: tokio::sync::mpsc::Receiver<TrackerConfig>,
+) -> anyhow::Result<()> {
     let _watchdog = notify::watchdog();
     let key = identity::load_or_create(&config.data)?;
     let tls = TlsIdentity::new(&key)?;
@@ -421,6 +432,7 @@ pub async fn run(
     let mesh = tokio::spawn(mesh::router(shared.clone()).run(endpoint.clone()));
     let ticker = tokio::spawn(tick(shared.clone()));
     let reloader = tokio::spawn(reload_keys(shared.clone(), config.data.clone()));
+    let reapply = tokio::spawn(apply_reloads(shared.clone(), config.clone(), reloads));
     info!(%peer, %mesh_addr, %http_addr, titles, nodes, trusted = config.trust.len(), "tracker ready");
     let ready =
         Ready { kind: ProcessKind::Tracker, peer: peer.to_string(), mesh: mesh_addr, http: Some(http_addr) };
@@ -434,12 +446,63 @@ pub async fn run(
         fleet.leave().await;
     }
     endpoint.close();
-    for task in [mesh, ticker, reloader] {
+    for task in [mesh, ticker, reloader, reapply] {
         task.abort();
     }
     http.abort();
     shared.index.flush()?;
     Ok(())
+}
+
+/// Applies the configurations the binary reads again on SIGHUP: the trust list (a lone
+/// tracker's replaced; a fleet's, kept in etcd and shared by every tracker, gains the new
+/// peers, and a peer is removed from it with etcd itself); every other change is named as
+/// needing a restart.
+async fn apply_reloads(
+    shared: Arc<Shared>,
+    mut running: TrackerConfig,
+    mut reloads: tokio::sync::mpsc::Receiver<TrackerConfig>,
+) {
+    // Bounded by the process's life: one turn per reload.
+    while let Some(new) = reloads.recv().await {
+        if new.trust != running.trust {
+            match &shared.fleet {
+                None => {
+                    let (added, removed) = shared.trust.relist(new.trust.iter().copied());
+                    info!(added, removed, "reload: trust list changed");
+                }
+                Some(fleet) => match fleet.trust(&new.trust).await {
+                    Ok(()) => info!(
+                        listed = new.trust.len(),
+                        "reload: the fleet's trust list in etcd gained the peers listed (a peer is removed from it in etcd)"
+                    ),
+                    Err(e) => warn!("reload: cannot write the trust list to etcd: {}", Chain(&e)),
+                },
+            }
+            running.trust = new.trust.clone();
+        }
+        let fixed = [
+            ("data", new.data != running.data),
+            ("listen", new.listen != running.listen),
+            ("http", new.http != running.http),
+            ("policy", new.policy != running.policy),
+            ("seed", new.seed != running.seed),
+            ("corrupt_quorum", new.corrupt_quorum != running.corrupt_quorum),
+            ("evict_watermark", new.evict_watermark_pct != running.evict_watermark_pct),
+            ("evict_min_idle_secs", new.evict_min_idle_ms != running.evict_min_idle_ms),
+            ("etcd", new.etcd != running.etcd),
+            ("no_tokens/token_ttl/token_bind", new.tokens != running.tokens),
+            ("steer_key_file", new.steer_key != running.steer_key),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                warn!(
+                    key,
+                    "reload: {key} cannot change while the tracker runs; restart it to apply the new value"
+                );
+            }
+        }
+    }
 }
 
 /// Reads a lone tracker's key file again when it changes, and drops keys past their end,
