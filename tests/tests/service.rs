@@ -146,6 +146,9 @@ fn the_package_holds_the_binary_units_configs_and_makes_the_user() {
         "./etc/fillmesh/node.toml",
         "./etc/fillmesh/tracker.toml",
         "./usr/lib/sysusers.d/fillmesh.conf",
+        "./usr/share/doc/fillmesh/examples/appliance.toml",
+        "./usr/share/doc/fillmesh/examples/origin.toml",
+        "./usr/share/doc/fillmesh/examples/tracker.toml",
     ] {
         assert!(paths.contains(&want), "{want} not in the package:\n{listing}");
     }
@@ -181,11 +184,30 @@ fn the_package_holds_the_binary_units_configs_and_makes_the_user() {
             "{unit} differs from packaging/systemd"
         );
     }
+    // Every example names the state directory of the unit that runs it (the only place the
+    // sandbox lets it write).
+    for (example, data) in [
+        ("appliance", "/var/lib/fillmesh/node"),
+        ("origin", "/var/lib/fillmesh/node"),
+        ("tracker", "/var/lib/fillmesh/tracker"),
+    ] {
+        let conf = std::fs::read_to_string(t.join(format!("usr/share/doc/fillmesh/examples/{example}.toml")))
+            .unwrap();
+        assert!(
+            conf.lines().any(|l| l == format!("data = \"{data}\"")),
+            "{example}.toml: data is not {data}"
+        );
+    }
     let version = run(Command::new(t.join("usr/bin/fillmesh")).arg("--version"), "the package's binary");
     assert!(version.status.success() && text(&version.stdout).starts_with("fillmesh "), "{version:?}");
-    // The configs it ships are valid for the commands their units run.
-    for kind in ["node", "tracker"] {
+    // The units' configs are the repository's examples, valid for the commands the units run.
+    for (kind, example) in [("node", "appliance"), ("tracker", "tracker")] {
         let conf = t.join(format!("etc/fillmesh/{kind}.toml"));
+        assert_eq!(
+            std::fs::read(&conf).unwrap(),
+            std::fs::read(repo().join(format!("examples/config/{example}.toml"))).unwrap(),
+            "/etc/fillmesh/{kind}.toml is not examples/config/{example}.toml"
+        );
         let checked = run(
             Command::new(t.join("usr/bin/fillmesh")).args(["config", "check", "--for", kind]).arg(&conf),
             "the package's binary",
