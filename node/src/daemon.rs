@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use fillmesh_net::ready::{ProcessKind, Ready};
-use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
+use fillmesh_net::{identity, notify, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
 
 use crate::member::MemberConfig;
 use crate::metrics::FillMetrics;
@@ -129,6 +129,7 @@ async fn serve(
     mut controls: Option<mpsc::Receiver<Control>>,
     sources: impl FnOnce(Arc<Store>) -> Sources,
 ) -> anyhow::Result<()> {
+    let _watchdog = notify::watchdog();
     let key = identity::load_or_create(&config.data)?;
     let mut tls = TlsIdentity::new(&key)?;
     if let Some((cert, key)) = &config.player_cert {
@@ -233,6 +234,7 @@ async fn serve(
         None => None,
     };
     let (draining, told) = (watch::Sender::new(false), Arc::new(watch::Sender::new(0usize)));
+    let (registered, on_registered) = watch::channel(false);
     let member = (!config.trackers.is_empty()).then(|| {
         let member = MemberConfig {
             trackers: config.trackers.clone(),
@@ -251,6 +253,7 @@ async fn serve(
             gate,
             draining: draining.subscribe(),
             told_draining: told.clone(),
+            registered,
         };
         tokio::spawn(crate::member::run(
             member,
@@ -268,6 +271,7 @@ async fn serve(
     let titles = store.titles();
     info!(%peer, %mesh_addr, ?role, titles = titles.len(), "node ready");
     say!("{ready}");
+    notify::ready_once_registered(member.is_some(), on_registered, format!("serving on {mesh_addr}"));
 
     tokio::pin!(shutdown);
     // Bounded by the process's life: one turn per signal.
@@ -293,6 +297,7 @@ async fn serve(
                     }
                 }
                 Some(Control::Stop) | None => {
+                    notify::stopping("draining");
                     let bound = live.config.drain;
                     let second = async {
                         match controls.as_mut() {
@@ -312,6 +317,7 @@ async fn serve(
             },
         }
     }
+    notify::stopping("shutting down");
     info!("shutting down");
     endpoint.close();
     if let Some(h) = http {

@@ -121,6 +121,11 @@ impl NodeProcess {
         Self::start_kind("tracker", data, &args, &[])
     }
 
+    /// [`NodeProcess::start_tracker`] with extra environment.
+    pub fn start_tracker_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_kind("tracker", data, args, env)
+    }
+
     /// [`NodeProcess::start`] with extra environment (e.g. `FILLMESH_LOG`).
     pub fn start_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         Self::start_kind("node", data, args, env)

@@ -77,6 +77,9 @@ pub struct MemberConfig {
     /// The player servers' playback tokens: told the keys and whether tokens are required
     /// by each tracker.
     pub gate: Arc<Gate>,
+    /// Turned true at the first registration with any tracker (the node's readiness for
+    /// its service manager, `fillmesh_net::notify`).
+    pub registered: tokio::sync::watch::Sender<bool>,
     /// Turns true when the node starts draining: each tracker is told at once (an unhealthy
     /// heartbeat: steering stops naming the node), and no more fills are asked for.
     pub draining: tokio::sync::watch::Receiver<bool>,
@@ -291,6 +294,7 @@ async fn session(
         other => return Err(TrackerError::Unexpected { asked: "register", answer: Box::new(other) }),
     };
     info!(tracker = %link.addr, "registered with the tracker");
+    config.registered.send_replace(true);
     *last_contact = tokio::time::Instant::now();
     if *escalated {
         info!("the tracker is back: fills follow its plans again");

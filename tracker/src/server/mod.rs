@@ -21,7 +21,9 @@ use crate::core::{Config, Policy, Tracker, TrackerInfo};
 use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{identity, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
+use fillmesh_net::{
+    identity, notify, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust,
+};
 use fillmesh_protocol::messages::{ErrorCode, SteerTarget, TrackerRequest, TrackerResponse};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
@@ -343,6 +345,7 @@ pub async fn run_with_reloads(
     shutdown: impl std::future::Future<Output = ()>,
     reloads: tokio::sync::mpsc::Receiver<TrackerConfig>,
 ) -> anyhow::Result<()> {
+    let _watchdog = notify::watchdog();
     let key = identity::load_or_create(&config.data)?;
     let tls = TlsIdentity::new(&key)?;
     let peer = tls.peer_id();
@@ -464,8 +467,10 @@ pub async fn run_with_reloads(
         admin: Some(admin_addr),
     };
     say!("{ready}");
+    notify::ready(&format!("serving on {mesh_addr}, http {http_addr}"));
 
     shutdown.await;
+    notify::stopping("shutting down");
     info!("shutting down");
     if let Some(fleet) = &shared.fleet {
         fleet.leave().await;
