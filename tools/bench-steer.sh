@@ -71,8 +71,8 @@ start() {
 head -c $((4 << 20)) /dev/urandom >"$WORK/title.bin"
 
 # mesh NAME OCTET [TRACKER FLAGS...]: a tracker on 127.0.0.1, an origin on 127.0.0.OCTET and
-# the appliances after it; sets TRACKER_PID and TRACKER_HTTP_<NAME>.
-declare -A TRACKER_PID TRACKER_HTTP
+# the appliances after it; sets TRACKER_PID, TRACKER_HTTP and TRACKER_ADMIN (by name).
+declare -A TRACKER_PID TRACKER_HTTP TRACKER_ADMIN
 mesh() {
     local name=$1 octet=$2
     shift 2
@@ -83,12 +83,14 @@ mesh() {
         "$BIN" node --print-id --data "$dir/$i" >>"$dir/trusted.txt" 2>/dev/null
     done
     start "$name-tracker" tracker --data "$dir/tracker" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
-        --trust-file "$dir/trusted.txt" "$@"
+        --admin-http 127.0.0.1:0 --trust-file "$dir/trusted.txt" "$@"
     TRACKER_PID[$name]=$PID
     local words
     read -r -a words <<<"$READY"
     local peer=${words[2]} tmesh=${words[4]}
     TRACKER_HTTP[$name]=http://${words[6]}
+    # The ready line: fillmesh tracker PEER mesh ADDR http ADDR admin ADDR.
+    TRACKER_ADMIN[$name]=http://${words[8]}
     start "$name-origin" node --data "$dir/origin" --origin --listen "127.0.0.$octet:0" \
         --http "127.0.0.$octet:0" --tracker "$tmesh" --tracker-id "$peer" --site origin --region core
     read -r -a words <<<"$READY"
@@ -102,7 +104,7 @@ mesh() {
     # Steering names appliances once they hold the whole title.
     for i in $(seq 600); do
         local complete
-        complete=$(curl -fsS "${TRACKER_HTTP[$name]}/status" |
+        complete=$(curl -fsS "${TRACKER_ADMIN[$name]}/status" |
             jq --arg t "$TITLE" '[.titles[] | select(.id == $t) | .complete_appliances] | first // 0')
         [[ $complete -ge $APPLIANCES ]] && return 0
         sleep 0.1

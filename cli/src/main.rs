@@ -46,9 +46,11 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Print the mesh state as JSON.
     Status {
-        /// The tracker's --http URL, e.g. http://127.0.0.1:8000
-        #[arg(long)]
-        tracker_http: String,
+        /// The tracker's operator URL (its --admin-http), e.g. http://127.0.0.1:8001.
+        /// `--tracker-http` is an older name for it: /status is no longer on the tracker's
+        /// viewer listener (--http), which answers it 404.
+        #[arg(long, alias = "tracker-http", value_name = "URL")]
+        tracker_admin: String,
     },
     /// Run a simulator scenario on the real binaries in network namespaces behind shaped
     /// links with the scenario's latencies (root only), then in the simulator; print both.
@@ -109,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(args) => runtime()?.block_on(cli::fetch::run(args)),
         Command::Config(args) => cli::config::run(args),
         Command::Keys(args) => runtime()?.block_on(cli::keys::run(args)),
-        Command::Status { tracker_http } => runtime()?.block_on(cli::status::run(&tracker_http)),
+        Command::Status { tracker_admin } => runtime()?.block_on(cli::status::run(&tracker_admin)),
         Command::Play(args) => runtime()?.block_on(cli::play::run(args)),
         Command::Sim(args) => cli::sim::run(args),
         Command::Testbed(args) => runtime()?.block_on(cli::testbed::run(args)),

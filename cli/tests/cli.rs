@@ -150,7 +150,7 @@ fn each_cause_of_a_failed_command_is_said_once() {
         (&["seed", missing, "--origin", &closed], "No such file"),
         (&["seed", file, "--origin", &closed], "Connection refused"),
         (&["play", &title, "--tracker-http", &closed, "--steer-cache", cache], "Connection refused"),
-        (&["status", "--tracker-http", &closed], "Connection refused"),
+        (&["status", "--tracker-admin", &closed], "Connection refused"),
         (&["play", "not-a-title", "--tracker-http", &closed, "--steer-cache", cache], "a title id is"),
         (&["seed", file, "--origin", &closed, "--chunk-size", "lots"], "\"lots\" is not a size"),
     ];

@@ -14,6 +14,7 @@
 //!   peers a node trusts, as a wrapper around it.
 //! - [`pool`]: one connection per (address, PeerId), reused, re-dialled when closed.
 //! - [`ready`]: the line a process prints when it is ready, written and parsed in one place.
+//! - [`notify`]: systemd's readiness, watchdog and status notifications.
 //! - [`console`]: report lines on stdout that survive a closed pipe (`say!`).
 //! - [`metrics`]: one Prometheus registry per process and the one `/metrics` page of it.
 //! - [`rate`]: the token bucket that caps a node's upload and a player's consumption.
@@ -30,6 +31,7 @@ pub mod endpoint;
 pub mod frame;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod pool;
 pub mod rate;
 pub mod ready;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use fillmesh_net::ready::{ProcessKind, Ready};
-use fillmesh_net::{identity, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
+use fillmesh_net::{identity, notify, say, MeshEndpoint, TlsIdentity, TransportLimits, Trust, H3_ALPN};
 
 use crate::classes::{FillLive, RateCaps};
 use crate::member::MemberConfig;
@@ -37,7 +37,9 @@ pub struct NodeConfig {
     /// Run as the origin: register as one, publish the titles held whole, and serve the
     /// ingest API on `http`, which it then requires.
     pub origin: bool,
-    /// HTTP: `/metrics` and `/health` on every node, the ingest API on the origin.
+    /// The node's operator surface over HTTP: `/metrics` and `/health` on every node, the
+    /// ingest API on the origin. Players never see it (they use the mesh port); a
+    /// non-loopback address is logged as a warning.
     pub http: Option<SocketAddr>,
     /// The PeerIds allowed mesh requests from the start; members the tracker vouches for are
     /// trusted as they are learned. Players are not affected.
@@ -150,6 +152,7 @@ async fn serve(
     mut controls: Option<mpsc::Receiver<Control>>,
     sources: impl FnOnce(Arc<Store>) -> Sources,
 ) -> anyhow::Result<()> {
+    let _watchdog = notify::watchdog();
     let key = identity::load_or_create(&config.data)?;
     let mut tls = TlsIdentity::new(&key)?;
     if let Some((cert, key)) = &config.player_cert {
@@ -197,7 +200,8 @@ async fn serve(
     let trust = Trust::new(config.trust.iter().copied());
     let server = Server::new(sources.mesh, trust.clone(), config.serve.clone(), config.upload_rate, role)
         .with_rates(fill_live.rates.clone());
-    // One registry for the whole node, shown at `/metrics` on HTTP and on HTTP/3.
+    // One registry for the whole node, shown at `/metrics` on its operator listener (`--http`)
+    // only: never on the players' HTTP/3 and HTTPS.
     let fill_metrics = Arc::new(FillMetrics::default());
     let player_metrics = Arc::new(PlayerMetrics::default());
     let scrub_status = Arc::new(ScrubStatus::default());
@@ -220,28 +224,30 @@ async fn serve(
     // Players and peers share the total cap, players first (`classes`).
     let player_sessions = player_metrics.sessions.clone();
     let drain = Arc::new(Drain::default());
-    let players = PlayerServer::new(
-        sources.players,
-        PlayerLimits::default(),
-        fill_live.rates.clone(),
-        player_metrics,
-        registry.clone(),
-    )
-    .advertise_h3(mesh_addr.port())
-    .with_gate(gate.clone())
-    .with_drain(drain.clone());
+    let players =
+        PlayerServer::new(sources.players, PlayerLimits::default(), fill_live.rates.clone(), player_metrics)
+            .advertise_h3(mesh_addr.port())
+            .with_gate(gate.clone())
+            .with_drain(drain.clone());
     let https = tokio::spawn(crate::serve::https::serve(players.clone(), player_tcp, player_tcp_tls));
     let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
 
-    let mut ready = Ready { kind: ProcessKind::Node, peer: peer.to_string(), mesh: mesh_addr, http: None };
+    let mut ready =
+        Ready { kind: ProcessKind::Node, peer: peer.to_string(), mesh: mesh_addr, http: None, admin: None };
     let http = match config.http {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let http_addr = listener.local_addr()?;
+            if !http_addr.ip().is_loopback() {
+                warn!(
+                    %http_addr,
+                    "--http is the node's operator surface (/metrics, /health and, on the origin, the ingest API `fillmesh seed` writes to) and has no authentication: keep it on loopback or a management network that players cannot reach"
+                );
+            }
             ready.http = Some(http_addr);
             // Every node: /metrics and /health. The origin: its ingest API too.
             let mut app = crate::metrics::route(registry.clone());
@@ -254,6 +260,7 @@ async fn serve(
         None => None,
     };
     let (draining, told) = (watch::Sender::new(false), Arc::new(watch::Sender::new(0usize)));
+    let (registered, on_registered) = watch::channel(false);
     let member = (!config.trackers.is_empty()).then(|| {
         let member = MemberConfig {
             trackers: config.trackers.clone(),
@@ -274,6 +281,7 @@ async fn serve(
             windows: fill_live.windows.subscribe(),
             draining: draining.subscribe(),
             told_draining: told.clone(),
+            registered,
         };
         tokio::spawn(crate::member::run(
             member,
@@ -291,6 +299,7 @@ async fn serve(
     info!(%peer, %mesh_addr, ?role, titles = titles.len(), fill_window = %config.fill_window, "node ready");
     let mut live = Live { scrubbing: scrub_task(config.scrub), config, trust, fill: fill_live };
     say!("{ready}");
+    notify::ready_once_registered(member.is_some(), on_registered, format!("serving on {mesh_addr}"));
 
     tokio::pin!(shutdown);
     // Bounded by the process's life: one turn per signal.
@@ -316,6 +325,7 @@ async fn serve(
                     }
                 }
                 Some(Control::Stop) | None => {
+                    notify::stopping("draining");
                     let bound = live.config.drain;
                     let second = async {
                         match controls.as_mut() {
@@ -335,6 +345,7 @@ async fn serve(
             },
         }
     }
+    notify::stopping("shutting down");
     info!("shutting down");
     endpoint.close();
     if let Some(h) = http {

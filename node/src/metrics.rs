@@ -1,7 +1,7 @@
 //! The node's Prometheus registry (appliance or origin): mesh serving, filling, fill progress
 //! per title, and what players got. One registry, built by [`registry`], which every part
-//! registers into; served on `--http ADDR` at `/metrics` ([`route`]) and on HTTP/3 at the mesh
-//! port, both as [`fillmesh_net::metrics::page`] renders it.
+//! registers into; served on `--http ADDR` (the node's operator listener) at `/metrics`
+//! ([`route`]) as [`fillmesh_net::metrics::page`] renders it, never on the players' port.
 
 use std::sync::Arc;
 

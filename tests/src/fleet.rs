@@ -185,7 +185,10 @@ impl Drop for Proxy {
 pub struct FleetTracker {
     pub data: PathBuf,
     pub mesh: String,
+    /// The viewers' listener (`/steer`).
     pub http: String,
+    /// The operators' listener (`/status`, `/metrics`).
+    pub admin: String,
     pub peer: String,
     pub process: Option<NodeProcess>,
     /// The forwarder it reaches etcd through, if the test cuts it off.
@@ -235,10 +238,15 @@ impl Fleet {
             let out =
                 fillmesh().arg("tracker").arg("--data").arg(&data).arg("--print-id").output().expect("run");
             assert!(out.status.success(), "{out:?}");
+            let http_port = free_port(&ip);
+            // Two TCP ports: the kernel may hand the same free port out twice.
+            let admin_port =
+                (0..100).map(|_| free_port(&ip)).find(|p| *p != http_port).expect("a second free port");
             fleet_trackers.push(FleetTracker {
                 data,
                 mesh: format!("{ip}:{}", free_port(&ip)),
-                http: format!("{ip}:{}", free_port(&ip)),
+                http: format!("{ip}:{http_port}"),
+                admin: format!("{ip}:{admin_port}"),
                 peer: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
                 process: None,
                 proxy: behind_proxy.contains(&t).then(|| Proxy::start(&etcd.url()["http://".len()..])),
@@ -303,7 +311,7 @@ impl Fleet {
     pub fn status(&self, t: usize) -> Option<Value> {
         let tracker = &self.trackers[t];
         tracker.process.as_ref()?;
-        status_at(&tracker.http)
+        status_at(&tracker.admin)
     }
 
     /// How many trackers tracker `t` lists as live.
@@ -384,6 +392,8 @@ fn start_tracker(tracker: &mut FleetTracker, url: &str, trust_file: &Path) {
         &tracker.mesh,
         "--http",
         &tracker.http,
+        "--admin-http",
+        &tracker.admin,
         "--trust-file",
         &trust,
         "--etcd",

@@ -97,7 +97,10 @@ pub struct NodeProcess {
     pub child: ChildGuard,
     pub peer: String,
     pub mesh: String,
+    /// A node's `--http` (its operator surface), a tracker's viewer listener.
     pub http: Option<String>,
+    /// A tracker's operator listener (`--admin-http`: `/status`, `/metrics`).
+    pub admin: Option<String>,
     pub stderr: PathBuf,
 }
 
@@ -107,9 +110,20 @@ impl NodeProcess {
         Self::start_kind("node", data, args, &[])
     }
 
-    /// Starts `fillmesh tracker --data DATA ARGS...` and waits for its ready line.
+    /// Starts `fillmesh tracker --data DATA ARGS...` and waits for its ready line. Without
+    /// `--admin-http` in `args`, the operators' listener takes a free port on 127.0.0.1 (its
+    /// default port would clash between tests run at once).
     pub fn start_tracker(data: &Path, args: &[&str]) -> Self {
-        Self::start_kind("tracker", data, args, &[])
+        let mut args = args.to_vec();
+        if !args.iter().any(|a| a.starts_with("--admin-http")) {
+            args.extend(["--admin-http", "127.0.0.1:0"]);
+        }
+        Self::start_kind("tracker", data, &args, &[])
+    }
+
+    /// [`NodeProcess::start_tracker`] with extra environment.
+    pub fn start_tracker_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_kind("tracker", data, args, env)
     }
 
     /// [`NodeProcess::start`] with extra environment (e.g. `FILLMESH_LOG`).
@@ -161,8 +175,18 @@ impl NodeProcess {
             peer: ready.peer,
             mesh: ready.mesh.to_string(),
             http: ready.http.map(|a| a.to_string()),
+            admin: ready.admin.map(|a| a.to_string()),
             stderr,
         }
+    }
+
+    /// The `/metrics` page of the process's operator listener: a tracker's `--admin-http`, a
+    /// node's `--http` (which it must have been given).
+    pub fn metrics(&self) -> String {
+        let at = self.admin.as_deref().or(self.http.as_deref()).expect("an operator listener");
+        let (code, page) = http(at, "GET", "/metrics", &[], b"");
+        assert_eq!(code, 200, "/metrics at {at}: {page}");
+        page
     }
 
     pub fn log(&self) -> String {
@@ -194,6 +218,18 @@ pub fn file_id(path: &Path) -> String {
 /// A minimal HTTP/1.1 exchange (`Connection: close`), returning the status code and body.
 /// Enough to poke an API with requests the real client would never send.
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let (status, _, body) = http_with_head(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http`], with the answer's head (status line and headers) as well.
+pub fn http_with_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
@@ -219,8 +255,8 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     }
     let response = String::from_utf8_lossy(&raw).into_owned();
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response.as_str(), ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// A sample's value (one without labels) in a Prometheus text page.

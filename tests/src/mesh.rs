@@ -171,7 +171,16 @@ impl Mesh {
         let appliances = appliance_dirs
             .into_iter()
             .enumerate()
-            .map(|(i, d)| (d.clone(), start_appliance_with(&d, i, &tracker, node_args, &[])))
+            .map(|(i, d)| {
+                // Each appliance with its operator listener (`/metrics`), unless the test gives
+                // its own.
+                let own = format!("127.0.0.{}:0", 11 + i);
+                let mut args = node_args.to_vec();
+                if !node_args.contains(&"--http") {
+                    args.extend(["--http", &own]);
+                }
+                (d.clone(), start_appliance_with(&d, i, &tracker, &args, &[]))
+            })
             .collect();
 
         let file = match title {
@@ -303,7 +312,12 @@ impl Mesh {
         }
     }
 
-    /// The tracker's HTTP URL.
+    /// The tracker's operator URL (`--admin-http`: `/status`, `/metrics`, the fleet page).
+    pub fn tracker_admin_url(&self) -> String {
+        format!("http://{}", self.tracker.admin.as_deref().expect("tracker admin"))
+    }
+
+    /// The tracker's viewer URL (`--http`: `/steer`, `/watch`).
     pub fn tracker_url(&self) -> String {
         format!("http://{}", self.tracker.http.as_deref().expect("tracker http"))
     }
@@ -332,15 +346,16 @@ impl Mesh {
     }
 }
 
-/// The tracker's status JSON.
+/// The tracker's status JSON (from its operator listener).
 pub fn status(tracker: &NodeProcess) -> Option<Value> {
-    status_at(tracker.http.as_deref()?)
+    status_at(tracker.admin.as_deref()?)
 }
 
-/// The `/status` of the tracker whose HTTP API is at `http_addr`, if it answers.
-pub fn status_at(http_addr: &str) -> Option<Value> {
-    std::net::TcpStream::connect(http_addr).ok()?;
-    let (code, body) = http(http_addr, "GET", "/status", &[], b"");
+/// The `/status` of the tracker whose operator listener (`--admin-http`) is at `admin_addr`,
+/// if it answers.
+pub fn status_at(admin_addr: &str) -> Option<Value> {
+    std::net::TcpStream::connect(admin_addr).ok()?;
+    let (code, body) = http(admin_addr, "GET", "/status", &[], b"");
     (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 

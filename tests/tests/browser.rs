@@ -339,10 +339,9 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
     mesh.wait_complete(Duration::from_secs(120));
     let hosts: Vec<&str> = mesh.appliances.iter().map(|(_, a)| a.mesh.rsplit_once(':').unwrap().0).collect();
     let mut browser = Browser::start(&spki, &hosts).unwrap();
-    let tracker = format!("http://{}", mesh.tracker.http.clone().unwrap());
-
-    // The fleet page lists every node and the title complete on each appliance.
-    browser.go(&format!("{tracker}/"));
+    // The fleet page lists every node and the title complete on each appliance (it is on the
+    // tracker's operator listener).
+    browser.go(&format!("{}/", mesh.tracker_admin_url()));
     let shown = wait_for(Duration::from_secs(20), || {
         let v = browser.js(&format!(
             "const rows = [...document.querySelectorAll('#appliances tr[data-peer]')];
@@ -363,7 +362,7 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
 
     // The watch page plays from the steered appliance, past 5 s.
     browser.responses();
-    browser.go(&format!("{tracker}/watch/{}", mesh.title));
+    browser.go(&format!("{}/watch/{}", mesh.tracker_url(), mesh.title));
     let state = "const v = document.getElementById('video');
                  return { t: v.currentTime, sources: window.fillmesh.sources, errors: window.fillmesh.errors,
                           targets: window.fillmesh.targets.map(t => t.url) };";

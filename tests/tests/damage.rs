@@ -25,15 +25,16 @@ fn damage(data_dir: &Path, title: &str, offset: u64) {
 
 /// A client that does not verify (Python's niquests over HTTP/3 only) asks for one range
 /// once, then again every 200 ms for at most `deadline` seconds, reading the appliance's
-/// `/metrics` after each answer, until the appliance has counted a damaged chunk, holds every
-/// chunk again and served the range right after that. Prints every answer's status and
+/// `/metrics` (on its operator listener, plain HTTP) after each answer, until the appliance
+/// has counted a damaged chunk, holds every chunk again and served the range right after that. Prints every answer's status and
 /// whether its bytes were the title's, and how it ended.
 const REREAD: &str = r#"
 import hashlib, json, re, sys, time, warnings
 warnings.filterwarnings("ignore")
 import niquests
-base, title, rng, want, chunks, deadline = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+base, title, rng, want, chunks, deadline, metrics_url = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
 s = niquests.Session(disable_http1=True, disable_http2=True)
+operator = niquests.Session()
 def metric(text, name):
     m = re.search("^" + re.escape(name) + r" (\d+)$", text, re.M)
     return int(m.group(1)) if m else None
@@ -43,7 +44,7 @@ while True:
     r = s.get(base + "/titles/" + title, headers={"Range": rng}, verify=False, timeout=20)
     right = hashlib.sha256(r.content or b"").hexdigest() == want
     answers.append({"status": r.status_code, "right": right, "retry_after": r.headers.get("retry-after")})
-    text = s.get(base + "/metrics", verify=False, timeout=20).text
+    text = operator.get(metrics_url, timeout=20).text
     damaged = metric(text, "fillmesh_store_chunks_damaged_total")
     held = metric(text, 'fillmesh_fill_chunks_held{title="%s"}' % title)
     if damaged and held == chunks and r.status_code == 206 and right and any(a["status"] == 503 for a in answers):
@@ -70,9 +71,10 @@ fn damage_on_disk_is_never_served_and_the_chunk_is_dropped_refilled_and_counted(
     let (start, end) = (3 * MIB + 1000, 3 * MIB + 50_000);
     let want = sha256_hex(&bytes[start as usize..=end as usize]);
     let range = format!("bytes={start}-{end}");
+    let metrics_url = format!("http://{}/metrics", appliance.http.as_deref().unwrap());
     let reread = |deadline: &str| {
         let out = Command::new("python3")
-            .args(["-c", REREAD, &base, &mesh.title, &range, &want, "8", deadline])
+            .args(["-c", REREAD, &base, &mesh.title, &range, &want, "8", deadline, &metrics_url])
             .output()
             .expect("python3 with niquests (installed by .ci/run: python3 -m pip install niquests)");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -46,15 +46,15 @@ fn bytes_owned_by(len: usize, seed: u64, trackers: &[NodeId], want: &NodeId) -> 
         .expect("one title in 200 is this tracker's")
 }
 
-/// The PeerId the tracker at `http_addr` names as `title`'s owner.
-fn owner_at(http_addr: &str, title: &str) -> Option<String> {
-    let status = status_at(http_addr)?;
+/// The PeerId the tracker whose operator listener is `admin_addr` names as `title`'s owner.
+fn owner_at(admin_addr: &str, title: &str) -> Option<String> {
+    let status = status_at(admin_addr)?;
     let entry = status["titles"].as_array()?.iter().find(|e| e["id"] == title)?;
     entry["owner"].as_str().map(str::to_owned)
 }
 
 fn etcd_up(fleet: &Fleet, t: usize) -> Option<f64> {
-    let (code, page) = http(&fleet.trackers[t].http, "GET", "/metrics", &[], b"");
+    let (code, page) = http(&fleet.trackers[t].admin, "GET", "/metrics", &[], b"");
     (code == 200).then(|| metric(&page, "fillmesh_tracker_etcd_up")).flatten()
 }
 
@@ -75,6 +75,7 @@ fn a_tracker_whose_etcd_cannot_be_reached_says_which_endpoint() {
     // Port 9 on loopback: nothing listens (discard is never run here).
     let out = fillmesh()
         .args(["tracker", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--etcd", "http://127.0.0.1:9"])
+        .args(["--admin-http", "127.0.0.1:0"])
         .arg("--data")
         .arg(dir.path())
         .output()
@@ -88,6 +89,29 @@ fn a_tracker_whose_etcd_cannot_be_reached_says_which_endpoint() {
 fn three_trackers_fill_through_the_owners_kill_and_return() {
     let Some(mut fleet) = Fleet::start(3, 8, "8MB") else { return };
     wait_all_live(&fleet, &[0, 1, 2], 3);
+    // What the watch page falls back to: every live tracker's viewer address, on the viewers'
+    // listener, and no operator address.
+    let (code, listed) = http(&fleet.trackers[1].http, "GET", "/trackers", &[], b"");
+    assert_eq!(code, 200, "{listed}");
+    for t in &fleet.trackers {
+        assert!(listed.contains(&t.http) && !listed.contains(&t.admin), "{listed}");
+    }
+    // The fleet page of one tracker (on its admin listener) may read another's status; a page
+    // from anywhere else may not.
+    for (origin, allowed) in
+        [(format!("http://{}", fleet.trackers[0].admin), true), ("http://x.example".into(), false)]
+    {
+        let (code, head, _) = fillmesh_tests::http_with_head(
+            &fleet.trackers[1].admin,
+            "GET",
+            "/status",
+            &[("origin", &origin)],
+            b"",
+        );
+        assert_eq!(code, 200);
+        let allow = format!("access-control-allow-origin: {origin}");
+        assert_eq!(head.to_ascii_lowercase().contains(&allow), allowed, "{origin}: {head}");
+    }
     let file = fleet.dir.path().join("feature.mp4");
     std::fs::write(&file, test_bytes(TITLE_LEN, 42)).unwrap();
     let title = fleet.seed(&file);
@@ -106,15 +130,15 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     assert!(fleet.completed(&title) < 8, "the fill was over before the owner was killed");
     // From another thread, the moment a surviving tracker names another owner, asked every
     // 20 ms (the loop below is slower: a steering call waits up to 1 s on the dead owner).
-    let (survivor_http, killed_peer) =
-        (fleet.trackers[survivor].http.clone(), fleet.trackers[killed].peer.clone());
+    let (survivor_admin, killed_peer) =
+        (fleet.trackers[survivor].admin.clone(), fleet.trackers[killed].peer.clone());
     let watched = title.clone();
     fleet.kill_tracker(killed);
     let killed_at = Instant::now();
     let handover_watch = std::thread::spawn(move || {
         let deadline = killed_at + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if owner_at(&survivor_http, &watched).is_some_and(|o| o != killed_peer) {
+            if owner_at(&survivor_admin, &watched).is_some_and(|o| o != killed_peer) {
                 return Some(killed_at.elapsed());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -177,7 +201,8 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     assert_eq!(file_id(&out), title);
     // `fillmesh status` at any tracker: each title's owner and the fleet, the dead tracker
     // listed as not live.
-    let printed = fillmesh().args(["status", "--tracker-http", &alive]).output().unwrap();
+    let alive_admin = format!("http://{}", fleet.trackers[survivor].admin);
+    let printed = fillmesh().args(["status", "--tracker-admin", &alive_admin]).output().unwrap();
     assert!(printed.status.success(), "{printed:?}");
     let status: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
     let trackers = status["trackers"].as_array().unwrap();
@@ -186,6 +211,7 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
         let entry = trackers.iter().find(|e| e["peer_id"] == tracker.peer.as_str()).unwrap();
         assert_eq!(entry["addr"], tracker.mesh.as_str());
         assert_eq!(entry["http"], tracker.http.as_str());
+        assert_eq!(entry["admin"], tracker.admin.as_str());
         assert_eq!(entry["live"], t != killed, "{entry}");
     }
     let entry = status["titles"].as_array().unwrap().iter().find(|e| e["id"] == title.as_str()).unwrap();
@@ -195,7 +221,7 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     let owner = fleet.owner(survivor, &title).unwrap();
     let other = running.iter().copied().find(|&t| t != owner).unwrap();
     let printed = fillmesh()
-        .args(["status", "--tracker-http", &format!("http://{}", fleet.trackers[other].http)])
+        .args(["status", "--tracker-admin", &format!("http://{}", fleet.trackers[other].admin)])
         .output()
         .unwrap();
     assert!(printed.status.success(), "{printed:?}");

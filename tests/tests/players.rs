@@ -167,8 +167,8 @@ out = {
                    {"Origin": "http://page.example", "Access-Control-Request-Method": "GET",
                     "Access-Control-Request-Headers": "range"}),
 }
-m = s.get(base + "/metrics", verify=False, timeout=20)
-out["metrics"] = {"status": m.status_code, "type": m.headers.get("content-type"), "text": m.text}
+# The node's operator views are not on the players' port.
+out["metrics"] = get("/metrics")
 print(json.dumps(out))
 "#;
 
@@ -246,6 +246,9 @@ fn range_cases(mesh: &Mesh, version: &str) -> serde_json::Value {
     check("preflight", 204, None, None);
     assert_eq!(r["preflight"]["allow_headers"], "range");
     assert_eq!(r["preflight"]["allow_methods"], "GET, HEAD, OPTIONS");
+    // Players never see the node's operator views: `/metrics` is only on its `--http`.
+    check("metrics", 404, None, None);
+    assert_eq!(r["metrics"]["body"], sha(b"not found\n").as_str(), "{}", r["metrics"]);
     r
 }
 
@@ -253,17 +256,17 @@ fn range_cases(mesh: &Mesh, version: &str) -> serde_json::Value {
 fn a_standard_http3_client_gets_ranges_with_the_right_status_headers_and_bytes() {
     let mesh = Mesh::start("mesh", "64MB", 1, TITLE_LEN);
     mesh.wait_complete(Duration::from_secs(120));
-    let r = range_cases(&mesh, "h3");
+    range_cases(&mesh, "h3");
     let len = TITLE_LEN;
     let chunk = 1usize << 20;
-    // `/metrics` on HTTP/3 is the node's whole registry, as on its HTTP port.
-    let metrics = &r["metrics"];
-    assert_eq!(metrics["status"], 200, "{metrics}");
-    assert_eq!(metrics["type"], "text/plain; version=0.0.4; charset=utf-8", "{metrics}");
-    let text = metrics["text"].as_str().unwrap();
+    // What the appliance counted, on its operator listener (`--http`).
+    let text = mesh.appliances[0].1.metrics();
+    let text = text.as_str();
     for line in [
         "fillmesh_player_requests_total{status=\"206\"} 5",
         "fillmesh_player_requests_total{status=\"416\"} 1",
+        // `/metrics` asked on the players' port.
+        "fillmesh_player_requests_total{status=\"404\"} 1",
         "fillmesh_player_ttfb_seconds_count 6",
         // The unknown title: refused for the token (another title's) before it is looked up.
         "fillmesh_player_refused_total{reason=\"title\"} 1",
@@ -285,10 +288,10 @@ fn https_on_tcp_answers_the_range_cases_as_http3_does() {
     let mesh = Mesh::start("mesh", "64MB", 1, TITLE_LEN);
     mesh.wait_complete(Duration::from_secs(120));
     for version in ["h2", "h1"] {
-        let r = range_cases(&mesh, version);
-        let text = r["metrics"]["text"].as_str().unwrap();
-        assert!(text.lines().any(|l| l.starts_with("fillmesh_player_sessions ")), "{text}");
+        range_cases(&mesh, version);
     }
+    let text = mesh.appliances[0].1.metrics();
+    assert!(text.lines().any(|l| l.starts_with("fillmesh_player_sessions ")), "{text}");
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {

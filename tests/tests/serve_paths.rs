@@ -170,9 +170,8 @@ fn an_appliance_serves_a_package_by_path_over_http3_and_tcp() {
             assert_eq!(r.status, 400, "{path}: {r:?}");
         }
     }
-    // Counted: the appliance's registry, at /metrics on its player port.
-    let metrics =
-        curl(&format!("https://{}", mesh.appliances[0].1.mesh), "--http2", "GET", "/metrics", None).text();
+    // Counted: the appliance's registry, at /metrics on its operator listener (`--http`).
+    let metrics = mesh.appliances[0].1.metrics();
     let count = |kind: &str| {
         fillmesh_tests::metric(
             &metrics,

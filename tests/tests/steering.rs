@@ -36,9 +36,7 @@ fn a_title_played_while_it_fills_plays_to_the_end_verified() {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap();
     assert!(from_origin || misses > 0, "{stdout}");
-    let tracker_http = mesh.tracker.http.clone().unwrap();
-    let (code, metrics) = fillmesh_tests::http(&tracker_http, "GET", "/metrics", &[], b"");
-    assert_eq!(code, 200);
+    let metrics = mesh.tracker.metrics();
     let steered_misses = metrics
         .lines()
         .find_map(|l| l.strip_prefix("fillmesh_tracker_content_misses_total "))

@@ -127,7 +127,7 @@ fn an_appliance_serves_a_title_only_with_a_token_good_for_it() {
     assert_refused(&ask(&base, &stranger, &title), "key", "unknown key");
 
     // Each refusal counted by its reason (three transports, two requests each).
-    let page = curl(&base, "--http2", "GET", "/metrics", None).text();
+    let page = appliance.metrics();
     for word in ["missing", "title", "expired", "prefix", "key"] {
         let name = format!("fillmesh_player_refused_total{{reason=\"{word}\"}}");
         assert_eq!(metric(&page, &name), Some(6.0), "{name} in\n{page}");

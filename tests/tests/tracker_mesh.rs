@@ -63,8 +63,7 @@ fn appliances_fill_from_one_another_and_the_origin_sends_the_title_about_once() 
 
     // The operator's view: `fillmesh status` prints the same JSON, the metrics carry the byte
     // classes, and `--print-id` names the running tracker.
-    let url = format!("http://{}", mesh.tracker.http.as_deref().unwrap());
-    let out = fillmesh().args(["status", "--tracker-http", &url]).output().unwrap();
+    let out = fillmesh().args(["status", "--tracker-admin", &mesh.tracker_admin_url()]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["titles"][0]["complete_appliances"], APPLIANCES as u64);
@@ -73,8 +72,7 @@ fn appliances_fill_from_one_another_and_the_origin_sends_the_title_about_once() 
         APPLIANCES + 1,
         "8 appliances and the origin"
     );
-    let (code, metrics) = http(mesh.tracker.http.as_deref().unwrap(), "GET", "/metrics", &[], b"");
-    assert_eq!(code, 200);
+    let metrics = mesh.tracker.metrics();
     let origin_line =
         format!("fillmesh_title_bytes_total{{title=\"{}\",class=\"origin\"}} {origin_bytes}", mesh.title);
     assert!(metrics.contains(&origin_line), "{metrics}");

@@ -30,6 +30,7 @@ fn info(id: &NodeId, i: u16) -> TrackerInfo {
         peer_id: id.clone(),
         addr: SocketAddr::from(([127, 0, 0, 1], 4400 + i)),
         http: SocketAddr::from(([127, 0, 0, 1], 8000 + i)),
+        admin: None,
     }
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct Proc {
     pub(crate) peer: String,
     pub(crate) mesh: String,
     pub(crate) http: Option<String>,
+    /// A tracker's operator listener (`--admin-http`).
+    pub(crate) admin: Option<String>,
 }
 
 /// Runs `fillmesh ARGS` to completion and returns its stdout.
@@ -136,6 +138,7 @@ pub(crate) async fn start_with(
         peer: ready.peer,
         mesh: ready.mesh.to_string(),
         http: ready.http.map(|a| a.to_string()),
+        admin: ready.admin.map(|a| a.to_string()),
     })
 }
 
@@ -188,6 +191,8 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--admin-http",
+            "127.0.0.1:0",
             "--trust-file",
             &s(&trust_file),
         ]
@@ -196,6 +201,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
     let tracker_http = format!("http://{}", tracker.http.as_deref().context("tracker http")?);
+    let tracker_admin = format!("http://{}", tracker.admin.as_deref().context("tracker admin")?);
     let rate = opts.origin_upload_rate.to_string();
     let origin = start(
         &exe,
@@ -299,7 +305,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
             "the fill did not complete in 300 s; logs in {}",
             logs.display()
         );
-        let body = client.get(format!("{tracker_http}/status")).send().await?.text().await?;
+        let body = client.get(format!("{tracker_admin}/status")).send().await?.text().await?;
         let status: Value = serde_json::from_str(&body).context("the tracker's status is not JSON")?;
         for ((p, _, _), bar) in appliances.iter().zip(&bars) {
             let held = status["appliances"]
@@ -389,7 +395,7 @@ async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     }
     if opts.stay {
         say!("total            {:.1} s; the mesh stays up until Ctrl-C", started.elapsed().as_secs_f64());
-        say!("fleet            {tracker_http}/");
+        say!("fleet            {tracker_admin}/");
         say!("watch            {tracker_http}/watch/{title}");
         super::shutdown_signal().await;
         say!("stopping every process");

@@ -40,7 +40,10 @@ pub struct NodeArgs {
     /// Run as the origin: accepts titles from `fillmesh seed` on --http.
     #[arg(long)]
     pub origin: bool,
-    /// HTTP address: /metrics and /health on every node; the ingest API on the origin.
+    /// The node's operator HTTP address (no authentication): /metrics and /health on every
+    /// node; the ingest API (`fillmesh seed`) on the origin. Keep it on loopback (e.g.
+    /// 127.0.0.1:8080) or a management network: a non-loopback address is logged as a
+    /// warning. Players use the mesh port, which serves none of this.
     #[arg(long)]
     pub http: Option<SocketAddr>,
     /// A PeerId allowed to make mesh requests (repeatable).

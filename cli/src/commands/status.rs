@@ -1,10 +1,11 @@
-//! `fillmesh status`: the tracker's `/status` JSON, pretty-printed. Under several trackers
-//! (`trackers[]` not empty) each title's figures are its owner's: only the owner hears the
-//! appliances' fill summaries (bytes by class, chunks held while filling), so the answering
-//! tracker's own view of a title it does not coordinate is partial. For every title owned by
-//! another live tracker, its entry and the appliances' chunks held of it are taken from that
-//! tracker's `/status`; an owner that cannot be reached leaves the answering tracker's view,
-//! with `"view": "partial"` on the title and a line on stderr.
+//! `fillmesh status`: the tracker's `/status` JSON, from its operator listener
+//! (`--admin-http`), pretty-printed. Under several trackers (`trackers[]` not empty) each
+//! title's figures are its owner's: only the owner hears the appliances' fill summaries (bytes
+//! by class, chunks held while filling), so the answering tracker's own view of a title it does
+//! not coordinate is partial. For every title owned by another live tracker, its entry and the
+//! appliances' chunks held of it are taken from that tracker's `/status` (at the `admin`
+//! address of its record); an owner that cannot be reached leaves the answering tracker's
+//! view, with `"view": "partial"` on the title and a line on stderr.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,23 +28,28 @@ async fn fetch(client: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
     );
     let body = response.bytes().await?;
     anyhow::ensure!(body.len() <= MAX_STATUS, "{base}: a status over {MAX_STATUS} bytes");
+    anyhow::ensure!(
+        code != reqwest::StatusCode::NOT_FOUND,
+        "{base} answered 404 to /status: is it the tracker's viewer listener (--http)? /status is on its operator listener, --admin-http (127.0.0.1:8001 by default): give that to --tracker-admin"
+    );
     anyhow::ensure!(code.is_success(), "{base} answered {code}: {}", String::from_utf8_lossy(&body).trim());
     serde_json::from_slice(&body).with_context(|| format!("the status of {base} is not JSON"))
 }
 
-/// Prints the status of the tracker whose `--http` URL is `url`.
+/// Prints the status of the tracker whose `--admin-http` URL is `url`.
 pub async fn run(url: &str) -> anyhow::Result<()> {
     let base = url.trim_end_matches('/');
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let mut status = fetch(&client, base).await?;
     let here = base.split_once("://").map_or(base, |(_, rest)| rest);
-    // The other live trackers that own titles, by PeerId: their `http` address.
-    let others: BTreeMap<String, String> = status["trackers"]
+    // The other live trackers that own titles, by PeerId: their `admin` address (a tracker
+    // whose record names none is not asked: its titles are marked partial).
+    let others: BTreeMap<String, Option<String>> = status["trackers"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|t| t["live"] == true && t["http"].as_str() != Some(here))
-        .filter_map(|t| Some((t["peer_id"].as_str()?.to_owned(), t["http"].as_str()?.to_owned())))
+        .filter(|t| t["live"] == true && t["admin"].as_str() != Some(here))
+        .filter_map(|t| Some((t["peer_id"].as_str()?.to_owned(), t["admin"].as_str().map(str::to_owned))))
         .collect();
     let owners: Vec<String> = status["titles"]
         .as_array()
@@ -58,7 +64,14 @@ pub async fn run(url: &str) -> anyhow::Result<()> {
         if views.contains_key(&owner) {
             continue;
         }
-        let view = match fetch(&client, &format!("http://{}", others[&owner])).await {
+        let Some(admin) = &others[&owner] else {
+            eprintln!(
+                "fillmesh status: the figures of the titles {owner} owns are this tracker's own: its record names no admin listener"
+            );
+            views.insert(owner, None);
+            continue;
+        };
+        let view = match fetch(&client, &format!("http://{admin}")).await {
             Ok(v) => Some(v),
             Err(e) => {
                 eprintln!(

@@ -368,6 +368,8 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
     let tracker_id = tracker_id.trim().to_owned();
     let tracker_mesh = format!("{ROUTER_ADDR}:4400");
     let tracker_http = format!("{ROUTER_ADDR}:8000");
+    // The operators' listener on the router's own loopback, where the status watch runs.
+    let tracker_admin = "127.0.0.1:8001";
     let seed = sc.seed.to_string();
     let tracker: Proc = start_with(
         in_ns(net.router(), &exe),
@@ -379,6 +381,8 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
             &tracker_mesh,
             "--http",
             &tracker_http,
+            "--admin-http",
+            tracker_admin,
             "--trust-file",
             &s(&trust_file),
             "--seed",
@@ -429,7 +433,7 @@ async fn fill_on_testbed(sc: &Scenario, args: &TestbedArgs) -> anyhow::Result<Fi
     let peers: Vec<String> = procs[2..].iter().map(|p| p.peer.clone()).collect();
 
     let (mut rx, _watch) =
-        watch_status(net.router(), format!("http://{tracker_http}/status"), Duration::from_millis(50))?;
+        watch_status(net.router(), format!("http://{tracker_admin}/status"), Duration::from_millis(50))?;
     let count_registered = |v: &Value| v["appliances"].as_array().map_or(0, |a| a.len());
     wait_for(&mut rx, Duration::from_secs(60), "every node registering with the tracker", |_, v| {
         count_registered(v) > n

@@ -31,9 +31,15 @@ pub struct TrackerArgs {
     /// Mesh (QUIC) address appliances connect to.
     #[arg(long, default_value = "127.0.0.1:4400")]
     pub listen: SocketAddr,
-    /// HTTP address for players and operators (/steer, /status, /metrics).
+    /// HTTP address for viewers: /steer, /report, /watch/<title> (the viewer surface, open
+    /// to players). Operator views are never served here (404).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub http: SocketAddr,
+    /// HTTP address for operators: /status (every appliance's address, load and holdings),
+    /// /metrics and the fleet page at /. No authentication: keep it on loopback (the default)
+    /// or a management network; a non-loopback address is logged as a warning.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub admin_http: SocketAddr,
     /// Print the tracker's PeerId (creating the identity if needed) and exit.
     #[arg(long)]
     pub print_id: bool,
@@ -131,6 +137,12 @@ impl Settings for TrackerArgs {
                 None
             }
         });
+        if self.admin_http == self.http && self.http.port() != 0 {
+            problems.push(format!(
+                "--admin-http and --http are both {}: the operators' views need a listener of their own",
+                self.http
+            ));
+        }
         if self.no_tokens && self.token_bind != "off" {
             problems.push("--token-bind binds tokens, and --no-tokens turns them off: give one".to_owned());
         }
@@ -145,6 +157,7 @@ impl Settings for TrackerArgs {
             data: self.data,
             listen: self.listen,
             http: self.http,
+            admin_http: self.admin_http,
             trust,
             policy,
             seed: self.seed,

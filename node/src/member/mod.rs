@@ -84,6 +84,9 @@ pub struct MemberConfig {
     /// The fill window (local time), sent to each tracker after registering and again
     /// whenever it changes (a reload, or the host's offset from UTC).
     pub windows: tokio::sync::watch::Receiver<FillWindows>,
+    /// Turned true at the first registration with any tracker (the node's readiness for
+    /// its service manager, `fillmesh_net::notify`).
+    pub registered: tokio::sync::watch::Sender<bool>,
     /// Turns true when the node starts draining: each tracker is told at once (an unhealthy
     /// heartbeat: steering stops naming the node), and no more fills are asked for.
     pub draining: tokio::sync::watch::Receiver<bool>,
@@ -302,6 +305,7 @@ async fn session(
         other => return Err(TrackerError::Unexpected { asked: "register", answer: Box::new(other) }),
     };
     info!(tracker = %link.addr, "registered with the tracker");
+    config.registered.send_replace(true);
     *last_contact = tokio::time::Instant::now();
     let mut windows = config.windows.clone();
     let window = windows.borrow_and_update().clone();

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use fillmesh_protocol::{ChunkSize, Manifest, PackageBuilder, TitleId};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
-use prometheus_client::registry::Registry;
 
 use super::players::{PlayerLimits, PlayerMetrics, PlayerServer};
 use crate::store::{Store, VerifiedChunk};
@@ -94,7 +93,6 @@ fn fixture(held: impl Fn(u32) -> bool) -> Fixture {
         PlayerLimits::default(),
         Arc::new(crate::classes::Rates::uncapped()),
         Arc::new(PlayerMetrics::default()),
-        Arc::new(Registry::default()),
     );
     Fixture { dir, store, server, title, manifest, files, single }
 }
@@ -407,6 +405,11 @@ fn with_tokens_every_path_of_a_package_needs_its_token_and_nothing_else_does() {
             StatusCode::NOT_FOUND
         );
         assert_eq!(ask(&server, Method::GET, &under(&paths[4]), None).await.0.status(), StatusCode::OK);
-        assert_eq!(ask(&server, Method::GET, "/metrics", None).await.0.status(), StatusCode::OK);
+        // Players never see the node's operator views, with a token or without.
+        for path in ["/metrics", &under("/metrics"), "/health"] {
+            let (r, body) = ask(&server, Method::GET, path, None).await;
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(body.unwrap(), b"not found\n", "{path}");
+        }
     });
 }

@@ -1,10 +1,11 @@
 //! Serving players over HTTP/3 (ALPN `h3`) on the mesh's UDP port.
 //!
 //! `GET`/`HEAD /titles/<id>` with single-range support, `GET /manifests/<id>` (the postcard
-//! manifest, so a player can verify what it gets), `GET /metrics` (the node's whole registry,
-//! as on its HTTP port). Only verified chunks leave the node: a range not yet held whole, or
-//! whose first chunk the store finds damaged as it reads (and drops), is answered 503 with
-//! `Retry-After`. Bytes go from disk to the stream one chunk at a time
+//! manifest, so a player can verify what it gets), and nothing else: this is the viewers'
+//! surface, so the node's operator views (`/metrics`, `/health`, the origin's ingest) are only
+//! on its `--http` listener, and any other path here is 404. Only verified chunks leave the
+//! node: a range not yet held whole, or whose first chunk the store finds damaged as it reads
+//! (and drops), is answered 503 with `Retry-After`. Bytes go from disk to the stream one chunk at a time
 //! through the node's rate buckets (players' class, first in the total), never buffered whole.
 //!
 //! A package is served by path, so that the relative URLs of its playlists resolve inside it:
@@ -325,8 +326,6 @@ pub struct PlayerServer {
     /// The node's rate buckets: bytes to players are the serve class (first in the total).
     rates: Arc<Rates>,
     metrics: Arc<PlayerMetrics>,
-    /// The node's registry, which `GET /metrics` shows whole.
-    registry: Arc<Registry>,
     /// `Alt-Svc` on every answer: HTTP/3 on this port.
     alt_svc: Option<HeaderValue>,
     /// Which requests for titles are served (playback tokens).
@@ -342,14 +341,13 @@ impl std::fmt::Debug for PlayerServer {
 }
 
 impl PlayerServer {
-    /// A player server counting into `metrics`, which `registry` (the node's, shown at
-    /// `GET /metrics`) holds, sending within `rates`' serve and total caps.
+    /// A player server counting into `metrics` (which the node's registry holds, shown on its
+    /// operator listener, never to players), sending within `rates`' serve and total caps.
     pub fn new(
         source: Arc<dyn ChunkSource>,
         limits: PlayerLimits,
         rates: Arc<Rates>,
         metrics: Arc<PlayerMetrics>,
-        registry: Arc<Registry>,
     ) -> Self {
         Self {
             source,
@@ -357,7 +355,6 @@ impl PlayerServer {
             limits,
             rates,
             metrics,
-            registry,
             alt_svc: None,
             gate: Arc::new(Gate::open()),
             drain: Arc::new(Drain::default()),
@@ -570,10 +567,6 @@ impl PlayerServer {
         }
         match (method, path.split('/').collect::<Vec<_>>().as_slice()) {
             (&Method::GET, ["", "manifests", id]) => self.manifest(id),
-            (&Method::GET, ["", "metrics"]) => {
-                let (headers, body) = fillmesh_net::metrics::page(&self.registry);
-                self.simple(StatusCode::OK, &body, &headers)
-            }
             (m, _) if m != Method::GET && m != Method::HEAD => self.simple(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "GET or HEAD\n",

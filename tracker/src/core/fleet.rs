@@ -22,8 +22,11 @@ pub struct TrackerInfo {
     pub peer_id: NodeId,
     /// Its mesh (QUIC) address.
     pub addr: SocketAddr,
-    /// Its HTTP address (`/steer`, `/status`).
+    /// Its viewers' HTTP address (`/steer`, `/watch`).
     pub http: SocketAddr,
+    /// Its operators' HTTP address (`/status`, `/metrics`); `None` in the record of a tracker
+    /// from before the two listeners.
+    pub admin: Option<SocketAddr>,
 }
 
 /// One tracker in `fillmesh status`.
@@ -33,8 +36,11 @@ pub struct TrackerStatus {
     pub peer_id: String,
     /// Its mesh (QUIC) address.
     pub addr: String,
-    /// Its HTTP address.
+    /// Its viewers' HTTP address.
     pub http: String,
+    /// Its operators' HTTP address (`/status`: `fillmesh status` and the fleet page read the
+    /// owners' figures there); `null` if its record names none.
+    pub admin: Option<String>,
     /// Holds a lease now (last seen in etcd); a tracker once seen and gone stays listed.
     pub live: bool,
 }
@@ -117,6 +123,7 @@ impl Fleet {
                 peer_id: info.peer_id.to_string(),
                 addr: info.addr.to_string(),
                 http: info.http.to_string(),
+                admin: info.admin.map(|a| a.to_string()),
                 live: *live,
             })
             .collect()

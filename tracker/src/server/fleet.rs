@@ -6,8 +6,8 @@
 //!   appliances, each verified against the title id; an earlier version's record (name and
 //!   manifest) is still read, its manifest checked against the id and kept as its shape.
 //! - `P/trust/<peer id>`: a PeerId allowed to register (each tracker adds its `--trust`).
-//! - `P/trackers/<peer id>`: a tracker's record (JSON: `peer_id`, `addr`, `http`) under its
-//!   lease, kept alive while it runs; a tracker whose lease expires is out.
+//! - `P/trackers/<peer id>`: a tracker's record (JSON: `peer_id`, `addr`, `http`, `admin`)
+//!   under its lease, kept alive while it runs; a tracker whose lease expires is out.
 //! - `P/keys/<key id>`: a playback key (JSON: `id`, `seed`, `created`, `accepted_until`), the
 //!   fleet's signing keys for players' tokens (`super::keys`): any tracker signs, every
 //!   appliance accepts.
@@ -153,6 +153,9 @@ struct TrackerRecord {
     peer_id: String,
     addr: SocketAddr,
     http: SocketAddr,
+    /// The operators' listener; absent in a record written before there were two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    admin: Option<SocketAddr>,
 }
 
 /// What one key under the prefix is, once read and validated.
@@ -275,7 +278,12 @@ impl Fleet {
                     return Err(Malformed::OtherTracker(record.peer_id));
                 }
                 let peer_id: NodeId = name.parse().map_err(Malformed::TrackerId)?;
-                Ok(Entry::Tracker(TrackerInfo { peer_id, addr: record.addr, http: record.http }))
+                Ok(Entry::Tracker(TrackerInfo {
+                    peer_id,
+                    addr: record.addr,
+                    http: record.http,
+                    admin: record.admin,
+                }))
             }
             "keys" => {
                 let record = KeyRecord::decode(value).map_err(Malformed::Key)?;
@@ -501,8 +509,12 @@ async fn try_session(
     let ttl = i64::try_from(fleet.config.lease_secs.max(1)).unwrap_or(60);
     let lease = client.lease_grant(ttl, None).await?.id();
     fleet.lease.store(lease, Relaxed);
-    let record =
-        TrackerRecord { peer_id: fleet.me.peer_id.to_string(), addr: fleet.me.addr, http: fleet.me.http };
+    let record = TrackerRecord {
+        peer_id: fleet.me.peer_id.to_string(),
+        addr: fleet.me.addr,
+        http: fleet.me.http,
+        admin: fleet.me.admin,
+    };
     let value = serde_json::to_vec(&record).map_err(FleetError::EncodeTracker)?;
     let key = fleet.key("trackers", fleet.me.peer_id.as_str());
     let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;

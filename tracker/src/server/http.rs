@@ -1,8 +1,15 @@
-//! The HTTP API for players and operators: `/steer` (where a player goes), `/report` (a
-//! player's word that an appliance sent a chunk that failed verification), `/status` (what
-//! `fillmesh status` prints), `/metrics` (the tracker's registry) and `/health`; and two pages
-//! for people: `/` (the fleet, live) and `/watch/<title id>` (a browser player), with what
-//! they load: `/page.css`, and hls.js with its licence under `/assets/`.
+//! The tracker's two HTTP listeners.
+//!
+//! The viewers' (`--http`): `/steer` (where a player goes), `/report` (a player's word that an
+//! appliance sent a chunk that failed verification), `/trackers` (the viewer addresses of the
+//! fleet's live trackers, which the watch page falls back to), `/health`, and the watch page
+//! `/watch/<title id>` with what it loads: `/page.css`, and hls.js with its licence under
+//! `/assets/`. Nothing on it names an appliance beyond what steering hands a player.
+//!
+//! The operators' (`--admin-http`, loopback by default): `/status` (every appliance's address,
+//! load and holdings: what `fillmesh status` prints), `/metrics` (the tracker's registry),
+//! `/health`, and the fleet page `/` (live, it polls `/status`) with `/page.css`. On the
+//! viewers' listener these paths are 404 with a line saying where they are, and no data.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,15 +34,13 @@ use super::keys::unix_now;
 use super::{Shared, TokenBind, BIND_V4, BIND_V6};
 use crate::core::PlayerId;
 
-pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
-    let metrics = Arc::new(registry(shared.clone()));
+/// The viewers' listener (`--http`).
+pub(super) fn viewer_router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/steer", get(steer))
         .route("/report", post(report).layer(DefaultBodyLimit::max(PlayerReport::MAX_BYTES)))
-        .route("/status", get(status))
-        .route("/metrics", get(move || std::future::ready(page(&metrics))))
+        .route("/trackers", get(trackers))
         .route("/health", get(|| async { "ok\n" }))
-        .route("/", get(|| async { page_html(FLEET_PAGE) }))
         .route("/watch/{id}", get(watch))
         .route("/page.css", get(|| async { ([("content-type", "text/css; charset=utf-8")], PAGE_CSS) }))
         .route("/assets/hls.min.js", get(|| async { asset("text/javascript; charset=utf-8", HLS_JS) }))
@@ -43,7 +48,34 @@ pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
             "/assets/hls.js.LICENSE.txt",
             get(|| async { asset("text/plain; charset=utf-8", HLS_JS_LICENSE) }),
         )
+        .fallback(not_here)
         .with_state(shared)
+}
+
+/// The operators' listener (`--admin-http`).
+pub(super) fn admin_router(shared: Arc<Shared>) -> axum::Router {
+    let metrics = Arc::new(registry(shared.clone()));
+    axum::Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(move || std::future::ready(page(&metrics))))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/", get(|| async { page_html(FLEET_PAGE) }))
+        .route("/page.css", get(|| async { ([("content-type", "text/css; charset=utf-8")], PAGE_CSS) }))
+        .with_state(shared)
+}
+
+/// The paths only the operators' listener serves.
+const OPERATOR_PATHS: [&str; 3] = ["/", "/status", "/metrics"];
+
+/// Any other path on the viewers' listener: 404. An operator path is told where it is (an
+/// operator's script written for the one listener of old finds out why), with no data.
+async fn not_here(uri: axum::http::Uri) -> Response {
+    let body = if OPERATOR_PATHS.contains(&uri.path().trim_end_matches('/').max("/")) {
+        "not found: operator views (/status, /metrics, the fleet page) are on the tracker's --admin-http listener\n"
+    } else {
+        "not found\n"
+    };
+    (StatusCode::NOT_FOUND, [("cache-control", "no-store")], body).into_response()
 }
 
 /// `/`: the live view of the fleet (it polls `/status`). The pages are plain HTML with their
@@ -288,11 +320,36 @@ fn forbidden(why: Refusal) -> Response {
     (StatusCode::FORBIDDEN, format!("{}\n", why.as_str())).into_response()
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+/// `/trackers`: the viewer (`--http`) addresses of the fleet's live trackers, this one's
+/// included; empty without a fleet. Any page may read it: the watch page asks the others when
+/// its own tracker cannot steer.
+async fn trackers(State(shared): State<Arc<Shared>>) -> Response {
+    let live: Vec<String> = {
+        let core = shared.core();
+        core.live_trackers().iter().filter_map(|t| core.tracker_info(t)).map(|i| i.http.to_string()).collect()
+    };
+    ([("access-control-allow-origin", "*")], Json(serde_json::json!({ "trackers": live }))).into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let status = shared.core().status(shared.now());
-    // Any page may read it: the fleet page of one tracker reads the owners' figures from the
-    // others of its fleet.
-    ([("access-control-allow-origin", "*")], Json(status)).into_response()
+    // Only the fleet page of another tracker of the fleet (served from that tracker's admin
+    // listener) may read it from a page: it merges the owners' figures. Any other page an
+    // operator's browser opens must not, though the browser reaches this loopback listener.
+    let origin = headers.get("origin").and_then(|o| o.to_str().ok()).filter(|origin| {
+        let core = shared.core();
+        core.live_trackers()
+            .iter()
+            .filter_map(|t| core.tracker_info(t)?.admin)
+            .any(|admin| *origin == format!("http://{admin}"))
+    });
+    match origin {
+        Some(origin) => {
+            let allow = [("access-control-allow-origin", origin.to_owned()), ("vary", "origin".to_owned())];
+            (allow, Json(status)).into_response()
+        }
+        None => ([("vary", "origin")], Json(status)).into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! The core decides; this module only moves bytes and time, by job:
 //! - `mesh`: the mesh API (QUIC, mutual TLS, the tracker's own PeerId): trusted appliances'
 //!   requests, fed to the core with the current time.
-//! - `http`: players and operators over HTTP (`/steer`, `/status`, `/metrics`).
+//! - `http`: two HTTP listeners: the viewers' (`/steer`, `/report`, the watch page) and the
+//!   operators' (`/status`, `/metrics`, the fleet page; loopback by default).
 //! - `persist`: the catalog and the registry in sled, written off the async executor and read
 //!   back at start. Held maps are not persisted: appliances report everything they hold
 //!   whenever they (re)connect.
@@ -20,7 +21,9 @@ use crate::core::{Config, Policy, Tracker, TrackerInfo};
 use anyhow::Context;
 use fillmesh_net::ready::{ProcessKind, Ready};
 use fillmesh_net::sync::LockExt;
-use fillmesh_net::{identity, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust};
+use fillmesh_net::{
+    identity, notify, rpc, say, Chain, MeshEndpoint, Pool, TlsIdentity, TransportLimits, Trust,
+};
 use fillmesh_protocol::messages::{ErrorCode, SteerTarget, TrackerRequest, TrackerResponse, MINUTES_PER_DAY};
 use fillmesh_protocol::{NodeId, TitleId};
 use libp2p_identity::PeerId;
@@ -48,8 +51,13 @@ pub struct TrackerConfig {
     pub data: PathBuf,
     /// UDP address of the mesh API (QUIC); port 0 picks one, which the ready line prints.
     pub listen: SocketAddr,
-    /// TCP address of the HTTP API (`/steer`, `/status`, `/metrics`); port 0 picks one.
+    /// TCP address of the viewers' HTTP API (`/steer`, `/report`, `/watch`); port 0 picks
+    /// one.
     pub http: SocketAddr,
+    /// TCP address of the operators' HTTP API (`/status`, `/metrics`, the fleet page), which
+    /// names every appliance's address, load and holdings: loopback or a management network.
+    /// Port 0 picks one.
+    pub admin_http: SocketAddr,
     /// PeerIds allowed to connect to the mesh API; with etcd, also added to the fleet's
     /// trust list at start.
     pub trust: Vec<PeerId>,
@@ -321,7 +329,7 @@ async fn ask_tracker(
 }
 
 /// Runs the tracker until `shutdown` resolves. Prints one ready line:
-/// `fillmesh tracker <peer id> mesh <addr> http <addr>`.
+/// `fillmesh tracker <peer id> mesh <addr> http <addr> admin <addr>`.
 pub async fn run(
     config: TrackerConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -337,6 +345,7 @@ pub async fn run_with_reloads(
     shutdown: impl std::future::Future<Output = ()>,
     reloads: tokio::sync::mpsc::Receiver<TrackerConfig>,
 ) -> anyhow::Result<()> {
+    let _watchdog = notify::watchdog();
     let key = identity::load_or_create(&config.data)?;
     let tls = TlsIdentity::new(&key)?;
     let peer = tls.peer_id();
@@ -359,10 +368,22 @@ pub async fn run_with_reloads(
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
     let http_addr = listener.local_addr()?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_http)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-http)", config.admin_http))?;
+    let admin_addr = admin_listener.local_addr()?;
+    if !admin_addr.ip().is_loopback() {
+        warn!(%admin_addr, "--admin-http shows every appliance's address, load and holdings, with no authentication: keep it on a management network that viewers cannot reach");
+    }
     let me = identity::node_id(&peer).context("the tracker's own PeerId")?;
     let fleet = match config.etcd.clone() {
         Some(etcd) => {
-            let info = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
+            let info = TrackerInfo {
+                peer_id: me.clone(),
+                addr: mesh_addr,
+                http: http_addr,
+                admin: Some(admin_addr),
+            };
             let fleet = fleet::Fleet::connect(etcd, info).await?;
             fleet.trust(&config.trust).await?;
             Some(Arc::new(fleet))
@@ -405,7 +426,12 @@ pub async fn run_with_reloads(
         tokio::spawn(fleet::run(fleet, shared.clone(), read));
         if tokio::time::timeout(Duration::from_secs(30), first_read).await.is_err() {
             warn!("etcd did not answer within 30 s of start: coordinating alone until it does");
-            let me = TrackerInfo { peer_id: me.clone(), addr: mesh_addr, http: http_addr };
+            let me = TrackerInfo {
+                peer_id: me.clone(),
+                addr: mesh_addr,
+                http: http_addr,
+                admin: Some(admin_addr),
+            };
             shared.core().set_fleet(me.peer_id.clone(), vec![me]);
         }
         if config.tokens.required && !shared.tokens.has_keys() {
@@ -422,21 +448,30 @@ pub async fn run_with_reloads(
         }
     }
 
-    let app = http::router(shared.clone());
+    let app = http::viewer_router(shared.clone());
     let http = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
     });
+    let admin_app = http::admin_router(shared.clone());
+    let admin = tokio::spawn(async move { axum::serve(admin_listener, admin_app).await });
     let mesh = tokio::spawn(mesh::router(shared.clone()).run(endpoint.clone()));
     let ticker = tokio::spawn(tick(shared.clone()));
     let clock = tokio::spawn(wall_clock(shared.clone()));
     let reloader = tokio::spawn(reload_keys(shared.clone(), config.data.clone()));
     let reapply = tokio::spawn(apply_reloads(shared.clone(), config.clone(), reloads));
-    info!(%peer, %mesh_addr, %http_addr, titles, nodes, trusted = config.trust.len(), "tracker ready");
-    let ready =
-        Ready { kind: ProcessKind::Tracker, peer: peer.to_string(), mesh: mesh_addr, http: Some(http_addr) };
+    info!(%peer, %mesh_addr, %http_addr, %admin_addr, titles, nodes, trusted = config.trust.len(), "tracker ready");
+    let ready = Ready {
+        kind: ProcessKind::Tracker,
+        peer: peer.to_string(),
+        mesh: mesh_addr,
+        http: Some(http_addr),
+        admin: Some(admin_addr),
+    };
     say!("{ready}");
+    notify::ready(&format!("serving on {mesh_addr}, http {http_addr}"));
 
     shutdown.await;
+    notify::stopping("shutting down");
     info!("shutting down");
     if let Some(fleet) = &shared.fleet {
         fleet.leave().await;
@@ -446,6 +481,7 @@ pub async fn run_with_reloads(
         task.abort();
     }
     http.abort();
+    admin.abort();
     shared.index.flush()?;
     Ok(())
 }
@@ -481,6 +517,7 @@ async fn apply_reloads(
             ("data", new.data != running.data),
             ("listen", new.listen != running.listen),
             ("http", new.http != running.http),
+            ("admin_http", new.admin_http != running.admin_http),
             ("policy", new.policy != running.policy),
             ("seed", new.seed != running.seed),
             ("corrupt_quorum", new.corrupt_quorum != running.corrupt_quorum),
