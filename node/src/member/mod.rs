@@ -360,16 +360,16 @@ async fn session(
             // The drain starting: told at the top of the loop.
             Ok(()) = draining.changed(), if !told => continue,
             _ = heartbeat.tick() => {
-                // A summary answered within the interval told the tracker this node is alive;
-                // the heartbeat's figures (uploads, players, disk) still go every
-                // HEARTBEAT_FIGURES_EVERY intervals. Why: a filling appliance sends a summary
-                // a second, and a heartbeat besides doubled what the tracker handles (the
-                // load bench: 0.31 CPU s/s at 2,000 appliances with both, see README).
                 // The host's offset from UTC moved (daylight saving): the window in UTC did.
                 let window = windows.borrow().clone();
                 if window_sent.as_ref().is_some_and(|sent| *sent != window.utc_now()) {
                     window_sent = send_window(link, &window).await?;
                 }
+                // A summary answered within the interval told the tracker this node is alive;
+                // the heartbeat's figures (uploads, players, disk) still go every
+                // HEARTBEAT_FIGURES_EVERY intervals. Why: a filling appliance sends a summary
+                // a second, and a heartbeat besides doubled what the tracker handles (the
+                // load bench: 0.31 CPU s/s at 2,000 appliances with both, see README).
                 let summarised = link
                     .summary_answered
                     .locked()
