@@ -114,11 +114,7 @@ impl NodeProcess {
     /// `--admin-http` in `args`, the operators' listener takes a free port on 127.0.0.1 (its
     /// default port would clash between tests run at once).
     pub fn start_tracker(data: &Path, args: &[&str]) -> Self {
-        let mut args = args.to_vec();
-        if !args.iter().any(|a| a.starts_with("--admin-http")) {
-            args.extend(["--admin-http", "127.0.0.1:0"]);
-        }
-        Self::start_kind("tracker", data, &args, &[])
+        Self::start_kind("tracker", data, args, &[])
     }
 
     /// [`NodeProcess::start_tracker`] with extra environment.
@@ -141,7 +137,12 @@ impl NodeProcess {
     fn start_kind(kind: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let stderr = data.with_extension("stderr.log");
         let data = data.to_string_lossy();
-        let all: Vec<&str> = ["--data", &*data].into_iter().chain(args.iter().copied()).collect();
+        let mut all: Vec<&str> = ["--data", &*data].into_iter().chain(args.iter().copied()).collect();
+        // A tracker's operators' listener on a free port unless the test names one: its default
+        // port would clash between tests run at once.
+        if kind == "tracker" && !args.iter().any(|a| a.starts_with("--admin-http")) {
+            all.extend(["--admin-http", "127.0.0.1:0"]);
+        }
         Self::launch(kind, &all, stderr, env)
     }
 

@@ -275,7 +275,7 @@ fn sighup_changes_a_lone_trackers_trust_list_live() {
     let config = dir.path().join("tracker.toml");
     let settings = |trust: &str| {
         format!(
-            "data = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\ntrust = [{trust}]\n",
+            "data = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nadmin_http = \"127.0.0.1:0\"\ntrust = [{trust}]\n",
             dir.path().join("tracker")
         )
     };
