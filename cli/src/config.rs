@@ -36,6 +36,29 @@ pub trait Settings: Args + FromArgMatches + Sized {
     /// Conflicting or impossible values (every one found, each naming its flags), then the
     /// configuration. Reads nothing but the files the settings name.
     fn config(self) -> Result<Self::Config, Vec<String>>;
+    /// `--print-id`: the data directory whose identity to print instead of running.
+    fn print_id(&self) -> Option<&Path>;
+    /// `--print-config`: print the settings instead of running.
+    fn print_config(&self) -> bool;
+}
+
+/// What a long-running command does first: its settings from the layers (clap's own errors,
+/// help and version printed and exited on, as clap does), and `--print-id` or
+/// `--print-config` done instead of running (`None`).
+pub fn start<A: Settings>(name: &'static str, tail: &[OsString]) -> anyhow::Result<Option<A::Config>> {
+    let resolved = match resolve::<A>(name, tail) {
+        Err(ConfigError::Clap(e)) => e.exit(),
+        other => other?,
+    };
+    if let Some(data) = resolved.args.print_id() {
+        crate::commands::print_peer_id(data)?;
+        return Ok(None);
+    }
+    if resolved.args.print_config() {
+        print!("{}", resolved.print());
+        return Ok(None);
+    }
+    Ok(Some(resolved.config()?))
 }
 
 /// One thing wrong with a configuration, at its line of the file when it has one.

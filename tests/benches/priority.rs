@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fillmesh_tests::mesh::title_status;
+use fillmesh_tests::mesh::{start_origin, title_status};
 use fillmesh_tests::{fillmesh, http, metric, print_id, test_bytes, wait_for, NodeProcess};
 
 const TITLE: usize = 256 << 20;
@@ -99,20 +99,7 @@ fn main() {
         &dir.path().join("tracker"),
         &["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust-file", &trust, "--no-tokens"],
     );
-    let origin = NodeProcess::start(
-        &origin_dir,
-        &[
-            "--origin",
-            "--listen",
-            "127.0.0.10:0",
-            "--http",
-            "127.0.0.10:0",
-            "--tracker",
-            &tracker.mesh,
-            "--tracker-id",
-            &tracker.peer,
-        ],
-    );
+    let origin = start_origin(&origin_dir, &tracker, &[]);
     let a = appliance(&dirs[0], 0, &tracker, &["--fill-upload-rate", CAP, "--upload-rate", CAP]);
     // B and C: a fill window (UTC) twelve hours from now, in their config file.
     let hour = (SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() / 3600 + 12) % 24;

@@ -50,6 +50,26 @@ pub fn appliance_args(i: usize, tracker: &NodeProcess) -> Vec<String> {
     ]
 }
 
+/// Starts the origin (mesh and ingest HTTP on 127.0.0.10) with its data in `data`, under
+/// `tracker`, with `extra` flags.
+pub fn start_origin(data: &Path, tracker: &NodeProcess, extra: &[&str]) -> NodeProcess {
+    let args: Vec<&str> = [
+        "--origin",
+        "--listen",
+        "127.0.0.10:0",
+        "--http",
+        "127.0.0.10:0",
+        "--tracker",
+        &tracker.mesh,
+        "--tracker-id",
+        &tracker.peer,
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect();
+    NodeProcess::start(data, &args)
+}
+
 /// Starts appliance `i` with its data in `data`.
 pub fn start_appliance(data: &Path, i: usize, tracker: &NodeProcess) -> NodeProcess {
     start_appliance_with(data, i, tracker, &[], &[])
@@ -145,29 +165,11 @@ impl Mesh {
             &dir.path().join("tracker"),
             &tracker_args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
-        let origin = NodeProcess::start(
-            &origin_dir,
-            &[
-                "--origin",
-                "--listen",
-                "127.0.0.10:0",
-                "--http",
-                "127.0.0.10:0",
-                "--tracker",
-                &tracker.mesh,
-                "--tracker-id",
-                &tracker.peer,
-                "--site",
-                "origin",
-                "--region",
-                "core",
-                "--upload-rate",
-                origin_rate,
-            ]
+        let extra: Vec<&str> = ["--site", "origin", "--region", "core", "--upload-rate", origin_rate]
             .into_iter()
             .chain(node_args.iter().copied())
-            .collect::<Vec<_>>(),
-        );
+            .collect();
+        let origin = start_origin(&origin_dir, &tracker, &extra);
         let appliances = appliance_dirs
             .into_iter()
             .enumerate()

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fillmesh_tests::mesh::{start_appliance_with, status, title_status};
+use fillmesh_tests::mesh::{start_appliance_with, start_origin, status, title_status};
 use fillmesh_tests::{file_id, fillmesh, print_id, test_bytes, wait_for, NodeProcess};
 
 /// The appliances' time zone, not the host's: their window is in their local time, and the
@@ -63,20 +63,7 @@ fn a_fill_window_keeps_a_title_out_until_it_opens_while_an_urgent_title_fills_at
         &dir.path().join("tracker"),
         &["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trust-file", &trust],
     );
-    let origin = NodeProcess::start(
-        &origin_dir,
-        &[
-            "--origin",
-            "--listen",
-            "127.0.0.10:0",
-            "--http",
-            "127.0.0.10:0",
-            "--tracker",
-            &tracker.mesh,
-            "--tracker-id",
-            &tracker.peer,
-        ],
-    );
+    let origin = start_origin(&origin_dir, &tracker, &[]);
     let appliances: Vec<NodeProcess> = appliance_dirs
         .iter()
         .enumerate()

@@ -126,6 +126,14 @@ pub struct NodeArgs {
 impl Settings for NodeArgs {
     type Config = NodeConfig;
 
+    fn print_id(&self) -> Option<&std::path::Path> {
+        self.print_id.then_some(self.data.as_path())
+    }
+
+    fn print_config(&self) -> bool {
+        self.print_config
+    }
+
     fn config(self) -> Result<NodeConfig, Vec<String>> {
         use fillmesh_protocol::messages::{MAX_LABEL, MAX_PREFIXES, MAX_TRACKERS};
         let mut problems = Vec::new();
@@ -216,18 +224,7 @@ pub(crate) fn same_tcp_port(a: SocketAddr, b: SocketAddr) -> bool {
 /// Runs the node (or prints its PeerId or its settings) until SIGTERM or Ctrl-C, which drain
 /// it; SIGHUP reads the settings again and applies what can change while it runs.
 pub fn run(tail: Vec<OsString>) -> anyhow::Result<()> {
-    let resolved = match config::resolve::<NodeArgs>("node", &tail) {
-        Err(ConfigError::Clap(e)) => e.exit(),
-        other => other?,
-    };
-    if resolved.args.print_id {
-        return super::print_peer_id(&resolved.args.data);
-    }
-    if resolved.args.print_config {
-        print!("{}", resolved.print());
-        return Ok(());
-    }
-    let config = resolved.config()?;
+    let Some(config) = config::start::<NodeArgs>("node", &tail)? else { return Ok(()) };
     runtime()?.block_on(async move {
         let (control, controls) = tokio::sync::mpsc::channel(4);
         tokio::spawn(signals(control, move || config::resolve::<NodeArgs>("node", &tail)?.config()));

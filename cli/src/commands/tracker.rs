@@ -14,7 +14,7 @@ use libp2p_identity::PeerId;
 use std::ffi::OsString;
 
 use super::shutdown_signal;
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{self, Settings};
 
 #[derive(Debug, Args)]
 pub struct TrackerArgs {
@@ -104,6 +104,14 @@ pub struct TrackerArgs {
 impl Settings for TrackerArgs {
     type Config = TrackerConfig;
 
+    fn print_id(&self) -> Option<&std::path::Path> {
+        self.print_id.then_some(self.data.as_path())
+    }
+
+    fn print_config(&self) -> bool {
+        self.print_config
+    }
+
     fn config(self) -> Result<TrackerConfig, Vec<String>> {
         let mut problems = Vec::new();
         let mut trust = self.trust;
@@ -185,18 +193,7 @@ fn steer_key(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// Runs the tracker (or prints its PeerId or its settings) until Ctrl-C or SIGTERM.
 pub fn run(tail: Vec<OsString>) -> anyhow::Result<()> {
-    let resolved = match config::resolve::<TrackerArgs>("tracker", &tail) {
-        Err(ConfigError::Clap(e)) => e.exit(),
-        other => other?,
-    };
-    if resolved.args.print_id {
-        return super::print_peer_id(&resolved.args.data);
-    }
-    if resolved.args.print_config {
-        print!("{}", resolved.print());
-        return Ok(());
-    }
-    let config = resolved.config()?;
+    let Some(config) = config::start::<TrackerArgs>("tracker", &tail)? else { return Ok(()) };
     // One thread: every request takes the core's one lock anyway, and a multi-threaded
     // runtime only adds wake-ups across threads.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
