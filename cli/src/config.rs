@@ -455,7 +455,7 @@ pub fn check<A: Settings>(name: &'static str, path: &Path) -> Result<usize, Vec<
     Ok(file.entries.len())
 }
 
-/// A clap error in config terms: "missing key `data`" rather than "--data <DATA> not
+/// A clap error in config terms: "missing key `data`" rather than "`--data <DATA>` not
 /// provided"; other errors keep clap's words, which name the flags.
 fn clap_message(e: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue};

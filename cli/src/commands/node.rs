@@ -21,7 +21,7 @@ use tokio::sync::mpsc::Sender;
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// A TOML file of settings: every flag is a key of the same name in snake case
-    /// (`upload_rate = "50MB"`). The command line, then FILLMESH_<KEY> variables, win over it;
+    /// (`upload_rate = "50MB"`). The command line, then `FILLMESH_<KEY>` variables, win over it;
     /// SIGHUP reads it again.
     #[arg(long, env = "FILLMESH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

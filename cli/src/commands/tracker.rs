@@ -19,7 +19,7 @@ use crate::config::{self, Settings};
 #[derive(Debug, Args)]
 pub struct TrackerArgs {
     /// A TOML file of settings: every flag is a key of the same name in snake case
-    /// (`token_ttl = 3600`). The command line, then FILLMESH_<KEY> variables, win over it.
+    /// (`token_ttl = 3600`). The command line, then `FILLMESH_<KEY>` variables, win over it.
     #[arg(long, env = "FILLMESH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the effective settings (as a config file, each with where it came from) and exit.
@@ -31,7 +31,7 @@ pub struct TrackerArgs {
     /// Mesh (QUIC) address appliances connect to.
     #[arg(long, default_value = "127.0.0.1:4400")]
     pub listen: SocketAddr,
-    /// HTTP address for viewers: /steer, /report, /watch/<title> (the viewer surface, open
+    /// HTTP address for viewers: /steer, /report, `/watch/<title>` (the viewer surface, open
     /// to players). Operator views are never served here (404).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub http: SocketAddr,
