@@ -51,7 +51,9 @@ pub fn start<A: Settings>(name: &'static str, tail: &[OsString]) -> anyhow::Resu
         other => other?,
     };
     if let Some(data) = resolved.args.print_id() {
-        crate::commands::print_peer_id(data)?;
+        // `--print-id`: the PeerId of the identity kept there (made if there is none yet).
+        let key = fillmesh_net::identity::load_or_create(data)?;
+        fillmesh_net::say!("{}", fillmesh_net::identity::peer_id(&key));
         return Ok(None);
     }
     if resolved.args.print_config() {

@@ -47,14 +47,6 @@ pub(crate) fn work_dir(
     }
 }
 
-/// `--print-id`: the PeerId of the identity kept in `data` (made there if there is none yet),
-/// on standard output, for the commands that run a node or a tracker.
-pub(crate) fn print_peer_id(data: &std::path::Path) -> anyhow::Result<()> {
-    let key = fillmesh_net::identity::load_or_create(data)?;
-    fillmesh_net::say!("{}", fillmesh_net::identity::peer_id(&key));
-    Ok(())
-}
-
 /// A multi-threaded tokio runtime for a command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
