@@ -138,8 +138,7 @@ fn main() {
     let before = served(&a_http);
     std::fs::write(&closed, "fill_window = []\n").expect("config");
     for node in [&b, &c] {
-        let hup = Command::new("kill").args(["-HUP", &node.child.0.id().to_string()]).status();
-        assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
+        node.child.signal(nix::sys::signal::Signal::SIGHUP);
     }
     wait_for(Duration::from_secs(60), || (served(&a_http) - before > 16e6).then_some(())).unwrap_or_else(
         || {

@@ -7,11 +7,11 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fillmesh_tests::fleet::free_port;
 use fillmesh_tests::{print_id, NodeProcess};
+use nix::sys::signal::Signal;
 
 /// systemd's end of the notifications: every datagram received, in order.
 struct Manager {
@@ -52,11 +52,6 @@ impl Manager {
     fn count(&self, line: &str) -> usize {
         self.seen.iter().filter(|d| d.lines().any(|l| l == line)).count()
     }
-}
-
-fn sigterm(process: &NodeProcess) {
-    let status = Command::new("kill").args(["-TERM", &process.child.0.id().to_string()]).status().unwrap();
-    assert!(status.success(), "kill -TERM failed");
 }
 
 #[test]
@@ -113,7 +108,7 @@ fn a_node_under_a_tracker_is_ready_once_registered_and_pings_its_watchdog() {
     manager.until("WATCHDOG=1", Duration::from_secs(30));
     assert_eq!(manager.count("WATCHDOG=1"), pings + 1);
 
-    sigterm(&node);
+    node.child.signal(Signal::SIGTERM);
     manager.until("STOPPING=1", Duration::from_secs(30));
 }
 
@@ -132,7 +127,7 @@ fn a_tracker_is_ready_once_listening() {
     let mesh = tracker.mesh.clone();
     assert!(manager.seen[ready].contains(&format!("STATUS=serving on {mesh}")), "{:?}", manager.seen[ready]);
     manager.until("WATCHDOG=1", Duration::from_secs(30));
-    sigterm(&tracker);
+    tracker.child.signal(Signal::SIGTERM);
     manager.until("STOPPING=1", Duration::from_secs(30));
 }
 
@@ -152,6 +147,6 @@ fn a_node_on_its_own_is_ready_once_listening() {
         "{:?}",
         manager.seen[ready]
     );
-    sigterm(&node);
+    node.child.signal(Signal::SIGTERM);
     manager.until("STOPPING=1", Duration::from_secs(30));
 }
