@@ -35,6 +35,11 @@ pub mod close {
 /// extension (see [`TransportLimits::transport_config`]).
 const ACK_EVERY: u32 = 10;
 
+/// The largest UDP payload MTU discovery probes for. Ten of them (quinn's largest GSO batch)
+/// must fit one 64 KiB UDP send, or the kernel refuses the batch (EMSGSIZE, which quinn-udp
+/// drops silently as it expects it of probes alone).
+pub const MTU_UPPER_BOUND: u16 = 6500;
+
 /// Transport limits shared by both directions.
 #[derive(Debug, Clone)]
 pub struct TransportLimits {
@@ -77,6 +82,15 @@ impl TransportLimits {
         let mut acks = quinn::AckFrequencyConfig::default();
         acks.ack_eliciting_threshold(VarInt::from_u32(ACK_EVERY - 1));
         t.ack_frequency_config(Some(acks));
+        // MTU discovery probes up to MTU_UPPER_BOUND rather than quinn's 1452, so that a path
+        // that carries larger datagrams (jumbo frames, loopback) gets them, with fewer packets
+        // (each with its own encryption, header and ACK bookkeeping) per byte; on a 1500-byte
+        // path the probes above it are lost (or refused by the kernel at once) and it stays at
+        // 1452. Only where the peer allows it too (its max_udp_payload_size: quinn's default
+        // is 1472; our players raise it).
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(MTU_UPPER_BOUND);
+        t.mtu_discovery_config(Some(mtu));
         Arc::new(t)
     }
 }

@@ -32,7 +32,12 @@ impl Session {
         let addr: SocketAddr = authority.parse().with_context(|| format!("appliance address {authority}"))?;
         let any: IpAddr = if addr.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() };
         let bind = SocketAddr::new(local.unwrap_or(any), 0);
-        let mut endpoint = quinn::Endpoint::client(bind)?;
+        // Datagrams up to the appliances' MTU discovery bound are accepted (quinn's default
+        // max_udp_payload_size, 1472, would cap them at that on any path).
+        let mut config = quinn::EndpointConfig::default();
+        config.max_udp_payload_size(fillmesh_net::endpoint::MTU_UPPER_BOUND)?;
+        let runtime = quinn::default_runtime().context("no async runtime")?;
+        let mut endpoint = quinn::Endpoint::new(config, None, std::net::UdpSocket::bind(bind)?, runtime)?;
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(player_client_config(pin)?)?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(tls)));
         let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(addr, SERVER_NAME)?)
