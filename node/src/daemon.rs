@@ -192,6 +192,11 @@ async fn serve(
             }
         }
     };
+    let socket = endpoint.socket_report();
+    info!(%mesh_addr, "UDP socket: {socket}");
+    if socket.capped() {
+        warn!(%mesh_addr, "UDP socket buffers are smaller than asked ({socket}); {}", socket.hint());
+    }
     let role = if config.origin { Role::Origin } else { Role::Appliance };
     store.set_quota(config.disk_bytes);
     let sources = sources(store.clone());
@@ -220,6 +225,12 @@ async fn serve(
         scrub_status.clone(),
     );
     gate.register(&mut registry);
+    registry.register(
+        "fillmesh_quic_connections_refused",
+        "QUIC connections (players and peers) refused at once at the node's limits \
+         (--max-connections, --max-handshakes)",
+        endpoint.refused(),
+    );
     let registry = Arc::new(registry);
     // Players and peers share the total cap, players first (`classes`).
     let player_sessions = player_metrics.sessions.clone();
@@ -229,7 +240,12 @@ async fn serve(
             .advertise_h3(mesh_addr.port())
             .with_gate(gate.clone())
             .with_drain(drain.clone());
-    let https = tokio::spawn(crate::serve::https::serve(players.clone(), player_tcp, player_tcp_tls));
+    let https = tokio::spawn(crate::serve::https::serve(
+        players.clone(),
+        player_tcp,
+        player_tcp_tls,
+        crate::serve::https::TcpLimits::from(&config.transport),
+    ));
     let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -447,6 +463,9 @@ impl Live {
                 "max_streams_per_peer",
                 new.transport.max_streams_per_connection != old.transport.max_streams_per_connection,
             ),
+            ("udp_buffer", new.transport.udp_buffer != old.transport.udp_buffer),
+            ("max_connections", new.transport.max_connections != old.transport.max_connections),
+            ("max_handshakes", new.transport.max_handshakes != old.transport.max_handshakes),
             ("plan_stale_after", new.plan_stale_after != old.plan_stale_after),
             ("stale_origin_rate", new.stale_origin_rate != old.stale_origin_rate),
         ];

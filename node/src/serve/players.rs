@@ -144,6 +144,9 @@ pub struct PlayerMetrics {
     package: Family<[(&'static str, &'static str); 1], Counter>,
     /// Player connections open now (HTTP/3 and HTTPS on TCP): what heartbeats report.
     pub sessions: Gauge,
+    /// Players' TCP connections refused at the node's limits (QUIC's are counted by the
+    /// endpoint, for peers and players alike).
+    pub tcp_refused: Counter,
 }
 
 /// One open player connection, counted in [`PlayerMetrics::sessions`] while it lives.
@@ -177,6 +180,7 @@ impl Default for PlayerMetrics {
             misses,
             package: Family::default(),
             sessions: Gauge::default(),
+            tcp_refused: Counter::default(),
         }
     }
 }
@@ -234,6 +238,12 @@ impl PlayerMetrics {
             "fillmesh_player_sessions",
             "Player connections open now (HTTP/3 and HTTPS)",
             self.sessions.clone(),
+        );
+        registry.register(
+            "fillmesh_player_tcp_connections_refused",
+            "Players' TCP connections refused at once at the node's limits (--max-connections, \
+             --max-handshakes)",
+            self.tcp_refused.clone(),
         );
         registry.register(
             "fillmesh_player_ttfb_seconds",
