@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub upload_rate: Option<u64>,
     /// Limits of the mesh server.
     pub serve: ServeLimits,
+    /// Limits of the player servers (HTTP/3 and HTTPS).
+    pub players: PlayerLimits,
     /// Limits of the QUIC endpoint's connections: streams per peer, idle timeout, stream
     /// window.
     pub transport: TransportLimits,
@@ -236,7 +238,7 @@ async fn serve(
     let player_sessions = player_metrics.sessions.clone();
     let drain = Arc::new(Drain::default());
     let players =
-        PlayerServer::new(sources.players, PlayerLimits::default(), fill_live.rates.clone(), player_metrics)
+        PlayerServer::new(sources.players, config.players.clone(), fill_live.rates.clone(), player_metrics)
             .advertise_h3(mesh_addr.port())
             .with_gate(gate.clone())
             .with_drain(drain.clone());
@@ -459,6 +461,7 @@ impl Live {
             ("region", new.region != old.region),
             ("serve_prefix", new.prefixes != old.prefixes),
             ("max_requests", new.serve.max_requests != old.serve.max_requests),
+            ("max_player_requests", new.players != old.players),
             (
                 "max_streams_per_peer",
                 new.transport.max_streams_per_connection != old.transport.max_streams_per_connection,

@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use super::runtime;
 use crate::config::{self, ConfigError, Settings};
 use fillmesh_node::daemon::{self, Control, NodeConfig};
-use fillmesh_node::serve::ServeLimits;
+use fillmesh_node::serve::{PlayerLimits, ServeLimits};
 use fillmesh_node::store::scrub::ScrubConfig;
 use fillmesh_node::window::{FillWindows, LocalRange};
 use tokio::sync::mpsc::Sender;
@@ -73,6 +73,11 @@ pub struct NodeArgs {
     /// Mesh requests served at once by this node.
     #[arg(long, default_value_t = 64)]
     pub max_requests: usize,
+    /// Player requests (HTTP/3 and HTTPS) served at once; one more is answered 503 at once.
+    /// Each holds up to two chunks in memory while its body is sent.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_player_requests: u64,
     /// Mesh streams one peer may have open at once.
     #[arg(long, default_value_t = 16)]
     pub max_streams_per_peer: u32,
@@ -207,6 +212,10 @@ impl Settings for NodeArgs {
             trust: self.trust,
             upload_rate: self.upload_rate,
             serve: ServeLimits { max_requests: self.max_requests.max(1), ..ServeLimits::default() },
+            players: PlayerLimits {
+                max_requests: usize::try_from(self.max_player_requests).unwrap_or(usize::MAX),
+                ..PlayerLimits::default()
+            },
             transport: TransportLimits {
                 max_streams_per_connection: self.max_streams_per_peer.max(1),
                 udp_buffer: usize::try_from(self.udp_buffer).unwrap_or(usize::MAX),
