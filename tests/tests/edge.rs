@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fillmesh_net::{identity, MeshEndpoint, TlsIdentity, TransportError, TransportLimits};
-use fillmesh_tests::{clients, fillmesh_bin, metric, wait_for, ChildGuard, NodeProcess};
+use fillmesh_tests::mesh::{start_appliance_with, status, Mesh};
+use fillmesh_tests::{clients, file_id, fillmesh_bin, metric, wait_for, ChildGuard, NodeProcess};
 
 const MIB: usize = 1 << 20;
 
@@ -118,6 +119,44 @@ fn a_tcp_connection_over_the_limit_is_reset_at_once_and_taken_again_below_it() {
         (answer.status == 404).then_some(answer)
     });
     assert!(answer.is_some(), "no answer below the limit again");
+}
+
+#[test]
+fn a_player_refused_by_full_appliances_plays_from_the_next() {
+    let mut mesh = Mesh::start("mesh", "64MB", 3, 4 * MIB);
+    mesh.wait_complete(Duration::from_secs(90));
+    // Appliances 0 and 1, the client's site, come back at a limit of one connection, which
+    // their own connection to the tracker takes: every player is refused there.
+    for i in 0..2 {
+        let (dir, node) = &mut mesh.appliances[i];
+        node.child.kill();
+        let http = format!("127.0.0.{}:0", 11 + i);
+        *node =
+            start_appliance_with(dir, i, &mesh.tracker, &["--http", &http, "--max-connections", "1"], &[]);
+        let peer = node.peer.clone();
+        wait_for(Duration::from_secs(60), || {
+            let s = status(&mesh.tracker)?;
+            let a = s["appliances"].as_array()?.iter().find(|a| a["peer_id"] == peer.as_str())?.clone();
+            (a["healthy"] == true && a["held_bytes"].as_u64()? >= 4 * MIB as u64).then_some(())
+        })
+        .unwrap_or_else(|| panic!("appliance {i} is not back: {:?}", status(&mesh.tracker)));
+    }
+    let out = mesh.dir.path().join("played.mp4");
+    let played = mesh.play("127.0.11.7", &out, &[]);
+    let said = String::from_utf8_lossy(&played.stdout);
+    assert!(played.status.success(), "{said}\n{}", String::from_utf8_lossy(&played.stderr));
+    assert_eq!(file_id(&out), mesh.title, "every byte, verified");
+    let refused: f64 = mesh.appliances[..2]
+        .iter()
+        .map(|(_, node)| metric(&node.metrics(), "fillmesh_quic_connections_refused_total").unwrap_or(0.0))
+        .sum();
+    assert!(refused >= 1.0, "the player was steered to a full appliance first and refused there");
+    let failovers: u32 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("failovers: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no failovers line: {said}"));
+    assert!(failovers >= 1, "{said}");
 }
 
 /// The `receive buffer N bytes` of the node's log line, and the line.
