@@ -32,12 +32,15 @@ impl Session {
         let addr: SocketAddr = authority.parse().with_context(|| format!("appliance address {authority}"))?;
         let any: IpAddr = if addr.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() };
         let bind = SocketAddr::new(local.unwrap_or(any), 0);
+        // Our own socket, its receive buffer sized as a node's: with the kernel's default
+        // (208 KiB here) a fast download drops datagrams in the kernel, which the appliance
+        // then sends again.
+        let (socket, _) = fillmesh_net::socket::bind(bind, fillmesh_net::endpoint::DEFAULT_UDP_BUFFER)?;
         // Datagrams up to the appliances' MTU discovery bound are accepted (quinn's default
         // max_udp_payload_size, 1472, would cap them at that on any path).
         let mut config = quinn::EndpointConfig::default();
         config.max_udp_payload_size(fillmesh_net::endpoint::MTU_UPPER_BOUND)?;
-        let runtime = quinn::default_runtime().context("no async runtime")?;
-        let mut endpoint = quinn::Endpoint::new(config, None, std::net::UdpSocket::bind(bind)?, runtime)?;
+        let mut endpoint = quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime))?;
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(player_client_config(pin)?)?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(tls)));
         let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(addr, SERVER_NAME)?)
