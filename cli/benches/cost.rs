@@ -17,8 +17,9 @@
 //! GiB served; the table shows the median of the rounds and the ratios of the same run:
 //! h3/h2 and h3/h1.1 of the appliance, appliance/nginx over h2 and over h1.1.
 //!
-//! `COST_BASELINE_BIN=/path/to/an/older/fillmesh` adds a second appliance process from that
-//! binary serving the same store's copy (an A/B of a change in the same run).
+//! `COST_BASELINE_BIN=/path/to/an/older/fillmesh[,another]` adds an appliance process from each
+//! of those binaries, each serving its own copy of the title (an A/B of a change in the same
+//! run), and the ratios of this build's appliance to each.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -185,7 +186,12 @@ fn main() -> anyhow::Result<()> {
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
     let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4).max(1);
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_fillmesh"));
-    let baseline = std::env::var_os("COST_BASELINE_BIN").map(PathBuf::from);
+    let baselines: Vec<PathBuf> = std::env::var("COST_BASELINE_BIN")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect();
     let dir = tempfile::tempdir()?;
     let root = dir.path();
 
@@ -215,9 +221,10 @@ fn main() -> anyhow::Result<()> {
 
     // The appliances' stores, each holding the title (imported here, before the process that
     // serves it starts).
-    let mut appliances = vec![("appliance", bin.clone())];
-    if let Some(b) = &baseline {
-        appliances.push(("baseline", b.clone()));
+    let mut appliances = vec![("appliance".to_owned(), bin.clone())];
+    for b in &baselines {
+        let stem = b.file_name().map_or_else(|| "baseline".into(), |n| n.to_string_lossy().into_owned());
+        appliances.push((stem, b.clone()));
     }
     let mut servers = Vec::new();
     let mut entries = std::collections::HashMap::new();
@@ -402,11 +409,16 @@ fn main() -> anyhow::Result<()> {
     if nginx_at.is_none() && nginx.is_none() {
         println!("nginx is not installed: no appliance/nginx ratio");
     }
-    if let [a, b, ..] = servers.as_slice() {
-        if b.steer.is_some() {
-            for p in [Proto::H3, Proto::H2, Proto::H1] {
-                println!("{} / {} over {}: {:.3}", a.name, b.name, p.name(), med[&(0, p)] / med[&(1, p)]);
-            }
+    // Each baseline against this build's appliance (the first server).
+    for (j, b) in servers.iter().enumerate().skip(1).filter(|(_, s)| s.steer.is_some()) {
+        for p in [Proto::H3, Proto::H2, Proto::H1] {
+            println!(
+                "{} / {} over {}: {:.3}",
+                servers[0].name,
+                b.name,
+                p.name(),
+                med[&(0, p)] / med[&(j, p)]
+            );
         }
     }
     drop(servers);
