@@ -42,6 +42,21 @@ impl Drop for Guard {
     }
 }
 
+/// Stops nginx as it is meant to be stopped: its master told to (SIGTERM), which ends its
+/// workers and then itself; killed after 5 s. (Killing the master alone left its workers
+/// running.)
+fn stop_nginx(guard: &mut Guard) {
+    let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    // Bounded: 50 checks, 100 ms apart.
+    for _ in 0..50 {
+        if matches!(guard.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// CPU seconds (user + system, in clock ticks of 10 ms) of process `pid`, all its threads.
 fn cpu_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -72,6 +87,14 @@ struct Server {
     url: String,
     /// Steering's path naming it (`None`: no HTTP/3).
     steer: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.with_children {
+            stop_nginx(&mut self.guard);
+        }
+    }
 }
 
 impl Server {
