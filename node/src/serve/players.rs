@@ -93,6 +93,10 @@ impl TitleBody {
     }
 }
 
+/// What one HTTP/3 player connection may have sent and not acknowledged, or queued: 1 MiB
+/// carries 160 Mbit/s at a 50 ms round trip, above the bitrates of any ladder.
+const PLAYER_SEND_WINDOW: u64 = 1 << 20;
+
 /// The most bytes of a chunk handed to the transport at once.
 const SLICE: usize = 256 << 10;
 /// The next chunk is read once no more than this is left to send of the current one.
@@ -416,6 +420,11 @@ impl PlayerServer {
     pub async fn connection(self, conn: Connection) {
         let remote = conn.remote_address();
         let _session = self.metrics.session();
+        // What quinn holds for the player beyond what it has acknowledged (copies of what was
+        // sent and is yet to be): bounded per player, where the endpoint's window suits
+        // appliances filling one another at line rate. Why: 1,000 paced players on one
+        // appliance held 2.9 GB resident with 16 MiB, each range queued whole.
+        conn.set_send_window(PLAYER_SEND_WINDOW);
         let mut h3 = match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await {
             Ok(c) => c,
             Err(e) => {
