@@ -219,18 +219,23 @@ fn bench_main(args: &Args) {
     let file = dir.path().join("title.bin");
     load::write_title(&file, size).expect("write the title");
     let (cert_s, key_s) = (cert_pem.display().to_string(), key_pem.display().to_string());
+    // An address of its own (the mesh tests use 127.0.0.10-..20).
     let mut node_args: Vec<&str> = vec![
         "--origin",
         "--listen",
-        "127.0.0.10:0",
+        "127.0.0.30:0",
         "--http",
-        "127.0.0.10:0",
+        "127.0.0.30:0",
         "--tls-cert",
         &cert_s,
         "--tls-key",
         &key_s,
     ];
     node_args.extend(args.node_args.iter().map(String::as_str));
+    // A short drain at the end, unless the arguments name one.
+    if !args.node_args.iter().any(|a| a.starts_with("--drain-secs")) {
+        node_args.extend(["--drain-secs", "2"]);
+    }
     let appliance = NodeProcess::start(&dir.path().join("appliance"), &node_args);
     let pid = appliance.child.0.id();
     let url = format!("http://{}", appliance.http.as_deref().expect("the appliance's --http"));
@@ -260,6 +265,7 @@ fn bench_main(args: &Args) {
         for &proto in &args.protos {
             let row = run(args, proto, n, &appliance, &title, &pin, ticks);
             println!("{}", row_line(&row));
+            println!("      {}", detail_line(&row));
             rows.push(row);
             if !alive(&appliance) {
                 println!(
@@ -357,6 +363,25 @@ fn run(
     row
 }
 
+/// The rest of a run's figures: p90s, the first requests' tail, stalls' length, MB verified.
+fn detail_line(r: &Value) -> String {
+    let f = |k: &str, p: usize| r[k].as_f64().map_or("-".into(), |v| format!("{v:.p$}"));
+    format!(
+        "refused at the connection {} (the rest: 503 to the first request); TTFB p90 {} ms; first request \
+         p50/p90/p99/max {}/{}/{}/{} ms; {} players stalled, {} s stalled in all; {} MB verified; client wall {} s",
+        r["refused_at_connect"].as_u64().map_or("-".into(), |v| v.to_string()),
+        f("ttfb_p90", 1),
+        f("first_p50", 0),
+        f("first_p90", 0),
+        f("first_p99", 0),
+        f("first_max", 0),
+        r["stalled_players"].as_u64().map_or("-".into(), |v| v.to_string()),
+        f("stalled_s", 1),
+        r["bytes"].as_f64().map_or("-".into(), |v| format!("{:.0}", v / 1e6)),
+        f("client_wall", 1),
+    )
+}
+
 fn header_line() -> String {
     format!(
         "{:<5} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8} {:>5} {:>5} {:>6} {:>24} {:>17} {:>8} {:>7} {:>8} {:>8} {:>9} {:>3}",
@@ -414,7 +439,10 @@ fn row_line(r: &Value) -> String {
 /// Why a player's connection failed.
 #[derive(Debug)]
 enum Fail {
+    /// At the connection: a QUIC close CONNECTION_REFUSED or H3_EXCESSIVE_LOAD, a TCP reset.
     Refused,
+    /// The first request answered 503.
+    Busy,
     TimedOut,
     Other(String),
 }
@@ -759,7 +787,7 @@ async fn player(
                     pos = if end + 1 >= plan.size { 0 } else { end + 1 };
                 }
                 Ok(Got::Refused) if first.is_some() => {
-                    tally.fail = Some(Fail::Refused);
+                    tally.fail = Some(Fail::Busy);
                     tally.established = false;
                     return;
                 }
@@ -872,7 +900,8 @@ fn client_main(args: &Args) {
     let bytes = sum(&|t| t.bytes);
     let out = json!({
         "established": count(&|t| t.established),
-        "refused": count(&|t| matches!(t.fail, Some(Fail::Refused))),
+        "refused": count(&|t| matches!(t.fail, Some(Fail::Refused | Fail::Busy))),
+        "refused_at_connect": count(&|t| matches!(t.fail, Some(Fail::Refused))),
         "timed_out": count(&|t| matches!(t.fail, Some(Fail::TimedOut))),
         "other": count(&|t| matches!(t.fail, Some(Fail::Other(_)))),
         "requests": sum(&|t| t.requests),
