@@ -144,6 +144,9 @@ pub struct PlayerMetrics {
     package: Family<[(&'static str, &'static str); 1], Counter>,
     /// Player connections open now (HTTP/3 and HTTPS on TCP): what heartbeats report.
     pub sessions: Gauge,
+    /// Players' TCP connections refused at the node's limits (QUIC's are counted by the
+    /// endpoint, for peers and players alike).
+    pub tcp_refused: Counter,
 }
 
 /// One open player connection, counted in [`PlayerMetrics::sessions`] while it lives.
@@ -177,6 +180,7 @@ impl Default for PlayerMetrics {
             misses,
             package: Family::default(),
             sessions: Gauge::default(),
+            tcp_refused: Counter::default(),
         }
     }
 }
@@ -236,6 +240,12 @@ impl PlayerMetrics {
             self.sessions.clone(),
         );
         registry.register(
+            "fillmesh_player_tcp_connections_refused",
+            "Players' TCP connections refused at once at the node's limits (--max-connections, \
+             --max-handshakes)",
+            self.tcp_refused.clone(),
+        );
+        registry.register(
             "fillmesh_player_ttfb_seconds",
             "Time from request to first body byte",
             self.ttfb.clone(),
@@ -244,9 +254,11 @@ impl PlayerMetrics {
 }
 
 /// Limits of player serving.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlayerLimits {
-    /// Requests served at once by the whole appliance.
+    /// Requests served at once by the whole appliance; one more is answered 503 at once (its
+    /// player asks its next appliance). Each holds at most two chunks in memory while its
+    /// body is sent (the one sent and the one read ahead): 2 MiB at 1 MiB chunks.
     pub max_requests: usize,
     /// A connection with no request for this long is closed.
     pub idle: Duration,
@@ -254,7 +266,10 @@ pub struct PlayerLimits {
 
 impl Default for PlayerLimits {
     fn default() -> Self {
-        Self { max_requests: 256, idle: Duration::from_secs(30) }
+        // Why: a paced player (4 Mbit/s) holds a request for the seconds its range takes to
+        // drain through flow control, so players at once are about requests at once; 256 sent
+        // 503s to most of 1,000 players. As many as the connections a node holds by default.
+        Self { max_requests: fillmesh_net::endpoint::DEFAULT_MAX_CONNECTIONS, idle: Duration::from_secs(30) }
     }
 }
 
