@@ -173,3 +173,72 @@ impl ChunkWriter {
         result.await.map_err(|_| StoreError::WriterGone)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    use super::*;
+    use bytes::Bytes;
+    use fillmesh_protocol::{ChunkSize, Manifest};
+    use tokio::sync::Semaphore;
+
+    /// Writes nothing anywhere; each commit waits for the test to open its gate.
+    struct Gated {
+        gate: Mutex<std::sync::mpsc::Receiver<()>>,
+        written: AtomicUsize,
+    }
+
+    impl Commit for Gated {
+        fn write(&self, chunk: &VerifiedChunk, _: u64) -> Result<Written, StoreError> {
+            self.written.fetch_add(1, Relaxed);
+            let len = chunk.bytes.len() as u64;
+            Ok(Written { title: chunk.title, index: chunk.index, len, written: true, file: None })
+        }
+        fn commit(&self, written: &[Written]) -> Result<Vec<bool>, StoreError> {
+            let _ = self.gate.lock().unwrap().recv();
+            Ok(vec![true; written.len()])
+        }
+    }
+
+    #[test]
+    fn a_slot_comes_back_once_its_chunk_is_written_and_no_chunk_is_held_before_its_commit() {
+        let data: Vec<u8> = (0..4 * 4096u32).map(|i| (i % 253) as u8).collect();
+        let (title, manifest) = Manifest::from_bytes(&data, ChunkSize::new(4096).unwrap()).unwrap();
+        let chunk = |i: u32| {
+            let at = i as usize * 4096;
+            VerifiedChunk::verify(title, &manifest, i, Bytes::copy_from_slice(&data[at..at + 4096])).unwrap()
+        };
+        let (open, gate) = std::sync::mpsc::channel();
+        let sink = Arc::new(Gated { gate: Mutex::new(gate), written: AtomicUsize::new(0) });
+        let writer = ChunkWriter::spawn(sink.clone(), Duration::ZERO).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // One slot for four chunks: each next one gets it only once the chunk before is
+            // written, while the first commit still waits at its gate. (The bound only turns
+            // a broken release into a failure instead of a hang.)
+            let slots = Arc::new(Semaphore::new(1));
+            let bound = Duration::from_secs(120);
+            let mut puts = Vec::new();
+            for i in 0..4 {
+                let slot = tokio::time::timeout(bound, slots.clone().acquire_owned())
+                    .await
+                    .expect("the slot must come back once its chunk is written, before any commit")
+                    .unwrap();
+                let (w, c) = (writer.clone(), chunk(i));
+                puts.push(tokio::spawn(async move { w.put_with(c, Some(slot)).await }));
+            }
+            drop(tokio::time::timeout(bound, slots.acquire()).await.expect("the last slot must come back"));
+            assert_eq!(sink.written.load(Relaxed), 4);
+            assert!(puts.iter().all(|p| !p.is_finished()), "a chunk was reported before its commit");
+            for _ in 0..4 {
+                let _ = open.send(());
+            }
+            for put in puts {
+                assert!(put.await.unwrap().unwrap());
+            }
+        });
+    }
+}
