@@ -268,6 +268,7 @@ fn main() -> anyhow::Result<()> {
             trust: trust.clone(),
             upload_rate: None,
             serve: Default::default(),
+            players: Default::default(),
             transport: Default::default(),
             player_cert: Some((cert_pem, key_pem)),
             trackers: if tokens {

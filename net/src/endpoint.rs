@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use fillmesh_protocol::ALPN;
 use libp2p_identity::PeerId;
+use prometheus_client::metrics::counter::Counter;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Connection, Endpoint, TransportConfig, VarInt};
+use quinn::{Connection, Endpoint, TokioRuntime, TransportConfig, VarInt};
 
+use crate::socket::{self, SocketReport};
 use crate::tls::{peer_id_of_chain, TlsError, TlsIdentity, SERVER_NAME};
 
 /// HTTP/3, for players, on the same port as the mesh.
@@ -43,13 +45,39 @@ pub struct TransportLimits {
     /// Flow-control window of one stream: large enough for a whole 1 MiB chunk plus framing,
     /// so one request never stalls on window updates over a fast link.
     pub stream_window: u32,
+    /// Receive and send buffer of the endpoint's UDP socket, in bytes (as far as the kernel
+    /// allows: [`crate::socket`]).
+    pub udp_buffer: usize,
+    /// Connections (players and peers, handshakes included) an accepting endpoint holds at
+    /// once; one more is refused at once (QUIC `CONNECTION_REFUSED`), so that its client goes
+    /// elsewhere instead of waiting for a handshake that would time out.
+    pub max_connections: usize,
+    /// Handshakes an accepting endpoint runs at once; more are refused likewise (each costs a
+    /// signature and a certificate: a flood of them must not starve the connections served).
+    pub max_handshakes: usize,
 }
 
 impl Default for TransportLimits {
     fn default() -> Self {
-        Self { max_streams_per_connection: 16, idle_timeout: Duration::from_secs(30), stream_window: 4 << 20 }
+        Self {
+            max_streams_per_connection: 16,
+            idle_timeout: Duration::from_secs(30),
+            stream_window: 4 << 20,
+            udp_buffer: DEFAULT_UDP_BUFFER,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+        }
     }
 }
+
+/// The UDP socket buffers asked for by default. Why: 1,000 players at once overflowed the
+/// kernel's default 208 KiB (hundreds of thousands of drops a run); the kernel's default cap
+/// here is 4 MiB, which a node asks past (and says so) when it may.
+pub const DEFAULT_UDP_BUFFER: usize = 16 << 20;
+/// Connections at once by default (see [`TransportLimits::max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Handshakes at once by default (see [`TransportLimits::max_handshakes`]).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 
 impl TransportLimits {
     fn transport_config(&self) -> Arc<TransportConfig> {
@@ -121,6 +149,8 @@ pub struct MeshEndpoint {
     endpoint: Endpoint,
     tls: Arc<TlsIdentity>,
     limits: TransportLimits,
+    socket: SocketReport,
+    refused: Counter,
 }
 
 impl MeshEndpoint {
@@ -131,9 +161,20 @@ impl MeshEndpoint {
             QuicServerConfig::try_from(server_tls).map_err(|e| TransportError::Config(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(limits.transport_config());
+        // quinn refuses by itself past this many handshakes not yet taken by the router.
+        server.max_incoming(limits.max_handshakes.max(1));
+        let (udp, socket) = Self::socket(addr, &limits)?;
         let endpoint =
-            Endpoint::server(server, addr).map_err(|source| TransportError::Bind { addr, source })?;
-        Ok(Self { endpoint, tls: Arc::new(tls), limits })
+            Endpoint::new(quinn::EndpointConfig::default(), Some(server), udp, Arc::new(TokioRuntime))
+                .map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(Self { endpoint, tls: Arc::new(tls), limits, socket, refused: Counter::default() })
+    }
+
+    fn socket(
+        addr: SocketAddr,
+        limits: &TransportLimits,
+    ) -> Result<(std::net::UdpSocket, SocketReport), TransportError> {
+        socket::bind(addr, limits.udp_buffer).map_err(|source| TransportError::Bind { addr, source })
     }
 
     /// A client-only endpoint on an ephemeral port (for one-shot tools).
@@ -143,8 +184,30 @@ impl MeshEndpoint {
         limits: TransportLimits,
     ) -> Result<Self, TransportError> {
         let addr = SocketAddr::new(bind_ip, 0);
-        let endpoint = Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
-        Ok(Self { endpoint, tls: Arc::new(tls), limits })
+        let (udp, socket) = Self::socket(addr, &limits)?;
+        let endpoint = Endpoint::new(quinn::EndpointConfig::default(), None, udp, Arc::new(TokioRuntime))
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(Self { endpoint, tls: Arc::new(tls), limits, socket, refused: Counter::default() })
+    }
+
+    /// The buffers and offloads the endpoint's UDP socket was given.
+    pub fn socket_report(&self) -> SocketReport {
+        self.socket
+    }
+
+    /// The limits the endpoint was made with.
+    pub fn limits(&self) -> &TransportLimits {
+        &self.limits
+    }
+
+    /// Connections refused so far because the endpoint held as many as its limits allow (a
+    /// counter shared with every clone of the endpoint, for a metrics registry).
+    pub fn refused(&self) -> Counter {
+        self.refused.clone()
+    }
+
+    pub(crate) fn count_refused(&self) {
+        self.refused.inc();
     }
 
     /// The UDP address the endpoint is bound to, with the port the system chose for port 0.

@@ -4,6 +4,8 @@
 //! - [`identity`]: a node's persistent Ed25519 key; its PeerId names the node everywhere.
 //! - [`tls`]: rustls configs with libp2p certificates and our own verifiers (each side pins
 //!   the other's PeerId; players pin an SPKI hash), aws-lc-rs only, AES-GCM first.
+//! - [`socket`]: the UDP socket beneath an endpoint, its buffers sized and the sizes granted
+//!   reported.
 //! - [`endpoint`]: one quinn endpoint per node (mesh and `h3` on one UDP port), transport
 //!   limits, close codes, and dialling with a timeout.
 //! - [`frame`]: length-prefixed postcard frames on quinn streams, bounded before any body
@@ -37,6 +39,7 @@ pub mod rate;
 pub mod ready;
 pub mod router;
 pub mod rpc;
+pub mod socket;
 pub mod sync;
 pub mod tls;
 pub mod trust;

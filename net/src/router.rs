@@ -1,9 +1,19 @@
 //! The accept loop of an endpoint: each connection is handed, once its handshake is done, to
 //! the handler of the ALPN it negotiated (as iroh's router does), inside a `conn` span.
 //! A connection whose ALPN has no handler is closed with [`close::PROTOCOL`].
+//!
+//! Past the endpoint's limits ([`TransportLimits::max_connections`] connections or
+//! [`TransportLimits::max_handshakes`] handshakes at once), a new connection is refused at
+//! once (QUIC `CONNECTION_REFUSED` in answer to its first packet): its client learns within a
+//! round trip that it must go elsewhere, where a connection left unanswered would cost it the
+//! whole handshake timeout.
+//!
+//! [`TransportLimits::max_connections`]: crate::TransportLimits::max_connections
+//! [`TransportLimits::max_handshakes`]: crate::TransportLimits::max_handshakes
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use quinn::Connection;
@@ -49,12 +59,27 @@ impl Router {
     /// Accepts connections until the endpoint is closed.
     pub async fn run(self, endpoint: MeshEndpoint) {
         let handlers: Arc<[(Vec<u8>, Handler)]> = self.handlers.into();
+        let handshaking = Arc::new(AtomicUsize::new(0));
+        let (max_connections, max_handshakes) =
+            (endpoint.limits().max_connections, endpoint.limits().max_handshakes);
         while let Some(incoming) = endpoint.inner().accept().await {
-            let handlers = handlers.clone();
             let remote = incoming.remote_address();
+            // Open connections include those still in their handshake.
+            let open = endpoint.inner().open_connections();
+            let shaking = handshaking.load(Ordering::Relaxed);
+            if open >= max_connections || shaking >= max_handshakes {
+                endpoint.count_refused();
+                debug!(%remote, open, handshaking = shaking, "refusing a connection: at the endpoint's limits");
+                incoming.refuse();
+                continue;
+            }
+            let handlers = handlers.clone();
+            let shake = Handshake::start(&handshaking);
             tokio::spawn(
                 async move {
-                    let conn = match incoming.await {
+                    let conn = incoming.await;
+                    drop(shake);
+                    let conn = match conn {
                         Ok(conn) => conn,
                         Err(e) => {
                             debug!("handshake failed: {e}");
@@ -70,5 +95,21 @@ impl Router {
                 .instrument(tracing::info_span!("conn", %remote)),
             );
         }
+    }
+}
+
+/// A handshake under way, counted until it ends either way.
+struct Handshake(Arc<AtomicUsize>);
+
+impl Handshake {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub upload_rate: Option<u64>,
     /// Limits of the mesh server.
     pub serve: ServeLimits,
+    /// Limits of the player servers (HTTP/3 and HTTPS).
+    pub players: PlayerLimits,
     /// Limits of the QUIC endpoint's connections: streams per peer, idle timeout, stream
     /// window.
     pub transport: TransportLimits,
@@ -192,6 +194,11 @@ async fn serve(
             }
         }
     };
+    let socket = endpoint.socket_report();
+    info!(%mesh_addr, "UDP socket: {socket}");
+    if socket.capped() {
+        warn!(%mesh_addr, "UDP socket buffers are smaller than asked ({socket}); {}", socket.hint());
+    }
     let role = if config.origin { Role::Origin } else { Role::Appliance };
     store.set_quota(config.disk_bytes);
     let sources = sources(store.clone());
@@ -220,16 +227,27 @@ async fn serve(
         scrub_status.clone(),
     );
     gate.register(&mut registry);
+    registry.register(
+        "fillmesh_quic_connections_refused",
+        "QUIC connections (players and peers) refused at once at the node's limits \
+         (--max-connections, --max-handshakes)",
+        endpoint.refused(),
+    );
     let registry = Arc::new(registry);
     // Players and peers share the total cap, players first (`classes`).
     let player_sessions = player_metrics.sessions.clone();
     let drain = Arc::new(Drain::default());
     let players =
-        PlayerServer::new(sources.players, PlayerLimits::default(), fill_live.rates.clone(), player_metrics)
+        PlayerServer::new(sources.players, config.players.clone(), fill_live.rates.clone(), player_metrics)
             .advertise_h3(mesh_addr.port())
             .with_gate(gate.clone())
             .with_drain(drain.clone());
-    let https = tokio::spawn(crate::serve::https::serve(players.clone(), player_tcp, player_tcp_tls));
+    let https = tokio::spawn(crate::serve::https::serve(
+        players.clone(),
+        player_tcp,
+        player_tcp_tls,
+        crate::serve::https::TcpLimits::from(&config.transport),
+    ));
     let router = server.router().route(H3_ALPN, move |conn| players.clone().connection(conn));
     let serving = tokio::spawn(router.run(endpoint.clone()));
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -443,10 +461,14 @@ impl Live {
             ("region", new.region != old.region),
             ("serve_prefix", new.prefixes != old.prefixes),
             ("max_requests", new.serve.max_requests != old.serve.max_requests),
+            ("max_player_requests", new.players != old.players),
             (
                 "max_streams_per_peer",
                 new.transport.max_streams_per_connection != old.transport.max_streams_per_connection,
             ),
+            ("udp_buffer", new.transport.udp_buffer != old.transport.udp_buffer),
+            ("max_connections", new.transport.max_connections != old.transport.max_connections),
+            ("max_handshakes", new.transport.max_handshakes != old.transport.max_handshakes),
             ("plan_stale_after", new.plan_stale_after != old.plan_stale_after),
             ("stale_origin_rate", new.stale_origin_rate != old.stale_origin_rate),
         ];

@@ -32,7 +32,16 @@ impl Session {
         let addr: SocketAddr = authority.parse().with_context(|| format!("appliance address {authority}"))?;
         let any: IpAddr = if addr.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() };
         let bind = SocketAddr::new(local.unwrap_or(any), 0);
-        let mut endpoint = quinn::Endpoint::client(bind)?;
+        // Our own socket, its receive buffer sized as a node's: with the kernel's default
+        // (208 KiB here) a fast download drops datagrams in the kernel, which the appliance
+        // then sends again.
+        let (socket, _) = fillmesh_net::socket::bind(bind, fillmesh_net::endpoint::DEFAULT_UDP_BUFFER)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(player_client_config(pin)?)?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(tls)));
         let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(addr, SERVER_NAME)?)

@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod doubles;
 pub mod fleet;
+pub mod load;
 pub mod media;
 pub mod mesh;
 

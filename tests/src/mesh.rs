@@ -293,6 +293,7 @@ impl Mesh {
             trust: Vec::new(),
             upload_rate: None,
             serve: Default::default(),
+            players: Default::default(),
             transport: Default::default(),
             player_cert: None,
             trackers: vec![(

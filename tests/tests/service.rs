@@ -146,6 +146,7 @@ fn the_package_holds_the_binary_units_configs_and_makes_the_user() {
         "./etc/fillmesh/node.toml",
         "./etc/fillmesh/tracker.toml",
         "./usr/lib/sysusers.d/fillmesh.conf",
+        "./usr/lib/sysctl.d/60-fillmesh.conf",
         "./usr/share/doc/fillmesh/examples/appliance.toml",
         "./usr/share/doc/fillmesh/examples/origin.toml",
         "./usr/share/doc/fillmesh/examples/tracker.toml",

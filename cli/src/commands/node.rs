@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use fillmesh_net::endpoint::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES};
 use fillmesh_net::TransportLimits;
 use fillmesh_protocol::units;
 use libp2p_identity::PeerId;
@@ -13,7 +14,7 @@ use std::ffi::OsString;
 use super::runtime;
 use crate::config::{self, ConfigError, Settings};
 use fillmesh_node::daemon::{self, Control, NodeConfig};
-use fillmesh_node::serve::ServeLimits;
+use fillmesh_node::serve::{PlayerLimits, ServeLimits};
 use fillmesh_node::store::scrub::ScrubConfig;
 use fillmesh_node::window::{FillWindows, LocalRange};
 use tokio::sync::mpsc::Sender;
@@ -72,9 +73,28 @@ pub struct NodeArgs {
     /// Mesh requests served at once by this node.
     #[arg(long, default_value_t = 64)]
     pub max_requests: usize,
+    /// Player requests (HTTP/3 and HTTPS) served at once; one more is answered 503 at once.
+    /// Each holds up to two chunks in memory while its body is sent.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_player_requests: u64,
     /// Mesh streams one peer may have open at once.
     #[arg(long, default_value_t = 16)]
     pub max_streams_per_peer: u32,
+    /// Receive and send buffer of the node's UDP socket, e.g. 16MiB (at most 1GiB). The
+    /// kernel caps it at net.core.rmem_max/wmem_max unless the node may pass them
+    /// (CAP_NET_ADMIN); the node logs what it was granted and how to raise the cap.
+    #[arg(long, value_parser = units::parse_size, default_value = "16MiB")]
+    pub udp_buffer: u64,
+    /// Connections the node holds at once on each transport (QUIC: players and peers; TCP:
+    /// players); one more is refused at once, so that its player goes to another appliance.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// QUIC and TLS handshakes the node runs at once; more are refused at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_HANDSHAKES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_handshakes: u64,
     /// A tracker's mesh address; the node registers and fills under its plans. Repeat it,
     /// with --tracker-id, once per tracker of a fleet: the node registers with each.
     #[arg(long, requires = "tracker_id")]
@@ -174,6 +194,9 @@ impl Settings for NodeArgs {
                 }
             }
         }
+        if self.udp_buffer > 1 << 30 {
+            problems.push(format!("--udp-buffer {} is over 1GiB", self.udp_buffer));
+        }
         let fill_window = FillWindows::new(self.fill_window.clone()).unwrap_or_else(|e| {
             problems.push(format!("--fill-window: {e}"));
             FillWindows::always()
@@ -189,8 +212,15 @@ impl Settings for NodeArgs {
             trust: self.trust,
             upload_rate: self.upload_rate,
             serve: ServeLimits { max_requests: self.max_requests.max(1), ..ServeLimits::default() },
+            players: PlayerLimits {
+                max_requests: usize::try_from(self.max_player_requests).unwrap_or(usize::MAX),
+                ..PlayerLimits::default()
+            },
             transport: TransportLimits {
                 max_streams_per_connection: self.max_streams_per_peer.max(1),
+                udp_buffer: usize::try_from(self.udp_buffer).unwrap_or(usize::MAX),
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                max_handshakes: usize::try_from(self.max_handshakes).unwrap_or(usize::MAX),
                 ..TransportLimits::default()
             },
             player_cert: self.tls_cert.zip(self.tls_key),

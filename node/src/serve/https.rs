@@ -16,21 +16,38 @@ use tracing::{debug, Instrument};
 
 use super::players::{request_span, PlayerServer, Truncated};
 
-/// TCP connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 1024;
 /// A TLS handshake or a request head that takes longer than this closes the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many players' TCP connections are held, and how many TLS handshakes run, at once.
+/// Past either, a new connection is closed as soon as it is accepted: its player sees the
+/// connection end within a round trip and goes to another appliance, where a connection
+/// left in the kernel's backlog would wait out its own timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections at once.
+    pub connections: usize,
+    /// TLS handshakes at once.
+    pub handshakes: usize,
+}
+
+impl From<&fillmesh_net::TransportLimits> for TcpLimits {
+    fn from(limits: &fillmesh_net::TransportLimits) -> Self {
+        Self { connections: limits.max_connections, handshakes: limits.max_handshakes }
+    }
+}
 
 /// Serves players on `listener` until the task is dropped.
 pub async fn serve(
     server: PlayerServer,
     listener: TcpListener,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    limits: TcpLimits,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Semaphore::new(limits.connections.max(1)));
+    let handshakes = Arc::new(Semaphore::new(limits.handshakes.max(1)));
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else { return };
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -40,6 +57,14 @@ pub async fn serve(
                 continue;
             }
         };
+        let (Ok(permit), Ok(shake)) =
+            (connections.clone().try_acquire_owned(), handshakes.clone().try_acquire_owned())
+        else {
+            server.metrics().tcp_refused.inc();
+            debug!(%remote, "refusing a player's TCP connection: at the node's limits");
+            refuse(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let server = server.clone();
@@ -47,7 +72,9 @@ pub async fn serve(
             async move {
                 let _permit = permit;
                 let _session = server.metrics().session();
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(shake);
+                let tls = match tls {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => return debug!("TLS handshake failed: {e}"),
                     Err(_) => return debug!("TLS handshake timed out"),
@@ -70,6 +97,14 @@ pub async fn serve(
             .instrument(tracing::debug_span!("player", %remote, transport = "tcp")),
         );
     }
+}
+
+/// Closes a connection refused at the limits at once. Lingering off with a zero timeout
+/// makes the close a reset: the client's pending handshake fails with "connection reset"
+/// at once, where a plain close after its unread ClientHello would do the same less surely.
+fn refuse(tcp: tokio::net::TcpStream) {
+    let _ = tcp.set_zero_linger();
+    drop(tcp);
 }
 
 impl PlayerServer {

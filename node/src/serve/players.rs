@@ -79,8 +79,10 @@ pub(crate) struct TitleBody {
     first: Option<Bytes>,
     /// Where the file served ends in the data file (a one-file title's length).
     len: u64,
-    /// The read of the next chunk, started while this one is sent.
+    /// The read of the next chunk, started while the last part of this one is sent.
     ahead: Option<JoinHandle<Result<Bytes, StoreError>>>,
+    /// What is left to send of the chunk being sent.
+    rest: Option<Bytes>,
     received: Instant,
     _slot: OwnedSemaphorePermit,
 }
@@ -90,6 +92,11 @@ impl TitleBody {
         in_part(index, self.start, self.end, self.chunk_size, self.len)
     }
 }
+
+/// The most bytes of a chunk handed to the transport at once.
+const SLICE: usize = 256 << 10;
+/// The next chunk is read once no more than this is left to send of the current one.
+const READ_AHEAD_AT: usize = 512 << 10;
 
 /// Whether bytes `start..=end` of a file ending at byte `len` of its data file, in chunks of
 /// `cs`, cover only part of chunk `index` (the other parts are then likely asked for soon).
@@ -144,6 +151,9 @@ pub struct PlayerMetrics {
     package: Family<[(&'static str, &'static str); 1], Counter>,
     /// Player connections open now (HTTP/3 and HTTPS on TCP): what heartbeats report.
     pub sessions: Gauge,
+    /// Players' TCP connections refused at the node's limits (QUIC's are counted by the
+    /// endpoint, for peers and players alike).
+    pub tcp_refused: Counter,
 }
 
 /// One open player connection, counted in [`PlayerMetrics::sessions`] while it lives.
@@ -177,6 +187,7 @@ impl Default for PlayerMetrics {
             misses,
             package: Family::default(),
             sessions: Gauge::default(),
+            tcp_refused: Counter::default(),
         }
     }
 }
@@ -236,6 +247,12 @@ impl PlayerMetrics {
             self.sessions.clone(),
         );
         registry.register(
+            "fillmesh_player_tcp_connections_refused",
+            "Players' TCP connections refused at once at the node's limits (--max-connections, \
+             --max-handshakes)",
+            self.tcp_refused.clone(),
+        );
+        registry.register(
             "fillmesh_player_ttfb_seconds",
             "Time from request to first body byte",
             self.ttfb.clone(),
@@ -244,9 +261,11 @@ impl PlayerMetrics {
 }
 
 /// Limits of player serving.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlayerLimits {
-    /// Requests served at once by the whole appliance.
+    /// Requests served at once by the whole appliance; one more is answered 503 at once (its
+    /// player asks its next appliance). Each holds at most two chunks in memory while its
+    /// body is sent (the one sent and the one read ahead): 2 MiB at 1 MiB chunks.
     pub max_requests: usize,
     /// A connection with no request for this long is closed.
     pub idle: Duration,
@@ -254,7 +273,10 @@ pub struct PlayerLimits {
 
 impl Default for PlayerLimits {
     fn default() -> Self {
-        Self { max_requests: 256, idle: Duration::from_secs(30) }
+        // Why: a paced player (4 Mbit/s) holds a request for the seconds its range takes to
+        // drain through flow control, so players at once are about requests at once; 256 sent
+        // 503s to most of 1,000 players. As many as the connections a node holds by default.
+        Self { max_requests: fillmesh_net::endpoint::DEFAULT_MAX_CONNECTIONS, idle: Duration::from_secs(30) }
     }
 }
 
@@ -815,6 +837,7 @@ impl PlayerServer {
                 first,
                 len: data_len,
                 ahead: None,
+                rest: None,
                 received,
                 _slot: slot,
             })
@@ -844,32 +867,46 @@ impl PlayerServer {
             Body::Empty => None,
             Body::Full(bytes) => Some((Ok(bytes), (server, None))),
             Body::Title(mut t) => {
-                let index = t.chunks.next()?;
-                let read = match (t.first.take(), t.ahead.take()) {
-                    (Some(bytes), _) => Some(bytes),
-                    (None, Some(reading)) => Self::finish_read(t.title, index, reading).await,
-                    (None, None) => server.read(t.title, index, t.in_part(index)).await,
+                let piece = match t.rest.take() {
+                    Some(rest) => rest,
+                    None => {
+                        let index = t.chunks.next()?;
+                        let read = match (t.first.take(), t.ahead.take()) {
+                            (Some(bytes), _) => Some(bytes),
+                            (None, Some(reading)) => Self::finish_read(t.title, index, reading).await,
+                            (None, None) => server.read(t.title, index, t.in_part(index)).await,
+                        };
+                        let Some(bytes) = read else {
+                            return Some((Err(Truncated), (server, None)));
+                        };
+                        let offset = u64::from(index) * t.chunk_size;
+                        let from = t.start.saturating_sub(offset) as usize;
+                        let to = ((t.end + 1 - offset) as usize).min(bytes.len());
+                        if offset <= t.start {
+                            server.metrics.ttfb.observe(t.received.elapsed().as_secs_f64());
+                        }
+                        bytes.slice(from.min(to)..to)
+                    }
                 };
-                let Some(bytes) = read else {
-                    return Some((Err(Truncated), (server, None)));
+                // A chunk goes out in slices, and the next chunk is read and verified while
+                // the last of them are sent: otherwise the stream waits for each read and its
+                // hash (about 0.25 ms per MiB of BLAKE3 here, far more for a read that reaches
+                // the disk) before it can send on. Not sooner: a paced player drains a chunk
+                // in seconds, and a chunk read ahead at once doubled what each request held
+                // (1,000 players at 4 Mbit/s: 2 GB resident with 1 MiB chunks).
+                let (now, rest) = if piece.len() > SLICE {
+                    (piece.slice(..SLICE), Some(piece.slice(SLICE..)))
+                } else {
+                    (piece, None)
                 };
-                // The next chunk is read and verified while this one is sent: otherwise
-                // the stream waits for each read and its hash (about 0.25 ms per MiB of
-                // BLAKE3 here, far more for a read that reaches the disk) before it can
-                // send on.
-                if !t.chunks.is_empty() {
+                let left = rest.as_ref().map_or(0, Bytes::len);
+                if left <= READ_AHEAD_AT && t.ahead.is_none() && !t.chunks.is_empty() {
                     t.ahead = Some(server.start_read(t.title, t.chunks.start, t.in_part(t.chunks.start)));
                 }
-                let offset = u64::from(index) * t.chunk_size;
-                let from = t.start.saturating_sub(offset) as usize;
-                let to = ((t.end + 1 - offset) as usize).min(bytes.len());
-                let piece = bytes.slice(from.min(to)..to);
-                server.rates.player(piece.len() as u64).await;
-                server.metrics.bytes.inc_by(piece.len() as u64);
-                if offset <= t.start {
-                    server.metrics.ttfb.observe(t.received.elapsed().as_secs_f64());
-                }
-                Some((Ok(piece), (server, Some(Body::Title(t)))))
+                t.rest = rest;
+                server.rates.player(now.len() as u64).await;
+                server.metrics.bytes.inc_by(now.len() as u64);
+                Some((Ok(now), (server, Some(Body::Title(t)))))
             }
         }
     }

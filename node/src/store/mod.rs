@@ -777,7 +777,12 @@ impl Store {
     }
 
     fn read_verified(&self, title: &TitleId, index: u32, keep: bool) -> Result<Bytes, StoreError> {
-        if let Some(bytes) = self.recent().get(title, index, Instant::now()) {
+        let found = {
+            let mut recent = self.recent();
+            let now = Instant::now();
+            recent.get(title, index, now).or_else(|| recent.shared(title, index, now))
+        };
+        if let Some(bytes) = found {
             // Dropped or evicted since it was read: not held, whatever memory has.
             if self.lock().get(title).is_some_and(|s| s.held.contains(index)) {
                 return Ok(bytes);
@@ -788,8 +793,13 @@ impl Store {
             self.drop_damaged(title, index, generation, "read")?;
             return Err(StoreError::CorruptOnDisk { title: *title, index });
         }
+        // Why shared: 1,000 paced players on one appliance each held their own copy of the
+        // chunks they were sent (2 GB resident with 1 MiB chunks), and many read and hashed the
+        // same chunk within moments of one another.
+        let mut recent = self.recent();
+        let bytes = recent.share(*title, index, bytes, Instant::now());
         if keep {
-            self.recent().insert(*title, index, bytes.clone(), Instant::now());
+            recent.insert(*title, index, bytes.clone(), Instant::now());
         }
         Ok(bytes)
     }

@@ -1,0 +1,899 @@
+//! Players at once (issue 30, item 1): N concurrent video players against ONE appliance, over
+//! HTTP/3 and over HTTPS/TCP, each paced at a bitrate, verifying every byte; what the players
+//! saw (connections established and refused, time to first byte, stalls) and what the
+//! appliance spent (CPU, memory, UDP datagrams dropped).
+//!
+//! `cargo bench -p fillmesh-tests --bench players [-- ARGS]`; ARGS (defaults in brackets):
+//! - `--players 1000,5000`: the runs' sizes, players at once, one run per size and protocol;
+//! - `--proto h3|tcp|both` [both]: HTTP/3, or HTTPS on TCP (HTTP/1.1, keep-alive), or both;
+//! - `--rate-mbit 4`: each player's bitrate; 0: unpaced (each asks its next range as soon as
+//!   the last ended);
+//! - `--secs 30`: each run's length; `--ramp-secs 1`: the players' starts spread over it;
+//! - `--title-mib 1024`, `--range-mib 2`: the title's size and the ranges asked;
+//! - `--buffer-secs 8`: a paced player asks its next range when it holds less than this
+//!   ahead of its playhead;
+//! - `--node-arg ARG` (repeatable): passed to the appliance as it is (e.g. the lead's new
+//!   flags: `--node-arg=--max-connections --node-arg=2000`).
+//!
+//! **The appliance** is one `fillmesh node` process (the release build), as `--origin` with
+//! no tracker (so no playback tokens), holding one title whose bytes are a function of their
+//! offset (`fillmesh_tests::load::word`), seeded through its ingest API, presenting a
+//! self-signed certificate (rcgen) that the players pin by its key's SHA-256, as steering
+//! pins one. Its data lives under /tmp/load/ and is deleted at the end; the process is
+//! stopped at the end (and on a panic, by its guard). It runs for every run of the bench: its
+//! CPU seconds (utime + stime of /proc/PID/stat), UDP drops (the last column of
+//! /proc/net/udp for its port) are before/after deltas over a run, its peak resident memory
+//! (VmHWM) is since the run's start (reset through /proc/PID/clear_refs), its final one
+//! (VmRSS) at the run's end.
+//!
+//! **The players** run in a separate process (this bench again, `--client`), so that its CPU
+//! (reported) is told apart from the appliance's; one tokio runtime, a task per player. Over
+//! HTTP/3 (quinn + h3) players share a few client UDP sockets (one per 250 players, 2 to 32)
+//! with 16 MiB receive buffers (SO_RCVBUFFORCE), so that datagrams are dropped at the
+//! server if anywhere; over TCP each has its own connection (HTTP/1.1 over rustls, written
+//! here: about 150 lines for a GET with Range and a Content-Length body). Each player opens
+//! its connection (a handshake timeout of 10 s), then reads ranges of `--range-mib` one
+//! after another from a random start (wrapping at the title's end), as a player does with a
+//! progressive file: paced, it asks the next range when its buffer ahead (bytes received
+//! turned into seconds at its bitrate, less the time since its first byte) falls under
+//! `--buffer-secs`. It checks every byte against the content function.
+//!
+//! **Reported** per run: players asked; connections established; failed connections as
+//! refused (a QUIC CONNECTION_REFUSED or H3_EXCESSIVE_LOAD close, a TCP reset/refusal at
+//! connect, or a 503 to the first request), timed out (no handshake in 10 s) and other;
+//! completed requests; 503s to later requests (retried after a second); errors (a connection
+//! lost, a wrong byte, a request with no byte for 20 s); MB verified; STALLS: a player's
+//! playhead (starting at its first byte, moving at its bitrate) has caught up with the bytes
+//! it received and no byte has come for more than 1 s (unpaced: any request with no byte for
+//! more than 1 s), counted once per gap; time to first byte of every request (request sent
+//! to first body byte) and of each player's first request (from before its handshake) as
+//! p50/p99/max; the appliance's CPU seconds, peak and final RSS, UDP drops; the client
+//! process's CPU seconds. Each row also says whether the appliance was still up.
+//!
+//! Not done: a separate network namespace (clients and appliance share loopback, and the
+//! kernel's work for both counts to whoever is running); HTTP/2 (TCP players speak
+//! HTTP/1.1); players going to another appliance when refused (a refused player stops);
+//! adaptive bitrates.
+//!
+//! Measured (before issue 30's item 2; figures in the report of this file's commit and
+//! below as they are taken).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use fillmesh_net::tls::{player_client_config, spki_sha256, SERVER_NAME};
+use fillmesh_tests::load::{self, quantile};
+use fillmesh_tests::{fillmesh, wait_for, ChildGuard, NodeProcess};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request with no byte for this long is an error (and ends its player).
+const SILENCE_LIMIT: Duration = Duration::from_secs(20);
+/// No byte for longer than this while behind the bitrate is a stall.
+const STALL_GAP: Duration = Duration::from_secs(1);
+const PLAYERS_PER_SOCKET: usize = 250;
+const CLIENT_RCVBUF: usize = 16 << 20;
+/// H3_EXCESSIVE_LOAD (RFC 9114): a server closing a connection it cannot take.
+const H3_EXCESSIVE_LOAD: u32 = 0x107;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    H3,
+    Tcp,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::H3 => "h3",
+            Proto::Tcp => "tcp",
+        }
+    }
+}
+
+/// The bench's arguments (the client's are the same plus where and what).
+#[derive(Debug, Clone)]
+struct Args {
+    players: Vec<usize>,
+    protos: Vec<Proto>,
+    rate_mbit: f64,
+    secs: f64,
+    ramp_secs: f64,
+    title_mib: u64,
+    range_mib: f64,
+    buffer_secs: f64,
+    node_args: Vec<String>,
+    client: bool,
+    addr: Option<SocketAddr>,
+    title: String,
+    pin: String,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        players: vec![1000, 5000],
+        protos: vec![Proto::H3, Proto::Tcp],
+        rate_mbit: 4.0,
+        secs: 30.0,
+        ramp_secs: 1.0,
+        title_mib: 1024,
+        range_mib: 2.0,
+        buffer_secs: 8.0,
+        node_args: Vec::new(),
+        client: false,
+        addr: None,
+        title: String::new(),
+        pin: String::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    let usage = "usage: players [--players N[,N..]] [--proto h3|tcp|both] [--rate-mbit R] [--secs S] \
+                 [--ramp-secs S] [--title-mib M] [--range-mib M] [--buffer-secs S] [--node-arg ARG]...";
+    // Bounded by the argument list.
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline.clone().or_else(|| it.next()).unwrap_or_else(|| panic!("{flag} needs a value; {usage}"))
+        };
+        let num =
+            |v: String| v.parse::<f64>().unwrap_or_else(|_| panic!("{flag}: not a number: {v}; {usage}"));
+        match flag.as_str() {
+            "--bench" => {}
+            "--players" => {
+                a.players =
+                    value().split(',').map(|n| n.parse().unwrap_or_else(|_| panic!("{usage}"))).collect()
+            }
+            "--proto" => {
+                a.protos = match value().as_str() {
+                    "h3" => vec![Proto::H3],
+                    "tcp" => vec![Proto::Tcp],
+                    "both" => vec![Proto::H3, Proto::Tcp],
+                    other => panic!("--proto {other}; {usage}"),
+                }
+            }
+            "--rate-mbit" => a.rate_mbit = num(value()),
+            "--secs" => a.secs = num(value()),
+            "--ramp-secs" => a.ramp_secs = num(value()),
+            "--title-mib" => a.title_mib = num(value()) as u64,
+            "--range-mib" => a.range_mib = num(value()),
+            "--buffer-secs" => a.buffer_secs = num(value()),
+            "--node-arg" => a.node_args.push(value()),
+            "--client" => a.client = true,
+            "--addr" => a.addr = Some(value().parse().expect("--addr")),
+            "--title" => a.title = value(),
+            "--pin" => a.pin = value(),
+            other => panic!("unknown argument {other}; {usage}"),
+        }
+    }
+    assert!(!a.players.is_empty() && a.players.iter().all(|&n| n > 0), "{usage}");
+    assert!(a.secs > 0.0 && a.ramp_secs >= 0.0 && a.ramp_secs < a.secs, "--ramp-secs under --secs; {usage}");
+    assert!(a.title_mib > 0 && a.range_mib > 0.0 && a.range_mib <= a.title_mib as f64, "{usage}");
+    a
+}
+
+fn main() {
+    let args = parse_args();
+    if args.client {
+        client_main(&args);
+    } else {
+        bench_main(&args);
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (the processes it starts
+/// inherit it): 5,000 TCP players need 5,000 descriptors on each side. The limits before.
+fn raise_open_files() -> (u64, u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    (soft, hard)
+}
+
+// ---------------------------------------------------------------------------------------
+// The bench: the appliance, one client process per run, the table.
+
+fn bench_main(args: &Args) {
+    let (soft, hard) = raise_open_files();
+    let ticks = load::clock_ticks();
+    std::fs::create_dir_all("/tmp/load").expect("/tmp/load");
+    let dir = tempfile::Builder::new().prefix("players-").tempdir_in("/tmp/load").expect("temp dir");
+
+    // The players' certificate, pinned by the clients as steering pins an appliance's.
+    let cert = rcgen::generate_simple_self_signed(vec!["fillmesh.invalid".into()]).expect("certificate");
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).expect("cert");
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).expect("key");
+    let pin: String =
+        spki_sha256(cert.cert.der()).expect("SPKI").iter().map(|b| format!("{b:02x}")).collect();
+
+    let size = args.title_mib << 20;
+    let file = dir.path().join("title.bin");
+    load::write_title(&file, size).expect("write the title");
+    let (cert_s, key_s) = (cert_pem.display().to_string(), key_pem.display().to_string());
+    let mut node_args: Vec<&str> = vec![
+        "--origin",
+        "--listen",
+        "127.0.0.10:0",
+        "--http",
+        "127.0.0.10:0",
+        "--tls-cert",
+        &cert_s,
+        "--tls-key",
+        &key_s,
+    ];
+    node_args.extend(args.node_args.iter().map(String::as_str));
+    let appliance = NodeProcess::start(&dir.path().join("appliance"), &node_args);
+    let pid = appliance.child.0.id();
+    let url = format!("http://{}", appliance.http.as_deref().expect("the appliance's --http"));
+    let out = fillmesh().arg("seed").arg(&file).args(["--origin", &url]).output().expect("fillmesh seed");
+    assert!(out.status.success(), "seed: {out:?}");
+    let title = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    std::fs::remove_file(&file).expect("remove the title's source");
+    let addr: SocketAddr = appliance.mesh.parse().expect("mesh address");
+    let limit = load::open_files_limit(pid).map_or("?".into(), |(s, h)| format!("{s} (hard {h})"));
+    println!(
+        "players bench: appliance pid {pid} at {addr} (HTTP/3 on UDP and HTTPS on TCP), title {} MiB; \
+         its open-files limit {limit} (this shell's was {soft}, hard {hard}); {} Mbit/s per player{}, \
+         ranges of {} MiB, buffer {} s, {} s a run, starts over {} s; node args: {:?}",
+        args.title_mib,
+        args.rate_mbit,
+        if args.rate_mbit > 0.0 { "" } else { " (unpaced)" },
+        args.range_mib,
+        args.buffer_secs,
+        args.secs,
+        args.ramp_secs,
+        args.node_args
+    );
+    println!("load: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+
+    let mut rows = Vec::new();
+    for &n in &args.players {
+        for &proto in &args.protos {
+            let row = run(args, proto, n, &appliance, &title, &pin, ticks);
+            println!("{}", row_line(&row));
+            rows.push(row);
+            if !alive(&appliance) {
+                println!(
+                    "the appliance is down: no more runs; its log's tail:\n{}",
+                    tail(&appliance.log(), 20)
+                );
+                break;
+            }
+            // Let the connections of this run close before the next.
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+    println!("\n{}", header_line());
+    for row in &rows {
+        println!("{}", row_line(row));
+    }
+    println!(
+        "(estab: connections established; refused / t-out / other: failed connections; requests: \
+         ranges completed; 503: later requests refused; err: connections lost, bad bytes, silent \
+         requests; stalls: no byte for > 1 s while behind the bitrate; TTFB in ms, first = a \
+         player's first request from before its handshake; app CPU: appliance CPU s over the run; \
+         RSS peak/final MB; drops: datagrams its UDP socket dropped; cli CPU: client process CPU s)"
+    );
+    println!("load at the end: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    for r in &rows {
+        if let Some(e) = r["first_error"].as_str() {
+            println!("{} x {}: first error: {e}", r["proto"].as_str().unwrap_or("?"), r["players"]);
+        }
+    }
+    let mut appliance = appliance;
+    if appliance.child.terminate(Duration::from_secs(40)).is_none() {
+        println!("the appliance did not stop within 40 s of SIGTERM: killed");
+    }
+}
+
+fn alive(node: &NodeProcess) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", node.child.0.id()))
+        .is_ok_and(|s| s.rfind(')').is_some_and(|i| !s[i..].starts_with(") Z")))
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One run: a client process of `n` players over `proto`; the figures as a JSON object.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    args: &Args,
+    proto: Proto,
+    n: usize,
+    appliance: &NodeProcess,
+    title: &str,
+    pin: &str,
+    ticks: f64,
+) -> Value {
+    let pid = appliance.child.0.id();
+    let addr: SocketAddr = appliance.mesh.parse().expect("mesh address");
+    let port = addr.port();
+    let (cpu0, drops0) = (load::cpu_seconds(pid, ticks), load::udp_drops(port));
+    let peak_reset = load::reset_peak_rss(pid);
+    let exe = std::env::current_exe().expect("this bench's path");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--client", "--proto", proto.name(), "--players", &n.to_string()])
+        .args(["--addr", &addr.to_string(), "--title", title, "--pin", pin])
+        .args(["--rate-mbit", &args.rate_mbit.to_string(), "--secs", &args.secs.to_string()])
+        .args(["--ramp-secs", &args.ramp_secs.to_string(), "--title-mib", &args.title_mib.to_string()])
+        .args(["--range-mib", &args.range_mib.to_string(), "--buffer-secs", &args.buffer_secs.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut client = ChildGuard(cmd.spawn().expect("start the client process"));
+    // Bounded: the client stops its players at --secs and closes within seconds after.
+    let limit = Duration::from_secs_f64(args.secs + 60.0 + n as f64 / 100.0);
+    let status = wait_for(limit, || client.0.try_wait().ok().flatten());
+    let (cpu1, drops1) = (load::cpu_seconds(pid, ticks), load::udp_drops(port));
+    let mut out = String::new();
+    if let Some(mut stdout) = client.0.stdout.take() {
+        if status.is_some() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+    }
+    let mut row: Value = match status {
+        Some(s) if s.success() => serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| json!({"first_error": format!("client output: {e}: {out}")})),
+        Some(s) => json!({"first_error": format!("the client process failed: {s}")}),
+        None => json!({"first_error": "the client process did not end in time (killed)"}),
+    };
+    row["proto"] = json!(proto.name());
+    row["players"] = json!(n);
+    row["app_cpu"] = json!(cpu0.zip(cpu1).map(|(a, b)| b - a));
+    row["rss_peak"] = json!(if peak_reset { load::status_mb(pid, "VmHWM") } else { None });
+    row["rss_final"] = json!(load::status_mb(pid, "VmRSS"));
+    row["drops"] = json!(drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)));
+    row["up"] = json!(alive(appliance));
+    row
+}
+
+fn header_line() -> String {
+    format!(
+        "{:<5} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8} {:>5} {:>5} {:>6} {:>24} {:>17} {:>8} {:>7} {:>8} {:>8} {:>9} {:>3}",
+        "proto",
+        "play",
+        "estab",
+        "refused",
+        "t-out",
+        "other",
+        "requests",
+        "503",
+        "err",
+        "stalls",
+        "TTFB p50/p99/max ms",
+        "first p50/p99",
+        "MB/s",
+        "app CPU",
+        "RSS pk",
+        "RSS end",
+        "drops",
+        "up"
+    )
+}
+
+fn row_line(r: &Value) -> String {
+    let u = |k: &str| r[k].as_u64().map_or("-".into(), |v| v.to_string());
+    let f = |k: &str, p: usize| r[k].as_f64().map_or("-".into(), |v| format!("{v:.p$}"));
+    format!(
+        "{:<5} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8} {:>5} {:>5} {:>6} {:>24} {:>17} {:>8} {:>7} {:>8} {:>8} {:>9} {:>3}  cli CPU {}",
+        r["proto"].as_str().unwrap_or("?"),
+        u("players"),
+        u("established"),
+        u("refused"),
+        u("timed_out"),
+        u("other"),
+        u("requests"),
+        u("refused_requests"),
+        u("errors"),
+        u("stalls"),
+        format!("{}/{}/{}", f("ttfb_p50", 1), f("ttfb_p99", 1), f("ttfb_max", 0)),
+        format!("{}/{}", f("first_p50", 0), f("first_p99", 0)),
+        f("mb_s", 1),
+        f("app_cpu", 1),
+        f("rss_peak", 0),
+        f("rss_final", 0),
+        u("drops"),
+        if r["up"].as_bool() == Some(true) { "yes" } else { "NO" },
+        f("client_cpu", 1),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The client process: N players, their tallies summed into one JSON line on stdout.
+
+/// Why a player's connection failed.
+#[derive(Debug)]
+enum Fail {
+    Refused,
+    TimedOut,
+    Other(String),
+}
+
+/// What one player saw.
+#[derive(Debug, Default)]
+struct Tally {
+    established: bool,
+    fail: Option<Fail>,
+    first_ttfb_us: Option<u32>,
+    ttfb_us: Vec<u32>,
+    requests: u64,
+    refused_requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    bytes: u64,
+    stalls: u64,
+    stalled: Duration,
+}
+
+impl Tally {
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
+    }
+}
+
+/// What the players share: where, what, how fast.
+struct Plan {
+    addr: SocketAddr,
+    path: String,
+    size: u64,
+    range: u64,
+    /// Bytes per second; 0: unpaced.
+    rate: f64,
+    buffer: Duration,
+    end: tokio::time::Instant,
+    h3: quinn::ClientConfig,
+    tcp: tokio_rustls::TlsConnector,
+}
+
+/// A player's playback clock: the time of its first byte and the bytes it got since.
+#[derive(Debug, Default)]
+struct Clock {
+    start: Option<tokio::time::Instant>,
+    bytes: u64,
+}
+
+impl Clock {
+    /// When the playhead reaches the end of what was received (a stall can only start then);
+    /// unpaced players are always behind; before the first byte, never.
+    fn catch_up(&self, rate: f64) -> tokio::time::Instant {
+        match self.start {
+            _ if rate == 0.0 => tokio::time::Instant::now(),
+            None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            Some(s) => s + Duration::from_secs_f64(self.bytes as f64 / rate),
+        }
+    }
+}
+
+/// Waits for `fut`, counting a stall if no byte came for STALL_GAP while behind the bitrate,
+/// and giving up after SILENCE_LIMIT with no byte. `last` is when the last byte came.
+async fn watched<T>(
+    fut: impl std::future::Future<Output = T>,
+    last: tokio::time::Instant,
+    clock: &Clock,
+    plan: &Plan,
+    tally: &mut Tally,
+) -> Result<T, String> {
+    tokio::pin!(fut);
+    let stall_at = (last + STALL_GAP).max(clock.catch_up(plan.rate));
+    let silence = last + SILENCE_LIMIT;
+    let mut stalled_since = None;
+    // Bounded: at most two timers fire before it returns.
+    loop {
+        let timer = if stalled_since.is_none() { stall_at.min(silence) } else { silence };
+        tokio::select! {
+            v = &mut fut => {
+                if let Some(s) = stalled_since {
+                    tally.stalled += tokio::time::Instant::now() - s;
+                }
+                return Ok(v);
+            }
+            () = tokio::time::sleep_until(timer) => {
+                if tokio::time::Instant::now() >= silence {
+                    return Err(format!("no byte for {} s", SILENCE_LIMIT.as_secs()));
+                }
+                tally.stalls += 1;
+                stalled_since = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// A player's connection.
+enum Conn {
+    H3 { conn: quinn::Connection, send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> },
+    Tcp { stream: Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>, buf: Vec<u8> },
+}
+
+fn classify_quic(e: &quinn::ConnectionError) -> Fail {
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            Fail::Refused
+        }
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(H3_EXCESSIVE_LOAD) =>
+        {
+            Fail::Refused
+        }
+        quinn::ConnectionError::TimedOut => Fail::TimedOut,
+        e => Fail::Other(e.to_string()),
+    }
+}
+
+async fn connect(proto: Proto, plan: &Plan, endpoint: &quinn::Endpoint) -> Result<Conn, Fail> {
+    match proto {
+        Proto::H3 => {
+            let connecting = endpoint
+                .connect_with(plan.h3.clone(), plan.addr, SERVER_NAME)
+                .map_err(|e| Fail::Other(e.to_string()))?;
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                Err(_) => return Err(Fail::TimedOut),
+                Ok(Err(e)) => return Err(classify_quic(&e)),
+                Ok(Ok(c)) => c,
+            };
+            let (mut driver, send) =
+                h3::client::new(h3_quinn::Connection::new(conn.clone())).await.map_err(|e| {
+                    conn.close_reason().map_or_else(|| Fail::Other(e.to_string()), |r| classify_quic(&r))
+                })?;
+            tokio::spawn(async move {
+                let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+            });
+            Ok(Conn::H3 { conn, send })
+        }
+        Proto::Tcp => {
+            let tcp = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::net::TcpStream::connect(plan.addr))
+                .await
+            {
+                Err(_) => return Err(Fail::TimedOut),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(Fail::Refused),
+                Ok(Err(e)) => return Err(Fail::Other(e.to_string())),
+                Ok(Ok(t)) => t,
+            };
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).expect("server name");
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, plan.tcp.connect(name, tcp)).await {
+                Err(_) => return Err(Fail::TimedOut),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err(Fail::Refused),
+                Ok(Err(e)) => return Err(Fail::Other(format!("TLS: {e}"))),
+                Ok(Ok(s)) => s,
+            };
+            Ok(Conn::Tcp { stream: Box::new(stream), buf: vec![0; 64 << 10] })
+        }
+    }
+}
+
+/// How a request ended.
+enum Got {
+    /// The range, whole and verified.
+    Done,
+    /// 503: the appliance turned it away.
+    Refused,
+}
+
+/// Asks bytes `start..=end` and verifies them; counts TTFB and stalls into `tally`.
+async fn request(
+    conn: &mut Conn,
+    plan: &Plan,
+    start: u64,
+    end: u64,
+    clock: &mut Clock,
+    tally: &mut Tally,
+    first: Option<tokio::time::Instant>,
+) -> Result<Got, String> {
+    let sent = tokio::time::Instant::now();
+    let mut last = sent;
+    let mut offset = start;
+    let mut first_byte = true;
+    let mut got =
+        |data: &[u8], clock: &mut Clock, tally: &mut Tally, offset: &mut u64| -> Result<(), String> {
+            let now = tokio::time::Instant::now();
+            if first_byte && !data.is_empty() {
+                first_byte = false;
+                tally.ttfb_us.push((now - sent).as_micros().min(u32::MAX.into()) as u32);
+                if let Some(t0) = first {
+                    tally.first_ttfb_us = Some((now - t0).as_micros().min(u32::MAX.into()) as u32);
+                }
+                clock.start.get_or_insert(now);
+            }
+            if *offset + data.len() as u64 > end + 1 {
+                return Err("a body longer than its range".into());
+            }
+            if !load::matches(*offset, data) {
+                return Err(format!("wrong bytes in {}..{}", *offset, *offset + data.len() as u64));
+            }
+            *offset += data.len() as u64;
+            clock.bytes += data.len() as u64;
+            tally.bytes += data.len() as u64;
+            Ok(())
+        };
+    match conn {
+        Conn::H3 { send, .. } => {
+            let request = http::Request::get(format!("https://{SERVER_NAME}{}", plan.path))
+                .header("range", format!("bytes={start}-{end}"))
+                .body(())
+                .map_err(|e| e.to_string())?;
+            let mut stream = send.send_request(request).await.map_err(|e| e.to_string())?;
+            stream.finish().await.map_err(|e| e.to_string())?;
+            let response = watched(stream.recv_response(), last, clock, plan, tally)
+                .await?
+                .map_err(|e| e.to_string())?;
+            match response.status().as_u16() {
+                206 => {}
+                503 => return Ok(Got::Refused),
+                s => return Err(format!("status {s}")),
+            }
+            // Bounded by the range's length (longer is an error) and SILENCE_LIMIT per piece.
+            loop {
+                let piece =
+                    watched(std::future::poll_fn(|cx| stream.poll_recv_data(cx)), last, clock, plan, tally)
+                        .await?
+                        .map_err(|e| e.to_string())?;
+                let Some(mut piece) = piece else { break };
+                last = tokio::time::Instant::now();
+                while piece.has_remaining() {
+                    let n = piece.chunk().len();
+                    got(piece.chunk(), clock, tally, &mut offset)?;
+                    piece.advance(n);
+                }
+            }
+        }
+        Conn::Tcp { stream, buf } => {
+            let head = format!(
+                "GET {} HTTP/1.1\r\nHost: {SERVER_NAME}\r\nRange: bytes={start}-{end}\r\n\r\n",
+                plan.path
+            );
+            stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+            // The response head: at most 16 KiB, read until its blank line.
+            let mut filled = 0;
+            let head_end = loop {
+                if let Some(i) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                if filled >= 16 << 10 {
+                    return Err("a response head over 16 KiB".into());
+                }
+                let n = watched(stream.read(&mut buf[filled..]), last, clock, plan, tally)
+                    .await?
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("connection closed before a response".into());
+                }
+                filled += n;
+            };
+            let text = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let length: u64 = text
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .ok_or_else(|| format!("no Content-Length: {text}"))?;
+            let mut body = &buf[head_end..filled];
+            let mut left = length;
+            let keep = status == 206;
+            if keep && !body.is_empty() {
+                let take = body.len().min(left as usize);
+                got(&body[..take], clock, tally, &mut offset)?;
+                body = &body[take..];
+                left -= take as u64;
+            }
+            if !keep {
+                left -= (body.len() as u64).min(left);
+            }
+            // Bounded by Content-Length and SILENCE_LIMIT per read.
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                let n = watched(stream.read(&mut buf[..want]), last, clock, plan, tally)
+                    .await?
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("connection closed inside a body".into());
+                }
+                last = tokio::time::Instant::now();
+                if keep {
+                    got(&buf[..n], clock, tally, &mut offset)?;
+                }
+                left -= n as u64;
+            }
+            match status {
+                206 => {}
+                503 => return Ok(Got::Refused),
+                s => return Err(format!("status {s}")),
+            }
+        }
+    }
+    if offset != end + 1 {
+        return Err(format!("a body of {} bytes for a range of {}", offset - start, end + 1 - start));
+    }
+    Ok(Got::Done)
+}
+
+/// One player: connect, then ranges until the plan's end.
+async fn player(
+    proto: Proto,
+    plan: Arc<Plan>,
+    endpoint: quinn::Endpoint,
+    delay: Duration,
+    seed: u64,
+) -> Tally {
+    let mut tally = Tally::default();
+    tokio::time::sleep(delay).await;
+    let t0 = tokio::time::Instant::now();
+    let body = async {
+        let mut conn = match connect(proto, &plan, &endpoint).await {
+            Ok(c) => c,
+            Err(f) => {
+                tally.fail = Some(f);
+                return;
+            }
+        };
+        tally.established = true;
+        let mut clock = Clock::default();
+        // A random start, on a 4 KiB boundary as a player seeking by byte offset might.
+        let mut pos = (load::word(seed) % plan.size) & !4095;
+        let mut first = Some(t0);
+        // Bounded by the plan's end (the caller's select) and each request's limits.
+        loop {
+            if plan.rate > 0.0 && clock.start.is_some() {
+                let ahead_until = clock.catch_up(plan.rate);
+                let ask_at = ahead_until.checked_sub(plan.buffer).unwrap_or(ahead_until);
+                tokio::time::sleep_until(ask_at).await;
+            }
+            let end = (pos + plan.range).min(plan.size) - 1;
+            match request(&mut conn, &plan, pos, end, &mut clock, &mut tally, first).await {
+                Ok(Got::Done) => {
+                    tally.requests += 1;
+                    first = None;
+                    pos = if end + 1 >= plan.size { 0 } else { end + 1 };
+                }
+                Ok(Got::Refused) if first.is_some() => {
+                    tally.fail = Some(Fail::Refused);
+                    tally.established = false;
+                    return;
+                }
+                Ok(Got::Refused) => {
+                    tally.refused_requests += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    let reason = match &conn {
+                        Conn::H3 { conn, .. } => {
+                            conn.close_reason().map_or_else(|| e.clone(), |r| format!("{e} ({r})"))
+                        }
+                        Conn::Tcp { .. } => e,
+                    };
+                    tally.error(reason);
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = body => {}
+        () = tokio::time::sleep_until(plan.end) => {}
+    }
+    tally
+}
+
+/// A client UDP endpoint with a large receive buffer (SO_RCVBUFFORCE: past rmem_max, as root).
+fn client_endpoint() -> quinn::Endpoint {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("client UDP socket");
+    if setsockopt(&socket, sockopt::RcvBufForce, &CLIENT_RCVBUF).is_err() {
+        let _ = setsockopt(&socket, sockopt::RcvBuf, &CLIENT_RCVBUF);
+    }
+    let granted = getsockopt(&socket, sockopt::RcvBuf).unwrap_or(0);
+    if granted < CLIENT_RCVBUF {
+        eprintln!(
+            "client UDP receive buffer {granted} bytes (asked {CLIENT_RCVBUF}): drops may be the client's"
+        );
+    }
+    let runtime = quinn::default_runtime().expect("a tokio runtime");
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime).expect("client endpoint")
+}
+
+fn client_main(args: &Args) {
+    raise_open_files();
+    let ticks = load::clock_ticks();
+    let proto = args.protos[0];
+    let n = args.players[0];
+    let pin: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(&args.pin[2 * i..2 * i + 2], 16).expect("--pin hex"))
+        .collect::<Vec<u8>>()
+        .try_into()
+        .expect("a 32-byte pin");
+    let tls = player_client_config(pin).expect("client TLS");
+    let mut tcp_tls = tls.clone();
+    tcp_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC client config");
+    let mut h3 = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("idle timeout")));
+    h3.transport_config(Arc::new(transport));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let wall = Instant::now();
+    let tallies = runtime.block_on(async {
+        let plan = Arc::new(Plan {
+            addr: args.addr.expect("--addr"),
+            path: format!("/titles/{}", args.title),
+            size: args.title_mib << 20,
+            range: (args.range_mib * (1 << 20) as f64) as u64,
+            rate: args.rate_mbit * 1e6 / 8.0,
+            buffer: Duration::from_secs_f64(args.buffer_secs),
+            end: tokio::time::Instant::now() + Duration::from_secs_f64(args.secs),
+            h3,
+            tcp: tokio_rustls::TlsConnector::from(Arc::new(tcp_tls)),
+        });
+        let sockets = if proto == Proto::H3 { n.div_ceil(PLAYERS_PER_SOCKET).clamp(2, 32) } else { 1 };
+        let endpoints: Vec<quinn::Endpoint> = (0..sockets).map(|_| client_endpoint()).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let delay = Duration::from_secs_f64(args.ramp_secs * i as f64 / n as f64);
+            let seed = i as u64 * 7919 + u64::from(std::process::id());
+            tasks.spawn(player(proto, plan.clone(), endpoints[i % sockets].clone(), delay, seed));
+        }
+        let mut tallies = Vec::with_capacity(n);
+        while let Some(t) = tasks.join_next().await {
+            tallies.push(t.expect("a player task"));
+        }
+        for e in &endpoints {
+            e.close(0u32.into(), b"done");
+        }
+        for e in &endpoints {
+            let _ = tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await;
+        }
+        tallies
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let secs = wall.elapsed().as_secs_f64();
+
+    let count = |f: &dyn Fn(&Tally) -> bool| tallies.iter().filter(|t| f(t)).count();
+    let sum = |f: &dyn Fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
+    let mut ttfb: Vec<u32> = tallies.iter().flat_map(|t| t.ttfb_us.iter().copied()).collect();
+    let mut first: Vec<u32> = tallies.iter().filter_map(|t| t.first_ttfb_us).collect();
+    let other_reason = tallies.iter().find_map(|t| match &t.fail {
+        Some(Fail::Other(e)) => Some(format!("connection failed: {e}")),
+        _ => None,
+    });
+    let first_error = tallies.iter().find_map(|t| t.first_error.clone()).or(other_reason);
+    let bytes = sum(&|t| t.bytes);
+    let out = json!({
+        "established": count(&|t| t.established),
+        "refused": count(&|t| matches!(t.fail, Some(Fail::Refused))),
+        "timed_out": count(&|t| matches!(t.fail, Some(Fail::TimedOut))),
+        "other": count(&|t| matches!(t.fail, Some(Fail::Other(_)))),
+        "requests": sum(&|t| t.requests),
+        "refused_requests": sum(&|t| t.refused_requests),
+        "errors": sum(&|t| t.errors),
+        "bytes": bytes,
+        "mb_s": bytes as f64 / 1e6 / args.secs,
+        "stalls": sum(&|t| t.stalls),
+        "stalled_players": count(&|t| t.stalls > 0),
+        "stalled_s": tallies.iter().map(|t| t.stalled.as_secs_f64()).sum::<f64>(),
+        "ttfb_p50": quantile(&mut ttfb, 0.5, 1e3),
+        "ttfb_p90": quantile(&mut ttfb, 0.9, 1e3),
+        "ttfb_p99": quantile(&mut ttfb, 0.99, 1e3),
+        "ttfb_max": quantile(&mut ttfb, 1.0, 1e3),
+        "first_p50": quantile(&mut first, 0.5, 1e3),
+        "first_p90": quantile(&mut first, 0.9, 1e3),
+        "first_p99": quantile(&mut first, 0.99, 1e3),
+        "first_max": quantile(&mut first, 1.0, 1e3),
+        "client_cpu": load::cpu_seconds(std::process::id(), ticks),
+        "client_wall": secs,
+        "first_error": first_error,
+    });
+    println!("{out}");
+}
