@@ -86,7 +86,7 @@ pub const DEFAULT_UDP_BUFFER: usize = 16 << 20;
 /// Connections at once by default (see [`TransportLimits::max_connections`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Handshakes at once by default (see [`TransportLimits::max_handshakes`]).
-pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 
 impl TransportLimits {
     fn transport_config(&self) -> Arc<TransportConfig> {

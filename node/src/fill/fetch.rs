@@ -39,8 +39,8 @@ pub trait Destination: Commit {
     fn known(&self, title: &TitleId) -> Option<(Arc<Manifest>, ChunkBitmap)>;
     /// Takes the verified manifest of a title it does not know yet.
     fn adopt(&self, title: TitleId, manifest: &Manifest) -> Result<(), StoreError>;
-    /// Verified chunks that may wait for their commit at once, each holding its bytes in
-    /// memory.
+    /// Verified chunks that may wait to be written at once, each holding its bytes in
+    /// memory (a chunk written and waiting for its commit's sync holds none).
     fn write_slots(&self) -> usize {
         swarm::WRITE_SLOTS
     }
@@ -58,6 +58,12 @@ impl Destination for Store {
     }
     fn adopt(&self, title: TitleId, manifest: &Manifest) -> Result<(), StoreError> {
         self.add_title(title, "", manifest.clone())
+    }
+    /// As many as a fetch without a store: a slot is released once its chunk is written,
+    /// and the writes go on while a batch syncs, so the slots wait for the disk's bandwidth
+    /// only, never for a sync.
+    fn write_slots(&self) -> usize {
+        4
     }
 }
 

@@ -79,8 +79,10 @@ pub(crate) struct TitleBody {
     first: Option<Bytes>,
     /// Where the file served ends in the data file (a one-file title's length).
     len: u64,
-    /// The read of the next chunk, started while this one is sent.
+    /// The read of the next chunk, started while the last part of this one is sent.
     ahead: Option<JoinHandle<Result<Bytes, StoreError>>>,
+    /// What is left to send of the chunk being sent.
+    rest: Option<Bytes>,
     received: Instant,
     _slot: OwnedSemaphorePermit,
 }
@@ -90,6 +92,15 @@ impl TitleBody {
         in_part(index, self.start, self.end, self.chunk_size, self.len)
     }
 }
+
+/// What one HTTP/3 player connection may have sent and not acknowledged, or queued: 1 MiB
+/// carries 160 Mbit/s at a 50 ms round trip, above the bitrates of any ladder.
+const PLAYER_SEND_WINDOW: u64 = 1 << 20;
+
+/// The most bytes of a chunk handed to the transport at once.
+const SLICE: usize = 256 << 10;
+/// The next chunk is read once no more than this is left to send of the current one.
+const READ_AHEAD_AT: usize = 512 << 10;
 
 /// Whether bytes `start..=end` of a file ending at byte `len` of its data file, in chunks of
 /// `cs`, cover only part of chunk `index` (the other parts are then likely asked for soon).
@@ -409,6 +420,11 @@ impl PlayerServer {
     pub async fn connection(self, conn: Connection) {
         let remote = conn.remote_address();
         let _session = self.metrics.session();
+        // What quinn holds for the player beyond what it has acknowledged (copies of what was
+        // sent and is yet to be): bounded per player, where the endpoint's window suits
+        // appliances filling one another at line rate. Why: 1,000 paced players on one
+        // appliance held 2.9 GB resident with 16 MiB, each range queued whole.
+        conn.set_send_window(PLAYER_SEND_WINDOW);
         let mut h3 = match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await {
             Ok(c) => c,
             Err(e) => {
@@ -830,6 +846,7 @@ impl PlayerServer {
                 first,
                 len: data_len,
                 ahead: None,
+                rest: None,
                 received,
                 _slot: slot,
             })
@@ -859,32 +876,46 @@ impl PlayerServer {
             Body::Empty => None,
             Body::Full(bytes) => Some((Ok(bytes), (server, None))),
             Body::Title(mut t) => {
-                let index = t.chunks.next()?;
-                let read = match (t.first.take(), t.ahead.take()) {
-                    (Some(bytes), _) => Some(bytes),
-                    (None, Some(reading)) => Self::finish_read(t.title, index, reading).await,
-                    (None, None) => server.read(t.title, index, t.in_part(index)).await,
+                let piece = match t.rest.take() {
+                    Some(rest) => rest,
+                    None => {
+                        let index = t.chunks.next()?;
+                        let read = match (t.first.take(), t.ahead.take()) {
+                            (Some(bytes), _) => Some(bytes),
+                            (None, Some(reading)) => Self::finish_read(t.title, index, reading).await,
+                            (None, None) => server.read(t.title, index, t.in_part(index)).await,
+                        };
+                        let Some(bytes) = read else {
+                            return Some((Err(Truncated), (server, None)));
+                        };
+                        let offset = u64::from(index) * t.chunk_size;
+                        let from = t.start.saturating_sub(offset) as usize;
+                        let to = ((t.end + 1 - offset) as usize).min(bytes.len());
+                        if offset <= t.start {
+                            server.metrics.ttfb.observe(t.received.elapsed().as_secs_f64());
+                        }
+                        bytes.slice(from.min(to)..to)
+                    }
                 };
-                let Some(bytes) = read else {
-                    return Some((Err(Truncated), (server, None)));
+                // A chunk goes out in slices, and the next chunk is read and verified while
+                // the last of them are sent: otherwise the stream waits for each read and its
+                // hash (about 0.25 ms per MiB of BLAKE3 here, far more for a read that reaches
+                // the disk) before it can send on. Not sooner: a paced player drains a chunk
+                // in seconds, and a chunk read ahead at once doubled what each request held
+                // (1,000 players at 4 Mbit/s: 2 GB resident with 1 MiB chunks).
+                let (now, rest) = if piece.len() > SLICE {
+                    (piece.slice(..SLICE), Some(piece.slice(SLICE..)))
+                } else {
+                    (piece, None)
                 };
-                // The next chunk is read and verified while this one is sent: otherwise
-                // the stream waits for each read and its hash (about 0.25 ms per MiB of
-                // BLAKE3 here, far more for a read that reaches the disk) before it can
-                // send on.
-                if !t.chunks.is_empty() {
+                let left = rest.as_ref().map_or(0, Bytes::len);
+                if left <= READ_AHEAD_AT && t.ahead.is_none() && !t.chunks.is_empty() {
                     t.ahead = Some(server.start_read(t.title, t.chunks.start, t.in_part(t.chunks.start)));
                 }
-                let offset = u64::from(index) * t.chunk_size;
-                let from = t.start.saturating_sub(offset) as usize;
-                let to = ((t.end + 1 - offset) as usize).min(bytes.len());
-                let piece = bytes.slice(from.min(to)..to);
-                server.rates.player(piece.len() as u64).await;
-                server.metrics.bytes.inc_by(piece.len() as u64);
-                if offset <= t.start {
-                    server.metrics.ttfb.observe(t.received.elapsed().as_secs_f64());
-                }
-                Some((Ok(piece), (server, Some(Body::Title(t)))))
+                t.rest = rest;
+                server.rates.player(now.len() as u64).await;
+                server.metrics.bytes.inc_by(now.len() as u64);
+                Some((Ok(now), (server, Some(Body::Title(t)))))
             }
         }
     }

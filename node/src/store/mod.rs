@@ -186,6 +186,32 @@ impl VerifiedChunk {
     }
 }
 
+/// A verified chunk written where it belongs but neither durable nor held yet: what the
+/// second half of a group commit syncs and marks ([`Store::commit_written`]). It keeps no
+/// bytes: the chunk's buffer may be reused once it is written.
+#[derive(Debug)]
+pub struct Written {
+    title: TitleId,
+    index: u32,
+    len: u64,
+    /// False when nothing was written (already held, or its title removed): such a chunk
+    /// is not newly stored.
+    written: bool,
+    /// The data file to sync before the chunk may count as held, if one must be.
+    file: Option<Arc<DataFile>>,
+}
+
+impl Written {
+    /// The bytes written (0 when nothing was).
+    pub fn bytes(&self) -> u64 {
+        if self.written {
+            self.len
+        } else {
+            0
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct TitleRecord {
     name: String,
@@ -594,48 +620,67 @@ impl Store {
     /// the whole batch, then marks them held. Returns, per chunk, whether it was newly stored.
     /// On an error no chunk of the batch is marked held.
     pub fn put_batch(&self, chunks: &[VerifiedChunk]) -> Result<Vec<bool>, StoreError> {
+        let mut written = Vec::with_capacity(chunks.len());
+        let mut pending = 0;
+        for chunk in chunks {
+            let w = self.write_chunk(chunk, pending)?;
+            pending += w.bytes();
+            written.push(w);
+        }
+        self.commit_written(&written)
+    }
+
+    /// The first half of a commit: writes `chunk`'s bytes into its data file, neither durable
+    /// nor held yet ([`Store::commit_written`] makes them both), so that its buffer can go as
+    /// soon as it is written. `pending` is what the same batch wrote before it, counted
+    /// against the quota. A chunk already held (or whose title was removed while it waited)
+    /// is not written.
+    pub fn write_chunk(&self, chunk: &VerifiedChunk, pending: u64) -> Result<Written, StoreError> {
         let quota = self.quota.load(std::sync::atomic::Ordering::Relaxed);
+        let len = chunk.bytes.len() as u64;
         if quota != u64::MAX {
-            let mut held = self.held_bytes();
-            for c in chunks {
-                held += c.bytes.len() as u64;
-                if held > quota {
-                    return Err(StoreError::QuotaExceeded {
-                        title: c.title,
-                        index: c.index,
-                        held: held - c.bytes.len() as u64,
-                        quota,
-                    });
-                }
+            let held = self.held_bytes() + pending;
+            if held + len > quota {
+                return Err(StoreError::QuotaExceeded {
+                    title: chunk.title,
+                    index: chunk.index,
+                    held,
+                    quota,
+                });
             }
         }
-        let mut files: Vec<(TitleId, Arc<DataFile>)> = Vec::new();
-        let mut written = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            let Some((file, chunk_size)) = self.file_if_missing(chunk)? else {
-                written.push(false);
-                continue;
-            };
-            self.write_bytes(&file, chunk_size, chunk)?;
-            if !files.iter().any(|(t, _)| *t == chunk.title) {
-                files.push((chunk.title, file));
+        let Some((file, chunk_size)) = self.file_if_missing(chunk)? else {
+            return Ok(Written { title: chunk.title, index: chunk.index, len, written: false, file: None });
+        };
+        self.write_bytes(&file, chunk_size, chunk)?;
+        Ok(Written { title: chunk.title, index: chunk.index, len, written: true, file: Some(file) })
+    }
+
+    /// The second half of a commit: one sync per data file, then the bits of every chunk
+    /// written, with one index flush. Returns, per chunk, whether it was newly stored. On an
+    /// error no chunk of the batch is marked held.
+    pub fn commit_written(&self, written: &[Written]) -> Result<Vec<bool>, StoreError> {
+        let mut files: Vec<(TitleId, &Arc<DataFile>)> = Vec::new();
+        for w in written {
+            if let Some(file) = &w.file {
+                if !files.iter().any(|(t, _)| *t == w.title) {
+                    files.push((w.title, file));
+                }
             }
-            written.push(true);
         }
         for (title, file) in &files {
             file.sync_data().map_err(|e| StoreError::io(format!("chunks of {title}"), e))?;
         }
         // Only now, with the bytes durable, may their bits be set.
-        let fresh: Vec<&VerifiedChunk> =
-            chunks.iter().zip(&written).filter(|(_, w)| **w).map(|(c, _)| c).collect();
+        let fresh: Vec<(TitleId, u32)> =
+            written.iter().filter(|w| w.written).map(|w| (w.title, w.index)).collect();
         let mut newly = self.mark_held(&fresh)?;
         // Each newly held chunk is reported once, even if the batch carried it twice.
-        Ok(chunks
+        Ok(written
             .iter()
-            .zip(&written)
-            .map(|(c, w)| {
-                let pos = newly.iter().position(|n| *n == (c.title, c.index));
-                *w && pos.map(|p| newly.swap_remove(p)).is_some()
+            .map(|w| {
+                let pos = newly.iter().position(|n| *n == (w.title, w.index));
+                w.written && pos.map(|p| newly.swap_remove(p)).is_some()
             })
             .collect())
     }
@@ -671,20 +716,20 @@ impl Store {
 
     /// Sets the bits of chunks whose bytes are durable, with one index flush; returns the
     /// (title, chunk) pairs that were not held before.
-    fn mark_held(&self, chunks: &[&VerifiedChunk]) -> Result<Vec<(TitleId, u32)>, StoreError> {
+    fn mark_held(&self, chunks: &[(TitleId, u32)]) -> Result<Vec<(TitleId, u32)>, StoreError> {
         if chunks.is_empty() {
             return Ok(Vec::new());
         }
         let mut titles = self.lock();
         let mut updated: HashMap<TitleId, ChunkBitmap> = HashMap::new();
         let mut newly = Vec::new();
-        for chunk in chunks {
+        for &(title, index) in chunks {
             // Removed since its bytes were written (into a file no longer named): dropped.
-            let Some(state) = self.unless_removed(&titles, &chunk.title)? else { continue };
-            let held = updated.entry(chunk.title).or_insert_with(|| state.held.clone());
-            if !held.contains(chunk.index) {
-                held.insert(chunk.index);
-                newly.push((chunk.title, chunk.index));
+            let Some(state) = self.unless_removed(&titles, &title)? else { continue };
+            let held = updated.entry(title).or_insert_with(|| state.held.clone());
+            if !held.contains(index) {
+                held.insert(index);
+                newly.push((title, index));
             }
         }
         for (title, held) in &updated {
@@ -732,7 +777,12 @@ impl Store {
     }
 
     fn read_verified(&self, title: &TitleId, index: u32, keep: bool) -> Result<Bytes, StoreError> {
-        if let Some(bytes) = self.recent().get(title, index, Instant::now()) {
+        let found = {
+            let mut recent = self.recent();
+            let now = Instant::now();
+            recent.get(title, index, now).or_else(|| recent.shared(title, index, now))
+        };
+        if let Some(bytes) = found {
             // Dropped or evicted since it was read: not held, whatever memory has.
             if self.lock().get(title).is_some_and(|s| s.held.contains(index)) {
                 return Ok(bytes);
@@ -743,8 +793,13 @@ impl Store {
             self.drop_damaged(title, index, generation, "read")?;
             return Err(StoreError::CorruptOnDisk { title: *title, index });
         }
+        // Why shared: 1,000 paced players on one appliance each held their own copy of the
+        // chunks they were sent (2 GB resident with 1 MiB chunks), and many read and hashed the
+        // same chunk within moments of one another.
+        let mut recent = self.recent();
+        let bytes = recent.share(*title, index, bytes, Instant::now());
         if keep {
-            self.recent().insert(*title, index, bytes.clone(), Instant::now());
+            recent.insert(*title, index, bytes.clone(), Instant::now());
         }
         Ok(bytes)
     }

@@ -25,7 +25,7 @@ use fillmesh_protocol::{ChunkBitmap, Manifest, TitleId};
 
 use super::datafile::DataFile;
 use super::writer::Commit;
-use super::{empty_bitmap, StoreError, VerifiedChunk};
+use super::{empty_bitmap, StoreError, VerifiedChunk, Written};
 
 /// A title's bytes on their way to one file.
 #[derive(Debug)]
@@ -168,35 +168,37 @@ fn link_following(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 impl Commit for OutFile {
-    /// Positioned writes, no sync: nothing is durable or named before [`OutFile::persist`],
+    /// A positioned write, no sync: nothing is durable or named before [`OutFile::persist`],
     /// which syncs once.
-    fn commit(&self, chunks: &[VerifiedChunk]) -> Result<Vec<bool>, StoreError> {
-        let manifest = {
+    fn write(&self, chunk: &VerifiedChunk, _pending: u64) -> Result<Written, StoreError> {
+        let (manifest, held) = {
             let adopted = self.lock();
-            adopted.as_ref().ok_or(StoreError::WriterGone)?.manifest.clone()
+            let a = adopted.as_ref().ok_or(StoreError::WriterGone)?;
+            (a.manifest.clone(), a.title == chunk.title && a.held.contains(chunk.index))
         };
-        let mut fresh = Vec::with_capacity(chunks.len());
-        let mut written = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            let held =
-                self.lock().as_ref().is_some_and(|a| a.title == chunk.title && a.held.contains(chunk.index));
-            if held {
-                fresh.push(false);
-                continue;
-            }
-            let offset = manifest.chunk_offset(chunk.index);
+        let len = chunk.bytes.len() as u64;
+        if !held {
             self.file
-                .write_all_at(&chunk.bytes, offset)
+                .write_all_at(&chunk.bytes, manifest.chunk_offset(chunk.index))
                 .map_err(|e| StoreError::io(format!("chunk {} of {}", chunk.index, chunk.title), e))?;
-            written.push(chunk.index);
-            fresh.push(true);
         }
-        if let Some(a) = self.lock().as_mut() {
-            for &index in &written {
-                a.held.insert(index);
-            }
-        }
-        Ok(fresh)
+        Ok(Written { title: chunk.title, index: chunk.index, len, written: !held, file: None })
+    }
+
+    /// Marks the chunks written as held: per chunk, whether it was not before.
+    fn commit(&self, written: &[Written]) -> Result<Vec<bool>, StoreError> {
+        let mut adopted = self.lock();
+        let a = adopted.as_mut().ok_or(StoreError::WriterGone)?;
+        Ok(written
+            .iter()
+            .map(|w| {
+                let fresh = w.written && w.title == a.title && !a.held.contains(w.index);
+                if fresh {
+                    a.held.insert(w.index);
+                }
+                fresh
+            })
+            .collect())
     }
 }
 
@@ -219,6 +221,12 @@ mod tests {
             .collect()
     }
 
+    /// Both halves of a commit, as the writer thread does them.
+    fn put(file: &OutFile, chunks: &[VerifiedChunk]) -> Vec<bool> {
+        let written: Vec<Written> = chunks.iter().map(|c| file.write(c, 0).unwrap()).collect();
+        file.commit(&written).unwrap()
+    }
+
     fn entries(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -237,14 +245,14 @@ mod tests {
         file.adopt(title, &manifest).unwrap();
         let all = chunks(&bytes, title, &manifest);
         // In reverse order, and one twice: the second time it is not fresh.
-        assert_eq!(file.commit(&all[2..]).unwrap(), vec![true, true]);
-        assert_eq!(file.commit(&all[3..]).unwrap(), vec![false]);
+        assert_eq!(put(&file, &all[2..]), vec![true, true]);
+        assert_eq!(put(&file, &all[3..]), vec![false]);
         assert_eq!(&file.read_chunk(3).unwrap()[..], &bytes[3 * 65_536..]);
         assert!(matches!(file.read_chunk(0), Err(StoreError::NotHeld { .. })));
         // While incomplete, the old file is untouched and nothing else is named.
         assert_eq!(std::fs::read(&out).unwrap(), b"what was there");
         assert_eq!(entries(dir.path()), vec!["title.bin".to_string()], "an unnamed file has no name");
-        file.commit(&all[..2]).unwrap();
+        put(&file, &all[..2]);
         file.persist(&out).unwrap();
         assert!(std::fs::read(&out).unwrap() == bytes);
         assert_eq!(entries(dir.path()), vec!["title.bin".to_string()]);
@@ -258,7 +266,7 @@ mod tests {
         let out = dir.path().join("out");
         let file = OutFile::create_in(dir.path()).unwrap();
         file.adopt(title, &manifest).unwrap();
-        file.commit(&chunks(&bytes, title, &manifest)[..1]).unwrap();
+        put(&file, &chunks(&bytes, title, &manifest)[..1]);
         assert!(matches!(file.persist(&out), Err(StoreError::Incomplete(_))));
         assert!(!out.exists());
         assert!(entries(dir.path()).is_empty(), "left behind: {:?}", entries(dir.path()));
