@@ -123,6 +123,16 @@ impl TransportLimits {
     }
 }
 
+/// The endpoint's own settings: datagrams up to [`MTU_UPPER_BOUND`] accepted (quinn's default
+/// of 1472 would keep a peer's MTU discovery at that on any path, appliances filling one
+/// another included).
+fn endpoint_config() -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    // In quinn's range (1200..=65527): never refused.
+    let _ = config.max_udp_payload_size(MTU_UPPER_BOUND);
+    config
+}
+
 /// Why an endpoint could not be created or a connection made.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -192,7 +202,7 @@ impl MeshEndpoint {
         server.max_incoming(limits.max_handshakes.max(1));
         let (udp, socket) = Self::socket(addr, &limits)?;
         let endpoint =
-            Endpoint::new(quinn::EndpointConfig::default(), Some(server), udp, Arc::new(TokioRuntime))
+            Endpoint::new(endpoint_config(), Some(server), udp, Arc::new(TokioRuntime))
                 .map_err(|source| TransportError::Bind { addr, source })?;
         Ok(Self { endpoint, tls: Arc::new(tls), limits, socket, refused: Counter::default() })
     }
@@ -212,7 +222,7 @@ impl MeshEndpoint {
     ) -> Result<Self, TransportError> {
         let addr = SocketAddr::new(bind_ip, 0);
         let (udp, socket) = Self::socket(addr, &limits)?;
-        let endpoint = Endpoint::new(quinn::EndpointConfig::default(), None, udp, Arc::new(TokioRuntime))
+        let endpoint = Endpoint::new(endpoint_config(), None, udp, Arc::new(TokioRuntime))
             .map_err(|source| TransportError::Bind { addr, source })?;
         Ok(Self { endpoint, tls: Arc::new(tls), limits, socket, refused: Counter::default() })
     }
