@@ -201,9 +201,8 @@ impl MeshEndpoint {
         // quinn refuses by itself past this many handshakes not yet taken by the router.
         server.max_incoming(limits.max_handshakes.max(1));
         let (udp, socket) = Self::socket(addr, &limits)?;
-        let endpoint =
-            Endpoint::new(endpoint_config(), Some(server), udp, Arc::new(TokioRuntime))
-                .map_err(|source| TransportError::Bind { addr, source })?;
+        let endpoint = Endpoint::new(endpoint_config(), Some(server), udp, Arc::new(TokioRuntime))
+            .map_err(|source| TransportError::Bind { addr, source })?;
         Ok(Self { endpoint, tls: Arc::new(tls), limits, socket, refused: Counter::default() })
     }
 
