@@ -185,23 +185,7 @@ fn percentile(v: &mut [u32], p: f64) -> f64 {
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32, ticks_per_s: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
-    // The command name may hold spaces: the fields after it are counted from its ')'.
-    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    ticks as f64 / ticks_per_s
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    fillmesh_tests::load::cpu_seconds(pid, ticks_per_s).expect("read /proc/<pid>/stat")
 }
 
 fn registration(i: usize, role: Role) -> Registration {
@@ -370,7 +354,7 @@ fn main() {
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     assert!(n >= 1 && secs >= 1, "usage: load [N SECONDS]");
     let window = Duration::from_secs(secs);
-    let ticks = clock_ticks();
+    let ticks = fillmesh_tests::load::clock_ticks();
 
     let dir = tempfile::tempdir().expect("temporary directory");
     // Key 0 is the origin's, 1..=n the appliances'.
