@@ -133,11 +133,16 @@ fn a_player_refused_by_full_appliances_plays_from_the_next() {
         let http = format!("127.0.0.{}:0", 11 + i);
         *node =
             start_appliance_with(dir, i, &mesh.tracker, &["--http", &http, "--max-connections", "1"], &[]);
-        let peer = node.peer.clone();
+        let (peer, addr) = (node.peer.clone(), node.mesh.clone());
+        // Registered again at its new address: until then steering still names the old one,
+        // where nothing listens.
         wait_for(Duration::from_secs(60), || {
             let s = status(&mesh.tracker)?;
             let a = s["appliances"].as_array()?.iter().find(|a| a["peer_id"] == peer.as_str())?.clone();
-            (a["healthy"] == true && a["held_bytes"].as_u64()? >= 4 * MIB as u64).then_some(())
+            (a["addr"] == addr.as_str()
+                && a["healthy"] == true
+                && a["held_bytes"].as_u64()? >= 4 * MIB as u64)
+                .then_some(())
         })
         .unwrap_or_else(|| panic!("appliance {i} is not back: {:?}", status(&mesh.tracker)));
     }
