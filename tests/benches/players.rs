@@ -873,6 +873,10 @@ async fn request(
                 plan.path
             );
             stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+            // rustls may keep what it could not write to the socket at once: without a flush
+            // the request can wait there while the appliance waits for it (one player in
+            // 1,000 then saw its connection closed by the appliance's header timeout, 10 s).
+            stream.flush().await.map_err(|e| e.to_string())?;
             // The response head: at most 16 KiB, read until its blank line.
             let mut filled = 0;
             let head_end = loop {
