@@ -14,6 +14,12 @@
 //!   ahead of its playhead;
 //! - `--node-arg ARG` (repeatable): passed to the appliance as it is (e.g. the lead's new
 //!   flags: `--node-arg=--max-connections --node-arg=2000`);
+//! - `--client-payload 6500`: the largest UDP payload the HTTP/3 clients take (their
+//!   endpoints' `max_udp_payload_size`): by default `MTU_UPPER_BOUND`, as `fillmesh play`'s
+//!   endpoint; `1472` is quinn's default and what a 1,500-byte path allows (a browser's case);
+//! - `--client-sockets N`: the HTTP/3 clients' UDP sockets (default: one per 250 players, 2
+//!   to 32). Each has a 16 MiB receive buffer, so more sockets also queue more for a client
+//!   process that falls behind;
 //! - `--netns`: the clients in a network namespace of their own, reaching the appliance over
 //!   a veth pair (made and removed by the bench, as root), rather than over loopback.
 //!
@@ -50,7 +56,9 @@
 //! more than 1 s), counted once per gap; time to first byte of every request (request sent
 //! to first body byte) and of each player's first request (from before its handshake) as
 //! p50/p99/max; the appliance's CPU seconds, peak and final RSS, UDP drops; the client
-//! process's CPU seconds. Each row also says whether the appliance was still up.
+//! process's CPU seconds and its sockets' UDP drops; the appliance's own part of the TTFB
+//! (request received to first piece ready: gate, read and verification of the chunk) from its
+//! `fillmesh_player_ttfb_seconds` histogram, as the bounds of the buckets holding p50 and p99. Each row also says whether the appliance was still up.
 //!
 //! Not done: HTTP/2 (TCP players speak HTTP/1.1); players going to another appliance when
 //! refused (a refused player stops); adaptive bitrates; players arriving and leaving during
@@ -156,6 +164,10 @@ struct Args {
     range_mib: f64,
     buffer_secs: f64,
     node_args: Vec<String>,
+    /// The largest UDP payload the HTTP/3 clients accept (their endpoints' max_udp_payload_size).
+    client_payload: u16,
+    /// HTTP/3 client sockets; 0: one per PLAYERS_PER_SOCKET players (2 to 32).
+    client_sockets: usize,
     netns: bool,
     client: bool,
     addr: Option<SocketAddr>,
@@ -174,6 +186,8 @@ fn parse_args() -> Args {
         range_mib: 2.0,
         buffer_secs: 8.0,
         node_args: Vec::new(),
+        client_payload: fillmesh_net::endpoint::MTU_UPPER_BOUND,
+        client_sockets: 0,
         netns: false,
         client: false,
         addr: None,
@@ -182,7 +196,7 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     let usage = "usage: players [--players N[,N..]] [--proto h3|tcp|both] [--rate-mbit R] [--secs S] \
-                 [--ramp-secs S] [--title-mib M] [--range-mib M] [--buffer-secs S] [--node-arg ARG]... [--netns]";
+                 [--ramp-secs S] [--title-mib M] [--range-mib M] [--buffer-secs S] [--node-arg ARG]... [--client-payload BYTES] [--client-sockets N] [--netns]";
     // Bounded by the argument list.
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -215,6 +229,11 @@ fn parse_args() -> Args {
             "--range-mib" => a.range_mib = num(value()),
             "--buffer-secs" => a.buffer_secs = num(value()),
             "--node-arg" => a.node_args.push(value()),
+            "--client-payload" => {
+                a.client_payload =
+                    value().parse().unwrap_or_else(|_| panic!("--client-payload 1200..=65527; {usage}"))
+            }
+            "--client-sockets" => a.client_sockets = num(value()) as usize,
             "--netns" => a.netns = true,
             "--client" => a.client = true,
             "--addr" => a.addr = Some(value().parse().expect("--addr")),
@@ -347,7 +366,7 @@ fn bench_main(args: &Args) {
     println!(
         "players bench: appliance pid {pid} at {addr} (HTTP/3 on UDP and HTTPS on TCP), title {} MiB; \
          its open-files limit {limit} (this shell's was {soft}, hard {hard}); {} Mbit/s per player{}, \
-         ranges of {} MiB, buffer {} s, {} s a run, starts over {} s; node args: {:?}",
+         ranges of {} MiB, buffer {} s, {} s a run, starts over {} s; HTTP/3 clients take datagrams up to {} bytes; node args: {:?}",
         args.title_mib,
         args.rate_mbit,
         if args.rate_mbit > 0.0 { "" } else { " (unpaced)" },
@@ -355,6 +374,7 @@ fn bench_main(args: &Args) {
         args.buffer_secs,
         args.secs,
         args.ramp_secs,
+        args.client_payload,
         args.node_args
     );
     for line in appliance.log().lines().filter(|l| l.contains("receive buffer")).take(2) {
@@ -435,6 +455,7 @@ fn run(
     let addr: SocketAddr = appliance.mesh.parse().expect("mesh address");
     let port = addr.port();
     let (cpu0, drops0) = (load::cpu_seconds(pid, ticks), load::udp_drops(port));
+    let served0 = ttfb_buckets(&appliance.metrics());
     let peak_reset = load::reset_peak_rss(pid);
     let exe = std::env::current_exe().expect("this bench's path");
     // In the namespace: `ip netns exec` joins it and executes the client (the same process).
@@ -451,6 +472,8 @@ fn run(
         .args(["--rate-mbit", &args.rate_mbit.to_string(), "--secs", &args.secs.to_string()])
         .args(["--ramp-secs", &args.ramp_secs.to_string(), "--title-mib", &args.title_mib.to_string()])
         .args(["--range-mib", &args.range_mib.to_string(), "--buffer-secs", &args.buffer_secs.to_string()])
+        .args(["--client-payload", &args.client_payload.to_string()])
+        .args(["--client-sockets", &args.client_sockets.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let mut client = ChildGuard(cmd.spawn().expect("start the client process"));
@@ -477,7 +500,34 @@ fn run(
     row["rss_final"] = json!(load::status_mb(pid, "VmRSS"));
     row["drops"] = json!(drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)));
     row["up"] = json!(alive(appliance));
+    // The appliance's own part of the time to first byte (request received to first piece
+    // ready: gate, chunk read and verification), from its histogram: what the players' TTFB
+    // adds beyond it is transport and the client.
+    let served: Vec<(f64, f64)> =
+        ttfb_buckets(&appliance.metrics()).iter().zip(&served0).map(|(a, b)| (a.0, a.1 - b.1)).collect();
+    row["served_p50"] = json!(bucket_quantile(&served, 0.5).map(|s| s * 1e3));
+    row["served_p99"] = json!(bucket_quantile(&served, 0.99).map(|s| s * 1e3));
     row
+}
+
+/// The cumulative buckets (upper bound in seconds, count) of the appliance's
+/// `fillmesh_player_ttfb_seconds` histogram.
+fn ttfb_buckets(metrics: &str) -> Vec<(f64, f64)> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("fillmesh_player_ttfb_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once('"')?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, rest.split_whitespace().last()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The upper bound of the bucket holding quantile `q` of cumulative `buckets`.
+fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    (total > 0.0).then(|| buckets.iter().find(|b| b.1 >= q * total).map_or(f64::INFINITY, |b| b.0))
 }
 
 /// The rest of a run's figures: p90s, the first requests' tail, stalls' length, MB verified.
@@ -486,7 +536,8 @@ fn detail_line(r: &Value) -> String {
     format!(
         "refused at the connection {} (the rest: 503 to the first request); TTFB p90 {} ms; after \
          the first two requests p50/p99/max {}/{}/{} ms; first request p50/p90/p99/max \
-         {}/{}/{}/{} ms; {} players stalled, {} s stalled in all; {} MB verified; client wall {} s",
+         {}/{}/{}/{} ms; {} players stalled, {} s stalled in all; {} MB verified; client wall {} s, its sockets dropped {} datagrams; the appliance's \
+         own TTFB (request received to first piece ready, bucket bounds) p50/p99 <= {}/{} ms",
         r["refused_at_connect"].as_u64().map_or("-".into(), |v| v.to_string()),
         f("ttfb_p90", 1),
         f("steady_p50", 1),
@@ -500,6 +551,9 @@ fn detail_line(r: &Value) -> String {
         f("stalled_s", 1),
         r["bytes"].as_f64().map_or("-".into(), |v| format!("{:.0}", v / 1e6)),
         f("client_wall", 1),
+        r["client_drops"].as_u64().map_or("-".into(), |v| v.to_string()),
+        f("served_p50", 1),
+        f("served_p99", 1),
     )
 }
 
@@ -819,6 +873,10 @@ async fn request(
                 plan.path
             );
             stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+            // rustls may keep what it could not write to the socket at once: without a flush
+            // the request can wait there while the appliance waits for it (one player in
+            // 1,000 then saw its connection closed by the appliance's header timeout, 10 s).
+            stream.flush().await.map_err(|e| e.to_string())?;
             // The response head: at most 16 KiB, read until its blank line.
             let mut filled = 0;
             let head_end = loop {
@@ -952,7 +1010,7 @@ async fn player(
 }
 
 /// A client UDP endpoint with a large receive buffer (SO_RCVBUFFORCE: past rmem_max, as root).
-fn client_endpoint() -> quinn::Endpoint {
+fn client_endpoint(max_payload: u16) -> quinn::Endpoint {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("client UDP socket");
     if setsockopt(&socket, sockopt::RcvBufForce, &CLIENT_RCVBUF).is_err() {
@@ -965,7 +1023,9 @@ fn client_endpoint() -> quinn::Endpoint {
         );
     }
     let runtime = quinn::default_runtime().expect("a tokio runtime");
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime).expect("client endpoint")
+    let mut config = quinn::EndpointConfig::default();
+    config.max_udp_payload_size(max_payload).expect("--client-payload 1200..=65527");
+    quinn::Endpoint::new(config, None, socket, runtime).expect("client endpoint")
 }
 
 fn client_main(args: &Args) {
@@ -989,7 +1049,7 @@ fn client_main(args: &Args) {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let wall = Instant::now();
-    let tallies = runtime.block_on(async {
+    let (tallies, client_drops) = runtime.block_on(async {
         let plan = Arc::new(Plan {
             addr: args.addr.expect("--addr"),
             path: format!("/titles/{}", args.title),
@@ -1001,8 +1061,17 @@ fn client_main(args: &Args) {
             h3,
             tcp: tokio_rustls::TlsConnector::from(Arc::new(tcp_tls)),
         });
-        let sockets = if proto == Proto::H3 { n.div_ceil(PLAYERS_PER_SOCKET).clamp(2, 32) } else { 1 };
-        let endpoints: Vec<quinn::Endpoint> = (0..sockets).map(|_| client_endpoint()).collect();
+        let sockets = match (proto, args.client_sockets) {
+            (Proto::Tcp, _) => 1,
+            (Proto::H3, 0) => n.div_ceil(PLAYERS_PER_SOCKET).clamp(2, 32),
+            (Proto::H3, s) => s.clamp(1, n),
+        };
+        let endpoints: Vec<quinn::Endpoint> =
+            (0..sockets).map(|_| client_endpoint(args.client_payload)).collect();
+        let ports: Vec<u16> =
+            endpoints.iter().filter_map(|e| e.local_addr().ok()).map(|a| a.port()).collect();
+        let drops = |ports: &[u16]| ports.iter().filter_map(|&p| load::udp_drops(p)).sum::<u64>();
+        let drops0 = drops(&ports);
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
             let delay = Duration::from_secs_f64(args.ramp_secs * i as f64 / n as f64);
@@ -1022,7 +1091,7 @@ fn client_main(args: &Args) {
             idle.spawn(async move { tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await });
         }
         while idle.join_next().await.is_some() {}
-        tallies
+        (tallies, drops(&ports).saturating_sub(drops0))
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
     let secs = wall.elapsed().as_secs_f64();
@@ -1065,6 +1134,7 @@ fn client_main(args: &Args) {
         "first_max": quantile(&mut first, 1.0, 1e3),
         "client_cpu": load::cpu_seconds(std::process::id(), ticks),
         "client_wall": secs,
+        "client_drops": client_drops,
         "first_error": first_error,
         "first_fail": other_reason,
     });
