@@ -108,7 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::bail!("give the command first: `fillmesh node ...` or `fillmesh tracker ...`")
         }
         Command::Seed(args) => runtime()?.block_on(cli::seed::run(args)),
-        Command::Fetch(args) => runtime()?.block_on(cli::fetch::run(args)),
+        Command::Fetch(args) => cli::fetch::runtime()?.block_on(cli::fetch::run(args)),
         Command::Config(args) => cli::config::run(args),
         Command::Keys(args) => runtime()?.block_on(cli::keys::run(args)),
         Command::Status { tracker_admin } => runtime()?.block_on(cli::status::run(&tracker_admin)),
