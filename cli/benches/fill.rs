@@ -15,6 +15,10 @@
 //! to exit against the transfer part of their own report (what comes after the last chunk:
 //! the sync and the naming of `--out`), and their peak resident memory, cold page cache when
 //! the bench may drop it; without a store and with one, alternated.
+//! Each fill and raw transfer also reports the CPU seconds per GiB of both its processes (the
+//! source node's and the sender's from `/proc/PID/stat`, the fetch's from `getrusage` of its
+//! parent, the raw receiver's, this process, from its own): where the raw transfer already
+//! fills the cores, raw CPU / fill CPU bounds the fill's ratio.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -61,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
         for run in 0..runs {
             sync();
-            println!("run {run}: raw quinn {:.0} MB/s", raw_transfer(mib << 20)?);
+            println!("run {run}: raw quinn {:.0} MB/s", raw_transfer(mib << 20)?.mb_s);
         }
         return Ok(());
     }
@@ -107,10 +111,10 @@ fn main() -> anyhow::Result<()> {
 
     // One discarded fill first: the origin's allocator and page cache warm up on it.
     let fills = Fetcher { bin, dir: dir.path(), id: &id, per_source: &per_source, len };
-    fills.fill(&mesh, &peer, &warm_up, false)?;
+    fills.fill(&mesh, &peer, origin.0.id(), &warm_up, false)?;
     println!("title: {mib} MiB, 1 MiB chunks, {per_source} chunks in flight, {runs} runs each, two processes on 127.0.0.1, medians");
     // The last fill's node is kept: it is the source of the next part.
-    let (fill, raw) = fills.alternate_with_raw(&mesh, &peer, &fetchers, true, "fill")?;
+    let (fill, raw) = fills.alternate_with_raw((&mesh, &peer, origin.0.id()), &fetchers, true, "fill")?;
     let whole_runs = fills.whole_process(&mesh, &peer, &whole, runs)?;
     drop(origin);
 
@@ -118,23 +122,38 @@ fn main() -> anyhow::Result<()> {
     // Its chunks were written around the page cache, so its first serving reads them from
     // disk; later ones find them cached. Every serving verifies each chunk it reads.
     let relay_fetchers = (0..runs).map(|k| format!("relay-fetcher-{k}")).collect::<Vec<_>>();
-    let (_relay, words) = spawn_node(
+    let (relay, words) = spawn_node(
         Command::new(bin)
             .args(["node", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.path().join(&fetchers[runs - 1]))
             .args(trust_args(bin, dir.path(), &relay_fetchers)?),
     )?;
-    let (relayed, raw_relay) =
-        fills.alternate_with_raw(&words[4], &words[2], &relay_fetchers, false, "fill from an appliance")?;
-    let first = relayed[0] / raw_relay[0];
-    let (f, r) = (median(fill), median(raw));
-    let (a, ar) = (median(relayed), median(raw_relay));
+    let (relayed, raw_relay) = fills.alternate_with_raw(
+        (&words[4], &words[2], relay.0.id()),
+        &relay_fetchers,
+        false,
+        "fill from an appliance",
+    )?;
+    let first = relayed[0].mb_s / raw_relay[0].mb_s;
+    let speed = |v: &[Measured]| median(v.iter().map(|m| m.mb_s).collect());
+    let cpu = |v: &[Measured]| median(v.iter().map(|m| m.cpu_per_gib(len)).collect());
+    let (f, r) = (speed(&fill), speed(&raw));
+    let (a, ar) = (speed(&relayed), speed(&raw_relay));
     println!("fill (verify + write + sync):           {f:.0} MB/s");
     println!("raw quinn, one stream:                  {r:.0} MB/s");
     println!("ratio fill / raw: {:.3}", f / r);
     println!(
         "appliance to appliance: {a:.0} MB/s, raw quinn {ar:.0} MB/s, ratio {:.3}; first run (from disk): ratio {first:.3}",
         a / ar
+    );
+    // What each costs, both processes together: on a machine whose cores the raw transfer
+    // already fills, the fill's ratio cannot pass raw CPU / fill CPU.
+    let (fc, rc, ac, arc) = (cpu(&fill), cpu(&raw), cpu(&relayed), cpu(&raw_relay));
+    println!(
+        "CPU s/GiB, both sides (medians): fill {fc:.2}, raw {rc:.2} (raw / fill {:.3}); appliance to \
+         appliance {ac:.2}, raw {arc:.2} (raw / fill {:.3})",
+        rc / fc,
+        arc / ac
     );
     for (what, timed) in &whole_runs {
         let wall = median(timed.iter().map(|t| t.wall).collect());
@@ -197,21 +216,38 @@ impl Fetcher<'_> {
     /// fills' and the raw transfers' MB/s.
     fn alternate_with_raw(
         &self,
-        mesh: &str,
-        peer: &str,
+        (mesh, peer, source_pid): (&str, &str, u32),
         names: &[String],
         keep_last: bool,
         what: &str,
-    ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    ) -> anyhow::Result<(Vec<Measured>, Vec<Measured>)> {
         let (mut fill, mut raw) = (Vec::new(), Vec::new());
         for (run, name) in names.iter().enumerate() {
             sync();
-            raw.push(raw_transfer(self.len)?);
+            let r = raw_transfer(self.len)?;
             sync();
-            fill.push(self.fill(mesh, peer, name, keep_last && run + 1 == names.len())?);
-            println!("run {run}: {what} {:.0} MB/s, raw quinn {:.0} MB/s", fill[run], raw[run]);
+            let f = self.fill(mesh, peer, source_pid, name, keep_last && run + 1 == names.len())?;
+            println!(
+                "run {run}: {what} {:.0} MB/s, raw quinn {:.0} MB/s; CPU s/GiB {what} {:.2} \
+                 (source {:.2} + fetcher {:.2}), raw {:.2} (sender {:.2} + receiver {:.2})",
+                f.mb_s,
+                r.mb_s,
+                f.cpu_per_gib(self.len),
+                f.source_cpu / self.gib(),
+                f.sink_cpu / self.gib(),
+                r.cpu_per_gib(self.len),
+                r.source_cpu / self.gib(),
+                r.sink_cpu / self.gib(),
+            );
+            fill.push(f);
+            raw.push(r);
         }
         Ok((fill, raw))
+    }
+
+    /// The title's size in GiB.
+    fn gib(&self) -> f64 {
+        self.len as f64 / f64::from(1u32 << 30)
     }
 
     /// Whole `fillmesh fetch --out FILE` processes as a user runs them, timed from start to
@@ -268,11 +304,20 @@ impl Fetcher<'_> {
             .collect())
     }
 
-    /// One fetch as the identity in directory `name` (trusted by the source); returns MB/s.
-    /// Unless `keep`, the chunks are dropped afterwards (the identity stays).
-    fn fill(&self, mesh: &str, peer: &str, name: &str, keep: bool) -> anyhow::Result<f64> {
+    /// One fetch as the identity in directory `name` (trusted by the source, the process
+    /// `source_pid`); returns its MB/s and the CPU seconds of the source and of the fetch
+    /// process. Unless `keep`, the chunks are dropped afterwards (the identity stays).
+    fn fill(
+        &self,
+        mesh: &str,
+        peer: &str,
+        source_pid: u32,
+        name: &str,
+        keep: bool,
+    ) -> anyhow::Result<Measured> {
         let data = self.dir.join(name);
         let out = self.dir.join(format!("{name}.out"));
+        let (source_cpu0, children_cpu0) = (cpu_of(source_pid), children_cpu()?);
         let result = Command::new(self.bin)
             .args(["fetch", self.id, "--from", mesh, "--peer", peer, "--out"])
             .arg(&out)
@@ -281,6 +326,9 @@ impl Fetcher<'_> {
             .args(["--per-source", self.per_source])
             .env("FILLMESH_LOG", "warn")
             .output()?;
+        // The fetch is the only child that ends meanwhile (the nodes run on).
+        let fetcher_cpu = children_cpu()? - children_cpu0;
+        let source_cpu = cpu_of(source_pid).zip(source_cpu0).map_or(f64::NAN, |(b, a)| b - a);
         anyhow::ensure!(result.status.success(), "fetch failed: {}", String::from_utf8_lossy(&result.stderr));
         // "fetched <id>: N chunks (B bytes) in S s, ..." : the fill itself, connect to last sync.
         let stdout = String::from_utf8(result.stdout)?;
@@ -295,7 +343,7 @@ impl Fetcher<'_> {
             let _ = std::fs::remove_dir_all(data.join("index"));
         }
         std::fs::remove_file(&out)?;
-        Ok(self.len as f64 / secs / 1e6)
+        Ok(Measured { mb_s: self.len as f64 / secs / 1e6, source_cpu, sink_cpu: fetcher_cpu })
     }
 }
 
@@ -345,8 +393,9 @@ fn first_line(child: &mut Child) -> anyhow::Result<String> {
     Ok(line)
 }
 
-/// Receives `len` bytes on one stream from a sender process; returns MB/s.
-fn raw_transfer(len: u64) -> anyhow::Result<f64> {
+/// Receives `len` bytes on one stream from a sender process; returns its MB/s and the CPU
+/// seconds both sides spent (this process's while receiving, the sender's up to then).
+fn raw_transfer(len: u64) -> anyhow::Result<Measured> {
     let exe = std::env::current_exe()?;
     let mut sender = Guard(Command::new(exe).env(ROLE_ENV, len.to_string()).stdout(Stdio::piped()).spawn()?);
     let line = first_line(&mut sender.0)?;
@@ -354,12 +403,55 @@ fn raw_transfer(len: u64) -> anyhow::Result<f64> {
     let addr = words.next().ok_or_else(|| anyhow::anyhow!("no address"))?.parse()?;
     let peer = words.next().ok_or_else(|| anyhow::anyhow!("no peer"))?.parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let (sender_cpu0, own_cpu0) = (cpu_of(sender.0.id()), own_cpu()?);
+    let mb_s = rt.block_on(async move {
         let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
         let endpoint = MeshEndpoint::client("127.0.0.1".parse()?, tls, TransportLimits::default())?;
         // A whole transfer's bound: generous for any size this bench is given.
-        Ok(baseline::receive(&endpoint, addr, peer, len, Duration::from_secs(600)).await?)
-    })
+        anyhow::Ok(baseline::receive(&endpoint, addr, peer, len, Duration::from_secs(600)).await?)
+    })?;
+    let receiver = own_cpu()? - own_cpu0;
+    let sender = cpu_of(sender.0.id()).zip(sender_cpu0).map_or(f64::NAN, |(b, a)| b - a);
+    Ok(Measured { mb_s, source_cpu: sender, sink_cpu: receiver })
+}
+
+/// One transfer: its MB/s and the CPU seconds of the side sending and of the side receiving.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    mb_s: f64,
+    source_cpu: f64,
+    sink_cpu: f64,
+}
+
+impl Measured {
+    /// Both sides' CPU seconds per GiB moved.
+    fn cpu_per_gib(&self, len: u64) -> f64 {
+        (self.source_cpu + self.sink_cpu) / (len as f64 / f64::from(1u32 << 30))
+    }
+}
+
+/// CPU seconds (user + system) a running process has used, from `/proc/PID/stat`, whose
+/// times are in USER_HZ (100 a second on Linux).
+fn cpu_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields counted from after its closing ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds this process has used.
+fn own_cpu() -> anyhow::Result<f64> {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(secs(u.user_time()) + secs(u.system_time()))
+}
+
+/// CPU seconds used by this process's children that have ended and been waited for.
+fn children_cpu() -> anyhow::Result<f64> {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(secs(u.user_time()) + secs(u.system_time()))
 }
 
 /// The sender process: accepts one connection and writes `len` bytes on the stream it opens.
