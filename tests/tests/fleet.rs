@@ -91,10 +91,18 @@ fn three_trackers_fill_through_the_owners_kill_and_return() {
     wait_all_live(&fleet, &[0, 1, 2], 3);
     // What the watch page falls back to: every live tracker's viewer address, on the viewers'
     // listener, and no operator address.
-    let (code, listed) = http(&fleet.trackers[1].http, "GET", "/trackers", &[], b"");
-    assert_eq!(code, 200, "{listed}");
+    // The tests' leases are short (LEASE_SECS), so a tracker's liveness can lapse for a moment
+    // on a loaded machine when a keepalive is late (CI once listed two of three right after all
+    // three were seen live): wait until all three are listed again.
+    let all_listed = |listed: &str| fleet.trackers.iter().all(|t| listed.contains(&t.http));
+    let listed = wait_for(Duration::from_secs(30), || {
+        let (code, listed) = http(&fleet.trackers[1].http, "GET", "/trackers", &[], b"");
+        (code == 200 && all_listed(&listed)).then_some(listed)
+    })
+    .unwrap_or_else(|| http(&fleet.trackers[1].http, "GET", "/trackers", &[], b"").1);
+    assert!(all_listed(&listed), "{listed}");
     for t in &fleet.trackers {
-        assert!(listed.contains(&t.http) && !listed.contains(&t.admin), "{listed}");
+        assert!(!listed.contains(&t.admin), "{listed}");
     }
     // The fleet page of one tracker (on its admin listener) may read another's status; a page
     // from anywhere else may not.
