@@ -317,7 +317,8 @@ impl Fetcher<'_> {
     ) -> anyhow::Result<Measured> {
         let data = self.dir.join(name);
         let out = self.dir.join(format!("{name}.out"));
-        let (source_cpu0, children_cpu0) = (cpu_of(source_pid), children_cpu()?);
+        let (source_cpu0, children_cpu0) =
+            (cpu_of(source_pid), cpu_used(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?);
         let result = Command::new(self.bin)
             .args(["fetch", self.id, "--from", mesh, "--peer", peer, "--out"])
             .arg(&out)
@@ -327,7 +328,7 @@ impl Fetcher<'_> {
             .env("FILLMESH_LOG", "warn")
             .output()?;
         // The fetch is the only child that ends meanwhile (the nodes run on).
-        let fetcher_cpu = children_cpu()? - children_cpu0;
+        let fetcher_cpu = cpu_used(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)? - children_cpu0;
         let source_cpu = cpu_of(source_pid).zip(source_cpu0).map_or(f64::NAN, |(b, a)| b - a);
         anyhow::ensure!(result.status.success(), "fetch failed: {}", String::from_utf8_lossy(&result.stderr));
         // "fetched <id>: N chunks (B bytes) in S s, ..." : the fill itself, connect to last sync.
@@ -403,14 +404,15 @@ fn raw_transfer(len: u64) -> anyhow::Result<Measured> {
     let addr = words.next().ok_or_else(|| anyhow::anyhow!("no address"))?.parse()?;
     let peer = words.next().ok_or_else(|| anyhow::anyhow!("no peer"))?.parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (sender_cpu0, own_cpu0) = (cpu_of(sender.0.id()), own_cpu()?);
+    let (sender_cpu0, own_cpu0) =
+        (cpu_of(sender.0.id()), cpu_used(nix::sys::resource::UsageWho::RUSAGE_SELF)?);
     let mb_s = rt.block_on(async move {
         let tls = TlsIdentity::new(&fillmesh_net::identity::ephemeral())?;
         let endpoint = MeshEndpoint::client("127.0.0.1".parse()?, tls, TransportLimits::default())?;
         // A whole transfer's bound: generous for any size this bench is given.
         anyhow::Ok(baseline::receive(&endpoint, addr, peer, len, Duration::from_secs(600)).await?)
     })?;
-    let receiver = own_cpu()? - own_cpu0;
+    let receiver = cpu_used(nix::sys::resource::UsageWho::RUSAGE_SELF)? - own_cpu0;
     let sender = cpu_of(sender.0.id()).zip(sender_cpu0).map_or(f64::NAN, |(b, a)| b - a);
     Ok(Measured { mb_s, source_cpu: sender, sink_cpu: receiver })
 }
@@ -440,16 +442,10 @@ fn cpu_of(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// CPU seconds this process has used.
-fn own_cpu() -> anyhow::Result<f64> {
-    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    Ok(secs(u.user_time()) + secs(u.system_time()))
-}
-
-/// CPU seconds used by this process's children that have ended and been waited for.
-fn children_cpu() -> anyhow::Result<f64> {
-    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+/// CPU seconds (user + system) used by this process (`RUSAGE_SELF`), or by its children that
+/// have ended and been waited for (`RUSAGE_CHILDREN`).
+fn cpu_used(who: nix::sys::resource::UsageWho) -> anyhow::Result<f64> {
+    let u = nix::sys::resource::getrusage(who)?;
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     Ok(secs(u.user_time()) + secs(u.system_time()))
 }
