@@ -18,7 +18,9 @@
 //! Each fill and raw transfer also reports the CPU seconds per GiB of both its processes (the
 //! source node's and the sender's from `/proc/PID/stat`, the fetch's from `getrusage` of its
 //! parent, the raw receiver's, this process, from its own): where the raw transfer already
-//! fills the cores, raw CPU / fill CPU bounds the fill's ratio.
+//! fills the cores, raw CPU / fill CPU bounds the fill's ratio. A last line gives the cores
+//! each kept busy and the least a fill adds to raw's CPU per GiB (BLAKE3 and one copy per
+//! side, timed on one core in the same run): the ratio a fill could reach on raw's cores.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -154,6 +156,21 @@ fn main() -> anyhow::Result<()> {
          appliance {ac:.2}, raw {arc:.2} (raw / fill {:.3})",
         rc / fc,
         arc / ac
+    );
+    // Where the cores bound both: a fill that used raw's cores and added only what it cannot
+    // skip (each side hashes every chunk, and copies it once: the source from the page cache,
+    // the fetcher out of quinn's packets into an aligned buffer) still reaches only
+    // raw / (raw + that).
+    let cores = |v: &[Measured]| median(v.iter().map(|m| m.cores(len)).collect());
+    let (hash, copy) = floor_per_gib();
+    let least = 2.0 * (hash + copy);
+    println!(
+        "cores busy (medians): fill {:.2}, raw {:.2}; one core here: BLAKE3 {hash:.2} s/GiB, a copy \
+         {copy:.2} s/GiB; a fill adds at least {least:.2} s/GiB (both per side), so at raw's cores \
+         its ratio is at most {:.3}",
+        cores(&fill),
+        cores(&raw),
+        rc / (rc + least)
     );
     for (what, timed) in &whole_runs {
         let wall = median(timed.iter().map(|t| t.wall).collect());
@@ -430,6 +447,33 @@ impl Measured {
     fn cpu_per_gib(&self, len: u64) -> f64 {
         (self.source_cpu + self.sink_cpu) / (len as f64 / f64::from(1u32 << 30))
     }
+
+    /// Cores both sides kept busy on average: CPU seconds per GiB times GiB per second.
+    fn cores(&self, len: u64) -> f64 {
+        self.cpu_per_gib(len) * self.mb_s * 1e6 / f64::from(1u32 << 30)
+    }
+}
+
+/// CPU seconds per GiB, on one core of this machine, of hashing 1 MiB chunks with BLAKE3 and
+/// of copying them into fresh buffers: the two things a fill adds per side that no fill can
+/// skip. Medians of 5 passes over 128 MiB.
+fn floor_per_gib() -> (f64, f64) {
+    let data: Vec<u8> = (0u32..128 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let per_gib = |elapsed: Duration| elapsed.as_secs_f64() * f64::from(1u32 << 30) / data.len() as f64;
+    let (mut hash, mut copy) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let started = Instant::now();
+        for piece in data.chunks(1 << 20) {
+            std::hint::black_box(blake3::hash(piece));
+        }
+        hash.push(per_gib(started.elapsed()));
+        let started = Instant::now();
+        for piece in data.chunks(1 << 20) {
+            std::hint::black_box(piece.to_vec());
+        }
+        copy.push(per_gib(started.elapsed()));
+    }
+    (median(hash), median(copy))
 }
 
 /// CPU seconds (user + system) a running process has used, from `/proc/PID/stat`, whose

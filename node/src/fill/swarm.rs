@@ -840,7 +840,15 @@ async fn fetch(
             .map_err(|_| failed(ClientError::TimedOut(timeout)))?
             .map_err(failed)?;
         let len = bytes.len() as u64;
-        let verified = match VerifiedChunk::verify(title, &manifest, c, bytes.freeze()) {
+        // Hashed on the blocking pool, not on the runtime's workers: they receive (and, in
+        // `fillmesh fetch`, there is one), so a 1 MiB hash there held up quinn's packets.
+        // Measured on 1 GiB `fetch --data` from a warm origin, 8 alternated runs each: 892
+        // against 850 MB/s, the same CPU seconds.
+        let (m, bytes) = (manifest.clone(), bytes.freeze());
+        let checked = tokio::task::spawn_blocking(move || VerifiedChunk::verify(title, &m, c, bytes))
+            .await
+            .map_err(|e| (Outcome::StoreFailed, format!("verifying task: {e}"), None))?;
+        let verified = match checked {
             Ok(v) => v,
             Err(e) => {
                 local.metrics.chunk_rejected();
