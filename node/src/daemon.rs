@@ -205,8 +205,11 @@ async fn serve(
     // The rate buckets and the fill window, which a reload may change.
     let fill_live = FillLive::new(&config.rate_caps(), config.fill_window.clone());
     let trust = Trust::new(config.trust.iter().copied());
+    // One bound on chunk reads for peers and players together.
+    let reads = crate::serve::Reads::new(config.serve.chunk_reads);
     let server = Server::new(sources.mesh, trust.clone(), config.serve.clone(), config.upload_rate, role)
-        .with_rates(fill_live.rates.clone());
+        .with_rates(fill_live.rates.clone())
+        .with_reads(reads.clone());
     // One registry for the whole node, shown at `/metrics` on its operator listener (`--http`)
     // only: never on the players' HTTP/3 and HTTPS.
     let fill_metrics = Arc::new(FillMetrics::default());
@@ -241,7 +244,8 @@ async fn serve(
         PlayerServer::new(sources.players, config.players.clone(), fill_live.rates.clone(), player_metrics)
             .advertise_h3(mesh_addr.port())
             .with_gate(gate.clone())
-            .with_drain(drain.clone());
+            .with_drain(drain.clone())
+            .with_reads(reads);
     let https = tokio::spawn(crate::serve::https::serve(
         players.clone(),
         player_tcp,
@@ -461,6 +465,7 @@ impl Live {
             ("region", new.region != old.region),
             ("serve_prefix", new.prefixes != old.prefixes),
             ("max_requests", new.serve.max_requests != old.serve.max_requests),
+            ("chunk_reads", new.serve.chunk_reads != old.serve.chunk_reads),
             ("max_player_requests", new.players != old.players),
             (
                 "max_streams_per_peer",

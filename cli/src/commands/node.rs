@@ -78,6 +78,11 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_player_requests: u64,
+    /// Chunk reads (a read from disk and its verification) the node runs at once, for peers
+    /// and players together; more wait their turn, first come first served. Default: four
+    /// per core.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub chunk_reads: Option<u64>,
     /// Mesh streams one peer may have open at once.
     #[arg(long, default_value_t = 16)]
     pub max_streams_per_peer: u32,
@@ -211,7 +216,16 @@ impl Settings for NodeArgs {
             http: self.http,
             trust: self.trust,
             upload_rate: self.upload_rate,
-            serve: ServeLimits { max_requests: self.max_requests.max(1), ..ServeLimits::default() },
+            serve: {
+                let defaults = ServeLimits::default();
+                ServeLimits {
+                    max_requests: self.max_requests.max(1),
+                    chunk_reads: self
+                        .chunk_reads
+                        .map_or(defaults.chunk_reads, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                    ..defaults
+                }
+            },
             players: PlayerLimits {
                 max_requests: usize::try_from(self.max_player_requests).unwrap_or(usize::MAX),
                 ..PlayerLimits::default()

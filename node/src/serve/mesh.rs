@@ -21,6 +21,7 @@ use fillmesh_net::frame::{read_frame, write_bytes, write_frame, WireError};
 use fillmesh_net::{close, rpc, trust, Chain, MeshEndpoint, Router, Trust};
 use fillmesh_protocol::ALPN;
 
+use super::reads::Reads;
 use super::ChunkSource;
 use crate::classes::{RateCaps, Rates};
 use crate::store::StoreError;
@@ -39,6 +40,9 @@ pub struct ServeLimits {
     /// An idle subscription gets an empty HAVE this often, so the child can tell a quiet
     /// parent from a dead one.
     pub keepalive: Duration,
+    /// Chunk reads (a read and its verification) run at once for peers and players together,
+    /// first come first served ([`Reads`]); the daemon shares one bound between its servers.
+    pub chunk_reads: usize,
 }
 
 impl Default for ServeLimits {
@@ -49,6 +53,7 @@ impl Default for ServeLimits {
             queue_timeout: Duration::from_secs(5),
             max_subscriptions: 256,
             keepalive: Duration::from_secs(5),
+            chunk_reads: Reads::per_core().at_once(),
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct Server {
     /// What this server sent and refused; shared with every clone, registered in the node's
     /// registry by the daemon.
     pub stats: Arc<ServeStats>,
+    /// Chunk reads at once (the node's, shared with its player server).
+    reads: Reads,
 }
 
 impl std::fmt::Debug for Server {
@@ -117,6 +124,7 @@ impl Server {
         upload_rate: Option<u64>,
         role: Role,
     ) -> Self {
+        let reads = Reads::new(limits.chunk_reads);
         Self {
             source,
             trust,
@@ -126,7 +134,14 @@ impl Server {
             rates: Arc::new(Rates::new(&RateCaps { upload: upload_rate, ..RateCaps::default() })),
             role,
             stats: Arc::default(),
+            reads,
         }
+    }
+
+    /// Reads chunks within `reads` (the node's bound, shared with its player server).
+    pub fn with_reads(mut self, reads: Reads) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// The same server sending by `rates` (the daemon's rate classes) instead of its own
@@ -317,7 +332,7 @@ impl Server {
     async fn send_chunk(&self, send: &mut SendStream, title: TitleId, index: u32) -> Result<(), WireError> {
         let io = self.limits.io_timeout;
         let source = self.source.clone();
-        let read = tokio::task::spawn_blocking(move || source.read_chunk(&title, index)).await;
+        let read = self.reads.spawn(move || source.read_chunk(&title, index)).await;
         let bytes = match read {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(StoreError::UnknownTitle(_))) => return self.reply(send, unknown(title)).await,

@@ -18,10 +18,12 @@ mod package_tests;
 mod path;
 pub mod players;
 mod range;
+pub mod reads;
 
 pub use gate::Gate;
 pub use mesh::{ServeLimits, ServeStats, Server};
 pub use players::{Drain, PlayerLimits, PlayerMetrics, PlayerServer};
+pub use reads::Reads;
 
 /// What a node serves from. The store is the real one; tests put doubles here (a peer that
 /// lies), which is why serving goes through a trait rather than a runtime switch.

@@ -52,6 +52,7 @@ use tracing::{debug, Instrument};
 use super::gate::Gate;
 use super::path;
 use super::range::{self, RangeRequest};
+use super::reads::Reads;
 use super::ChunkSource;
 use crate::classes::Rates;
 use crate::store::StoreError;
@@ -358,6 +359,8 @@ pub struct PlayerServer {
     gate: Arc<Gate>,
     /// The node's drain: new requests turned away, those in flight counted.
     drain: Arc<Drain>,
+    /// Chunk reads at once (the node's, shared with its mesh server).
+    reads: Reads,
 }
 
 impl std::fmt::Debug for PlayerServer {
@@ -384,7 +387,14 @@ impl PlayerServer {
             alt_svc: None,
             gate: Arc::new(Gate::open()),
             drain: Arc::new(Drain::default()),
+            reads: Reads::default(),
         }
+    }
+
+    /// Reads chunks within `reads` (the node's bound, shared with its mesh server).
+    pub fn with_reads(mut self, reads: Reads) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// Follows `drain`: turns players away once it starts, and counts responses in flight
@@ -931,7 +941,7 @@ impl PlayerServer {
         let source = self.source.clone();
         // In the request's span, so that what the store logs (damage found) names the request.
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        self.reads.spawn(move || {
             span.in_scope(|| {
                 if part {
                     source.read_chunk_part(&title, index)

@@ -141,7 +141,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn io(what: impl Into<String>, source: io::Error) -> Self {
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
         let what = what.into();
         // ENOSPC and EDQUOT: say plainly that the disk is full.
         if matches!(source.raw_os_error(), Some(28) | Some(122)) {
