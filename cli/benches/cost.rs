@@ -21,6 +21,8 @@
 //! of those binaries, each serving its own copy of the title (an A/B of a change in the same
 //! run), and the ratios of this build's appliance to each.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -354,15 +356,7 @@ fn main() -> anyhow::Result<()> {
     );
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let steering = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new().route(
-        "/{node}/steer",
-        axum::routing::get(move |axum::extract::Path(node): axum::extract::Path<String>| {
-            let answers = answers.clone();
-            async move {
-                answers.get(&node).map(|a| axum::Json(a.clone())).ok_or(axum::http::StatusCode::NOT_FOUND)
-            }
-        }),
-    );
+    let app = common::steer::router(answers);
     // The steering server runs on its own thread (the bench's main thread waits on clients).
     std::thread::spawn(move || {
         rt.block_on(async move {

@@ -24,6 +24,8 @@
 //! the cost of one token check as the node makes it ([`Gate::check`]), at first sight and from
 //! its cache of verdicts.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -350,15 +352,7 @@ fn main() -> anyhow::Result<()> {
     let answers = Arc::new(answers);
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let steering = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new().route(
-        "/{node}/steer",
-        axum::routing::get(move |axum::extract::Path(node): axum::extract::Path<String>| {
-            let answers = answers.clone();
-            async move {
-                answers.get(&node).map(|a| axum::Json(a.clone())).ok_or(axum::http::StatusCode::NOT_FOUND)
-            }
-        }),
-    );
+    let app = common::steer::router(answers);
     rt.spawn(async move { axum::serve(listener, app).await });
     // The players keep their steering answers here, not in the home directory.
     let steer_cache = dir.path().join("steer-cache");

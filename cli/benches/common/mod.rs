@@ -1,0 +1,3 @@
+//! What more than one bench of this crate uses.
+
+pub mod steer;
