@@ -205,11 +205,8 @@ async fn serve(
     // The rate buckets and the fill window, which a reload may change.
     let fill_live = FillLive::new(&config.rate_caps(), config.fill_window.clone());
     let trust = Trust::new(config.trust.iter().copied());
-    // One bound on chunk reads for peers and players together.
-    let reads = crate::serve::Reads::new(config.serve.chunk_reads);
     let server = Server::new(sources.mesh, trust.clone(), config.serve.clone(), config.upload_rate, role)
-        .with_rates(fill_live.rates.clone())
-        .with_reads(reads.clone());
+        .with_rates(fill_live.rates.clone());
     // One registry for the whole node, shown at `/metrics` on its operator listener (`--http`)
     // only: never on the players' HTTP/3 and HTTPS.
     let fill_metrics = Arc::new(FillMetrics::default());
@@ -245,7 +242,8 @@ async fn serve(
             .advertise_h3(mesh_addr.port())
             .with_gate(gate.clone())
             .with_drain(drain.clone())
-            .with_reads(reads);
+            // One bound on chunk reads for peers and players together.
+            .with_reads(server.reads().clone());
     let https = tokio::spawn(crate::serve::https::serve(
         players.clone(),
         player_tcp,

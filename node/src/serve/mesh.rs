@@ -53,7 +53,7 @@ impl Default for ServeLimits {
             queue_timeout: Duration::from_secs(5),
             max_subscriptions: 256,
             keepalive: Duration::from_secs(5),
-            chunk_reads: Reads::per_core().at_once(),
+            chunk_reads: Reads::default_at_once(),
         }
     }
 }
@@ -103,7 +103,7 @@ pub struct Server {
     /// What this server sent and refused; shared with every clone, registered in the node's
     /// registry by the daemon.
     pub stats: Arc<ServeStats>,
-    /// Chunk reads at once (the node's, shared with its player server).
+    /// Chunk reads at once (the node's: its player server shares them).
     reads: Reads,
 }
 
@@ -138,10 +138,10 @@ impl Server {
         }
     }
 
-    /// Reads chunks within `reads` (the node's bound, shared with its player server).
-    pub fn with_reads(mut self, reads: Reads) -> Self {
-        self.reads = reads;
-        self
+    /// The bound on its chunk reads (`limits.chunk_reads`), for the node's player server to
+    /// share.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
     }
 
     /// The same server sending by `rates` (the daemon's rate classes) instead of its own

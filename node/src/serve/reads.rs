@@ -31,12 +31,11 @@ impl Reads {
         Self { permits: Arc::new(Semaphore::new(at_once)), at_once }
     }
 
-    /// The default: four per core. A read that finds its chunk in the page cache is CPU (the
-    /// hash), and two per core keep the cores busy; one that reaches the disk waits, and more
-    /// of them at once keep an SSD's queue full.
-    pub fn per_core() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Self::new(4 * cores)
+    /// The default bound: four per core. A read that finds its chunk in the page cache is CPU
+    /// (the hash), and two per core keep the cores busy; one that reaches the disk waits, and
+    /// more of them at once keep an SSD's queue full.
+    pub fn default_at_once() -> usize {
+        4 * std::thread::available_parallelism().map_or(2, usize::from)
     }
 
     /// How many at once.
@@ -66,7 +65,7 @@ impl Reads {
 
 impl Default for Reads {
     fn default() -> Self {
-        Self::per_core()
+        Self::new(Self::default_at_once())
     }
 }
 
