@@ -374,11 +374,13 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
     // The page's first target is the steering answer's first.
     let first_url = played["targets"][0].as_str().unwrap().to_owned();
     assert_eq!(played["sources"].as_array().unwrap().len(), 1, "{played}");
-    // Seek ahead, and it plays on from there.
-    browser.js("document.getElementById('video').currentTime = 30; return null;");
+    // Seek ahead, past what is buffered (so that new ranges are needed), and it plays on from
+    // there. Past the buffer, not to a fixed time: under load Chromium played its first 5 s
+    // slowly and had read 30 s ahead by then.
+    let to = seek_past_buffer(&browser, 30.0, 60.0);
     let sought =
-        wait_for(Duration::from_secs(30), || (browser.js(state)["t"].as_f64()? > 31.0).then_some(()));
-    assert!(sought.is_some(), "did not play on after a seek: {}", browser.js(state));
+        wait_for(Duration::from_secs(30), || (browser.js(state)["t"].as_f64()? > to + 1.0).then_some(()));
+    assert!(sought.is_some(), "did not play on after a seek to {to} s: {}", browser.js(state));
     let media: Vec<(String, String)> =
         browser.responses().into_iter().filter(|(url, _)| url.contains("/titles/")).collect();
     assert!(media.len() >= 2, "{media:?}");
@@ -396,11 +398,11 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
         .expect("the first target is an appliance");
     serving.1.child.kill();
     // Ahead of what is buffered: the next ranges must come from elsewhere.
-    browser.js("document.getElementById('video').currentTime = 75; return null;");
+    let to = seek_past_buffer(&browser, 75.0, 85.0);
     let moved = wait_for(Duration::from_secs(90), || {
         let v = browser.js(state);
         let sources = v["sources"].as_array()?.len();
-        (sources >= 2 && v["t"].as_f64()? > 77.0).then_some(v)
+        (sources >= 2 && v["t"].as_f64()? > to + 2.0).then_some(v)
     });
     assert!(moved.is_some(), "did not move on and keep playing: {}", browser.js(state));
 
@@ -426,6 +428,20 @@ fn chromium_plays_from_the_mesh_over_h3_by_alt_svc_fails_over_and_shows_the_flee
         "Chromium's first QUIC connection to {authority}: {first:?}; media requests over it: {}",
         netlog.requests_over_quic(&first_url)
     );
+}
+
+/// Seeks the watch page's video 5 s past the end of what it has buffered, within `at_least`
+/// and `at_most` seconds; returns where it went.
+fn seek_past_buffer(browser: &Browser, at_least: f64, at_most: f64) -> f64 {
+    let to = browser.js(&format!(
+        "const v = document.getElementById('video');
+         let end = 0;
+         for (let i = 0; i < v.buffered.length; i++) end = Math.max(end, v.buffered.end(i));
+         const to = Math.min(Math.max({at_least}, end + 5), {at_most});
+         v.currentTime = to;
+         return to;"
+    ));
+    to.as_f64().unwrap_or_else(|| panic!("the page did not say where it sought: {to}"))
 }
 
 /// What the watch page did so far: its `window.fillmesh`, the video's position and buffered
