@@ -18,7 +18,6 @@ use crate::store::StoreError;
 #[derive(Debug, Clone)]
 pub struct Reads {
     permits: Arc<Semaphore>,
-    at_once: usize,
 }
 
 impl Reads {
@@ -27,8 +26,7 @@ impl Reads {
 
     /// At most `at_once` reads at once (1 to [`Self::MAX`]).
     pub fn new(at_once: usize) -> Self {
-        let at_once = at_once.clamp(1, Self::MAX);
-        Self { permits: Arc::new(Semaphore::new(at_once)), at_once }
+        Self { permits: Arc::new(Semaphore::new(at_once.clamp(1, Self::MAX))) }
     }
 
     /// The default bound: four per core. A read that finds its chunk in the page cache is CPU
@@ -36,11 +34,6 @@ impl Reads {
     /// more of them at once keep an SSD's queue full.
     pub fn default_at_once() -> usize {
         4 * std::thread::available_parallelism().map_or(2, usize::from)
-    }
-
-    /// How many at once.
-    pub fn at_once(&self) -> usize {
-        self.at_once
     }
 
     /// Runs `read` on the blocking pool once a place is free, in the order asked. The read
@@ -117,7 +110,7 @@ mod tests {
 
     #[test]
     fn the_limit_is_clamped() {
-        assert_eq!(Reads::new(0).at_once(), 1);
-        assert_eq!(Reads::new(usize::MAX).at_once(), Reads::MAX);
+        assert_eq!(Reads::new(0).permits.available_permits(), 1);
+        assert_eq!(Reads::new(usize::MAX).permits.available_permits(), Reads::MAX);
     }
 }
