@@ -250,21 +250,16 @@ impl Fetcher<'_> {
                 f.mb_s,
                 r.mb_s,
                 f.cpu_per_gib(self.len),
-                f.source_cpu / self.gib(),
-                f.sink_cpu / self.gib(),
+                f.source_cpu / gib(self.len),
+                f.sink_cpu / gib(self.len),
                 r.cpu_per_gib(self.len),
-                r.source_cpu / self.gib(),
-                r.sink_cpu / self.gib(),
+                r.source_cpu / gib(self.len),
+                r.sink_cpu / gib(self.len),
             );
             fill.push(f);
             raw.push(r);
         }
         Ok((fill, raw))
-    }
-
-    /// The title's size in GiB.
-    fn gib(&self) -> f64 {
-        self.len as f64 / f64::from(1u32 << 30)
     }
 
     /// Whole `fillmesh fetch --out FILE` processes as a user runs them, timed from start to
@@ -445,13 +440,18 @@ struct Measured {
 impl Measured {
     /// Both sides' CPU seconds per GiB moved.
     fn cpu_per_gib(&self, len: u64) -> f64 {
-        (self.source_cpu + self.sink_cpu) / (len as f64 / f64::from(1u32 << 30))
+        (self.source_cpu + self.sink_cpu) / gib(len)
     }
 
-    /// Cores both sides kept busy on average: CPU seconds per GiB times GiB per second.
+    /// Cores both sides kept busy on average: their CPU seconds over the transfer's seconds.
     fn cores(&self, len: u64) -> f64 {
-        self.cpu_per_gib(len) * self.mb_s * 1e6 / f64::from(1u32 << 30)
+        (self.source_cpu + self.sink_cpu) * self.mb_s * 1e6 / len as f64
     }
+}
+
+/// `bytes` in GiB.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
 }
 
 /// CPU seconds per GiB, on one core of this machine, of hashing 1 MiB chunks with BLAKE3 and
@@ -459,7 +459,7 @@ impl Measured {
 /// skip. Medians of 5 passes over 128 MiB.
 fn floor_per_gib() -> (f64, f64) {
     let data: Vec<u8> = (0u32..128 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    let per_gib = |elapsed: Duration| elapsed.as_secs_f64() * f64::from(1u32 << 30) / data.len() as f64;
+    let per_gib = |elapsed: Duration| elapsed.as_secs_f64() / gib(data.len() as u64);
     let (mut hash, mut copy) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let started = Instant::now();
