@@ -64,6 +64,9 @@ pub struct TransportLimits {
     /// Handshakes an accepting endpoint runs at once; more are refused likewise (each costs a
     /// signature and a certificate: a flood of them must not starve the connections served).
     pub max_handshakes: usize,
+    /// New connections an accepting endpoint takes a second (a second's worth at once); more
+    /// are refused likewise ([`crate::rate::Arrivals`]). 0: no limit.
+    pub connection_rate: u32,
 }
 
 impl Default for TransportLimits {
@@ -75,6 +78,7 @@ impl Default for TransportLimits {
             udp_buffer: DEFAULT_UDP_BUFFER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            connection_rate: 0,
         }
     }
 }

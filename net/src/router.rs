@@ -3,13 +3,15 @@
 //! A connection whose ALPN has no handler is closed with [`close::PROTOCOL`].
 //!
 //! Past the endpoint's limits ([`TransportLimits::max_connections`] connections or
-//! [`TransportLimits::max_handshakes`] handshakes at once), a new connection is refused at
+//! [`TransportLimits::max_handshakes`] handshakes at once, or
+//! [`TransportLimits::connection_rate`] new connections a second), a new connection is refused at
 //! once (QUIC `CONNECTION_REFUSED` in answer to its first packet): its client learns within a
 //! round trip that it must go elsewhere, where a connection left unanswered would cost it the
 //! whole handshake timeout.
 //!
 //! [`TransportLimits::max_connections`]: crate::TransportLimits::max_connections
 //! [`TransportLimits::max_handshakes`]: crate::TransportLimits::max_handshakes
+//! [`TransportLimits::connection_rate`]: crate::TransportLimits::connection_rate
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ use quinn::Connection;
 use tracing::{debug, Instrument};
 
 use crate::endpoint::{alpn, close, MeshEndpoint};
+use crate::rate::Arrivals;
 
 /// A boxed connection handler's future.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -62,6 +65,7 @@ impl Router {
         let handshaking = Arc::new(AtomicUsize::new(0));
         let (max_connections, max_handshakes) =
             (endpoint.limits().max_connections, endpoint.limits().max_handshakes);
+        let arrivals = Arrivals::new(endpoint.limits().connection_rate);
         while let Some(incoming) = endpoint.inner().accept().await {
             let remote = incoming.remote_address();
             // Open connections include those still in their handshake.
@@ -70,6 +74,13 @@ impl Router {
             if open >= max_connections || shaking >= max_handshakes {
                 endpoint.count_refused();
                 debug!(%remote, open, handshaking = shaking, "refusing a connection: at the endpoint's limits");
+                incoming.refuse();
+                continue;
+            }
+            // Counted only for a connection the limits above would take.
+            if !arrivals.admit() {
+                endpoint.count_refused();
+                debug!(%remote, "refusing a connection: past the endpoint's connection rate");
                 incoming.refuse();
                 continue;
             }

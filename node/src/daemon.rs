@@ -472,6 +472,7 @@ impl Live {
             ("udp_buffer", new.transport.udp_buffer != old.transport.udp_buffer),
             ("max_connections", new.transport.max_connections != old.transport.max_connections),
             ("max_handshakes", new.transport.max_handshakes != old.transport.max_handshakes),
+            ("connection_rate", new.transport.connection_rate != old.transport.connection_rate),
             ("plan_stale_after", new.plan_stale_after != old.plan_stale_after),
             ("stale_origin_rate", new.stale_origin_rate != old.stale_origin_rate),
         ];

@@ -21,7 +21,11 @@
 //!   to 32). Each has a 16 MiB receive buffer, so more sockets also queue more for a client
 //!   process that falls behind;
 //! - `--netns`: the clients in a network namespace of their own, reaching the appliance over
-//!   a veth pair (made and removed by the bench, as root), rather than over loopback.
+//!   a veth pair (made and removed by the bench, as root), rather than over loopback;
+//! - `--appliance-cpus LIST`, `--client-cpus LIST` (`taskset -c` lists, e.g. `0` and `1`):
+//!   the appliance's threads and the client process kept on CPUs of their own, so that
+//!   neither waits for a core the other holds (on 2 cores each gets one: half the capacity,
+//!   but each side's cost and latency without the other's).
 //!
 //! **The appliance** is one `fillmesh node` process (the release build), as `--origin` with
 //! no tracker (so no playback tokens), holding one title whose bytes are a function of their
@@ -176,6 +180,10 @@ struct Args {
     /// HTTP/3 client sockets; 0: one per PLAYERS_PER_SOCKET players (2 to 32).
     client_sockets: usize,
     netns: bool,
+    /// CPUs (a `taskset -c` list) the appliance's threads are kept on; empty: any.
+    appliance_cpus: String,
+    /// CPUs the client process is kept on; empty: any.
+    client_cpus: String,
     client: bool,
     addr: Option<SocketAddr>,
     title: String,
@@ -196,6 +204,8 @@ fn parse_args() -> Args {
         client_payload: fillmesh_net::endpoint::MTU_UPPER_BOUND,
         client_sockets: 0,
         netns: false,
+        appliance_cpus: String::new(),
+        client_cpus: String::new(),
         client: false,
         addr: None,
         title: String::new(),
@@ -203,7 +213,7 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     let usage = "usage: players [--players N[,N..]] [--proto h3|tcp|both] [--rate-mbit R] [--secs S] \
-                 [--ramp-secs S] [--title-mib M] [--range-mib M] [--buffer-secs S] [--node-arg ARG]... [--client-payload BYTES] [--client-sockets N] [--netns]";
+                 [--ramp-secs S] [--title-mib M] [--range-mib M] [--buffer-secs S] [--node-arg ARG]... [--client-payload BYTES] [--client-sockets N] [--netns] [--appliance-cpus LIST] [--client-cpus LIST]";
     // Bounded by the argument list.
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -242,6 +252,8 @@ fn parse_args() -> Args {
             }
             "--client-sockets" => a.client_sockets = num(value()) as usize,
             "--netns" => a.netns = true,
+            "--appliance-cpus" => a.appliance_cpus = value(),
+            "--client-cpus" => a.client_cpus = value(),
             "--client" => a.client = true,
             "--addr" => a.addr = Some(value().parse().expect("--addr")),
             "--title" => a.title = value(),
@@ -363,6 +375,15 @@ fn bench_main(args: &Args) {
     }
     let appliance = NodeProcess::start(&dir.path().join("appliance"), &node_args);
     let pid = appliance.child.0.id();
+    if !args.appliance_cpus.is_empty() {
+        // Every thread it has now (it has started: its runtime's workers exist); the threads
+        // they make later inherit their mask.
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", &args.appliance_cpus, &pid.to_string()])
+            .output()
+            .expect("run taskset (util-linux)");
+        assert!(out.status.success(), "taskset -c {} for the appliance: {out:?}", args.appliance_cpus);
+    }
     let url = format!("http://{}", appliance.http.as_deref().expect("the appliance's --http"));
     let out = fillmesh().arg("seed").arg(&file).args(["--origin", &url]).output().expect("fillmesh seed");
     assert!(out.status.success(), "seed: {out:?}");
@@ -386,6 +407,10 @@ fn bench_main(args: &Args) {
     );
     for line in appliance.log().lines().filter(|l| l.contains("receive buffer")).take(2) {
         println!("appliance: {}", line.trim());
+    }
+    if !(args.appliance_cpus.is_empty() && args.client_cpus.is_empty()) {
+        let any = |l: &str| if l.is_empty() { "any".to_owned() } else { l.to_owned() };
+        println!("CPUs: appliance {}, clients {}", any(&args.appliance_cpus), any(&args.client_cpus));
     }
     if let Some(ns) = &netns {
         println!("clients in network namespace {} (veth {}, appliance at {addr})", ns.name, ns.host_if);
@@ -465,15 +490,18 @@ fn run(
     let served0 = ttfb_buckets(&appliance.metrics());
     let peak_reset = load::reset_peak_rss(pid);
     let exe = std::env::current_exe().expect("this bench's path");
-    // In the namespace: `ip netns exec` joins it and executes the client (the same process).
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns.name]).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    };
+    // In the namespace: `ip netns exec` joins it; on CPUs of its own: `taskset -c LIST` keeps it
+    // (and the threads it makes) there; then the client (this same executable).
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = netns {
+        argv.extend(["ip", "netns", "exec", ns.name.as_str()].map(Into::into));
+    }
+    if !args.client_cpus.is_empty() {
+        argv.extend(["taskset", "-c", args.client_cpus.as_str()].map(Into::into));
+    }
+    argv.push(exe.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     cmd.args(["--client", "--proto", proto.name(), "--players", &n.to_string()])
         .args(["--addr", &addr.to_string(), "--title", title, "--pin", pin])
         .args(["--rate-mbit", &args.rate_mbit.to_string(), "--secs", &args.secs.to_string()])

@@ -1,7 +1,8 @@
 //! Serving at the edge, with real processes: an appliance at its connection limits refuses a
 //! new connection at once with a clean close (QUIC `CONNECTION_REFUSED`; on TCP a reset
 //! before any TLS), so that its player goes elsewhere instead of waiting out a timeout, and
-//! takes connections again once it holds fewer; its UDP socket's buffers are logged with the
+//! takes connections again once it holds fewer; past its connection rate likewise, taking
+//! connections again as the rate refills; its UDP socket's buffers are logged with the
 //! size the kernel granted (checked against what `ss` reads from the kernel), with the
 //! operator's hint when the kernel's cap bites.
 
@@ -119,6 +120,95 @@ fn a_tcp_connection_over_the_limit_is_reset_at_once_and_taken_again_below_it() {
         (answer.status == 404).then_some(answer)
     });
     assert!(answer.is_some(), "no answer below the limit again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_past_the_connection_rate_are_refused_at_once_and_taken_again_later() {
+    let work = tempfile::tempdir().unwrap();
+    let (endpoint, client_id) = client(&work.path().join("client"));
+    let node = NodeProcess::start(
+        &work.path().join("node"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--trust",
+            &client_id,
+            "--connection-rate",
+            "1",
+        ],
+    );
+    let addr: SocketAddr = node.mesh.parse().unwrap();
+    let peer = node.peer.parse().unwrap();
+    // Eight at once: at one a second (a second's worth at once), the node takes one, or two
+    // if a second passes while they arrive, and refuses the rest, each within its round trip.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let endpoint = endpoint.clone();
+        attempts.spawn(async move { endpoint.connect_within(addr, peer, Duration::from_secs(20)).await });
+    }
+    let (mut taken, mut refusals) = (Vec::new(), 0);
+    while let Some(attempt) = attempts.join_next().await {
+        match attempt.unwrap() {
+            Ok(conn) => taken.push(conn),
+            Err(e) if refused(&e) => refusals += 1,
+            Err(e) => panic!("neither taken nor refused with CONNECTION_REFUSED: {e:?}"),
+        }
+    }
+    assert!(!taken.is_empty() && taken.len() <= 2, "{} taken of 8 at once at 1 a second", taken.len());
+    assert_eq!(refusals, 8 - taken.len());
+    let page = node.metrics();
+    assert_eq!(metric(&page, "fillmesh_quic_connections_refused_total"), Some(refusals as f64), "{page}");
+
+    // The rate refills: a later connection is taken, while the first ones stay open.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = endpoint.connect_within(addr, peer, Duration::from_secs(20)).await;
+    assert!(later.is_ok(), "a connection a second later: {later:?}");
+    assert!(taken.iter().all(|c| c.close_reason().is_none()), "the connections taken stay open");
+}
+
+#[test]
+fn tcp_connections_past_the_connection_rate_are_reset_at_once_and_taken_again_later() {
+    let work = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        &work.path().join("node"),
+        &["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--connection-rate", "1"],
+    );
+    let addr: SocketAddr = node.mesh.parse().unwrap();
+    // Eight connections that do not begin TLS, made at once: the node takes one (two if a
+    // second passes while it accepts them) and resets the others as it accepts them.
+    let conns: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let page = wait_for(Duration::from_secs(20), || {
+        let page = node.metrics();
+        let refused = metric(&page, "fillmesh_player_tcp_connections_refused_total").unwrap_or(0.0);
+        let held = metric(&page, "fillmesh_player_sessions").unwrap_or(0.0);
+        (refused + held >= 8.0).then_some((refused, held))
+    });
+    let (refused, held) = page.unwrap_or_else(|| panic!("not all eight accepted: {}", node.metrics()));
+    assert!((1.0..=2.0).contains(&held) && refused == 8.0 - held, "held {held}, refused {refused}");
+    // A refused one reads a reset (or the end) at once; one held reads nothing within 3 s
+    // (the node's TLS bound of 10 s is not reached by two of them in turn).
+    let reset = conns.iter().filter(|&c| {
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 16];
+        let mut conn: &TcpStream = c;
+        match conn.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    });
+    assert_eq!(reset.count() as f64, refused, "each refused connection ends at once");
+    drop(conns);
+
+    // The rate refills: a real client is served (a 404 for a path not served).
+    let base = format!("https://{addr}");
+    let answer = wait_for(Duration::from_secs(20), || {
+        let answer = clients::curl(&base, "--http2", "GET", "/nothing-here", None);
+        (answer.status == 404).then_some(answer)
+    });
+    assert!(answer.is_some(), "no answer once the rate refilled");
 }
 
 #[test]

@@ -100,6 +100,12 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_HANDSHAKES as u64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_handshakes: u64,
+    /// New connections the node takes a second on each transport (a second's worth at once);
+    /// one more is refused at once, as past --max-connections. Players that arrive together
+    /// each want their buffer filled at once: this spreads a crowd's arrival over appliances.
+    /// Default 0: no limit.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub connection_rate: u32,
     /// A tracker's mesh address; the node registers and fills under its plans. Repeat it,
     /// with --tracker-id, once per tracker of a fleet: the node registers with each.
     #[arg(long, requires = "tracker_id")]
@@ -235,6 +241,7 @@ impl Settings for NodeArgs {
                 udp_buffer: usize::try_from(self.udp_buffer).unwrap_or(usize::MAX),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
                 max_handshakes: usize::try_from(self.max_handshakes).unwrap_or(usize::MAX),
+                connection_rate: self.connection_rate,
                 ..TransportLimits::default()
             },
             player_cert: self.tls_cert.zip(self.tls_key),

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fillmesh_net::rate::Arrivals;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,8 +20,8 @@ use super::players::{request_span, PlayerServer, Truncated};
 /// A TLS handshake or a request head that takes longer than this closes the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many players' TCP connections are held, and how many TLS handshakes run, at once.
-/// Past either, a new connection is closed as soon as it is accepted: its player sees the
+/// How many players' TCP connections are held, and how many TLS handshakes run, at once, and
+/// how many new ones are taken a second. Past any, a new connection is closed as soon as it is accepted: its player sees the
 /// connection end within a round trip and goes to another appliance, where a connection
 /// left in the kernel's backlog would wait out its own timeout.
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +30,17 @@ pub struct TcpLimits {
     pub connections: usize,
     /// TLS handshakes at once.
     pub handshakes: usize,
+    /// New connections a second; 0: no limit.
+    pub rate: u32,
 }
 
 impl From<&fillmesh_net::TransportLimits> for TcpLimits {
     fn from(limits: &fillmesh_net::TransportLimits) -> Self {
-        Self { connections: limits.max_connections, handshakes: limits.max_handshakes }
+        Self {
+            connections: limits.max_connections,
+            handshakes: limits.max_handshakes,
+            rate: limits.connection_rate,
+        }
     }
 }
 
@@ -47,6 +54,7 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let connections = Arc::new(Semaphore::new(limits.connections.max(1)));
     let handshakes = Arc::new(Semaphore::new(limits.handshakes.max(1)));
+    let arrivals = Arrivals::new(limits.rate);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -65,6 +73,13 @@ pub async fn serve(
             refuse(tcp);
             continue;
         };
+        // Counted only for a connection the limits above would take.
+        if !arrivals.admit() {
+            server.metrics().tcp_refused.inc();
+            debug!(%remote, "refusing a player's TCP connection: past the node's connection rate");
+            refuse(tcp);
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let server = server.clone();
