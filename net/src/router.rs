@@ -84,11 +84,21 @@ impl Router {
                 incoming.refuse();
                 continue;
             }
+            // Accepted here, not in the task: the connection is then in the endpoint's count
+            // before the next one is checked against the limit (accepted in its task, 1,001
+            // were established at a limit of 1,000 in a burst of 5,000 players).
+            let connecting = match incoming.accept() {
+                Ok(connecting) => connecting,
+                Err(e) => {
+                    debug!(%remote, "accepting a connection failed: {e}");
+                    continue;
+                }
+            };
             let handlers = handlers.clone();
             let shake = Handshake::start(&handshaking);
             tokio::spawn(
                 async move {
-                    let conn = incoming.await;
+                    let conn = connecting.await;
                     drop(shake);
                     let conn = match conn {
                         Ok(conn) => conn,

@@ -82,6 +82,44 @@ async fn a_quic_connection_over_the_limit_is_refused_at_once_and_taken_again_bel
     assert_eq!(again.remote_address(), addr);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_quic_connections_never_takes_more_than_the_limit() {
+    let work = tempfile::tempdir().unwrap();
+    let (endpoint, client_id) = client(&work.path().join("client"));
+    let node = NodeProcess::start(
+        &work.path().join("node"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--trust",
+            &client_id,
+            "--max-connections",
+            "3",
+        ],
+    );
+    let addr: SocketAddr = node.mesh.parse().unwrap();
+    let peer = node.peer.parse().unwrap();
+    // Twelve at once: each is counted before the next is checked, so no more than three are
+    // taken however close together they arrive; the others are refused, none left to time out.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let endpoint = endpoint.clone();
+        attempts.spawn(async move { endpoint.connect_within(addr, peer, Duration::from_secs(20)).await });
+    }
+    let (mut taken, mut refusals) = (Vec::new(), 0);
+    while let Some(attempt) = attempts.join_next().await {
+        match attempt.unwrap() {
+            Ok(conn) => taken.push(conn),
+            Err(e) if refused(&e) => refusals += 1,
+            Err(e) => panic!("neither taken nor refused with CONNECTION_REFUSED: {e:?}"),
+        }
+    }
+    assert_eq!(taken.len(), 3, "taken of 12 at once at --max-connections 3");
+    assert_eq!(refusals, 9);
+}
+
 #[test]
 fn a_tcp_connection_over_the_limit_is_reset_at_once_and_taken_again_below_it() {
     let work = tempfile::tempdir().unwrap();
