@@ -41,19 +41,7 @@ fn refused(error: &TransportError) -> bool {
 async fn a_quic_connection_over_the_limit_is_refused_at_once_and_taken_again_below_it() {
     let work = tempfile::tempdir().unwrap();
     let (endpoint, client_id) = client(&work.path().join("client"));
-    let node = NodeProcess::start(
-        &work.path().join("node"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--trust",
-            &client_id,
-            "--max-connections",
-            "2",
-        ],
-    );
+    let node = node_with(work.path(), &["--trust", &client_id, "--max-connections", "2"]);
     let addr: SocketAddr = node.mesh.parse().unwrap();
     let peer = node.peer.parse().unwrap();
     // Connections the node holds (trusted, so kept open; idle, kept alive by the client).
@@ -82,29 +70,30 @@ async fn a_quic_connection_over_the_limit_is_refused_at_once_and_taken_again_bel
     assert_eq!(again.remote_address(), addr);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_quic_connections_never_takes_more_than_the_limit() {
-    let work = tempfile::tempdir().unwrap();
-    let (endpoint, client_id) = client(&work.path().join("client"));
-    let node = NodeProcess::start(
-        &work.path().join("node"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--trust",
-            &client_id,
-            "--max-connections",
-            "3",
-        ],
-    );
+/// A node in `work/node` on loopback (QUIC and HTTPS on one port, its operator HTTP on
+/// another), with `more` on its command line.
+fn node_with(work: &Path, more: &[&str]) -> NodeProcess {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    args.extend(more);
+    NodeProcess::start(&work.join("node"), &args)
+}
+
+/// Whether a real client is served at `addr` within 20 s (a 404 for a path not served).
+fn served(addr: SocketAddr) -> bool {
+    let base = format!("https://{addr}");
+    wait_for(Duration::from_secs(20), || {
+        (clients::curl(&base, "--http2", "GET", "/nothing-here", None).status == 404).then_some(())
+    })
+    .is_some()
+}
+
+/// `n` connections to `node` started at once: those taken, and how many were refused with
+/// `CONNECTION_REFUSED` (anything else fails the test: none may be left to time out).
+async fn burst(endpoint: &MeshEndpoint, node: &NodeProcess, n: usize) -> (Vec<quinn::Connection>, usize) {
     let addr: SocketAddr = node.mesh.parse().unwrap();
     let peer = node.peer.parse().unwrap();
-    // Twelve at once: each is counted before the next is checked, so no more than three are
-    // taken however close together they arrive; the others are refused, none left to time out.
     let mut attempts = tokio::task::JoinSet::new();
-    for _ in 0..12 {
+    for _ in 0..n {
         let endpoint = endpoint.clone();
         attempts.spawn(async move { endpoint.connect_within(addr, peer, Duration::from_secs(20)).await });
     }
@@ -116,6 +105,17 @@ async fn a_burst_of_quic_connections_never_takes_more_than_the_limit() {
             Err(e) => panic!("neither taken nor refused with CONNECTION_REFUSED: {e:?}"),
         }
     }
+    (taken, refusals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_quic_connections_never_takes_more_than_the_limit() {
+    let work = tempfile::tempdir().unwrap();
+    let (endpoint, client_id) = client(&work.path().join("client"));
+    let node = node_with(work.path(), &["--trust", &client_id, "--max-connections", "3"]);
+    // Twelve at once: each is counted before the next is checked, so no more than three are
+    // taken however close together they arrive; the others are refused, none left to time out.
+    let (taken, refusals) = burst(&endpoint, &node, 12).await;
     assert_eq!(taken.len(), 3, "taken of 12 at once at --max-connections 3");
     assert_eq!(refusals, 9);
 }
@@ -123,10 +123,7 @@ async fn a_burst_of_quic_connections_never_takes_more_than_the_limit() {
 #[test]
 fn a_tcp_connection_over_the_limit_is_reset_at_once_and_taken_again_below_it() {
     let work = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(
-        &work.path().join("node"),
-        &["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--max-connections", "2"],
-    );
+    let node = node_with(work.path(), &["--max-connections", "2"]);
     let addr: SocketAddr = node.mesh.parse().unwrap();
     // Two connections that have not begun TLS: the node holds them (up to its 10 s handshake
     // bound), at its limit of 2.
@@ -152,48 +149,19 @@ fn a_tcp_connection_over_the_limit_is_reset_at_once_and_taken_again_below_it() {
 
     // Once the held connections end, a real client is served (a 404 for a path not served).
     drop(held);
-    let base = format!("https://{addr}");
-    let answer = wait_for(Duration::from_secs(20), || {
-        let answer = clients::curl(&base, "--http2", "GET", "/nothing-here", None);
-        (answer.status == 404).then_some(answer)
-    });
-    assert!(answer.is_some(), "no answer below the limit again");
+    assert!(served(addr), "no answer below the limit again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_connections_past_the_connection_rate_are_refused_at_once_and_taken_again_later() {
     let work = tempfile::tempdir().unwrap();
     let (endpoint, client_id) = client(&work.path().join("client"));
-    let node = NodeProcess::start(
-        &work.path().join("node"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--trust",
-            &client_id,
-            "--connection-rate",
-            "1",
-        ],
-    );
+    let node = node_with(work.path(), &["--trust", &client_id, "--connection-rate", "1"]);
     let addr: SocketAddr = node.mesh.parse().unwrap();
     let peer = node.peer.parse().unwrap();
     // Eight at once: at one a second (a second's worth at once), the node takes one, or two
     // if a second passes while they arrive, and refuses the rest, each within its round trip.
-    let mut attempts = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let endpoint = endpoint.clone();
-        attempts.spawn(async move { endpoint.connect_within(addr, peer, Duration::from_secs(20)).await });
-    }
-    let (mut taken, mut refusals) = (Vec::new(), 0);
-    while let Some(attempt) = attempts.join_next().await {
-        match attempt.unwrap() {
-            Ok(conn) => taken.push(conn),
-            Err(e) if refused(&e) => refusals += 1,
-            Err(e) => panic!("neither taken nor refused with CONNECTION_REFUSED: {e:?}"),
-        }
-    }
+    let (taken, refusals) = burst(&endpoint, &node, 8).await;
     assert!(!taken.is_empty() && taken.len() <= 2, "{} taken of 8 at once at 1 a second", taken.len());
     assert_eq!(refusals, 8 - taken.len());
     let page = node.metrics();
@@ -209,10 +177,7 @@ async fn quic_connections_past_the_connection_rate_are_refused_at_once_and_taken
 #[test]
 fn tcp_connections_past_the_connection_rate_are_reset_at_once_and_taken_again_later() {
     let work = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(
-        &work.path().join("node"),
-        &["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--connection-rate", "1"],
-    );
+    let node = node_with(work.path(), &["--connection-rate", "1"]);
     let addr: SocketAddr = node.mesh.parse().unwrap();
     // Eight connections that do not begin TLS, made at once: the node takes one (two if a
     // second passes while it accepts them) and resets the others as it accepts them.
@@ -241,12 +206,7 @@ fn tcp_connections_past_the_connection_rate_are_reset_at_once_and_taken_again_la
     drop(conns);
 
     // The rate refills: a real client is served (a 404 for a path not served).
-    let base = format!("https://{addr}");
-    let answer = wait_for(Duration::from_secs(20), || {
-        let answer = clients::curl(&base, "--http2", "GET", "/nothing-here", None);
-        (answer.status == 404).then_some(answer)
-    });
-    assert!(answer.is_some(), "no answer once the rate refilled");
+    assert!(served(addr), "no answer once the rate refilled");
 }
 
 #[test]
