@@ -71,16 +71,17 @@ impl Router {
             // Open connections include those still in their handshake.
             let open = endpoint.inner().open_connections();
             let shaking = handshaking.load(Ordering::Relaxed);
-            if open >= max_connections || shaking >= max_handshakes {
+            // The rate counts only a connection the limits before it would take.
+            let refusal = if open >= max_connections || shaking >= max_handshakes {
+                Some("at the endpoint's limits")
+            } else if !arrivals.admit() {
+                Some("past the endpoint's connection rate")
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
                 endpoint.count_refused();
-                debug!(%remote, open, handshaking = shaking, "refusing a connection: at the endpoint's limits");
-                incoming.refuse();
-                continue;
-            }
-            // Counted only for a connection the limits above would take.
-            if !arrivals.admit() {
-                endpoint.count_refused();
-                debug!(%remote, "refusing a connection: past the endpoint's connection rate");
+                debug!(%remote, open, handshaking = shaking, "refusing a connection: {why}");
                 incoming.refuse();
                 continue;
             }

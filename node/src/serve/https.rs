@@ -21,9 +21,9 @@ use super::players::{request_span, PlayerServer, Truncated};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many players' TCP connections are held, and how many TLS handshakes run, at once, and
-/// how many new ones are taken a second. Past any, a new connection is closed as soon as it is accepted: its player sees the
-/// connection end within a round trip and goes to another appliance, where a connection
-/// left in the kernel's backlog would wait out its own timeout.
+/// how many new ones are taken a second. Past any, a new connection is closed as soon as it
+/// is accepted: its player sees the connection end within a round trip and goes to another
+/// appliance, where a connection left in the kernel's backlog would wait out its own timeout.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
     /// Connections at once.
@@ -65,21 +65,21 @@ pub async fn serve(
                 continue;
             }
         };
-        let (Ok(permit), Ok(shake)) =
-            (connections.clone().try_acquire_owned(), handshakes.clone().try_acquire_owned())
-        else {
-            server.metrics().tcp_refused.inc();
-            debug!(%remote, "refusing a player's TCP connection: at the node's limits");
-            refuse(tcp);
-            continue;
+        // The rate counts only a connection the limits before it would take.
+        let taken = match (connections.clone().try_acquire_owned(), handshakes.clone().try_acquire_owned()) {
+            (Ok(permit), Ok(shake)) if arrivals.admit() => Ok((permit, shake)),
+            (Ok(_), Ok(_)) => Err("past the node's connection rate"),
+            _ => Err("at the node's limits"),
         };
-        // Counted only for a connection the limits above would take.
-        if !arrivals.admit() {
-            server.metrics().tcp_refused.inc();
-            debug!(%remote, "refusing a player's TCP connection: past the node's connection rate");
-            refuse(tcp);
-            continue;
-        }
+        let (permit, shake) = match taken {
+            Ok(permits) => permits,
+            Err(why) => {
+                server.metrics().tcp_refused.inc();
+                debug!(%remote, "refusing a player's TCP connection: {why}");
+                refuse(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let server = server.clone();
